@@ -1,0 +1,3 @@
+from meterbench.cli import main
+
+raise SystemExit(main())
