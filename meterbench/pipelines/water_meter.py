@@ -1,0 +1,310 @@
+"""Water-meter verification of a recorded (or live-recorded) bench session.
+
+For every test point of the plan: the controller's flying start/stop events
+give the instants and the latched reference totals; the camera frames around
+those instants give the register values (robust fit against the reference
+track, misreads rejected); sparse frames in between prove the register
+followed the flow. Error, MPE, uncertainty and decision come from
+`meterbench.calibration`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from meterbench import calibration
+from meterbench.pipelines.fusion import (
+    InstantEstimate,
+    ReferenceTrack,
+    check_track,
+    estimate_at_instant,
+)
+
+__all__ = ["ReadingOptions", "PointTiming", "evaluate_water_meter_session", "point_timings",
+           "reference_track", "select_frames"]
+
+L_PER_M3 = 1000.0
+S_PER_H = 3600.0
+
+
+@dataclass(frozen=True)
+class ReadingOptions:
+    """Which frames are read around each instant, and how strictly."""
+
+    window_before_s: float = 4.0  # frames read before each flying start/stop (s)
+    window_after_s: float = 4.0  # frames read after a flying start (s)
+    stop_after_s: float = 0.5  # frames read after a flying stop (s): keeps the verdict prompt
+    track_interval_s: float = 1.0  # spacing of the monotonic-track check frames between (s)
+    every_frame: bool = False  # read every frame of the point (reference run for batch checks)
+    max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
+    latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
+    temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
+
+
+@dataclass
+class PointTiming:
+    """A test point's flying start/stop as the controller latched them."""
+
+    name: str
+    start_t_s: float | None = None
+    stop_t_s: float | None = None
+    start_reference_l: float | None = None
+    stop_reference_l: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _device_ids(manifest: dict, kinds: Sequence[str]) -> list[str]:
+    return [d["id"] for d in manifest.get("devices", []) if d.get("kind") in kinds]
+
+
+def _good_events(events) -> list:
+    return [e for e in events if e.error is None and isinstance(e.parsed, dict)]
+
+
+def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
+    """The reference meter's volume track and a list of problems found in its log."""
+    manifest = session.manifest
+    refs = manifest.get("reference_instruments", [])
+    if not refs:
+        raise ValueError("session.json: reference_instruments: expected at least one reference meter")
+    device = refs[0].get("device")
+    events = session.device_events(device)
+    good = [e for e in _good_events(events) if "volume_l" in e.parsed]
+    problems = []
+    if len(good) < len(events):
+        problems.append(f"reference meter {device}: {len(events) - len(good)} of {len(events)} lines "
+                        f"unusable (recorded raw, not used)")
+    if len(good) < 2:
+        raise ValueError(f"devices/{device}: fewer than 2 valid reference readings")
+    t = np.array([e.t_s for e in good], dtype=np.float64)
+    v = np.array([e.parsed["volume_l"] for e in good], dtype=np.float64)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    return ReferenceTrack.from_samples(t[keep], v[keep]), problems
+
+
+def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]:
+    """Flying start/stop instants and latched reference totals per test point."""
+    timings = {name: PointTiming(name) for name in point_names}
+    for device in _device_ids(session.manifest, ("mqtt", "controller")):
+        for event in _good_events(session.device_events(device)):
+            kind = event.parsed.get("event")
+            timing = timings.get(event.parsed.get("point"))
+            if timing is None or kind not in ("point_start", "point_stop"):
+                continue
+            latched = event.parsed.get("reference_volume_l")
+            if kind == "point_start":
+                timing.start_t_s, timing.start_reference_l = event.t_s, latched
+            else:
+                timing.stop_t_s, timing.stop_reference_l = event.t_s, latched
+    for timing in timings.values():
+        if timing.start_t_s is None:
+            timing.problems.append(f"no point_start event for {timing.name} in the controller log")
+        if timing.stop_t_s is None:
+            timing.problems.append(f"no point_stop event for {timing.name} in the controller log")
+        if not timing.problems and timing.stop_t_s <= timing.start_t_s:
+            timing.problems.append(f"point_stop before point_start for {timing.name}")
+    return timings
+
+
+def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float,
+                  options: ReadingOptions) -> np.ndarray:
+    """Indices of the frames a point's verdict needs (sorted, unique)."""
+    t = frame_times_s
+    if options.every_frame:
+        mask = (t >= start_t_s - options.window_before_s) & (t <= stop_t_s + options.stop_after_s)
+        return np.flatnonzero(mask)
+    near_start = (t >= start_t_s - options.window_before_s) & (t <= start_t_s + options.window_after_s)
+    near_stop = (t >= stop_t_s - options.window_before_s) & (t <= stop_t_s + options.stop_after_s)
+    chosen = set(np.flatnonzero(near_start | near_stop).tolist())
+    if stop_t_s - start_t_s > 2 * options.track_interval_s:
+        for instant in np.arange(start_t_s, stop_t_s, options.track_interval_s):
+            chosen.add(int(np.argmin(np.abs(t - instant))))
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def finest_usable_element(elements, flow_l_s: float, fps: float, max_turns_per_frame: float) -> int:
+    """Index of the finest register element that turns slowly enough to be read between frames."""
+    finest = 0
+    for index, element in enumerate(elements):
+        turns_per_frame = flow_l_s / element.litres_per_turn / max(fps, 1e-6)
+        if turns_per_frame <= max_turns_per_frame:
+            finest = index
+    return finest
+
+
+@dataclass
+class _Readings:
+    t_s: np.ndarray
+    volume_l: np.ndarray
+    u_l: np.ndarray
+    n_frames: int
+    n_unreadable: int
+    reasons: dict[str, int]
+
+
+def _read_register(camera, indices: np.ndarray, register_reader, finest_element: int,
+                   batch_frames: int = 16) -> _Readings:
+    times, volumes, uncertainties = [], [], []
+    reasons: dict[str, int] = {}
+    batch: list[tuple[float, Any]] = []
+
+    def flush():
+        readings = register_reader.read_frames([f for _, f in batch], finest_element=finest_element)
+        for (t_s, _), reading in zip(batch, readings, strict=True):
+            if reading.ok:
+                times.append(t_s)
+                volumes.append(reading.volume_l)
+                uncertainties.append(reading.resolution_l)
+            else:
+                reasons[reading.reason] = reasons.get(reading.reason, 0) + 1
+        batch.clear()
+
+    for _, t_s, frame in camera.iter_frames(indices.tolist()):
+        if frame is None:
+            reasons["frame missing or corrupt"] = reasons.get("frame missing or corrupt", 0) + 1
+            continue
+        batch.append((t_s, frame))
+        if len(batch) >= batch_frames:
+            flush()
+    if batch:
+        flush()
+    return _Readings(np.array(times), np.array(volumes), np.array(uncertainties), int(indices.size),
+                     int(indices.size - len(times)), reasons)
+
+
+def _mean_temperature(session, start_t_s: float, stop_t_s: float, fallback_c: float = 20.0) -> float:
+    values = []
+    for device in _device_ids(session.manifest, ("mqtt", "controller", "serial-totaliser")):
+        for event in _good_events(session.device_events(device)):
+            if start_t_s <= event.t_s <= stop_t_s:
+                temperature = event.parsed.get("temperature_c")
+                if isinstance(temperature, int | float) and math.isfinite(temperature):
+                    values.append(float(temperature))
+    return float(np.mean(values)) if values else fallback_c
+
+
+def _inconclusive(name: str, flow_m3h: float, reason: str, **known) -> dict:
+    point = {"name": name, "flow_rate": flow_m3h, "reference_volume": known.get("reference_volume", float("nan")),
+             "indicated_volume": float("nan"), "error_pct": float("nan"),
+             "mpe_pct": known.get("mpe_pct", float("nan")), "uncertainty_pct": float("nan"),
+             "verdict": "inconclusive", "reason": reason}
+    return point
+
+
+def _evaluate_point(session, instrument, plan_point, timing: PointTiming, track: ReferenceTrack,
+                    register_reader, options: ReadingOptions, reference_u_pct_k2: float,
+                    decision_rule: str) -> dict:
+    name = plan_point["name"]
+    planned_flow = float(plan_point.get("flow_rate_m3h", float("nan")))
+    if timing.problems:
+        return _inconclusive(name, planned_flow, "; ".join(timing.problems))
+    t0, t1 = timing.start_t_s, timing.stop_t_s
+    if not track.covers(t0, t1):
+        return _inconclusive(name, planned_flow, "reference meter log does not cover the point "
+                                                 "(truncated device log?)")
+    streamed0, streamed1 = track.volume_at([t0, t1])
+    reference_l = float(streamed1 - streamed0)
+    problems = []
+    for label, latched, streamed in (("start", timing.start_reference_l, streamed0),
+                                     ("stop", timing.stop_reference_l, streamed1)):
+        if latched is not None and abs(latched - streamed) > options.latch_tolerance_l + abs(
+                reference_l) * 1e-5:
+            problems.append(f"latched reference at {label} ({latched:.4f} L) disagrees with the "
+                            f"reference stream ({streamed:.4f} L)")
+    if timing.start_reference_l is not None and timing.stop_reference_l is not None:
+        reference_l = float(timing.stop_reference_l - timing.start_reference_l)
+    flow_l_s = reference_l / (t1 - t0)
+    flow_m3h = flow_l_s * S_PER_H / L_PER_M3
+    if problems:
+        return _inconclusive(name, flow_m3h, "; ".join(problems), reference_volume=reference_l)
+
+    flows = calibration.water_meter_flows(instrument["q3_m3h"], instrument["r"])
+    temperature_c = _mean_temperature(session, t0, t1)
+    try:
+        mpe = calibration.water_meter_mpe(instrument["accuracy_class"], flow_m3h, flows, temperature_c)
+    except ValueError as exc:
+        return _inconclusive(name, flow_m3h, f"no MPE for this flow: {exc}", reference_volume=reference_l)
+
+    camera = session.camera(instrument["camera"])
+    layout = register_reader.layout
+    fps = float(len(camera.frame_times) - 1) / float(camera.frame_times[-1] - camera.frame_times[0])
+    finest = finest_usable_element(layout.elements, flow_l_s, fps, options.max_turns_per_frame)
+    indices = select_frames(camera.frame_times, t0, t1, options)
+    readings = _read_register(camera, indices, register_reader, finest)
+
+    def estimate(instant: float, after_s: float) -> InstantEstimate:
+        near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
+        return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
+                                   track, instant)
+
+    start, stop = estimate(t0, options.window_after_s), estimate(t1, options.stop_after_s)
+    known = {"reference_volume": reference_l, "mpe_pct": mpe.mpe_pct}
+    for label, est in (("start", start), ("stop", stop)):
+        if not est.ok:
+            why = f"flying {label}: {est.reason}"
+            if readings.reasons:
+                why += " (unreadable frames: " + ", ".join(
+                    f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
+            return _inconclusive(name, flow_m3h, why, **known)
+    track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
+    if not track_check.ok:
+        return _inconclusive(name, flow_m3h, track_check.reason, **known)
+
+    indicated_l = stop.volume_l - start.volume_l
+    error_pct = (indicated_l - reference_l) / reference_l * 100.0
+    budget = calibration.UncertaintyBudget()
+    budget.add_reference(reference_u_pct_k2, k=2.0)
+    budget.add_component("register reading (flying start and stop, fitted)",
+                         100.0 * math.hypot(start.u_l, stop.u_l) / reference_l,
+                         source="fit of the camera readings against the reference track")
+    # Meters in series share the water; a temperature difference between the reference and
+    # the meter under test changes the volume by the water's expansion coefficient.
+    beta = calibration.water_expansion_coefficient(temperature_c)
+    budget.add_component("water temperature between reference and meter",
+                         100.0 * beta * options.temperature_u_c,
+                         source=f"u(t) = {options.temperature_u_c} °C, beta = {beta:.2e} /°C")
+    expanded_pct = budget.expanded_pct(k=2.0)
+    decision = calibration.decide(error_pct, mpe.mpe_pct, expanded_pct, rule=decision_rule)
+    return {
+        "name": name, "flow_rate": flow_m3h, "reference_volume": reference_l,
+        "indicated_volume": indicated_l, "error_pct": error_pct, "mpe_pct": mpe.mpe_pct,
+        "uncertainty_pct": expanded_pct, "verdict": decision.verdict, "reason": decision.reason,
+        "details": {
+            "start_t_s": t0, "stop_t_s": t1, "water_temperature_c": temperature_c,
+            "zone": mpe.zone, "mpe_source": mpe.source,
+            "finest_element": layout.elements[finest].name,
+            "register_start_l": start.volume_l, "register_stop_l": stop.volume_l,
+            "frames_read": readings.n_frames, "frames_unreadable": readings.n_unreadable,
+            "readings_rejected": start.n_rejected + stop.n_rejected + track_check.n_outliers,
+            "uncertainty_budget": budget.as_dict(),
+        },
+    }
+
+
+def evaluate_water_meter_session(session, register_reader_for: Callable[[dict], Any],
+                                 options: ReadingOptions | None = None) -> list[dict]:
+    """Verify every water meter of a session; returns report.json instrument objects."""
+    options = options or ReadingOptions()
+    manifest = session.manifest
+    plan = manifest["test_plan"]["points"]
+    track, track_problems = reference_track(session)
+    timings = point_timings(session, [p["name"] for p in plan])
+    reference = manifest["reference_instruments"][0]
+    reference_u = float(reference.get("expanded_uncertainty_pct", float("nan")))
+    rule = manifest.get("decision_rule", "simple")
+    instruments = []
+    for instrument in manifest["instruments"]:
+        reader = register_reader_for(instrument)
+        points = [_evaluate_point(session, instrument, plan_point, timings[plan_point["name"]], track,
+                                  reader, options, reference_u, rule) for plan_point in plan]
+        verdict = calibration.decide_instrument([p["verdict"] for p in points])
+        instruments.append({"id": instrument["id"], "kind": "water-meter", "verdict": verdict,
+                            "points": points, "warnings": list(track_problems)})
+    return instruments
