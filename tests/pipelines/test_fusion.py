@@ -59,3 +59,30 @@ def test_stalled_register_fails_track_check():
     bad = check_track(t_all, stalled, u, ref, start, stop, 2.5, 57.5)
     assert not bad.ok
     assert "left the reference line" in bad.reason
+
+
+def test_select_frames_reads_windows_and_sparse_track_only():
+    from meterbench.pipelines.water_meter import ReadingOptions, select_frames
+
+    times = np.arange(0.0, 100.0, 0.1)
+    options = ReadingOptions(window_before_s=2.0, window_after_s=2.0, stop_after_s=0.5, track_interval_s=5.0)
+    chosen = select_frames(times, 20.0, 80.0, options)
+    picked = times[chosen]
+    assert picked.min() >= 18.0 - 1e-9 and picked.max() <= 80.5 + 1e-9
+    assert np.all(np.diff(chosen) > 0)
+    # windows: 41 + 26 frames, plus 12 sparse frames, some of which fall inside the windows
+    assert 67 <= chosen.size <= 67 + 12
+    every = select_frames(times, 20.0, 80.0, ReadingOptions(every_frame=True, window_before_s=2.0))
+    assert every.size == np.count_nonzero((times >= 18.0) & (times <= 80.5))
+
+
+def test_finest_usable_element_follows_flow():
+    from types import SimpleNamespace
+
+    from meterbench.pipelines.water_meter import finest_usable_element
+
+    elements = [SimpleNamespace(litres_per_turn=v) for v in (1e4, 1e3, 100.0, 10.0, 1.0)]
+    # 0.69 L/s at 10 fps: the 1 L dial turns 0.069 turn per frame (usable at 0.12)
+    assert finest_usable_element(elements, 0.69, 10.0, 0.12) == 4
+    # 7 L/s: the 1 L dial turns 0.7 per frame, the 10 L dial 0.07
+    assert finest_usable_element(elements, 7.0, 10.0, 0.12) == 3
