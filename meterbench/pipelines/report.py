@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report_json", "write_report_html", "clean_for_json", "overall_verdict"]
+__all__ = ["atomic_write_text", "write_report_json", "write_report_html", "clean_for_json", "overall_verdict"]
 
 _FLOAT_DIGITS = 6
 
@@ -43,7 +43,8 @@ def overall_verdict(verdicts: list[str]) -> str:
     return "pass"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text so that a crash leaves either the old file or the new one, never half of it."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -56,7 +57,7 @@ def write_report_json(report: dict, out_dir: Path) -> Path:
     """Write DIR/report.json atomically; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.json"
-    _atomic_write(path, json.dumps(clean_for_json(report), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(clean_for_json(report), indent=2, ensure_ascii=False) + "\n")
     return path
 
 
@@ -164,5 +165,5 @@ def write_report_html(report: dict, out_dir: Path, figures: dict[str, dict[str, 
             f"<h2>Input files (SHA-256)</h2><table>{inputs}</table></body></html>\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.html"
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
     return path
