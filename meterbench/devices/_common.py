@@ -1,0 +1,77 @@
+"""Pieces shared by the live device drivers: clock, event sink, status, errors.
+
+The drivers never write files themselves: every raw line or message goes to an
+``EventSink`` (in a session, the recorder's device log), stamped with the time
+of reception on the session clock (s since the session start, monotonic).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+Clock = Callable[[], float]
+"""A function giving the session time ``t_s`` in s (monotonic)."""
+
+
+class DeviceError(OSError):
+    """A device could not be opened, read or commanded (the message says which and why)."""
+
+
+class DeviceTimeoutError(DeviceError, TimeoutError):
+    """A device did not answer or confirm within its timeout."""
+
+
+class EventSink(Protocol):
+    """Where a driver puts each raw event (the recorder's ``DeviceLog`` satisfies this)."""
+
+    def append(self, t_s: float, raw: str | bytes, parsed: dict | None = None,
+               error: str | None = None, topic: str | None = None) -> int:
+        """Append one event line: reception time (s), raw text/bytes, parsed value or error."""
+
+
+def monotonic_clock(start: float | None = None) -> Clock:
+    """Make a session clock: s since ``start`` (a ``time.monotonic()`` value, default now)."""
+    origin = time.monotonic() if start is None else start
+    return lambda: time.monotonic() - origin
+
+
+class Status:
+    """Completion of a command (``set()``), bluesky/ophyd style: wait with a timeout.
+
+    ``finish()`` marks success, ``fail(reason)`` failure; ``wait(timeout_s)``
+    returns when done and raises ``DeviceTimeoutError`` or ``DeviceError``.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._done = threading.Event()
+        self.error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Get whether the command finished (successfully or not)."""
+        return self._done.is_set()
+
+    @property
+    def success(self) -> bool:
+        """Get whether the command finished without error."""
+        return self._done.is_set() and self.error is None
+
+    def finish(self) -> None:
+        """Mark the command as confirmed."""
+        self._done.set()
+
+    def fail(self, reason: str) -> None:
+        """Mark the command as failed with a one-line reason."""
+        self.error = reason
+        self._done.set()
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until done; raise if it failed or took longer than ``timeout_s`` (s)."""
+        if not self._done.wait(timeout_s):
+            raise DeviceTimeoutError(f"{self.what}: not confirmed within {timeout_s:g} s")
+        if self.error is not None:
+            raise DeviceError(f"{self.what}: {self.error}")

@@ -1,0 +1,330 @@
+"""Modbus RTU flow computer: totaliser registers read over a serial line.
+
+Own framing (function 0x03/0x04 and CRC-16/Modbus are ~100 lines; pymodbus is
+not installed on bench PCs and its async stack hides the raw bytes we must
+record). Each poll is one request/response exchange; the response bytes go to
+the device log as hex with what they decoded to, or why not (CRC error,
+timeout, exception response). A bad exchange never becomes a volume.
+
+``ModbusSlave`` is the other end: a register map served over a serial port,
+used by the tests and the live bench simulator.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+
+from meterbench.devices._common import Clock, DeviceError, EventSink
+
+READ_HOLDING = 0x03
+READ_INPUT = 0x04
+EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                   4: "slave device failure", 6: "slave device busy"}
+
+
+class ModbusError(DeviceError):
+    """A Modbus exchange failed (CRC, timeout, exception response, malformed frame)."""
+
+
+def crc16_modbus(data: bytes) -> int:
+    """CRC-16/Modbus (poly 0xA001 reflected, init 0xFFFF) of ``data``."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def with_crc(pdu: bytes) -> bytes:
+    """Append the CRC, low byte first, as RTU frames carry it."""
+    return pdu + struct.pack("<H", crc16_modbus(pdu))
+
+
+def check_crc(frame: bytes) -> bool:
+    """Tell whether the last two bytes of ``frame`` are the CRC of the rest."""
+    return len(frame) >= 4 and struct.unpack("<H", frame[-2:])[0] == crc16_modbus(frame[:-2])
+
+
+def read_request(slave: int, function: int, address: int, count: int) -> bytes:
+    """Build a read-registers request (function 0x03 holding or 0x04 input) with CRC."""
+    if function not in (READ_HOLDING, READ_INPUT):
+        raise ValueError(f"function must be 0x03 or 0x04, got {function:#04x}")
+    if not 1 <= slave <= 247:
+        raise ValueError(f"slave must be in 1..247, got {slave}")
+    if not 1 <= count <= 125:
+        raise ValueError(f"count must be in 1..125 registers, got {count}")
+    return with_crc(struct.pack(">BBHH", slave, function, address, count))
+
+
+def parse_read_response(frame: bytes, slave: int, function: int, count: int) -> list[int]:
+    """Decode a read-registers response into ``count`` 16-bit registers or raise ModbusError."""
+    if len(frame) < 5:
+        raise ModbusError(f"short frame: {len(frame)} bytes")
+    if not check_crc(frame):
+        raise ModbusError("CRC mismatch")
+    if frame[0] != slave:
+        raise ModbusError(f"answer from slave {frame[0]}, expected {slave}")
+    if frame[1] == function | 0x80:
+        code = frame[2]
+        raise ModbusError(f"exception response {code}: {EXCEPTION_NAMES.get(code, 'unknown')}")
+    if frame[1] != function or frame[2] != 2 * count or len(frame) != 5 + 2 * count:
+        raise ModbusError(f"malformed response to function {function:#04x} for {count} registers")
+    return list(struct.unpack(f">{count}H", frame[3:-2]))
+
+
+def decode_value(registers: list[int], kind: str, word_order: str = "big") -> float:
+    """Decode two registers as ``kind`` "float32" or "uint32"; word_order "big" (ABCD) or
+    "little" (CDAB, high word last)."""
+    if len(registers) != 2:
+        raise ValueError(f"a 32-bit value needs 2 registers, got {len(registers)}")
+    high, low = registers if word_order == "big" else registers[::-1]
+    raw = struct.pack(">HH", high, low)
+    if kind == "float32":
+        return struct.unpack(">f", raw)[0]
+    if kind == "uint32":
+        return float(struct.unpack(">I", raw)[0])
+    raise ValueError(f"register kind must be 'float32' or 'uint32', got {kind!r}")
+
+
+def encode_value(value: float, kind: str, word_order: str = "big") -> list[int]:
+    """Encode ``value`` into two registers (inverse of ``decode_value``)."""
+    raw = struct.pack(">f", value) if kind == "float32" else struct.pack(">I", int(value))
+    registers = list(struct.unpack(">HH", raw))
+    return registers if word_order == "big" else registers[::-1]
+
+
+@dataclass(frozen=True)
+class RegisterField:
+    """One 32-bit quantity of the flow computer: name, first register, kind, scale to the unit."""
+
+    name: str
+    address: int
+    kind: str = "float32"
+    scale: float = 1.0
+    units: str = "L"
+
+
+@dataclass
+class ModbusCounts:
+    """Exchanges by outcome (each also recorded in the device log)."""
+
+    polls: int = 0
+    ok: int = 0
+    crc_errors: int = 0
+    timeouts: int = 0
+    exceptions: int = 0
+    malformed: int = 0
+    port_errors: int = 0
+    by_error: dict[str, int] = field(default_factory=dict)
+
+
+def _transact(port: serial.SerialBase, request: bytes) -> bytes:
+    """Send ``request`` and read one response frame (b"" or partial when the slave is silent)."""
+    port.reset_input_buffer()
+    port.write(request)
+    head = port.read(3)
+    if len(head) < 3:
+        return head
+    length = 5 if head[1] & 0x80 else 5 + head[2]
+    return head + port.read(length - 3)
+
+
+class ModbusTotaliserReader:
+    """Poll a flow computer's totaliser registers every ``interval_s`` (s) in a thread.
+
+    Each field (``RegisterField``) is a 32-bit float or unsigned integer times
+    ``scale`` (e.g. 0.001 for a register in mL). All fields are read in one
+    request spanning their registers; the response is recorded as hex with the
+    decoded values, or the error. ``timeout_s`` (s) bounds one exchange.
+    """
+
+    def __init__(self, port: str, sink: EventSink, clock: Clock, fields: list[RegisterField],
+                 *, name: str = "flow-computer", slave: int = 1, function: int = READ_INPUT,
+                 baudrate: int = 19200, interval_s: float = 0.2, timeout_s: float = 0.2,
+                 word_order: str = "big") -> None:
+        if not fields:
+            raise ValueError("fields: at least one register field is needed")
+        self.name = name
+        self.port = port
+        self.fields = fields
+        self.slave = slave
+        self.function = function
+        self.baudrate = baudrate
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.word_order = word_order
+        self.counts = ModbusCounts()
+        self.last: dict[str, float] | None = None
+        self.last_t_s: float | None = None
+        self._first = min(f.address for f in fields)
+        self._count = max(f.address for f in fields) + 2 - self._first
+        self._request = read_request(slave, function, self._first, self._count)
+        self._sink = sink
+        self._clock = clock
+        self._serial: serial.SerialBase | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ModbusTotaliserReader:
+        """Open the port and start polling."""
+        try:
+            self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate,
+                                                 timeout=self.timeout_s)
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(f"{self.name}: cannot open serial port {self.port}: {exc}") from exc
+        self._thread = threading.Thread(target=self._run, name=f"modbus-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling and close the port (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
+
+    def __enter__(self) -> ModbusTotaliserReader:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Measure each field (e.g. the delivered volume in L) from the last good poll."""
+        if self.last is None:
+            return {}
+        return {k: {"value": v, "timestamp": self.last_t_s} for k, v in self.last.items()}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Describe the fields of ``read()``: source, dtype, shape, units."""
+        return {f.name: {"source": f"modbus:{self.port}:{self.slave}:{f.address}",
+                         "dtype": "number", "shape": [], "units": f.units} for f in self.fields}
+
+    def poll(self) -> dict[str, float] | None:
+        """Do one exchange now; record it; return the decoded fields or None."""
+        assert self._serial is not None, "start() the reader first"
+        self.counts.polls += 1
+        try:
+            response = _transact(self._serial, self._request)
+        except (serial.SerialException, OSError) as exc:
+            self._record(self._clock(), b"", None, f"port error: {exc}", "port_errors")
+            return None
+        t_s = self._clock()
+        if not response:
+            self._record(t_s, response, None, f"timeout: no answer in {self.timeout_s:g} s",
+                         "timeouts")
+            return None
+        try:
+            registers = parse_read_response(response, self.slave, self.function, self._count)
+        except ModbusError as exc:
+            message = str(exc)
+            kind = ("crc_errors" if message.startswith("CRC") else
+                    "exceptions" if message.startswith("exception") else "malformed")
+            if len(response) < 5 and kind == "malformed":
+                kind, message = "timeouts", f"timeout: {len(response)} bytes then silence"
+            self._record(t_s, response, None, message, kind)
+            return None
+        values = {f.name: decode_value(registers[f.address - self._first:
+                                                 f.address - self._first + 2],
+                                       f.kind, self.word_order) * f.scale for f in self.fields}
+        self._record(t_s, response, values, None, "ok")
+        self.last, self.last_t_s = values, t_s
+        return values
+
+    def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None,
+                kind: str) -> None:
+        setattr(self.counts, kind, getattr(self.counts, kind) + 1)
+        if error is not None:
+            self.counts.by_error[error] = self.counts.by_error.get(error, 0) + 1
+        self._sink.append(t_s, response.hex(" "), parsed, error)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval_s)
+
+
+class ModbusSlave:
+    """A simulated Modbus RTU slave: answers 0x03/0x04 from a register map over a port.
+
+    ``set_value(address, value, kind)`` updates registers (thread-safe). Faults for
+    tests: ``corrupt_next`` responses get a wrong CRC, ``drop_next`` are not
+    answered (a timeout for the master); reads outside the map get exception 2.
+    """
+
+    def __init__(self, port: str, *, slave: int = 1, baudrate: int = 19200,
+                 word_order: str = "big") -> None:
+        self.slave = slave
+        self.word_order = word_order
+        self.registers: dict[int, int] = {}
+        self.corrupt_next = 0
+        self.drop_next = 0
+        self.requests = 0
+        self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modbus-slave", daemon=True)
+
+    def set_value(self, address: int, value: float, kind: str = "float32") -> None:
+        """Set the 32-bit value at ``address`` (two registers)."""
+        with self._lock:
+            high, low = encode_value(value, kind, self.word_order)
+            self.registers[address], self.registers[address + 1] = high, low
+
+    def start(self) -> ModbusSlave:
+        """Start answering requests."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop answering and close the port."""
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self._serial.close()
+
+    def __enter__(self) -> ModbusSlave:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def answer(self, request: bytes) -> bytes | None:
+        """Build the response frame to one request (None when not for this slave)."""
+        if len(request) != 8 or not check_crc(request) or request[0] != self.slave:
+            return None
+        _, function, address, count = struct.unpack(">BBHH", request[:6])
+        if function not in (READ_HOLDING, READ_INPUT):
+            return with_crc(bytes([self.slave, function | 0x80, 1]))
+        with self._lock:
+            if any(a not in self.registers for a in range(address, address + count)):
+                return with_crc(bytes([self.slave, function | 0x80, 2]))
+            values = [self.registers[a] for a in range(address, address + count)]
+        return with_crc(struct.pack(f">BBB{count}H", self.slave, function, 2 * count, *values))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                request = self._serial.read(8)
+            except (serial.SerialException, OSError):
+                return
+            if len(request) < 8:
+                continue
+            self.requests += 1
+            response = self.answer(request)
+            if response is None:
+                continue
+            if self.drop_next > 0:
+                self.drop_next -= 1
+                continue
+            if self.corrupt_next > 0:
+                self.corrupt_next -= 1
+                response = response[:-1] + bytes([response[-1] ^ 0xFF])
+            self._serial.write(response)

@@ -1,0 +1,378 @@
+"""Bench controller over MQTT (paho-mqtt 2.x): telemetry and events in, commands out.
+
+Topics (JSON payloads; full description in docs/devices.md):
+
+- ``bench/<id>/telemetry`` in, ~2 Hz: flow_m3h, temperature_c, pressure_kpa, valves
+- ``bench/<id>/event`` in: point_start/point_stop (flying start/stop latches with
+  reference_volume_l), flow_set, flow_stable, sequence_start, sequence_end
+- ``bench/<id>/cmd/valve`` out: ``{"valve": "inlet", "state": "open", "cmd_id": n}``
+- ``bench/<id>/cmd/flow_setpoint`` out: ``{"flow_m3h": 2.4, "cmd_id": n}``
+- ``bench/<id>/cmd/point`` out: ``{"action": "start"|"stop", "point": "Q3", "cmd_id": n}``
+
+Every received message is recorded with its reception time on the session
+clock, before anything else is done with it. Commands go out with QoS 1 and
+are recorded too, under their ``cmd/...`` topic. The client keeps a persistent
+session (clean_session False, fixed client id) and resubscribes in
+``on_connect``, so a broker restart loses nothing that QoS 1 can keep.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from meterbench.devices._common import Clock, DeviceError, DeviceTimeoutError, EventSink, Status
+
+VALVES = ("inlet", "outlet", "bypass")
+VALVE_STATES = ("open", "closed")
+EVENTS = ("point_start", "point_stop", "flow_set", "flow_stable", "sequence_start",
+          "sequence_end", "valve_set", "fault")
+TELEMETRY_KEYS = ("flow_m3h", "temperature_c", "pressure_kpa", "valves")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Where and how to connect: broker host/port, bench id, optional TLS and login."""
+
+    bench_id: str
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    keepalive_s: int = 10
+    client_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any], where: str = "mqtt") -> MqttConfig:
+        """Build from a config table; unknown keys raise ValueError naming ``where``."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}, expected some of "
+                             f"{sorted(known)}")
+        if "bench_id" not in section:
+            raise ValueError(f"{where}: 'bench_id' is required")
+        return cls(**section)
+
+
+def parse_telemetry(payload: Any) -> tuple[dict | None, str | None]:
+    """Check a telemetry payload: numeric flow/temperature/pressure, valve states."""
+    if not isinstance(payload, dict):
+        return None, "telemetry payload is not a JSON object"
+    missing = [k for k in TELEMETRY_KEYS if k not in payload]
+    if missing:
+        return None, f"telemetry missing {missing}"
+    for key in TELEMETRY_KEYS[:3]:
+        if not isinstance(payload[key], int | float) or isinstance(payload[key], bool):
+            return None, f"telemetry {key} is not a number: {payload[key]!r}"
+    valves = payload["valves"]
+    if not isinstance(valves, dict) or any(v not in VALVE_STATES for v in valves.values()):
+        return None, f"telemetry valves must map names to 'open'/'closed': {valves!r}"
+    return payload, None
+
+
+def parse_event(payload: Any) -> tuple[dict | None, str | None]:
+    """Check an event payload: ``event`` is a known name; latches carry reference_volume_l."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+        return None, "event payload is not a JSON object with an 'event' string"
+    if payload["event"] not in EVENTS:
+        return None, f"unknown event {payload['event']!r}, expected one of {list(EVENTS)}"
+    if payload["event"] in ("point_start", "point_stop"):
+        volume = payload.get("reference_volume_l")
+        if not isinstance(volume, int | float) or isinstance(volume, bool):
+            return None, f"{payload['event']} without a numeric reference_volume_l"
+    return payload, None
+
+
+@dataclass
+class MqttCounts:
+    """Messages and connection events seen (each also in the device log)."""
+
+    received: int = 0
+    parsed: int = 0
+    bad: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    sent: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+class BenchController:
+    """The bench's MQTT controller seen from meterbench (one device log for all topics).
+
+    ``start()`` connects (raising DeviceError when the broker cannot be reached in
+    ``connect_timeout_s``), subscribes and runs paho's network thread. Payloads
+    that carry a ``seq`` (the simulator's do) are checked for gaps and QoS 1
+    duplicates; a duplicate is recorded with an error so it is never used twice.
+    """
+
+    def __init__(self, config: MqttConfig, sink: EventSink, clock: Clock, *,
+                 name: str = "controller") -> None:
+        self.config = config
+        self.name = name
+        self.counts = MqttCounts()
+        self.telemetry: dict | None = None
+        self.telemetry_t_s: float | None = None
+        self.connected = threading.Event()
+        self._sink = sink
+        self._clock = clock
+        self._prefix = f"bench/{config.bench_id}"
+        self._lock = threading.Condition()
+        self._events: list[tuple[float, dict]] = []
+        self._last_seq: dict[str, int] = {}
+        self._cmd_id = 0
+        self._listeners: list[Callable[[str, float, dict], None]] = []
+        self._watches: list[tuple[Status, Callable[[], bool]]] = []
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client_id = cfg.client_id or f"meterbench-{cfg.bench_id}"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls_ca or cfg.tls_cert:
+            client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key,
+                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_insecure_set(cfg.tls_insecure)
+        client.reconnect_delay_set(min_delay=1, max_delay=4)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self, connect_timeout_s: float = 5.0) -> BenchController:
+        """Connect, subscribe and start the network thread."""
+        try:
+            self._client.connect(self.config.host, self.config.port, self.config.keepalive_s)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeviceError(f"{self.name}: cannot connect to MQTT broker "
+                              f"{self.config.host}:{self.config.port}: {exc}") from exc
+        self._client.loop_start()
+        if not self.connected.wait(connect_timeout_s):
+            self._client.loop_stop()
+            raise DeviceTimeoutError(f"{self.name}: MQTT broker {self.config.host}:"
+                                     f"{self.config.port} did not accept the connection "
+                                     f"within {connect_timeout_s:g} s")
+        return self
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread (idempotent)."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> BenchController:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add_listener(self, callback: Callable[[str, float, dict], None]) -> None:
+        """Call ``callback(kind, t_s, payload)`` for each good telemetry/event message."""
+        self._listeners.append(callback)
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            self._note(f"broker refused connection: {reason}")
+            return
+        client.subscribe([(f"{self._prefix}/telemetry", 1), (f"{self._prefix}/event", 1)])
+        self.counts.connects += 1
+        if self.counts.connects > 1:
+            self._note(f"reconnected to broker (session present: {flags.session_present})",
+                       bad=False)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+        self.counts.disconnects += 1
+        self._note(f"broker connection lost: {reason}")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        t_s = self._clock()
+        topic = message.topic
+        kind = topic.rsplit("/", 1)[-1]
+        try:
+            text, raw_key = message.payload.decode("utf-8"), "raw"
+            payload: Any = json.loads(text)
+        except UnicodeDecodeError:
+            text, raw_key, payload = "", "raw_b64", None
+        except json.JSONDecodeError:
+            payload = None
+        parser = parse_telemetry if kind == "telemetry" else parse_event
+        parsed, error = parser(payload) if payload is not None else (None, "payload is not JSON")
+        if parsed is not None:
+            error = self._check_seq(kind, parsed)
+            if error is not None:
+                parsed = None
+        self.counts.received += 1
+        self.counts.by_topic[kind] = self.counts.by_topic.get(kind, 0) + 1
+        self._sink.append(t_s, text if raw_key == "raw" else bytes(message.payload), parsed,
+                          error, topic=topic)
+        if parsed is None:
+            self.counts.bad += 1
+            return
+        self.counts.parsed += 1
+        with self._lock:
+            if kind == "telemetry":
+                self.telemetry, self.telemetry_t_s = parsed, t_s
+            else:
+                self._events.append((t_s, parsed))
+            self._check_watches()
+            self._lock.notify_all()
+        for listener in self._listeners:
+            listener(kind, t_s, parsed)
+
+    def _check_seq(self, kind: str, payload: dict) -> str | None:
+        seq = payload.get("seq")
+        if not isinstance(seq, int):
+            return None
+        last = self._last_seq.get(kind)
+        if last is not None and seq <= last:
+            self.counts.duplicates += 1
+            return f"duplicate: seq {seq} already received (QoS 1 redelivery)"
+        if last is not None and seq > last + 1:
+            self.counts.gaps += 1
+            self._note(f"{kind} sequence gap: expected {last + 1}, got {seq} "
+                       f"({seq - last - 1} messages lost)")
+        self._last_seq[kind] = seq
+        return None
+
+    def _note(self, message: str, bad: bool = True) -> None:
+        """Record a connection event (raw is empty; ``error`` set unless it is good news)."""
+        self._sink.append(self._clock(), "", {"note": message} if not bad else None,
+                          message if bad else None, topic="")
+
+    # -- commands -------------------------------------------------------------------------
+    def _publish(self, command: str, payload: dict) -> dict:
+        with self._lock:
+            self._cmd_id += 1
+            payload = {**payload, "cmd_id": self._cmd_id}
+        topic = f"{self._prefix}/cmd/{command}"
+        text = json.dumps(payload)
+        info = self._client.publish(topic, text, qos=1)
+        self.counts.sent += 1
+        error = None if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) else (
+            f"publish failed: {mqtt.error_string(info.rc)}")
+        self._sink.append(self._clock(), text, payload, error, topic=topic)
+        if error is not None:
+            raise DeviceError(f"{self.name}: {topic}: {error}")
+        return payload
+
+    def set_valve(self, valve: str, state: str) -> Status:
+        """Set a valve ('inlet', 'outlet', 'bypass') 'open' or 'closed'; done when telemetry
+        shows it."""
+        if valve not in VALVES or state not in VALVE_STATES:
+            raise ValueError(f"valve must be one of {VALVES} and state one of {VALVE_STATES}, "
+                             f"got {valve!r} {state!r}")
+        status = Status(f"{self.name}: valve {valve} {state}")
+        after = self._clock()
+        self._publish("valve", {"valve": valve, "state": state})
+        self._watch(status, lambda: self.telemetry_t_s is not None and
+                    self.telemetry_t_s > after and
+                    (self.telemetry or {}).get("valves", {}).get(valve) == state)
+        return status
+
+    def set_flow(self, flow_m3h: float) -> Status:
+        """Set the flow set point in m³/h (float >= 0); done on the controller's flow_set event."""
+        if not flow_m3h >= 0:
+            raise ValueError(f"flow set point must be >= 0 m3/h, got {flow_m3h}")
+        status = Status(f"{self.name}: flow set point {flow_m3h:g} m3/h")
+        cmd = self._publish("flow_setpoint", {"flow_m3h": flow_m3h})
+        self._watch(status, lambda: self._find_event("flow_set", cmd_id=cmd["cmd_id"]) is not None)
+        return status
+
+    def latch(self, action: str, point: str, timeout_s: float = 5.0) -> tuple[float, dict]:
+        """Ask for a flying start/stop ('start'/'stop') of ``point``; wait for its latch event.
+
+        Returns ``(t_s, event)``; the event carries ``reference_volume_l`` (L).
+        """
+        if action not in ("start", "stop"):
+            raise ValueError(f"latch action must be 'start' or 'stop', got {action!r}")
+        cmd = self._publish("point", {"action": action, "point": point})
+        found = self.wait_event(f"point_{action}", timeout_s, cmd_id=cmd["cmd_id"])
+        if found is None:
+            raise DeviceTimeoutError(f"{self.name}: no point_{action} event for {point} within "
+                                     f"{timeout_s:g} s")
+        return found
+
+    # -- waiting --------------------------------------------------------------------------
+    def _find_event(self, name: str, **match: Any) -> tuple[float, dict] | None:
+        for t_s, event in self._events:
+            if event["event"] == name and all(event.get(k) == v for k, v in match.items()):
+                return t_s, event
+        return None
+
+    def wait_event(self, name: str, timeout_s: float, **match: Any) -> tuple[float, dict] | None:
+        """Wait for an event ``name`` whose payload has the ``match`` items; None on timeout."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._find_event(name, **match) is not None, timeout_s)
+            return self._find_event(name, **match)
+
+    def wait_telemetry(self, after_t_s: float, timeout_s: float) -> tuple[float, dict] | None:
+        """Wait for telemetry received after ``after_t_s`` (s); None on timeout."""
+        with self._lock:
+            self._lock.wait_for(lambda: (self.telemetry_t_s or -1e9) > after_t_s, timeout_s)
+            if (self.telemetry_t_s or -1e9) > after_t_s:
+                return self.telemetry_t_s, dict(self.telemetry or {})
+            return None
+
+    def _watch(self, status: Status, condition: Callable[[], bool]) -> None:
+        """Finish ``status`` when ``condition`` holds (checked on every message)."""
+        with self._lock:
+            if condition():
+                status.finish()
+            else:
+                self._watches.append((status, condition))
+
+    def _check_watches(self) -> None:
+        """Finish the statuses whose condition now holds (caller holds the lock)."""
+        for status, condition in self._watches:
+            if not status.done and condition():
+                status.finish()
+        self._watches = [(s, c) for s, c in self._watches if not s.done]
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Measure flow in m³/h, temperature in °C, pressure in kPa (last telemetry)."""
+        with self._lock:
+            if self.telemetry is None:
+                return {}
+            t_s = self.telemetry_t_s
+            return {key: {"value": self.telemetry[key], "timestamp": t_s}
+                    for key in TELEMETRY_KEYS}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Describe the fields of ``read()``: source, dtype, shape, units."""
+        source = f"mqtt:{self._prefix}/telemetry"
+        units = {"flow_m3h": "m3/h", "temperature_c": "degC", "pressure_kpa": "kPa",
+                 "valves": ""}
+        return {key: {"source": source, "dtype": "object" if key == "valves" else "number",
+                      "shape": [], "units": units[key]} for key in TELEMETRY_KEYS}
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Poll ``condition`` until true or ``timeout_s`` s pass; return whether it became true."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return condition()

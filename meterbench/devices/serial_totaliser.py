@@ -1,0 +1,358 @@
+"""Reference pulse totaliser over a serial line (protocol in docs/INTERFACES.md).
+
+Lines: ``$TOT,<seq>,<pulses>,<volume_l>,<flow_l_h>,<temp_c>*<CK>\\r\\n``, CK =
+XOR of the bytes between ``$`` and ``*`` as two hex digits. A reader thread
+stamps every line at reception on the session clock and sends it, raw, to the
+device log with what it parsed or why it could not. Garbage, partial lines,
+checksum errors, sequence gaps, silence and port loss are counted and recorded
+as events with ``parsed = null``: none of them ever becomes a volume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+
+from meterbench.devices._common import Clock, DeviceError, EventSink
+
+MAX_LINE_BYTES = 200
+"""A line longer than this without a newline is garbage (the protocol's lines are < 80 bytes)."""
+
+_LINE_RE = re.compile(
+    rb"\$(TOT,(\d{1,10}),(\d{1,15}),(\d+\.\d{4}),(-?\d+\.\d),(-?\d+\.\d{2}))\*([0-9A-Fa-f]{2})")
+
+
+def nmea_checksum(body: bytes) -> int:
+    """XOR of all bytes of ``body`` (the text between ``$`` and ``*``)."""
+    value = 0
+    for byte in body:
+        value ^= byte
+    return value
+
+
+def format_totaliser_line(seq: int, pulses: int, volume_l: float, flow_l_h: float,
+                          temperature_c: float) -> bytes:
+    """Build one protocol line, with checksum and CRLF (volume L, flow L/h, temperature °C)."""
+    body = f"TOT,{seq},{pulses},{volume_l:.4f},{flow_l_h:.1f},{temperature_c:.2f}".encode()
+    return b"$" + body + b"*%02X\r\n" % nmea_checksum(body)
+
+
+def parse_totaliser_line(line: bytes) -> tuple[dict | None, str | None]:
+    """Parse one line (with or without CRLF) into ``(parsed, None)`` or ``(None, error)``.
+
+    ``parsed`` = ``{"seq", "pulses", "volume_l", "flow_l_h", "temperature_c"}``.
+    """
+    text = line.rstrip(b"\r\n")
+    if not text:
+        return None, "empty line"
+    if not text.startswith(b"$"):
+        return None, "partial line: no '$' at start" if b"*" in text else "garbage: no '$' at start"
+    if b"*" not in text:
+        return None, "partial line: no '*<checksum>'"
+    match = _LINE_RE.fullmatch(text)
+    if match is None:
+        if not text.startswith(b"$TOT,"):
+            return None, "garbage: not a $TOT sentence"
+        return None, "malformed $TOT fields"
+    body, seq, pulses, volume, flow, temp, checksum = match.groups()
+    expected = nmea_checksum(body)
+    if int(checksum, 16) != expected:
+        return None, f"checksum mismatch: line says {checksum.decode()}, computed {expected:02X}"
+    return {"seq": int(seq), "pulses": int(pulses), "volume_l": float(volume),
+            "flow_l_h": float(flow), "temperature_c": float(temp)}, None
+
+
+class LineFramer:
+    """Split a byte stream into lines (``\\n`` terminated), pyserial ``LineReader`` style.
+
+    ``feed(data)`` returns ``[(line_bytes, complete)]``. A ``$`` in the middle of a
+    line starts a new line (the bytes before it are returned as an incomplete
+    fragment), so a line cut short by a glitch does not swallow the next one.
+    """
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+        """Add received bytes; return the lines (and fragments) they completed."""
+        out: list[tuple[bytes, bool]] = []
+        for byte in data:
+            if byte == 0x24 and self._buffer.strip(b"\r\n"):  # '$' inside a line
+                out.append((bytes(self._buffer), False))
+                self._buffer.clear()
+            self._buffer.append(byte)
+            if byte == 0x0A:
+                out.append((bytes(self._buffer), True))
+                self._buffer.clear()
+            elif len(self._buffer) >= self.max_line_bytes:
+                out.append((bytes(self._buffer), False))
+                self._buffer.clear()
+        return out
+
+    def flush(self) -> bytes:
+        """Return and drop what is buffered (an unfinished line), e.g. when the port is lost."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest
+
+
+@dataclass
+class TotaliserCounts:
+    """What the reader saw, by kind (each counted event is also in the device log)."""
+
+    lines: int = 0
+    parsed: int = 0
+    garbage: int = 0
+    partial: int = 0
+    checksum: int = 0
+    malformed: int = 0
+    inconsistent: int = 0
+    gaps: int = 0
+    lost_lines: int = 0
+    silences: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+    by_error: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> int:
+        """Get the number of received lines that gave no value."""
+        return self.lines - self.parsed
+
+
+def _error_kind(error: str) -> str:
+    for kind in ("garbage", "partial", "checksum", "malformed"):
+        if error.startswith(kind):
+            return kind
+    return "inconsistent"
+
+
+class TotaliserReader:
+    """Read a pulse totaliser on a serial port in a thread; record every line.
+
+    ``port`` is anything ``serial.serial_for_url`` opens (``/dev/ttyUSB0``, a pty
+    link, ``loop://``). ``sink`` receives each line raw (latin-1 text) with its
+    reception time ``clock()`` (s). A line is only ``parsed`` when its framing,
+    checksum, fields and (if ``pulse_volume_l`` is given) volume = pulses × pulse
+    volume all check. No complete line for ``silence_s`` (s) is recorded once as
+    a silence; a lost port is recorded and reopened every ``reopen_interval_s`` (s).
+    """
+
+    def __init__(self, port: str, sink: EventSink, clock: Clock, *, name: str = "ref-meter",
+                 baudrate: int = 9600, silence_s: float = 2.0,
+                 pulse_volume_l: float | None = None, reopen_interval_s: float = 0.5) -> None:
+        if silence_s <= 0:
+            raise ValueError(f"silence_s must be > 0 s, got {silence_s}")
+        self.name = name
+        self.port = port
+        self.baudrate = baudrate
+        self.silence_s = silence_s
+        self.pulse_volume_l = pulse_volume_l
+        self.reopen_interval_s = reopen_interval_s
+        self.counts = TotaliserCounts()
+        self.last: dict | None = None
+        self.last_t_s: float | None = None
+        self._sink = sink
+        self._clock = clock
+        self._framer = LineFramer()
+        self._serial: serial.SerialBase | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_line_t_s: float | None = None
+        self._silent = False
+        self._previous_pulses: int | None = None
+        self._new_line = threading.Condition(self._lock)
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self, *, open_timeout_s: float = 5.0) -> TotaliserReader:
+        """Open the port (waiting up to ``open_timeout_s`` s for it to appear) and start."""
+        self._open_with_retry(open_timeout_s)
+        self._last_line_t_s = self._clock()
+        self._thread = threading.Thread(target=self._run, name=f"serial-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the reader thread and close the port (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self._close()
+
+    def __enter__(self) -> TotaliserReader:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- bluesky-like device protocol -----------------------------------------------
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Measure the delivered volume in L, flow in L/h and temperature in °C (last good line)."""
+        with self._lock:
+            if self.last is None:
+                return {}
+            t_s = self.last_t_s
+            return {"ref_volume": {"value": self.last["volume_l"], "timestamp": t_s},
+                    "ref_flow": {"value": self.last["flow_l_h"], "timestamp": t_s},
+                    "ref_temperature": {"value": self.last["temperature_c"], "timestamp": t_s}}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Describe the fields of ``read()``: source, dtype, shape, units, precision."""
+        source = f"serial:{self.port}"
+        return {"ref_volume": {"source": source, "dtype": "number", "shape": [], "units": "L",
+                               "precision": 4},
+                "ref_flow": {"source": source, "dtype": "number", "shape": [], "units": "L/h",
+                             "precision": 1},
+                "ref_temperature": {"source": source, "dtype": "number", "shape": [],
+                                    "units": "degC", "precision": 2}}
+
+    def wait_for_line(self, after_t_s: float, timeout_s: float) -> dict | None:
+        """Wait for a good line received after ``after_t_s`` (s); return it or None on timeout."""
+        with self._new_line:
+            self._new_line.wait_for(
+                lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
+            if self.last_t_s is not None and self.last_t_s > after_t_s:
+                return dict(self.last or {})
+            return None
+
+    @property
+    def connected(self) -> bool:
+        """Get whether the port is open now."""
+        return self._serial is not None
+
+    # -- internals --------------------------------------------------------------------
+    def _open(self) -> None:
+        self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.1)
+
+    def _open_with_retry(self, timeout_s: float) -> None:
+        deadline = self._clock() + timeout_s
+        while True:
+            try:
+                self._open()
+                return
+            except (serial.SerialException, OSError) as exc:
+                if self._clock() >= deadline:
+                    raise DeviceError(f"{self.name}: cannot open serial port {self.port}: "
+                                      f"{exc}") from exc
+                self._stop.wait(self.reopen_interval_s)
+
+    def _close(self) -> None:
+        if self._serial is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                self._serial.close()
+            self._serial = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._serial is None:
+                self._try_reopen()
+            else:
+                self._read_once()
+            self._check_silence()
+        rest = self._framer.flush()
+        if rest:
+            self._handle(self._clock(), rest, complete=False)
+
+    def _read_once(self) -> None:
+        assert self._serial is not None
+        try:
+            data = self._serial.read(1)
+            if data and self._serial.in_waiting:
+                data += self._serial.read(self._serial.in_waiting)
+        except (serial.SerialException, OSError) as exc:
+            self._port_lost(str(exc))
+            return
+        if not data:
+            return
+        t_s = self._clock()
+        for line, complete in self._framer.feed(data):
+            self._handle(t_s, line, complete)
+
+    def _port_lost(self, why: str) -> None:
+        t_s = self._clock()
+        rest = self._framer.flush()
+        if rest:
+            self._handle(t_s, rest, complete=False)
+        self._close()
+        self.counts.disconnects += 1
+        self._note(t_s, f"port lost: {why}")
+
+    def _try_reopen(self) -> None:
+        try:
+            self._open()
+        except (serial.SerialException, OSError):
+            self._stop.wait(self.reopen_interval_s)
+            return
+        self.counts.reconnects += 1
+        self._note(self._clock(), f"port reopened: {self.port}")
+
+    def _check_silence(self) -> None:
+        if self._silent or self._last_line_t_s is None:
+            return
+        t_s = self._clock()
+        if t_s - self._last_line_t_s > self.silence_s:
+            self._silent = True
+            self.counts.silences += 1
+            self._note(t_s, f"silence: no line for more than {self.silence_s:g} s")
+
+    def _note(self, t_s: float, error: str) -> None:
+        """Record a condition that is not a received line (raw is empty)."""
+        self._sink.append(t_s, "", None, error)
+
+    def _handle(self, t_s: float, line: bytes, complete: bool) -> None:
+        self.counts.lines += 1
+        if complete:
+            self._last_line_t_s = t_s
+            self._silent = False
+        parsed, error = parse_totaliser_line(line) if complete else (
+            None, "partial line: " + ("too long, no newline" if len(line) >= MAX_LINE_BYTES
+                                      else "cut before its end"))
+        if parsed is not None:
+            error = self._check_consistency(parsed)
+            if error is not None:
+                parsed = None
+        raw = line.decode("latin-1")
+        if parsed is None:
+            kind = _error_kind(error or "")
+            setattr(self.counts, kind, getattr(self.counts, kind) + 1)
+            self.counts.by_error[error or ""] = self.counts.by_error.get(error or "", 0) + 1
+            self._sink.append(t_s, raw, None, error)
+            return
+        self._check_sequence(t_s, parsed["seq"])
+        self._sink.append(t_s, raw, parsed, None)
+        with self._new_line:
+            self.counts.parsed += 1
+            self.last, self.last_t_s = parsed, t_s
+            self._new_line.notify_all()
+
+    def _check_consistency(self, parsed: dict) -> str | None:
+        if self.pulse_volume_l is not None:
+            expected = round(parsed["pulses"] * self.pulse_volume_l, 4)
+            if abs(parsed["volume_l"] - expected) > 1e-4 + 1e-9 * expected:
+                return (f"inconsistent: volume_l {parsed['volume_l']:.4f} != pulses × "
+                        f"pulse_volume_l = {expected:.4f}")
+        previous, self._previous_pulses = self._previous_pulses, parsed["pulses"]
+        if previous is not None and parsed["pulses"] < previous:
+            return f"inconsistent: pulses went backwards ({previous} -> {parsed['pulses']})"
+        return None
+
+    def _check_sequence(self, t_s: float, seq: int) -> None:
+        if self.last is None:
+            return
+        expected = self.last["seq"] + 1
+        if seq == expected:
+            return
+        self.counts.gaps += 1
+        if seq > expected:
+            self.counts.lost_lines += seq - expected
+            self._note(t_s, f"sequence gap: expected {expected}, got {seq} "
+                            f"({seq - expected} lines lost)")
+        else:
+            self._note(t_s, f"sequence gap: expected {expected}, got {seq} (device restarted?)")
