@@ -1,0 +1,189 @@
+"""Carry logic: compose raw wheel/dial positions into one register value (L).
+
+Raw readings of a register disagree near every 9 -> 0 transition: a carry
+wheel is half-turned while the element below passes 9, a gear-coupled pointer
+is always between two digits.  The integer digit of each element is therefore
+resolved from right to left: the already resolved lower element says which
+fraction of a step the upper element must show (`expected_fraction`), and the
+upper element's digit is `round(value - expected_fraction) mod 10`.  When the
+reading disagrees with that expectation by more than `max_residual` steps, or
+its model is unsure, the register is flagged (ok False, volume nan) instead of
+guessed: a wrong digit is worth 10^k divisions, far more than any flag costs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from meterbench.vision.layout import RegisterElement, RegisterLayout
+
+__all__ = [
+    "DEFAULT_MAX_RESIDUAL",
+    "DEFAULT_MIN_CONFIDENCE",
+    "DEFAULT_MIN_DIGIT_PROB",
+    "DEFAULT_POSITION_STD",
+    "Composition",
+    "compose_register",
+    "expected_fraction",
+]
+
+DEFAULT_MAX_RESIDUAL = 0.35     # steps: |reading - (digit + expected fraction)| allowed
+DEFAULT_MIN_CONFIDENCE = 0.5    # model confidence below which an element is not trusted
+DEFAULT_MIN_DIGIT_PROB = 0.9    # probability mass that must back the chosen digit (with probs)
+DEFAULT_POSITION_STD = 0.05     # steps: reading precision of the finest element without probs
+QUANTISATION_STD = 0.1 / math.sqrt(12.0)   # steps: floor from the models' tenth classes
+N_CLASSES = 100
+
+
+class Composition(NamedTuple):
+    """Result of `compose_register`: volume (L), its standard uncertainty (L), ok, reason."""
+
+    volume_l: float
+    resolution_l: float
+    ok: bool
+    reason: str
+
+
+def expected_fraction(coupling: str, lower_position: float) -> float:
+    """Fraction of a step (0..1) an element shows, given the resolved lower element.
+
+    "gear": turns continuously at 1/10 of the lower element's speed -> lower / 10.
+    "carry": moves only while the lower element passes 9 -> 0 -> max(0, lower - 9).
+    """
+    if coupling == "gear":
+        return lower_position / 10.0
+    if coupling == "carry":
+        return max(0.0, lower_position - 9.0)
+    raise ValueError(f"coupling: expected 'gear' or 'carry', got {coupling!r}")
+
+
+def _signed_circular(delta: float) -> float:
+    """Wrap a difference of positions (steps) to [-5, 5)."""
+    return (delta + 5.0) % 10.0 - 5.0
+
+
+def _digit_probability(probs: np.ndarray, digit: int, fraction: float) -> float:
+    """Probability mass of the tenth classes within ±0.5 step of `digit + fraction`."""
+    class_pos = np.arange(N_CLASSES) / 10.0
+    offset = np.abs((class_pos - digit - fraction + 5.0) % 10.0 - 5.0)
+    inside = offset < 0.5 - 1e-9
+    edge = np.abs(offset - 0.5) <= 1e-9          # a class exactly on the border counts half
+    return float(probs[inside].sum() + 0.5 * probs[edge].sum())
+
+
+def _position_std(probs: np.ndarray | None, default_std: float) -> float:
+    """Reading precision (steps) of one element: circular std of its class
+    probabilities, floored at the tenth-class quantisation; `default_std` without probs."""
+    if probs is None:
+        return default_std
+    angles = 2.0 * np.pi * np.arange(N_CLASSES) / N_CLASSES
+    p = np.asarray(probs, dtype=np.float64)
+    total = p.sum()
+    if not total > 0:
+        return default_std
+    resultant = abs(np.sum(p * np.exp(1j * angles))) / total
+    circ_std = math.sqrt(-2.0 * math.log(max(resultant, 1e-12))) * 10.0 / (2.0 * np.pi)
+    return max(circ_std, QUANTISATION_STD)
+
+
+def _check_inputs(layout: RegisterLayout, values: np.ndarray, confidences: np.ndarray,
+                  probs: np.ndarray | None, finest: int) -> None:
+    n_el = len(layout.elements)
+    if values.shape != (n_el,):
+        raise ValueError(f"compose_register: values: expected shape ({n_el},), got {values.shape}")
+    if confidences.shape != (n_el,):
+        raise ValueError(f"compose_register: confidences: expected shape ({n_el},), "
+                         f"got {confidences.shape}")
+    if probs is not None and probs.shape != (n_el, N_CLASSES):
+        raise ValueError(f"compose_register: probs: expected shape ({n_el}, {N_CLASSES}), "
+                         f"got {probs.shape}")
+    if not 0 <= finest < n_el:
+        raise ValueError(f"compose_register: finest_element: expected 0..{n_el - 1}, got {finest}")
+
+
+def _element_trouble(element: RegisterElement, value: float, confidence: float,
+                     min_confidence: float) -> str:
+    """Reason an element's raw reading cannot be used ("" when it can)."""
+    if not (math.isfinite(value) and 0.0 <= value < 10.0):
+        return f"{element.kind} {element.name} not read (value {value!r})"
+    if not confidence >= min_confidence:
+        return f"{element.kind} {element.name} confidence {confidence:.2f} < {min_confidence:.2f}"
+    return ""
+
+
+def compose_register(layout: RegisterLayout, values: np.ndarray, confidences: np.ndarray,
+                     probs: np.ndarray | None = None, finest_element: int | None = None, *,
+                     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                     max_residual: float = DEFAULT_MAX_RESIDUAL,
+                     min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
+                     position_std: float = DEFAULT_POSITION_STD) -> Composition:
+    """Register value (L) from raw element positions, carry resolved right to left.
+
+    Parameters
+    ----------
+    layout : RegisterLayout
+    values : (E,) float, raw positions in [0, 10) (elements below `finest_element`
+        are ignored and may be nan).
+    confidences : (E,) float in [0, 1], the reader's confidence per element.
+    probs : (E, 100) float, optional: tenth-class probabilities; when given, the
+        chosen digit must carry at least `min_digit_prob` of the element's mass and
+        the finest element's spread sets the uncertainty.
+    finest_element : index of the finest element used (None = the last one).
+    max_residual : steps; a reading further than this from `digit + expected
+        fraction` is flagged as inconsistent with the element below.
+    position_std : steps; precision of the finest reading when no probs are given.
+
+    Returns
+    -------
+    Composition(volume_l, resolution_l, ok, reason): volume and its standard
+    uncertainty in L (finest element's precision × its litres per step, plus the
+    truncation of the unread elements when the finest is a carry wheel); when not
+    ok, volume_l is nan and reason names the first element that failed.
+    """
+    vals = np.asarray(values, dtype=np.float64)
+    confs = np.asarray(confidences, dtype=np.float64)
+    prob_arr = None if probs is None else np.asarray(probs, dtype=np.float64)
+    finest = len(layout.elements) - 1 if finest_element is None else int(finest_element)
+    _check_inputs(layout, vals, confs, prob_arr, finest)
+
+    elements = layout.elements
+    finest_el = elements[finest]
+    step_l = finest_el.litres_per_turn / 10.0
+    std = _position_std(None if prob_arr is None else prob_arr[finest], position_std)
+    if finest_el.coupling == "carry" and finest < len(elements) - 1:
+        # A carry wheel rests on whole digits: the unread elements below it add a
+        # truncation of 0..1 step (uniform, std 1/sqrt(12) step) to its reading.
+        std = math.hypot(std, 1.0 / math.sqrt(12.0))
+    resolution_l = std * step_l
+
+    def flagged(reason: str) -> Composition:
+        return Composition(float("nan"), resolution_l, False, reason)
+
+    trouble = _element_trouble(finest_el, vals[finest], confs[finest], min_confidence)
+    if trouble:
+        return flagged(trouble)
+    lower_position = float(vals[finest])
+    volume_l = lower_position * step_l
+    for i in range(finest - 1, -1, -1):
+        element, lower = elements[i], elements[i + 1]
+        trouble = _element_trouble(element, vals[i], confs[i], min_confidence)
+        if trouble:
+            return flagged(trouble)
+        fraction = expected_fraction(element.coupling, lower_position)
+        digit = int(round(vals[i] - fraction)) % 10
+        residual = _signed_circular(vals[i] - fraction - digit)
+        if abs(residual) > max_residual:
+            return flagged(f"{element.kind} {element.name} reads {vals[i]:.2f}, inconsistent "
+                           f"with {lower.name} at {lower_position:.2f} "
+                           f"(residual {residual:+.2f} step)")
+        if prob_arr is not None:
+            p_digit = _digit_probability(prob_arr[i], digit, fraction)
+            if p_digit < min_digit_prob:
+                return flagged(f"{element.kind} {element.name} digit {digit} ambiguous "
+                               f"(probability {p_digit:.2f} < {min_digit_prob:.2f})")
+        lower_position = digit + fraction
+        volume_l += digit * element.litres_per_turn / 10.0
+    return Composition(float(volume_l), resolution_l, True, "")
