@@ -1,0 +1,90 @@
+"""End-to-end water-meter benchmark: simulated sessions with known truth -> meterbench run.
+
+Prints, over all meters x test points: |error_pct - true_error_pct| (max, p95),
+points whose true error lies outside error ± U, wrong pass/fail verdicts
+(against the true error and the same decision rule), inconclusive points, and
+the replay speed against real time (session duration / processing time, one
+process). Usage:
+
+    python benchmarks/water_meter.py --sessions 7 --meters 3 --profile short
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from meterbench.devices import simulate_water_meter
+from meterbench.pipelines.run import RegisterReaders, verify_session
+from meterbench.pipelines.session import load_session
+from meterbench.pipelines.water_meter import ReadingOptions
+
+
+def session_duration_s(session) -> float:
+    """Span of the recorded camera frames (s): the session's real-time length."""
+    spans = [session.camera(c["id"]).frame_times for c in session.manifest["cameras"]]
+    return max(float(t[-1] - t[0]) for t in spans if len(t))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=7)
+    parser.add_argument("--meters", type=int, default=3)
+    parser.add_argument("--profile", default="short")
+    parser.add_argument("--seed0", type=int, default=100)
+    parser.add_argument("--every-frame", action="store_true", help="read every frame (reference run)")
+    parser.add_argument("--keep", help="folder to keep the simulated sessions in")
+    args = parser.parse_args()
+
+    readers = RegisterReaders()
+    options = ReadingOptions(every_frame=args.every_frame)
+    deltas, outside_u, wrong, inconclusive, rows = [], 0, 0, 0, []
+    total_real_s = total_cpu_s = 0.0
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-bench-"))
+    for k in range(args.sessions):
+        folder = root / f"s{args.seed0 + k}"
+        if not (folder / "session.json").exists():
+            simulate_water_meter(folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile)
+        session = load_session(folder)
+        started = time.process_time()
+        report, _ = verify_session(session, options, readers)
+        total_cpu_s += time.process_time() - started
+        total_real_s += session_duration_s(session)
+        truth = {(i["id"], p["name"]): p for i in session.truth["instruments"] for p in i["points"]}
+        for instrument in report["instruments"]:
+            for point in instrument["points"]:
+                true_error = truth[(instrument["id"], point["name"])]["true_error_pct"]
+                if point["verdict"] == "inconclusive":
+                    inconclusive += 1
+                    rows.append((folder.name, instrument["id"], point["name"], "inconclusive", point["reason"]))
+                    continue
+                delta = point["error_pct"] - true_error
+                deltas.append(abs(delta))
+                outside_u += abs(delta) > point["uncertainty_pct"]
+                true_verdict = "pass" if abs(true_error) <= point["mpe_pct"] else "fail"
+                wrong += point["verdict"] != true_verdict
+                if point["verdict"] != true_verdict or abs(delta) > 0.05:
+                    rows.append((folder.name, instrument["id"], point["name"], point["verdict"],
+                                 f"true {true_error:+.4f} %, read {point['error_pct']:+.4f} %, "
+                                 f"U {point['uncertainty_pct']:.4f} %"))
+    n = len(deltas) + inconclusive
+    d = np.array(deltas) if deltas else np.array([math.nan])
+    print(f"points: {n} ({args.sessions} sessions x {args.meters} meters x plan), profile {args.profile}, "
+          f"{'every frame' if args.every_frame else 'windows + sparse track'}")
+    print(f"|error - true error| (%-points): max {np.max(d):.4f}, p95 {np.percentile(d, 95):.4f}, "
+          f"median {np.median(d):.4f}; points > 0.05: {int(np.sum(d > 0.05))}")
+    print(f"true error outside error ± U (k=2): {outside_u} of {len(deltas)}")
+    print(f"wrong pass/fail verdicts: {wrong}; inconclusive points: {inconclusive}")
+    print(f"replay: {total_real_s:.0f} s of recording in {total_cpu_s:.1f} s CPU "
+          f"= {total_real_s / max(total_cpu_s, 1e-9):.1f}x real time (one process)")
+    for row in rows[:30]:
+        print("  ", *row)
+
+
+if __name__ == "__main__":
+    main()
