@@ -1,0 +1,231 @@
+"""Run the shipped digit-wheel and pointer-dial ONNX models (onnxruntime, numpy, cv2 only).
+
+Both models classify a crop into 100 circular classes (tenths of a wheel step or
+of a dial turn, 9.9 is next to 0.0). The value is the circular mean of the
+probabilities near the most likely class; the confidence is the probability mass
+within ±0.15 of that value, so a crop the model is torn about (two digits, a
+glare spot) gets a low confidence instead of a silent wrong value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MODEL_DIR = Path(__file__).resolve().parent
+N_CLASSES = 100
+DECODE_HALF_WINDOW = 3        # classes each side of the argmax used for the circular mean
+CONFIDENCE_HALF_WIDTH = 1.5   # tenths: confidence = probability mass within ±0.15 of the value
+
+# Input geometry (height, width in px) and channels per model kind. The
+# training code uses the same table and the same `preprocess_crops`.
+INPUT_SHAPE = {"digit": (1, 32, 20), "dial": (2, 32, 32)}
+MODEL_FILE = {"digit": "digit_wheel.onnx", "dial": "pointer_dial.onnx"}
+
+
+def circular_distance(a: np.ndarray | float, b: np.ndarray | float,
+                      period: float = 10.0) -> np.ndarray:
+    """Distance between wheel positions on a circle of `period` (0..period/2).
+
+    9.9 and 0.1 are 0.2 apart on a 0..10 wheel.
+    """
+    d = np.mod(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)), period)
+    return np.minimum(d, period - d)
+
+
+def _as_bgr(crop: np.ndarray) -> np.ndarray:
+    """Return a H×W×3 uint8 BGR view of a grey, BGR or BGRA crop."""
+    image = np.asarray(crop)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"crop: expected H×W grey or H×W×3 BGR image, got shape {image.shape}")
+
+
+def _standardise(plane: np.ndarray) -> np.ndarray:
+    """Per-crop contrast normalisation: zero mean, unit spread (floor 4 grey levels)."""
+    return (plane - plane.mean()) / max(float(plane.std()), 4.0)
+
+
+def preprocess_crop(crop: np.ndarray, kind: str) -> np.ndarray:
+    """One crop (any size, grey/BGR uint8) -> model input (C, H, W) float32.
+
+    digit: grey, per-crop normalised. dial: grey plus a redness plane
+    (R − max(G, B), scaled by its own maximum) so the red pointer stands out.
+    """
+    channels, height, width = INPUT_SHAPE[kind]
+    image = _as_bgr(crop)
+    if image.dtype != np.uint8:
+        raise ValueError(f"crop: expected uint8 pixels, got {image.dtype}")
+    if min(image.shape[:2]) < 4:
+        raise ValueError(f"crop: too small ({image.shape[1]}×{image.shape[0]} px, need ≥ 4×4)")
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    grey = small @ np.array([0.114, 0.587, 0.299], np.float32)
+    planes = [_standardise(grey)]
+    if channels == 2:
+        redness = np.clip(small[:, :, 2] - np.maximum(small[:, :, 0], small[:, :, 1]), 0, None)
+        planes.append(redness / max(float(redness.max()), 20.0))
+    return np.stack(planes).astype(np.float32)
+
+
+def preprocess_crops(crops: Sequence[np.ndarray], kind: str) -> np.ndarray:
+    """Crops -> model batch (N, C, H, W) float32."""
+    if kind not in INPUT_SHAPE:
+        raise ValueError(f"kind: expected 'digit' or 'dial', got {kind!r}")
+    if len(crops) == 0:
+        return np.zeros((0, *INPUT_SHAPE[kind]), np.float32)
+    return np.stack([preprocess_crop(c, kind) for c in crops])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def decode_probs(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 100) class probabilities -> (value in [0, 10), confidence in [0, 1]).
+
+    value: circular mean of the probabilities within ±0.3 of the argmax.
+    confidence: probability mass of the classes within ±0.15 of the value.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    n = probs.shape[0]
+    rows = np.arange(n)[:, None]
+    top = probs.argmax(axis=1)
+    offsets = np.arange(-DECODE_HALF_WINDOW, DECODE_HALF_WINDOW + 1)
+    window = probs[rows, (top[:, None] + offsets) % N_CLASSES]
+    angles = 2 * np.pi * (top[:, None] + offsets) / N_CLASSES
+    mean_angle = np.arctan2((window * np.sin(angles)).sum(1), (window * np.cos(angles)).sum(1))
+    tenths = np.mod(mean_angle * N_CLASSES / (2 * np.pi), N_CLASSES)
+    near = circular_distance(np.arange(N_CLASSES)[None, :], tenths[:, None], N_CLASSES)
+    confidence = np.clip((probs * (near <= CONFIDENCE_HALF_WIDTH)).sum(axis=1), 0.0, 1.0)
+    value = np.mod(tenths / 10.0, 10.0)
+    value[value >= 10.0] = 0.0
+    return value, confidence
+
+
+@dataclass(frozen=True)
+class WheelReadings:
+    """Readings of N crops: value in [0, 10), confidence in [0, 1], probs (N, 100)."""
+
+    value: np.ndarray
+    confidence: np.ndarray
+    probs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _WheelModel:
+    """ONNX classifier of 100 circular tenths; subclasses fix the kind and file."""
+
+    kind = ""
+
+    def __init__(self, model_path: str | Path | None = None, *, num_threads: int = 1,
+                 batch_size: int = 64) -> None:
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path) if model_path else MODEL_DIR / MODEL_FILE[self.kind]
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: model file not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(self.model_path), options,
+                                             providers=["CPUExecutionProvider"])
+        self._input_name = self._session.get_inputs()[0].name
+        self.batch_size = batch_size
+        self.model_sha256 = _file_sha256(self.model_path)
+        sidecar = self.model_path.with_suffix(".json")
+        self.info: dict = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Model call on a preprocessed (N, C, H, W) batch -> (N, 100) probabilities."""
+        logits = self._session.run(None, {self._input_name: batch})[0]
+        return softmax(logits.astype(np.float32))
+
+    def read(self, crops: Sequence[np.ndarray]) -> WheelReadings:
+        """Read crops (any size, grey or BGR uint8) in batches of `batch_size`."""
+        probs = [self.run_batch(preprocess_crops(crops[i:i + self.batch_size], self.kind))
+                 for i in range(0, len(crops), self.batch_size)]
+        all_probs = np.concatenate(probs) if probs else np.zeros((0, N_CLASSES), np.float32)
+        value, confidence = decode_probs(all_probs)
+        return WheelReadings(value=value, confidence=confidence, probs=all_probs)
+
+
+class DigitReader(_WheelModel):
+    """Reads digit-wheel crops (meterbench/models/digit_wheel.onnx)."""
+
+    kind = "digit"
+
+
+class DialReader(_WheelModel):
+    """Reads red pointer sub-dial crops (meterbench/models/pointer_dial.onnx)."""
+
+    kind = "dial"
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """Reading of one crop file; `error` is a one-line reason when it could not be read."""
+
+    path: str
+    value: float = float("nan")
+    confidence: float = 0.0
+    error: str = ""
+
+
+def _load_crop(path: str) -> tuple[np.ndarray | None, str]:
+    if not Path(path).is_file():
+        return None, "file not found"
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        return None, "not a readable image (expected PNG/JPEG/BMP...)"
+    if min(image.shape[:2]) < 4:
+        return None, f"image too small ({image.shape[1]}×{image.shape[0]} px, need ≥ 4×4)"
+    return image, ""
+
+
+def read_crop_files(paths: Iterable[str | Path], kind: str = "digit",
+                    batch_size: int = 64, reader: _WheelModel | None = None,
+                    ) -> Iterator[CropResult]:
+    """Read crop image files in batches, yielding one CropResult per path, in order.
+
+    A missing or unreadable file yields a result with `error` set; the others
+    are still read.
+    """
+    if kind not in MODEL_FILE:
+        raise ValueError(f"kind: expected 'digit' or 'dial', got {kind!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected ≥ 1, got {batch_size}")
+    if reader is None:
+        reader = DigitReader() if kind == "digit" else DialReader()
+    path_list = [str(p) for p in paths]
+    for start in range(0, len(path_list), batch_size):
+        chunk = path_list[start:start + batch_size]
+        loaded = [_load_crop(p) for p in chunk]
+        good = [image for image, _ in loaded if image is not None]
+        readings = reader.read(good) if good else None
+        k = 0
+        for path, (image, error) in zip(chunk, loaded, strict=True):
+            if image is None:
+                yield CropResult(path=path, error=error)
+                continue
+            yield CropResult(path=path, value=float(readings.value[k]),
+                             confidence=float(readings.confidence[k]))
+            k += 1

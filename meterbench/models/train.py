@@ -1,0 +1,346 @@
+"""Train the digit-wheel or pointer-dial model from scratch on CPU and export it to ONNX.
+
+    python -m meterbench.models.train --kind digit --out meterbench/models/
+    python -m meterbench.models.train --kind dial --out meterbench/models/
+
+Needs the [train] extra (torch, onnx). The model classifies a crop into 100
+circular tenths; the loss is cross-entropy against a circular Gaussian soft
+label (σ = 1 tenth, wrapping 99 ↔ 0). Whole split units (digits) or dials
+(pointers) are held out as the dev set; figures are reported on it only.
+`--all-data` then retrains the shipped model on everything (dev figures of the
+held-out run must be kept from that earlier run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from meterbench.models._metrics import wheel_metrics
+from meterbench.models._runtime import (
+    INPUT_SHAPE,
+    MODEL_FILE,
+    N_CLASSES,
+    decode_probs,
+    preprocess_crop,
+    preprocess_crops,
+)
+
+DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA_DIR = {"digit": DATA_ROOT / "meterdigits", "dial": DATA_ROOT / "pointers"}
+# Dev split units, chosen before any training: water (black on white, red
+# wheels), power (white on red, dim grey). Gas wheels only exist in the big
+# iotson split unit, which cannot be held out.
+DEV_UNITS = {
+    "digit": ("collected/watermeter/Wasser_Geraete_GmbH", "collected/watermeter/integra/NiLi",
+              "collected/powermeter/Landis_Gyr_-_MM2600JH", "collected/powermeter/unknown/timm"),
+    "dial": ("zeiger4",),
+}
+LABEL_SIGMA_TENTHS = 1.0
+
+
+@dataclass
+class CropSet:
+    """Crops loaded at 2× model size (BGR uint8), labels in tenths, their group and split unit."""
+
+    paths: list[str]
+    images: list[np.ndarray]
+    tenths: np.ndarray
+    groups: list[str]
+    units: list[str]
+
+    def subset(self, keep: np.ndarray) -> CropSet:
+        idx = np.flatnonzero(keep)
+        return CropSet([self.paths[i] for i in idx], [self.images[i] for i in idx],
+                       self.tenths[idx], [self.groups[i] for i in idx],
+                       [self.units[i] for i in idx])
+
+
+def _split_units(data_dir: Path) -> dict[str, str]:
+    groups_csv = data_dir / "groups.csv"
+    if not groups_csv.is_file():
+        return {}
+    with groups_csv.open(newline="") as f:
+        return {row["group"]: row["split_unit"] for row in csv.DictReader(f)}
+
+
+def load_crops(kind: str, data_dir: Path, limit: int | None = None) -> CropSet:
+    """Read labels.csv and its images (resized to 2× the model input) from `data_dir`."""
+    labels_csv = data_dir / "labels.csv"
+    if not labels_csv.is_file():
+        raise FileNotFoundError(f"{labels_csv}: labels file not found")
+    unit_of = _split_units(data_dir)
+    _, height, width = INPUT_SHAPE[kind]
+    with labels_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if limit:
+        rows = rows[:: max(1, len(rows) // limit)][:limit]
+    crops = CropSet([], [], np.zeros(0), [], [])
+    tenths = []
+    for line, row in enumerate(rows, start=2):
+        image = cv2.imread(str(data_dir / row["path"]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{labels_csv}:{line}: path {row['path']!r}: unreadable image")
+        value = int(row["value_tenths"])
+        if not 0 <= value < N_CLASSES:
+            raise ValueError(f"{labels_csv}:{line}: value_tenths {value}: expected 0..99")
+        crops.paths.append(row["path"])
+        crops.images.append(cv2.resize(image, (2 * width, 2 * height),
+                                       interpolation=cv2.INTER_AREA))
+        tenths.append(value)
+        crops.groups.append(row["group"])
+        crops.units.append(unit_of.get(row["group"], row["group"]))
+    crops.tenths = np.array(tenths, np.float64)
+    return crops
+
+
+# ---------------------------------------------------------------- augmentation
+
+def _colour_jitter(image: np.ndarray, rng: np.random.Generator, mix: bool) -> np.ndarray:
+    """Per-channel gains; with `mix`, also channel mixing/permutation (red wheels, tints)."""
+    out = image.astype(np.float32)
+    if mix and rng.random() < 0.5:
+        matrix = np.eye(3, dtype=np.float32) + rng.normal(0, 0.25, (3, 3)).astype(np.float32)
+        if rng.random() < 0.3:
+            matrix = matrix[rng.permutation(3)]
+        out = out @ np.abs(matrix).T / np.abs(matrix).sum(1)
+    out *= rng.uniform(0.8, 1.2, 3).astype(np.float32)
+    return out
+
+
+def _photometric(image: np.ndarray, rng: np.random.Generator, invert_p: float) -> np.ndarray:
+    """Contrast, glare, blur, noise, JPEG and inversion on a float BGR image -> uint8."""
+    h, w = image.shape[:2]
+    out = image * rng.uniform(0.45, 1.3) + rng.uniform(-50, 50)
+    if rng.random() < 0.3:
+        out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** rng.uniform(0.6, 1.6)
+    if rng.random() < 0.2:
+        yy, xx = np.mgrid[0:h, 0:w]
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        sigma = rng.uniform(0.15, 0.5) * max(h, w)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+        out = out + rng.uniform(40, 160) * blob[:, :, None]
+    out = np.clip(out, 0, 255)
+    if rng.random() < 0.35:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.6))
+    elif rng.random() < 0.1:
+        k = int(rng.choice([3, 5]))
+        out = cv2.filter2D(out, -1, np.full((k, 1), 1.0 / k, np.float32))  # rolling smear
+    if rng.random() < 0.5:
+        out = out + rng.normal(0, rng.uniform(2, 12), out.shape)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 70))])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else out
+    if rng.random() < invert_p:
+        out = 255 - out
+    return out
+
+
+def augment(image: np.ndarray, tenths: float, kind: str, rng: np.random.Generator,
+            ) -> tuple[np.ndarray, float]:
+    """Random bench-camera distortion of one crop; returns (image, label in tenths).
+
+    Digits: small rotation/shift/scale (label kept: the vertical shift stays
+    ≤ 1.5 % of the height, < 0.05 step). Dials: any rotation about the centre,
+    the label turning with it (a counter-clockwise θ° lowers it by θ/3.6 tenths).
+    """
+    h, w = image.shape[:2]
+    if kind == "dial":
+        angle = rng.uniform(-180, 180) if rng.random() < 0.7 else rng.uniform(-3, 3)
+        tenths = (tenths - angle / 3.6) % N_CLASSES
+        shift = (rng.uniform(-0.03, 0.03) * w, rng.uniform(-0.03, 0.03) * h)
+    else:
+        angle = rng.uniform(-4, 4)
+        shift = (rng.uniform(-0.07, 0.07) * w, rng.uniform(-0.015, 0.015) * h)
+    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, rng.uniform(0.9, 1.1))
+    matrix[:, 2] += shift
+    warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    out = _photometric(_colour_jitter(warped, rng, mix=kind == "digit"), rng,
+                       invert_p=0.2 if kind == "digit" else 0.0)
+    return out, float(tenths)
+
+
+def soft_labels(tenths: np.ndarray, sigma: float = LABEL_SIGMA_TENTHS) -> np.ndarray:
+    """(N,) labels in tenths -> (N, 100) circular Gaussian target distributions."""
+    classes = np.arange(N_CLASSES)[None, :]
+    d = np.abs(classes - np.asarray(tenths, np.float64)[:, None]) % N_CLASSES
+    d = np.minimum(d, N_CLASSES - d)
+    target = np.exp(-0.5 * (d / sigma) ** 2)
+    return (target / target.sum(1, keepdims=True)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- model
+
+def build_model(kind: str):
+    """Small CNN: 3 conv stages (16, 32+32, 64 channels) then 128-unit head, 100 logits."""
+    import torch.nn as nn
+
+    channels, height, width = INPUT_SHAPE[kind]
+
+    def block(c_in: int, c_out: int) -> list:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True)]
+
+    layers = (block(channels, 16) + [nn.MaxPool2d(2)] + block(16, 32) + block(32, 32)
+              + [nn.MaxPool2d(2)] + block(32, 64) + [nn.MaxPool2d(2), nn.Flatten(),
+                                                    nn.Dropout(0.25)])
+    features = 64 * (height // 8) * (width // 8)
+    layers += [nn.Linear(features, 128), nn.ReLU(inplace=True), nn.Dropout(0.1),
+               nn.Linear(128, N_CLASSES)]
+    return nn.Sequential(*layers)
+
+
+def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, rng: np.random.Generator,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for i in idx:
+        image, label = augment(crops.images[i], crops.tenths[i], kind, rng)
+        images.append(preprocess_crop(image, kind))
+        labels.append(label)
+    return np.stack(images), soft_labels(np.array(labels))
+
+
+def predict(model, batch: np.ndarray) -> np.ndarray:
+    """Torch model in eval mode -> (N, 100) probabilities (numpy)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        out = [torch.softmax(model(torch.from_numpy(batch[i:i + 256])), 1).numpy()
+               for i in range(0, len(batch), 256)]
+    return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
+
+
+def evaluate(model, kind: str, data_dir: Path, dev: CropSet) -> dict[str, float]:
+    """Dev figures, reading the original image files exactly as the runtime does."""
+    originals = [cv2.imread(str(data_dir / p), cv2.IMREAD_COLOR) for p in dev.paths]
+    value, confidence = decode_probs(predict(model, preprocess_crops(originals, kind)))
+    return wheel_metrics(value, confidence, dev.tenths.astype(int))
+
+
+def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: float,
+                seed: int, log=print):
+    """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode)."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model(kind)
+    steps_per_epoch = math.ceil(len(train.tenths) / batch_size)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, epochs=epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(train.tenths))
+        started, total = time.time(), 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            x, y = _augmented_batch(train, idx, kind, rng)
+            logits = model(torch.from_numpy(x))
+            loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss) * len(idx)
+        log(f"epoch {epoch + 1}/{epochs} loss {total / len(train.tenths):.4f} "
+            f"({time.time() - started:.1f} s)")
+    return model.eval()
+
+
+def export_onnx(model, kind: str, path: Path) -> str:
+    """Export fp32 ONNX (opset 17, dynamic batch) and return its sha256."""
+    import onnx
+    import torch
+
+    dummy = torch.zeros(1, *INPUT_SHAPE[kind])
+    torch.onnx.export(model.eval(), dummy, str(path), dynamo=False, opset_version=17,
+                      input_names=["crops"], output_names=["logits"],
+                      dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}})
+    onnx.checker.check_model(onnx.load(str(path)))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_dev(crops: CropSet, dev_units: tuple[str, ...]) -> np.ndarray:
+    return np.array([u in dev_units or g in dev_units
+                     for u, g in zip(crops.units, crops.groups, strict=True)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meterbench.models.train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["digit", "dial"], required=True)
+    parser.add_argument("--out", required=True, help="folder for the .onnx and .json sidecar")
+    parser.add_argument("--data", help="data folder with labels.csv (default: shared/data/...)")
+    parser.add_argument("--dev", help="comma-separated dev split units / groups to hold out")
+    parser.add_argument("--all-data", action="store_true",
+                        help="train on dev units too (dev figures then are not held out)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="use only this many crops (smoke tests)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(1)
+    kind = args.kind
+    data_dir = Path(args.data) if args.data else DATA_DIR[kind]
+    dev_units = tuple(args.dev.split(",")) if args.dev else DEV_UNITS[kind]
+    started = time.time()
+    crops = load_crops(kind, data_dir, limit=args.limit)
+    is_dev = _is_dev(crops, dev_units)
+    dev = crops.subset(is_dev)
+    train = crops if args.all_data else crops.subset(~is_dev)
+    print(f"{kind}: {len(train.tenths)} training crops, {len(dev.tenths)} dev crops "
+          f"({', '.join(dev_units)}); loaded in {time.time() - started:.0f} s")
+    model = train_model(kind, train, args.epochs, args.batch_size, args.lr, args.seed)
+    train_seconds = time.time() - started
+    figures = evaluate(model, kind, data_dir, dev) if len(dev.tenths) else {}
+    print("dev:", json.dumps(figures))
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / MODEL_FILE[kind]
+    sha256 = export_onnx(model, kind, onnx_path)
+    channels, height, width = INPUT_SHAPE[kind]
+    sidecar = {
+        "kind": kind, "file": onnx_path.name, "sha256": sha256,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "input": {"channels": channels, "height_px": height, "width_px": width,
+                  "layout": "NCHW float32", "resize": "cv2.INTER_AREA",
+                  "normalisation": "grey (BGR weights .114 .587 .299), per crop (x-mean)/max(std,4)"
+                  + ("; plane 2: redness R-max(G,B) / max(max, 20)" if channels == 2 else "")},
+        "classes": {"count": N_CLASSES, "meaning": "tenths 0..99, circular",
+                    "label_sigma_tenths": LABEL_SIGMA_TENTHS},
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                     "seed": args.seed, "threads": args.threads, "all_data": args.all_data,
+                     "n_train": int(len(train.tenths)), "seconds": round(train_seconds),
+                     "groups": sorted(set(train.groups))},
+        "dev": {"units": list(dev_units), "groups": sorted(set(dev.groups)),
+                "held_out": not args.all_data, "figures": figures},
+        "data_licences": "Apache-2.0 and MIT, see NOTICE-data.md",
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    print(f"wrote {onnx_path} ({onnx_path.stat().st_size} bytes) in {train_seconds:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
