@@ -359,7 +359,8 @@ def _read_frame_times(path: Path, label: str, warnings: list[str]) -> np.ndarray
     """Capture times (s) of frames 0, 1, ... from ``frame_index,t_s`` rows.
 
     Reading stops at the first bad row (warning): indices must count up from 0
-    and times increase strictly, so only the common good prefix is trusted.
+    and times increase strictly, so only the common good prefix is trusted. A
+    last row without its newline is cut short by a crash and never used.
     """
     text = path.read_bytes().decode("utf-8", errors="replace")
     rows = text.split("\n")
@@ -373,12 +374,13 @@ def _read_frame_times(path: Path, label: str, warnings: list[str]) -> np.ndarray
         return np.zeros(0)
     times: list[float] = []
     for number, row in enumerate(rows[1:], start=2):
-        why = _frame_row_problem(row, len(times), times[-1] if times else -math.inf)
+        if number == len(rows) and not ends_clean:  # "12,0.1" may be "12,0.15" cut short
+            why = "truncated last row (cut by a crash?)"
+        else:
+            why = _frame_row_problem(row, len(times), times[-1] if times else -math.inf)
         if why is None:
             times.append(float(row.split(",")[1]))
             continue
-        if number == len(rows) and not ends_clean:
-            why = "truncated last row (cut by a crash?)"
         warnings.append(f"{label}:{number}: {why}; frames from index {len(times)} on are not used")
         break
     return np.asarray(times, dtype=np.float64)
