@@ -1,0 +1,113 @@
+"""Shared code of benchmarks/digits.py and benchmarks/dials.py: dev-split accuracy and speed."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from meterbench.models._metrics import wheel_metrics  # noqa: E402
+from meterbench.models._runtime import (  # noqa: E402
+    INPUT_SHAPE,
+    DialReader,
+    DigitReader,
+    decode_probs,
+    preprocess_crops,
+)
+from meterbench.models.train import DATA_DIR, DEV_UNITS, _split_units  # noqa: E402
+
+
+def dev_crops(kind: str, data_dir: Path, dev_units: tuple[str, ...],
+              ) -> tuple[list[str], list[np.ndarray], np.ndarray, list[str]]:
+    """Paths, BGR images, labels (tenths) and groups of the crops in the dev split units."""
+    unit_of = _split_units(data_dir)
+    paths, images, tenths, groups = [], [], [], []
+    with (data_dir / "labels.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            if unit_of.get(row["group"], row["group"]) not in dev_units \
+                    and row["group"] not in dev_units:
+                continue
+            paths.append(row["path"])
+            images.append(cv2.imread(str(data_dir / row["path"]), cv2.IMREAD_COLOR))
+            tenths.append(int(row["value_tenths"]))
+            groups.append(row["group"])
+    return paths, images, np.array(tenths), groups
+
+
+def _timings(reader, batch: np.ndarray, repeats: int) -> np.ndarray:
+    for _ in range(20):
+        reader.run_batch(batch)
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        reader.run_batch(batch)
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def speed(reader, kind: str) -> dict[str, float]:
+    """ONNX Runtime model-call speed on one thread: crops/s at batch 1 and 32, latency (ms)."""
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(1, *INPUT_SHAPE[kind])).astype(np.float32)
+    many = rng.normal(size=(32, *INPUT_SHAPE[kind])).astype(np.float32)
+    t1 = _timings(reader, one, 2000)
+    t32 = _timings(reader, many, 300)
+    return {"crops_per_s_batch1": 1 / float(np.median(t1)),
+            "crops_per_s_batch32": 32 / float(np.median(t32)),
+            "latency_p50_ms_batch1": 1e3 * float(np.median(t1)),
+            "latency_p99_ms_batch1": 1e3 * float(np.percentile(t1, 99))}
+
+
+def _print_figures(title: str, figures: dict[str, float]) -> None:
+    print(title)
+    for key, value in figures.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:26s} {text}")
+
+
+def main(kind: str) -> int:
+    parser = argparse.ArgumentParser(description=f"{kind} reader benchmark on the dev split")
+    parser.add_argument("--model", help="ONNX file (default: the shipped one)")
+    parser.add_argument("--data", help="data folder with labels.csv")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    reader = (DigitReader if kind == "digit" else DialReader)(args.model, num_threads=1)
+    data_dir = Path(args.data) if args.data else DATA_DIR[kind]
+    dev_info = reader.info.get("dev", {})
+    dev_units = tuple(dev_info.get("units") or DEV_UNITS[kind])
+    paths, images, tenths, groups = dev_crops(kind, data_dir, dev_units)
+    started = time.perf_counter()
+    probs = reader.run_batch(preprocess_crops(images, kind))
+    end_to_end = len(images) / (time.perf_counter() - started)
+    value, confidence = decode_probs(probs)
+    result = {"model": str(reader.model_path), "sha256": reader.model_sha256,
+              "dev_units": list(dev_units), "held_out": bool(dev_info.get("held_out", False)),
+              "all": wheel_metrics(value, confidence, tenths)}
+    for group in sorted(set(groups)):
+        keep = np.array([g == group for g in groups])
+        result[group] = wheel_metrics(value[keep], confidence[keep], tenths[keep])
+    result["speed"] = speed(reader, kind)
+    result["speed"]["end_to_end_crops_per_s_incl_preprocessing"] = end_to_end
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"model {result['model']} sha256 {result['sha256'][:16]}")
+    if not result["held_out"]:
+        print("WARNING: this model was trained on the dev units too: figures are NOT held out")
+    print(f"dev units: {', '.join(dev_units)}")
+    _print_figures("dev split, all crops:", result["all"])
+    for group in sorted(set(groups)):
+        f = result[group]
+        print(f"  {group}: n {f['n']} exact {f['exact_tenths']:.4f} ±0.1 {f['within_0_1']:.4f}"
+              f" ±0.2 {f['within_0_2']:.4f} int {f['integer_acc']:.4f}"
+              f" off≥0.5 {f['off_ge_0_5']:.4f}")
+    _print_figures("ONNX Runtime, 1 thread:", result["speed"])
+    return 0

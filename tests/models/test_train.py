@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+
+from meterbench.models._runtime import circular_distance
+
+torch = pytest.importorskip("torch")
+
+from meterbench.models import train  # noqa: E402
+
+
+def test_soft_labels_wrap_and_normalise():
+    target = train.soft_labels(np.array([0.0, 37.0, 99.5]))
+    np.testing.assert_allclose(target.sum(1), 1.0, rtol=1e-5)
+    assert target[0, 99] == pytest.approx(target[0, 1])
+    assert target[1].argmax() == 37
+    assert target[2, 99] == pytest.approx(target[2, 0])
+
+
+def test_dial_augmentation_turns_label_with_image():
+    rng = np.random.default_rng(3)
+    image = np.full((64, 64, 3), 200, np.uint8)
+    for _ in range(20):
+        _, label = train.augment(image, 37.0, "dial", rng)
+        assert 0 <= label < 100
+    # a digit keeps its label whatever the augmentation
+    _, label = train.augment(np.full((64, 40, 3), 90, np.uint8), 37.0, "digit", rng)
+    assert label == 37.0
+
+
+def test_model_output_shape():
+    for kind in ("digit", "dial"):
+        model = train.build_model(kind).eval()
+        channels, h, w = train.INPUT_SHAPE[kind]
+        assert model(torch.zeros(2, channels, h, w)).shape == (2, 100)
+
+
+@pytest.mark.slow
+def test_one_epoch_training_smoke(tmp_path):
+    assert train.main(["--kind", "digit", "--out", str(tmp_path), "--epochs", "1",
+                       "--limit", "64", "--batch-size", "32", "--threads", "1"]) == 0
+    sidecar = json.loads((tmp_path / "digit_wheel.json").read_text())
+    assert sidecar["input"]["height_px"] == 32 and sidecar["classes"]["count"] == 100
+    from meterbench.models import DigitReader
+
+    reader = DigitReader(tmp_path / "digit_wheel.onnx")
+    assert reader.model_sha256 == sidecar["sha256"]
+    result = reader.read([np.zeros((40, 20), np.uint8)] * 3)
+    assert result.probs.shape == (3, 100)
+    assert np.all(circular_distance(result.value, result.value[0]) < 1e-6)
