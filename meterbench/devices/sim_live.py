@@ -1,0 +1,447 @@
+"""The simulated bench as a live peer over the real transports.
+
+``SimulatedBenchPeer`` plays a water-meter bench: a reference pulse totaliser
+writing protocol lines into one end of a serial pseudo-terminal pair (socat),
+a controller publishing telemetry and events to a Mosquitto broker and obeying
+``cmd/valve``, ``cmd/flow_setpoint`` and ``cmd/point``, and one simulated camera
+per meter (``SimulatedCamera``: frames rendered by ``sim_render.RegisterRenderer``
+from the register state at the instant of capture). Registers advance with
+``vision.layout.positions_from_volume``, as in the offline simulator.
+
+Also here: ``MosquittoBroker`` and ``SocatPtyPair``, the local broker and
+null-modem cable used by the simulated bench and by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import serial
+
+from meterbench.devices._common import DeviceError
+from meterbench.devices.serial_totaliser import format_totaliser_line
+
+L_PER_M3 = 1000.0
+S_PER_H = 3600.0
+
+
+def require_binary(name: str) -> str:
+    """Path of a Debian-packaged binary, or DeviceError saying how to install it."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+    if path is None:
+        raise DeviceError(f"{name} is not installed: run `apt-get install -y {name}`")
+    return path
+
+
+def free_tcp_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class MosquittoBroker:
+    """A mosquitto process on 127.0.0.1:``port`` with its own config in ``workdir``.
+
+    Persistence is on (saved at shutdown) so persistent client sessions and their
+    QoS 1 queues survive ``restart()``, as on a bench PC's broker.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.binary = require_binary("mosquitto")
+        self.host = "127.0.0.1"
+        self.port = port or free_tcp_port()
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = self.workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+                 f"persistence_location {self.workdir}/", "autosave_interval 1",
+                 f"log_dest file {self.workdir}/mosquitto.log"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.config.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 5.0) -> MosquittoBroker:
+        """Start the broker and wait until it accepts connections."""
+        self.process = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not _port_open(self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.process.kill()
+                log = (self.workdir / "mosquitto.log")
+                tail = log.read_text()[-300:] if log.exists() else ""
+                raise DeviceError(f"mosquitto did not start on 127.0.0.1:{self.port}: {tail}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker cleanly (SIGTERM: it saves its persistence file)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=5)
+        self.process = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` s, start again on the same port."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+class SocatPtyPair:
+    """Two linked pseudo-terminals (symlinks ``a`` and ``b``) made by socat.
+
+    Bytes written at one end are read at the other, like a null-modem cable.
+    ``unplug()`` kills socat (both ends vanish, as when a USB adapter is pulled);
+    ``replug()`` makes a new pair under the same names.
+    """
+
+    def __init__(self, workdir: Path, name: str = "tty") -> None:
+        self.binary = require_binary("socat")
+        self.a = str(Path(workdir) / f"{name}-a")
+        self.b = str(Path(workdir) / f"{name}-b")
+        self.process: subprocess.Popen | None = None
+
+    def plug(self, timeout_s: float = 5.0) -> SocatPtyPair:
+        """Start socat and wait until both links exist."""
+        self.process = subprocess.Popen(
+            [self.binary, "-d", "-d", f"pty,raw,echo=0,link={self.a}",
+             f"pty,raw,echo=0,link={self.b}"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not (os.path.exists(self.a) and os.path.exists(self.b)):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise DeviceError(f"socat did not create {self.a} and {self.b} in {timeout_s} s")
+            time.sleep(0.02)
+        return self
+
+    def unplug(self) -> None:
+        """Kill socat; remove the links."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+        self.process = None
+        for link in (self.a, self.b):
+            if os.path.lexists(link):
+                os.unlink(link)
+
+    def replug(self) -> None:
+        """Make a new pair under the same link names."""
+        self.unplug()
+        self.plug()
+
+
+@dataclass
+class SimMeter:
+    """One simulated meter: its true error in % (at every flow) and its register state."""
+
+    id: str
+    true_error_pct: float
+    initial_volume_l: float
+    renderer: object | None = None  # sim_render.RegisterRenderer, made lazily
+    layout: object | None = None
+
+
+@dataclass
+class PeerCounts:
+    """What the peer sent (the reference for counting losses)."""
+
+    serial_lines: int = 0
+    serial_unsent: int = 0
+    telemetry: int = 0
+    events: int = 0
+    frames: dict[str, int] = field(default_factory=dict)
+
+
+class SimulatedBenchPeer:
+    """A water-meter bench on the far side of the real transports.
+
+    Flow follows the set point with a first-order lag ``flow_tau_s`` (s) while the
+    inlet is open; the reference volume integrates it; meter i's register shows
+    ``initial_i + reference × (1 + error_i / 100)``. Every ``tick_s`` (s) the
+    totaliser writes a line; telemetry goes out every ``telemetry_s`` (s). A latch
+    command is served at the next tick: the line of that tick and the event carry
+    the same volume. Payloads carry a ``seq`` so losses and duplicates show.
+    """
+
+    def __init__(self, serial_port: str, mqtt_host: str, mqtt_port: int, bench_id: str,
+                 meters: list[SimMeter], *, seed: int = 0, pulse_volume_l: float = 0.0001,
+                 tick_s: float = 0.1, telemetry_s: float = 0.5, flow_tau_s: float = 0.8,
+                 baudrate: int = 115200) -> None:
+        self.serial_port = serial_port
+        self.bench_id = bench_id
+        self.meters = meters
+        self.pulse_volume_l = pulse_volume_l
+        self.tick_s = tick_s
+        self.telemetry_s = telemetry_s
+        self.flow_tau_s = flow_tau_s
+        self.baudrate = baudrate
+        self.counts = PeerCounts()
+        self.truth: dict[str, list[dict]] = {m.id: [] for m in meters}
+        self.valves = {"inlet": "closed", "outlet": "open", "bypass": "open"}
+        self.setpoint_m3h = 0.0
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.RLock()
+        self._flow_l_s = 0.0
+        self._volume_l = 0.0
+        self._t_last = time.monotonic()
+        self._pending_latches: list[dict] = []
+        self._open_points: dict[str, tuple[float, list[float]]] = {}
+        self._seq = {"serial": 0, "telemetry": 0, "event": 0}
+        self._stable_since: float | None = None
+        self._stable_sent = False
+        self._serial: serial.SerialBase | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-bench", daemon=True)
+        prefix = f"bench/{bench_id}"
+        self._topics = {k: f"{prefix}/{k}" for k in ("telemetry", "event")}
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=f"sim-controller-{bench_id}", clean_session=False)
+        self._client.reconnect_delay_set(1, 2)
+        self._client.max_inflight_messages_set(100)
+        self._client.on_connect = lambda c, *a: c.subscribe(f"{prefix}/cmd/#", qos=1)
+        self._client.on_message = self._on_command
+        self._mqtt_address = (mqtt_host, mqtt_port)
+
+    # -- physics ------------------------------------------------------------------------
+    def volume_at(self, t: float) -> float:
+        """Reference volume in L at monotonic time ``t`` (s): exact, flow constant per tick."""
+        with self._lock:
+            return self._volume_l + self._flow_l_s * (t - self._t_last)
+
+    def register_volume(self, meter: SimMeter, reference_l: float) -> float:
+        """What meter's register shows (L) when the reference has passed ``reference_l``."""
+        return meter.initial_volume_l + reference_l * (1.0 + meter.true_error_pct / 100.0)
+
+    def _advance(self, now: float) -> None:
+        with self._lock:
+            self._volume_l += self._flow_l_s * (now - self._t_last)
+            self._t_last = now
+            target = self.setpoint_m3h * L_PER_M3 / S_PER_H if self.valves["inlet"] == "open" \
+                else 0.0
+            self._flow_l_s += (target - self._flow_l_s) * (1 - np.exp(-self.tick_s /
+                                                                       self.flow_tau_s))
+            if abs(target - self._flow_l_s) <= 0.002 * max(target, 1e-9):
+                self._flow_l_s = target
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> SimulatedBenchPeer:
+        """Connect to the broker, open the serial end, start ticking."""
+        self._client.connect(*self._mqtt_address, keepalive=10)
+        self._client.loop_start()
+        self._open_serial()
+        self._t_last = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop ticking; disconnect; close the port."""
+        self._stop.set()
+        self._thread.join(timeout=3)
+        deadline = time.monotonic() + 3.0  # let queued QoS 1 messages go out
+        while self._client.want_write() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._serial is not None:
+            self._serial.close()
+
+    def _open_serial(self) -> None:
+        try:
+            self._serial = serial.serial_for_url(self.serial_port, baudrate=self.baudrate,
+                                                 write_timeout=1.0)
+        except (serial.SerialException, OSError):
+            self._serial = None
+
+    # -- transports ----------------------------------------------------------------------
+    def _publish(self, kind: str, payload: dict) -> None:
+        self._seq[kind] += 1
+        self._client.publish(self._topics[kind], json.dumps({**payload, "seq": self._seq[kind]}),
+                             qos=1)
+        if kind == "event":
+            self.counts.events += 1
+        else:
+            self.counts.telemetry += 1
+
+    def _write_line(self, volume_l: float) -> float:
+        """Write the totaliser line for ``volume_l``; return the volume it states (L)."""
+        self._seq["serial"] += 1
+        pulses = int(np.floor(volume_l / self.pulse_volume_l + 1e-9))
+        stated = round(pulses * self.pulse_volume_l, 4)
+        temperature = 20.0 + 0.05 * float(self._rng.standard_normal())
+        line = format_totaliser_line(self._seq["serial"], pulses, stated,
+                                     self._flow_l_s * S_PER_H, temperature)
+        if self._serial is None:
+            self._open_serial()
+        try:
+            if self._serial is None:
+                raise OSError("port absent")
+            self._serial.write(line)
+            self.counts.serial_lines += 1
+        except (serial.SerialException, OSError):
+            self.counts.serial_unsent += 1
+            if self._serial is not None:
+                self._serial.close()
+            self._serial = None
+        return stated
+
+    def _on_command(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
+                    ) -> None:
+        try:
+            command = json.loads(message.payload)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        kind = message.topic.rsplit("/", 1)[-1]
+        cmd_id = command.get("cmd_id")
+        with self._lock:
+            if kind == "valve" and command.get("valve") in self.valves:
+                self.valves[command["valve"]] = command.get("state", "closed")
+                self._publish("event", {"event": "valve_set", "valve": command["valve"],
+                                        "state": self.valves[command["valve"]],
+                                        "cmd_id": cmd_id})
+            elif kind == "flow_setpoint":
+                self.setpoint_m3h = float(command.get("flow_m3h", 0.0))
+                self._stable_since, self._stable_sent = None, False
+                self._publish("event", {"event": "flow_set", "flow_m3h": self.setpoint_m3h,
+                                        "cmd_id": cmd_id})
+            elif kind == "point":
+                self._pending_latches.append(command)
+
+    # -- the tick ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        next_telemetry = next_tick
+        while not self._stop.is_set():
+            next_tick += self.tick_s
+            if self._stop.wait(max(0.0, next_tick - time.monotonic())):
+                break
+            now = time.monotonic()
+            with self._lock:
+                self._advance(now)
+                stated = self._write_line(self._volume_l)
+                self._serve_latches(now, stated)
+                self._check_stable(now)
+                if now >= next_telemetry:
+                    next_telemetry += self.telemetry_s
+                    self._publish("telemetry", self._telemetry())
+
+    def _telemetry(self) -> dict:
+        return {"flow_m3h": round(self._flow_l_s * S_PER_H / L_PER_M3, 5),
+                "temperature_c": round(20.0 + 0.05 * float(self._rng.standard_normal()), 3),
+                "pressure_kpa": round(300.0 + float(self._rng.standard_normal()), 1),
+                "valves": dict(self.valves)}
+
+    def _check_stable(self, now: float) -> None:
+        target = self.setpoint_m3h * L_PER_M3 / S_PER_H
+        if target <= 0 or self._stable_sent:
+            return
+        if abs(self._flow_l_s - target) <= 0.005 * target:
+            self._stable_since = self._stable_since or now
+            if now - self._stable_since >= 1.0:
+                self._stable_sent = True
+                self._publish("event", {"event": "flow_stable", "flow_m3h": self.setpoint_m3h})
+        else:
+            self._stable_since = None
+
+    def _serve_latches(self, now: float, stated_l: float) -> None:
+        for command in self._pending_latches:
+            point, action = str(command.get("point")), command.get("action")
+            registers = [self.register_volume(m, self._volume_l) for m in self.meters]
+            if action == "start":
+                self._open_points[point] = (stated_l, registers)
+            elif action == "stop" and point in self._open_points:
+                self._record_truth(point, stated_l, registers)
+            self._publish("event", {"event": f"point_{action}", "point": point,
+                                    "reference_volume_l": stated_l,
+                                    "reference_seq": self._seq["serial"],
+                                    "cmd_id": command.get("cmd_id")})
+        self._pending_latches.clear()
+
+    def _record_truth(self, point: str, stated_l: float, registers: list[float]) -> None:
+        start_l, start_registers = self._open_points.pop(point)
+        reference = stated_l - start_l
+        for meter, r0, r1 in zip(self.meters, start_registers, registers, strict=True):
+            indicated = r1 - r0
+            self.truth[meter.id].append({
+                "name": point, "true_error_pct": (indicated - reference) / reference * 100.0,
+                "true_reference_volume_l": reference, "true_indicated_volume_l": indicated})
+
+    def truth_json(self) -> dict:
+        """The truth.json content for the points run so far."""
+        return {"instruments": [{"id": mid, "points": pts} for mid, pts in self.truth.items()]}
+
+    def camera(self, meter_index: int, layout_dict: dict) -> SimulatedCamera:
+        """A frame source showing meter ``meter_index``'s register (layout from the manifest)."""
+        return SimulatedCamera(self, self.meters[meter_index], layout_dict,
+                               seed=int(self._rng.integers(2**31)))
+
+
+class SimulatedCamera:
+    """A camera looking at one simulated register: ``read()`` renders it as of now.
+
+    The register is sampled at the expected end of rendering (the mean render
+    time so far), since the capture is stamped when ``read()`` returns.
+    """
+
+    def __init__(self, peer: SimulatedBenchPeer, meter: SimMeter, layout_dict: dict, *,
+                 seed: int) -> None:
+        from meterbench.devices.sim_render import RegisterRenderer
+        from meterbench.vision.layout import RegisterLayout, positions_from_volume
+
+        self._positions = positions_from_volume
+        self.peer = peer
+        self.meter = meter
+        self.layout = RegisterLayout.from_dict(layout_dict)
+        self.renderer = RegisterRenderer(self.layout, rng=np.random.default_rng(seed),
+                                         label=meter.id)
+        self.frames = 0
+        self._render_s = 0.01
+        self._open = True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """Render the register at the instant this call returns (approximately)."""
+        if not self._open:
+            return False, None
+        begin = time.monotonic()
+        reference = self.peer.volume_at(begin + self._render_s)
+        register = self.peer.register_volume(self.meter, reference)
+        frame = self.renderer.render(self._positions(self.layout, register))
+        self._render_s = 0.8 * self._render_s + 0.2 * (time.monotonic() - begin)
+        self.frames += 1
+        counts = self.peer.counts.frames
+        counts[self.meter.id] = counts.get(self.meter.id, 0) + 1
+        return True, frame
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        """Tell whether the camera still gives frames."""
+        return self._open
+
+    def release(self) -> None:
+        """Stop giving frames."""
+        self._open = False
+
+    def get(self, prop: int) -> float:
+        """OpenCV-style property query (only what CameraCapture asks: 0 = unknown)."""
+        return 0.0
