@@ -160,3 +160,24 @@ def unconfirmed_values(overrides: Mapping[str, Mapping[str, Any]] | None = None
             if not value.confirmed:
                 result.append((f"{name}.{path}", value))
     return result
+
+
+def _markdown_value(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], Mapping):
+        return "; ".join(", ".join(f"{k} {v}" for k, v in row.items()) for row in value)
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+def tables_markdown() -> str:
+    """Every shipped table value as Markdown tables (one per data file), for docs/metrology.md."""
+    blocks = []
+    for name in TABLE_NAMES:
+        rows = ["| entry | value | tag | source |", "|---|---|---|---|"]
+        for path, value in iter_sourced(load_table(name)):
+            source = value.source.replace("|", "/")
+            rows.append(f"| `{path}` | {_markdown_value(value.value)} | {value.provenance} "
+                        f"| {source} |")
+        blocks.append(f"#### `data/{name}.json`\n\n" + "\n".join(rows))
+    return "\n\n".join(blocks) + "\n"

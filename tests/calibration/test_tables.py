@@ -45,3 +45,14 @@ def test_bad_overrides_raise():
         load_table("water_meter", {"mpe_pct": 3.0})
     with pytest.raises(ValueError, match="table name"):
         load_table("nope")
+
+
+def test_docs_metrology_lists_the_shipped_tables():
+    from pathlib import Path
+
+    from meterbench.calibration._tables import tables_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrology.md").read_text(
+        encoding="utf-8")
+    generated = doc.split("<!-- tables:begin -->\n", 1)[1].split("<!-- tables:end -->", 1)[0]
+    assert generated == tables_markdown()
