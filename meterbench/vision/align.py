@@ -1,0 +1,242 @@
+"""Align a camera frame to the register plate with its four ArUco markers.
+
+Conventions: plate coordinates are those of the layout (px, origin at the
+top-left *edge* of the plate, so pixel (i, j) covers [i, i+1) × [j, j+1)); camera
+frames are OpenCV images (pixel centres at integer coordinates).  The
+homography is fitted by least squares to all detected marker corners (16
+points with 4 markers, 12 with 3) and maps camera -> plate.  Failure is a value:
+a falsy `PlateAlignment` whose `message` says why, never an exception.
+
+Only the element boxes are warped (`PlateAlignment.warp_box`), not the whole
+plate: a 40×70 px box costs a few µs, the plate a millisecond.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from meterbench.vision.layout import RegisterElement, RegisterLayout
+
+__all__ = [
+    "DEFAULT_DIAL_MARGIN",
+    "DEFAULT_WHEEL_MARGIN",
+    "MarkerAligner",
+    "PlateAlignment",
+    "align_to_plate",
+    "element_crop_box",
+]
+
+DEFAULT_WHEEL_MARGIN = 0.06    # fraction of the wheel window added on each side
+DEFAULT_DIAL_MARGIN = 0.04     # fraction of the dial radius added around the dial square
+MIN_MARKERS = 3                # one of four markers may be hidden (glare, a finger)
+MAX_RMS_PX = 1.5               # plate px: worse fits mean a misdetected marker
+MAX_PREDICT_PX = 4.0           # plate px: a marker the other three place further off is bad
+_HALF = np.array([0.5, 0.5])   # pixel-centre <-> pixel-edge coordinates
+
+
+@dataclass(frozen=True)
+class PlateAlignment:
+    """Camera -> plate homography of one frame, or why there is none.
+
+    `homography` (3×3, camera px -> plate px, edge convention) is None when the
+    alignment failed; `markers_found` / `markers_missing` list marker ids;
+    `rms_px` is the corner fit residual in plate px; `message` is "" when all
+    markers were found, a note when one was missing or dropped, the failure
+    reason when the alignment is falsy; `reused` marks a homography carried over
+    from an earlier frame.
+    """
+
+    homography: np.ndarray | None
+    markers_found: tuple[int, ...] = ()
+    markers_missing: tuple[int, ...] = ()
+    rms_px: float = float("nan")
+    message: str = ""
+    reused: bool = False
+    _camera_from_plate: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return self.homography is not None
+
+    @property
+    def camera_from_plate(self) -> np.ndarray:
+        """Inverse homography: plate px -> camera px (edge convention both sides)."""
+        if self.homography is None:
+            raise ValueError(f"PlateAlignment: no homography ({self.message})")
+        if self._camera_from_plate is None:
+            object.__setattr__(self, "_camera_from_plate", np.linalg.inv(self.homography))
+        return self._camera_from_plate
+
+    def reused_copy(self, why: str) -> PlateAlignment:
+        """This homography, marked as carried over to a frame where `why` happened."""
+        return PlateAlignment(self.homography, (), self.markers_found + self.markers_missing,
+                              self.rms_px, f"reused last homography: {why}", True,
+                              self._camera_from_plate)
+
+    def warp_box(self, frame: np.ndarray, box_px: tuple[float, float, float, float],
+                 *, out_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Rectified crop of plate box (x, y, w, h) (plate px) from camera `frame`.
+
+        out_size (w, h) px defaults to the box size rounded; the crop keeps the
+        frame's channels and dtype.
+        """
+        x, y, w, h = box_px
+        out_w, out_h = out_size if out_size else (max(1, round(w)), max(1, round(h)))
+        # crop pixel centre (u, v) -> plate edge coords -> camera edge -> camera centre
+        crop_to_plate = np.array([[w / out_w, 0.0, x + 0.5 * w / out_w],
+                                  [0.0, h / out_h, y + 0.5 * h / out_h],
+                                  [0.0, 0.0, 1.0]])
+        edge_to_centre = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
+        camera_from_crop = edge_to_centre @ self.camera_from_plate @ crop_to_plate
+        return cv2.warpPerspective(frame, camera_from_crop, (out_w, out_h),
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_REPLICATE)
+
+    def warp_plate(self, frame: np.ndarray, plate_size_px: tuple[int, int]) -> np.ndarray:
+        """The whole rectified plate (plate_size_px (w, h)), e.g. for inspection."""
+        w, h = plate_size_px
+        return self.warp_box(frame, (0.0, 0.0, float(w), float(h)), out_size=(w, h))
+
+
+def element_crop_box(element: RegisterElement, *, wheel_margin: float = DEFAULT_WHEEL_MARGIN,
+                     dial_margin: float = DEFAULT_DIAL_MARGIN) -> tuple[float, float, float, float]:
+    """Plate box (x, y, w, h) px handed to the reader: the wheel window plus
+    `wheel_margin` of its size on each side, or the square around the dial
+    (radius × (1 + `dial_margin`))."""
+    if element.kind == "dial" and element.center_px is not None and element.radius_px:
+        cx, cy = element.center_px
+        half = element.radius_px * (1.0 + dial_margin)
+        return (cx - half, cy - half, 2 * half, 2 * half)
+    x, y, w, h = element.box_px
+    return (x - wheel_margin * w, y - wheel_margin * h, w * (1 + 2 * wheel_margin),
+            h * (1 + 2 * wheel_margin))
+
+
+def _detector_parameters() -> cv2.aruco.DetectorParameters:
+    """Tuned for ~25–80 px markers in a 640×360 frame: one threshold window
+    (instead of three) and sub-pixel corners; ~1.5 ms per frame on one core."""
+    params = cv2.aruco.DetectorParameters()
+    params.adaptiveThreshWinSizeMin = 9
+    params.adaptiveThreshWinSizeMax = 9
+    params.minMarkerPerimeterRate = 0.05
+    params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+    params.cornerRefinementWinSize = 3
+    return params
+
+
+def _fit(camera_pts: np.ndarray, plate_pts: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Least-squares homography camera -> plate and its RMS residual (plate px)."""
+    homography, _ = cv2.findHomography(camera_pts, plate_pts, 0)
+    if homography is None or not np.all(np.isfinite(homography)):
+        return None, float("inf")
+    projected = cv2.perspectiveTransform(camera_pts.reshape(-1, 1, 2), homography).reshape(-1, 2)
+    rms = float(np.sqrt(np.mean(np.sum((projected - plate_pts) ** 2, axis=1))))
+    return homography, rms
+
+
+class MarkerAligner:
+    """Finds a register plate's markers in camera frames (one detector, reused).
+
+    `max_rms_px`: plate px; a corner fit worse than this fails.  `max_predict_px`:
+    plate px; with 4 markers, one that the other three place further off than
+    this is dropped.  `min_markers`: markers needed (default 3 of 4).
+    """
+
+    def __init__(self, layout: RegisterLayout, *, max_rms_px: float = MAX_RMS_PX,
+                 max_predict_px: float = MAX_PREDICT_PX, min_markers: int = MIN_MARKERS) -> None:
+        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco,
+                                                               layout.marker_dictionary))
+        self._detector = cv2.aruco.ArucoDetector(dictionary, _detector_parameters())
+        self._plate_corners = {m.id: np.array(m.corners_px, np.float64) for m in layout.markers}
+        self.max_rms_px = max_rms_px
+        self.max_predict_px = max_predict_px
+        self.min_markers = min(min_markers, len(self._plate_corners))
+
+    def detect(self, frame: np.ndarray) -> dict[int, np.ndarray]:
+        """Layout marker id -> its 4 corners (camera px, edge convention) in `frame`.
+
+        Ids found twice are dropped (ambiguous); ids not in the layout ignored.
+        """
+        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        corners, ids, _ = self._detector.detectMarkers(grey)
+        if ids is None:
+            return {}
+        flat = [int(i) for i in ids.ravel()]
+        return {i: c.reshape(4, 2).astype(np.float64) + _HALF
+                for i, c in zip(flat, corners, strict=True)
+                if i in self._plate_corners and flat.count(i) == 1}
+
+    def align(self, frame: np.ndarray) -> PlateAlignment:
+        """Homography camera -> plate for one frame (falsy with a message on failure)."""
+        if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"align: frame: expected H×W[×3] uint8 image, got "
+                             f"{getattr(frame, 'shape', type(frame))} "
+                             f"{getattr(frame, 'dtype', '')}")
+        found = self.detect(frame)
+        return self.fit(found)
+
+    def fit(self, found: dict[int, np.ndarray]) -> PlateAlignment:
+        """Fit the homography to detected marker corners, dropping one bad marker.
+
+        With 4 markers each one is also predicted from the other three; a marker
+        predicted more than `max_predict_px` away is dropped (a projective fit to
+        all 4 would otherwise absorb its displacement almost without residual).
+        """
+        expected = sorted(self._plate_corners)
+        missing = tuple(i for i in expected if i not in found)
+        if len(found) < self.min_markers:
+            what = "no markers found" if not found else (
+                f"only {len(found)} of {len(expected)} markers found (ids {sorted(found)})")
+            return PlateAlignment(None, tuple(sorted(found)), missing, message=what)
+        used = tuple(sorted(found))
+        dropped = self._worst_marker(found, used)
+        if dropped is not None:
+            used = tuple(i for i in used if i != dropped)
+        homography, rms = self._fit_ids(found, used)
+        if homography is None or rms > self.max_rms_px:
+            return PlateAlignment(None, used, missing, rms,
+                                  f"markers inconsistent (fit residual {rms:.2f} px > "
+                                  f"{self.max_rms_px:.2f} px)")
+        notes = [f"marker {i} missing" for i in missing]
+        if dropped is not None:
+            notes.append(f"marker {dropped} dropped (inconsistent)")
+            missing = missing + (dropped,)
+        return PlateAlignment(homography, used, missing, rms, "; ".join(notes))
+
+    def _worst_marker(self, found: dict[int, np.ndarray], ids: tuple[int, ...]) -> int | None:
+        """The marker the others place more than `max_predict_px` off (None if none)."""
+        if len(ids) - 1 < max(self.min_markers, 3):
+            return None
+        errors = {}
+        for held_out in ids:
+            homography, _ = self._fit_ids(found, tuple(i for i in ids if i != held_out))
+            if homography is None:
+                continue
+            predicted = cv2.perspectiveTransform(found[held_out].reshape(-1, 1, 2), homography)
+            errors[held_out] = float(np.abs(predicted.reshape(-1, 2)
+                                            - self._plate_corners[held_out]).max())
+        if not errors:
+            return None
+        worst = max(errors, key=errors.get)
+        return worst if errors[worst] > self.max_predict_px else None
+
+    def _fit_ids(self, found: dict[int, np.ndarray],
+                 ids: tuple[int, ...]) -> tuple[np.ndarray | None, float]:
+        camera_pts = np.concatenate([found[i] for i in ids])
+        plate_pts = np.concatenate([self._plate_corners[i] for i in ids])
+        return _fit(camera_pts, plate_pts)
+
+
+def align_to_plate(frame: np.ndarray, layout: RegisterLayout, *,
+                   aligner: MarkerAligner | None = None) -> PlateAlignment:
+    """Camera -> plate homography of `frame` from the layout's ArUco markers.
+
+    Pass a `MarkerAligner` to reuse its detector across frames (saves ~0.1 ms).
+    Returns a falsy PlateAlignment with a message when the markers are not found.
+
+    >>> alignment = align_to_plate(frame, layout)
+    >>> if not alignment: print(alignment.message)
+    """
+    return (aligner or MarkerAligner(layout)).align(frame)
