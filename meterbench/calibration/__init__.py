@@ -28,7 +28,7 @@ from ._planning import (
     plan_test_volumes,
     round_up_to_series,
 )
-from ._tables import Sourced, load_table, unconfirmed_values
+from ._tables import Sourced, load_table, provenance_notes, unconfirmed_values
 from ._uncertainty import UncertaintyBudget, UncertaintyComponent
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "format_test_plan",
     "load_table",
     "plan_test_volumes",
+    "provenance_notes",
     "round_up_to_series",
     "same_sign_check",
     "tank_error",

@@ -111,28 +111,43 @@ def decide(error_pct: float, mpe_pct: float, expanded_uncertainty_pct: float, *,
                     statement if rule == "non-binary" else "inconclusive")
 
 
-def decide_instrument(point_decisions: Sequence[Decision] | Mapping[str, Decision]) -> Decision:
+def _as_decision(item: Decision | str, name: str) -> Decision:
+    if isinstance(item, Decision) and item.verdict in VERDICTS:
+        return item
+    if isinstance(item, str) and item in VERDICTS:
+        return Decision(item, f"point verdict {item}", "given", math.nan, item)
+    raise ValueError(f"point_decisions[{name}]: expected a Decision or one of "
+                     f"{', '.join(VERDICTS)}, got {item!r}")
+
+
+def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, Decision | str]
+                      ) -> Decision | str:
     """Instrument verdict: any fail → fail; else any inconclusive → inconclusive; else pass.
 
-    ``point_decisions`` may be a mapping point name → Decision, for reasons that
-    name the points.
+    ``point_decisions`` holds Decisions (or verdict strings), as a sequence or
+    as a mapping point name → decision (then the reason names the points).
+    Returns a Decision; when every item is a plain verdict string, returns just
+    the verdict string (what report.json holds).
+
+    >>> decide_instrument(["pass", "inconclusive", "pass"])
+    'inconclusive'
     """
-    if isinstance(point_decisions, Mapping):
-        named = [(str(k), d) for k, d in point_decisions.items()]
-    else:
-        named = [(f"point {i + 1}", d) for i, d in enumerate(point_decisions)]
-    if not named:
+    items = (list(point_decisions.items()) if isinstance(point_decisions, Mapping)
+             else [(f"point {i + 1}", d) for i, d in enumerate(point_decisions)])
+    if not items:
         raise ValueError("point_decisions: expected at least one point decision")
-    for name, decision in named:
-        if not isinstance(decision, Decision) or decision.verdict not in VERDICTS:
-            raise ValueError(f"point_decisions[{name}]: expected a Decision, got {decision!r}")
-    rules = sorted({d.rule for _, d in named})
+    named = [(str(name), _as_decision(item, str(name))) for name, item in items]
+    rules = "+".join(sorted({d.rule for _, d in named}))
+    result = Decision("pass", f"all {len(named)} points pass", rules, math.nan, "pass")
     for verdict in ("fail", "inconclusive"):
         hits = [f"{name}: {d.reason}" for name, d in named if d.verdict == verdict]
         if hits:
-            return Decision(verdict, f"{len(hits)} point(s) {verdict}: " + " | ".join(hits),
-                            "+".join(rules), math.nan, verdict)
-    return Decision("pass", f"all {len(named)} points pass", "+".join(rules), math.nan, "pass")
+            result = Decision(verdict, f"{len(hits)} point(s) {verdict}: " + " | ".join(hits),
+                              rules, math.nan, verdict)
+            break
+    if all(isinstance(item, str) for _, item in items):
+        return result.verdict
+    return result
 
 
 def same_sign_check(errors_pct: Sequence[float], mpes_pct: Sequence[float], *,

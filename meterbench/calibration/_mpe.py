@@ -81,7 +81,7 @@ def water_meter_zone(flow_m3h: float, flows: Flows) -> str:
 
 
 def water_meter_mpe(accuracy_class: int | str, flow_m3h: float, flows: Flows,
-                    water_temperature_c: float, *, in_service: bool = False,
+                    water_temperature_c: float, in_service: bool = False, *,
                     table: Mapping[str, Any] | None = None) -> MpeResult:
     """MPE (±%) of a water meter at a flow rate (m³/h) and water temperature (°C).
 

@@ -181,3 +181,13 @@ def tables_markdown() -> str:
                         f"| {source} |")
         blocks.append(f"#### `data/{name}.json`\n\n" + "\n".join(rows))
     return "\n\n".join(blocks) + "\n"
+
+
+def provenance_notes(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """One line per unconfirmed table value (MEM or CFG), for the human report.
+
+    >>> any("in_service_factor" in line for line in provenance_notes())
+    True
+    """
+    return [f"{path} = {_markdown_value(value.value)} [{value.provenance}, not confirmed]: "
+            f"{value.source}" for path, value in unconfirmed_values(overrides)]

@@ -61,8 +61,8 @@ class UncertaintyBudget:
 
     components: list[UncertaintyComponent] = field(default_factory=list)
 
-    def add(self, name: str, value: float, *, unit: str = "%", distribution: str = "normal",
-            divisor: float | None = None, sensitivity: float = 1.0, source: str = ""
+    def add(self, name: str, value: float, distribution: str = "normal", source: str = "", *,
+            unit: str = "%", divisor: float | None = None, sensitivity: float = 1.0
             ) -> UncertaintyComponent:
         """Add a component: u = |sensitivity| × value / divisor (%).
 
@@ -89,6 +89,10 @@ class UncertaintyBudget:
                                          u_pct=abs(sensitivity) * value / divisor)
         self.components.append(component)
         return component
+
+    def add_component(self, name: str, u_pct: float, *, source: str = "") -> UncertaintyComponent:
+        """Add a standard uncertainty already expressed in % (normal, divisor 1, sensitivity 1)."""
+        return self.add(name, u_pct, "normal", source)
 
     def add_resolution(self, d_l: float, volume_l: float, *, readings: int = 2,
                        name: str = "reading resolution", source: str = "") -> UncertaintyComponent:
@@ -151,6 +155,14 @@ class UncertaintyBudget:
     def expanded_pct(self, k: float = 2.0) -> float:
         """Expanded uncertainty U = k × u_c (%), k = 2 for about 95 %."""
         return _positive("k", k) * self.combined_pct()
+
+    def combined(self) -> float:
+        """Same as :meth:`combined_pct` (name used in docs/INTERFACES.md)."""
+        return self.combined_pct()
+
+    def expanded(self, k: float = 2.0) -> float:
+        """Same as :meth:`expanded_pct` (name used in docs/INTERFACES.md)."""
+        return self.expanded_pct(k)
 
     def as_dict(self, k: float = 2.0) -> dict[str, Any]:
         """Budget for a report: each component (value, unit, distribution, divisor,

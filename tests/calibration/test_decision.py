@@ -91,7 +91,7 @@ def test_instrument_verdict_combines_points():
     with pytest.raises(ValueError, match="point_decisions"):
         decide_instrument([])
     with pytest.raises(ValueError, match="point_decisions"):
-        decide_instrument(["pass"])
+        decide_instrument([None])
 
 
 def test_same_sign_rule():
@@ -102,3 +102,13 @@ def test_same_sign_rule():
     relaxed = same_sign_check([1.5, 1.2], [2, 2], table={"same_sign_fraction": 0.7})
     assert relaxed.verdict == "pass"
     assert isinstance(relaxed, Decision)
+
+
+def test_instrument_verdict_from_plain_strings_is_a_string():
+    assert decide_instrument(["pass", "pass"]) == "pass"
+    assert decide_instrument(["pass", "inconclusive", "fail"]) == "fail"
+    assert decide_instrument(["pass", "inconclusive"]) == "inconclusive"
+    mixed = decide_instrument({"Q3": "pass", "Q1": decide(3.0, 2.0, 0.1)})
+    assert isinstance(mixed, Decision) and mixed.verdict == "fail"
+    with pytest.raises(ValueError, match="point_decisions"):
+        decide_instrument(["maybe"])

@@ -49,7 +49,7 @@ def test_bad_class_and_temperature_raise():
 
 
 def test_in_service_doubles_the_mpe_and_is_marked_unconfirmed():
-    result = water_meter_mpe(2, 0.03, FLOWS, 20.0, in_service=True)
+    result = water_meter_mpe(2, 0.03, FLOWS, 20.0, True)
     assert result.mpe_pct == 10.0
     assert result.provenance == "MEM" and not result.confirmed
 

@@ -1,10 +1,11 @@
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
-from meterbench.calibration import load_table, unconfirmed_values
-from meterbench.calibration._tables import TABLE_NAMES, iter_sourced
+from meterbench.calibration import load_table, provenance_notes, unconfirmed_values
+from meterbench.calibration._tables import TABLE_NAMES, iter_sourced, tables_markdown
 
 
 @pytest.mark.parametrize("name", TABLE_NAMES)
@@ -48,11 +49,13 @@ def test_bad_overrides_raise():
 
 
 def test_docs_metrology_lists_the_shipped_tables():
-    from pathlib import Path
-
-    from meterbench.calibration._tables import tables_markdown
-
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrology.md").read_text(
         encoding="utf-8")
     generated = doc.split("<!-- tables:begin -->\n", 1)[1].split("<!-- tables:end -->", 1)[0]
     assert generated == tables_markdown()
+
+
+def test_provenance_notes_name_each_unconfirmed_value():
+    notes = provenance_notes()
+    assert len(notes) == len(unconfirmed_values())
+    assert any(n.startswith("tank.classes.scale-division.divisions = 1 [MEM") for n in notes)

@@ -74,3 +74,12 @@ def test_empty_budget_is_zero_and_bad_input_raises():
         budget.add("c", -0.1)
     with pytest.raises(ValueError, match="volume_l"):
         budget.add_resolution(0.1, 0.0)
+
+
+def test_add_component_and_interface_aliases():
+    budget = UncertaintyBudget()
+    budget.add_component("register reading", 0.03, source="fit")
+    budget.add("positional", 0.04, "normal", "given positionally")
+    assert budget.combined() == pytest.approx(0.05)
+    assert budget.expanded() == pytest.approx(0.10)
+    assert budget.as_dict()["components"][1]["source"] == "given positionally"
