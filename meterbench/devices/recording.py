@@ -344,6 +344,10 @@ class SessionRecorder:
         self._lock = threading.RLock()
         self._device_logs: dict[str, DeviceLog] = {}
         self._camera_writers: dict[str, CameraWriter] = {}
+        # entries given to create(): listed in session.json only once their files exist
+        self._pending = {key: {e["id"]: e for e in manifest.pop(key, [])}
+                         for key in ("cameras", "devices")}
+        manifest["cameras"], manifest["devices"] = [], []
         self._closed = False
         self._t0_monotonic = time.monotonic()
 
@@ -353,7 +357,10 @@ class SessionRecorder:
         """Create the session folder ``out_dir`` and write ``manifest`` as session.json.
 
         Refuses an existing non-empty folder. Fills ``format``, ``format_version``
-        and (if absent) ``start_time_utc`` = now, ``cameras`` = [], ``devices`` = [].
+        and (if absent) ``start_time_utc`` = now. Entries of ``cameras`` and
+        ``devices`` given here are templates: each appears in session.json
+        only when its writer is opened, so session.json never names a file
+        that does not exist yet.
         ``fsync_interval_s`` bounds what a power loss may cost (a kill -9 costs
         at most the line being written, whatever it is).
         """
@@ -370,8 +377,12 @@ class SessionRecorder:
         manifest.setdefault("start_time_utc",
                             datetime.now(UTC).isoformat(timespec="milliseconds")
                             .replace("+00:00", "Z"))
-        manifest.setdefault("cameras", [])
-        manifest.setdefault("devices", [])
+        for key in ("cameras", "devices"):
+            entries = manifest.get(key, [])
+            if not (isinstance(entries, list)
+                    and all(isinstance(e, dict) and "id" in e for e in entries)):
+                raise ValueError(f"manifest: {key}: expected a list of objects with an 'id', "
+                                 f"got {entries!r}")
         if fsync_interval_s < 0:
             raise ValueError(f"fsync_interval_s: expected >= 0 s, got {fsync_interval_s!r}")
         (path / "cameras").mkdir(parents=True, exist_ok=True)
@@ -401,38 +412,33 @@ class SessionRecorder:
     def _write_manifest(self) -> None:
         write_json_atomic(self.path / "session.json", self._manifest)
 
-    def _upsert(self, key: str, entry: dict[str, Any]) -> None:
-        """Put ``entry`` into manifest list ``key`` (merge with the entry of the same id)."""
-        items = self._manifest.setdefault(key, [])
-        for existing in items:
-            if existing.get("id") == entry["id"]:
-                existing.update(entry)
-                break
-        else:
-            items.append(entry)
+    def _publish(self, key: str, entry: dict[str, Any]) -> None:
+        """Add ``entry`` (merged over its create() template, if any) to manifest list ``key``."""
+        template = self._pending[key].pop(entry["id"], {})
+        if key == "cameras":  # a camera has either video or images, never both
+            template = {k: v for k, v in template.items() if k not in ("video", "images")}
+        self._manifest[key].append(template | entry)
         self._write_manifest()
 
     def device_log(self, device_id: str, kind: str | None = None) -> DeviceLog:
-        """The log of ``device_id`` (created on first call, listed in session.json ``devices``).
+        """The log of ``device_id`` (created on first call, then listed in session.json ``devices``).
 
         ``kind`` (e.g. "serial-totaliser", "mqtt") is required unless the
-        manifest already lists the device.
+        manifest given to create() lists the device with one.
         """
         _check_id("device_id", device_id)
         with self._lock:
             self._check_open()
             if device_id in self._device_logs:
                 return self._device_logs[device_id]
-            listed = next((d for d in self._manifest.get("devices", [])
-                           if d.get("id") == device_id), None)
-            kind = kind or (listed or {}).get("kind")
+            kind = kind or self._pending["devices"].get(device_id, {}).get("kind")
             if not kind:
                 raise ValueError(f"device_log({device_id!r}): kind: expected a device kind "
-                                 "(e.g. 'serial-totaliser', 'mqtt'); the manifest lists none")
+                                 "(e.g. 'serial-totaliser', 'mqtt'); the manifest given to create() has none")
             relpath = f"devices/{device_id}.jsonl"
             log = DeviceLog(self.path / relpath, device_id, self._fsync_interval_s)
             self._device_logs[device_id] = log
-            self._upsert("devices", {"id": device_id, "kind": kind, "log": relpath})
+            self._publish("devices", {"id": device_id, "kind": kind, "log": relpath})
             return log
 
     def camera_writer(self, camera_id: str, fps: float, size_wh: tuple[int, int], *,
@@ -440,8 +446,8 @@ class SessionRecorder:
                       quality: int = 90) -> CameraWriter:
         """A writer for ``camera_id`` at ``fps`` (frames/s, nominal) and ``size_wh`` (px).
 
-        Lists the camera in session.json ``cameras`` (merging with an entry
-        of the same id already in the manifest). One writer per camera.
+        Lists the camera in session.json ``cameras`` (merged over the entry
+        of the same id given to create(), if any). One writer per camera.
         """
         _check_id("camera_id", camera_id)
         if kind not in ("video", "images"):
@@ -461,13 +467,7 @@ class SessionRecorder:
                                   image_format=image_format, quality=quality,
                                   fsync_interval_s=self._fsync_interval_s)
             self._camera_writers[camera_id] = writer
-            entry = writer.manifest_entry()
-            listed = next((c for c in self._manifest.get("cameras", [])
-                           if c.get("id") == camera_id), None)
-            if listed is not None:  # a camera has either video or images, never both
-                listed.pop("video", None)
-                listed.pop("images", None)
-            self._upsert("cameras", entry)
+            self._publish("cameras", writer.manifest_entry())
             return writer
 
     def write_truth(self, truth: dict[str, Any]) -> None:
@@ -481,10 +481,17 @@ class SessionRecorder:
             raise ValueError(f"{self.path}: session recorder is closed")
 
     def close(self) -> None:
-        """Close (fsync) every device log and camera writer. Idempotent."""
+        """Close (fsync) every device log and camera writer. Idempotent.
+
+        Cameras and devices given to create() but never opened are named in
+        session.json ``not_recorded`` ({"cameras": [ids], "devices": [ids]}).
+        """
         with self._lock:
             if self._closed:
                 return
+            unopened = {key: sorted(ids) for key, ids in self._pending.items() if ids}
+            if unopened:
+                self.update_manifest({"not_recorded": unopened})
             for log in self._device_logs.values():
                 log.close()
             for writer in self._camera_writers.values():

@@ -167,6 +167,22 @@ def test_camera_writer_replaces_manifest_entry_media(tmp_path: Path) -> None:
                       "images": "cameras/cam-M1", "image_format": "png"}]
 
 
+def test_manifest_lists_only_opened_devices_and_cameras(tmp_path: Path) -> None:
+    manifest = water_meter_manifest() | {
+        "devices": [{"id": "ref-meter", "kind": "serial-totaliser", "port": "/dev/ttyUSB0"},
+                    {"id": "plc", "kind": "modbus"}],
+        "cameras": [{"id": "cam-M2", "exposure_ms": 4.0}]}
+    with SessionRecorder.create(tmp_path, manifest) as rec:
+        assert json.loads((tmp_path / "session.json").read_text())["devices"] == []
+        rec.device_log("ref-meter")  # kind comes from the template
+        during = json.loads((tmp_path / "session.json").read_text())
+        assert during["devices"] == [{"id": "ref-meter", "kind": "serial-totaliser",
+                                      "port": "/dev/ttyUSB0", "log": "devices/ref-meter.jsonl"}]
+    after = json.loads((tmp_path / "session.json").read_text())
+    assert after["not_recorded"] == {"cameras": ["cam-M2"], "devices": ["plc"]}
+    assert after["cameras"] == [] and len(after["devices"]) == 1
+
+
 def test_write_truth(tmp_path: Path) -> None:
     truth = {"instruments": [{"id": "M1", "points": [{"name": "Q3", "true_error_pct": -0.42}]}]}
     with SessionRecorder.create(tmp_path, water_meter_manifest()) as rec:
