@@ -1,8 +1,16 @@
 """meterbench.vision"""
 
+from meterbench.vision.align import (  # noqa: F401
+    MarkerAligner,
+    PlateAlignment,
+    align_to_plate,
+    element_crop_box,
+)
+from meterbench.vision.compose import Composition, compose_register  # noqa: F401
 from meterbench.vision.layout import (  # noqa: F401
     RegisterLayout,
     default_register_layout,
     positions_from_volume,
     volume_from_positions,
 )
+from meterbench.vision.register import RegisterReader, RegisterReading  # noqa: F401

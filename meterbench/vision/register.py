@@ -1,0 +1,225 @@
+"""Read a water-meter register from camera frames: align, crop, read, compose.
+
+One `RegisterReader` per camera.  `read_frames` aligns every frame to the plate
+(ArUco markers), cuts each element's box straight out of the camera frame (one
+small perspective warp per element), reads all wheel crops of all frames in one
+`DigitReader.read` call and all dial crops in one `DialReader.read` call, then
+resolves the carry right to left (`compose_register`).  A frame that cannot be
+trusted comes back with ok False and a reason, never with a guessed volume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from meterbench.vision.align import (
+    DEFAULT_DIAL_MARGIN,
+    DEFAULT_WHEEL_MARGIN,
+    MarkerAligner,
+    PlateAlignment,
+    element_crop_box,
+)
+from meterbench.vision.compose import (
+    DEFAULT_MAX_RESIDUAL,
+    DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_MIN_DIGIT_PROB,
+    DEFAULT_POSITION_STD,
+    N_CLASSES,
+    compose_register,
+)
+from meterbench.vision.layout import RegisterLayout
+
+__all__ = ["CropReader", "RegisterReader", "RegisterReading", "StageTimes"]
+
+
+class CropReader(Protocol):
+    """What `RegisterReader` needs of a model (meterbench.models.DigitReader, DialReader)."""
+
+    def read(self, crops: Sequence[np.ndarray]):  # -> WheelReadings (value, confidence, probs)
+        ...
+
+
+@dataclass(frozen=True)
+class RegisterReading:
+    """Reading of one frame (docs/INTERFACES.md, "vision").
+
+    volume_l (L) is nan unless ok; element_values (E,) raw positions in [0, 10)
+    and element_confidence (E,) are nan / 0 for elements not read (below
+    `finest_element`, or no alignment); resolution_l (L) is the standard
+    uncertainty of volume_l.  homography_ok / markers_found / alignment_message
+    tell how the plate was found.
+    """
+
+    ok: bool
+    reason: str
+    volume_l: float
+    element_values: np.ndarray
+    element_confidence: np.ndarray
+    resolution_l: float
+    homography_ok: bool = False
+    markers_found: tuple[int, ...] = ()
+    alignment_message: str = ""
+    finest_element: int = -1
+
+
+@dataclass
+class StageTimes:
+    """Cumulative wall time (s) per stage over the frames read so far."""
+
+    frames: int = 0
+    align_s: float = 0.0
+    crop_s: float = 0.0
+    model_s: float = 0.0
+    compose_s: float = 0.0
+
+    def per_frame_ms(self) -> dict[str, float]:
+        """Mean ms per frame of each stage and in total."""
+        n = max(self.frames, 1)
+        stages = {"align": self.align_s, "crop": self.crop_s, "model": self.model_s,
+                  "compose": self.compose_s}
+        out = {k: 1e3 * v / n for k, v in stages.items()}
+        out["total"] = sum(out.values())
+        return out
+
+
+class RegisterReader:
+    """Reads register volumes (L) from camera frames of one meter.
+
+    Parameters
+    ----------
+    layout : RegisterLayout (plate, markers, elements most significant first).
+    digit_reader, dial_reader : objects with `.read(crops)` returning value,
+        confidence, probs (meterbench.models.DigitReader / DialReader).
+    min_confidence : element confidence below which the frame is not trusted.
+    max_residual : steps; carry inconsistency tolerated between an element and
+        the one below (see `compose_register`).
+    min_digit_prob : probability mass that must back each resolved digit.
+    reuse_last_homography : when the markers are not found, use the last good
+        homography (off by default: with camera shake it may be wrong).
+    """
+
+    def __init__(self, layout: RegisterLayout, digit_reader: CropReader,
+                 dial_reader: CropReader | None = None, *,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 max_residual: float = DEFAULT_MAX_RESIDUAL,
+                 min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
+                 position_std: float = DEFAULT_POSITION_STD,
+                 wheel_margin: float = DEFAULT_WHEEL_MARGIN,
+                 dial_margin: float = DEFAULT_DIAL_MARGIN,
+                 reuse_last_homography: bool = False) -> None:
+        if dial_reader is None and any(e.kind == "dial" for e in layout.elements):
+            raise ValueError("RegisterReader: dial_reader: the layout has dials, "
+                             "expected a DialReader")
+        self.layout = layout
+        self.digit_reader = digit_reader
+        self.dial_reader = dial_reader
+        self.compose_options = {"min_confidence": min_confidence, "max_residual": max_residual,
+                                "min_digit_prob": min_digit_prob, "position_std": position_std}
+        self.reuse_last_homography = reuse_last_homography
+        self.aligner = MarkerAligner(layout)
+        self.crop_boxes = [element_crop_box(e, wheel_margin=wheel_margin,
+                                            dial_margin=dial_margin) for e in layout.elements]
+        self.times = StageTimes()
+        self._last_good: PlateAlignment | None = None
+
+    # -- public ----------------------------------------------------------
+    def read_frame(self, frame: np.ndarray, finest_element: int | None = None) -> RegisterReading:
+        """Read one frame (H×W×3 BGR or H×W grey uint8)."""
+        return self.read_frames([frame], finest_element)[0]
+
+    def read_frames(self, frames: Sequence[np.ndarray],
+                    finest_element: int | None = None) -> list[RegisterReading]:
+        """Read many frames with one model call per element kind (batched)."""
+        finest = self._check_finest(finest_element)
+        t0 = time.perf_counter()
+        alignments = [self.align(frame) for frame in frames]
+        t1 = time.perf_counter()
+        crops = {"wheel": [], "dial": []}
+        slots: list[tuple[int, int, str, int]] = []     # (frame, element, kind, index in kind)
+        for f, (frame, alignment) in enumerate(zip(frames, alignments, strict=True)):
+            if not alignment:
+                continue
+            for e, element in enumerate(self.layout.elements[:finest + 1]):
+                slots.append((f, e, element.kind, len(crops[element.kind])))
+                crops[element.kind].append(alignment.warp_box(frame, self.crop_boxes[e]))
+        t2 = time.perf_counter()
+        results = {"wheel": self._run(self.digit_reader, crops["wheel"]),
+                   "dial": self._run(self.dial_reader, crops["dial"])}
+        t3 = time.perf_counter()
+        readings = self._compose_all(alignments, slots, results, finest)
+        t4 = time.perf_counter()
+        self.times.frames += len(frames)
+        self.times.align_s += t1 - t0
+        self.times.crop_s += t2 - t1
+        self.times.model_s += t3 - t2
+        self.times.compose_s += t4 - t3
+        return readings
+
+    def align(self, frame: np.ndarray) -> PlateAlignment:
+        """Plate alignment of one frame, reusing the last good one only if configured."""
+        alignment = self.aligner.align(frame)
+        if alignment:
+            self._last_good = alignment
+        elif self.reuse_last_homography and self._last_good is not None:
+            alignment = self._last_good.reused_copy(alignment.message)
+        return alignment
+
+    def element_crops(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """Element name -> the crop handed to its model (empty if the markers are not
+        found).  Save them to run `meterbench digits` / `meterbench dials` on them."""
+        alignment = self.aligner.align(frame)
+        if not alignment:
+            return {}
+        return {e.name: alignment.warp_box(frame, box)
+                for e, box in zip(self.layout.elements, self.crop_boxes, strict=True)}
+
+    # -- internals -------------------------------------------------------
+    def _check_finest(self, finest_element: int | None) -> int:
+        n_el = len(self.layout.elements)
+        if finest_element is None:
+            return n_el - 1
+        if not 0 <= int(finest_element) < n_el:
+            raise ValueError(f"RegisterReader: finest_element: expected 0..{n_el - 1}, "
+                             f"got {finest_element}")
+        return int(finest_element)
+
+    @staticmethod
+    def _run(reader: CropReader | None, crops: list[np.ndarray]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not crops:
+            return np.zeros(0), np.zeros(0), np.zeros((0, N_CLASSES))
+        res = reader.read(crops)
+        return (np.asarray(res.value, np.float64), np.asarray(res.confidence, np.float64),
+                np.asarray(res.probs, np.float64))
+
+    def _compose_all(self, alignments: list[PlateAlignment], slots: list[tuple[int, int, str, int]],
+                     results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     finest: int) -> list[RegisterReading]:
+        n_frames, n_el = len(alignments), len(self.layout.elements)
+        values = np.full((n_frames, n_el), np.nan)
+        confidence = np.zeros((n_frames, n_el))
+        probs = np.zeros((n_frames, n_el, N_CLASSES))
+        for f, e, kind, k in slots:
+            values[f, e] = results[kind][0][k]
+            confidence[f, e] = results[kind][1][k]
+            probs[f, e] = results[kind][2][k]
+        return [self._reading(alignments[f], values[f], confidence[f], probs[f], finest)
+                for f in range(n_frames)]
+
+    def _reading(self, alignment: PlateAlignment, values: np.ndarray, confidence: np.ndarray,
+                 probs: np.ndarray, finest: int) -> RegisterReading:
+        common = {"element_values": values, "element_confidence": confidence,
+                  "homography_ok": bool(alignment), "markers_found": alignment.markers_found,
+                  "alignment_message": alignment.message, "finest_element": finest}
+        if not alignment:
+            return RegisterReading(False, f"markers not found: {alignment.message}",
+                                   float("nan"), resolution_l=float("nan"), **common)
+        result = compose_register(self.layout, values, confidence, probs, finest,
+                                  **self.compose_options)
+        return RegisterReading(result.ok, result.reason, result.volume_l,
+                               resolution_l=result.resolution_l, **common)
