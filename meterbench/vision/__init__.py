@@ -14,3 +14,4 @@ from meterbench.vision.layout import (  # noqa: F401
     volume_from_positions,
 )
 from meterbench.vision.register import RegisterReader, RegisterReading  # noqa: F401
+from meterbench.vision.neck_scale import NeckScaleGeometry, NeckScaleReading, read_neck_scale  # noqa: F401
