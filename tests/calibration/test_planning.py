@@ -1,6 +1,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meterbench.calibration import (
     format_test_plan,
@@ -81,3 +83,15 @@ def test_mpe_per_zone_instead_of_class_and_table():
         plan_test_volumes(FLOWS, None, reading_resolution_l=0.1)
     with pytest.raises(ValueError, match="ratio"):
         plan_test_volumes(FLOWS, 2, reading_resolution_l=0.1, ratio=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=1e-4, max_value=1.0), st.floats(min_value=0.02, max_value=0.5),
+       st.floats(min_value=0.0, max_value=0.05))
+def test_planned_volume_always_meets_the_criterion(d_l, ratio, timing_u_s):
+    plan = plan_test_volumes(FLOWS, 2, reading_resolution_l=d_l, ratio=ratio,
+                             timing_u_s=timing_u_s)
+    for point in plan.points:
+        assert point.reading_u_pct <= ratio * point.mpe_pct * (1 + 1e-9)
+        widest_step = 4 / 3  # 1.5 -> 2, 3 -> 4, 6 -> 8 in the bench volume series
+        assert point.min_volume_l <= point.volume_l <= point.min_volume_l * widest_step * (1 + 1e-9)
