@@ -13,5 +13,9 @@ from meterbench.vision.layout import (  # noqa: F401
     positions_from_volume,
     volume_from_positions,
 )
+from meterbench.vision.neck_scale import (  # noqa: F401
+    NeckScaleGeometry,
+    NeckScaleReading,
+    read_neck_scale,
+)
 from meterbench.vision.register import RegisterReader, RegisterReading  # noqa: F401
-from meterbench.vision.neck_scale import NeckScaleGeometry, NeckScaleReading, read_neck_scale  # noqa: F401
