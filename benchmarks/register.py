@@ -1,0 +1,186 @@
+"""Register reading on rendered frames: share read, wrong volumes, error, per element, speed.
+
+Renders N frames per register variant ("dials", "wheels") with RegisterRenderer
+at random volumes (half of them just before a 9 -> 0 rollover of some decade),
+with a new random camera (perspective, shake, light, glare, noise, blur) every
+few frames and motion blur from a random flow, reads them with RegisterReader
+and the shipped ONNX models on one thread, and prints:
+
+- share of frames read ok, and the reasons of the others;
+- share of wrong volumes among ok readings (|error| ≥ 0.5 finest step; must be 0);
+- |volume error| percentiles in L and in finest steps;
+- per element: share within ±0.1 / ±0.2 (circular) and off by ≥ 0.5, and the most
+  frequent misreads (true digit -> read digit);
+- ms per frame: alignment, crops, model, composition, total.
+
+    python benchmarks/register.py --frames 300 [--seed 0] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from meterbench.devices.sim_render import RegisterRenderer  # noqa: E402
+from meterbench.vision import (  # noqa: E402
+    RegisterLayout,
+    RegisterReader,
+    default_register_layout,
+    positions_from_volume,
+)
+
+FRAMES_PER_CAMERA = 10
+MAX_FLOW_L_S = 0.7          # ~Q3 of a DN15 meter (2.5 m³/h)
+
+
+def random_volumes(rng: np.random.Generator, n: int, capacity_l: float) -> np.ndarray:
+    """Half log-uniform volumes (L), half within 0.3 L before a rollover of some decade."""
+    spread = 10 ** rng.uniform(-1, np.log10(capacity_l) - 0.01, n)
+    decade = 10.0 ** rng.integers(0, 8, n)
+    rollover = (rng.integers(1, 10, n) * decade - rng.uniform(0, 0.3, n)) % capacity_l
+    return np.where(rng.random(n) < 0.5, spread, rollover)
+
+
+def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator
+                  ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
+    """Frames, true volumes (L), true positions (N, E) and the red wheel style per frame."""
+    volumes = random_volumes(rng, n, layout.capacity_l)
+    positions = positions_from_volume(layout, volumes)
+    lpt = np.array([e.litres_per_turn for e in layout.elements])
+    frames, styles = [], []
+    renderer = None
+    for k in range(n):
+        if k % FRAMES_PER_CAMERA == 0:
+            renderer = RegisterRenderer(layout, rng=rng)
+        flow_l_s = rng.uniform(0, MAX_FLOW_L_S)
+        motion = flow_l_s * renderer.camera.exposure_s / lpt * 10.0   # positions per exposure
+        frames.append(renderer.render(positions[k], motion))
+        styles.append(renderer.red_wheel_style)
+    return frames, volumes, positions, styles
+
+
+def circular(a: np.ndarray, b: np.ndarray, period: float = 10.0) -> np.ndarray:
+    d = np.mod(np.abs(a - b), period)
+    return np.minimum(d, period - d)
+
+
+def element_report(layout: RegisterLayout, values: np.ndarray, truth: np.ndarray,
+                   styles: list[str]) -> list[dict]:
+    """Per element accuracy on the frames where it was read."""
+    out = []
+    for e, element in enumerate(layout.elements):
+        read = np.isfinite(values[:, e])
+        dist = circular(values[read, e], truth[read, e])
+        true_digit = np.floor(truth[read, e] + 0.5).astype(int) % 10
+        read_digit = np.floor(values[read, e] + 0.5).astype(int) % 10
+        wrong = dist >= 0.5
+        style = [s for s, r in zip(styles, read, strict=True) if r]
+        misreads = Counter(f"{t}->{r}" + (f" ({s})" if element.colour == "red" and
+                                          element.kind == "wheel" else "")
+                           for t, r, s, w in zip(true_digit, read_digit, style, wrong, strict=True)
+                           if w)
+        out.append({"name": element.name, "kind": element.kind, "colour": element.colour,
+                    "n": int(read.sum()),
+                    "within_0_1": float(np.mean(dist <= 0.1 + 1e-9)) if read.any() else None,
+                    "within_0_2": float(np.mean(dist <= 0.2 + 1e-9)) if read.any() else None,
+                    "off_ge_0_5": float(np.mean(wrong)) if read.any() else None,
+                    "top_misreads": misreads.most_common(4)})
+    return out
+
+
+def run_variant(variant: str, n: int, seed: int, digit_reader, dial_reader,
+                batch_frames: int) -> dict:
+    layout = RegisterLayout.from_dict(default_register_layout(variant))
+    rng = np.random.default_rng(seed)
+    frames, volumes, positions, styles = render_frames(layout, n, rng)
+    reader = RegisterReader(layout, digit_reader, dial_reader)
+    reader.read_frames(frames[:batch_frames])          # warm-up, not timed
+    reader.times.__init__()
+    readings = []
+    for start in range(0, n, batch_frames):
+        readings += reader.read_frames(frames[start:start + batch_frames])
+    step_l = layout.finest.litres_per_turn / 10.0
+    ok = np.array([r.ok for r in readings])
+    read_l = np.array([r.volume_l for r in readings])
+    err_l = circular(read_l[ok], volumes[ok], layout.capacity_l)
+    err_steps = err_l / step_l
+    reasons = Counter(_reason_kind(r.reason) for r in readings if not r.ok)
+    values = np.array([r.element_values for r in readings])
+    resolution = np.array([r.resolution_l for r in readings])[ok]
+    pct = (50, 90, 99, 100)
+    return {
+        "variant": variant, "frames": n, "finest_step_l": step_l,
+        "share_ok": float(ok.mean()),
+        "share_aligned": float(np.mean([r.homography_ok for r in readings])),
+        "not_ok_reasons": reasons.most_common(8),
+        "wrong_among_ok": float(np.mean(err_steps >= 0.5)) if ok.any() else None,
+        "n_wrong": int(np.sum(err_steps >= 0.5)),
+        "abs_error_l_pct": dict(zip(map(str, pct), np.percentile(err_l, pct).round(4).tolist(),
+                                    strict=True)) if ok.any() else None,
+        "abs_error_steps_pct": dict(zip(map(str, pct),
+                                        np.percentile(err_steps, pct).round(3).tolist(),
+                                        strict=True)) if ok.any() else None,
+        "rms_error_l": float(np.sqrt(np.mean(err_l ** 2))) if ok.any() else None,
+        "mean_resolution_l": float(resolution.mean()) if ok.any() else None,
+        "elements": element_report(layout, values, positions, styles),
+        "ms_per_frame": {k: round(v, 3) for k, v in reader.times.per_frame_ms().items()},
+    }
+
+
+def _reason_kind(reason: str) -> str:
+    """Reason with its numbers blanked, to count kinds ("wheel m3x1 confidence # < #")."""
+    return re.sub(r"(?<![\w.])[-+]?\d+(\.\d+)?(?![\w.])", "#", reason)
+
+
+def print_report(res: dict) -> None:
+    print(f"== {res['variant']}: {res['frames']} frames, finest step {res['finest_step_l']} L")
+    print(f"read ok {100 * res['share_ok']:.1f} %  (aligned {100 * res['share_aligned']:.1f} %);"
+          f" wrong among ok {res['n_wrong']} ({100 * (res['wrong_among_ok'] or 0):.2f} %)")
+    for reason, count in res["not_ok_reasons"]:
+        print(f"   not ok x{count}: {reason}")
+    if res["abs_error_l_pct"]:
+        print(f"|error| L   p50/p90/p99/max: {res['abs_error_l_pct']}")
+        print(f"|error| steps p50/p90/p99/max: {res['abs_error_steps_pct']}  "
+              f"rms {res['rms_error_l']:.4f} L, stated u {res['mean_resolution_l']:.4f} L")
+    for el in res["elements"]:
+        if el["n"]:
+            print(f"   {el['name']:>9} {el['colour']:>5} {el['kind']:5} n={el['n']:4d} "
+                  f"±0.1 {100 * el['within_0_1']:5.1f} %  ±0.2 {100 * el['within_0_2']:5.1f} %  "
+                  f"≥0.5 {100 * el['off_ge_0_5']:4.1f} %  {el['top_misreads']}")
+    print(f"ms/frame: {res['ms_per_frame']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=300, help="frames per variant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-frames", type=int, default=16)
+    parser.add_argument("--variants", nargs="+", default=["dials", "wheels"])
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    from meterbench.models import DialReader, DigitReader
+
+    digit_reader, dial_reader = DigitReader(num_threads=1), DialReader(num_threads=1)
+    results = []
+    for i, variant in enumerate(args.variants):
+        res = run_variant(variant, args.frames, args.seed + i, digit_reader, dial_reader,
+                          args.batch_frames)
+        print_report(res)
+        results.append(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"models": {
+            "digit": digit_reader.model_sha256, "dial": dial_reader.model_sha256},
+            "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
