@@ -1,3 +1,4 @@
 """meterbench.devices"""
 
 from meterbench.devices.recording import CameraWriter, DeviceLog, SessionRecorder  # noqa: E402,F401
+from meterbench.devices.simulator import simulate_water_meter  # noqa: E402,F401

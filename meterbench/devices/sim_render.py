@@ -46,11 +46,12 @@ class CameraModel:
     """A bench camera looking at one register (all lengths px in the camera frame).
 
     `plate_corners_px`: where the plate corners (TL, TR, BR, BL) land in the frame
-    at rest; shake moves the frame by ~N(0, `shake_px`) px and N(0, `shake_deg`)°
-    per frame.  Light: linear gradient of ±`light_gradient` (fraction) along
-    `light_angle_deg` and a vignette; an optional glare blob (centre, radius px,
-    strength 0..1).  `noise_sigma` grey levels, `blur_sigma` px, `exposure_s` (s)
-    for motion blur.
+    at rest; shake moves the frame by ~N(0, `shake_px`) px and N(0, `shake_deg`)°,
+    a new offset every ~`shake_hold_frames` frames (geometric; 1 = every frame: a
+    bench vibrates in bursts, and held offsets keep the video small).  Light: a
+    linear gradient of ±`light_gradient` (fraction) along `light_angle_deg`, a
+    vignette, an optional glare blob (centre, radius px, strength 0..1).
+    `noise_sigma` grey levels, `blur_sigma` px, `exposure_s` (s) for motion blur.
     """
 
     frame_size_px: tuple[int, int] = (640, 360)
@@ -58,6 +59,7 @@ class CameraModel:
                                                          (592.0, 289.0), (48.0, 289.0))
     shake_px: float = 0.6
     shake_deg: float = 0.15
+    shake_hold_frames: float = 1.0
     light_gradient: float = 0.15
     light_angle_deg: float = 30.0
     vignette: float = 0.15
@@ -94,11 +96,12 @@ class CameraModel:
             plate_corners_px=tuple((float(x), float(y)) for x, y in corners),
             shake_px=float(rng.uniform(0.2, 1.0)),
             shake_deg=float(rng.uniform(0.05, 0.2)),
+            shake_hold_frames=float(rng.uniform(5.0, 15.0)),
             light_gradient=float(rng.uniform(0.05, 0.3)),
             light_angle_deg=float(rng.uniform(0, 360)),
             vignette=float(rng.uniform(0.05, 0.25)),
             glare=glare,
-            noise_sigma=float(rng.uniform(1.5, 5.0)),
+            noise_sigma=float(rng.uniform(1.0, 3.0)),
             blur_sigma=float(rng.uniform(0.4, 1.1)),
             exposure_s=float(rng.uniform(0.008, 0.03)),
             background_bgr=(grey + int(rng.integers(0, 20)), grey, grey - int(rng.integers(0, 15))),
@@ -109,6 +112,7 @@ class CameraModel:
         return {"frame_size_px": list(self.frame_size_px),
                 "plate_corners_px": [list(c) for c in self.plate_corners_px],
                 "shake_px": self.shake_px, "shake_deg": self.shake_deg,
+                "shake_hold_frames": self.shake_hold_frames,
                 "light_gradient": self.light_gradient, "light_angle_deg": self.light_angle_deg,
                 "vignette": self.vignette, "glare": list(self.glare) if self.glare else None,
                 "noise_sigma": self.noise_sigma, "blur_sigma": self.blur_sigma,
@@ -280,6 +284,8 @@ class RegisterRenderer:
         self._background = self._draw_background()
         self._light = self._light_map()
         self._noise = self._noise_bank()
+        self._shake = np.eye(3)
+        self._shake_frames_left = 0
 
     # -- precomputed parts -------------------------------------------------
     def _draw_plate(self, label: str) -> np.ndarray:
@@ -398,6 +404,15 @@ class RegisterRenderer:
         return cv2.subtract(frame, minus[dy:dy + fh, dx:dx + fw])
 
     def _shake_matrix(self) -> np.ndarray:
+        """The current shake (3×3, frame px): held for a random number of frames."""
+        if self._shake_frames_left <= 0:
+            self._shake = self._new_shake()
+            self._shake_frames_left = int(self.rng.geometric(
+                1.0 / max(self.camera.shake_hold_frames, 1.0)))
+        self._shake_frames_left -= 1
+        return self._shake
+
+    def _new_shake(self) -> np.ndarray:
         cam = self.camera
         fw, fh = cam.frame_size_px
         tx, ty = np.clip(self.rng.normal(0, cam.shake_px, 2), -2.0, 2.0)
