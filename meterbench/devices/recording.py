@@ -403,7 +403,15 @@ class SessionRecorder:
         return time.monotonic() - self._t0_monotonic
 
     def update_manifest(self, changes: dict[str, Any]) -> None:
-        """Merge ``changes`` into session.json (top-level keys) and rewrite it atomically."""
+        """Merge ``changes`` into session.json (top-level keys) and rewrite it atomically.
+
+        ``format``, ``format_version``, ``cameras`` and ``devices`` are kept by
+        the recorder itself and cannot be changed here.
+        """
+        managed = sorted(set(changes) & {"format", "format_version", "cameras", "devices"})
+        if managed:
+            raise ValueError(f"update_manifest: {', '.join(managed)}: kept by the recorder "
+                             "(open a camera_writer / device_log instead)")
         with self._lock:
             plain = json.loads(json.dumps(changes, default=_json_default))
             self._manifest.update(plain)

@@ -56,6 +56,13 @@ def test_update_manifest_rewrites_atomically(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_update_manifest_refuses_recorder_managed_keys(tmp_path: Path) -> None:
+    with (SessionRecorder.create(tmp_path, water_meter_manifest()) as rec,
+          pytest.raises(ValueError, match="cameras, format_version: kept by the recorder")):
+        rec.update_manifest({"cameras": [], "format_version": 2})
+    assert json.loads((tmp_path / "session.json").read_text())["format_version"] == 1
+
+
 def test_exception_in_context_records_stopped_reason(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), SessionRecorder.create(tmp_path, water_meter_manifest()):
         raise RuntimeError("valve stuck")

@@ -81,12 +81,15 @@ def test_round_trip(tmp_path: Path, kind: str, image_format: str) -> None:
         assert session.warnings == []
 
 
-def test_video_random_access_matches_sequential_decode(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forward_decode_frames", [48, 2])
+def test_video_random_access_matches_sequential_decode(tmp_path: Path, monkeypatch,
+                                                        forward_decode_frames: int) -> None:
+    monkeypatch.setattr("meterbench.pipelines.session._MAX_FORWARD_DECODE", forward_decode_frames)
     folder = record_session(tmp_path / "s", kind="video")
     with load_session(folder) as session:
         sequential = [frame for _, _, frame in session.camera("cam-M1").iter_frames()]
     with load_session(folder) as session:
-        order = [17, 3, 4, 5, 23, 0, 22, 9]
+        order = [17, 3, 4, 5, 23, 0, 22, 9, 12, 13, 20]
         for index, _, frame in session.camera("cam-M1").iter_frames(order):
             np.testing.assert_array_equal(frame, sequential[index])
         with pytest.raises(IndexError, match="frame index 24 outside 0..23"):
