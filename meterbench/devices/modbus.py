@@ -171,13 +171,18 @@ class ModbusTotaliserReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> ModbusTotaliserReader:
-        """Open the port and start polling."""
+    def open(self) -> ModbusTotaliserReader:
+        """Open the port (``poll()`` may then be called by hand)."""
         try:
             self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate,
                                                  timeout=self.timeout_s)
         except (serial.SerialException, OSError) as exc:
             raise DeviceError(f"{self.name}: cannot open serial port {self.port}: {exc}") from exc
+        return self
+
+    def start(self) -> ModbusTotaliserReader:
+        """Open the port and start polling every ``interval_s``."""
+        self.open()
         self._thread = threading.Thread(target=self._run, name=f"modbus-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -210,7 +215,8 @@ class ModbusTotaliserReader:
 
     def poll(self) -> dict[str, float] | None:
         """Do one exchange now; record it; return the decoded fields or None."""
-        assert self._serial is not None, "start() the reader first"
+        if self._serial is None:
+            raise DeviceError(f"{self.name}: port not open; call open() or start() first")
         self.counts.polls += 1
         try:
             response = _transact(self._serial, self._request)

@@ -1,0 +1,42 @@
+"""Camera capture from a real video file into a session, frame by frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from meterbench.devices import SessionRecorder
+from meterbench.devices._common import DeviceError
+from meterbench.devices.camera import CameraCapture
+
+
+def _video(path, frames: int) -> str:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (160, 120))
+    for i in range(frames):
+        frame = np.full((120, 160, 3), 10 * i % 256, np.uint8)
+        writer.write(frame)
+    writer.release()
+    return str(path)
+
+
+def test_video_file_frames_are_all_written_with_increasing_times(tmp_path):
+    source = _video(tmp_path / "in.mp4", 12)
+    assert CameraCapture.probe(source)[:2] == (160, 120)
+    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    writer = recorder.camera_writer("cam-1", 50.0, (160, 120), kind="images")
+    capture = CameraCapture("cam-1", source, writer, recorder.now_s, fps=50.0).start()
+    assert capture.finished.wait(5.0)
+    capture.stop()
+    recorder.close()
+    rows = (tmp_path / "s/cameras/cam-1.csv").read_text().splitlines()
+    times = [float(r.split(",")[1]) for r in rows[1:]]
+    assert capture.counts.written == 12 and len(times) == 12
+    assert len(list((tmp_path / "s/cameras/cam-1").glob("*.jpg"))) == 12
+    assert np.all(np.diff(times) > 0.01)          # paced at 50 fps, not as fast as possible
+    assert capture.error is None
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(DeviceError, match="could not open"):
+        CameraCapture.probe(str(tmp_path / "nope.mp4"))

@@ -1,0 +1,116 @@
+"""BenchController against a real Mosquitto broker (and the simulated bench for commands)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from meterbench.devices import SessionRecorder
+from meterbench.devices._common import DeviceError
+from meterbench.devices.mqtt import BenchController, MqttConfig, parse_event, parse_telemetry
+from meterbench.devices.sim_live import SimMeter, SimulatedBenchPeer
+
+TELEMETRY = {"flow_m3h": 2.4, "temperature_c": 20.1, "pressure_kpa": 300.0,
+             "valves": {"inlet": "open", "outlet": "open", "bypass": "closed"}}
+
+
+def test_payload_checks_name_what_is_wrong():
+    assert parse_telemetry(TELEMETRY) == (TELEMETRY, None)
+    assert "flow_m3h" in parse_telemetry({**TELEMETRY, "flow_m3h": "fast"})[1]
+    assert "reference_volume_l" in parse_event({"event": "point_start", "point": "Q3"})[1]
+    assert parse_event({"event": "teleport"})[0] is None
+
+
+def _events(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _publisher(broker) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-controller",
+                         clean_session=False)
+    client.reconnect_delay_set(1, 2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+@pytest.mark.network
+def test_unreachable_broker_is_a_clear_error(tmp_path):
+    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    controller = BenchController(MqttConfig("b1", port=1), recorder.device_log("c", "mqtt"),
+                                 recorder.now_s)
+    with pytest.raises(DeviceError, match="cannot connect to MQTT broker 127.0.0.1:1"):
+        controller.start()
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_path):
+    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    log = recorder.device_log("controller", "mqtt")
+    controller = BenchController(MqttConfig("b1", port=mosquitto_broker.port), log,
+                                 recorder.now_s).start()
+    publisher = _publisher(mosquitto_broker)
+    sent = 0
+
+    def publish_for(seconds: float) -> None:
+        nonlocal sent
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sent += 1
+            publisher.publish("bench/b1/telemetry", json.dumps({**TELEMETRY, "seq": sent}), qos=1)
+            time.sleep(0.02)
+
+    publish_for(1.0)
+    restart = threading.Thread(target=mosquitto_broker.restart, kwargs={"down_s": 0.5})
+    restart.start()
+    publish_for(2.0)       # partly while the broker is down: paho queues QoS 1 messages
+    restart.join()
+    publish_for(0.5)
+    deadline = time.monotonic() + 10.0
+    while controller.counts.parsed < sent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    publisher.loop_stop()
+    controller.stop()
+    recorder.close()
+    events = _events(log.path)
+    good = [e["parsed"]["seq"] for e in events if e["parsed"] and "seq" in e["parsed"]]
+    assert len(good) == len(set(good)), "a QoS 1 redelivery was used twice"
+    assert controller.counts.disconnects >= 1 and controller.counts.connects >= 2
+    # Usually 0 lost (persistent session + broker persistence). Whatever is missing must be
+    # recorded as a gap, never silent (1 run in 4 lost the messages queued by paho while the
+    # broker was down: see docs/devices.md).
+    missing = sorted(set(range(1, sent + 1)) - set(good))
+    noted = sum(int(e["error"].split("(")[1].split()[0]) for e in events
+                if e["error"] and "sequence gap" in e["error"])
+    assert len(missing) == noted
+    assert good[-1] == sent
+
+
+@pytest.mark.network
+@pytest.mark.serial
+def test_commands_reach_the_bench_and_are_confirmed(mosquitto_broker, pty_pair, tmp_path):
+    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    log = recorder.device_log("controller", "mqtt")
+    peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b2",
+                              [SimMeter("M1", 0.5, 10.0)]).start()
+    try:
+        controller = BenchController(MqttConfig("b2", port=mosquitto_broker.port), log,
+                                     recorder.now_s).start()
+        controller.set_valve("inlet", "open").wait(3.0)
+        controller.set_flow(1.8).wait(3.0)
+        t_start, start = controller.latch("start", "Q3")
+        time.sleep(0.5)
+        t_stop, stop = controller.latch("stop", "Q3")
+        controller.stop()
+    finally:
+        peer.stop()
+    recorder.close()
+    assert peer.valves["inlet"] == "open" and peer.setpoint_m3h == 1.8
+    assert t_stop > t_start and stop["reference_volume_l"] > start["reference_volume_l"]
+    topics = [e.get("topic") for e in _events(log.path)]
+    assert "bench/b2/cmd/flow_setpoint" in topics and "bench/b2/event" in topics
