@@ -307,6 +307,14 @@ class CameraWriter:
             _fsync_dir(self._image_dir)
             self._last_dir_sync = now
 
+    def sync(self) -> None:
+        """fsync the frame-time CSV and the image folder now."""
+        with self._lock:
+            if not self._csv.closed:
+                self._csv.sync()
+                if self.kind == "images":
+                    _fsync_dir(self._image_dir)
+
     def close(self) -> None:
         """Finalise the video (if any), fsync the CSV and the image folder."""
         with self._lock:
@@ -477,6 +485,19 @@ class SessionRecorder:
             self._camera_writers[camera_id] = writer
             self._publish("cameras", writer.manifest_entry())
             return writer
+
+    def sync(self) -> None:
+        """fsync every open device log and camera now (e.g. at a test-point boundary).
+
+        Appends fsync by themselves at most every ``fsync_interval_s``, but only
+        when something is appended: a log that goes quiet waits for this call,
+        close(), or the kernel's own write-back (typically ≤ 30 s).
+        """
+        with self._lock:
+            for log in self._device_logs.values():
+                log.sync()
+            for writer in self._camera_writers.values():
+                writer.sync()
 
     def write_truth(self, truth: dict[str, Any]) -> None:
         """Write truth.json (simulated sessions only) atomically."""

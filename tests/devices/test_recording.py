@@ -190,6 +190,19 @@ def test_manifest_lists_only_opened_devices_and_cameras(tmp_path: Path) -> None:
     assert after["cameras"] == [] and len(after["devices"]) == 1
 
 
+def test_sync_is_callable_any_time_and_after_close(tmp_path: Path) -> None:
+    rec = SessionRecorder.create(tmp_path, water_meter_manifest(), fsync_interval_s=3600.0)
+    log = rec.device_log("ref-meter", kind="serial-totaliser")
+    camera = rec.camera_writer("cam-M1", 10.0, FRAME_SIZE_WH, kind="images")
+    log.append(0.1, "line")
+    camera.write(make_frame(0), 0.1)
+    rec.sync()
+    assert (tmp_path / "devices" / "ref-meter.jsonl").read_text().count("\n") == 1
+    rec.close()
+    rec.sync()  # closed files are skipped, not an error
+    camera.sync()
+
+
 def test_write_truth(tmp_path: Path) -> None:
     truth = {"instruments": [{"id": "M1", "points": [{"name": "Q3", "true_error_pct": -0.42}]}]}
     with SessionRecorder.create(tmp_path, water_meter_manifest()) as rec:
