@@ -2,3 +2,4 @@
 
 from meterbench.devices.recording import CameraWriter, DeviceLog, SessionRecorder  # noqa: E402,F401
 from meterbench.devices.simulator import simulate_water_meter  # noqa: E402,F401
+from meterbench.devices.tank_sim import simulate_tank  # noqa: E402,F401

@@ -12,6 +12,7 @@ edge when the level is on that mark).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -76,10 +77,8 @@ def _coverage(lo: np.ndarray | float, hi: np.ndarray | float, cells: np.ndarray)
 
 
 def _blend(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray | float) -> None:
-    """image := image·(1 − alpha) + colour·alpha, in place (alpha 2-D, broadcast over channels)."""
-    a = alpha[..., None]
-    image *= 1.0 - a
-    image += a * colour
+    """image := image + alpha·(colour − image), in place (alpha 2-D, broadcast over channels)."""
+    image += alpha[..., None] * (colour - image)
 
 
 def _fill_rect(image: np.ndarray, x0: float, x1: float, y0: float, y1: float,
@@ -90,9 +89,20 @@ def _fill_rect(image: np.ndarray, x0: float, x1: float, y0: float, y1: float,
     c0, c1 = max(0, int(math.floor(x0))), min(w, int(math.ceil(x1)))
     if r1 <= r0 or c1 <= c0:
         return
-    rows = _coverage(y0, y1, np.arange(r0, r1, dtype=np.float32))[:, None]
-    cols = _coverage(x0, x1, np.arange(c0, c1, dtype=np.float32))[None, :]
-    _blend(image[r0:r1, c0:c1], rows * cols, colour)
+    rows = _coverage(y0, y1, np.arange(r0, r1, dtype=np.float32))
+    cols = _coverage(x0, x1, np.arange(c0, c1, dtype=np.float32))
+    full_rows, full_cols = np.flatnonzero(rows >= 1.0), np.flatnonzero(cols >= 1.0)
+    if full_rows.size > 2 and full_cols.size > 2:    # solid inside, blend only the rim
+        i0, i1 = r0 + full_rows[0], r0 + full_rows[-1] + 1
+        j0, j1 = c0 + full_cols[0], c0 + full_cols[-1] + 1
+        for rs, cs in (((r0, i0), (c0, c1)), ((i1, r1), (c0, c1)),
+                       ((i0, i1), (c0, j0)), ((i0, i1), (j1, c1))):
+            if rs[1] > rs[0] and cs[1] > cs[0]:
+                alpha = rows[rs[0] - r0:rs[1] - r0, None] * cols[None, cs[0] - c0:cs[1] - c0]
+                _blend(image[rs[0]:rs[1], cs[0]:cs[1]], alpha, colour)
+        image[i0:i1, j0:j1] = colour
+        return
+    _blend(image[r0:r1, c0:c1], rows[:, None] * cols[None, :], colour)
 
 
 def _draw_scale(canvas: np.ndarray, geometry: NeckScaleGeometry,
@@ -114,7 +124,8 @@ def _draw_scale(canvas: np.ndarray, geometry: NeckScaleGeometry,
                       int((y_top + 5) * s))
             cv2.putText(text_mask, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.32 * s, 255,
                         max(1, s), cv2.LINE_AA)
-    _blend(canvas, text_mask.astype(np.float32) / 255.0, ink)
+    x_text = int(geometry.marks_x_px + geometry.major_length_px) * s
+    _blend(canvas[:, x_text:], text_mask[:, x_text:].astype(np.float32) / 255.0, ink)
     if conditions.hidden_divisions:            # one patch (dirt, a clip) over those marks
         top = geometry.zero_mark_y_px - max(conditions.hidden_divisions) * geometry.px_per_division
         bottom = geometry.zero_mark_y_px - min(conditions.hidden_divisions) \
@@ -154,10 +165,20 @@ def _draw_glass(canvas: np.ndarray, geometry: NeckScaleGeometry, level_y_px: flo
     lens = 1.0 - 0.18 * ((x - centre) / radius) ** 4          # refraction shading of the column
     tint = np.asarray(conditions.water_tint_bgr, np.float32)
     water = backing * lens[:, None] * tint[None, :]            # (columns, 3)
-    _blend(region, _coverage(bottom[None, :], 1e9, rows) * inside, water[None, :, :])
+    first = min(canvas.shape[0], max(0, int(math.floor(min(top.min(), bottom.min()))) - 1))
+    solid = min(canvas.shape[0], max(first, int(math.ceil(bottom.max())) + 1))
+    rows = rows[first:solid]
+    inner = np.flatnonzero(inside[0] >= 1.0)
+    region[solid:, inner] = water[None, inner, :]          # fully under water
+    edge_cols = np.flatnonzero(inside[0] < 1.0)
+    _blend(region[solid:, edge_cols], np.broadcast_to(inside[:, edge_cols],
+                                                       (canvas.shape[0] - solid, edge_cols.size)),
+           water[None, edge_cols, :])
+    transition = region[first:solid]
+    _blend(transition, _coverage(bottom[None, :], 1e9, rows) * inside, water[None, :, :])
     if conditions.meniscus_visible:
         band = np.float32(55 if bright else 175)
-        _blend(region, _coverage(top[None, :], bottom[None, :], rows) * inside, band)
+        _blend(transition, _coverage(top[None, :], bottom[None, :], rows) * inside, band)
     for _ in range(conditions.bubbles):
         bx = rng.uniform(g0 + 4 * s, g1 - 4 * s)
         by = rng.uniform(level_y_px * s + 8 * s, level_y_px * s + 120 * s)
@@ -169,6 +190,20 @@ def _draw_glass(canvas: np.ndarray, geometry: NeckScaleGeometry, level_y_px: flo
         sigma = rng.uniform(1.0, 2.5) * s
         stripe = np.exp(-0.5 * ((np.arange(c0, c1) - gx) / sigma) ** 2)
         canvas[:, c0:c1] += (rng.uniform(40, 80) * stripe)[None, :, None]
+
+
+@functools.lru_cache(maxsize=8)
+def _scale_canvas(geometry: NeckScaleGeometry, backing: str, plate: str, mark_width_px: float,
+                  hidden_divisions: tuple[int, ...], size_wh: tuple[int, int]) -> np.ndarray:
+    """Background and scale plate at supersampled resolution (the same for every frame of a camera)."""
+    s = _SUPERSAMPLE
+    background = np.float32(190 if backing == "bright" else 50)
+    canvas = np.full((size_wh[1] * s, size_wh[0] * s, 3), background, np.float32)
+    conditions = NeckRenderConditions(backing=backing, plate=plate, mark_width_px=mark_width_px,
+                                      hidden_divisions=hidden_divisions)
+    _draw_scale(canvas, geometry, conditions, s)
+    canvas.flags.writeable = False
+    return canvas
 
 
 def render_neck(level_ml: float, geometry: NeckScaleGeometry,
@@ -183,18 +218,18 @@ def render_neck(level_ml: float, geometry: NeckScaleGeometry,
     rng = np.random.default_rng(conditions.seed)
     s = _SUPERSAMPLE
     width, height = size_wh
-    background = np.float32(190 if conditions.backing == "bright" else 50)
-    canvas = np.full((height * s, width * s, 3), background, np.float32)
+    canvas = _scale_canvas(geometry, conditions.backing, conditions.plate,
+                           conditions.mark_width_px, conditions.hidden_divisions,
+                           (width, height)).copy()
     level_y = geometry.zero_mark_y_px - level_ml / geometry.ml_per_division \
         * geometry.px_per_division
-    _draw_scale(canvas, geometry, conditions, s)
     _draw_glass(canvas, geometry, level_y, conditions, rng, s)
-    if conditions.tilt_deg:
-        centre = (geometry.glass_centre_x_px * s, geometry.zero_mark_y_px * s)
-        matrix = cv2.getRotationMatrix2D(centre, -conditions.tilt_deg, 1.0)
-        canvas = cv2.warpAffine(canvas, matrix, (width * s, height * s),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     frame = cv2.resize(canvas, size_wh, interpolation=cv2.INTER_AREA)
+    if conditions.tilt_deg:
+        centre = (geometry.glass_centre_x_px, geometry.zero_mark_y_px)
+        matrix = cv2.getRotationMatrix2D(centre, -conditions.tilt_deg, 1.0)
+        frame = cv2.warpAffine(frame, matrix, size_wh, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
     gradient = 1.0 + conditions.light_gradient * (np.arange(height, dtype=np.float32)
                                                   / height - 0.5)
     frame *= gradient[:, None, None]
