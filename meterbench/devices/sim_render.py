@@ -121,7 +121,11 @@ class CameraModel:
 
 def _glyph(digit: str, width: int, height: int, colour: tuple[int, int, int],
            background: tuple[int, int, int]) -> np.ndarray:
-    """One digit, drawn 4× large with a thick Hershey font and shrunk to (height, width)."""
+    """One digit, drawn 4× large with a thick Hershey font and shrunk to (height, width).
+
+    Hershey zeros are slashed, meter wheels' are not: "0" is drawn as a capital O.
+    """
+    digit = "O" if digit == "0" else digit
     scale, thickness = 4.0, 9
     (tw, th), _ = cv2.getTextSize(digit, FONT, scale, thickness)
     canvas = np.full((th + 24, tw + 24, 3), background, np.uint8)
@@ -216,10 +220,12 @@ class _Dial:
         scale = r / 70.0
         for d in range(10):
             a = math.radians(d * 36)
-            (tw, th), _ = cv2.getTextSize(str(d), FONT, scale, 2)
+            text = "O" if d == 0 else str(d)     # Hershey's zero is slashed
+            (tw, th), _ = cv2.getTextSize(text, FONT, scale * (0.85 if d == 0 else 1.0), 2)
             p = self.center + r * 0.62 * np.array([math.sin(a), -math.cos(a)])
             org = (int(round(p[0] - tw / 2)), int(round(p[1] + th / 2)))
-            cv2.putText(plate, str(d), org, FONT, scale, INK, 2, cv2.LINE_AA)
+            cv2.putText(plate, text, org, FONT, scale * (0.85 if d == 0 else 1.0), INK, 2,
+                        cv2.LINE_AA)
 
     def needle_polygon(self, position: float) -> np.ndarray:
         a = 2 * math.pi * (position % 10.0) / 10.0
@@ -278,9 +284,13 @@ class RegisterRenderer:
         self._parts = [_Wheel(e, "black" if e.colour == "black" else red_wheel_style)
                        if e.kind == "wheel" else _Dial(e) for e in layout.elements]
         self._plate = self._draw_plate(label)
-        self._homography = cv2.getPerspectiveTransform(
+        # plate edge coords -> camera edge coords (corners), then pixel-centre convention
+        # both sides, as cv2.warpPerspective samples pixel centres
+        edge_homography = cv2.getPerspectiveTransform(
             np.array(_plate_corners(layout), np.float32),
             np.array(self.camera.plate_corners_px, np.float32))
+        centre_to_edge = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+        self._homography = np.linalg.inv(centre_to_edge) @ edge_homography @ centre_to_edge
         self._background = self._draw_background()
         self._light = self._light_map()
         self._noise = self._noise_bank()
