@@ -16,21 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["ErrorCurve", "PlannedPoint", "PointTruth", "BenchRun", "simulate_bench_run",
-           "mid_window_flow_m3h"]
+__all__ = ["ErrorCurve", "PlannedPoint", "PointTruth", "BenchRun", "simulate_bench_run"]
 
 GRID_DT_S = 0.01
-VERIFICATION_WINDOWS = {"Q1": (1.0, 1.1), "Q2": (1.0, 1.1), "Q3": (0.9, 1.0)}
-"""Initial-verification flow windows as factors of the nominal flow (METROLOGY §2, MEM)."""
-
-
-def mid_window_flow_m3h(point: str, q1_m3h: float, q2_m3h: float, q3_m3h: float) -> float:
-    """Set point in the middle of the verification flow window of `point` (m³/h)."""
-    nominal = {"Q1": q1_m3h, "Q2": q2_m3h, "Q3": q3_m3h}[point]
-    low, high = VERIFICATION_WINDOWS[point]
-    return nominal * (low + high) / 2
-
-
 @dataclass(frozen=True)
 class ErrorCurve:
     """A meter's true error (%) vs flow: quadratic in x = log10(Q / q_ref_m3h).

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from meterbench.calibration import verification_flow_window, water_meter_flows, water_meter_mpe
 from meterbench.devices.recording import SessionRecorder
 from meterbench.devices.serial_totaliser import format_totaliser_line, parse_totaliser_line
 from meterbench.devices.sim_bench import (
     BenchRun,
     ErrorCurve,
     PlannedPoint,
-    mid_window_flow_m3h,
     simulate_bench_run,
 )
 from meterbench.devices.sim_render import CameraModel, RegisterRenderer
@@ -39,7 +39,7 @@ __all__ = ["simulate_water_meter", "PROFILES"]
 START_TIME_UTC = "2026-11-27T09:00:00Z"
 BENCH_ID = "sim-bench"
 Q3_M3H, R_RATIO, Q2_Q1, ACCURACY_CLASS = 2.5, 100, 1.6, 2
-MPE_PCT = {"lower": 5.0, "upper": 2.0}      # class 2, water <= 30 °C (METROLOGY §1, SRC)
+NOMINAL_WATER_C = 20.0
 PULSE_VOLUME_L = 0.0001
 SERIAL_PERIOD_S = 0.1
 TELEMETRY_PERIOD_S = 0.5
@@ -88,11 +88,20 @@ class SimulatedMeter:
         return f"cam-{self.id}"
 
 
-def _zone(point: str) -> str:
-    return "lower" if point == "Q1" else "upper"
+def _mpe_pct(flow_m3h: float, water_c: float = NOMINAL_WATER_C) -> float:
+    """MPE (%) of the simulated meters (class 2) at a flow (m³/h) and water temperature (°C)."""
+    flows = water_meter_flows(Q3_M3H, R_RATIO, q2_q1=Q2_Q1)
+    return water_meter_mpe(ACCURACY_CLASS, flow_m3h, flows, water_c).mpe_pct
 
 
-def _node_errors(rng: np.random.Generator, status: str) -> dict[str, float]:
+def _set_flows_m3h() -> dict[str, float]:
+    """Set points (m³/h): the middle of each initial-verification flow window."""
+    flows = water_meter_flows(Q3_M3H, R_RATIO, q2_q1=Q2_Q1)
+    return {p: sum(verification_flow_window(p, flows)) / 2 for p in ("Q3", "Q2", "Q1")}
+
+
+def _node_errors(rng: np.random.Generator, status: str, flows_m3h: dict[str, float]
+                 ) -> dict[str, float]:
     """True errors (%) at the test flows: typical curve shape, inside 0.75 MPE unless told."""
     errors = {"Q3": float(np.clip(rng.normal(0.1, 0.5), -1.4, 1.4)),
               "Q2": float(np.clip(rng.normal(0.4, 0.6), -1.5, 1.5)),
@@ -100,7 +109,7 @@ def _node_errors(rng: np.random.Generator, status: str) -> dict[str, float]:
     if status != "inside":
         point = str(rng.choice(["Q1", "Q2", "Q3"]))
         low, high = (1.3, 1.8) if status == "outside" else (0.8, 0.85)
-        errors[point] = float(rng.choice([-1.0, 1.0]) * MPE_PCT[_zone(point)]
+        errors[point] = float(rng.choice([-1.0, 1.0]) * _mpe_pct(flows_m3h[point])
                               * rng.uniform(low, high))
     return errors
 
@@ -123,7 +132,7 @@ def _make_meters(rngs: list[np.random.Generator], statuses: list[str],
     nodes = tuple(flows_m3h[p] for p in ("Q1", "Q2", "Q3"))
     for k, (rng, status) in enumerate(zip(rngs, statuses, strict=True)):
         variant = "dials" if rng.random() < 0.5 else "wheels"
-        errors = _node_errors(rng, status)
+        errors = _node_errors(rng, status, flows_m3h)
         curve = ErrorCurve.through(nodes, tuple(errors[p] for p in ("Q1", "Q2", "Q3")),
                                    q_ref_m3h=Q3_M3H)
         layout = RegisterLayout.from_dict(default_register_layout(variant))
@@ -249,7 +258,8 @@ def _truth(run: BenchRun, meters: list[SimulatedMeter], tracks: list[np.ndarray]
             reference = p.reference_stop_l - p.reference_start_l
             indicated = r1 - r0
             error = (indicated - reference) / reference * 100.0
-            mpe = MPE_PCT[_zone(p.name)]
+            water_c = float(np.mean(run.at(run.temperature_c, [p.t_start_s, p.t_stop_s])))
+            mpe = _mpe_pct(flows_m3h[p.name], water_c)
             points.append({
                 "name": p.name, "true_error_pct": error,
                 "true_reference_volume_l": reference, "true_indicated_volume_l": indicated,
@@ -324,8 +334,7 @@ def simulate_water_meter(out_dir: Path, *, seed: int = 0, meters: int = 3,
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4 + 2 * meters)]
     bench_rng, serial_rng, controller_rng, plan_rng = streams[:4]
     meter_rngs, camera_rngs = streams[4:4 + meters], streams[4 + meters:]
-    q1 = Q3_M3H / R_RATIO
-    flows = {p: mid_window_flow_m3h(p, q1, Q2_Q1 * q1, Q3_M3H) for p in ("Q3", "Q2", "Q1")}
+    flows = _set_flows_m3h()
     plan = [PlannedPoint(p, flows[p], spec.volumes_l[p], spec.ramp_tau_s[p])
             for p in ("Q3", "Q2", "Q1")]
     run = simulate_bench_run(plan, bench_rng,
