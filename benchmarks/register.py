@@ -165,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-frames", type=int, default=16)
     parser.add_argument("--variants", nargs="+", default=["dials", "wheels"])
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--model-dir", help="folder with digit_wheel.onnx and pointer_dial.onnx "
+                        "(default: the shipped models)")
     args = parser.parse_args(argv)
     from meterbench.models import DialReader, DigitReader
 
-    digit_reader, dial_reader = DigitReader(num_threads=1), DialReader(num_threads=1)
+    model_dir = Path(args.model_dir) if args.model_dir else None
+    digit_reader = DigitReader(model_dir / "digit_wheel.onnx" if model_dir else None, num_threads=1)
+    dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None, num_threads=1)
     results = []
     for i, variant in enumerate(args.variants):
         res = run_variant(variant, args.frames, args.seed + i, digit_reader, dial_reader,

@@ -126,6 +126,7 @@ class RegisterReader:
                                             dial_margin=dial_margin) for e in layout.elements]
         self.times = StageTimes()
         self._last_good: PlateAlignment | None = None
+        self._previous: PlateAlignment | None = None     # last frame's, narrows the search
 
     # -- public ----------------------------------------------------------
     def read_frame(self, frame: np.ndarray, finest_element: int | None = None) -> RegisterReading:
@@ -161,8 +162,10 @@ class RegisterReader:
         return readings
 
     def align(self, frame: np.ndarray) -> PlateAlignment:
-        """Plate alignment of one frame, reusing the last good one only if configured."""
-        alignment = self.aligner.align(frame)
+        """Plate alignment of one frame (markers searched near the previous frame's
+        first); reuses the last good homography only if configured."""
+        alignment = self.aligner.align(frame, near=self._previous)
+        self._previous = alignment if alignment else None
         if alignment:
             self._last_good = alignment
         elif self.reuse_last_homography and self._last_good is not None:

@@ -143,3 +143,31 @@ def test_crop_boxes() -> None:
     cx, cy = dial.center_px
     r = dial.radius_px
     assert element_crop_box(dial, dial_margin=0.0) == pytest.approx((cx - r, cy - r, 2 * r, 2 * r))
+
+
+def _assert_same_mapping(a, b, atol_px: float = 0.02) -> None:
+    centres = _element_centres().reshape(-1, 1, 2)
+    np.testing.assert_allclose(cv2.perspectiveTransform(centres, a.camera_from_plate),
+                               cv2.perspectiveTransform(centres, b.camera_from_plate), atol=atol_px)
+
+
+def test_search_near_previous_frame_finds_the_same_corners() -> None:
+    """Tracking only narrows the search: same corners as a full-frame search, and a
+    wrong hint (another camera) falls back to the full frame."""
+    renderer = RegisterRenderer(LAYOUT, rng=np.random.default_rng(9))
+    other = RegisterRenderer(LAYOUT, rng=np.random.default_rng(10))
+    aligner = MarkerAligner(LAYOUT)
+    previous = aligner.align(renderer.render(positions_from_volume(LAYOUT, 0.0)))
+    for k in range(5):
+        frame = renderer.render(positions_from_volume(LAYOUT, 10.0 * k))
+        full = aligner.detect(frame)
+        near = aligner._detect_near(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), previous)
+        assert sorted(near) == sorted(full) == [0, 1, 2, 3]
+        for marker_id in full:
+            np.testing.assert_allclose(near[marker_id], full[marker_id], atol=0.05)
+        tracked = aligner.align(frame, near=previous)
+        _assert_same_mapping(tracked, aligner.fit(full))
+        previous = tracked
+    wrong_hint = aligner.align(other.render(positions_from_volume(LAYOUT, 0.0)))
+    frame = renderer.render(positions_from_volume(LAYOUT, 3.0))
+    _assert_same_mapping(aligner.align(frame, near=wrong_hint), aligner.align(frame))
