@@ -74,19 +74,20 @@ def _digit_probability(probs: np.ndarray, digit: int, fraction: float) -> float:
     return float(probs[inside].sum() + 0.5 * probs[edge].sum())
 
 
-def _position_std(probs: np.ndarray | None, default_std: float) -> float:
-    """Reading precision (steps) of one element: circular std of its class
-    probabilities, floored at the tenth-class quantisation; `default_std` without probs."""
-    if probs is None:
+def _position_std(value: float, probs: np.ndarray | None, default_std: float) -> float:
+    """Reading precision (steps) of one element: spread of its class probabilities
+    within ±0.5 step of `value`, floored at the tenth-class quantisation;
+    `default_std` without probs.  Mass further away is the confidence's business
+    (a circular std over all classes would let 2 % of stray mass triple it)."""
+    if probs is None or not math.isfinite(value):
         return default_std
-    angles = 2.0 * np.pi * np.arange(N_CLASSES) / N_CLASSES
-    p = np.asarray(probs, dtype=np.float64)
-    total = p.sum()
-    if not total > 0:
+    offset = (np.arange(N_CLASSES) / 10.0 - value + 5.0) % 10.0 - 5.0
+    near = np.abs(offset) <= 0.5
+    weights = np.asarray(probs, dtype=np.float64)[near]
+    if not weights.sum() > 0:
         return default_std
-    resultant = abs(np.sum(p * np.exp(1j * angles))) / total
-    circ_std = math.sqrt(-2.0 * math.log(max(resultant, 1e-12))) * 10.0 / (2.0 * np.pi)
-    return max(circ_std, QUANTISATION_STD)
+    spread = math.sqrt(float(np.sum(weights * offset[near] ** 2) / weights.sum()))
+    return max(spread, QUANTISATION_STD)
 
 
 def _check_inputs(layout: RegisterLayout, values: np.ndarray, confidences: np.ndarray,
@@ -152,7 +153,8 @@ def compose_register(layout: RegisterLayout, values: np.ndarray, confidences: np
     elements = layout.elements
     finest_el = elements[finest]
     step_l = finest_el.litres_per_turn / 10.0
-    std = _position_std(None if prob_arr is None else prob_arr[finest], position_std)
+    std = _position_std(float(vals[finest]), None if prob_arr is None else prob_arr[finest],
+                        position_std)
     if finest_el.coupling == "carry" and finest < len(elements) - 1:
         # A carry wheel rests on whole digits: the unread elements below it add a
         # truncation of 0..1 step (uniform, std 1/sqrt(12) step) to its reading.

@@ -110,6 +110,16 @@ def test_resolution_from_probs_spread() -> None:
     assert broad.resolution_l == pytest.approx(0.2 * FINEST_STEP_L, rel=0.05)
 
 
+def test_stray_probability_mass_does_not_inflate_the_resolution() -> None:
+    layout = LAYOUTS["dials"]
+    positions = positions_from_volume(layout, 321.0)
+    probs = _peaked_probs(positions, 0.01)
+    probs[-1] = 0.97 * probs[-1] + 0.03 * _peaked_probs(np.array([5.0]), 0.01)[0]
+    result = compose_register(layout, positions, _ones(layout), probs)
+    assert result.ok
+    assert result.resolution_l == pytest.approx(0.1 / math.sqrt(12) * FINEST_STEP_L)
+
+
 def test_bimodal_probs_are_flagged_as_ambiguous() -> None:
     """A wheel whose model is torn between 3 and 8 is not decided by its mean value."""
     layout = LAYOUTS["wheels"]
