@@ -31,6 +31,7 @@ import serial
 
 from meterbench.devices._common import DeviceError
 from meterbench.devices.serial_totaliser import format_totaliser_line
+from meterbench.devices.sim_bench import ErrorCurve
 
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
@@ -155,13 +156,22 @@ class SocatPtyPair:
 
 @dataclass
 class SimMeter:
-    """One simulated meter: its true error in % (at every flow) and its register state."""
+    """One simulated meter: its true error curve vs flow and its register at the start (L).
+
+    ``error`` is a ``sim_bench.ErrorCurve`` (the offline simulator's model) or a
+    constant error in %.
+    """
 
     id: str
-    true_error_pct: float
+    error: ErrorCurve | float
     initial_volume_l: float
-    renderer: object | None = None  # sim_render.RegisterRenderer, made lazily
-    layout: object | None = None
+
+    @property
+    def curve(self) -> ErrorCurve:
+        """Get the error curve (a constant error becomes a flat curve)."""
+        if isinstance(self.error, ErrorCurve):
+            return self.error
+        return ErrorCurve(q_ref_m3h=1.0, coefficients=(float(self.error), 0.0, 0.0))
 
 
 @dataclass
@@ -179,8 +189,8 @@ class SimulatedBenchPeer:
     """A water-meter bench on the far side of the real transports.
 
     Flow follows the set point with a first-order lag ``flow_tau_s`` (s) while the
-    inlet is open; the reference volume integrates it; meter i's register shows
-    ``initial_i + reference × (1 + error_i / 100)``. Every ``tick_s`` (s) the
+    inlet is open; the reference volume integrates it; meter i's register advances
+    by the reference volume × its ``registration_factor(flow)`` (sim_bench's model). Every ``tick_s`` (s) the
     totaliser writes a line; telemetry goes out every ``telemetry_s`` (s). A latch
     command is served at the next tick: the line of that tick and the event carry
     the same volume. Payloads carry a ``seq`` so losses and duplicates show.
@@ -206,6 +216,9 @@ class SimulatedBenchPeer:
         self._lock = threading.RLock()
         self._flow_l_s = 0.0
         self._volume_l = 0.0
+        self._registers_l = [m.initial_volume_l for m in meters]
+        self._factors = [1.0] * len(meters)
+        self._curves = [m.curve for m in meters]
         self._t_last = time.monotonic()
         self._pending_latches: list[dict] = []
         self._open_points: dict[str, tuple[float, list[float]]] = {}
@@ -231,13 +244,18 @@ class SimulatedBenchPeer:
         with self._lock:
             return self._volume_l + self._flow_l_s * (t - self._t_last)
 
-    def register_volume(self, meter: SimMeter, reference_l: float) -> float:
-        """What meter's register shows (L) when the reference has passed ``reference_l``."""
-        return meter.initial_volume_l + reference_l * (1.0 + meter.true_error_pct / 100.0)
+    def register_at(self, meter_index: int, t: float) -> float:
+        """What meter ``meter_index``'s register shows (L) at monotonic time ``t`` (s)."""
+        with self._lock:
+            return self._registers_l[meter_index] + (
+                self._flow_l_s * (t - self._t_last) * self._factors[meter_index])
 
     def _advance(self, now: float) -> None:
         with self._lock:
-            self._volume_l += self._flow_l_s * (now - self._t_last)
+            passed_l = self._flow_l_s * (now - self._t_last)
+            self._volume_l += passed_l
+            for i, factor in enumerate(self._factors):
+                self._registers_l[i] += passed_l * factor
             self._t_last = now
             target = self.setpoint_m3h * L_PER_M3 / S_PER_H if self.valves["inlet"] == "open" \
                 else 0.0
@@ -245,6 +263,8 @@ class SimulatedBenchPeer:
                                                                        self.flow_tau_s))
             if abs(target - self._flow_l_s) <= 0.002 * max(target, 1e-9):
                 self._flow_l_s = target
+            flow_m3h = self._flow_l_s * S_PER_H / L_PER_M3
+            self._factors = [float(c.registration_factor(flow_m3h)) for c in self._curves]
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> SimulatedBenchPeer:
@@ -368,7 +388,7 @@ class SimulatedBenchPeer:
     def _serve_latches(self, now: float, stated_l: float) -> None:
         for command in self._pending_latches:
             point, action = str(command.get("point")), command.get("action")
-            registers = [self.register_volume(m, self._volume_l) for m in self.meters]
+            registers = list(self._registers_l)
             if action == "start":
                 self._open_points[point] = (stated_l, registers)
             elif action == "stop" and point in self._open_points:
@@ -394,7 +414,7 @@ class SimulatedBenchPeer:
 
     def camera(self, meter_index: int, layout_dict: dict) -> SimulatedCamera:
         """A frame source showing meter ``meter_index``'s register (layout from the manifest)."""
-        return SimulatedCamera(self, self.meters[meter_index], layout_dict,
+        return SimulatedCamera(self, meter_index, layout_dict,
                                seed=int(self._rng.integers(2**31)))
 
 
@@ -405,17 +425,18 @@ class SimulatedCamera:
     time so far), since the capture is stamped when ``read()`` returns.
     """
 
-    def __init__(self, peer: SimulatedBenchPeer, meter: SimMeter, layout_dict: dict, *,
+    def __init__(self, peer: SimulatedBenchPeer, meter_index: int, layout_dict: dict, *,
                  seed: int) -> None:
         from meterbench.devices.sim_render import RegisterRenderer
         from meterbench.vision.layout import RegisterLayout, positions_from_volume
 
         self._positions = positions_from_volume
         self.peer = peer
-        self.meter = meter
+        self.meter_index = meter_index
+        self.meter = peer.meters[meter_index]
         self.layout = RegisterLayout.from_dict(layout_dict)
         self.renderer = RegisterRenderer(self.layout, rng=np.random.default_rng(seed),
-                                         label=meter.id)
+                                         label=self.meter.id)
         self.frames = 0
         self._render_s = 0.01
         self._open = True
@@ -425,8 +446,7 @@ class SimulatedCamera:
         if not self._open:
             return False, None
         begin = time.monotonic()
-        reference = self.peer.volume_at(begin + self._render_s)
-        register = self.peer.register_volume(self.meter, reference)
+        register = self.peer.register_at(self.meter_index, begin + self._render_s)
         frame = self.renderer.render(self._positions(self.layout, register))
         self._render_s = 0.8 * self._render_s + 0.2 * (time.monotonic() - begin)
         self.frames += 1
