@@ -194,12 +194,15 @@ class SimulatedBenchPeer:
     totaliser writes a line; telemetry goes out every ``telemetry_s`` (s). A latch
     command is served at the next tick: the line of that tick and the event carry
     the same volume. Payloads carry a ``seq`` so losses and duplicates show.
+    ``disturbances``: ``(after_first_start_s, duration_s, flow_factor)`` upsets of the
+    flow, to exercise the sequence's flow-window supervision.
     """
 
     def __init__(self, serial_port: str, mqtt_host: str, mqtt_port: int, bench_id: str,
                  meters: list[SimMeter], *, seed: int = 0, pulse_volume_l: float = 0.0001,
                  tick_s: float = 0.1, telemetry_s: float = 0.5, flow_tau_s: float = 0.8,
-                 baudrate: int = 115200) -> None:
+                 baudrate: int = 115200,
+                 disturbances: list[tuple[float, float, float]] | None = None) -> None:
         self.serial_port = serial_port
         self.bench_id = bench_id
         self.meters = meters
@@ -208,6 +211,7 @@ class SimulatedBenchPeer:
         self.telemetry_s = telemetry_s
         self.flow_tau_s = flow_tau_s
         self.baudrate = baudrate
+        self.disturbances = list(disturbances or [])
         self.counts = PeerCounts()
         self.truth: dict[str, list[dict]] = {m.id: [] for m in meters}
         self.valves = {"inlet": "closed", "outlet": "open", "bypass": "open"}
@@ -221,6 +225,7 @@ class SimulatedBenchPeer:
         self._curves = [m.curve for m in meters]
         self._t_last = time.monotonic()
         self._pending_latches: list[dict] = []
+        self._first_start_t: float | None = None
         self._open_points: dict[str, tuple[float, list[float]]] = {}
         self._seq = {"serial": 0, "telemetry": 0, "event": 0}
         self._stable_since: float | None = None
@@ -250,6 +255,16 @@ class SimulatedBenchPeer:
             return self._registers_l[meter_index] + (
                 self._flow_l_s * (t - self._t_last) * self._factors[meter_index])
 
+    def _disturbance_factor(self, now: float) -> float:
+        """Flow factor of a scripted disturbance (after the first flying start) at ``now``."""
+        if self._first_start_t is None:
+            return 1.0
+        elapsed = now - self._first_start_t
+        for after_s, duration_s, factor in self.disturbances:
+            if after_s <= elapsed < after_s + duration_s:
+                return factor
+        return 1.0
+
     def _advance(self, now: float) -> None:
         with self._lock:
             passed_l = self._flow_l_s * (now - self._t_last)
@@ -259,6 +274,7 @@ class SimulatedBenchPeer:
             self._t_last = now
             target = self.setpoint_m3h * L_PER_M3 / S_PER_H if self.valves["inlet"] == "open" \
                 else 0.0
+            target *= self._disturbance_factor(now)
             self._flow_l_s += (target - self._flow_l_s) * (1 - np.exp(-self.tick_s /
                                                                        self.flow_tau_s))
             if abs(target - self._flow_l_s) <= 0.002 * max(target, 1e-9):
@@ -391,6 +407,7 @@ class SimulatedBenchPeer:
             registers = list(self._registers_l)
             if action == "start":
                 self._open_points[point] = (stated_l, registers)
+                self._first_start_t = self._first_start_t or now
             elif action == "stop" and point in self._open_points:
                 self._record_truth(point, stated_l, registers)
             self._publish("event", {"event": f"point_{action}", "point": point,
@@ -404,7 +421,9 @@ class SimulatedBenchPeer:
         reference = stated_l - start_l
         for meter, r0, r1 in zip(self.meters, start_registers, registers, strict=True):
             indicated = r1 - r0
-            self.truth[meter.id].append({
+            points = self.truth[meter.id]  # a repeated point replaces its void attempt
+            points[:] = [p for p in points if p["name"] != point]
+            points.append({
                 "name": point, "true_error_pct": (indicated - reference) / reference * 100.0,
                 "true_reference_volume_l": reference, "true_indicated_volume_l": indicated})
 

@@ -58,6 +58,8 @@ class SequenceOptions:
     command_timeout_s: float = 5.0
     device_timeout_s: float = 5.0
     point_timeout_factor: float = 3.0
+    out_of_window_s: float = 1.0
+    max_point_attempts: int = 2
 
 
 @dataclass
@@ -110,7 +112,12 @@ def load_bench_config(path: Path) -> BenchConfig:
                                 float(_need(p, "flow_rate_m3h", at, (int, float))),
                                 float(_need(p, "volume_l", at, (int, float))),
                                 float(p.get("window_pct", 2.5))))
-    options = SequenceOptions(**bench.get("sequence", {}))
+    sequence = bench.get("sequence", {})
+    unknown = sorted(set(sequence) - set(SequenceOptions.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{where}: [bench.sequence]: unknown keys {unknown}, expected some of "
+                         f"{sorted(SequenceOptions.__dataclass_fields__)}")
+    options = SequenceOptions(**sequence)
     instruments = _need(data, "instruments", where, list)
     for i, inst in enumerate(instruments):
         if isinstance(inst.get("register"), str):
@@ -237,25 +244,54 @@ class _Bench:
                           f"of {point.flow_rate_m3h:g} m3/h after {opts.stable_timeout_s:g} s")
 
     def run_point(self, point: PointPlan) -> None:
-        """Set flow, wait stable, flying start, pass the volume, flying stop."""
+        """Set flow, wait stable, flying start, pass the volume, flying stop.
+
+        A flow leaving its window during the point ends that attempt (flying stop)
+        and the point is run again from stable flow; run_session uses the last
+        start/stop pair. After ``max_point_attempts`` the sequence stops.
+        """
         opts = self.cfg.options
         self.controller.set_flow(point.flow_rate_m3h).wait(opts.command_timeout_s)
         self.say(f"{point.name}: flow set point {point.flow_rate_m3h:g} m3/h")
-        self.wait_stable(point)
+        for attempt in range(1, opts.max_point_attempts + 1):
+            self.wait_stable(point)
+            if self._pass_volume(point):
+                return
+            self.say(f"{point.name}: attempt {attempt} void, flow left ±{point.window_pct:g} %")
+        raise DeviceError(f"point {point.name}: flow did not hold its window in "
+                          f"{opts.max_point_attempts} attempts")
+
+    def _in_window(self, point: PointPlan) -> bool:
+        flow = (self.controller.telemetry or {}).get("flow_m3h", point.flow_rate_m3h)
+        return abs(flow - point.flow_rate_m3h) <= point.flow_rate_m3h * point.window_pct / 100
+
+    def _pass_volume(self, point: PointPlan) -> bool:
+        """Flying start, wait for the test volume, flying stop; False if the flow left its
+        window for more than ``out_of_window_s`` meanwhile."""
+        opts = self.cfg.options
         _, start = self.controller.latch("start", point.name, opts.command_timeout_s)
         start_l = float(start["reference_volume_l"])
         self.say(f"{point.name}: flying start at reference {start_l:.4f} L")
         flow_l_s = point.flow_rate_m3h * L_PER_M3 / S_PER_H
         deadline = self.clock() + opts.point_timeout_factor * point.volume_l / flow_l_s + 10.0
+        out_since: float | None = None
         while True:
             line = self.totaliser.wait_for_line(self.totaliser.last_t_s or -1e9, 0.5)
             self.check_devices()
             if line is not None and line["volume_l"] - start_l >= point.volume_l:
                 break
+            if self._in_window(point):
+                out_since = None
+            else:
+                out_since = self.clock() if out_since is None else out_since
+                if self.clock() - out_since > opts.out_of_window_s:
+                    self.controller.latch("stop", point.name, opts.command_timeout_s)
+                    return False
             if self.clock() > deadline:
                 raise DeviceError(f"point {point.name}: {point.volume_l:g} L not passed in time")
         _, stop = self.controller.latch("stop", point.name, opts.command_timeout_s)
         self.say(f"{point.name}: flying stop, {stop['reference_volume_l'] - start_l:.4f} L")
+        return True
 
     def open_flow_path(self) -> None:
         """Valves for a run: outlet open, inlet open, bypass closed."""
@@ -297,7 +333,10 @@ class _SimInfrastructure:
         meters = [SimMeter(inst["id"], float(err), float(100.0 + 37.1 * i))
                   for i, (inst, err) in enumerate(zip(cfg.instruments, errors, strict=True))]
         self.peer = SimulatedBenchPeer(self.pty.b, "127.0.0.1", self.broker.port, cfg.bench_id,
-                                       meters, seed=int(sim.get("seed", 0)))
+                                       meters, seed=int(sim.get("seed", 0)),
+                                       disturbances=[(float(d["after_start_s"]),
+                                                      float(d["duration_s"]), float(d["factor"]))
+                                                     for d in sim.get("disturbances", [])])
         self.peer.start()
         stack.callback(self.peer.stop)
 
@@ -341,7 +380,8 @@ def run_bench(config_path: Path, out_dir: Path) -> dict:
         if stopped is not None:
             summary["safe_state_failures"] = failures
         recorder.update_manifest({"stopped_reason": stopped or "completed",
-                                  "exit_status": "success" if stopped is None else "abort"})
+                                  "exit_status": "success" if stopped is None else "abort",
+                                  "bench_log": summary.get("log", [])})
         if sim is not None:
             recorder.write_truth(sim.peer.truth_json())
     out_dir.mkdir(parents=True, exist_ok=True)

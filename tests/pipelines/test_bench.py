@@ -94,3 +94,33 @@ def test_kill_9_leaves_a_session_that_loads(tmp_path):
     session = load_session(session_dir)
     assert len(session.device_events("ref-meter")) > 10
     assert session.camera("cam-M1").frame_times.size > 10
+
+
+@pytest.mark.network
+@pytest.mark.serial
+@pytest.mark.slow
+def test_flow_leaving_its_window_voids_the_attempt_and_repeats_the_point(tmp_path):
+    from meterbench.pipelines.bench import run_bench
+
+    config = _config(tmp_path, SHORT.replace("2.0", "3.0"))
+    text = config.read_text().replace(
+        "true_error_pct = [-0.4, 0.8]",
+        "true_error_pct = [-0.4, 0.8]\n"
+        "disturbances = [{after_start_s = 1.0, duration_s = 2.5, factor = 0.7}]")
+    config.write_text(text)
+    out = tmp_path / "out"
+    try:
+        run_bench(config, out)
+    except (OSError, ValueError) as exc:     # the report needs the shipped ONNX models
+        assert "onnx" in str(exc)
+    bench = json.loads((out / "bench.json").read_text())
+    assert any("Q3: attempt 1 void" in line for line in bench["log"])
+    events = [json.loads(x) for x in
+              (out / "live-sim-bench" / "devices" / "controller.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["parsed"] and e["parsed"].get("event") == "point_start"]
+    assert len(starts) == 2
+    truth = json.loads((out / "live-sim-bench" / "truth.json").read_text())
+    q3 = [p for p in truth["instruments"][0]["points"] if p["name"] == "Q3"]
+    assert len(q3) == 1 and q3[0]["true_error_pct"] == pytest.approx(-0.4, abs=0.01)
+    manifest = json.loads((out / "live-sim-bench" / "session.json").read_text())
+    assert manifest["exit_status"] == "success"
