@@ -127,6 +127,8 @@ class BenchController:
         self.telemetry: dict | None = None
         self.telemetry_t_s: float | None = None
         self.connected = threading.Event()
+        self.refused: str | None = None
+        self._answered = threading.Event()
         self._sink = sink
         self._clock = clock
         self._prefix = f"bench/{config.bench_id}"
@@ -165,7 +167,12 @@ class BenchController:
             raise DeviceError(f"{self.name}: cannot connect to MQTT broker "
                               f"{self.config.host}:{self.config.port}: {exc}") from exc
         self._client.loop_start()
-        if not self.connected.wait(connect_timeout_s):
+        self._answered.wait(connect_timeout_s)
+        if self.refused is not None:
+            self.stop()
+            raise DeviceError(f"{self.name}: MQTT broker {self.config.host}:{self.config.port} "
+                              f"refused the connection: {self.refused}")
+        if not self.connected.is_set():
             self._client.loop_stop()
             raise DeviceTimeoutError(f"{self.name}: MQTT broker {self.config.host}:"
                                      f"{self.config.port} did not accept the connection "
@@ -191,6 +198,8 @@ class BenchController:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if reason.is_failure:
+            self.refused = str(reason)
+            self._answered.set()
             self._note(f"broker refused connection: {reason}")
             return
         client.subscribe([(f"{self._prefix}/telemetry", 1), (f"{self._prefix}/event", 1)])
@@ -199,6 +208,7 @@ class BenchController:
             self._note(f"reconnected to broker (session present: {flags.session_present})",
                        bad=False)
         self.connected.set()
+        self._answered.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

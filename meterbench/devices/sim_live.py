@@ -65,23 +65,38 @@ class MosquittoBroker:
     """A mosquitto process on 127.0.0.1:``port`` with its own config in ``workdir``.
 
     Persistence is on (saved at shutdown) so persistent client sessions and their
-    QoS 1 queues survive ``restart()``, as on a bench PC's broker.
+    QoS 1 queues survive ``restart()``, as on a bench PC's broker. ``users`` (name ->
+    password) turns anonymous access off.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *,
+                 users: dict[str, str] | None = None) -> None:
         self.binary = require_binary("mosquitto")
         self.host = "127.0.0.1"
         self.port = port or free_tcp_port()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {str(not users).lower()}",
+                 "persistence true",
                  f"persistence_location {self.workdir}/", "autosave_interval 1",
                  f"log_dest file {self.workdir}/mosquitto.log"]
         if os.geteuid() == 0:
             lines.append("user root")
+        if users:
+            lines.append(f"password_file {self._password_file(users)}")
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
+
+    def _password_file(self, users: dict[str, str]) -> Path:
+        """Write a mosquitto password file for ``users`` (name -> password)."""
+        path = self.workdir / "passwords"
+        path.write_text("")
+        tool = require_binary("mosquitto_passwd")
+        for name, password in users.items():
+            subprocess.run([tool, "-b", str(path), name, password], check=True,
+                           capture_output=True)
+        return path
 
     def start(self, timeout_s: float = 5.0) -> MosquittoBroker:
         """Start the broker and wait until it accepts connections."""

@@ -12,7 +12,7 @@ import pytest
 from meterbench.devices import SessionRecorder
 from meterbench.devices._common import DeviceError
 from meterbench.devices.mqtt import BenchController, MqttConfig, parse_event, parse_telemetry
-from meterbench.devices.sim_live import SimMeter, SimulatedBenchPeer
+from meterbench.devices.sim_live import MosquittoBroker, SimMeter, SimulatedBenchPeer
 
 TELEMETRY = {"flow_m3h": 2.4, "temperature_c": 20.1, "pressure_kpa": 300.0,
              "valves": {"inlet": "open", "outlet": "open", "bypass": "closed"}}
@@ -114,3 +114,26 @@ def test_commands_reach_the_bench_and_are_confirmed(mosquitto_broker, pty_pair, 
     assert t_stop > t_start and stop["reference_volume_l"] > start["reference_volume_l"]
     topics = [e.get("topic") for e in _events(log.path)]
     assert "bench/b2/cmd/flow_setpoint" in topics and "bench/b2/event" in topics
+
+
+@pytest.mark.network
+def test_username_and_password_from_config(tmp_path):
+    broker = MosquittoBroker(tmp_path / "mq", users={"bench": "s3cret"}).start()
+    try:
+        recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+        log = recorder.device_log("controller", "mqtt")
+        wrong = BenchController(MqttConfig("b3", port=broker.port, username="bench",
+                                           password="nope", client_id="c-wrong"),
+                                log, recorder.now_s)
+        with pytest.raises(DeviceError, match="refused the connection"):
+            wrong.start()
+        right = BenchController(MqttConfig.from_dict(
+            {"bench_id": "b3", "port": broker.port, "username": "bench", "password": "s3cret"}),
+            log, recorder.now_s).start()
+        assert right.connected.is_set()
+        right.stop()
+        recorder.close()
+    finally:
+        broker.stop()
+    assert any("refused" in (json.loads(x)["error"] or "") for x in
+               log.path.read_text().splitlines())
