@@ -14,11 +14,11 @@ __all__ = ["run_session", "verify_session", "RegisterReaders"]
 class RegisterReaders:
     """Builds one register reader per instrument, sharing the loaded ONNX models."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_dir: Path | None = None) -> None:
         from meterbench.models import DialReader, DigitReader
 
-        self.digit_reader = DigitReader()
-        self.dial_reader = DialReader()
+        self.digit_reader = DigitReader(model_dir / "digit_wheel.onnx" if model_dir else None)
+        self.dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None)
 
     def __call__(self, instrument: dict):
         from meterbench.vision import RegisterLayout, RegisterReader

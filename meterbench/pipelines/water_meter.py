@@ -25,8 +25,9 @@ from meterbench.pipelines.fusion import (
     estimate_at_instant,
 )
 
-__all__ = ["ReadingOptions", "PointTiming", "evaluate_water_meter_session", "point_timings",
-           "reference_track", "select_frames"]
+__all__ = ["ReadingOptions", "PointTiming", "RegisterFrameCache", "camera_fps", "evaluate_point",
+           "evaluate_water_meter_session", "finest_usable_element", "point_timings", "reference_track",
+           "select_frames"]
 
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
@@ -44,6 +45,7 @@ class ReadingOptions:
     max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
     latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
     temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
+    coarser_fallbacks: int = 1  # coarser register elements tried when the finest cannot be read
 
 
 @dataclass
@@ -149,34 +151,61 @@ class _Readings:
     reasons: dict[str, int]
 
 
-def _read_register(camera, indices: np.ndarray, register_reader, finest_element: int,
-                   batch_frames: int = 16) -> _Readings:
-    times, volumes, uncertainties = [], [], []
-    reasons: dict[str, int] = {}
-    batch: list[tuple[float, Any]] = []
+@dataclass(frozen=True)
+class _FrameResult:
+    t_s: float
+    volume_l: float  # nan when not read
+    u_l: float
+    reason: str  # "" when read
 
-    def flush():
-        readings = register_reader.read_frames([f for _, f in batch], finest_element=finest_element)
-        for (t_s, _), reading in zip(batch, readings, strict=True):
-            if reading.ok:
-                times.append(t_s)
-                volumes.append(reading.volume_l)
-                uncertainties.append(reading.resolution_l)
-            else:
-                reasons[reading.reason] = reasons.get(reading.reason, 0) + 1
+
+class RegisterFrameCache:
+    """Register readings of one camera, keyed by (frame index, finest element), read at most once.
+
+    A live or real-time replay fills it frame by frame as frames arrive; the
+    point evaluation then finds the frames it needs already read.
+    """
+
+    def __init__(self, camera, register_reader, batch_frames: int = 16) -> None:
+        self.camera = camera
+        self.register_reader = register_reader
+        self.batch_frames = batch_frames
+        self._results: dict[tuple[int, int], _FrameResult] = {}
+
+    def read(self, indices, finest_element: int) -> None:
+        """Read the frames not read yet at this finest element."""
+        todo = [int(i) for i in indices if (int(i), finest_element) not in self._results]
+        batch: list[tuple[int, float, Any]] = []
+        for index, t_s, frame in self.camera.iter_frames(todo):
+            if frame is None:
+                self._results[(index, finest_element)] = _FrameResult(t_s, float("nan"), float("nan"),
+                                                                      "frame missing or corrupt")
+                continue
+            batch.append((index, t_s, frame))
+            if len(batch) >= self.batch_frames:
+                self._flush(batch, finest_element)
+        if batch:
+            self._flush(batch, finest_element)
+
+    def _flush(self, batch: list, finest_element: int) -> None:
+        readings = self.register_reader.read_frames([f for _, _, f in batch], finest_element=finest_element)
+        for (index, t_s, _), reading in zip(batch, readings, strict=True):
+            self._results[(index, finest_element)] = (
+                _FrameResult(t_s, reading.volume_l, reading.resolution_l, "") if reading.ok
+                else _FrameResult(t_s, float("nan"), float("nan"), reading.reason or "unreadable"))
         batch.clear()
 
-    for _, t_s, frame in camera.iter_frames(indices.tolist()):
-        if frame is None:
-            reasons["frame missing or corrupt"] = reasons.get("frame missing or corrupt", 0) + 1
-            continue
-        batch.append((t_s, frame))
-        if len(batch) >= batch_frames:
-            flush()
-    if batch:
-        flush()
-    return _Readings(np.array(times), np.array(volumes), np.array(uncertainties), int(indices.size),
-                     int(indices.size - len(times)), reasons)
+    def readings(self, indices, finest_element: int) -> _Readings:
+        """The readings of these frames (reading any not read yet)."""
+        self.read(indices, finest_element)
+        results = [self._results[(int(i), finest_element)] for i in indices]
+        good = [r for r in results if not r.reason]
+        reasons: dict[str, int] = {}
+        for r in results:
+            if r.reason:
+                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        return _Readings(np.array([r.t_s for r in good]), np.array([r.volume_l for r in good]),
+                         np.array([r.u_l for r in good]), len(results), len(results) - len(good), reasons)
 
 
 def _mean_temperature(session, start_t_s: float, stop_t_s: float, fallback_c: float = 20.0) -> float:
@@ -198,9 +227,40 @@ def _inconclusive(name: str, flow_m3h: float, reason: str, **known) -> dict:
     return point
 
 
-def _evaluate_point(session, instrument, plan_point, timing: PointTiming, track: ReferenceTrack,
-                    register_reader, options: ReadingOptions, reference_u_pct_k2: float,
-                    decision_rule: str) -> dict:
+def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float, options: ReadingOptions):
+    """(start, stop, track check, readings) of a point, or the reason it cannot be fused."""
+
+    def estimate(instant: float, after_s: float) -> InstantEstimate:
+        near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
+        return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
+                                   track, instant)
+
+    start, stop = estimate(t0, options.window_after_s), estimate(t1, options.stop_after_s)
+    for label, est in (("start", start), ("stop", stop)):
+        if not est.ok:
+            why = f"flying {label}: {est.reason}"
+            if readings.reasons:
+                why += " (unreadable frames: " + ", ".join(
+                    f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
+            return why
+    track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
+    if not track_check.ok:
+        return track_check.reason
+    return start, stop, track_check, readings
+
+
+def camera_fps(camera) -> float:
+    """Mean frame rate of a camera (frames/s) from its frame times."""
+    times = camera.frame_times
+    if len(times) < 2:
+        return 1.0
+    return float(len(times) - 1) / float(times[-1] - times[0])
+
+
+def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: ReferenceTrack,
+                   cache: RegisterFrameCache, options: ReadingOptions, reference_u_pct_k2: float,
+                   decision_rule: str) -> dict:
+    """One test point of one meter -> a report.json point object."""
     name = plan_point["name"]
     planned_flow = float(plan_point.get("flow_rate_m3h", float("nan")))
     if timing.problems:
@@ -232,30 +292,24 @@ def _evaluate_point(session, instrument, plan_point, timing: PointTiming, track:
     except ValueError as exc:
         return _inconclusive(name, flow_m3h, f"no MPE for this flow: {exc}", reference_volume=reference_l)
 
-    camera = session.camera(instrument["camera"])
-    layout = register_reader.layout
-    fps = float(len(camera.frame_times) - 1) / float(camera.frame_times[-1] - camera.frame_times[0])
-    finest = finest_usable_element(layout.elements, flow_l_s, fps, options.max_turns_per_frame)
+    camera = cache.camera
+    layout = cache.register_reader.layout
+    finest = finest_usable_element(layout.elements, flow_l_s, camera_fps(camera), options.max_turns_per_frame)
     indices = select_frames(camera.frame_times, t0, t1, options)
-    readings = _read_register(camera, indices, register_reader, finest)
-
-    def estimate(instant: float, after_s: float) -> InstantEstimate:
-        near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
-        return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
-                                   track, instant)
-
-    start, stop = estimate(t0, options.window_after_s), estimate(t1, options.stop_after_s)
     known = {"reference_volume": reference_l, "mpe_pct": mpe.mpe_pct}
-    for label, est in (("start", start), ("stop", stop)):
-        if not est.ok:
-            why = f"flying {label}: {est.reason}"
-            if readings.reasons:
-                why += " (unreadable frames: " + ", ".join(
-                    f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
-            return _inconclusive(name, flow_m3h, why, **known)
-    track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
-    if not track_check.ok:
-        return _inconclusive(name, flow_m3h, track_check.reason, **known)
+    # The finest usable element first; if it cannot be read (glare, blur), the next coarser one:
+    # a coarser reading widens the uncertainty and the decision rule sees that.
+    failures = []
+    for level in range(finest, max(finest - options.coarser_fallbacks, 0) - 1, -1):
+        fused = _fuse_point(cache.readings(indices, level), track, t0, t1, options)
+        if isinstance(fused, str):
+            failures.append(f"reading to {layout.elements[level].name}: {fused}")
+            continue
+        start, stop, track_check, readings = fused
+        break
+    else:
+        return _inconclusive(name, flow_m3h, "; ".join(failures), **known)
+    finest = level
 
     indicated_l = stop.volume_l - start.volume_l
     error_pct = (indicated_l - reference_l) / reference_l * 100.0
@@ -301,9 +355,9 @@ def evaluate_water_meter_session(session, register_reader_for: Callable[[dict], 
     rule = manifest.get("decision_rule", "simple")
     instruments = []
     for instrument in manifest["instruments"]:
-        reader = register_reader_for(instrument)
-        points = [_evaluate_point(session, instrument, plan_point, timings[plan_point["name"]], track,
-                                  reader, options, reference_u, rule) for plan_point in plan]
+        cache = RegisterFrameCache(session.camera(instrument["camera"]), register_reader_for(instrument))
+        points = [evaluate_point(session, instrument, plan_point, timings[plan_point["name"]], track,
+                                 cache, options, reference_u, rule) for plan_point in plan]
         verdict = calibration.decide_instrument([p["verdict"] for p in points])
         instruments.append({"id": instrument["id"], "kind": "water-meter", "verdict": verdict,
                             "points": points, "warnings": list(track_problems)})
