@@ -21,7 +21,7 @@ import numpy as np
 
 from meterbench.vision.neck_scale import NeckScaleGeometry
 
-__all__ = ["NeckRenderConditions", "random_conditions", "render_neck"]
+__all__ = ["NeckRenderConditions", "random_conditions", "render_neck", "stress_conditions"]
 
 _SUPERSAMPLE = 4
 FRAME_SIZE_WH = (200, 400)
@@ -43,10 +43,25 @@ class NeckRenderConditions:
     meniscus_rise_px: float = 6.0        # capillary rise at the wall
     band_px: float = 3.0                 # meniscus band thickness at the centre
     meniscus_visible: bool = True
+    meniscus_contrast: float = 1.0       # 1 = full dark (bright) band, 0 = invisible
+    bubble_depth_px: tuple[float, float] = (8.0, 120.0)   # bubbles this far below the level
     hidden_divisions: tuple[int, ...] = ()   # marks covered (dirt, a clip)
     light_gradient: float = 0.1          # relative illumination change top to bottom
     seed: int = 0
     extra: dict = field(default_factory=dict)
+
+
+def stress_conditions(rng: np.random.Generator) -> NeckRenderConditions:
+    """Harsher than a bench should be: tilt ±7°, heavy noise, 3 glare stripes, bubbles at the
+    meniscus, a faint band, marks hidden. The reader must read or flag, never be silently wrong."""
+    base = random_conditions(rng, hard=True)
+    return NeckRenderConditions(**{
+        **base.__dict__, "tilt_deg": float(rng.uniform(-7, 7)),
+        "noise_sigma": float(rng.uniform(4, 10)), "blur_sigma": float(rng.uniform(0.8, 1.6)),
+        "glare_x_px": tuple(rng.uniform(0.2, 0.8, size=3)), "bubbles": int(rng.integers(3, 9)),
+        "bubble_depth_px": (2.0, 20.0), "meniscus_contrast": float(rng.uniform(0.15, 1.0)),
+        "hidden_divisions": tuple(range(int(rng.integers(-8, 4)), int(rng.integers(4, 9))))
+        if rng.random() < 0.3 else base.hidden_divisions})
 
 
 def random_conditions(rng: np.random.Generator, *, hard: bool = True) -> NeckRenderConditions:
@@ -178,10 +193,12 @@ def _draw_glass(canvas: np.ndarray, geometry: NeckScaleGeometry, level_y_px: flo
     _blend(transition, _coverage(bottom[None, :], 1e9, rows) * inside, water[None, :, :])
     if conditions.meniscus_visible:
         band = np.float32(55 if bright else 175)
-        _blend(transition, _coverage(top[None, :], bottom[None, :], rows) * inside, band)
+        _blend(transition, conditions.meniscus_contrast
+               * _coverage(top[None, :], bottom[None, :], rows) * inside, band)
     for _ in range(conditions.bubbles):
         bx = rng.uniform(g0 + 4 * s, g1 - 4 * s)
-        by = rng.uniform(level_y_px * s + 8 * s, level_y_px * s + 120 * s)
+        depth = rng.uniform(*conditions.bubble_depth_px)
+        by = (level_y_px + depth) * s
         radius_px = int(rng.uniform(1.5, 3.5) * s)
         cv2.circle(canvas, (int(bx), int(by)), radius_px, (80.0, 80.0, 80.0), max(1, s // 2),
                    cv2.LINE_AA)

@@ -382,7 +382,10 @@ def _find_meniscus(upright: np.ndarray, geometry: NeckScaleGeometry,
                                mode="nearest")
     deviation = np.convolve(profile - background, np.ones(3) / 3, mode="same")
     search = np.abs(deviation[r0:r1])
-    peak = r0 + int(np.argmax(search))
+    # the surface is the topmost strong feature: bubbles and foam only ever lie below it
+    is_peak = np.r_[True, search[1:] >= search[:-1]] & np.r_[search[:-1] >= search[1:], True]
+    candidates = np.flatnonzero(is_peak & (search >= 0.5 * search.max()))
+    peak = r0 + int(candidates[0])
     contrast = float(abs(deviation[peak]))
     noise = _noise_sigma(profile)
     if contrast < max(_MIN_MENISCUS_CONTRAST, 6.0 * noise):
@@ -392,15 +395,23 @@ def _find_meniscus(upright: np.ndarray, geometry: NeckScaleGeometry,
         return "meniscus ambiguous: two candidate levels"
     band_dark = deviation[peak] < 0
     oriented = window if band_dark else -window      # the band is dark in `oriented`
-    lo = max(1, peak - 2)
-    hi = min(upright.shape[0] - 2, peak + int(0.5 * geometry.px_per_division) + 3)
-    rise = np.diff(oriented[lo:hi + 1], axis=0)       # rise[j] sits between rows lo+j, lo+j+1
+    b0, b1 = _band_extent(deviation, peak, r0, r1)
+    lo, hi = max(1, b0 - 1), min(upright.shape[0] - 2, b1 + 4)
+    second = _second_edge(profile if band_dark else -profile, lo, hi,
+                          int(b1 + 0.6 * geometry.px_per_division))
+    if second:
+        return second
+    steps = np.abs(profile[r0 + 3:b0 - 2] - profile[r0:b0 - 5]) if b0 - 5 > r0 else np.zeros(1)
+    if steps.max() > max(0.5 * contrast, 6.0 * noise):    # above the surface is only air
+        above = b0 - (r0 + int(np.argmax(steps)))
+        return f"meniscus ambiguous: another edge {above} px above the band"
+    rise = np.diff(oriented[lo - 1:hi + 2], axis=0)   # rise[j] sits between rows lo-1+j, lo+j
     best = np.argmax(rise[1:-1], axis=0) + 1
     cols = np.arange(rise.shape[1])
     strength = rise[best, cols]
     offsets = np.array([_parabola_offset(rise[b - 1, c], rise[b, c], rise[b + 1, c])
                         for b, c in zip(best, cols, strict=True)])
-    edge = lo + best + 0.5 + offsets
+    edge = lo - 1 + best + 0.5 + offsets
     good = strength > 0.5 * np.median(strength)
     x = np.arange(c0, c1, dtype=np.float64) - centre
     for _ in range(3):
@@ -411,10 +422,36 @@ def _find_meniscus(upright: np.ndarray, geometry: NeckScaleGeometry,
         sigma = max(0.15, 1.4826 * float(np.median(np.abs(residuals[good]))))
         good = good & (np.abs(residuals) < 3 * sigma)
     coeffs = np.polyfit(x[good], edge[good], 2)
-    xs = np.linspace(x[0], x[-1], 41)
-    y_low = float(np.max(np.polyval(coeffs, xs)))
+    # the lowest point lies on the glass axis; a concave fit may put its vertex a little aside
+    vertex = -coeffs[1] / (2 * coeffs[0]) if coeffs[0] < 0 else 0.0
+    y_low = float(np.polyval(coeffs, vertex if abs(vertex) < 0.25 * half else 0.0))
     residual_sd = float(np.std(edge[good] - np.polyval(coeffs, x[good]), ddof=3))
     return _Meniscus(y_low, 2.0 * residual_sd / math.sqrt(good.sum()), contrast, int(good.sum()))
+
+
+def _band_extent(deviation: np.ndarray, peak: int, r0: int, r1: int) -> tuple[int, int]:
+    """Rows where the band's deviation stays above half its peak (same sign)."""
+    level = 0.5 * deviation[peak]
+    b0, b1 = peak, peak
+    while b0 > r0 and deviation[b0 - 1] * level > level * level:
+        b0 -= 1
+    while b1 < r1 - 1 and deviation[b1 + 1] * level > level * level:
+        b1 += 1
+    return b0, b1
+
+
+def _second_edge(oriented_profile: np.ndarray, lo: int, hi: int, below: int) -> str:
+    """A reason when a second rising edge almost as strong lies just under the band (foam)."""
+    rise = np.diff(oriented_profile[lo:max(below, hi + 1) + 1])
+    if rise.size < 3:
+        return ""
+    first = int(np.argmax(rise[:hi - lo + 1]))
+    rest = rise[first + 3:]
+    if rest.size and rest.max() > 0.6 * rise[first]:
+        offset = int(np.argmax(rest)) + 3
+        return (f"meniscus edge ambiguous: a second edge {offset} px below the band "
+                "(bubbles or foam?)")
+    return ""
 
 
 def _fail(reason: str, **known: Any) -> NeckScaleReading:
