@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     model = train_model(kind, train, args.epochs, args.batch_size, args.lr, args.seed)
     train_seconds = time.time() - started
     figures = evaluate(model, kind, data_dir, dev) if len(dev.tenths) else {}
+    figures = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+               for k, v in figures.items()}   # JSON has no NaN
     print("dev:", json.dumps(figures))
 
     out_dir = Path(args.out)
