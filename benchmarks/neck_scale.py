@@ -2,7 +2,7 @@
 
 Part 1: ``--readings`` frames rendered under random conditions (backing, plate
 polarity, water tint, tilt ±4°, glare stripes, bubbles, hidden marks, noise,
-blur, mark spacing 12–20 px, hint offsets) at random levels; the scale
+blur, mark spacing 12–20 px, hint off by ±5 px sideways and ±20 px vertically) at random levels; the scale
 reading error in divisions (p50, p95, max), the share flagged "cannot read",
 readings off by more than 0.25 division that were NOT flagged, and CPU ms per
 reading. Part 2: ``--sessions`` simulated tank sessions (3 runs each) through
@@ -45,8 +45,11 @@ def _random_case(rng: np.random.Generator) -> tuple[NeckScaleGeometry, NeckScale
                               zero_mark_y_px=float(rng.uniform(185.0, 215.0)))
     visible = min(9.5, 175.0 / px_per_division)
     level_ml = float(rng.uniform(-visible, visible)) * truth.ml_per_division
-    hint = replace(truth, zero_mark_y_px=truth.zero_mark_y_px + float(rng.uniform(-4, 4)),
-                   glass_x_px=tuple(v + float(rng.uniform(-1.5, 1.5)) for v in truth.glass_x_px))
+    sideways = float(rng.uniform(-5, 5))          # the camera moved since the hint was set
+    hint = replace(truth, zero_mark_y_px=truth.zero_mark_y_px + float(rng.uniform(-20, 20)),
+                   marks_x_px=truth.marks_x_px + sideways,
+                   glass_x_px=tuple(v + sideways + float(rng.uniform(-1, 1))
+                                    for v in truth.glass_x_px))
     return truth, hint, level_ml
 
 

@@ -29,7 +29,7 @@ y down (OpenCV).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -45,6 +45,7 @@ _TILT_STEP_DEG = 2.0
 _MODEL_FLOOR_DIV = 0.02         # standard uncertainty floor (blur, compression), divisions
 _MAX_EXTRAPOLATION_DIV = 1.0    # meniscus beyond the outermost visible mark
 _MIN_MENISCUS_CONTRAST = 10.0   # grey levels
+_MAX_SHIFT_PX = 12              # sideways camera shift tolerated against the hint
 
 
 def _fail_field(where: str, expected: str, got: Any) -> ValueError:
@@ -454,6 +455,43 @@ def _second_edge(oriented_profile: np.ndarray, lo: int, hi: int, below: int) -> 
     return ""
 
 
+def _upright(grey: np.ndarray, tilt: float, centre: tuple[float, float],
+             geometry: NeckScaleGeometry) -> np.ndarray:
+    """The frame turned upright about ``centre``; only the glass and mark columns are filled."""
+    height, width = grey.shape
+    left = max(0, int(geometry.glass_x_px[0]) - 4 - _MAX_SHIFT_PX)
+    right = min(width, int(math.ceil(geometry.marks_x_px + geometry.major_length_px))
+                + 2 + _MAX_SHIFT_PX)
+    upright = np.zeros_like(grey)
+    upright[:, left:right] = _warp(grey, tilt, centre, left, right, height)
+    return upright
+
+
+def _marks(upright: np.ndarray, geometry: NeckScaleGeometry) -> tuple[_MarkFit | str, np.ndarray]:
+    """Mark fit (or a reason) from the minor-mark strip, and the strip's row profile."""
+    x0, x1 = _strip_columns(geometry, upright.shape[1])
+    strip_profile = upright[:, x0:x1].mean(axis=1)
+    centres, half_width = _find_marks(strip_profile, geometry)
+    return _fit_marks(centres, half_width, geometry), strip_profile
+
+
+def _marks_x_shift(upright: np.ndarray, fit: _MarkFit, geometry: NeckScaleGeometry) -> float:
+    """Sideways offset (px) of the marks' left ends from the hint, from mark rows vs gap rows."""
+    x0 = max(0, int(geometry.marks_x_px) - _MAX_SHIFT_PX)
+    x1 = min(upright.shape[1], int(geometry.marks_x_px + geometry.minor_length_px) - 1)
+    rows = np.clip(np.round(fit.centres).astype(int), 0, upright.shape[0] - 1)
+    gaps = np.clip(np.round(fit.centres + 0.5 * fit.slope).astype(int), 0, upright.shape[0] - 1)
+    contrast = upright[gaps, x0:x1].mean(axis=0) - upright[rows, x0:x1].mean(axis=0)
+    contrast *= np.sign(np.median(contrast[-6:]))   # marks positive, whatever their colour
+    level = 0.5 * float(np.median(contrast[-6:]))
+    inside = np.flatnonzero(contrast > level)
+    if level <= 0 or inside.size == 0 or inside[0] == 0:
+        return 0.0
+    j = int(inside[0])                                # first column past half height
+    fraction = (level - contrast[j - 1]) / (contrast[j] - contrast[j - 1])
+    return float(x0 + j - 1 + fraction + 0.5 - geometry.marks_x_px)
+
+
 def _fail(reason: str, **known: Any) -> NeckScaleReading:
     return NeckScaleReading(ok=False, reason=reason, **known)
 
@@ -475,21 +513,22 @@ def read_neck_scale(frame: np.ndarray, geometry: NeckScaleGeometry) -> NeckScale
         uncertainty ``u_ml``; ``ok=False`` and a ``reason`` when it cannot read.
     """
     grey = _grey(frame)
-    height, width = grey.shape
-    tilt = _estimate_tilt(grey, geometry)
-    if abs(tilt) > _MAX_TILT_DEG:
-        return _fail(f"camera tilt {tilt:.1f} deg beyond ±{_MAX_TILT_DEG:.0f} deg", tilt_deg=tilt)
-    centre = (geometry.glass_centre_x_px, geometry.zero_mark_y_px)
-    left = max(0, int(geometry.glass_x_px[0]) - 4)
-    right = min(width, int(math.ceil(geometry.marks_x_px + geometry.major_length_px)) + 2)
-    upright = np.zeros_like(grey)     # only the glass and mark columns are turned upright
-    upright[:, left:right] = _warp(grey, tilt, centre, left, right, height)
-    x0, x1 = _strip_columns(geometry, width)
-    strip_profile = upright[:, x0:x1].mean(axis=1)
-    centres, half_width = _find_marks(strip_profile, geometry)
-    fit = _fit_marks(centres, half_width, geometry)
+    for _ in range(2):       # a second pass when the camera has moved sideways from the hint
+        tilt = _estimate_tilt(grey, geometry)
+        if abs(tilt) > _MAX_TILT_DEG:
+            return _fail(f"camera tilt {tilt:.1f} deg beyond ±{_MAX_TILT_DEG:.0f} deg",
+                         tilt_deg=tilt)
+        centre = (geometry.glass_centre_x_px, geometry.zero_mark_y_px)
+        upright = _upright(grey, tilt, centre, geometry)
+        fit, strip_profile = _marks(upright, geometry)
+        shift = 0.0 if isinstance(fit, str) else _marks_x_shift(upright, fit, geometry)
+        if abs(shift) <= 1.0:
+            break
+        geometry = replace(geometry, marks_x_px=geometry.marks_x_px + shift,
+                           glass_x_px=(geometry.glass_x_px[0] + shift,
+                                       geometry.glass_x_px[1] + shift))
     if isinstance(fit, str):
-        return _fail(fit, tilt_deg=tilt, marks_used=int(centres.size))
+        return _fail(fit, tilt_deg=tilt)
     spread_pct = 100.0 * float(np.sqrt(np.mean(fit.residuals ** 2))) / fit.slope
     known = {"tilt_deg": tilt, "marks_used": int(fit.centres.size),
              "px_per_division": fit.slope, "spacing_spread_pct": spread_pct,

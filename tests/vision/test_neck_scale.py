@@ -50,6 +50,17 @@ def test_reads_grey_frames_and_reports_the_meniscus_point() -> None:
     assert reading.marks_used == GEOMETRY.max_division - GEOMETRY.min_division + 1
 
 
+@pytest.mark.parametrize("sideways_px", [-5.0, 4.0])
+def test_hint_off_sideways_and_vertically_is_tolerated(sideways_px: float) -> None:
+    hint = NeckScaleGeometry(**{**GEOMETRY.to_dict(), "marks_x_px": GEOMETRY.marks_x_px
+                                + sideways_px, "zero_mark_y_px": GEOMETRY.zero_mark_y_px + 25,
+                                "glass_x_px": [x + sideways_px for x in GEOMETRY.glass_x_px]})
+    frame = render_neck(-71.0, GEOMETRY, NeckRenderConditions(tilt_deg=2.5))
+    reading = read_neck_scale(frame, hint)
+    assert reading.ok, reading.reason
+    assert abs(reading.level_ml + 71.0) < 0.1 * DIVISION_ML
+
+
 def test_no_meniscus_is_not_read() -> None:
     conditions = NeckRenderConditions(meniscus_visible=False, water_tint_bgr=(1.0, 1.0, 1.0))
     reading = read_neck_scale(render_neck(10.0, GEOMETRY, conditions), GEOMETRY)
