@@ -3,7 +3,7 @@
 Renders N frames per register variant ("dials", "wheels") with RegisterRenderer
 at random volumes (half of them just before a 9 -> 0 rollover of some decade),
 with a new random camera (perspective, shake, light, glare, noise, blur) every
-few frames and motion blur from a random flow, reads them with RegisterReader
+few frames and motion blur from a random flow (truth taken at mid-exposure), reads them with RegisterReader
 and the shipped ONNX models on one thread, and prints:
 
 - share of frames read ok, and the reasons of the others;
@@ -51,20 +51,26 @@ def random_volumes(rng: np.random.Generator, n: int, capacity_l: float) -> np.nd
 
 def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator
                   ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
-    """Frames, true volumes (L), true positions (N, E) and the red wheel style per frame."""
+    """Frames, true volumes (L) and positions (N, E) at mid-exposure, red wheel style per frame.
+
+    The renderer smears each element from its position at the frame time over the
+    exposure; what a reader can see is the middle of that smear, so the truth
+    here is the register at mid-exposure (frame time + exposure / 2).
+    """
     volumes = random_volumes(rng, n, layout.capacity_l)
     positions = positions_from_volume(layout, volumes)
     lpt = np.array([e.litres_per_turn for e in layout.elements])
-    frames, styles = [], []
+    frames, styles, mid_volumes = [], [], np.empty(n)
     renderer = None
     for k in range(n):
         if k % FRAMES_PER_CAMERA == 0:
             renderer = RegisterRenderer(layout, rng=rng)
         flow_l_s = rng.uniform(0, MAX_FLOW_L_S)
-        motion = flow_l_s * renderer.camera.exposure_s / lpt * 10.0   # positions per exposure
-        frames.append(renderer.render(positions[k], motion))
+        exposure_l = flow_l_s * renderer.camera.exposure_s
+        frames.append(renderer.render(positions[k], exposure_l / lpt * 10.0))
         styles.append(renderer.red_wheel_style)
-    return frames, volumes, positions, styles
+        mid_volumes[k] = (volumes[k] + exposure_l / 2) % layout.capacity_l
+    return frames, mid_volumes, positions_from_volume(layout, mid_volumes), styles
 
 
 def circular(a: np.ndarray, b: np.ndarray, period: float = 10.0) -> np.ndarray:
