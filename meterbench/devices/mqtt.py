@@ -103,6 +103,7 @@ class MqttCounts:
     parsed: int = 0
     bad: int = 0
     duplicates: int = 0
+    late: int = 0
     gaps: int = 0
     sent: int = 0
     connects: int = 0
@@ -116,7 +117,8 @@ class BenchController:
     ``start()`` connects (raising DeviceError when the broker cannot be reached in
     ``connect_timeout_s``), subscribes and runs paho's network thread. Payloads
     that carry a ``seq`` (the simulator's do) are checked for gaps and QoS 1
-    duplicates; a duplicate is recorded with an error so it is never used twice.
+    duplicates; a duplicate is recorded with an error so it is never used twice;
+    a late message filling a gap is kept (``missing`` lists what never came).
     """
 
     def __init__(self, config: MqttConfig, sink: EventSink, clock: Clock, *,
@@ -135,6 +137,7 @@ class BenchController:
         self._lock = threading.Condition()
         self._events: list[tuple[float, dict]] = []
         self._last_seq: dict[str, int] = {}
+        self._missing_seq: dict[str, set[int]] = {}
         self._cmd_id = 0
         self._listeners: list[Callable[[str, float, dict], None]] = []
         self._watches: list[tuple[Status, Callable[[], bool]]] = []
@@ -252,19 +255,33 @@ class BenchController:
             listener(kind, t_s, parsed)
 
     def _check_seq(self, kind: str, payload: dict) -> str | None:
+        """Check the payload's ``seq`` (if any): duplicates are errors; gaps are noted;
+        a late message that fills a gap is accepted (QoS 1 keeps no order across a
+        reconnection)."""
         seq = payload.get("seq")
-        if not isinstance(seq, int):
+        if not isinstance(seq, int) or isinstance(seq, bool):
             return None
         last = self._last_seq.get(kind)
-        if last is not None and seq <= last:
-            self.counts.duplicates += 1
-            return f"duplicate: seq {seq} already received (QoS 1 redelivery)"
-        if last is not None and seq > last + 1:
-            self.counts.gaps += 1
-            self._note(f"{kind} sequence gap: expected {last + 1}, got {seq} "
-                       f"({seq - last - 1} messages lost)")
-        self._last_seq[kind] = seq
-        return None
+        missing = self._missing_seq.setdefault(kind, set())
+        if last is None or seq > last:
+            if last is not None and seq > last + 1:
+                self.counts.gaps += 1
+                missing.update(range(last + 1, seq))
+                self._note(f"{kind} sequence gap: expected {last + 1}, got {seq} "
+                           f"({seq - last - 1} messages missing so far)")
+            self._last_seq[kind] = seq
+            return None
+        if seq in missing:
+            missing.discard(seq)
+            self.counts.late += 1
+            return None
+        self.counts.duplicates += 1
+        return f"duplicate: seq {seq} already received (QoS 1 redelivery)"
+
+    @property
+    def missing(self) -> dict[str, list[int]]:
+        """Get the ``seq`` numbers per topic kind still missing (lost unless they arrive)."""
+        return {kind: sorted(seqs) for kind, seqs in self._missing_seq.items() if seqs}
 
     def _note(self, message: str, bad: bool = True) -> None:
         """Record a connection event (raw is empty; ``error`` set unless it is good news)."""
