@@ -45,6 +45,7 @@ _TILT_STEP_DEG = 2.0
 _MODEL_FLOOR_DIV = 0.02         # standard uncertainty floor (blur, compression), divisions
 _MAX_EXTRAPOLATION_DIV = 1.0    # meniscus beyond the outermost visible mark
 _MIN_MENISCUS_CONTRAST = 10.0   # grey levels
+_MAX_EDGE_WIDTH_PX = 5.0        # a sharper band-to-water edge than this, or flag
 _MAX_SHIFT_PX = 12              # sideways camera shift tolerated against the hint
 
 
@@ -402,6 +403,9 @@ def _find_meniscus(upright: np.ndarray, geometry: NeckScaleGeometry,
                           int(b1 + 0.6 * geometry.px_per_division))
     if second:
         return second
+    blurred = _edge_width(profile if band_dark else -profile, b0, b1, geometry.px_per_division)
+    if blurred > _MAX_EDGE_WIDTH_PX:
+        return f"meniscus edge blurred over {blurred:.0f} px (bubbles or foam?)"
     steps = np.abs(profile[r0 + 3:b0 - 2] - profile[r0:b0 - 5]) if b0 - 5 > r0 else np.zeros(1)
     if steps.max() > max(0.5 * contrast, 6.0 * noise):    # above the surface is only air
         above = b0 - (r0 + int(np.argmax(steps)))
@@ -439,6 +443,17 @@ def _band_extent(deviation: np.ndarray, peak: int, r0: int, r1: int) -> tuple[in
     while b1 < r1 - 1 and deviation[b1 + 1] * level > level * level:
         b1 += 1
     return b0, b1
+
+
+def _edge_width(oriented_profile: np.ndarray, b0: int, b1: int, px_per_division: float) -> float:
+    """Band-to-water recovery divided by its steepest step (px): about 2.5 σ for a clean edge."""
+    bottom = b0 + int(np.argmin(oriented_profile[b0:b1 + 1]))
+    near = int(0.5 * px_per_division)
+    water_rows = oriented_profile[bottom + near:bottom + int(px_per_division) + 1]
+    ramp = np.diff(oriented_profile[bottom:bottom + near + 1])
+    if water_rows.size == 0 or ramp.size == 0 or ramp.max() <= 0:
+        return 0.0
+    return float((np.median(water_rows) - oriented_profile[bottom]) / ramp.max())
 
 
 def _second_edge(oriented_profile: np.ndarray, lo: int, hi: int, below: int) -> str:
