@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +171,7 @@ class ModbusTotaliserReader:
         self._serial: serial.SerialBase | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._new_reading = threading.Condition()
 
     def open(self) -> ModbusTotaliserReader:
         """Open the port (``poll()`` may then be called by hand)."""
@@ -242,8 +244,19 @@ class ModbusTotaliserReader:
                                                  f.address - self._first + 2],
                                        f.kind, self.word_order) * f.scale for f in self.fields}
         self._record(t_s, response, values, None, "ok")
-        self.last, self.last_t_s = values, t_s
+        with self._new_reading:
+            self.last, self.last_t_s = values, t_s
+            self._new_reading.notify_all()
         return values
+
+    def wait_for_reading(self, after_t_s: float, timeout_s: float) -> dict | None:
+        """Wait for a good poll received after ``after_t_s`` (s); return its fields or None."""
+        with self._new_reading:
+            self._new_reading.wait_for(
+                lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
+            if self.last_t_s is not None and self.last_t_s > after_t_s:
+                return dict(self.last or {})
+            return None
 
     def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None,
                 kind: str) -> None:
@@ -261,7 +274,8 @@ class ModbusTotaliserReader:
 class ModbusSlave:
     """A simulated Modbus RTU slave: answers 0x03/0x04 from a register map over a port.
 
-    ``set_value(address, value, kind)`` updates registers (thread-safe). Faults for
+    ``set_value(address, value, kind)`` updates registers (thread-safe);
+    ``before_answer`` (if set) is called before each answer, to refresh them. Faults for
     tests: ``corrupt_next`` responses get a wrong CRC, ``drop_next`` are not
     answered (a timeout for the master); reads outside the map get exception 2.
     """
@@ -274,6 +288,7 @@ class ModbusSlave:
         self.corrupt_next = 0
         self.drop_next = 0
         self.requests = 0
+        self.before_answer: Callable[[], None] | None = None
         self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -324,6 +339,8 @@ class ModbusSlave:
             if len(request) < 8:
                 continue
             self.requests += 1
+            if self.before_answer is not None:
+                self.before_answer()
             response = self.answer(request)
             if response is None:
                 continue

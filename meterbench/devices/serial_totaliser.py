@@ -222,6 +222,8 @@ class TotaliserReader:
                 return dict(self.last or {})
             return None
 
+    wait_for_reading = wait_for_line  # the name shared with ModbusTotaliserReader
+
     @property
     def connected(self) -> bool:
         """Get whether the port is open now."""

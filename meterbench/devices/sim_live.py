@@ -2,11 +2,13 @@
 
 ``SimulatedBenchPeer`` plays a water-meter bench: a reference pulse totaliser
 writing protocol lines into one end of a serial pseudo-terminal pair (socat),
-a controller publishing telemetry and events to a Mosquitto broker and obeying
+optionally a Modbus RTU flow computer (``ModbusSlave``) on another pty, a
+controller publishing telemetry and events to a Mosquitto broker and obeying
 ``cmd/valve``, ``cmd/flow_setpoint`` and ``cmd/point``, and one simulated camera
 per meter (``SimulatedCamera``: frames rendered by ``sim_render.RegisterRenderer``
 from the register state at the instant of capture). Registers advance with
-``vision.layout.positions_from_volume``, as in the offline simulator.
+``vision.layout.positions_from_volume`` and meters err as ``sim_bench.ErrorCurve``,
+as in the offline simulator.
 
 Also here: ``MosquittoBroker`` and ``SocatPtyPair``, the local broker and
 null-modem cable used by the simulated bench and by the tests.
@@ -30,6 +32,7 @@ import paho.mqtt.client as mqtt
 import serial
 
 from meterbench.devices._common import DeviceError
+from meterbench.devices.modbus import ModbusSlave
 from meterbench.devices.serial_totaliser import format_totaliser_line
 from meterbench.devices.sim_bench import ErrorCurve
 
@@ -216,7 +219,7 @@ class SimulatedBenchPeer:
     def __init__(self, serial_port: str, mqtt_host: str, mqtt_port: int, bench_id: str,
                  meters: list[SimMeter], *, seed: int = 0, pulse_volume_l: float = 0.0001,
                  tick_s: float = 0.1, telemetry_s: float = 0.5, flow_tau_s: float = 0.8,
-                 baudrate: int = 115200,
+                 baudrate: int = 115200, modbus_port: str | None = None,
                  disturbances: list[tuple[float, float, float]] | None = None) -> None:
         self.serial_port = serial_port
         self.bench_id = bench_id
@@ -227,6 +230,8 @@ class SimulatedBenchPeer:
         self.flow_tau_s = flow_tau_s
         self.baudrate = baudrate
         self.disturbances = list(disturbances or [])
+        self.modbus_port = modbus_port
+        self.modbus: ModbusSlave | None = None
         self.counts = PeerCounts()
         self.truth: dict[str, list[dict]] = {m.id: [] for m in meters}
         self.valves = {"inlet": "closed", "outlet": "open", "bypass": "open"}
@@ -303,6 +308,11 @@ class SimulatedBenchPeer:
         self._client.connect(*self._mqtt_address, keepalive=10)
         self._client.loop_start()
         self._open_serial()
+        if self.modbus_port is not None:
+            self.modbus = ModbusSlave(self.modbus_port)
+            self.modbus.before_answer = self._refresh_modbus
+            self._refresh_modbus()
+            self.modbus.start()
         self._t_last = time.monotonic()
         self._thread.start()
         return self
@@ -318,6 +328,14 @@ class SimulatedBenchPeer:
         self._client.loop_stop()
         if self._serial is not None:
             self._serial.close()
+        if self.modbus is not None:
+            self.modbus.stop()
+
+    def _refresh_modbus(self) -> None:
+        """Flow computer registers as of now: 0-1 volume (L), 2-3 flow (L/h), float32."""
+        assert self.modbus is not None
+        self.modbus.set_value(0, self.volume_at(time.monotonic()), "float32")
+        self.modbus.set_value(2, self._flow_l_s * S_PER_H, "float32")
 
     def _open_serial(self) -> None:
         try:

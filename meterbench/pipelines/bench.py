@@ -25,9 +25,12 @@ from typing import Any
 
 from meterbench.devices._common import DeviceError
 from meterbench.devices.camera import CameraCapture
+from meterbench.devices.modbus import ModbusTotaliserReader, RegisterField
 from meterbench.devices.mqtt import BenchController, MqttConfig
 from meterbench.devices.recording import SessionRecorder
 from meterbench.devices.serial_totaliser import TotaliserReader
+
+DEVICE_KINDS = ("serial-totaliser", "modbus")
 
 __all__ = ["run_bench", "load_bench_config", "BenchStopped"]
 
@@ -70,7 +73,7 @@ class BenchConfig:
     session_id: str
     bench_id: str
     mqtt: dict[str, Any]
-    totaliser: dict[str, Any]
+    devices: list[dict[str, Any]]
     instruments: list[dict]
     reference_instruments: list[dict]
     cameras: list[dict]
@@ -99,12 +102,19 @@ def load_bench_config(path: Path) -> BenchConfig:
     bench_id = _need(bench, "id", f"{where}: [bench]", str)
     session_id = bench.get("session_id") or f"bench-{bench_id}-{time.strftime('%Y%m%dT%H%M%S')}"
     devices = _need(data, "devices", where, list)
-    totalisers = [d for d in devices if d.get("kind") == "serial-totaliser"]
-    if len(totalisers) != 1:
-        raise ValueError(f"{where}: [[devices]]: expected exactly one kind = 'serial-totaliser', "
-                         f"got {len(totalisers)}")
-    _need(totalisers[0], "id", f"{where}: [[devices]]", str)
-    _need(totalisers[0], "port", f"{where}: [[devices]] {totalisers[0]['id']}", str)
+    for i, device in enumerate(devices):
+        device_id = _need(device, "id", f"{where}: devices[{i}]", str)
+        _need(device, "port", f"{where}: [[devices]] {device_id}", str)
+        if device.get("kind") not in DEVICE_KINDS:
+            raise ValueError(f"{where}: [[devices]] {device_id}.kind: expected one of "
+                             f"{list(DEVICE_KINDS)}, got {device.get('kind')!r}")
+        if device["kind"] == "modbus":
+            _need(device, "fields", f"{where}: [[devices]] {device_id}", list)
+    references = _need(data, "reference_instruments", where, list)
+    reference_device = references[0].get("device") if references else None
+    if reference_device not in [d["id"] for d in devices]:
+        raise ValueError(f"{where}: reference_instruments[0].device: expected the id of one of "
+                         f"the [[devices]], got {reference_device!r}")
     points = []
     for i, p in enumerate(_need(_need(data, "test_plan", where, dict), "points", where, list)):
         at = f"{where}: test_plan.points[{i}]"
@@ -123,8 +133,7 @@ def load_bench_config(path: Path) -> BenchConfig:
         if isinstance(inst.get("register"), str):
             inst["register"] = _named_register(inst["register"], f"{where}: instruments[{i}]")
     return BenchConfig(Path(path), session_id, bench_id, _need(data, "mqtt", where, dict),
-                       totalisers[0], instruments,
-                       _need(data, "reference_instruments", where, list),
+                       devices, instruments, references,
                        data.get("cameras", []), points, bench.get("decision_rule", "simple"),
                        options, data.get("simulator"))
 
@@ -174,14 +183,9 @@ class _Bench:
         self.recorder = recorder
         self.clock = recorder.now_s
         self.log: list[str] = []
-        tot = dict(cfg.totaliser)
-        port = sim.reader_port if sim is not None and tot["port"] == "sim" else tot["port"]
-        self.totaliser = TotaliserReader(
-            port, recorder.device_log(tot["id"], "serial-totaliser"), self.clock, name=tot["id"],
-            baudrate=int(tot.get("baudrate", 9600)), silence_s=float(tot.get("silence_s", 2.0)),
-            pulse_volume_l=tot.get("pulse_volume_l"))
-        stack.callback(self.totaliser.stop)
-        self.totaliser.start()
+        self.readers = [self._device(d, sim, stack) for d in cfg.devices]
+        reference_id = cfg.reference_instruments[0]["device"]
+        self.reference = next(r for r in self.readers if r.name == reference_id)
         mqtt_table = dict(cfg.mqtt)
         if sim is not None and mqtt_table.get("port") == 0:
             mqtt_table["port"] = sim.broker.port
@@ -191,6 +195,29 @@ class _Bench:
         self.controller.start()
         stack.callback(self.controller.stop)
         self.cameras = [self._camera(c, i, sim, stack) for i, c in enumerate(cfg.cameras)]
+
+    def _device(self, device: dict, sim: Any, stack: ExitStack
+                ) -> TotaliserReader | ModbusTotaliserReader:
+        """Open and start one reference device (serial totaliser or Modbus flow computer)."""
+        port = sim.port_for(device["kind"]) if sim is not None and device["port"] == "sim" \
+            else device["port"]
+        log = self.recorder.device_log(device["id"], device["kind"])
+        if device["kind"] == "serial-totaliser":
+            reader: Any = TotaliserReader(
+                port, log, self.clock, name=device["id"],
+                baudrate=int(device.get("baudrate", 9600)),
+                silence_s=float(device.get("silence_s", 2.0)),
+                pulse_volume_l=device.get("pulse_volume_l"))
+        else:
+            fields = [RegisterField(**f) for f in device["fields"]]
+            reader = ModbusTotaliserReader(
+                port, log, self.clock, fields, name=device["id"],
+                slave=int(device.get("slave", 1)), function=int(device.get("function", 4)),
+                baudrate=int(device.get("baudrate", 19200)),
+                interval_s=float(device.get("interval_s", 0.2)))
+        stack.callback(reader.stop)
+        reader.start()
+        return reader
 
     def _camera(self, cam: dict, index: int, sim: Any, stack: ExitStack) -> CameraCapture:
         source = cam["source"]
@@ -211,11 +238,11 @@ class _Bench:
         self.log.append(f"{self.clock():9.3f} s  {text}")
 
     def check_devices(self) -> None:
-        """Raise DeviceError when a device has failed (silent totaliser, dead camera)."""
+        """Raise DeviceError when a device has failed (silent reference, dead camera)."""
         t = self.clock()
-        last = self.totaliser.last_t_s
+        last = self.reference.last_t_s
         if last is None or t - last > self.cfg.options.device_timeout_s:
-            raise DeviceError(f"reference totaliser {self.totaliser.name}: no valid line for "
+            raise DeviceError(f"reference device {self.reference.name}: no valid reading for "
                               f"{self.cfg.options.device_timeout_s:g} s")
         for camera in self.cameras:
             if camera.error or camera.finished.is_set():
@@ -276,7 +303,7 @@ class _Bench:
         deadline = self.clock() + opts.point_timeout_factor * point.volume_l / flow_l_s + 10.0
         out_since: float | None = None
         while True:
-            line = self.totaliser.wait_for_line(self.totaliser.last_t_s or -1e9, 0.5)
+            line = self.reference.wait_for_reading(self.reference.last_t_s or -1e9, 0.5)
             self.check_devices()
             if line is not None and line["volume_l"] - start_l >= point.volume_l:
                 break
@@ -328,17 +355,28 @@ class _SimInfrastructure:
         stack.callback(self.broker.stop)
         self.pty = SocatPtyPair(workdir, "totaliser").plug()
         stack.callback(self.pty.unplug)
-        self.reader_port = self.pty.a
+        self.modbus_pty = None
+        if any(d["kind"] == "modbus" and d["port"] == "sim" for d in cfg.devices):
+            self.modbus_pty = SocatPtyPair(workdir, "modbus").plug()
+            stack.callback(self.modbus_pty.unplug)
         errors = sim.get("true_error_pct", [0.0] * len(cfg.instruments))
         meters = [SimMeter(inst["id"], float(err), float(100.0 + 37.1 * i))
                   for i, (inst, err) in enumerate(zip(cfg.instruments, errors, strict=True))]
         self.peer = SimulatedBenchPeer(self.pty.b, "127.0.0.1", self.broker.port, cfg.bench_id,
                                        meters, seed=int(sim.get("seed", 0)),
+                                       modbus_port=self.modbus_pty.b if self.modbus_pty else None,
                                        disturbances=[(float(d["after_start_s"]),
                                                       float(d["duration_s"]), float(d["factor"]))
                                                      for d in sim.get("disturbances", [])])
         self.peer.start()
         stack.callback(self.peer.stop)
+
+    def port_for(self, kind: str) -> str:
+        """The meterbench end of the simulated serial link for a device ``kind``."""
+        if kind == "modbus":
+            assert self.modbus_pty is not None
+            return self.modbus_pty.a
+        return self.pty.a
 
 
 def _run_sequence(bench: _Bench, cfg: BenchConfig) -> None:
@@ -400,10 +438,9 @@ def run_bench(config_path: Path, out_dir: Path) -> dict:
 
 
 def _summary(bench: _Bench, sim: Any) -> dict[str, Any]:
-    tot = bench.totaliser.counts
     ctl = bench.controller.counts
     return {"log": bench.log,
-            "totaliser": {k: v for k, v in vars(tot).items()},
+            "devices": {r.name: dict(vars(r.counts)) for r in bench.readers},
             "controller": {k: v for k, v in vars(ctl).items()},
             "cameras": {c.camera_id: vars(c.counts) for c in bench.cameras}}
 

@@ -95,16 +95,17 @@ def test_reader_survives_unplug_and_replug(pty_pair, tmp_path):
     pty_pair.unplug()
     time.sleep(0.3)
     pty_pair.plug()
-    deadline = time.monotonic() + 3.0
-    while reader.counts.reconnects == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with serial.Serial(pty_pair.b) as peer:
-        peer.write(format_totaliser_line(2, 2, 0.0002, 1.0, 20.0))
-        peer.flush()
-        line = reader.wait_for_line(reader.last_t_s, 3.0)
+    line = None
+    with serial.Serial(pty_pair.b) as peer:   # a live device keeps sending, ~10 lines/s
+        for seq in range(2, 100):
+            peer.write(format_totaliser_line(seq, seq, seq / 1e4, 1.0, 20.0))
+            peer.flush()
+            line = reader.wait_for_line(reader.last_t_s, 0.1)
+            if line is not None:
+                break
     reader.stop()
     recorder.close()
-    assert line is not None and line["seq"] == 2
+    assert line is not None and line["seq"] >= 2
     assert reader.counts.disconnects == 1 and reader.counts.reconnects == 1
     errors = [e["error"] for e in _events(tmp_path / "s" / "devices" / "ref-meter.jsonl")]
     assert any(e and e.startswith("port lost") for e in errors)

@@ -37,7 +37,12 @@ def test_config_errors_name_file_and_field(tmp_path):
     bad.write_text('[bench]\nid = "x"\n[[devices]]\nid = "r"\nkind = "serial-totaliser"\n')
     with pytest.raises(ValueError, match=r"b.toml: \[\[devices\]\] r: 'port' is required"):
         load_bench_config(bad)
-    assert [p.name for p in load_bench_config(SAMPLE).points] == ["Q3", "Q2"]
+    bad.write_text('[bench]\nid = "x"\n[[devices]]\nid = "fc"\nkind = "modbus"\nport = "p"\n')
+    with pytest.raises(ValueError, match=r"\[\[devices\]\] fc: 'fields' is required"):
+        load_bench_config(bad)
+    sample = load_bench_config(SAMPLE)
+    assert [p.name for p in sample.points] == ["Q3", "Q2"]
+    assert [d["kind"] for d in sample.devices] == ["serial-totaliser", "modbus"]
 
 
 def _start(config: Path, out: Path) -> subprocess.Popen:
