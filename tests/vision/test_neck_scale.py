@@ -93,6 +93,16 @@ def test_meniscus_beyond_the_scale_is_flagged() -> None:
     assert "meniscus" in reading.reason
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_foam_under_a_faint_meniscus_is_read_or_flagged(seed: int) -> None:
+    conditions = NeckRenderConditions(bubbles=8, bubble_depth_px=(2.0, 15.0), seed=seed,
+                                      meniscus_contrast=0.3, noise_sigma=5.0,
+                                      water_tint_bgr=(0.80, 0.93, 0.99))
+    reading = read_neck_scale(render_neck(-40.0, GEOMETRY, conditions), GEOMETRY)
+    assert not reading.ok or abs(reading.level_ml + 40.0) < 0.25 * DIVISION_ML
+    assert reading.ok or "meniscus" in reading.reason
+
+
 def test_bad_frame_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="frame: expected"):
         read_neck_scale(np.zeros((400, 200), np.float32), GEOMETRY)
