@@ -109,7 +109,8 @@ def load_bench_config(path: Path) -> BenchConfig:
             raise ValueError(f"{where}: [[devices]] {device_id}.kind: expected one of "
                              f"{list(DEVICE_KINDS)}, got {device.get('kind')!r}")
         if device["kind"] == "modbus":
-            _need(device, "fields", f"{where}: [[devices]] {device_id}", list)
+            _check_fields(_need(device, "fields", f"{where}: [[devices]] {device_id}", list),
+                          f"{where}: [[devices]] {device_id}.fields")
     references = _need(data, "reference_instruments", where, list)
     reference_device = references[0].get("device") if references else None
     if reference_device not in [d["id"] for d in devices]:
@@ -129,6 +130,7 @@ def load_bench_config(path: Path) -> BenchConfig:
                          f"{sorted(SequenceOptions.__dataclass_fields__)}")
     options = SequenceOptions(**sequence)
     instruments = _need(data, "instruments", where, list)
+    _check_sim_use(data, where)
     for i, inst in enumerate(instruments):
         if isinstance(inst.get("register"), str):
             inst["register"] = _named_register(inst["register"], f"{where}: instruments[{i}]")
@@ -136,6 +138,29 @@ def load_bench_config(path: Path) -> BenchConfig:
                        devices, instruments, references,
                        data.get("cameras", []), points, bench.get("decision_rule", "simple"),
                        options, data.get("simulator"))
+
+
+def _check_fields(fields: list, where: str) -> None:
+    known = set(RegisterField.__dataclass_fields__)
+    for i, field_table in enumerate(fields):
+        if not isinstance(field_table, dict) or not {"name", "address"} <= set(field_table) \
+                or set(field_table) - known:
+            raise ValueError(f"{where}[{i}]: expected a table with name, address and some of "
+                             f"{sorted(known)}, got {field_table!r}")
+
+
+def _check_sim_use(data: dict, where: str) -> None:
+    """``"sim"`` ports and camera sources need a [simulator]; sim cameras need their meter."""
+    uses = [f"[[devices]] {d.get('id')}" for d in data.get("devices", []) if d.get("port") == "sim"]
+    uses += [f"[[cameras]] {c.get('id')}" for c in data.get("cameras", [])
+             if c.get("source") == "sim"]
+    if uses and "simulator" not in data:
+        raise ValueError(f"{where}: {', '.join(uses)} use \"sim\" but there is no [simulator]")
+    watched = {i.get("camera") for i in data.get("instruments", [])}
+    for camera in data.get("cameras", []):
+        if camera.get("source") == "sim" and camera.get("id") not in watched:
+            raise ValueError(f"{where}: [[cameras]] {camera.get('id')}: a simulated camera must "
+                             "be the camera of one of the [[instruments]]")
 
 
 def _named_register(name: str, where: str) -> dict:
@@ -183,6 +208,7 @@ class _Bench:
         self.recorder = recorder
         self.clock = recorder.now_s
         self.log: list[str] = []
+        self.started_t_s = self.clock()
         self.readers = [self._device(d, sim, stack) for d in cfg.devices]
         reference_id = cfg.reference_instruments[0]["device"]
         self.reference = next(r for r in self.readers if r.name == reference_id)
@@ -241,7 +267,7 @@ class _Bench:
         """Raise DeviceError when a device has failed (silent reference, dead camera)."""
         t = self.clock()
         last = self.reference.last_t_s
-        if last is None or t - last > self.cfg.options.device_timeout_s:
+        if t - (self.started_t_s if last is None else last) > self.cfg.options.device_timeout_s:
             raise DeviceError(f"reference device {self.reference.name}: no valid reading for "
                               f"{self.cfg.options.device_timeout_s:g} s")
         for camera in self.cameras:

@@ -40,6 +40,10 @@ def test_config_errors_name_file_and_field(tmp_path):
     bad.write_text('[bench]\nid = "x"\n[[devices]]\nid = "fc"\nkind = "modbus"\nport = "p"\n')
     with pytest.raises(ValueError, match=r"\[\[devices\]\] fc: 'fields' is required"):
         load_bench_config(bad)
+    no_sim = SAMPLE.read_text().replace("[simulator]", "[not_simulator]")
+    bad.write_text(no_sim)
+    with pytest.raises(ValueError, match=r"\[\[devices\]\] ref-meter, .* use \"sim\" but there is no"):
+        load_bench_config(bad)
     sample = load_bench_config(SAMPLE)
     assert [p.name for p in sample.points] == ["Q3", "Q2"]
     assert [d["kind"] for d in sample.devices] == ["serial-totaliser", "modbus"]
