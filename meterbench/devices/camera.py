@@ -1,10 +1,11 @@
 """Camera capture: a device index, a video file, an RTSP/HTTP URL or a frame source object.
 
 One thread per camera reads frames, stamps each with the session clock right
-after the read returns, and hands it at once to the recorder's camera writer
-(kind "images": each frame is a file renamed into place, crash-safe); no frame
-is kept only in memory. A video file is paced at ``fps`` so that it plays as a
-live camera. A live source that fails is reopened; each failure is counted.
+after the read returns (or at the source's own capture instant, if it gives
+one), and hands it at once to the recorder's camera writer (kind "images": each
+frame is a file renamed into place, crash-safe); no frame is kept only in memory.
+A video file is paced at ``fps`` so that it plays as a live camera. A live
+source that fails is reopened; each failure is counted.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class CameraCapture:
                         break
                     next_due = max(next_due + period, time.monotonic() - period)
                 ok, frame = self._capture.read()
-                t_s = self._clock()
+                t_s = self._capture_time_s()
                 if not ok or frame is None:
                     if not self._handle_read_failure():
                         break
@@ -153,6 +154,15 @@ class CameraCapture:
             self.error = f"camera {self.camera_id}: {exc}"
         finally:
             self.finished.set()
+
+    def _capture_time_s(self) -> float:
+        """Session time of the frame just read: now, or the source's own capture instant
+        (``capture_monotonic``, a ``time.monotonic()`` value) when it gives one."""
+        now_s = self._clock()
+        instant = getattr(self._capture, "capture_monotonic", None)
+        if instant is None:
+            return now_s
+        return now_s - (time.monotonic() - float(instant))
 
     def _handle_read_failure(self) -> bool:
         """Count a failed read; reopen a live source; return False when capture must end."""

@@ -473,8 +473,8 @@ class SimulatedBenchPeer:
 class SimulatedCamera:
     """A camera looking at one simulated register: ``read()`` renders it as of now.
 
-    The register is sampled at the expected end of rendering (the mean render
-    time so far), since the capture is stamped when ``read()`` returns.
+    ``capture_monotonic`` is the instant (``time.monotonic()``) the last frame shows,
+    which ``CameraCapture`` uses as its capture time (as a camera's exposure stamp).
     """
 
     def __init__(self, peer: SimulatedBenchPeer, meter_index: int, layout_dict: dict, *,
@@ -490,17 +490,17 @@ class SimulatedCamera:
         self.renderer = RegisterRenderer(self.layout, rng=np.random.default_rng(seed),
                                          label=self.meter.id)
         self.frames = 0
-        self._render_s = 0.01
+        self.capture_monotonic: float | None = None
         self._open = True
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        """Render the register at the instant this call returns (approximately)."""
+        """Render the register as it is now (``capture_monotonic`` says when)."""
         if not self._open:
             return False, None
-        begin = time.monotonic()
-        register = self.peer.register_at(self.meter_index, begin + self._render_s)
+        instant = time.monotonic()
+        register = self.peer.register_at(self.meter_index, instant)
         frame = self.renderer.render(self._positions(self.layout, register))
-        self._render_s = 0.8 * self._render_s + 0.2 * (time.monotonic() - begin)
+        self.capture_monotonic = instant
         self.frames += 1
         counts = self.peer.counts.frames
         counts[self.meter.id] = counts.get(self.meter.id, 0) + 1

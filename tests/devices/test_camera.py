@@ -40,3 +40,37 @@ def test_video_file_frames_are_all_written_with_increasing_times(tmp_path):
 def test_missing_source_is_a_clear_error(tmp_path):
     with pytest.raises(DeviceError, match="could not open"):
         CameraCapture.probe(str(tmp_path / "nope.mp4"))
+
+
+class _StampingSource:
+    """A frame source that says when its frames were exposed (1 s before read returns)."""
+
+    def __init__(self) -> None:
+        self.capture_monotonic: float | None = None
+
+    def read(self):
+        import time
+
+        self.capture_monotonic = time.monotonic() - 1.0
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_source_capture_instant_is_used_as_the_frame_time(tmp_path):
+    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    writer = recorder.camera_writer("cam-1", 20.0, (8, 8), kind="images")
+    capture = CameraCapture("cam-1", _StampingSource(), writer, recorder.now_s, fps=20.0,
+                            max_frames=3).start()
+    assert capture.finished.wait(5.0)
+    read_done_s = recorder.now_s()
+    capture.stop()
+    recorder.close()
+    times = [float(r.split(",")[1]) for r in
+             (tmp_path / "s/cameras/cam-1.csv").read_text().splitlines()[1:]]
+    assert len(times) == 3
+    assert 1.0 <= read_done_s - times[-1] < 2.0     # the exposure instant, not the read time
