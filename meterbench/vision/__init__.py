@@ -6,7 +6,12 @@ from meterbench.vision.align import (  # noqa: F401
     align_to_plate,
     element_crop_box,
 )
-from meterbench.vision.compose import Composition, compose_register  # noqa: F401
+from meterbench.vision.compose import (  # noqa: F401
+    Composition,
+    carry_residuals,
+    compose_register,
+    estimate_offsets,
+)
 from meterbench.vision.layout import (  # noqa: F401
     RegisterLayout,
     default_register_layout,

@@ -26,8 +26,11 @@ __all__ = [
     "DEFAULT_MIN_DIGIT_PROB",
     "DEFAULT_POSITION_STD",
     "Composition",
+    "carry_residuals",
     "compose_register",
+    "estimate_offsets",
     "expected_fraction",
+    "resolve_digit",
 ]
 
 DEFAULT_MAX_RESIDUAL = 0.35     # steps: |reading - (digit + expected fraction)| allowed
@@ -58,6 +61,54 @@ def expected_fraction(coupling: str, lower_position: float) -> float:
     if coupling == "carry":
         return max(0.0, lower_position - 9.0)
     raise ValueError(f"coupling: expected 'gear' or 'carry', got {coupling!r}")
+
+
+def resolve_digit(coupling: str, value: float, lower_position: float) -> tuple[int, float, float]:
+    """(digit, expected fraction, residual) of an element reading `value` above a
+    lower element resolved at `lower_position`: digit = round(value − fraction)
+    mod 10; residual = value − (digit + fraction), wrapped to [−5, 5) steps."""
+    fraction = expected_fraction(coupling, lower_position)
+    digit = int(round(value - fraction)) % 10
+    return digit, fraction, _signed_circular(value - fraction - digit)
+
+
+def carry_residuals(layout: RegisterLayout, values: np.ndarray,
+                    finest_element: int | None = None) -> np.ndarray:
+    """(N, E) residuals (steps) of each element against the resolved element below it.
+
+    values: (N, E) raw positions of N frames.  The finest element and unread
+    elements get nan.  Over many frames the median residual of an element is its
+    reading offset (parallax, a pointer mounted a little off, a wheel window cut
+    high): see `estimate_offsets`.
+    """
+    vals = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    finest = len(layout.elements) - 1 if finest_element is None else int(finest_element)
+    out = np.full(vals.shape, np.nan)
+    for row, frame_values in zip(out, vals, strict=True):
+        lower_position = frame_values[finest]
+        for i in range(finest - 1, -1, -1):
+            if not (np.isfinite(lower_position) and np.isfinite(frame_values[i])):
+                break
+            digit, fraction, row[i] = resolve_digit(layout.elements[i].coupling,
+                                                    frame_values[i], lower_position)
+            lower_position = digit + fraction
+    return out
+
+
+def estimate_offsets(layout: RegisterLayout, values: np.ndarray, *,
+                     max_residual: float = DEFAULT_MAX_RESIDUAL, min_frames: int = 20
+                     ) -> np.ndarray:
+    """(E,) reading offset (steps) per element: median carry residual over frames
+    where it is within ±`max_residual`; 0 where fewer than `min_frames` qualify
+    (and always for the finest element, whose offset the cascade cannot see).
+    Subtract from raw readings (`RegisterReader(element_offsets=...)`)."""
+    residuals = carry_residuals(layout, values)
+    usable = np.abs(residuals) <= max_residual
+    offsets = np.zeros(len(layout.elements))
+    for i in range(len(layout.elements)):
+        if usable[:, i].sum() >= min_frames:
+            offsets[i] = float(np.median(residuals[usable[:, i], i]))
+    return offsets
 
 
 def _signed_circular(delta: float) -> float:
@@ -174,9 +225,7 @@ def compose_register(layout: RegisterLayout, values: np.ndarray, confidences: np
         trouble = _element_trouble(element, vals[i], confs[i], min_confidence)
         if trouble:
             return flagged(trouble)
-        fraction = expected_fraction(element.coupling, lower_position)
-        digit = int(round(vals[i] - fraction)) % 10
-        residual = _signed_circular(vals[i] - fraction - digit)
+        digit, fraction, residual = resolve_digit(element.coupling, vals[i], lower_position)
         if abs(residual) > max_residual:
             return flagged(f"{element.kind} {element.name} reads {vals[i]:.2f}, inconsistent "
                            f"with {lower.name} at {lower_position:.2f} "

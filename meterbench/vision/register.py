@@ -101,6 +101,8 @@ class RegisterReader:
     min_digit_prob : probability mass that must back each resolved digit.
     reuse_last_homography : when the markers are not found, use the last good
         homography (off by default: with camera shake it may be wrong).
+    element_offsets : (E,) steps subtracted from the raw readings before the
+        carry is resolved (parallax, pointers mounted off): `estimate_offsets`.
     """
 
     def __init__(self, layout: RegisterLayout, digit_reader: CropReader,
@@ -111,7 +113,8 @@ class RegisterReader:
                  position_std: float = DEFAULT_POSITION_STD,
                  wheel_margin: float = DEFAULT_WHEEL_MARGIN,
                  dial_margin: float = DEFAULT_DIAL_MARGIN,
-                 reuse_last_homography: bool = False) -> None:
+                 reuse_last_homography: bool = False,
+                 element_offsets: Sequence[float] | None = None) -> None:
         if dial_reader is None and any(e.kind == "dial" for e in layout.elements):
             raise ValueError("RegisterReader: dial_reader: the layout has dials, "
                              "expected a DialReader")
@@ -121,6 +124,12 @@ class RegisterReader:
         self.compose_options = {"min_confidence": min_confidence, "max_residual": max_residual,
                                 "min_digit_prob": min_digit_prob, "position_std": position_std}
         self.reuse_last_homography = reuse_last_homography
+        offsets = np.zeros(len(layout.elements)) if element_offsets is None else np.asarray(
+            element_offsets, np.float64)
+        if offsets.shape != (len(layout.elements),) or not np.all(np.abs(offsets) < 1.0):
+            raise ValueError(f"RegisterReader: element_offsets: expected {len(layout.elements)} "
+                             f"offsets in (-1, 1) steps, got {element_offsets!r}")
+        self.element_offsets = offsets
         self.aligner = MarkerAligner(layout)
         self.crop_boxes = [element_crop_box(e, wheel_margin=wheel_margin,
                                             dial_margin=dial_margin) for e in layout.elements]
@@ -222,7 +231,20 @@ class RegisterReader:
         if not alignment:
             return RegisterReading(False, f"markers not found: {alignment.message}",
                                    float("nan"), resolution_l=float("nan"), **common)
-        result = compose_register(self.layout, values, confidence, probs, finest,
+        corrected, shifted_probs = self._remove_offsets(values, probs)
+        result = compose_register(self.layout, corrected, confidence, shifted_probs, finest,
                                   **self.compose_options)
         return RegisterReading(result.ok, result.reason, result.volume_l,
                                resolution_l=result.resolution_l, **common)
+
+    def _remove_offsets(self, values: np.ndarray, probs: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw readings minus the calibrated element offsets (steps); probabilities
+        rolled by the same amount (whole tenth classes)."""
+        if not self.element_offsets.any():
+            return values, probs
+        corrected = np.mod(values - self.element_offsets, 10.0)
+        corrected[corrected >= 10.0] = 0.0
+        shifts = np.rint(self.element_offsets * 10).astype(int)
+        rolled = np.stack([np.roll(p, -k) for p, k in zip(probs, shifts, strict=True)])
+        return corrected, rolled

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterbench.vision.compose import compose_register, expected_fraction
+from meterbench.vision.compose import (
+    carry_residuals,
+    compose_register,
+    estimate_offsets,
+    expected_fraction,
+)
 from meterbench.vision.layout import (
     RegisterLayout,
     default_register_layout,
@@ -215,3 +220,27 @@ def test_carry_wheel_as_finest_adds_truncation_uncertainty() -> None:
     assert result.ok and result.volume_l == pytest.approx(7_000.0)
     step_l = layout.elements[finest].litres_per_turn / 10.0
     assert result.resolution_l == pytest.approx(math.hypot(0.05, 1 / math.sqrt(12)) * step_l)
+
+
+def test_offsets_are_estimated_from_carry_residuals_and_fix_the_cascade() -> None:
+    """A dial mounted 0.3 step off and a wheel window 0.25 step high are found from
+    frames alone; removing them turns inconsistent readings into right ones."""
+    layout = LAYOUTS["dials"]
+    rng = np.random.default_rng(11)
+    true_offsets = np.zeros(len(layout.elements))
+    true_offsets[[2, 6]] = (0.25, -0.3)
+    volumes_l = rng.uniform(0, 1e6, 300)
+    readings = (positions_from_volume(layout, volumes_l) + true_offsets
+                + rng.normal(0, 0.03, (300, len(layout.elements)))) % 10.0
+    offsets = estimate_offsets(layout, readings)
+    np.testing.assert_allclose(offsets, true_offsets, atol=0.02)
+    residuals = carry_residuals(layout, readings)
+    assert np.isnan(residuals[:, -1]).all()
+    raw_ok = corrected_ok = 0
+    for volume_l, values in zip(volumes_l, readings, strict=True):
+        raw_ok += compose_register(layout, values, _ones(layout)).ok
+        fixed = compose_register(layout, (values - offsets) % 10.0, _ones(layout))
+        corrected_ok += fixed.ok
+        if fixed.ok:
+            assert abs(fixed.volume_l - volume_l) < 0.2 * FINEST_STEP_L
+    assert corrected_ok == 300 and raw_ok < 300
