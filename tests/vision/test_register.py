@@ -75,7 +75,7 @@ def test_single_frame_equals_batch(models) -> None:
     single = [RegisterReader(layout, *models).read_frame(f) for f in frames[:3]]
     for a, b in zip(batch, single, strict=True):
         assert a.ok == b.ok and a.reason == b.reason
-        np.testing.assert_allclose(a.element_values, b.element_values, atol=1e-6)
+        np.testing.assert_allclose(a.element_values, b.element_values, atol=1e-3)   # tracking: ±0.05 px corners
 
 
 def test_finest_element_skips_the_fast_elements(models) -> None:
