@@ -35,6 +35,7 @@ from meterbench.models._runtime import (
     preprocess_crop,
     preprocess_crops,
 )
+from meterbench.models._synthetic import digit_strips, render_wheel
 
 DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 DATA_DIR = {"digit": DATA_ROOT / "meterdigits", "dial": DATA_ROOT / "pointers"}
@@ -203,10 +204,17 @@ def build_model(kind: str):
 
 
 def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, rng: np.random.Generator,
+                     strips: list[np.ndarray], synthetic_share: float,
                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels."""
     images, labels = [], []
+    base_hw = crops.images[0].shape[:2]
     for i in idx:
-        image, label = augment(crops.images[i], crops.tenths[i], kind, rng)
+        if strips and rng.random() < synthetic_share:
+            source, label = render_wheel(strips, rng, base_hw)
+        else:
+            source, label = crops.images[i], crops.tenths[i]
+        image, label = augment(source, label, kind, rng)
         images.append(preprocess_crop(image, kind))
         labels.append(label)
     return np.stack(images), soft_labels(np.array(labels))
@@ -231,13 +239,17 @@ def evaluate(model, kind: str, data_dir: Path, dev: CropSet) -> dict[str, float]
 
 
 def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: float,
-                seed: int, log=print):
-    """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode)."""
+                seed: int, synthetic_share: float = 0.0, log=print):
+    """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
+
+    `synthetic_share` of each batch (digits only) is replaced by rendered wheels.
+    """
     import torch
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model(kind)
+    strips = digit_strips() if kind == "digit" and synthetic_share > 0 else []
     steps_per_epoch = math.ceil(len(train.tenths) / batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, epochs=epochs,
@@ -248,7 +260,7 @@ def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: flo
         started, total = time.time(), 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            x, y = _augmented_batch(train, idx, kind, rng)
+            x, y = _augmented_batch(train, idx, kind, rng, strips, synthetic_share)
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
             optimiser.zero_grad()
@@ -293,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--synthetic", type=float, default=0.0,
+                        help="digits: share of each batch replaced by rendered wheels (0..1)")
     parser.add_argument("--limit", type=int, help="use only this many crops (smoke tests)")
     args = parser.parse_args(argv)
 
@@ -310,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     train = crops if args.all_data else crops.subset(~is_dev)
     print(f"{kind}: {len(train.tenths)} training crops, {len(dev.tenths)} dev crops "
           f"({', '.join(dev_units)}); loaded in {time.time() - started:.0f} s")
-    model = train_model(kind, train, args.epochs, args.batch_size, args.lr, args.seed)
+    model = train_model(kind, train, args.epochs, args.batch_size, args.lr, args.seed,
+                        synthetic_share=args.synthetic)
     train_seconds = time.time() - started
     figures = evaluate(model, kind, data_dir, dev) if len(dev.tenths) else {}
     figures = {k: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -332,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         "classes": {"count": N_CLASSES, "meaning": "tenths 0..99, circular",
                     "label_sigma_tenths": LABEL_SIGMA_TENTHS},
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "seed": args.seed, "threads": args.threads, "all_data": args.all_data,
+                     "seed": args.seed, "synthetic_share": args.synthetic, "threads": args.threads,
+                     "all_data": args.all_data,
                      "n_train": int(len(train.tenths)), "seconds": round(train_seconds),
                      "groups": sorted(set(train.groups))},
         "dev": {"units": list(dev_units), "groups": sorted(set(dev.groups)),
