@@ -49,3 +49,15 @@ def test_one_epoch_training_smoke(tmp_path):
     result = reader.read([np.zeros((40, 20), np.uint8)] * 3)
     assert result.probs.shape == (3, 100)
     assert np.all(circular_distance(result.value, result.value[0]) < 1e-6)
+
+
+def test_synthetic_wheels_have_exact_labels_and_requested_size():
+    from meterbench.models._synthetic import digit_strips, render_wheel
+
+    strips = digit_strips()
+    assert len(strips) >= 36          # Hershey variants alone
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        image, tenths = render_wheel(strips, rng, (64, 40))
+        assert image.shape == (64, 40, 3) and image.dtype == np.uint8
+        assert 0 <= tenths < 100
