@@ -53,16 +53,21 @@ class Profile:
     volumes_l: dict[str, float]
     ramp_tau_s: dict[str, float]
     settle_s: tuple[float, float]
+    register_variants: tuple[str, str] = ("fine", "fine-wheels")  # drawn 50/50 per meter
 
 
 PROFILES = {
-    # volumes for the reading resolution: ≥ 500 × 0.1 L at Q3 (finest dial too fast to
-    # read, next one 10 L/turn), ≥ 500 × 0.01 L at Q2, ≥ 200 × 0.01 L at Q1 (METROLOGY §2)
+    # Registers with a 0.1 L/turn test dial (0.01 L per division): volumes from the plan for
+    # d = 0.01 L and u <= MPE/10 (calibration.plan_test_volumes: 5 / 5 / 2 L), Q3 raised to
+    # 50 L because the test dial spins too fast at Q3 and the 1 L/turn dial is read there.
     "standard": Profile({"Q3": 50.0, "Q2": 5.0, "Q1": 2.0},
                         {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0)),
-    # a sample / test session of a few MB: verdicts limited by reading resolution
-    "short": Profile({"Q3": 5.0, "Q2": 0.3, "Q1": 0.2},
+    # a sample / test session of a few MB
+    "short": Profile({"Q3": 5.0, "Q2": 0.5, "Q1": 0.3},
                      {"Q3": 0.6, "Q2": 0.4, "Q1": 0.4}, (0.5, 1.0)),
+    # ordinary registers (finest division 0.1 L) at the standard volumes: reading-limited
+    "coarse": Profile({"Q3": 50.0, "Q2": 5.0, "Q1": 2.0},
+                      {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0), ("dials", "wheels")),
 }
 
 
@@ -127,11 +132,11 @@ def _meter_statuses(rng: np.random.Generator, meters: int) -> list[str]:
 
 
 def _make_meters(rngs: list[np.random.Generator], statuses: list[str],
-                 flows_m3h: dict[str, float]) -> list[SimulatedMeter]:
+                 flows_m3h: dict[str, float], variants: tuple[str, str]) -> list[SimulatedMeter]:
     meters = []
     nodes = tuple(flows_m3h[p] for p in ("Q1", "Q2", "Q3"))
     for k, (rng, status) in enumerate(zip(rngs, statuses, strict=True)):
-        variant = "dials" if rng.random() < 0.5 else "wheels"
+        variant = variants[0] if rng.random() < 0.5 else variants[1]
         errors = _node_errors(rng, status, flows_m3h)
         curve = ErrorCurve.through(nodes, tuple(errors[p] for p in ("Q1", "Q2", "Q3")),
                                    q_ref_m3h=Q3_M3H)
@@ -342,7 +347,7 @@ def simulate_water_meter(out_dir: Path, *, seed: int = 0, meters: int = 3,
                              pulse_volume_l=PULSE_VOLUME_L,
                              reference_offset_l=round(float(plan_rng.uniform(1e3, 1e5)), 4),
                              settle_s=spec.settle_s)
-    sim_meters = _make_meters(meter_rngs, _meter_statuses(plan_rng, meters), flows)
+    sim_meters = _make_meters(meter_rngs, _meter_statuses(plan_rng, meters), flows, spec.register_variants)
     q3_mid = (run.points[0].t_start_s + run.points[0].t_stop_s) / 2
     advance_mid_q3 = float(run.at(run.volume_l, q3_mid))
     sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m

@@ -230,6 +230,9 @@ def _marker_items(plate_w: int, plate_h: int, size: int, margin: int) -> list[di
 _BLACK_WHEELS = (("m3x10000", 1e8), ("m3x1000", 1e7), ("m3x100", 1e6), ("m3x10", 1e5),
                  ("m3x1", 1e4))
 _FRACTIONS = (("Lx100", 1000.0), ("Lx10", 100.0), ("Lx1", 10.0), ("Lx0.1", 1.0))
+#: A test-bench register's extra pointer: 0.1 L per turn, 0.01 L per division.
+_FINE_DIAL = ("Lx0.01", 0.1)
+REGISTER_VARIANTS = ("dials", "wheels", "fine", "fine-wheels")
 WHEEL_SIZE_PX = (36, 64)
 WHEEL_PITCH_PX = 44
 DIAL_RADIUS_PX = 46
@@ -253,26 +256,33 @@ def default_register_layout(variant: str = "dials") -> dict:
 
     "dials": 5 black m³ wheels + 4 red pointer dials of 1000, 100, 10 and 1 L per
     turn (finest: 0.1 L per division).  "wheels": 5 black m³ wheels + 3 red
-    wheels (100, 10, 1 L per digit) + 1 red dial of 1 L per turn.
+    wheels (100, 10, 1 L per digit) + 1 red dial of 1 L per turn.  "fine" and
+    "fine-wheels": the same plus a test dial of 0.1 L per turn (0.01 L per
+    division), as registers made for flying-start bench tests carry.
     """
     plate_w, plate_h = 640, 260
     wheel_y, dial_cy = 34, 178
-    if variant == "dials":
+    if variant not in REGISTER_VARIANTS:
+        raise ValueError(f"default_register_layout: variant: expected one of {', '.join(REGISTER_VARIANTS)}, "
+                         f"got {variant!r}")
+    fine = variant.startswith("fine")
+    if variant in ("dials", "fine"):
         x0 = (plate_w - 5 * WHEEL_PITCH_PX) // 2 + (WHEEL_PITCH_PX - WHEEL_SIZE_PX[0]) // 2
         elements = [_wheel(n, "black", lpt, x0 + i * WHEEL_PITCH_PX, wheel_y)
                     for i, (n, lpt) in enumerate(_BLACK_WHEELS)]
-        elements += [_dial(n, lpt, 140 + i * 120, dial_cy) for i, (n, lpt) in enumerate(_FRACTIONS)]
-    elif variant == "wheels":
+        dials = _FRACTIONS + ((_FINE_DIAL,) if fine else ())
+        pitch = 120 if not fine else 100
+        first_x = plate_w // 2 - pitch * (len(dials) - 1) // 2
+        elements += [_dial(n, lpt, first_x + i * pitch, dial_cy) for i, (n, lpt) in enumerate(dials)]
+    else:
         x0 = (plate_w - 8 * WHEEL_PITCH_PX) // 2 + (WHEEL_PITCH_PX - WHEEL_SIZE_PX[0]) // 2
         wheels = [(n, "black", lpt) for n, lpt in _BLACK_WHEELS]
         wheels += [(n, "red", lpt) for n, lpt in _FRACTIONS[:3]]
         elements = [_wheel(n, c, lpt, x0 + i * WHEEL_PITCH_PX, wheel_y)
                     for i, (n, c, lpt) in enumerate(wheels)]
-        name, lpt = _FRACTIONS[3]
-        elements.append(_dial(name, lpt, plate_w // 2, dial_cy))
-    else:
-        raise ValueError(f"default_register_layout: variant: expected 'dials' or 'wheels', "
-                         f"got {variant!r}")
+        dials = (_FRACTIONS[3],) + ((_FINE_DIAL,) if fine else ())
+        first_x = plate_w // 2 - 70 * (len(dials) - 1)
+        elements += [_dial(n, lpt, first_x + i * 140, dial_cy) for i, (n, lpt) in enumerate(dials)]
     return {"plate_size_px": [plate_w, plate_h],
             "markers": {"dictionary": "DICT_4X4_50",
                         "items": _marker_items(plate_w, plate_h, size=44, margin=10)},

@@ -9,6 +9,7 @@ import pytest
 
 from meterbench.devices import simulate_water_meter
 from meterbench.devices.sim_bench import ErrorCurve
+from meterbench.devices.simulator import PROFILES
 from meterbench.vision import RegisterLayout, positions_from_volume
 
 SEED = 3
@@ -99,7 +100,7 @@ def test_controller_events_match_truth(session):
             assert event["t_s"] == pytest.approx(point[t_key], abs=1e-4)
             assert event["parsed"]["reference_volume_l"] == pytest.approx(point[ref_key],
                                                                            abs=1e-6)
-        planned = {"Q3": 5.0, "Q2": 0.3, "Q1": 0.2}[point["name"]]
+        planned = PROFILES["short"].volumes_l[point["name"]]
         passed = point["reference_stop_l"] - point["reference_start_l"]
         assert planned - 1e-9 <= passed < planned * 1.01    # flying stop just past the plan
 
