@@ -136,6 +136,8 @@ def run_variant(variant: str, n: int, seed: int, digit_reader, dial_reader,
                                         strict=True)) if ok.any() else None,
         "rms_error_l": float(np.sqrt(np.mean(err_l ** 2))) if ok.any() else None,
         "mean_resolution_l": float(resolution.mean()) if ok.any() else None,
+        "share_within_1u": float(np.mean(err_l <= resolution)) if ok.any() else None,
+        "share_within_2u": float(np.mean(err_l <= 2 * resolution)) if ok.any() else None,
         "elements": element_report(layout, values, positions, styles),
         "ms_per_frame": {k: round(v, 3) for k, v in reader.times.per_frame_ms().items()},
     }
@@ -155,7 +157,9 @@ def print_report(res: dict) -> None:
     if res["abs_error_l_pct"]:
         print(f"|error| L   p50/p90/p99/max: {res['abs_error_l_pct']}")
         print(f"|error| steps p50/p90/p99/max: {res['abs_error_steps_pct']}  "
-              f"rms {res['rms_error_l']:.4f} L, stated u {res['mean_resolution_l']:.4f} L")
+              f"rms {res['rms_error_l']:.4f} L, stated u {res['mean_resolution_l']:.4f} L "
+              f"(|error| ≤ u {100 * res['share_within_1u']:.1f} %, "
+              f"≤ 2u {100 * res['share_within_2u']:.1f} %)")
     for el in res["elements"]:
         if el["n"]:
             print(f"   {el['name']:>9} {el['colour']:>5} {el['kind']:5} n={el['n']:4d} "

@@ -35,7 +35,7 @@ __all__ = [
 
 DEFAULT_MAX_RESIDUAL = 0.35     # steps: |reading - (digit + expected fraction)| allowed
 DEFAULT_MIN_CONFIDENCE = 0.5    # model confidence below which an element is not trusted
-DEFAULT_MIN_DIGIT_PROB = 0.9    # probability mass that must back the chosen digit (with probs)
+DEFAULT_MIN_DIGIT_PROB = 0.8    # probability mass that must back the chosen digit (with probs)
 DEFAULT_POSITION_STD = 0.05     # steps: reading precision of the finest element without probs
 QUANTISATION_STD = 0.1 / math.sqrt(12.0)   # steps: floor from the models' tenth classes
 N_CLASSES = 100
