@@ -65,7 +65,7 @@ def test_batched_read_never_gives_a_wrong_volume(variant: str, models) -> None:
             assert 0 < reading.resolution_l < step_l
         else:
             assert reading.reason and math.isnan(reading.volume_l)
-    assert sum(r.ok for r in readings) >= len(readings) // 2, [r.reason for r in readings]
+    assert sum(r.ok for r in readings) >= 0.75 * len(readings), [r.reason for r in readings]
 
 
 def test_single_frame_equals_batch(models) -> None:
