@@ -17,11 +17,13 @@ CONTRACT_POINT_KEYS = {"name", "flow_rate", "reference_volume", "indicated_volum
                        "uncertainty_pct", "verdict", "reason"}
 
 
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "water-meter-short"
+
+
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("sim") / "wm"
-    simulate_water_meter(folder, seed=7, meters=2, profile="short")
-    return folder
+def simulated() -> Path:
+    """The shipped sample: `meterbench simulate water-meter --seed 1 --meters 2 --profile short`."""
+    return SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +133,29 @@ def test_corrupted_frames_are_skipped_not_misread(simulated, tmp_path):
     video.write_bytes(bytes(data))
     result = _run_cli(session, tmp_path / "out")
     assert result.returncode == 0, result.stderr
+    assert "mpeg4" not in result.stderr  # FFmpeg's per-macroblock complaints are silenced
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     truth = _truth(simulated)
+    unreadable = 0
     for instrument in report["instruments"]:
         for point in instrument["points"]:
             if point["verdict"] != "inconclusive":
+                unreadable += point["details"]["frames_unreadable"]
                 true_error = truth[(instrument["id"], point["name"])]["true_error_pct"]
                 assert abs(point["error_pct"] - true_error) <= point["uncertainty_pct"]
+    assert unreadable > 0  # the damage was seen and those frames were not used
+
+
+@pytest.mark.slow
+def test_a_fresh_simulated_session_verifies_within_uncertainty(tmp_path):
+    folder = tmp_path / "wm"
+    simulate_water_meter(folder, seed=11, meters=2, profile="short")
+    run_session(folder, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    truth = _truth(folder)
+    for instrument in report["instruments"]:
+        for point in instrument["points"]:
+            assert point["verdict"] != "inconclusive", point["reason"]
+            true_error = truth[(instrument["id"], point["name"])]["true_error_pct"]
+            assert abs(point["error_pct"] - true_error) <= point["uncertainty_pct"]
+            assert point["verdict"] == ("pass" if abs(true_error) <= point["mpe_pct"] else "fail")
