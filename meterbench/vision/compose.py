@@ -39,6 +39,7 @@ DEFAULT_MIN_DIGIT_PROB = 0.8    # probability mass that must back the chosen dig
 DEFAULT_POSITION_STD = 0.05     # steps: reading precision of the finest element without probs
 QUANTISATION_STD = 0.1 / math.sqrt(12.0)   # steps: floor from the models' tenth classes
 N_CLASSES = 100
+CLASS_POSITIONS = np.arange(N_CLASSES) / 10.0   # steps: position of each tenth class
 
 
 class Composition(NamedTuple):
@@ -118,8 +119,7 @@ def _signed_circular(delta: float) -> float:
 
 def _digit_probability(probs: np.ndarray, digit: int, fraction: float) -> float:
     """Probability mass of the tenth classes within ±0.5 step of `digit + fraction`."""
-    class_pos = np.arange(N_CLASSES) / 10.0
-    offset = np.abs((class_pos - digit - fraction + 5.0) % 10.0 - 5.0)
+    offset = np.abs((CLASS_POSITIONS - digit - fraction + 5.0) % 10.0 - 5.0)
     inside = offset < 0.5 - 1e-9
     edge = np.abs(offset - 0.5) <= 1e-9          # a class exactly on the border counts half
     return float(probs[inside].sum() + 0.5 * probs[edge].sum())
@@ -132,7 +132,7 @@ def _position_std(value: float, probs: np.ndarray | None, default_std: float) ->
     (a circular std over all classes would let 2 % of stray mass triple it)."""
     if probs is None or not math.isfinite(value):
         return default_std
-    offset = (np.arange(N_CLASSES) / 10.0 - value + 5.0) % 10.0 - 5.0
+    offset = (CLASS_POSITIONS - value + 5.0) % 10.0 - 5.0
     near = np.abs(offset) <= 0.5
     weights = np.asarray(probs, dtype=np.float64)[near]
     if not weights.sum() > 0:
