@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -155,6 +155,8 @@ class RegisterReader:
             if not alignment:
                 continue
             for e, element in enumerate(self.layout.elements[:finest + 1]):
+                if frame.ndim == 2 and element.kind == "dial":
+                    continue            # the dial model finds the pointer by its red colour
                 slots.append((f, e, element.kind, len(crops[element.kind])))
                 crops[element.kind].append(alignment.warp_box(frame, self.crop_boxes[e]))
         t2 = time.perf_counter()
@@ -162,6 +164,8 @@ class RegisterReader:
                    "dial": self._run(self.dial_reader, crops["dial"])}
         t3 = time.perf_counter()
         readings = self._compose_all(alignments, slots, results, finest)
+        readings = [self._grey_frame_reason(r) if frame.ndim == 2 else r
+                    for frame, r in zip(frames, readings, strict=True)]
         t4 = time.perf_counter()
         self.times.frames += len(frames)
         self.times.align_s += t1 - t0
@@ -236,6 +240,15 @@ class RegisterReader:
                                   **self.compose_options)
         return RegisterReading(result.ok, result.reason, result.volume_l,
                                resolution_l=result.resolution_l, **common)
+
+    def _grey_frame_reason(self, reading: RegisterReading) -> RegisterReading:
+        """Say why the dials of a grey frame were not read (instead of "value nan")."""
+        unread = [e.name for e, v in zip(self.layout.elements[:reading.finest_element + 1],
+                                         reading.element_values, strict=False)
+                  if e.kind == "dial" and np.isnan(v)]
+        if reading.ok or not reading.homography_ok or not unread:
+            return reading
+        return replace(reading, reason=f"grey frame: red dial {unread[0]} needs a colour frame")
 
     def _remove_offsets(self, values: np.ndarray, probs: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:

@@ -124,3 +124,19 @@ def test_element_crops_are_named_and_sized(models) -> None:
     assert list(crops) == [e.name for e in layout.elements]
     dial = layout.elements[-1]
     assert crops[dial.name].shape[:2] == (round(2 * dial.radius_px * 1.04),) * 2
+
+
+def test_grey_frames_read_wheels_but_flag_red_dials(models) -> None:
+    import cv2
+
+    layout = LAYOUTS["dials"]
+    frames, _ = _frames("dials", seed=4)
+    grey = cv2.cvtColor(frames[5], cv2.COLOR_BGR2GRAY)
+    reader = RegisterReader(layout, *models)
+    reading = reader.read_frame(grey)
+    assert not reading.ok and reading.homography_ok
+    assert reading.reason == "grey frame: red dial Lx100 needs a colour frame"
+    wheels = [i for i, e in enumerate(layout.elements) if e.kind == "wheel"]
+    assert np.isfinite(reading.element_values[wheels]).all()
+    coarse = reader.read_frame(grey, finest_element=wheels[-1])     # wheels only: fine
+    assert coarse.ok and abs(coarse.volume_l - 31_000.0) < 200.0, coarse.reason   # 0.2 step
