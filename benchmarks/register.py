@@ -25,6 +25,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,7 +50,25 @@ def random_volumes(rng: np.random.Generator, n: int, capacity_l: float) -> np.nd
     return np.where(rng.random(n) < 0.5, spread, rollover)
 
 
-def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator
+def occlude_marker(frame: np.ndarray, renderer: RegisterRenderer, layout: RegisterLayout,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Cover one random marker with a flat grey patch (a finger, a glare spot)."""
+    marker = layout.markers[int(rng.integers(len(layout.markers)))]
+    w, h = layout.plate_size_px
+    plate_to_camera = cv2.getPerspectiveTransform(
+        np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float32),
+        np.array(renderer.camera.plate_corners_px, np.float32))
+    corners = cv2.perspectiveTransform(np.array([marker.corners_px], np.float32),
+                                       plate_to_camera)[0]
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 4
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 4
+    out = frame.copy()
+    out[max(y0, 0):y1, max(x0, 0):x1] = int(rng.integers(60, 230))
+    return out
+
+
+def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator,
+                  occlude_share: float = 0.0
                   ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
     """Frames, true volumes (L) and positions (N, E) at mid-exposure, red wheel style per frame.
 
@@ -67,7 +86,10 @@ def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator
             renderer = RegisterRenderer(layout, rng=rng)
         flow_l_s = rng.uniform(0, MAX_FLOW_L_S)
         exposure_l = flow_l_s * renderer.camera.exposure_s
-        frames.append(renderer.render(positions[k], exposure_l / lpt * 10.0))
+        frame = renderer.render(positions[k], exposure_l / lpt * 10.0)
+        if rng.random() < occlude_share:
+            frame = occlude_marker(frame, renderer, layout, rng)
+        frames.append(frame)
         styles.append(renderer.red_wheel_style)
         mid_volumes[k] = (volumes[k] + exposure_l / 2) % layout.capacity_l
     return frames, mid_volumes, positions_from_volume(layout, mid_volumes), styles
@@ -118,10 +140,10 @@ def element_report(layout: RegisterLayout, values: np.ndarray, truth: np.ndarray
 
 
 def run_variant(variant: str, n: int, seed: int, digit_reader, dial_reader,
-                batch_frames: int) -> dict:
+                batch_frames: int, occlude_share: float = 0.0) -> dict:
     layout = RegisterLayout.from_dict(default_register_layout(variant))
     rng = np.random.default_rng(seed)
-    frames, volumes, positions, styles = render_frames(layout, n, rng)
+    frames, volumes, positions, styles = render_frames(layout, n, rng, occlude_share)
     reader = RegisterReader(layout, digit_reader, dial_reader)
     reader.read_frames(frames[:batch_frames])          # warm-up, not timed
     reader.times.__init__()
@@ -141,6 +163,7 @@ def run_variant(variant: str, n: int, seed: int, digit_reader, dial_reader,
         "variant": variant, "frames": n, "finest_step_l": step_l,
         "share_ok": float(ok.mean()),
         "share_aligned": float(np.mean([r.homography_ok for r in readings])),
+        "share_three_markers": float(np.mean([len(r.markers_found) == 3 for r in readings])),
         "not_ok_reasons": reasons.most_common(8),
         "wrong_among_ok": float(np.mean(err_steps >= 0.5)) if ok.any() else None,
         "n_wrong": int(np.sum(err_steps >= 0.5)),
@@ -167,7 +190,8 @@ def _reason_kind(reason: str) -> str:
 
 def print_report(res: dict) -> None:
     print(f"== {res['variant']}: {res['frames']} frames, finest step {res['finest_step_l']} L")
-    print(f"read ok {100 * res['share_ok']:.1f} %  (aligned {100 * res['share_aligned']:.1f} %);"
+    print(f"read ok {100 * res['share_ok']:.1f} %  (aligned {100 * res['share_aligned']:.1f} %, "
+          f"{100 * res['share_three_markers']:.1f} % on 3 markers);"
           f" wrong among ok {res['n_wrong']} ({100 * (res['wrong_among_ok'] or 0):.2f} %)")
     for reason, count in res["not_ok_reasons"]:
         print(f"   not ok x{count}: {reason}")
@@ -192,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-frames", type=int, default=16)
     parser.add_argument("--variants", nargs="+", default=["dials", "wheels"])
+    parser.add_argument("--occlude-share", type=float, default=0.0,
+                        help="share of frames with one marker covered (tests 3-marker alignment)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--model-dir", help="folder with digit_wheel.onnx and pointer_dial.onnx "
                         "(default: the shipped models)")
@@ -204,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for i, variant in enumerate(args.variants):
         res = run_variant(variant, args.frames, args.seed + i, digit_reader, dial_reader,
-                          args.batch_frames)
+                          args.batch_frames, args.occlude_share)
         print_report(res)
         results.append(res)
     if args.json:
