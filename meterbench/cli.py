@@ -84,6 +84,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meterbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="log lines on stdout: text, or one JSON object per line (services)")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, func, what in (("digits", _cmd_digits, "digit-wheel crops"),
@@ -129,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from meterbench.logs import configure_logging
+
+    configure_logging(args.log_format, args.log_level, stream=sys.stderr if args.log_format == "text" else None)
     try:
         return args.func(args)
     except KeyboardInterrupt:

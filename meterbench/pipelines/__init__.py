@@ -20,7 +20,7 @@ _EXPORTS = {
     "CameraSource": "meterbench.pipelines.session",
     "run_bench": "meterbench.pipelines.bench",
     "run_batch": "meterbench.pipelines.batch",
-    "doctor": "meterbench.pipelines.doctor",
+    "doctor": "meterbench.pipelines.health",
 }
 
 __all__ = sorted(_EXPORTS)
