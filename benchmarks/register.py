@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from meterbench.models import DialReader, DigitReader
 
+    cv2.setNumThreads(1)            # one thread for OpenCV too, as on a bench PC per camera
+
     model_dir = Path(args.model_dir) if args.model_dir else None
     digit_reader = DigitReader(model_dir / "digit_wheel.onnx" if model_dir else None, num_threads=1)
     dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None, num_threads=1)
