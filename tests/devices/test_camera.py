@@ -33,7 +33,8 @@ def test_video_file_frames_are_all_written_with_increasing_times(tmp_path):
     times = [float(r.split(",")[1]) for r in rows[1:]]
     assert capture.counts.written == 12 and len(times) == 12
     assert len(list((tmp_path / "s/cameras/cam-1").glob("*.jpg"))) == 12
-    assert np.all(np.diff(times) > 0.01)          # paced at 50 fps, not as fast as possible
+    assert np.all(np.diff(times) > 0)
+    assert times[-1] - times[0] >= 0.8 * 11 / 50.0   # paced at 50 fps, not as fast as possible
     assert capture.error is None
 
 
