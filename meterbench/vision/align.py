@@ -36,6 +36,7 @@ MAX_RMS_PX = 1.5               # plate px: worse fits mean a misdetected marker
 CHECK_RMS_PX = 0.7             # plate px: above this, look for one inconsistent marker
 SEARCH_PAD_MIN_PX = 10.0       # camera px around a marker's expected place (tracking)
 SEARCH_PAD_FRACTION = 0.4      # ... or this fraction of its size, whichever is larger
+WINDOW_CLEARANCE_PX = 3.0      # a tracked marker closer than this to its window edge is redone
 MAX_PREDICT_PX = 4.0           # plate px: a marker the other three place further off is bad
 _HALF = np.array([0.5, 0.5])   # pixel-centre <-> pixel-edge coordinates
 
@@ -231,12 +232,17 @@ class MarkerAligner:
         for marker_id, tile, x0, y0 in tiles:
             h, w = tile.shape
             mosaic[gap:gap + h, x:x + w] = tile
-            origins[marker_id] = (x, x + w, np.array([x0 - x, y0 - gap], np.float64))
+            origins[marker_id] = (np.array([x, gap, x + w, gap + h], np.float64),
+                                  np.array([x0 - x, y0 - gap], np.float64))
             x += w + gap
         found = {}
         for marker_id, corners in self._detect_in(mosaic).items():
-            start, stop, shift = origins[marker_id]
-            if start <= corners[:, 0].mean() < stop:     # found in its own window
+            window, shift = origins[marker_id]
+            # A marker cut by its window's edge (the camera moved) gives biased
+            # corners: accept only markers well inside their own window.
+            inside = (corners.min(axis=0) >= window[:2] + WINDOW_CLEARANCE_PX).all() and \
+                (corners.max(axis=0) <= window[2:] - WINDOW_CLEARANCE_PX).all()
+            if inside:
                 found[marker_id] = corners + shift
         return found
 

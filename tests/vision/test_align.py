@@ -171,3 +171,20 @@ def test_search_near_previous_frame_finds_the_same_corners() -> None:
     wrong_hint = aligner.align(other.render(positions_from_volume(LAYOUT, 0.0)))
     frame = renderer.render(positions_from_volume(LAYOUT, 3.0))
     _assert_same_mapping(aligner.align(frame, near=wrong_hint), aligner.align(frame))
+
+
+@pytest.mark.parametrize("shift_px", [(12.0, 0.0), (0.0, -18.0), (22.0, 15.0)])
+def test_stale_hint_cutting_the_markers_is_not_trusted(shift_px: tuple[float, float]) -> None:
+    """After a camera bump the old windows cut through the markers; corners found at a
+    window edge are biased, so the frame is searched in full instead."""
+    from meterbench.vision.align import PlateAlignment
+
+    renderer = RegisterRenderer(LAYOUT, rng=np.random.default_rng(12))
+    aligner = MarkerAligner(LAYOUT)
+    frame = renderer.render(positions_from_volume(LAYOUT, 7.0))
+    truth = aligner.align(frame)
+    bump = np.array([[1.0, 0.0, shift_px[0]], [0.0, 1.0, shift_px[1]], [0.0, 0.0, 1.0]])
+    stale = PlateAlignment(truth.homography @ bump, (0, 1, 2, 3))   # camera moved by shift_px
+    tracked = aligner.align(frame, near=stale)
+    assert tracked and tracked.message == ""
+    _assert_same_mapping(tracked, truth)
