@@ -178,7 +178,7 @@ def _noisy_round_trip(variant: str, volume_l: float, noise_seed: int, noise_max:
     return _circular_error(result.volume_l, shown_l, CAPACITY_L), result
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(variant=st.sampled_from(["dials", "wheels"]), volume_l=st.one_of(volumes, near_rollover),
        noise_seed=st.integers(0, 2**32 - 1), finest=st.integers(4, 8))
 def test_noise_0_3_never_gives_a_wrong_digit(variant: str, volume_l: float, noise_seed: int,
