@@ -28,6 +28,7 @@ from meterbench.pipelines.water_meter import (
     evaluate_point,
     finest_usable_element,
     point_timings,
+    read_ahead,
 )
 
 
@@ -56,6 +57,8 @@ def main() -> None:
                     for idx, t in enumerate(session.camera(inst["camera"]).frame_times))
     pending = sorted((final_timings[p["name"]].stop_t_s + options.stop_after_s, p["name"]) for p in plan
                      if final_timings[p["name"]].stop_t_s is not None)
+    read_aheads = sorted((final_timings[p["name"]].start_t_s + options.window_after_s, p["name"]) for p in plan
+                         if final_timings[p["name"]].start_t_s is not None)
     instruments = {i["id"]: i for i in manifest["instruments"]}
     t_first = frames[0][0]
     wall0 = time.perf_counter()
@@ -74,6 +77,13 @@ def main() -> None:
         finest = finest_usable_element(cache.register_reader.layout.elements, flow_l_s,
                                        camera_fps(cache.camera), options.max_turns_per_frame)
         cache.read([index], finest)
+        while read_aheads and read_aheads[0][0] <= t_s:
+            _, point_name = read_aheads.pop(0)
+            start_t_s = final_timings[point_name].start_t_s  # the point_start event has been received
+            known = (ref_t >= start_t_s) & (ref_t <= t_s)
+            point_flow_l_s = float(np.ptp(ref_v[known]) / max(np.ptp(ref_t[known]), 1e-3))
+            for read_cache in caches.values():
+                read_ahead(read_cache, start_t_s, t_s, point_flow_l_s, options)
         while pending and pending[0][0] <= t_s:
             _, point_name = pending.pop(0)
             known = ref_t <= t_s
@@ -81,12 +91,16 @@ def main() -> None:
             timing = point_timings(_SessionUntil(session, t_s), [point_name])[point_name]
             plan_point = next(p for p in plan if p["name"] == point_name)
             for inst_id, inst in instruments.items():
+                read_before, eval_started = caches[inst_id].frames_read, time.perf_counter()
                 point = evaluate_point(session, inst, plan_point, timing, track, caches[inst_id], options,
                                        float(manifest["reference_instruments"][0]["expanded_uncertainty_pct"]),
                                        manifest.get("decision_rule", "simple"))
                 verdict_wall = time.perf_counter()
+                print(f"  {inst_id} {point_name}: evaluation {1000 * (verdict_wall - eval_started):.0f} ms, "
+                      f"{caches[inst_id].frames_read - read_before} frames read on demand")
                 stop_wall = wall0 + (timing.stop_t_s - t_first) / args.speed
-                latencies.append((inst_id, point_name, (verdict_wall - stop_wall) * args.speed, point["verdict"]))
+                latency_s = (verdict_wall - stop_wall) * args.speed
+                latencies.append((inst_id, point_name, latency_s, f"{point['verdict']}: {point['reason'][:120]}"))
         busy_s += time.perf_counter() - started
     elapsed = time.perf_counter() - wall0
     for inst_id, name, latency, verdict in latencies:

@@ -114,9 +114,14 @@ def estimate_at_instant(
         return InstantEstimate(False, reason=f"only {t.size} good register readings near t={instant_t_s:.2f} s "
                                              f"(need {min_readings})")
     ref_at_instant = float(reference.volume_at(instant_t_s))
-    x = reference.volume_at(t) - ref_at_instant
-    if not np.isfinite(ref_at_instant) or np.any(~np.isfinite(x)):
+    if not np.isfinite(ref_at_instant):
         return InstantEstimate(False, reason=f"reference track does not cover t={instant_t_s:.2f} s")
+    x = reference.volume_at(t) - ref_at_instant
+    covered = np.isfinite(x)  # readings beyond the reference track's ends cannot be placed on it
+    t, y, u, x = t[covered], y[covered], u[covered], x[covered]
+    if t.size < min_readings:
+        return InstantEstimate(False, reason=f"only {t.size} register readings near t={instant_t_s:.2f} s "
+                                             f"fall inside the reference track (need {min_readings})")
 
     keep = np.ones(t.size, dtype=bool)
     fit_slope = np.ptp(x) > 3 * float(np.median(u))

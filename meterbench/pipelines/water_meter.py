@@ -26,7 +26,7 @@ from meterbench.pipelines.fusion import (
 )
 
 __all__ = ["ReadingOptions", "PointTiming", "RegisterFrameCache", "camera_fps", "evaluate_point",
-           "evaluate_water_meter_session", "finest_usable_element", "point_timings", "reference_track",
+           "evaluate_water_meter_session", "finest_usable_element", "point_timings", "read_ahead", "reference_track",
            "select_frames"]
 
 L_PER_M3 = 1000.0
@@ -171,10 +171,12 @@ class RegisterFrameCache:
         self.register_reader = register_reader
         self.batch_frames = batch_frames
         self._results: dict[tuple[int, int], _FrameResult] = {}
+        self.frames_read = 0  # frames decoded and read so far (a measure of the work done)
 
     def read(self, indices, finest_element: int) -> None:
         """Read the frames not read yet at this finest element."""
         todo = [int(i) for i in indices if (int(i), finest_element) not in self._results]
+        self.frames_read += len(todo)
         batch: list[tuple[int, float, Any]] = []
         for index, t_s, frame in self.camera.iter_frames(todo):
             if frame is None:
@@ -247,6 +249,20 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
     if not track_check.ok:
         return track_check.reason
     return start, stop, track_check, readings
+
+
+def read_ahead(cache: RegisterFrameCache, start_t_s: float, until_t_s: float, flow_l_s: float,
+               options: ReadingOptions) -> None:
+    """Read a running point's frames so far, at the finest element its flow allows.
+
+    A live or real-time run calls this once the flying start's window has closed,
+    so that at the flying stop only the stop window remains to be read.
+    """
+    finest = finest_usable_element(cache.register_reader.layout.elements, flow_l_s, camera_fps(cache.camera),
+                                   options.max_turns_per_frame)
+    times = cache.camera.frame_times
+    indices = select_frames(times, start_t_s, until_t_s, options)
+    cache.read(indices[times[indices] <= until_t_s], finest)
 
 
 def camera_fps(camera) -> float:

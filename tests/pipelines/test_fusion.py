@@ -45,6 +45,14 @@ def test_instant_outside_reference_is_refused():
     assert not est.ok and "does not cover" in est.reason
 
 
+def test_readings_past_the_reference_end_are_left_out_not_fatal():
+    ref = _track(duration_s=10)  # samples up to 9.9 s
+    t = np.arange(8.0, 10.5, 0.1)
+    est = estimate_at_instant(t, 5.0 + 0.7 * t, np.full(t.size, 0.001), ref, 9.5)
+    assert est.ok and est.n_used == np.count_nonzero(t <= 9.9 + 1e-9)
+    assert abs(est.volume_l - (5.0 + 0.7 * 9.5)) < 1e-3
+
+
 def test_stalled_register_fails_track_check():
     ref = _track()
     t_all = np.arange(0.0, 60.0, 0.1)
