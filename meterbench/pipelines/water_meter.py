@@ -11,6 +11,7 @@ followed the flow. Error, MPE, uncertainty and decision come from
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = ["ReadingOptions", "PointTiming", "RegisterFrameCache", "camera_fps", 
            "evaluate_water_meter_session", "finest_usable_element", "point_timings", "read_ahead", "reference_track",
            "select_frames"]
 
+_NUMBER = re.compile(r"(?<![A-Za-z.\d])\d+(\.\d+)?")
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
 
@@ -205,7 +207,8 @@ class RegisterFrameCache:
         reasons: dict[str, int] = {}
         for r in results:
             if r.reason:
-                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+                kind = _NUMBER.sub("#", r.reason)  # "confidence 0.37 < 0.50" and "0.41 < 0.50" are one kind
+                reasons[kind] = reasons.get(kind, 0) + 1
         return _Readings(np.array([r.t_s for r in good]), np.array([r.volume_l for r in good]),
                          np.array([r.u_l for r in good]), len(results), len(results) - len(good), reasons)
 
