@@ -14,6 +14,7 @@ set point 0), closes the session with the reason in session.json and raises
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import time
@@ -37,6 +38,8 @@ __all__ = ["run_bench", "load_bench_config", "BenchStopped"]
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
 
+
+_LOG = logging.getLogger("meterbench.bench")
 
 class BenchStopped(DeviceError):
     """The sequence stopped before its end (signal or device failure); the flow is safe."""
@@ -261,7 +264,9 @@ class _Bench:
         return capture
 
     def say(self, text: str) -> None:
-        self.log.append(f"{self.clock():9.3f} s  {text}")
+        t_s = self.clock()
+        self.log.append(f"{t_s:9.3f} s  {text}")
+        _LOG.info(text, extra={"t_s": round(t_s, 3), "bench_id": self.cfg.bench_id})
 
     def check_devices(self) -> None:
         """Raise DeviceError when a device has failed (silent reference, dead camera)."""
