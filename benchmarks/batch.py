@@ -1,0 +1,86 @@
+"""Batch re-verification benchmark (issue 6).
+
+Simulates (or reuses) N water-meter sessions, then:
+- `meterbench batch --jobs 1` and `--jobs 2`: wall time, speed-up, speed against real time;
+- a reference run reading every frame: verdicts and the largest error difference
+  against the batch (which reads only the frames a verdict needs).
+Usage:
+
+    python benchmarks/batch.py --sessions 6 --meters 3 --profile short --keep /tmp/batch-sessions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from meterbench.devices import simulate_water_meter
+from meterbench.pipelines.batch import run_batch
+from meterbench.pipelines.run import RegisterReaders, verify_session
+from meterbench.pipelines.session import load_session
+from meterbench.pipelines.water_meter import ReadingOptions
+
+
+def _duration_s(session) -> float:
+    return max(float(session.camera(c["id"]).frame_times[-1]) for c in session.manifest["cameras"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=6)
+    parser.add_argument("--meters", type=int, default=3)
+    parser.add_argument("--profile", default="short")
+    parser.add_argument("--seed0", type=int, default=200)
+    parser.add_argument("--keep", help="folder holding the simulated sessions (made if missing)")
+    args = parser.parse_args()
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-batch-"))
+    folders = []
+    for k in range(args.sessions):
+        folder = root / f"wm-{args.seed0 + k}"
+        if not (folder / "session.json").exists():
+            simulate_water_meter(folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile)
+        folders.append(folder)
+    sessions = [load_session(f) for f in folders]
+    recorded_s = sum(_duration_s(s) for s in sessions)
+    camera_s = sum(_duration_s(s) * len(s.manifest["cameras"]) for s in sessions)
+
+    walls = {}
+    out = Path(tempfile.mkdtemp(prefix="meterbench-batch-out-"))
+    for jobs in (1, 2):
+        target = out / f"jobs{jobs}"
+        started = time.perf_counter()
+        status = run_batch(folders, target, jobs=jobs)
+        walls[jobs] = time.perf_counter() - started
+        print(f"--jobs {jobs}: {walls[jobs]:.1f} s wall, exit {status}; "
+              f"{recorded_s / walls[jobs]:.1f}x real time ({recorded_s:.0f} s of bench time, "
+              f"{camera_s:.0f} camera-seconds)")
+    identical = all((out / "jobs1" / f.name / "report.json").read_bytes()
+                    == (out / "jobs2" / f.name / "report.json").read_bytes() for f in folders)
+    print(f"--jobs 2 speed-up: {walls[1] / walls[2]:.2f}x; report.json byte-identical across --jobs: {identical}")
+
+    readers = RegisterReaders()
+    started = time.perf_counter()
+    worst, verdict_changes, points = 0.0, 0, 0
+    for folder, session in zip(folders, sessions, strict=True):
+        full, _ = verify_session(session, ReadingOptions(every_frame=True), readers)
+        batch = json.loads((out / "jobs1" / folder.name / "report.json").read_text())
+        for full_i, batch_i in zip(full["instruments"], batch["instruments"], strict=True):
+            for full_p, batch_p in zip(full_i["points"], batch_i["points"], strict=True):
+                points += 1
+                verdict_changes += full_p["verdict"] != batch_p["verdict"]
+                if full_p["verdict"] != "inconclusive" and batch_p["verdict"] != "inconclusive":
+                    worst = max(worst, abs(full_p["error_pct"] - batch_p["error_pct"]))
+    full_wall = time.perf_counter() - started
+    print(f"every-frame reference run: {full_wall:.1f} s ({recorded_s / full_wall:.1f}x real time, one process); "
+          f"{points} points, verdicts differing from the batch: {verdict_changes}, "
+          f"max |error difference| {worst:.5f} %-points")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
