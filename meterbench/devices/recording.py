@@ -70,12 +70,11 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path``: tmp file, fsync, os.replace, fsync dir.
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``: tmp file, fsync, os.replace, fsync dir.
 
-    A reader sees either the old or the new file, never a partial one.
+    A reader (or a crash) sees either the old or the new file, never a partial one.
     """
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -83,6 +82,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (see `write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
 class _SyncedAppendFile:

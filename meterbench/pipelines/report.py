@@ -12,9 +12,10 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from meterbench.devices.recording import write_text_atomic
 
 __all__ = ["atomic_write_text", "write_report_json", "write_report_html", "clean_for_json", "overall_verdict"]
 
@@ -45,12 +46,7 @@ def overall_verdict(verdicts: list[str]) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text so that a crash leaves either the old file or the new one, never half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def write_report_json(report: dict, out_dir: Path) -> Path:
