@@ -43,7 +43,7 @@ class ReadingOptions:
     window_after_s: float = 4.0  # frames read after a flying start (s)
     stop_after_s: float = 0.5  # frames read after a flying stop (s): keeps the verdict prompt
     track_interval_s: float = 1.0  # spacing of the monotonic-track check frames between (s)
-    every_frame: bool = False  # read every frame of the point (reference run for batch checks)
+    every_frame: bool = False  # read every frame and fit the whole point at once (reference run for batch checks)
     max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
     latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
     temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
@@ -236,7 +236,10 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
     """(start, stop, track check, readings) of a point, or the reason it cannot be fused."""
 
     def estimate(instant: float, after_s: float) -> InstantEstimate:
-        near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
+        if options.every_frame:  # one fit over the whole point: an independent check of the windows
+            near = (readings.t_s >= t0 - options.window_before_s) & (readings.t_s <= t1 + options.stop_after_s)
+        else:
+            near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
         return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
                                    track, instant)
 
