@@ -89,10 +89,16 @@ def _error_plot_svg(points: list[dict], width: int = 560, height: int = 260) -> 
              f'<rect x="0" y="0" width="{width}" height="{height}" fill="white" stroke="#ccc"/>',
              f'<line x1="{margin}" y1="{y_of(0):.1f}" x2="{width - margin}" y2="{y_of(0):.1f}" stroke="#999"/>',
              f'<text x="4" y="{y_of(0) + 4:.1f}">0 %</text>']
+    steps = [(p["flow_rate"], p["mpe_pct"]) for p in sorted(usable, key=lambda p: p["flow_rate"])
+             if isinstance(p.get("mpe_pct"), float | int) and math.isfinite(p["mpe_pct"])]
     for sign in (1, -1):
-        envelope = " ".join(f"{x_of(p['flow_rate']):.1f},{y_of(sign * p['mpe_pct']):.1f}"
-                            for p in sorted(usable, key=lambda p: p["flow_rate"])
-                            if isinstance(p.get("mpe_pct"), float | int) and math.isfinite(p["mpe_pct"]))
+        # the MPE is a step function of flow (zones): hold each point's MPE up to the next point
+        corners = []
+        for i, (flow, mpe) in enumerate(steps):
+            corners.append((flow, mpe))
+            following = steps[i + 1][0] if i + 1 < len(steps) else 10 ** hi
+            corners.append((following, mpe))
+        envelope = " ".join(f"{x_of(f):.1f},{y_of(sign * m):.1f}" for f, m in corners)
         parts.append(f'<polyline points="{envelope}" fill="none" stroke="#c00" stroke-dasharray="5,3"/>')
     for p in usable:
         x = x_of(p["flow_rate"])
@@ -111,6 +117,19 @@ def _error_plot_svg(points: list[dict], width: int = 560, height: int = 260) -> 
     return "".join(parts)
 
 
+def _budget_html(point: dict) -> str:
+    """A point's uncertainty budget as a folded table (standard uncertainties in %)."""
+    budget = (point.get("details") or {}).get("uncertainty_budget") or {}
+    components = budget.get("components") or []
+    if not components:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(str(c.get('name')))}</td><td>{_fmt(c.get('u_pct'), 4)}</td>"
+                   f"<td>{html.escape(str(c.get('source', '')))}</td></tr>" for c in components)
+    return (f"<details><summary>uncertainty budget, point {html.escape(str(point['name']))}: "
+            f"U = {_fmt(point.get('uncertainty_pct'), 4)} % (k = 2)</summary>"
+            f"<table><tr><th>component</th><th>u (%)</th><th>source</th></tr>{rows}</table></details>")
+
+
 _POINT_COLUMNS = (("name", "point", 0), ("flow_rate", "flow (m³/h)", 4), ("reference_volume", "V ref (L)", 4),
                   ("indicated_volume", "V ind (L)", 4), ("error_pct", "error (%)", 3),
                   ("mpe_pct", "MPE (±%)", 2), ("uncertainty_pct", "U k=2 (%)", 3),
@@ -126,11 +145,12 @@ def _instrument_html(instrument: dict, figures: dict[str, str]) -> str:
     images = "".join(f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"/>'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                      for caption, src in figures.items())
+    budgets = "".join(_budget_html(p) for p in instrument.get("points", []))
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in instrument.get("warnings", []))
     return (f'<section><h2>{html.escape(instrument["kind"])} {html.escape(instrument["id"])}: '
             f'<span class="{html.escape(instrument["verdict"])}">{html.escape(instrument["verdict"])}</span></h2>'
             f"<table><tr>{header}</tr>{''.join(rows)}</table>"
-            f"{_error_plot_svg(instrument.get('points', []))}{images}"
+            f"{_error_plot_svg(instrument.get('points', []))}{images}{budgets}"
             f"{'<ul>' + warnings + '</ul>' if warnings else ''}</section>")
 
 
@@ -155,7 +175,7 @@ def write_report_html(report: dict, out_dir: Path, figures: dict[str, dict[str, 
             f"<h1>Verification report — session {html.escape(report['session'])}</h1>"
             f"<p>Overall verdict: <b class='{report['verdict']}'>{report['verdict']}</b>. "
             f"Decision rule: {html.escape(str(report.get('decision_rule', 'simple')))}. "
-            f"Uncertainties are expanded (k = 2). meterbench {html.escape(str(report.get('software', '')))}.</p>"
+            f"Uncertainties are expanded (k = 2). {html.escape(str(report.get('software', '')))}.</p>"
             f"{sections}<h2>Models</h2><ul>{models}</ul>"
             f"<h2>Metrological tables and their provenance</h2><ul>{notes}</ul>"
             f"<h2>Input files (SHA-256)</h2><table>{inputs}</table></body></html>\n")
