@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from meterbench.devices.sim_render import RegisterRenderer
-from meterbench.models._runtime import MODEL_DIR, MODEL_FILE
 from meterbench.vision import RegisterLayout, RegisterReader, default_register_layout
 from meterbench.vision.layout import positions_from_volume
-
-pytestmark = pytest.mark.skipif(
-    not all((MODEL_DIR / f).is_file() for f in MODEL_FILE.values()),
-    reason="shipped ONNX models not built yet")
 
 LAYOUTS = {v: RegisterLayout.from_dict(default_register_layout(v)) for v in ("dials", "wheels")}
 VOLUMES_L = [0.0, 12.34, 999.95, 4_567.8, 9_999.97, 31_415.9, 99_999.98, 123_456.7]
