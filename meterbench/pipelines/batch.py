@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -57,6 +58,11 @@ def configuration_hash() -> str:
 
 
 _worker_readers = None
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which lets running sessions finish and keeps them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _verify_one(session_dir: str, out_dir: str) -> dict:
@@ -207,7 +213,8 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
     results: dict[Path, dict] = {}
     progress = _Progress(len(sessions))
     interrupted = False
-    executor = ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"))
+    executor = ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"),
+                                   initializer=_ignore_sigint)
     try:
         pending: dict[Future, Path] = {
             executor.submit(_verify_one, str(path), str(out_dir / names[path])): path for path in sessions}

@@ -90,3 +90,31 @@ def test_cli_compare_against_an_earlier_batch(sessions, batch_one, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"changed: {row['session']} {row['instrument']} Q2" in result.stdout
     assert "1 points changed" in result.stdout
+
+
+def test_ctrl_c_keeps_what_was_finished(tmp_path):
+    import os
+    import signal
+    import time
+
+    root = tmp_path / "sessions"
+    for k in range(4):
+        shutil.copytree(SAMPLES / "tank-sim-seed2", root / f"tank-{k}")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "meterbench", "batch", str(root), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "summary.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
+    _, stderr = proc.communicate(timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    finished = [s for s in summary["sessions"] if s["status"] == "done"]
+    assert finished, "the session finished before Ctrl-C must be kept"
+    for session in finished:
+        assert (out / Path(session["path"]).name / "report.json").is_file()
+    if proc.returncode == 130:  # interrupted before the last session: said so, summary marked incomplete
+        assert "interrupted" in stderr
+        assert summary["complete"] is False
+    else:  # the batch won the race and finished everything
+        assert proc.returncode == 0 and summary["complete"] is True
