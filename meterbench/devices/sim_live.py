@@ -69,11 +69,11 @@ class MosquittoBroker:
 
     Persistence is on (saved at shutdown) so persistent client sessions and their
     QoS 1 queues survive ``restart()``, as on a bench PC's broker. ``users`` (name ->
-    password) turns anonymous access off.
+    password) turns anonymous access off; ``tls`` (CA, certificate, key files) turns TLS on.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.binary = require_binary("mosquitto")
         self.host = "127.0.0.1"
         self.port = port or free_tcp_port()
@@ -88,6 +88,8 @@ class MosquittoBroker:
             lines.append("user root")
         if users:
             lines.append(f"password_file {self._password_file(users)}")
+        if tls:  # (CA certificate, server certificate, server key): TLS on this listener
+            lines += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -131,3 +133,41 @@ def test_username_and_password_from_config(tmp_path):
         broker.stop()
     assert any("refused" in (json.loads(x)["error"] or "") for x in
                log.path.read_text().splitlines())
+
+
+def _make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl, no network)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = folder / "ca.key", folder / "ca.crt"
+    key, csr, crt, ext = folder / "server.key", folder / "server.csr", folder / "server.crt", folder / "ext.cnf"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+                  "-days", "2", "-subj", "/CN=meterbench test CA"],
+                 ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                 ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+                  "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+    return ca_crt, crt, key
+
+
+@pytest.mark.network
+def test_tls_broker_with_the_right_ca_and_refusal_without(tmp_path):
+    ca, crt, key = _make_certificates(tmp_path / "pki")
+    other_ca, _, _ = _make_certificates(tmp_path / "other")
+    broker = MosquittoBroker(tmp_path / "mq", tls=(ca, crt, key)).start()
+    try:
+        recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+        log = recorder.device_log("controller", "mqtt")
+        right = BenchController(MqttConfig.from_dict(
+            {"bench_id": "b4", "port": broker.port, "tls_ca": str(ca), "client_id": "c-tls"}),
+            log, recorder.now_s).start()
+        assert right.connected.is_set()
+        right.stop()
+        wrong = BenchController(MqttConfig.from_dict(
+            {"bench_id": "b4", "port": broker.port, "tls_ca": str(other_ca), "client_id": "c-bad"}),
+            log, recorder.now_s)
+        with pytest.raises(DeviceError):
+            wrong.start()
+        recorder.close()
+    finally:
+        broker.stop()
