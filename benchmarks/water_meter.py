@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from meterbench.calibration import format_test_plan, plan_test_volumes, water_meter_flows
 from meterbench.devices import simulate_water_meter
 from meterbench.pipelines.run import RegisterReaders, verify_session
 from meterbench.pipelines.session import load_session
@@ -44,6 +45,7 @@ def main() -> None:
     readers = RegisterReaders()
     options = ReadingOptions(every_frame=args.every_frame)
     deltas, outside_u, wrong, inconclusive, rows = [], 0, 0, 0, []
+    instant_u_l: dict[str, list[float]] = {}
     total_real_s = total_cpu_s = 0.0
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-bench-"))
     for k in range(args.sessions):
@@ -63,6 +65,11 @@ def main() -> None:
                     inconclusive += 1
                     rows.append((folder.name, instrument["id"], point["name"], "inconclusive", point["reason"]))
                     continue
+                reading = next(c for c in point["details"]["uncertainty_budget"]["components"]
+                               if c["name"].startswith("register reading"))
+                # the component is hypot(u_start, u_stop) / V in %: one instant's u in litres
+                instant_u_l.setdefault(point["name"], []).append(
+                    reading["u_pct"] / 100 * point["reference_volume"] / math.sqrt(2))
                 delta = point["error_pct"] - true_error
                 deltas.append(abs(delta))
                 outside_u += abs(delta) > point["uncertainty_pct"]
@@ -84,6 +91,14 @@ def main() -> None:
           f"= {total_real_s / max(total_cpu_s, 1e-9):.1f}x real time (one process)")
     for row in rows[:30]:
         print("  ", *row)
+    if instant_u_l:
+        achieved = {name: float(np.percentile(v, 95)) for name, v in instant_u_l.items()}
+        print("register reading achieved, u of one flying reading (p95): "
+              + ", ".join(f"{k} {1000 * v:.2f} mL" for k, v in achieved.items()))
+        equivalent_d = {k: v * math.sqrt(12) for k, v in achieved.items()}  # rectangular d with that u
+        plan = plan_test_volumes(water_meter_flows(2.5, 100), 2, reading_resolution_l=equivalent_d)
+        print("shortest Q3/Q2/Q1 plan with reading u <= MPE/10 at that resolution (DN15, Q3 2.5, R100, class 2):")
+        print(format_test_plan(plan))
 
 
 if __name__ == "__main__":
