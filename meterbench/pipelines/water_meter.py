@@ -313,6 +313,12 @@ def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: 
         mpe = calibration.water_meter_mpe(instrument["accuracy_class"], flow_m3h, flows, temperature_c)
     except ValueError as exc:
         return _inconclusive(name, flow_m3h, f"no MPE for this flow: {exc}", reference_volume=reference_l)
+    if name in ("Q1", "Q2", "Q3"):  # a point named after a rated flow must be run inside its window
+        low, high = calibration.verification_flow_window(name, flows)
+        if not low <= flow_m3h <= high:
+            return _inconclusive(name, flow_m3h, f"mean flow {flow_m3h:.5g} m3/h outside the {name} verification "
+                                                 f"window [{low:.5g}, {high:.5g}] m3/h",
+                                 reference_volume=reference_l, mpe_pct=mpe.mpe_pct)
 
     camera = cache.camera
     layout = cache.register_reader.layout

@@ -159,3 +159,20 @@ def test_a_fresh_simulated_session_verifies_within_uncertainty(tmp_path):
             true_error = truth[(instrument["id"], point["name"])]["true_error_pct"]
             assert abs(point["error_pct"] - true_error) <= point["uncertainty_pct"]
             assert point["verdict"] == ("pass" if abs(true_error) <= point["mpe_pct"] else "fail")
+
+
+def test_points_run_outside_their_flow_window_are_inconclusive(simulated, tmp_path):
+    """Declared as a Q3 = 4 meter, the bench's flows miss every window: no verdict is given."""
+    session = _copy(simulated, tmp_path)
+    manifest = json.loads((session / "session.json").read_text())
+    for instrument in manifest["instruments"]:
+        instrument["q3_m3h"] = 4.0
+    (session / "session.json").write_text(json.dumps(manifest))
+    run_session(session, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    reasons = {p["name"]: p["reason"] for p in report["instruments"][0]["points"]}
+    assert all(p["verdict"] == "inconclusive" for i in report["instruments"] for p in i["points"])
+    assert "outside the Q3 verification window" in reasons["Q3"]
+    assert "outside the Q2 verification window" in reasons["Q2"]
+    assert "no MPE for this flow" in reasons["Q1"]  # below Q1 = 0.04 m3/h
+    assert report["verdict"] == "inconclusive"
