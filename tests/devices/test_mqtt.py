@@ -97,8 +97,8 @@ def test_commands_reach_the_bench_and_are_confirmed(mosquitto_broker, pty_pair, 
     try:
         controller = BenchController(MqttConfig("b2", port=mosquitto_broker.port), log,
                                      recorder.now_s).start()
-        controller.set_valve("inlet", "open").wait(3.0)
-        controller.set_flow(1.8).wait(3.0)
+        controller.set_valve("inlet", "open").wait(10.0)  # bounded; returns when confirmed
+        controller.set_flow(1.8).wait(10.0)
         t_start, start = controller.latch("start", "Q3")
         time.sleep(0.5)
         t_stop, stop = controller.latch("stop", "Q3")
