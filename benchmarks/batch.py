@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from meterbench.devices import simulate_water_meter
-from meterbench.pipelines.batch import run_batch
+from meterbench.pipelines.batch import find_sessions, run_batch
 from meterbench.pipelines.run import RegisterReaders, verify_session
 from meterbench.pipelines.session import load_session
 from meterbench.pipelines.water_meter import ReadingOptions
@@ -41,11 +41,10 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-batch-"))
-    folders = []
-    for k in range(args.sessions):
+    folders = find_sessions([root])[:args.sessions]  # sessions already there are used as they are
+    for k in range(len(folders), args.sessions):
         folder = root / f"wm-{args.seed0 + k}"
-        if not (folder / "session.json").exists():
-            simulate_water_meter(folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile)
+        simulate_water_meter(folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile)
         folders.append(folder)
     sessions = [load_session(f) for f in folders]
     recorded_s = sum(_duration_s(s) for s in sessions)
