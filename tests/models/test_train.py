@@ -31,9 +31,25 @@ def test_dial_augmentation_turns_label_with_image():
 
 def test_model_output_shape():
     for kind in ("digit", "dial"):
-        model = train.build_model(kind).eval()
-        channels, h, w = train.INPUT_SHAPE[kind]
-        assert model(torch.zeros(2, channels, h, w)).shape == (2, 100)
+        for arch in train.ARCHS:
+            model = train.build_model(kind, arch).eval()
+            channels, h, w = train.INPUT_SHAPE[kind]
+            assert model(torch.zeros(2, channels, h, w)).shape == (2, 100)
+    with pytest.raises(ValueError, match="arch"):
+        train.build_model("digit", "huge")
+
+
+def test_weight_average_moves_towards_new_weights():
+    model = train.build_model("digit")
+    average = train._WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    before = [p.clone() for p in average.model.parameters()]
+    average.update(model)
+    for old, new, target in zip(before, average.model.parameters(), model.parameters(),
+                                strict=True):
+        torch.testing.assert_close(new, 0.5 * old + 0.5 * target)
 
 
 @pytest.mark.slow
