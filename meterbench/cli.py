@@ -46,7 +46,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.bench_kind == "water-meter":
         path = simulate_water_meter(Path(args.out), seed=args.seed, meters=args.meters,
-                                    profile=args.profile)
+                                    profile=args.profile, fps=args.fps)
     else:
         path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs)
     print(path)
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--meters", type=int, default=3, help="water-meter: meters in series")
     p.add_argument("--runs", type=int, default=3, help="tank: fill-read-drain runs")
+    p.add_argument("--fps", type=float, default=10.0, help="water-meter: camera frame rate (frames/s)")
     p.add_argument("--profile", default="standard",
                    help="water-meter: 'standard' (full plan) or 'short' (small volumes)")
     p.set_defaults(func=_cmd_simulate)

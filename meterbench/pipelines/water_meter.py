@@ -43,6 +43,7 @@ class ReadingOptions:
     window_after_s: float = 4.0  # frames read after a flying start (s)
     stop_after_s: float = 0.5  # frames read after a flying stop (s): keeps the verdict prompt
     track_interval_s: float = 1.0  # spacing of the monotonic-track check frames between (s)
+    max_read_fps: float = 10.0  # frames read per second inside the windows (faster cameras are thinned)
     every_frame: bool = False  # read every frame and fit the whole point at once (reference run for batch checks)
     max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
     latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
@@ -126,7 +127,11 @@ def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float,
         return np.flatnonzero(mask)
     near_start = (t >= start_t_s - options.window_before_s) & (t <= start_t_s + options.window_after_s)
     near_stop = (t >= stop_t_s - options.window_before_s) & (t <= stop_t_s + options.stop_after_s)
-    chosen = set(np.flatnonzero(near_start | near_stop).tolist())
+    windows = np.flatnonzero(near_start | near_stop)
+    # A 30 fps camera gives no better fit than 10 readings a second: read every k-th frame.
+    fps = (len(t) - 1) / float(t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 1.0
+    stride = max(1, int(round(fps / options.max_read_fps)))
+    chosen = set(windows[::stride].tolist())
     if stop_t_s - start_t_s > 2 * options.track_interval_s:
         for instant in np.arange(start_t_s, stop_t_s, options.track_interval_s):
             chosen.add(int(np.argmin(np.abs(t - instant))))

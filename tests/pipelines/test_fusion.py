@@ -94,3 +94,12 @@ def test_finest_usable_element_follows_flow():
     assert finest_usable_element(elements, 0.69, 10.0, 0.12) == 4
     # 7 L/s: the 1 L dial turns 0.7 per frame, the 10 L dial 0.07
     assert finest_usable_element(elements, 7.0, 10.0, 0.12) == 3
+
+
+def test_fast_cameras_are_thinned_to_the_read_rate():
+    from meterbench.pipelines.water_meter import ReadingOptions, select_frames
+
+    options = ReadingOptions(window_before_s=2.0, window_after_s=2.0, stop_after_s=0.5, track_interval_s=1e9)
+    at_10 = select_frames(np.arange(0.0, 100.0, 0.1), 20.0, 80.0, options)
+    at_30 = select_frames(np.arange(0.0, 100.0, 1 / 30), 20.0, 80.0, options)
+    assert abs(at_30.size - at_10.size) <= 2  # the same work whatever the camera's frame rate
