@@ -44,7 +44,11 @@ class ReadingOptions:
     stop_after_s: float = 0.5  # frames read after a flying stop (s): keeps the verdict prompt
     track_interval_s: float = 1.0  # spacing of the monotonic-track check frames between (s)
     max_read_fps: float = 10.0  # frames read per second inside the windows (faster cameras are thinned)
-    every_frame: bool = False  # read every frame and fit the whole point at once (reference run for batch checks)
+    every_frame: bool = False  # read every frame of the point (reference run for batch checks)
+    # "point": the register is fitted against the reference over the whole point, from the flying
+    # start to the flying stop (the meter's error is constant at a held flow; frames before the start
+    # belong to the previous flow), "windows": each instant from its own window only.
+    fit: str = "point"
     max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
     latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
     temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
@@ -238,17 +242,19 @@ def _inconclusive(name: str, flow_m3h: float, reason: str, **known) -> dict:
 
 
 def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float, options: ReadingOptions):
-    """(start, stop, track check, readings) of a point, or the reason it cannot be fused."""
+    """(start, stop, track check, readings) of a point, or the reason it cannot be fused.
 
-    def estimate(instant: float, after_s: float) -> InstantEstimate:
-        if options.every_frame:  # one fit over the whole point: an independent check of the windows
-            near = (readings.t_s >= t0 - options.window_before_s) & (readings.t_s <= t1 + options.stop_after_s)
-        else:
-            near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
+    Each instant is first estimated from its own window. The window estimates define the line the
+    register must follow; with ``fit == "point"`` every reading between start and stop that lies on
+    it (misreads, e.g. during a wheel roll-over, do not) then refines both instants in one fit.
+    """
+
+    def window_estimate(instant: float, after_s: float) -> InstantEstimate:
+        near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
         return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
                                    track, instant)
 
-    start, stop = estimate(t0, options.window_after_s), estimate(t1, options.stop_after_s)
+    start, stop = window_estimate(t0, options.window_after_s), window_estimate(t1, options.stop_after_s)
     for label, est in (("start", start), ("stop", stop)):
         if not est.ok:
             why = f"flying {label}: {est.reason}"
@@ -259,7 +265,24 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
     track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
     if not track_check.ok:
         return track_check.reason
+    if options.fit == "point":
+        start, stop = _refine_over_point(readings, track, t0, t1, start, stop, track_check)
     return start, stop, track_check, readings
+
+
+def _refine_over_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float,
+                       start: InstantEstimate, stop: InstantEstimate, track_check) -> tuple:
+    """Both instants from one fit over the readings in [t0, t1] that follow the window line."""
+    inside = (readings.t_s >= t0) & (readings.t_s <= t1)
+    on_line = inside & ~np.isin(readings.t_s, track_check.outlier_times_s)
+    ref0, ref1 = track.volume_at([t0, t1])
+    progress = (track.volume_at(readings.t_s) - ref0) / (ref1 - ref0)
+    expected = start.volume_l + (stop.volume_l - start.volume_l) * progress
+    limit = 6.0 * np.sqrt(readings.u_l**2 + max(start.u_l, stop.u_l) ** 2)
+    on_line &= np.abs(readings.volume_l - expected) <= limit
+    args = (readings.t_s[on_line], readings.volume_l[on_line], readings.u_l[on_line], track)
+    refined = estimate_at_instant(*args, t0), estimate_at_instant(*args, t1)
+    return refined if all(r.ok for r in refined) else (start, stop)
 
 
 def read_ahead(cache: RegisterFrameCache, start_t_s: float, until_t_s: float, flow_l_s: float,
