@@ -75,3 +75,57 @@ class Status:
             raise DeviceTimeoutError(f"{self.what}: not confirmed within {timeout_s:g} s")
         if self.error is not None:
             raise DeviceError(f"{self.what}: {self.error}")
+
+
+class ReaderThread:
+    """Life cycle shared by the reference-meter readers: a daemon thread, the last good reading.
+
+    A subclass sets ``name`` and implements ``_run()`` (loop until ``self._stop`` is set) and
+    ``_close()`` (release the port); it publishes each good reading with ``_publish``.
+    """
+
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        self.last: dict | None = None
+        self.last_t_s: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = lock or threading.Lock()
+        self._new_reading = threading.Condition(self._lock)
+
+    def _start_thread(self, kind: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{kind}-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the reader thread and close the port (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self._close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _publish(self, reading: dict, t_s: float) -> None:
+        """Make ``reading`` (received at ``t_s`` s) the last good one and wake the waiters."""
+        with self._new_reading:
+            self.last, self.last_t_s = reading, t_s
+            self._new_reading.notify_all()
+
+    def wait_for_reading(self, after_t_s: float, timeout_s: float) -> dict | None:
+        """Wait for a good reading received after ``after_t_s`` (s); return it or None on timeout."""
+        with self._new_reading:
+            self._new_reading.wait_for(
+                lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
+            if self.last_t_s is not None and self.last_t_s > after_t_s:
+                return dict(self.last or {})
+            return None

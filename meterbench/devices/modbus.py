@@ -20,7 +20,7 @@ from typing import Any
 
 import serial
 
-from meterbench.devices._common import Clock, DeviceError, EventSink
+from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThread
 
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
@@ -136,7 +136,7 @@ def _transact(port: serial.SerialBase, request: bytes) -> bytes:
     return head + port.read(length - 3)
 
 
-class ModbusTotaliserReader:
+class ModbusTotaliserReader(ReaderThread):
     """Poll a flow computer's totaliser registers every ``interval_s`` (s) in a thread.
 
     Each field (``RegisterField``) is a 32-bit float or unsigned integer times
@@ -160,18 +160,14 @@ class ModbusTotaliserReader:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.word_order = word_order
+        super().__init__()
         self.counts = ModbusCounts()
-        self.last: dict[str, float] | None = None
-        self.last_t_s: float | None = None
         self._first = min(f.address for f in fields)
         self._count = max(f.address for f in fields) + 2 - self._first
         self._request = read_request(slave, function, self._first, self._count)
         self._sink = sink
         self._clock = clock
         self._serial: serial.SerialBase | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._new_reading = threading.Condition()
 
     def open(self) -> ModbusTotaliserReader:
         """Open the port (``poll()`` may then be called by hand)."""
@@ -185,24 +181,13 @@ class ModbusTotaliserReader:
     def start(self) -> ModbusTotaliserReader:
         """Open the port and start polling every ``interval_s``."""
         self.open()
-        self._thread = threading.Thread(target=self._run, name=f"modbus-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread("modbus")
         return self
 
-    def stop(self) -> None:
-        """Stop polling and close the port (idempotent)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+    def _close(self) -> None:
         if self._serial is not None:
             self._serial.close()
             self._serial = None
-
-    def __enter__(self) -> ModbusTotaliserReader:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def read(self) -> dict[str, dict[str, Any]]:
         """Measure each field (e.g. the delivered volume in L) from the last good poll."""
@@ -244,19 +229,8 @@ class ModbusTotaliserReader:
                                                  f.address - self._first + 2],
                                        f.kind, self.word_order) * f.scale for f in self.fields}
         self._record(t_s, response, values, None, "ok")
-        with self._new_reading:
-            self.last, self.last_t_s = values, t_s
-            self._new_reading.notify_all()
+        self._publish(values, t_s)
         return values
-
-    def wait_for_reading(self, after_t_s: float, timeout_s: float) -> dict | None:
-        """Wait for a good poll received after ``after_t_s`` (s); return its fields or None."""
-        with self._new_reading:
-            self._new_reading.wait_for(
-                lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
-            if self.last_t_s is not None and self.last_t_s > after_t_s:
-                return dict(self.last or {})
-            return None
 
     def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None,
                 kind: str) -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import serial
 
-from meterbench.devices._common import Clock, DeviceError, EventSink
+from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThread
 
 MAX_LINE_BYTES = 200
 """A line longer than this without a newline is garbage (the protocol's lines are < 80 bytes)."""
@@ -133,7 +132,7 @@ def _error_kind(error: str) -> str:
     return "inconsistent"
 
 
-class TotaliserReader:
+class TotaliserReader(ReaderThread):
     """Read a pulse totaliser on a serial port in a thread; record every line.
 
     ``port`` is anything ``serial.serial_for_url`` opens (``/dev/ttyUSB0``, a pty
@@ -155,42 +154,23 @@ class TotaliserReader:
         self.silence_s = silence_s
         self.pulse_volume_l = pulse_volume_l
         self.reopen_interval_s = reopen_interval_s
+        super().__init__()
         self.counts = TotaliserCounts()
-        self.last: dict | None = None
-        self.last_t_s: float | None = None
         self._sink = sink
         self._clock = clock
         self._framer = LineFramer()
         self._serial: serial.SerialBase | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self._last_line_t_s: float | None = None
         self._silent = False
         self._previous_pulses: int | None = None
-        self._new_line = threading.Condition(self._lock)
 
     # -- life cycle -----------------------------------------------------------------
     def start(self, *, open_timeout_s: float = 5.0) -> TotaliserReader:
         """Open the port (waiting up to ``open_timeout_s`` s for it to appear) and start."""
         self._open_with_retry(open_timeout_s)
         self._last_line_t_s = self._clock()
-        self._thread = threading.Thread(target=self._run, name=f"serial-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread("serial")
         return self
-
-    def stop(self) -> None:
-        """Stop the reader thread and close the port (idempotent)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        self._close()
-
-    def __enter__(self) -> TotaliserReader:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- bluesky-like device protocol -----------------------------------------------
     def read(self) -> dict[str, dict[str, Any]]:
@@ -215,14 +195,7 @@ class TotaliserReader:
 
     def wait_for_line(self, after_t_s: float, timeout_s: float) -> dict | None:
         """Wait for a good line received after ``after_t_s`` (s); return it or None on timeout."""
-        with self._new_line:
-            self._new_line.wait_for(
-                lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
-            if self.last_t_s is not None and self.last_t_s > after_t_s:
-                return dict(self.last or {})
-            return None
-
-    wait_for_reading = wait_for_line  # the name shared with ModbusTotaliserReader
+        return self.wait_for_reading(after_t_s, timeout_s)
 
     @property
     def connected(self) -> bool:
@@ -329,10 +302,8 @@ class TotaliserReader:
             return
         self._check_sequence(t_s, parsed["seq"])
         self._sink.append(t_s, raw, parsed, None)
-        with self._new_line:
-            self.counts.parsed += 1
-            self.last, self.last_t_s = parsed, t_s
-            self._new_line.notify_all()
+        self.counts.parsed += 1
+        self._publish(parsed, t_s)
 
     def _check_consistency(self, parsed: dict) -> str | None:
         if self.pulse_volume_l is not None:
