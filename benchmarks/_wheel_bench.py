@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meterbench.models._metrics import wheel_metrics  # noqa: E402
 from meterbench.models._runtime import (  # noqa: E402
-    INPUT_SHAPE,
     DialReader,
     DigitReader,
     decode_probs,
@@ -53,11 +52,11 @@ def _timings(reader, batch: np.ndarray, repeats: int) -> np.ndarray:
     return times
 
 
-def speed(reader, kind: str) -> dict[str, float]:
+def speed(reader) -> dict[str, float]:
     """ONNX Runtime model-call speed on one thread: crops/s at batch 1 and 32, latency (ms)."""
     rng = np.random.default_rng(0)
-    one = rng.normal(size=(1, *INPUT_SHAPE[kind])).astype(np.float32)
-    many = rng.normal(size=(32, *INPUT_SHAPE[kind])).astype(np.float32)
+    one = rng.normal(size=(1, *reader.input_spec.shape)).astype(np.float32)
+    many = rng.normal(size=(32, *reader.input_spec.shape)).astype(np.float32)
     t1 = _timings(reader, one, 2000)
     t32 = _timings(reader, many, 300)
     return {"crops_per_s_batch1": 1 / float(np.median(t1)),
@@ -85,7 +84,7 @@ def main(kind: str) -> int:
     dev_units = tuple(dev_info.get("units") or DEV_UNITS[kind])
     paths, images, tenths, groups = dev_crops(kind, data_dir, dev_units)
     started = time.perf_counter()
-    probs = reader.run_batch(preprocess_crops(images, kind))
+    probs = reader.run_batch(preprocess_crops(images, reader.input_spec))
     end_to_end = len(images) / (time.perf_counter() - started)
     value, confidence = decode_probs(probs)
     result = {"model": str(reader.model_path), "sha256": reader.model_sha256,
@@ -94,7 +93,7 @@ def main(kind: str) -> int:
     for group in sorted(set(groups)):
         keep = np.array([g == group for g in groups])
         result[group] = wheel_metrics(value[keep], confidence[keep], tenths[keep])
-    result["speed"] = speed(reader, kind)
+    result["speed"] = speed(reader)
     result["speed"]["end_to_end_crops_per_s_incl_preprocessing"] = end_to_end
     if args.json:
         print(json.dumps(result))

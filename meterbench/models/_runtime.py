@@ -23,9 +23,36 @@ N_CLASSES = 100
 DECODE_HALF_WINDOW = 3        # classes each side of the argmax used for the circular mean
 CONFIDENCE_HALF_WIDTH = 1.5   # tenths: confidence = probability mass within ±0.15 of the value
 
-# Input geometry (height, width in px) and channels per model kind. The
-# training code uses the same table and the same `preprocess_crops`.
-INPUT_SHAPE = {"digit": (1, 32, 20), "dial": (2, 32, 32)}
+PLANES = ("grey", "grey+redness", "bgr")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model is fed: which image planes, at what size (px).
+
+    grey: luminance, per-crop standardised. grey+redness: plus R − max(G, B)
+    scaled by its own maximum, so red ink or a red wheel stands out whatever
+    its luminance. bgr: the three colour planes, standardised together.
+    """
+
+    planes: str
+    height_px: int
+    width_px: int
+
+    def __post_init__(self) -> None:
+        if self.planes not in PLANES:
+            raise ValueError(f"input planes: expected one of {PLANES}, got {self.planes!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one preprocessed crop."""
+        channels = {"grey": 1, "grey+redness": 2, "bgr": 3}[self.planes]
+        return channels, self.height_px, self.width_px
+
+
+# Default input per model kind; a model's sidecar (.json) may say otherwise.
+# The training code uses the same specs and the same `preprocess_crops`.
+DEFAULT_INPUT = {"digit": InputSpec("grey", 32, 20), "dial": InputSpec("grey+redness", 32, 32)}
 MODEL_FILE = {"digit": "digit_wheel.onnx", "dial": "pointer_dial.onnx"}
 
 
@@ -56,34 +83,54 @@ def _standardise(plane: np.ndarray) -> np.ndarray:
     return (plane - plane.mean()) / max(float(plane.std()), 4.0)
 
 
-def preprocess_crop(crop: np.ndarray, kind: str) -> np.ndarray:
+def _input_spec(spec: InputSpec | str) -> InputSpec:
+    """An InputSpec, or the default one of a model kind ('digit' / 'dial')."""
+    if isinstance(spec, InputSpec):
+        return spec
+    if spec not in DEFAULT_INPUT:
+        raise ValueError(f"kind: expected 'digit' or 'dial', got {spec!r}")
+    return DEFAULT_INPUT[spec]
+
+
+def preprocess_crop(crop: np.ndarray, spec: InputSpec | str) -> np.ndarray:
     """One crop (any size, grey/BGR uint8) -> model input (C, H, W) float32.
 
-    digit: grey, per-crop normalised. dial: grey plus a redness plane
-    (R − max(G, B), scaled by its own maximum) so the red pointer stands out.
+    `spec` is an InputSpec or a model kind (its default spec).
     """
-    channels, height, width = INPUT_SHAPE[kind]
+    spec = _input_spec(spec)
     image = _as_bgr(crop)
     if image.dtype != np.uint8:
         raise ValueError(f"crop: expected uint8 pixels, got {image.dtype}")
     if min(image.shape[:2]) < 4:
         raise ValueError(f"crop: too small ({image.shape[1]}×{image.shape[0]} px, need ≥ 4×4)")
-    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(image, (spec.width_px, spec.height_px),
+                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    if spec.planes == "bgr":
+        return _standardise(small).transpose(2, 0, 1).astype(np.float32)
     grey = small @ np.array([0.114, 0.587, 0.299], np.float32)
     planes = [_standardise(grey)]
-    if channels == 2:
+    if spec.planes == "grey+redness":
         redness = np.clip(small[:, :, 2] - np.maximum(small[:, :, 0], small[:, :, 1]), 0, None)
         planes.append(redness / max(float(redness.max()), 20.0))
     return np.stack(planes).astype(np.float32)
 
 
-def preprocess_crops(crops: Sequence[np.ndarray], kind: str) -> np.ndarray:
+def preprocess_crops(crops: Sequence[np.ndarray], spec: InputSpec | str) -> np.ndarray:
     """Crops -> model batch (N, C, H, W) float32."""
-    if kind not in INPUT_SHAPE:
-        raise ValueError(f"kind: expected 'digit' or 'dial', got {kind!r}")
+    spec = _input_spec(spec)
     if len(crops) == 0:
-        return np.zeros((0, *INPUT_SHAPE[kind]), np.float32)
-    return np.stack([preprocess_crop(c, kind) for c in crops])
+        return np.zeros((0, *spec.shape), np.float32)
+    return np.stack([preprocess_crop(c, spec) for c in crops])
+
+
+def input_spec_from_sidecar(info: dict, kind: str) -> InputSpec:
+    """The InputSpec a model sidecar describes (older sidecars: planes from the channel count)."""
+    section = info.get("input")
+    if not section:
+        return DEFAULT_INPUT[kind]
+    planes = section.get("planes") or {1: "grey", 2: "grey+redness", 3: "bgr"}.get(
+        section.get("channels"), "")
+    return InputSpec(planes, int(section["height_px"]), int(section["width_px"]))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -153,6 +200,14 @@ class _WheelModel:
         self.model_sha256 = _file_sha256(self.model_path)
         sidecar = self.model_path.with_suffix(".json")
         self.info: dict = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        try:
+            self.input_spec = input_spec_from_sidecar(self.info, self.kind)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{sidecar}: input: expected planes, height_px, width_px ({exc})") from exc
+        model_shape = tuple(self._session.get_inputs()[0].shape[1:])
+        if model_shape != self.input_spec.shape:
+            raise ValueError(f"{self.model_path}: model input {model_shape} does not match its "
+                             f"sidecar's {self.input_spec.shape} (C, H, W)")
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Model call on a preprocessed (N, C, H, W) batch -> (N, 100) probabilities."""
@@ -161,7 +216,7 @@ class _WheelModel:
 
     def read(self, crops: Sequence[np.ndarray]) -> WheelReadings:
         """Read crops (any size, grey or BGR uint8) in batches of `batch_size`."""
-        probs = [self.run_batch(preprocess_crops(crops[i:i + self.batch_size], self.kind))
+        probs = [self.run_batch(preprocess_crops(crops[i:i + self.batch_size], self.input_spec))
                  for i in range(0, len(crops), self.batch_size)]
         all_probs = np.concatenate(probs) if probs else np.zeros((0, N_CLASSES), np.float32)
         value, confidence = decode_probs(all_probs)

@@ -28,9 +28,11 @@ import numpy as np
 
 from meterbench.models._metrics import wheel_metrics
 from meterbench.models._runtime import (
-    INPUT_SHAPE,
+    DEFAULT_INPUT,
     MODEL_FILE,
     N_CLASSES,
+    PLANES,
+    InputSpec,
     decode_probs,
     preprocess_crop,
     preprocess_crops,
@@ -48,6 +50,10 @@ DEV_UNITS = {
     "dial": ("zeiger4",),
 }
 LABEL_SIGMA_TENTHS = 1.0
+_GREY = "grey (BGR weights .114 .587 .299), per crop (x-mean)/max(std,4)"
+NORMALISATION = {"grey": _GREY,
+                 "grey+redness": _GREY + "; plane 2: redness R-max(G,B) / max(max, 20)",
+                 "bgr": "B, G, R planes, per crop (x-mean)/max(std,4) over all three"}
 
 
 @dataclass
@@ -75,13 +81,13 @@ def _split_units(data_dir: Path) -> dict[str, str]:
         return {row["group"]: row["split_unit"] for row in csv.DictReader(f)}
 
 
-def load_crops(kind: str, data_dir: Path, limit: int | None = None) -> CropSet:
-    """Read labels.csv and its images (resized to 2× the model input) from `data_dir`."""
+def load_crops(spec: InputSpec, data_dir: Path, limit: int | None = None) -> CropSet:
+    """Read labels.csv and its images (resized to 2× the model input `spec`) from `data_dir`."""
     labels_csv = data_dir / "labels.csv"
     if not labels_csv.is_file():
         raise FileNotFoundError(f"{labels_csv}: labels file not found")
     unit_of = _split_units(data_dir)
-    _, height, width = INPUT_SHAPE[kind]
+    _, height, width = spec.shape
     with labels_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if limit:
@@ -187,7 +193,7 @@ def soft_labels(tenths: np.ndarray, sigma: float = LABEL_SIGMA_TENTHS) -> np.nda
 ARCHS = ("plain", "res")
 
 
-def build_model(kind: str, arch: str = "plain"):
+def build_model(spec: InputSpec | str, arch: str = "plain"):
     """Small CNN, 100 logits.
 
     plain: 3 conv stages (16, 32+32, 64 channels) then a 128-unit head.
@@ -198,7 +204,9 @@ def build_model(kind: str, arch: str = "plain"):
 
     if arch not in ARCHS:
         raise ValueError(f"arch: expected one of {ARCHS}, got {arch!r}")
-    channels, height, width = INPUT_SHAPE[kind]
+    if isinstance(spec, str):
+        spec = DEFAULT_INPUT[spec]
+    channels, height, width = spec.shape
 
     def block(c_in: int, c_out: int) -> list:
         return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
@@ -234,7 +242,8 @@ def build_model(kind: str, arch: str = "plain"):
     return nn.Sequential(*layers)
 
 
-def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, rng: np.random.Generator,
+def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, spec: InputSpec,
+                     rng: np.random.Generator,
                      strips: list[np.ndarray], synthetic_share: float,
                      sigma: float = LABEL_SIGMA_TENTHS) -> tuple[np.ndarray, np.ndarray]:
     """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels."""
@@ -246,7 +255,7 @@ def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, rng: np.random.
         else:
             source, label = crops.images[i], crops.tenths[i]
         image, label = augment(source, label, kind, rng)
-        images.append(preprocess_crop(image, kind))
+        images.append(preprocess_crop(image, spec))
         labels.append(label)
     return np.stack(images), soft_labels(np.array(labels), sigma)
 
@@ -262,7 +271,7 @@ def predict(model, batch: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
 
 
-def evaluate(model, kind: str, data_dir: Path, dev: CropSet,
+def evaluate(model, spec: InputSpec, data_dir: Path, dev: CropSet,
              probs_out: Path | None = None) -> dict[str, float]:
     """Held-out figures, reading the original image files exactly as the runtime does.
 
@@ -270,7 +279,7 @@ def evaluate(model, kind: str, data_dir: Path, dev: CropSet,
     for decoding studies.
     """
     originals = [cv2.imread(str(data_dir / p), cv2.IMREAD_COLOR) for p in dev.paths]
-    probs = predict(model, preprocess_crops(originals, kind))
+    probs = predict(model, preprocess_crops(originals, spec))
     if probs_out is not None:
         np.savez_compressed(probs_out, probs=probs, tenths=dev.tenths,
                             groups=np.array(dev.groups))
@@ -299,7 +308,7 @@ class _WeightAverage:
                     avg.copy_(new)
 
 
-def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: float,
+def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_size: int, lr: float,
                 seed: int, synthetic_share: float = 0.0, log=print, arch: str = "plain",
                 sigma: float = LABEL_SIGMA_TENTHS, ema: float = 0.0):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
@@ -312,7 +321,7 @@ def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: flo
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(kind, arch)
+    model = build_model(spec, arch)
     average = _WeightAverage(model, ema) if ema > 0 else None
     strips = digit_strips() if kind == "digit" and synthetic_share > 0 else []
     steps_per_epoch = math.ceil(len(train.tenths) / batch_size)
@@ -325,7 +334,7 @@ def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: flo
         started, total = time.time(), 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            x, y = _augmented_batch(train, idx, kind, rng, strips, synthetic_share, sigma)
+            x, y = _augmented_batch(train, idx, kind, spec, rng, strips, synthetic_share, sigma)
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
             optimiser.zero_grad()
@@ -340,12 +349,12 @@ def train_model(kind: str, train: CropSet, epochs: int, batch_size: int, lr: flo
     return average.model if average is not None else model.eval()
 
 
-def export_onnx(model, kind: str, path: Path) -> str:
+def export_onnx(model, spec: InputSpec, path: Path) -> str:
     """Export fp32 ONNX (opset 17, dynamic batch) and return its sha256."""
     import onnx
     import torch
 
-    dummy = torch.zeros(1, *INPUT_SHAPE[kind])
+    dummy = torch.zeros(1, *spec.shape)
     torch.onnx.export(model.eval(), dummy, str(path), dynamo=False, opset_version=17,
                       input_names=["crops"], output_names=["logits"],
                       dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}})
@@ -384,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", help="comma-separated split units held out of training as a "
                         "validation set for model selection (figures in the sidecar)")
     parser.add_argument("--arch", choices=ARCHS, default="plain")
+    parser.add_argument("--planes", choices=PLANES, help="input planes (default: the kind's)")
+    parser.add_argument("--size", help="input HxW in px, e.g. 32x20 (default: the kind's)")
     parser.add_argument("--sigma", type=float, default=LABEL_SIGMA_TENTHS,
                         help="soft-label width in tenths")
     parser.add_argument("--ema", type=float, default=0.0,
@@ -398,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data) if args.data else DATA_DIR[kind]
     dev_units = tuple(args.dev.split(",")) if args.dev else DEV_UNITS[kind]
     started = time.time()
-    crops = load_crops(kind, data_dir, limit=args.limit)
+    default = DEFAULT_INPUT[kind]
+    height, width = (int(v) for v in args.size.split("x")) if args.size else (
+        default.height_px, default.width_px)
+    spec = InputSpec(args.planes or default.planes, height, width)
+    crops = load_crops(spec, data_dir, limit=args.limit)
     is_dev = _is_dev(crops, dev_units)
     val_units = tuple(args.val.split(",")) if args.val else ()
     is_val = _is_dev(crops, val_units) & ~is_dev
@@ -407,29 +422,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{kind}: {len(train.tenths)} training crops, {len(val.tenths)} validation crops, "
           f"{len(dev.tenths)} dev crops ({', '.join(dev_units)}); "
           f"loaded in {time.time() - started:.0f} s")
-    model = train_model(kind, train, args.epochs, args.batch_size, args.lr, args.seed,
+    model = train_model(kind, spec, train, args.epochs, args.batch_size, args.lr, args.seed,
                         synthetic_share=args.synthetic, arch=args.arch, sigma=args.sigma,
                         ema=args.ema)
     train_seconds = time.time() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    val_figures = _json_safe(evaluate(model, kind, data_dir, val, out_dir / "val_probs.npz")
+    val_figures = _json_safe(evaluate(model, spec, data_dir, val, out_dir / "val_probs.npz")
                              if len(val.tenths) else {})
-    figures = _json_safe(evaluate(model, kind, data_dir, dev, out_dir / "dev_probs.npz")
+    figures = _json_safe(evaluate(model, spec, data_dir, dev, out_dir / "dev_probs.npz")
                          if len(dev.tenths) else {})
     print("validation:", json.dumps(val_figures))
     print("dev:", json.dumps(figures))
 
     onnx_path = out_dir / MODEL_FILE[kind]
-    sha256 = export_onnx(model, kind, onnx_path)
-    channels, height, width = INPUT_SHAPE[kind]
+    sha256 = export_onnx(model, spec, onnx_path)
+    channels, height, width = spec.shape
     sidecar = {
         "kind": kind, "file": onnx_path.name, "sha256": sha256,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "input": {"channels": channels, "height_px": height, "width_px": width,
+        "input": {"planes": spec.planes, "channels": channels, "height_px": height,
+                  "width_px": width,
                   "layout": "NCHW float32", "resize": "cv2.INTER_AREA",
-                  "normalisation": "grey (BGR weights .114 .587 .299), per crop (x-mean)/max(std,4)"
-                  + ("; plane 2: redness R-max(G,B) / max(max, 20)" if channels == 2 else "")},
+                  "normalisation": NORMALISATION[spec.planes]},
         "classes": {"count": N_CLASSES, "meaning": "tenths 0..99, circular",
                     "label_sigma_tenths": args.sigma},
         "training": {"arch": args.arch, "ema_decay": args.ema, "epochs": args.epochs,

@@ -33,7 +33,7 @@ def test_model_output_shape():
     for kind in ("digit", "dial"):
         for arch in train.ARCHS:
             model = train.build_model(kind, arch).eval()
-            channels, h, w = train.INPUT_SHAPE[kind]
+            channels, h, w = train.DEFAULT_INPUT[kind].shape
             assert model(torch.zeros(2, channels, h, w)).shape == (2, 100)
     with pytest.raises(ValueError, match="arch"):
         train.build_model("digit", "huge")
