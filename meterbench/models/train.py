@@ -308,14 +308,31 @@ class _WeightAverage:
                     avg.copy_(new)
 
 
-def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_size: int, lr: float,
-                seed: int, synthetic_share: float = 0.0, log=print, arch: str = "plain",
-                sigma: float = LABEL_SIGMA_TENTHS, ema: float = 0.0):
+def epoch_order(tenths: np.ndarray, balance: float, rng: np.random.Generator) -> np.ndarray:
+    """Crop indices for one epoch: a permutation, or with `balance` > 0 a draw (with
+    replacement) that flattens the labels' tenth digit towards uniform.
+
+    Real registers rest on whole digits far more often than between them (upper
+    wheels only move at a carry), so the labels pile up at x.0 and x.9; a model
+    learning that prior pulls in-between positions towards the whole digit.
+    """
+    if balance <= 0:
+        return rng.permutation(len(tenths))
+    fraction = np.asarray(tenths).astype(int) % 10
+    counts = np.bincount(fraction, minlength=10).astype(np.float64)
+    weights = counts[fraction] ** -balance
+    return rng.choice(len(tenths), size=len(tenths), p=weights / weights.sum())
+
+
+def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_size: int,
+                lr: float, seed: int, synthetic_share: float = 0.0, log=print, arch: str = "plain",
+                sigma: float = LABEL_SIGMA_TENTHS, ema: float = 0.0, balance: float = 0.0):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
     `synthetic_share` of each batch (digits only) is replaced by rendered wheels;
     `sigma` is the soft-label width (tenths); `ema` > 0 returns the exponential
-    moving average of the weights (decay per step) instead of the last weights.
+    moving average of the weights (decay per step) instead of the last weights;
+    `balance` > 0 draws crops with probability ∝ (share of their tenth digit)^-balance.
     """
     import torch
 
@@ -330,7 +347,7 @@ def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_s
                                                    steps_per_epoch=steps_per_epoch)
     for epoch in range(epochs):
         model.train()
-        order = rng.permutation(len(train.tenths))
+        order = epoch_order(train.tenths, balance, rng)
         started, total = time.time(), 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
@@ -393,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", help="comma-separated split units held out of training as a "
                         "validation set for model selection (figures in the sidecar)")
     parser.add_argument("--arch", choices=ARCHS, default="plain")
+    parser.add_argument("--balance", type=float, default=0.0,
+                        help="flatten the tenth-digit prior: draw ∝ frequency^-BALANCE (1: uniform)")
     parser.add_argument("--planes", choices=PLANES, help="input planes (default: the kind's)")
     parser.add_argument("--size", help="input HxW in px, e.g. 32x20 (default: the kind's)")
     parser.add_argument("--sigma", type=float, default=LABEL_SIGMA_TENTHS,
@@ -424,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
           f"loaded in {time.time() - started:.0f} s")
     model = train_model(kind, spec, train, args.epochs, args.batch_size, args.lr, args.seed,
                         synthetic_share=args.synthetic, arch=args.arch, sigma=args.sigma,
-                        ema=args.ema)
+                        ema=args.ema, balance=args.balance)
     train_seconds = time.time() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -449,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                     "label_sigma_tenths": args.sigma},
         "training": {"arch": args.arch, "ema_decay": args.ema, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "synthetic_share": args.synthetic, "threads": args.threads,
+                     "synthetic_share": args.synthetic, "balance": args.balance,
+                     "threads": args.threads,
                      "all_data": args.all_data,
                      "n_train": int(len(train.tenths)), "seconds": round(train_seconds),
                      "groups": sorted(set(train.groups))},

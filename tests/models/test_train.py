@@ -77,3 +77,14 @@ def test_synthetic_wheels_have_exact_labels_and_requested_size():
         image, tenths = render_wheel(strips, rng, (64, 40))
         assert image.shape == (64, 40, 3) and image.dtype == np.uint8
         assert 0 <= tenths < 100
+
+
+def test_balanced_epoch_flattens_the_tenth_digit_prior():
+    tenths = np.array([30] * 800 + [35] * 100 + [39] * 100)
+    rng = np.random.default_rng(0)
+    plain = train.epoch_order(tenths, 0.0, rng)
+    assert sorted(plain) == list(range(len(tenths)))
+    drawn = np.bincount(tenths[train.epoch_order(tenths, 1.0, rng)] % 10, minlength=10)
+    assert drawn.sum() == len(tenths)
+    # each present tenth digit drawn about a third of the time, instead of 80/10/10 %
+    assert all(250 < drawn[k] < 420 for k in (0, 5, 9)), drawn
