@@ -18,6 +18,7 @@ from meterbench.models._metrics import wheel_metrics  # noqa: E402
 from meterbench.models._runtime import (  # noqa: E402
     DialReader,
     DigitReader,
+    InputSpec,
     decode_probs,
     preprocess_crops,
 )
@@ -65,6 +66,28 @@ def speed(reader) -> dict[str, float]:
             "latency_p99_ms_batch1": 1e3 * float(np.percentile(t1, 99))}
 
 
+def near_duplicate_label_spread(images: list[np.ndarray], tenths: np.ndarray,
+                                threshold: float = 0.05) -> dict[str, float]:
+    """How consistent the labels themselves are: each crop's nearest look-alike in its group.
+
+    Crops are compared as standardised 16×10 grey thumbnails (mean squared
+    difference < `threshold`: the same wheel position seen twice). The share of
+    such pairs whose labels differ by 1 tenth, or by ≥ 2, bounds what any
+    reader can score within ±0.1 on that group.
+    """
+    thumbs = np.stack([preprocess_crops([image], InputSpec("grey", 16, 10))[0].ravel()
+                       for image in images])
+    d2 = ((thumbs[:, None, :] - thumbs[None, :, :]) ** 2).mean(-1)
+    np.fill_diagonal(d2, np.inf)
+    nearest = d2.argmin(1)
+    close = d2[np.arange(len(thumbs)), nearest] < threshold
+    gap = np.abs(tenths - tenths[nearest]) % 100
+    gap = np.minimum(gap, 100 - gap)[close]
+    n = max(1, int(close.sum()))
+    return {"n_pairs": int(close.sum()), "label_gap_1_tenth": float(np.sum(gap == 1) / n),
+            "label_gap_ge_2_tenths": float(np.sum(gap >= 2) / n)}
+
+
 def _print_figures(title: str, figures: dict[str, float]) -> None:
     print(title)
     for key, value in figures.items():
@@ -93,6 +116,8 @@ def main(kind: str) -> int:
     for group in sorted(set(groups)):
         keep = np.array([g == group for g in groups])
         result[group] = wheel_metrics(value[keep], confidence[keep], tenths[keep])
+        result[group]["labels"] = near_duplicate_label_spread(
+            [im for im, k in zip(images, keep, strict=True) if k], tenths[keep])
     result["speed"] = speed(reader)
     result["speed"]["end_to_end_crops_per_s_incl_preprocessing"] = end_to_end
     if args.json:
@@ -108,5 +133,8 @@ def main(kind: str) -> int:
         print(f"  {group}: n {f['n']} exact {f['exact_tenths']:.4f} ±0.1 {f['within_0_1']:.4f}"
               f" ±0.2 {f['within_0_2']:.4f} int {f['integer_acc']:.4f}"
               f" off≥0.5 {f['off_ge_0_5']:.4f}")
+        spread = f["labels"]
+        print(f"    label check: {spread['n_pairs']} look-alike pairs, labels 1 tenth apart "
+              f"{spread['label_gap_1_tenth']:.3f}, ≥2 apart {spread['label_gap_ge_2_tenths']:.3f}")
     _print_figures("ONNX Runtime, 1 thread:", result["speed"])
     return 0
