@@ -74,25 +74,66 @@ def digit_strips() -> list[np.ndarray]:
     return strips + _truetype_strips()
 
 
-def render_wheel(strips: list[np.ndarray], rng: np.random.Generator, size_hw: tuple[int, int],
-                 ) -> tuple[np.ndarray, float]:
-    """A random synthetic wheel crop (BGR uint8, `size_hw`) and its label in tenths."""
-    strip = strips[int(rng.integers(len(strips)))]
-    tenths = rng.uniform(0, 100)
+def _wheel_window(strip: np.ndarray, tenths: float, size_hw: tuple[int, int],
+                  rng: np.random.Generator) -> np.ndarray:
+    """Ink coverage (0..1, float32) of a wheel seen through a window of `size_hw` px at `tenths`."""
     centre = (tenths / 10 + 1.5) * PITCH_PX
     half_h = 0.5 * PITCH_PX * rng.uniform(1.0, 1.45)
-    top = int(round(centre - half_h))
-    window = strip[top:int(round(centre + half_h)), :].astype(np.float32) / 255.0
-    window = cv2.resize(window, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
-    # cylinder shading: the wheel darkens towards its top and bottom edges
-    y = np.linspace(-1, 1, size_hw[0])[:, None, None]
-    shade = 1 - rng.uniform(0, 0.5) * y ** 2
-    if rng.random() < 0.6:   # the common bench colours: black/white/red, either way round
+    window = strip[int(round(centre - half_h)):int(round(centre + half_h)), :]
+    window = window.astype(np.float32) / 255.0
+    return cv2.resize(window, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def _colours(rng: np.random.Generator, random_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ink, paper) BGR: the common bench colours, or with `random_share` any legible pair."""
+    if rng.random() >= random_share:   # black/white/red, either way round
         ink, paper = (np.array(c, np.float64) for c in _PALETTE[int(rng.integers(len(_PALETTE)))])
         ink, paper = ink * rng.uniform(0.8, 1.2), paper * rng.uniform(0.8, 1.2)
     else:
         ink, paper = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     if np.abs(ink.mean() - paper.mean()) < 60:     # keep the digit legible
         ink = 255 - paper
-    image = (paper + (ink - paper) * window[:, :, None]) * shade
-    return np.clip(image, 0, 255).astype(np.uint8), float(tenths)
+    return ink, paper
+
+
+def _paint(coverage: np.ndarray, ink: np.ndarray, paper: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Coloured wheel (float BGR) with cylinder shading: darker towards its top and bottom."""
+    y = np.linspace(-1, 1, coverage.shape[0])[:, None, None]
+    shade = 1 - rng.uniform(0, 0.5) * y ** 2
+    return (paper + (ink - paper) * coverage[:, :, None]) * shade
+
+
+def render_wheel(strips: list[np.ndarray], rng: np.random.Generator, size_hw: tuple[int, int],
+                 frame_p: float = 0.0) -> tuple[np.ndarray, float]:
+    """A random synthetic wheel crop (BGR uint8, `size_hw`) and its label in tenths.
+
+    With probability `frame_p` the wheel is seen as a bench camera crops it: inside
+    the register window's frame (dark or bright bands, nearly the same above and
+    below so the window centre stays the crop centre) with slivers of the
+    neighbouring wheels at the sides.
+    """
+    strip = strips[int(rng.integers(len(strips)))]
+    tenths = float(rng.uniform(0, 100))
+    height, width = size_hw
+    framed = rng.random() < frame_p
+    ink, paper = _colours(rng, random_share=0.2 if framed else 0.4)
+    if not framed:
+        image = _paint(_wheel_window(strip, tenths, size_hw, rng), ink, paper, rng)
+        return np.clip(image, 0, 255).astype(np.uint8), tenths
+    band = rng.uniform(0.0, 0.2) * height
+    top, bottom = (max(0, int(round(band + rng.normal(0, 0.01 * height)))) for _ in range(2))
+    left, right = (int(rng.uniform(0, 0.25) * width) for _ in range(2))
+    inner_hw = (height - top - bottom, width - left - right)
+    frame = rng.uniform(0, 60, 3) if rng.random() < 0.6 else rng.uniform(140, 255, 3)
+    image = np.empty((height, width, 3), np.float64)
+    image[:] = frame
+    for x0, x1 in ((0, left), (width - right, width)):      # neighbouring wheels
+        if x1 - x0 >= 2 and rng.random() < 0.5:
+            other = strips[int(rng.integers(len(strips)))]
+            neighbour = _wheel_window(other, rng.uniform(0, 100), (inner_hw[0], inner_hw[1]), rng)
+            part = neighbour[:, :x1 - x0] if x0 == 0 else neighbour[:, -(x1 - x0):]
+            image[top:height - bottom, x0:x1] = _paint(part, ink, paper, rng) * rng.uniform(0.5, 1)
+    image[top:height - bottom, left:width - right] = _paint(
+        _wheel_window(strip, tenths, inner_hw, rng), ink, paper, rng)
+    return np.clip(image, 0, 255).astype(np.uint8), tenths

@@ -245,13 +245,14 @@ def build_model(spec: InputSpec | str, arch: str = "plain"):
 def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, spec: InputSpec,
                      rng: np.random.Generator,
                      strips: list[np.ndarray], synthetic_share: float,
-                     sigma: float = LABEL_SIGMA_TENTHS) -> tuple[np.ndarray, np.ndarray]:
+                     sigma: float = LABEL_SIGMA_TENTHS, frame_p: float = 0.0,
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels."""
     images, labels = [], []
     base_hw = crops.images[0].shape[:2]
     for i in idx:
         if strips and rng.random() < synthetic_share:
-            source, label = render_wheel(strips, rng, base_hw)
+            source, label = render_wheel(strips, rng, base_hw, frame_p)
         else:
             source, label = crops.images[i], crops.tenths[i]
         image, label = augment(source, label, kind, rng)
@@ -326,12 +327,14 @@ def epoch_order(tenths: np.ndarray, balance: float, rng: np.random.Generator) ->
 
 def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_size: int,
                 lr: float, seed: int, synthetic_share: float = 0.0, log=print, arch: str = "plain",
-                sigma: float = LABEL_SIGMA_TENTHS, ema: float = 0.0, balance: float = 0.0):
+                sigma: float = LABEL_SIGMA_TENTHS, ema: float = 0.0, balance: float = 0.0,
+                frame_p: float = 0.0):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
     `synthetic_share` of each batch (digits only) is replaced by rendered wheels;
     `sigma` is the soft-label width (tenths); `ema` > 0 returns the exponential
     moving average of the weights (decay per step) instead of the last weights;
+    `frame_p` of the rendered wheels sit in a register window frame;
     `balance` > 0 draws crops with probability ∝ (share of their tenth digit)^-balance.
     """
     import torch
@@ -351,7 +354,8 @@ def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_s
         started, total = time.time(), 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            x, y = _augmented_batch(train, idx, kind, spec, rng, strips, synthetic_share, sigma)
+            x, y = _augmented_batch(train, idx, kind, spec, rng, strips, synthetic_share, sigma,
+                                    frame_p)
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
             optimiser.zero_grad()
@@ -410,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", help="comma-separated split units held out of training as a "
                         "validation set for model selection (figures in the sidecar)")
     parser.add_argument("--arch", choices=ARCHS, default="plain")
+    parser.add_argument("--frame", type=float, default=0.0,
+                        help="digits: share of rendered wheels drawn inside a window frame (0..1)")
     parser.add_argument("--balance", type=float, default=0.0,
                         help="flatten the tenth-digit prior: draw ∝ frequency^-BALANCE (1: uniform)")
     parser.add_argument("--planes", choices=PLANES, help="input planes (default: the kind's)")
@@ -443,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
           f"loaded in {time.time() - started:.0f} s")
     model = train_model(kind, spec, train, args.epochs, args.batch_size, args.lr, args.seed,
                         synthetic_share=args.synthetic, arch=args.arch, sigma=args.sigma,
-                        ema=args.ema, balance=args.balance)
+                        ema=args.ema, balance=args.balance, frame_p=args.frame)
     train_seconds = time.time() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -468,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                     "label_sigma_tenths": args.sigma},
         "training": {"arch": args.arch, "ema_decay": args.ema, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "synthetic_share": args.synthetic, "balance": args.balance,
+                     "synthetic_share": args.synthetic, "synthetic_framed": args.frame,
+                     "balance": args.balance,
                      "threads": args.threads,
                      "all_data": args.all_data,
                      "n_train": int(len(train.tenths)), "seconds": round(train_seconds),

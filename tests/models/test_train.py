@@ -73,10 +73,11 @@ def test_synthetic_wheels_have_exact_labels_and_requested_size():
     strips = digit_strips()
     assert len(strips) >= 36          # Hershey variants alone
     rng = np.random.default_rng(0)
-    for _ in range(10):
-        image, tenths = render_wheel(strips, rng, (64, 40))
-        assert image.shape == (64, 40, 3) and image.dtype == np.uint8
-        assert 0 <= tenths < 100
+    for frame_p in (0.0, 1.0):
+        for _ in range(10):
+            image, tenths = render_wheel(strips, rng, (64, 40), frame_p)
+            assert image.shape == (64, 40, 3) and image.dtype == np.uint8
+            assert 0 <= tenths < 100
 
 
 def test_balanced_epoch_flattens_the_tenth_digit_prior():
