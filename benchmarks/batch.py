@@ -1,9 +1,10 @@
 """Batch re-verification benchmark (issue 6).
 
 Simulates (or reuses) N water-meter sessions, then:
-- `meterbench batch --jobs 1` and `--jobs 2`: wall time, speed-up, speed against real time;
-- a reference run reading every frame: verdicts and the largest error difference
-  against the batch (which reads only the frames a verdict needs).
+- a reference run reading every frame (the first --reference sessions);
+- for each track interval: `meterbench batch --jobs 1` and `--jobs 2` (wall time, speed-up,
+  speed against real time), and the verdicts and largest error difference against the
+  every-frame run (the batch reads only the frames a verdict needs).
 Usage:
 
     python benchmarks/batch.py --sessions 6 --meters 3 --profile short --keep /tmp/batch-sessions
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--keep", help="folder holding the simulated sessions (made if missing)")
     parser.add_argument("--reference", type=int, default=None,
                         help="sessions also verified reading every frame (default: all)")
+    parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.25],
+                        help="track_interval_s values to batch with (s)")
     args = parser.parse_args()
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-batch-"))
@@ -50,36 +53,42 @@ def main() -> None:
     recorded_s = sum(_duration_s(s) for s in sessions)
     camera_s = sum(_duration_s(s) * len(s.manifest["cameras"]) for s in sessions)
 
-    walls = {}
     out = Path(tempfile.mkdtemp(prefix="meterbench-batch-out-"))
-    for jobs in (1, 2):
-        target = out / f"jobs{jobs}"
-        started = time.perf_counter()
-        status = run_batch(folders, target, jobs=jobs)
-        walls[jobs] = time.perf_counter() - started
-        print(f"--jobs {jobs}: {walls[jobs]:.1f} s wall, exit {status}; "
-              f"{recorded_s / walls[jobs]:.1f}x real time ({recorded_s:.0f} s of bench time, "
-              f"{camera_s:.0f} camera-seconds)")
-    identical = all((out / "jobs1" / f.name / "report.json").read_bytes()
-                    == (out / "jobs2" / f.name / "report.json").read_bytes() for f in folders)
-    print(f"--jobs 2 speed-up: {walls[1] / walls[2]:.2f}x; report.json byte-identical across --jobs: {identical}")
-
+    reference = list(zip(folders, sessions, strict=True))[:args.reference]
+    reference_s = sum(_duration_s(s) for _, s in reference)
     readers = RegisterReaders()
     started = time.perf_counter()
-    worst, verdict_changes, points = 0.0, 0, 0
-    for folder, session in list(zip(folders, sessions, strict=True))[:args.reference]:
-        full, _ = verify_session(session, ReadingOptions(every_frame=True), readers)
-        batch = json.loads((out / "jobs1" / folder.name / "report.json").read_text())
-        for full_i, batch_i in zip(full["instruments"], batch["instruments"], strict=True):
-            for full_p, batch_p in zip(full_i["points"], batch_i["points"], strict=True):
-                points += 1
-                verdict_changes += full_p["verdict"] != batch_p["verdict"]
-                if full_p["verdict"] != "inconclusive" and batch_p["verdict"] != "inconclusive":
-                    worst = max(worst, abs(full_p["error_pct"] - batch_p["error_pct"]))
+    full_reports = {folder.name: verify_session(session, ReadingOptions(every_frame=True), readers)[0]
+                    for folder, session in reference}
     full_wall = time.perf_counter() - started
-    print(f"every-frame reference run: {full_wall:.1f} s ({recorded_s / full_wall:.1f}x real time, one process); "
-          f"{points} points, verdicts differing from the batch: {verdict_changes}, "
-          f"max |error difference| {worst:.5f} %-points")
+    print(f"every-frame reference run: {full_wall:.1f} s ({reference_s / full_wall:.1f}x real time, "
+          f"one process) on {len(reference)} sessions")
+    for interval in args.intervals:
+        options = ReadingOptions(track_interval_s=interval)
+        walls = {}
+        for jobs in (1, 2):
+            target = out / f"i{interval}-jobs{jobs}"
+            started = time.perf_counter()
+            status = run_batch(folders, target, jobs=jobs, options=options)
+            walls[jobs] = time.perf_counter() - started
+            print(f"track_interval_s {interval}: --jobs {jobs}: {walls[jobs]:.1f} s wall, exit {status}; "
+                  f"{recorded_s / walls[jobs]:.1f}x real time ({recorded_s:.0f} s of bench time, "
+                  f"{camera_s:.0f} camera-seconds)")
+        identical = all((out / f"i{interval}-jobs1" / f.name / "report.json").read_bytes()
+                        == (out / f"i{interval}-jobs2" / f.name / "report.json").read_bytes() for f in folders)
+        print(f"track_interval_s {interval}: --jobs 2 speed-up {walls[1] / walls[2]:.2f}x; "
+              f"report.json byte-identical across --jobs: {identical}")
+        worst, verdict_changes, points = 0.0, 0, 0
+        for name, full in full_reports.items():
+            batch = json.loads((out / f"i{interval}-jobs1" / name / "report.json").read_text())
+            for full_i, batch_i in zip(full["instruments"], batch["instruments"], strict=True):
+                for full_p, batch_p in zip(full_i["points"], batch_i["points"], strict=True):
+                    points += 1
+                    verdict_changes += full_p["verdict"] != batch_p["verdict"]
+                    if "inconclusive" not in (full_p["verdict"], batch_p["verdict"]):
+                        worst = max(worst, abs(full_p["error_pct"] - batch_p["error_pct"]))
+        print(f"track_interval_s {interval}: against every frame, {points} points: verdicts differing "
+              f"{verdict_changes}, max |error difference| {worst:.5f} %-points")
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -44,8 +44,9 @@ def find_sessions(paths: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def configuration_hash() -> str:
-    """SHA-256 over the calibration tables and the default reading options (what a verdict depends on)."""
+def configuration_hash(options=None) -> str:
+    """SHA-256 over the calibration tables and the reading options (default ones unless given):
+    what a verdict depends on besides the session and the models."""
     from meterbench.pipelines.water_meter import ReadingOptions
 
     digest = hashlib.sha256()
@@ -53,7 +54,7 @@ def configuration_hash() -> str:
     for table in sorted(data_dir.glob("*.json")):
         digest.update(table.name.encode())
         digest.update(table.read_bytes())
-    digest.update(json.dumps(dataclasses.asdict(ReadingOptions()), sort_keys=True).encode())
+    digest.update(json.dumps(dataclasses.asdict(options or ReadingOptions()), sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -65,7 +66,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _verify_one(session_dir: str, out_dir: str) -> dict:
+def _verify_one(session_dir: str, out_dir: str, options=None) -> dict:
     """Worker: verify one session, write its reports, return its summary rows (runs in a subprocess)."""
     global _worker_readers
     from meterbench.pipelines.report import write_report_html, write_report_json
@@ -77,7 +78,7 @@ def _verify_one(session_dir: str, out_dir: str) -> dict:
         session = load_session(Path(session_dir))
         if session.manifest["bench_kind"] == "water-meter" and _worker_readers is None:
             _worker_readers = RegisterReaders()
-        report, figures = verify_session(session, readers=_worker_readers)
+        report, figures = verify_session(session, options, readers=_worker_readers)
         write_report_json(report, Path(out_dir))
         write_report_html(report, Path(out_dir), figures, _provenance_notes())
     except Exception as exc:  # a failing session is reported, the batch goes on
@@ -202,14 +203,18 @@ def _fmt_pct(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):+.4f}"
 
 
-def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path | None = None) -> int:
-    """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed."""
+def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path | None = None,
+              options=None) -> int:
+    """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed.
+
+    ``options`` (a ReadingOptions) replaces the default reading options; its hash is in the summary.
+    """
     sessions = find_sessions(paths)
     if not sessions:
         raise FileNotFoundError("no session.json found under " + ", ".join(str(p) for p in paths))
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _unique_names(sessions)
-    config_hash = configuration_hash()
+    config_hash = configuration_hash(options)
     results: dict[Path, dict] = {}
     progress = _Progress(len(sessions))
     interrupted = False
@@ -217,7 +222,7 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
                                    initializer=_ignore_sigint)
     try:
         pending: dict[Future, Path] = {
-            executor.submit(_verify_one, str(path), str(out_dir / names[path])): path for path in sessions}
+            executor.submit(_verify_one, str(path), str(out_dir / names[path]), options): path for path in sessions}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

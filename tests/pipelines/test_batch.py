@@ -118,3 +118,11 @@ def test_ctrl_c_keeps_what_was_finished(tmp_path):
         assert summary["complete"] is False
     else:  # the batch won the race and finished everything
         assert proc.returncode == 0 and summary["complete"] is True
+
+
+def test_configuration_hash_follows_the_reading_options():
+    from meterbench.pipelines.batch import configuration_hash
+    from meterbench.pipelines.water_meter import ReadingOptions
+
+    assert configuration_hash() == configuration_hash(ReadingOptions())
+    assert configuration_hash(ReadingOptions(track_interval_s=0.5)) != configuration_hash()
