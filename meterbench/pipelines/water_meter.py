@@ -42,7 +42,7 @@ class ReadingOptions:
     window_before_s: float = 4.0  # frames read before each flying start/stop (s)
     window_after_s: float = 4.0  # frames read after a flying start (s)
     stop_after_s: float = 0.5  # frames read after a flying stop (s): keeps the verdict prompt
-    track_interval_s: float = 1.0  # spacing of the monotonic-track check frames between (s)
+    track_interval_s: float = 0.25  # spacing of the frames read between the windows (s): track check and point fit
     max_read_fps: float = 10.0  # frames read per second inside the windows (faster cameras are thinned)
     every_frame: bool = False  # read every frame of the point (reference run for batch checks)
     # "point": the register is fitted against the reference over the whole point, from the flying
