@@ -116,3 +116,23 @@ def test_cli_dials_missing_file_fails_but_reads_others(tmp_path):
     assert len(done.stdout.splitlines()) == 1
     assert str(missing) in done.stderr and "file not found" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_input_spec_comes_from_the_sidecar_and_must_match_the_model(tmp_path):
+    from meterbench.models._runtime import MODEL_DIR, InputSpec, preprocess_crops
+
+    model = tmp_path / "digit_wheel.onnx"
+    model.write_bytes((MODEL_DIR / "digit_wheel.onnx").read_bytes())
+    sidecar = json.loads((MODEL_DIR / "digit_wheel.json").read_text())
+    assert DigitReader(model).input_spec == InputSpec("grey", 32, 20)   # no sidecar: the default
+    sidecar["input"]["height_px"] = 40
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ValueError, match="does not match its sidecar"):
+        DigitReader(model)
+    sidecar["input"]["planes"] = "purple"
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ValueError, match="input"):
+        DigitReader(model)
+    crops = [np.full((50, 30, 3), 100, np.uint8)]
+    assert preprocess_crops(crops, InputSpec("bgr", 24, 16)).shape == (1, 3, 24, 16)
+    assert preprocess_crops(crops, InputSpec("grey+redness", 24, 16)).shape == (1, 2, 24, 16)
