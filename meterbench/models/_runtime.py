@@ -23,7 +23,8 @@ N_CLASSES = 100
 DECODE_HALF_WINDOW = 3        # classes each side of the argmax used for the circular mean
 CONFIDENCE_HALF_WIDTH = 1.5   # tenths: confidence = probability mass within ±0.15 of the value
 
-PLANES = ("grey", "grey+redness", "bgr")
+PLANE_CHANNELS = {"grey": 1, "grey+redness": 2, "bgr": 3}   # input planes -> channels
+PLANES = tuple(PLANE_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,7 @@ class InputSpec:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one preprocessed crop."""
-        channels = {"grey": 1, "grey+redness": 2, "bgr": 3}[self.planes]
-        return channels, self.height_px, self.width_px
+        return PLANE_CHANNELS[self.planes], self.height_px, self.width_px
 
 
 # Default input per model kind; a model's sidecar (.json) may say otherwise.
@@ -83,7 +83,7 @@ def _standardise(plane: np.ndarray) -> np.ndarray:
     return (plane - plane.mean()) / max(float(plane.std()), 4.0)
 
 
-def _input_spec(spec: InputSpec | str) -> InputSpec:
+def input_spec(spec: InputSpec | str) -> InputSpec:
     """An InputSpec, or the default one of a model kind ('digit' / 'dial')."""
     if isinstance(spec, InputSpec):
         return spec
@@ -97,7 +97,7 @@ def preprocess_crop(crop: np.ndarray, spec: InputSpec | str) -> np.ndarray:
 
     `spec` is an InputSpec or a model kind (its default spec).
     """
-    spec = _input_spec(spec)
+    spec = input_spec(spec)
     image = _as_bgr(crop)
     if image.dtype != np.uint8:
         raise ValueError(f"crop: expected uint8 pixels, got {image.dtype}")
@@ -117,7 +117,7 @@ def preprocess_crop(crop: np.ndarray, spec: InputSpec | str) -> np.ndarray:
 
 def preprocess_crops(crops: Sequence[np.ndarray], spec: InputSpec | str) -> np.ndarray:
     """Crops -> model batch (N, C, H, W) float32."""
-    spec = _input_spec(spec)
+    spec = input_spec(spec)
     if len(crops) == 0:
         return np.zeros((0, *spec.shape), np.float32)
     return np.stack([preprocess_crop(c, spec) for c in crops])
@@ -128,8 +128,8 @@ def input_spec_from_sidecar(info: dict, kind: str) -> InputSpec:
     section = info.get("input")
     if not section:
         return DEFAULT_INPUT[kind]
-    planes = section.get("planes") or {1: "grey", 2: "grey+redness", 3: "bgr"}.get(
-        section.get("channels"), "")
+    by_channels = {channels: planes for planes, channels in PLANE_CHANNELS.items()}
+    planes = section.get("planes") or by_channels.get(section.get("channels"), "")
     return InputSpec(planes, int(section["height_px"]), int(section["width_px"]))
 
 

@@ -131,7 +131,7 @@ def render_wheel(strips: list[np.ndarray], rng: np.random.Generator, size_hw: tu
     for x0, x1 in ((0, left), (width - right, width)):      # neighbouring wheels
         if x1 - x0 >= 2 and rng.random() < 0.5:
             other = strips[int(rng.integers(len(strips)))]
-            neighbour = _wheel_window(other, rng.uniform(0, 100), (inner_hw[0], inner_hw[1]), rng)
+            neighbour = _wheel_window(other, rng.uniform(0, 100), inner_hw, rng)
             part = neighbour[:, :x1 - x0] if x0 == 0 else neighbour[:, -(x1 - x0):]
             image[top:height - bottom, x0:x1] = _paint(part, ink, paper, rng) * rng.uniform(0.5, 1)
     image[top:height - bottom, left:width - right] = _paint(

@@ -34,6 +34,7 @@ from meterbench.models._runtime import (
     PLANES,
     InputSpec,
     decode_probs,
+    input_spec,
     preprocess_crop,
     preprocess_crops,
 )
@@ -205,9 +206,7 @@ def build_model(spec: InputSpec | str, arch: str = "plain"):
 
     if arch not in ARCHS:
         raise ValueError(f"arch: expected one of {ARCHS}, got {arch!r}")
-    if isinstance(spec, str):
-        spec = DEFAULT_INPUT[spec]
-    channels, height, width = spec.shape
+    channels, height, width = input_spec(spec).shape
 
     def block(c_in: int, c_out: int) -> list:
         return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
@@ -227,19 +226,15 @@ def build_model(spec: InputSpec | str, arch: str = "plain"):
 
     if arch == "res":
         layers = (block(channels, 16) + [nn.MaxPool2d(2)] + block(16, 32) + [Residual(32)]
-                  + [nn.MaxPool2d(2)] + block(32, 64) + [Residual(64), nn.MaxPool2d(2),
-                                                        nn.Flatten(), nn.Dropout(0.25)])
-        features = 64 * (height // 8) * (width // 8)
-        layers += [nn.Linear(features, 128), nn.ReLU(inplace=True), nn.Dropout(0.1),
-                   nn.Linear(128, N_CLASSES)]
-        return nn.Sequential(*layers)
-
-    c1, c2, c3 = (24, 48, 96) if arch == "wide" else (16, 32, 64)
-    layers = (block(channels, c1) + [nn.MaxPool2d(2)] + block(c1, c2) + block(c2, c2)
-              + [nn.MaxPool2d(2)] + block(c2, c3) + [nn.MaxPool2d(2), nn.Flatten(),
-                                                    nn.Dropout(0.25)])
+                  + [nn.MaxPool2d(2)] + block(32, 64) + [Residual(64)])
+        c3 = 64
+    else:
+        c1, c2, c3 = (24, 48, 96) if arch == "wide" else (16, 32, 64)
+        layers = (block(channels, c1) + [nn.MaxPool2d(2)] + block(c1, c2) + block(c2, c2)
+                  + [nn.MaxPool2d(2)] + block(c2, c3))
     features = c3 * (height // 8) * (width // 8)
-    layers += [nn.Linear(features, 128), nn.ReLU(inplace=True), nn.Dropout(0.1),
+    layers += [nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25),
+               nn.Linear(features, 128), nn.ReLU(inplace=True), nn.Dropout(0.1),
                nn.Linear(128, N_CLASSES)]
     return nn.Sequential(*layers)
 
