@@ -23,7 +23,7 @@ from meterbench.models._runtime import (  # noqa: E402
     decode_probs,
     preprocess_crops,
 )
-from meterbench.models.train import DATA_DIR, DEV_UNITS, _split_units  # noqa: E402
+from meterbench.models.training.train import DATA_DIR, DEV_UNITS, _split_units  # noqa: E402
 
 
 def dev_crops(kind: str, data_dir: Path, dev_units: tuple[str, ...],

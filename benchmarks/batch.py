@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from meterbench.devices import simulate_water_meter
-from meterbench.pipelines.batch import find_sessions, run_batch
-from meterbench.pipelines.run import RegisterReaders, verify_session
-from meterbench.pipelines.session import load_session
-from meterbench.pipelines.water_meter import ReadingOptions
+from meterbench.batch import find_sessions, run_batch
+from meterbench.session.reader import load_session
+from meterbench.sim import simulate_water_meter
+from meterbench.verify.run import RegisterReaders, verify_session
+from meterbench.verify.water_meter import ReadingOptions
 
 
 def _duration_s(session) -> float:

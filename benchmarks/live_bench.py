@@ -31,16 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meterbench.devices import SessionRecorder  # noqa: E402
 from meterbench.devices.camera import CameraCapture  # noqa: E402
 from meterbench.devices.mqtt import BenchController, MqttConfig  # noqa: E402
 from meterbench.devices.serial_totaliser import TotaliserReader  # noqa: E402
-from meterbench.devices.sim_live import (  # noqa: E402
-    MosquittoBroker,
-    SimMeter,
-    SimulatedBenchPeer,
-    SocatPtyPair,
-)
+from meterbench.session import SessionRecorder  # noqa: E402
+from meterbench.sim import SimMeter, SimulatedBenchPeer  # noqa: E402
+from meterbench.testing import MosquittoBroker, SocatPtyPair  # noqa: E402
 from meterbench.vision.layout import default_register_layout  # noqa: E402
 
 

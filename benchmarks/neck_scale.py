@@ -27,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from meterbench.devices import simulate_tank  # noqa: E402
-from meterbench.devices.tank_render import (  # noqa: E402
+from meterbench.session import load_session  # noqa: E402
+from meterbench.sim import simulate_tank  # noqa: E402
+from meterbench.sim.tank_render import (  # noqa: E402
     random_conditions,
     render_neck,
     stress_conditions,
 )
-from meterbench.pipelines import load_session  # noqa: E402
-from meterbench.pipelines.tank import evaluate_tank_session  # noqa: E402
+from meterbench.verify.tank import evaluate_tank_session  # noqa: E402
 from meterbench.vision import NeckScaleGeometry, read_neck_scale  # noqa: E402
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from meterbench.pipelines.fusion import ReferenceTrack
-from meterbench.pipelines.run import RegisterReaders
-from meterbench.pipelines.session import load_session
-from meterbench.pipelines.water_meter import (
+from meterbench.session.reader import load_session
+from meterbench.verify.fusion import ReferenceTrack
+from meterbench.verify.run import RegisterReaders
+from meterbench.verify.water_meter import (
     ReadingOptions,
     RegisterFrameCache,
     camera_fps,

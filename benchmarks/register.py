@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meterbench.devices.sim_render import RegisterRenderer  # noqa: E402
+from meterbench.sim.register_render import RegisterRenderer  # noqa: E402
 from meterbench.vision import (  # noqa: E402
     RegisterLayout,
     RegisterReader,

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from meterbench.calibration import format_test_plan, plan_test_volumes, water_meter_flows
-from meterbench.devices import simulate_water_meter
-from meterbench.pipelines.run import RegisterReaders, verify_session
-from meterbench.pipelines.session import load_session
-from meterbench.pipelines.water_meter import ReadingOptions
+from meterbench.session.reader import load_session
+from meterbench.sim import simulate_water_meter
+from meterbench.verify.run import RegisterReaders, verify_session
+from meterbench.verify.water_meter import ReadingOptions
 
 
 def session_duration_s(session) -> float:

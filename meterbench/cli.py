@@ -42,7 +42,7 @@ def _cmd_dials(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from meterbench.devices import simulate_tank, simulate_water_meter
+    from meterbench.sim import simulate_tank, simulate_water_meter
 
     if args.bench_kind == "water-meter":
         path = simulate_water_meter(Path(args.out), seed=args.seed, meters=args.meters,
@@ -54,7 +54,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from meterbench.pipelines import run_session
+    from meterbench.verify import run_session
 
     report = run_session(Path(args.session), Path(args.out))
     print(f"{report['session']}: {report['verdict']} -> {Path(args.out) / 'report.json'}")
@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from meterbench.pipelines import run_bench
+    from meterbench.bench import run_bench
 
     report = run_bench(Path(args.config), Path(args.out))
     print(f"{report['session']}: {report['verdict']}")
@@ -70,14 +70,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from meterbench.pipelines import run_batch
+    from meterbench.batch import run_batch
 
     return run_batch([Path(p) for p in args.paths], Path(args.out), jobs=args.jobs,
                      compare=Path(args.compare) if args.compare else None)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from meterbench.pipelines import doctor
+    from meterbench.health import doctor
 
     return doctor(config=Path(args.config) if args.config else None)
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from meterbench.devices._common import DeviceError
-from meterbench.devices.sim_live import MosquittoBroker, SocatPtyPair
+from meterbench.errors import DeviceError
+from meterbench.testing import MosquittoBroker, SocatPtyPair
 
 
 @pytest.fixture

@@ -1,6 +1,25 @@
-"""meterbench.devices"""
+"""meterbench.devices: real drivers only: serial pulse totaliser, Modbus RTU flow computer,
+MQTT bench controller, cameras. Imports nothing of meterbench but ``meterbench.errors``."""
 
-from meterbench.devices.live import *  # noqa: E402,F401,F403  (live bench devices: live.__all__)
-from meterbench.devices.recording import CameraWriter, DeviceLog, SessionRecorder  # noqa: E402,F401
-from meterbench.devices.simulator import simulate_water_meter  # noqa: E402,F401
-from meterbench.devices.tank_sim import simulate_tank  # noqa: E402,F401
+from meterbench.devices._common import Clock, EventSink, Status, monotonic_clock
+from meterbench.devices.camera import CameraCapture
+from meterbench.devices.modbus import ModbusError, ModbusTotaliserReader, RegisterField
+from meterbench.devices.mqtt import BenchController, MqttConfig
+from meterbench.devices.serial_totaliser import TotaliserReader
+from meterbench.errors import DeviceError, DeviceTimeoutError
+
+__all__ = [
+    "BenchController",
+    "CameraCapture",
+    "Clock",
+    "DeviceError",
+    "DeviceTimeoutError",
+    "EventSink",
+    "ModbusError",
+    "ModbusTotaliserReader",
+    "MqttConfig",
+    "RegisterField",
+    "Status",
+    "TotaliserReader",
+    "monotonic_clock",
+]

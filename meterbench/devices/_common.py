@@ -12,16 +12,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from meterbench.errors import DeviceError, DeviceTimeoutError
+
+__all__ = ["Clock", "DeviceError", "DeviceTimeoutError", "EventSink", "ReaderThread", "Status", "monotonic_clock"]
+
 Clock = Callable[[], float]
 """A function giving the session time ``t_s`` in s (monotonic)."""
-
-
-class DeviceError(OSError):
-    """A device could not be opened, read or commanded (the message says which and why)."""
-
-
-class DeviceTimeoutError(DeviceError, TimeoutError):
-    """A device did not answer or confirm within its timeout."""
 
 
 class EventSink(Protocol):

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from meterbench.devices import SessionRecorder
 from meterbench.devices._common import DeviceError
 from meterbench.devices.camera import CameraCapture
+from meterbench.session import SessionRecorder
 
 
 def _video(path, frames: int) -> str:

@@ -7,10 +7,8 @@ import time
 
 import pytest
 
-from meterbench.devices import SessionRecorder
 from meterbench.devices.modbus import (
     ModbusError,
-    ModbusSlave,
     ModbusTotaliserReader,
     RegisterField,
     crc16_modbus,
@@ -20,6 +18,8 @@ from meterbench.devices.modbus import (
     read_request,
     with_crc,
 )
+from meterbench.session import SessionRecorder
+from meterbench.sim import ModbusSlave
 
 
 def test_crc_matches_the_specification_example():

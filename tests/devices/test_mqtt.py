@@ -11,10 +11,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from meterbench.devices import SessionRecorder
 from meterbench.devices._common import DeviceError
 from meterbench.devices.mqtt import BenchController, MqttConfig, parse_event, parse_telemetry
-from meterbench.devices.sim_live import MosquittoBroker, SimMeter, SimulatedBenchPeer
+from meterbench.session import SessionRecorder
+from meterbench.sim import SimMeter, SimulatedBenchPeer
+from meterbench.testing import MosquittoBroker
 
 TELEMETRY = {"flow_m3h": 2.4, "temperature_c": 20.1, "pressure_kpa": 300.0,
              "valves": {"inlet": "open", "outlet": "open", "bypass": "closed"}}

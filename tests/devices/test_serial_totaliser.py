@@ -8,7 +8,6 @@ import time
 import pytest
 import serial
 
-from meterbench.devices import SessionRecorder
 from meterbench.devices._common import monotonic_clock
 from meterbench.devices.serial_totaliser import (
     LineFramer,
@@ -16,6 +15,7 @@ from meterbench.devices.serial_totaliser import (
     format_totaliser_line,
     parse_totaliser_line,
 )
+from meterbench.session import SessionRecorder
 
 
 def test_format_then_parse_round_trips():

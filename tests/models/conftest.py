@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meterbench.models.train import DATA_DIR, DEV_UNITS, _split_units
+from meterbench.models.training.train import DATA_DIR, DEV_UNITS, _split_units
 
 
 def labelled_dev_crops(kind: str, count: int) -> list[tuple[Path, int]]:

@@ -7,7 +7,7 @@ from meterbench.models._runtime import circular_distance
 
 torch = pytest.importorskip("torch")
 
-from meterbench.models import train  # noqa: E402
+from meterbench.models.training import train  # noqa: E402
 
 
 def test_soft_labels_wrap_and_normalise():
@@ -68,7 +68,7 @@ def test_one_epoch_training_smoke(tmp_path):
 
 
 def test_synthetic_wheels_have_exact_labels_and_requested_size():
-    from meterbench.models._synthetic import digit_strips, render_wheel
+    from meterbench.models.training.synthetic import digit_strips, render_wheel
 
     strips = digit_strips()
     assert len(strips) >= 36          # Hershey variants alone

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from meterbench.devices.sim_render import CameraModel, RegisterRenderer
+from meterbench.sim.register_render import CameraModel, RegisterRenderer
 from meterbench.vision.align import MarkerAligner, align_to_plate, element_crop_box
 from meterbench.vision.layout import RegisterLayout, default_register_layout, positions_from_volume
 

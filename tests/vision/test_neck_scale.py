@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from meterbench.devices.tank_render import NeckRenderConditions, render_neck
+from meterbench.sim.tank_render import NeckRenderConditions, render_neck
 from meterbench.vision import NeckScaleGeometry, read_neck_scale
 
 GEOMETRY = NeckScaleGeometry()

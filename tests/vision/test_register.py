@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from meterbench.devices.sim_render import RegisterRenderer
+from meterbench.sim.register_render import RegisterRenderer
 from meterbench.vision import RegisterLayout, RegisterReader, default_register_layout
 from meterbench.vision.layout import positions_from_volume
 

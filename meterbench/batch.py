@@ -1,0 +1,259 @@
+"""`meterbench batch`: re-verify many recorded sessions, summarise, compare with an earlier batch.
+
+Each session is verified by the same code as `meterbench run` (one process per
+job, models loaded once per process). Finished sessions are written as they
+complete, so an interrupted batch keeps what it finished; the summary is
+rewritten after every session. Output order never depends on `--jobs`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import re
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+from meterbench.verify.report import atomic_write_text, clean_for_json
+
+__all__ = ["find_sessions", "run_batch", "compare_summaries", "configuration_hash"]
+
+SUMMARY_FIELDS = ("session", "path", "status", "instrument", "point", "flow_rate", "error_pct", "mpe_pct",
+                  "uncertainty_pct", "verdict", "reason", "model_hashes", "configuration_hash")
+#: An error change larger than this (%-points) is listed by --compare.
+COMPARE_ERROR_TOLERANCE_PCT = 0.005
+
+
+def find_sessions(paths: list[Path]) -> list[Path]:
+    """Every folder holding a session.json under the given paths, sorted, without repeats."""
+    found: set[Path] = set()
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if (path / "session.json").is_file():
+            found.add(path.resolve())
+        found.update(p.parent.resolve() for p in path.rglob("session.json"))
+    return sorted(found)
+
+
+def configuration_hash(options=None) -> str:
+    """SHA-256 over the calibration tables and the reading options (default ones unless given):
+    what a verdict depends on besides the session and the models."""
+    from meterbench.verify.water_meter import ReadingOptions
+
+    digest = hashlib.sha256()
+    data_dir = Path(__file__).resolve().parent / "calibration" / "data"
+    for table in sorted(data_dir.glob("*.json")):
+        digest.update(table.name.encode())
+        digest.update(table.read_bytes())
+    digest.update(json.dumps(dataclasses.asdict(options or ReadingOptions()), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+_worker_readers = None
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which lets running sessions finish and keeps them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _verify_one(session_dir: str, out_dir: str, options=None) -> dict:
+    """Worker: verify one session, write its reports, return its summary rows (runs in a subprocess)."""
+    global _worker_readers
+    from meterbench.session.reader import load_session
+    from meterbench.verify.report import write_report_html, write_report_json
+    from meterbench.verify.run import RegisterReaders, _provenance_notes, verify_session
+
+    started = time.perf_counter()
+    try:
+        session = load_session(Path(session_dir))
+        if session.manifest["bench_kind"] == "water-meter" and _worker_readers is None:
+            _worker_readers = RegisterReaders()
+        report, figures = verify_session(session, options, readers=_worker_readers)
+        write_report_json(report, Path(out_dir))
+        write_report_html(report, Path(out_dir), figures, _provenance_notes())
+    except Exception as exc:  # a failing session is reported, the batch goes on
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return {"path": session_dir, "status": "failed", "reason": f"{type(exc).__name__}: {first_line}",
+                "seconds": time.perf_counter() - started}
+    return {"path": session_dir, "status": "done", "session": report["session"],
+            "verdict": report["verdict"], "report": clean_for_json(report),
+            "seconds": time.perf_counter() - started}
+
+
+def _unique_names(sessions: list[Path]) -> dict[Path, str]:
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for path in sessions:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name) or "session"
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        names[path] = name
+    return names
+
+
+def _summary_rows(result: dict, config_hash: str) -> list[dict]:
+    if result["status"] != "done":
+        return [{"session": "", "path": result["path"], "status": result["status"], "reason": result["reason"]}]
+    report = result["report"]
+    models = ";".join(f"{k}={v[:12]}" for k, v in sorted(report.get("models", {}).items()))
+    rows = []
+    for instrument in report["instruments"]:
+        for point in instrument["points"]:
+            rows.append({"session": report["session"], "path": result["path"], "status": "done",
+                         "instrument": instrument["id"], "point": point["name"],
+                         "flow_rate": point.get("flow_rate"), "error_pct": point.get("error_pct"),
+                         "mpe_pct": point.get("mpe_pct"), "uncertainty_pct": point.get("uncertainty_pct"),
+                         "verdict": point["verdict"], "reason": point.get("reason", ""),
+                         "model_hashes": models, "configuration_hash": config_hash})
+    return rows
+
+
+def _write_summary(out_dir: Path, results: dict[Path, dict], order: list[Path], config_hash: str,
+                   interrupted: bool) -> None:
+    rows = [row for path in order if path in results for row in _summary_rows(results[path], config_hash)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in SUMMARY_FIELDS})
+    atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
+    sessions = [{k: v for k, v in results[p].items() if k not in ("report", "seconds")}
+                for p in order if p in results]
+    summary = {"sessions": sessions, "points": rows, "configuration_hash": config_hash,
+               "complete": not interrupted and len(results) == len(order),
+               "sessions_total": len(order), "sessions_failed": sum(r["status"] != "done" for r in results.values())}
+    atomic_write_text(out_dir / "summary.json", json.dumps(clean_for_json(summary), indent=2) + "\n")
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.enabled = hasattr(stream, "isatty") and stream.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = int(30 * self.done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label[:40]:<40}")
+            self.stream.flush()
+            if self.done == self.total:
+                self.stream.write("\n")
+
+
+def compare_summaries(new_rows: list[dict], old_rows: list[dict],
+                      tolerance_pct: float = COMPARE_ERROR_TOLERANCE_PCT) -> list[dict]:
+    """Points whose verdict changed or whose error moved by more than ``tolerance_pct``."""
+    def key(row: dict) -> tuple:
+        return (row.get("session"), row.get("instrument"), row.get("point"))
+
+    old = {key(r): r for r in old_rows if r.get("point")}
+    changes = []
+    for row in new_rows:
+        if not row.get("point"):
+            continue
+        before = old.get(key(row))
+        if before is None:
+            changes.append({**_change_keys(row), "change": "new point"})
+            continue
+        e_new, e_old = row.get("error_pct"), before.get("error_pct")
+        moved = (e_new is None) != (e_old is None) or (
+            e_new is not None and e_old is not None and abs(float(e_new) - float(e_old)) > tolerance_pct)
+        if row.get("verdict") != before.get("verdict") or moved:
+            changes.append({**_change_keys(row), "old_verdict": before.get("verdict"),
+                            "new_verdict": row.get("verdict"), "old_error_pct": e_old, "new_error_pct": e_new,
+                            "change": "verdict" if row.get("verdict") != before.get("verdict") else "error"})
+    return changes
+
+
+def _change_keys(row: dict) -> dict:
+    return {"session": row.get("session"), "instrument": row.get("instrument"), "point": row.get("point")}
+
+
+def _load_old_rows(compare: Path, sessions: list[Path]) -> list[dict]:
+    """Rows of an earlier batch (its summary.json), or of the report.json files stored in the sessions."""
+    summary = compare / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())["points"]
+    rows = []
+    for path in sessions:
+        stored = path / "report.json"
+        if stored.is_file():
+            rows += _summary_rows({"status": "done", "path": str(path),
+                                   "report": json.loads(stored.read_text())}, "")
+    if not rows:
+        raise FileNotFoundError(f"{compare}: no summary.json there and no report.json stored in the sessions")
+    return rows
+
+
+def _fmt_pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):+.4f}"
+
+
+def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path | None = None,
+              options=None) -> int:
+    """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed.
+
+    ``options`` (a ReadingOptions) replaces the default reading options; its hash is in the summary.
+    """
+    sessions = find_sessions(paths)
+    if not sessions:
+        raise FileNotFoundError("no session.json found under " + ", ".join(str(p) for p in paths))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = _unique_names(sessions)
+    config_hash = configuration_hash(options)
+    results: dict[Path, dict] = {}
+    progress = _Progress(len(sessions))
+    interrupted = False
+    executor = ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"),
+                                   initializer=_ignore_sigint)
+    try:
+        pending: dict[Future, Path] = {
+            executor.submit(_verify_one, str(path), str(out_dir / names[path]), options): path for path in sessions}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                path = pending.pop(future)
+                results[path] = future.result()
+                progress.step(names[path])
+                _write_summary(out_dir, results, sessions, config_hash, interrupted=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        executor.shutdown(wait=True, cancel_futures=True)
+        print(f"\nmeterbench batch: interrupted; {len(results)} of {len(sessions)} sessions finished "
+              f"and kept in {out_dir}", file=sys.stderr)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    _write_summary(out_dir, results, sessions, config_hash, interrupted)
+
+    failed = [r for r in results.values() if r["status"] != "done"]
+    for result in failed:
+        print(f"meterbench batch: {result['path']}: {result['reason']}", file=sys.stderr)
+    verdicts = [r["verdict"] for r in results.values() if r["status"] == "done"]
+    print(f"{len(results)} sessions verified: {verdicts.count('pass')} pass, {verdicts.count('fail')} fail, "
+          f"{verdicts.count('inconclusive')} inconclusive, {len(failed)} failed to run -> {out_dir}")
+    if compare is not None:
+        new_rows = json.loads((out_dir / "summary.json").read_text())["points"]
+        changes = compare_summaries(new_rows, _load_old_rows(compare, sessions))
+        atomic_write_text(out_dir / "compare.json", json.dumps(clean_for_json(changes), indent=2) + "\n")
+        for change in changes:
+            print(f"changed: {change['session']} {change['instrument']} {change['point']}: "
+                  f"{change.get('old_verdict')} -> {change.get('new_verdict')}, error "
+                  f"{_fmt_pct(change.get('old_error_pct'))} -> {_fmt_pct(change.get('new_error_pct'))} %")
+        print(f"{len(changes)} points changed against {compare}")
+    if interrupted:
+        return 130
+    return 1 if failed else 0

@@ -1,0 +1,31 @@
+"""meterbench.session: the session folder format (version 1): schemas, reader and writer.
+
+The writer checks what it writes with the same JSON Schemas the reader enforces
+(``format.schema_problems``). Format: docs/session-format.md.
+"""
+
+from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, schema_problems
+from meterbench.session.reader import CameraSource, DeviceEvent, Session, load_session
+from meterbench.session.writer import (
+    CameraWriter,
+    DeviceLog,
+    SessionRecorder,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "SCHEMA_DIR",
+    "CameraSource",
+    "CameraWriter",
+    "DeviceEvent",
+    "DeviceLog",
+    "Session",
+    "SessionRecorder",
+    "load_session",
+    "schema_problems",
+    "write_json_atomic",
+    "write_text_atomic",
+]

@@ -1,0 +1,23 @@
+"""meterbench.sim: everything simulated: bench physics, register and neck-scale renderers,
+the offline session simulators, the live bench peer and the Modbus slave.
+
+Only the command line, the tests and the bench's device factory import this package.
+"""
+
+from meterbench.sim.live import SimMeter, SimulatedBenchPeer, SimulatedCamera
+from meterbench.sim.modbus_slave import ModbusSlave
+from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.sim.tank import simulate_tank
+from meterbench.sim.water_meter import PROFILES, simulate_water_meter
+
+__all__ = [
+    "PROFILES",
+    "CameraModel",
+    "ModbusSlave",
+    "RegisterRenderer",
+    "SimMeter",
+    "SimulatedBenchPeer",
+    "SimulatedCamera",
+    "simulate_tank",
+    "simulate_water_meter",
+]

@@ -1,0 +1,151 @@
+"""Local services for tests and the simulated bench: a real Mosquitto broker on 127.0.0.1 and a
+socat serial pseudo-terminal pair (a null-modem cable). Both binaries come from Debian
+(``apt-get install -y mosquitto socat``); a missing one is a DeviceError saying so."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from meterbench.errors import DeviceError
+
+__all__ = ["MosquittoBroker", "SocatPtyPair", "free_tcp_port", "require_binary"]
+
+
+def require_binary(name: str) -> str:
+    """Path of a Debian-packaged binary, or DeviceError saying how to install it."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+    if path is None:
+        raise DeviceError(f"{name} is not installed: run `apt-get install -y {name}`")
+    return path
+
+
+def free_tcp_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class MosquittoBroker:
+    """A mosquitto process on 127.0.0.1:``port`` with its own config in ``workdir``.
+
+    Persistence is on (saved at shutdown) so persistent client sessions and their
+    QoS 1 queues survive ``restart()``, as on a bench PC's broker. ``users`` (name ->
+    password) turns anonymous access off; ``tls`` (CA, certificate, key files) turns TLS on.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, *,
+                 users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
+        self.binary = require_binary("mosquitto")
+        self.host = "127.0.0.1"
+        self.port = port or free_tcp_port()
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = self.workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {str(not users).lower()}",
+                 "persistence true",
+                 f"persistence_location {self.workdir}/", "autosave_interval 1",
+                 f"log_dest file {self.workdir}/mosquitto.log"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        if users:
+            lines.append(f"password_file {self._password_file(users)}")
+        if tls:  # (CA certificate, server certificate, server key): TLS on this listener
+            lines += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
+        self.config.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen | None = None
+
+    def _password_file(self, users: dict[str, str]) -> Path:
+        """Write a mosquitto password file for ``users`` (name -> password)."""
+        path = self.workdir / "passwords"
+        path.write_text("")
+        tool = require_binary("mosquitto_passwd")
+        for name, password in users.items():
+            subprocess.run([tool, "-b", str(path), name, password], check=True,
+                           capture_output=True)
+        return path
+
+    def start(self, timeout_s: float = 5.0) -> MosquittoBroker:
+        """Start the broker and wait until it accepts connections."""
+        self.process = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not _port_open(self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.process.kill()
+                log = (self.workdir / "mosquitto.log")
+                tail = log.read_text()[-300:] if log.exists() else ""
+                raise DeviceError(f"mosquitto did not start on 127.0.0.1:{self.port}: {tail}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker cleanly (SIGTERM: it saves its persistence file)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=5)
+        self.process = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` s, start again on the same port."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+class SocatPtyPair:
+    """Two linked pseudo-terminals (symlinks ``a`` and ``b``) made by socat.
+
+    Bytes written at one end are read at the other, like a null-modem cable.
+    ``unplug()`` kills socat (both ends vanish, as when a USB adapter is pulled);
+    ``replug()`` makes a new pair under the same names.
+    """
+
+    def __init__(self, workdir: Path, name: str = "tty") -> None:
+        self.binary = require_binary("socat")
+        self.a = str(Path(workdir) / f"{name}-a")
+        self.b = str(Path(workdir) / f"{name}-b")
+        self.process: subprocess.Popen | None = None
+
+    def plug(self, timeout_s: float = 5.0) -> SocatPtyPair:
+        """Start socat and wait until both links exist."""
+        self.process = subprocess.Popen(
+            [self.binary, "-d", "-d", f"pty,raw,echo=0,link={self.a}",
+             f"pty,raw,echo=0,link={self.b}"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not (os.path.exists(self.a) and os.path.exists(self.b)):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise DeviceError(f"socat did not create {self.a} and {self.b} in {timeout_s} s")
+            time.sleep(0.02)
+        return self
+
+    def unplug(self) -> None:
+        """Kill socat; remove the links."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+        self.process = None
+        for link in (self.a, self.b):
+            if os.path.lexists(link):
+                os.unlink(link)
+
+    def replug(self) -> None:
+        """Make a new pair under the same link names."""
+        self.unplug()
+        self.plug()

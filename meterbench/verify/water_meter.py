@@ -1,0 +1,420 @@
+"""Water-meter verification of a recorded (or live-recorded) bench session.
+
+For every test point of the plan: the controller's flying start/stop events
+give the instants and the latched reference totals; the camera frames around
+those instants give the register values (robust fit against the reference
+track, misreads rejected); sparse frames in between prove the register
+followed the flow. Error, MPE, uncertainty and decision come from
+`meterbench.calibration`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from meterbench import calibration
+from meterbench.verify.fusion import (
+    InstantEstimate,
+    ReferenceTrack,
+    check_track,
+    estimate_at_instant,
+)
+
+__all__ = ["ReadingOptions", "PointTiming", "RegisterFrameCache", "camera_fps", "evaluate_point",
+           "evaluate_water_meter_session", "finest_usable_element", "point_timings", "read_ahead", "reference_track",
+           "select_frames"]
+
+_NUMBER = re.compile(r"(?<![A-Za-z.\d])\d+(\.\d+)?")
+L_PER_M3 = 1000.0
+S_PER_H = 3600.0
+
+
+@dataclass(frozen=True)
+class ReadingOptions:
+    """Which frames are read around each instant, and how strictly."""
+
+    window_before_s: float = 4.0  # frames read before each flying start/stop (s)
+    window_after_s: float = 4.0  # frames read after a flying start (s)
+    stop_after_s: float = 0.5  # frames read after a flying stop (s): keeps the verdict prompt
+    track_interval_s: float = 0.25  # spacing of the frames read between the windows (s): track check and point fit
+    max_read_fps: float = 10.0  # frames read per second inside the windows (faster cameras are thinned)
+    every_frame: bool = False  # read every frame of the point (reference run for batch checks)
+    # "point": the register is fitted against the reference over the whole point, from the flying
+    # start to the flying stop (the meter's error is constant at a held flow; frames before the start
+    # belong to the previous flow), "windows": each instant from its own window only.
+    fit: str = "point"
+    max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
+    latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
+    temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
+    coarser_fallbacks: int = 1  # coarser register elements tried when the finest cannot be read
+
+
+@dataclass
+class PointTiming:
+    """A test point's flying start/stop as the controller latched them."""
+
+    name: str
+    start_t_s: float | None = None
+    stop_t_s: float | None = None
+    start_reference_l: float | None = None
+    stop_reference_l: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _device_ids(manifest: dict, kinds: Sequence[str]) -> list[str]:
+    return [d["id"] for d in manifest.get("devices", []) if d.get("kind") in kinds]
+
+
+def _good_events(events) -> list:
+    return [e for e in events if e.error is None and isinstance(e.parsed, dict)]
+
+
+def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
+    """The reference meter's volume track and a list of problems found in its log."""
+    manifest = session.manifest
+    refs = manifest.get("reference_instruments", [])
+    if not refs:
+        raise ValueError("session.json: reference_instruments: expected at least one reference meter")
+    device = refs[0].get("device")
+    events = session.device_events(device)
+    good = [e for e in _good_events(events) if "volume_l" in e.parsed]
+    problems = []
+    if len(good) < len(events):
+        problems.append(f"reference meter {device}: {len(events) - len(good)} of {len(events)} lines "
+                        f"unusable (recorded raw, not used)")
+    if len(good) < 2:
+        raise ValueError(f"devices/{device}: fewer than 2 valid reference readings")
+    t = np.array([e.t_s for e in good], dtype=np.float64)
+    v = np.array([e.parsed["volume_l"] for e in good], dtype=np.float64)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    return ReferenceTrack.from_samples(t[keep], v[keep]), problems
+
+
+def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]:
+    """Flying start/stop instants and latched reference totals per test point."""
+    timings = {name: PointTiming(name) for name in point_names}
+    for device in _device_ids(session.manifest, ("mqtt", "controller")):
+        for event in _good_events(session.device_events(device)):
+            kind = event.parsed.get("event")
+            timing = timings.get(event.parsed.get("point"))
+            if timing is None or kind not in ("point_start", "point_stop"):
+                continue
+            latched = event.parsed.get("reference_volume_l")
+            if kind == "point_start":
+                timing.start_t_s, timing.start_reference_l = event.t_s, latched
+            else:
+                timing.stop_t_s, timing.stop_reference_l = event.t_s, latched
+    for timing in timings.values():
+        if timing.start_t_s is None:
+            timing.problems.append(f"no point_start event for {timing.name} in the controller log")
+        if timing.stop_t_s is None:
+            timing.problems.append(f"no point_stop event for {timing.name} in the controller log")
+        if not timing.problems and timing.stop_t_s <= timing.start_t_s:
+            timing.problems.append(f"point_stop before point_start for {timing.name}")
+    return timings
+
+
+def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float,
+                  options: ReadingOptions) -> np.ndarray:
+    """Indices of the frames a point's verdict needs (sorted, unique)."""
+    t = frame_times_s
+    if options.every_frame:
+        mask = (t >= start_t_s - options.window_before_s) & (t <= stop_t_s + options.stop_after_s)
+        return np.flatnonzero(mask)
+    near_start = (t >= start_t_s - options.window_before_s) & (t <= start_t_s + options.window_after_s)
+    near_stop = (t >= stop_t_s - options.window_before_s) & (t <= stop_t_s + options.stop_after_s)
+    windows = np.flatnonzero(near_start | near_stop)
+    # A 30 fps camera gives no better fit than 10 readings a second: read every k-th frame.
+    fps = (len(t) - 1) / float(t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 1.0
+    stride = max(1, int(round(fps / options.max_read_fps)))
+    chosen = set(windows[::stride].tolist())
+    if stop_t_s - start_t_s > 2 * options.track_interval_s:
+        for instant in np.arange(start_t_s, stop_t_s, options.track_interval_s):
+            chosen.add(int(np.argmin(np.abs(t - instant))))
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def finest_usable_element(elements, flow_l_s: float, fps: float, max_turns_per_frame: float) -> int:
+    """Index of the finest register element that turns slowly enough to be read between frames."""
+    finest = 0
+    for index, element in enumerate(elements):
+        turns_per_frame = flow_l_s / element.litres_per_turn / max(fps, 1e-6)
+        if turns_per_frame <= max_turns_per_frame:
+            finest = index
+    return finest
+
+
+@dataclass
+class _Readings:
+    t_s: np.ndarray
+    volume_l: np.ndarray
+    u_l: np.ndarray
+    n_frames: int
+    n_unreadable: int
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _FrameResult:
+    t_s: float
+    volume_l: float  # nan when not read
+    u_l: float
+    reason: str  # "" when read
+
+
+class RegisterFrameCache:
+    """Register readings of one camera, keyed by (frame index, finest element), read at most once.
+
+    A live or real-time replay fills it frame by frame as frames arrive; the
+    point evaluation then finds the frames it needs already read.
+    """
+
+    def __init__(self, camera, register_reader, batch_frames: int = 16) -> None:
+        self.camera = camera
+        self.register_reader = register_reader
+        self.batch_frames = batch_frames
+        self._results: dict[tuple[int, int], _FrameResult] = {}
+        self.frames_read = 0  # frames decoded and read so far (a measure of the work done)
+
+    def read(self, indices, finest_element: int) -> None:
+        """Read the frames not read yet at this finest element."""
+        todo = [int(i) for i in indices if (int(i), finest_element) not in self._results]
+        self.frames_read += len(todo)
+        batch: list[tuple[int, float, Any]] = []
+        for index, t_s, frame in self.camera.iter_frames(todo):
+            if frame is None:
+                self._results[(index, finest_element)] = _FrameResult(t_s, float("nan"), float("nan"),
+                                                                      "frame missing or corrupt")
+                continue
+            batch.append((index, t_s, frame))
+            if len(batch) >= self.batch_frames:
+                self._flush(batch, finest_element)
+        if batch:
+            self._flush(batch, finest_element)
+
+    def _flush(self, batch: list, finest_element: int) -> None:
+        readings = self.register_reader.read_frames([f for _, _, f in batch], finest_element=finest_element)
+        for (index, t_s, _), reading in zip(batch, readings, strict=True):
+            self._results[(index, finest_element)] = (
+                _FrameResult(t_s, reading.volume_l, reading.resolution_l, "") if reading.ok
+                else _FrameResult(t_s, float("nan"), float("nan"), reading.reason or "unreadable"))
+        batch.clear()
+
+    def readings(self, indices, finest_element: int) -> _Readings:
+        """The readings of these frames (reading any not read yet)."""
+        self.read(indices, finest_element)
+        results = [self._results[(int(i), finest_element)] for i in indices]
+        good = [r for r in results if not r.reason]
+        reasons: dict[str, int] = {}
+        for r in results:
+            if r.reason:
+                kind = _NUMBER.sub("#", r.reason)  # "confidence 0.37 < 0.50" and "0.41 < 0.50" are one kind
+                reasons[kind] = reasons.get(kind, 0) + 1
+        return _Readings(np.array([r.t_s for r in good]), np.array([r.volume_l for r in good]),
+                         np.array([r.u_l for r in good]), len(results), len(results) - len(good), reasons)
+
+
+def _mean_temperature(session, start_t_s: float, stop_t_s: float, fallback_c: float = 20.0) -> float:
+    values = []
+    for device in _device_ids(session.manifest, ("mqtt", "controller", "serial-totaliser")):
+        for event in _good_events(session.device_events(device)):
+            if start_t_s <= event.t_s <= stop_t_s:
+                temperature = event.parsed.get("temperature_c")
+                if isinstance(temperature, int | float) and math.isfinite(temperature):
+                    values.append(float(temperature))
+    return float(np.mean(values)) if values else fallback_c
+
+
+def _inconclusive(name: str, flow_m3h: float, reason: str, **known) -> dict:
+    point = {"name": name, "flow_rate": flow_m3h, "reference_volume": known.get("reference_volume", float("nan")),
+             "indicated_volume": float("nan"), "error_pct": float("nan"),
+             "mpe_pct": known.get("mpe_pct", float("nan")), "uncertainty_pct": float("nan"),
+             "verdict": "inconclusive", "reason": reason}
+    return point
+
+
+def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float, options: ReadingOptions):
+    """(start, stop, track check, readings) of a point, or the reason it cannot be fused.
+
+    Each instant is first estimated from its own window. The window estimates define the line the
+    register must follow; with ``fit == "point"`` every reading between start and stop that lies on
+    it (misreads, e.g. during a wheel roll-over, do not) then refines both instants in one fit.
+    """
+
+    def window_estimate(instant: float, after_s: float) -> InstantEstimate:
+        near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
+        return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
+                                   track, instant)
+
+    start, stop = window_estimate(t0, options.window_after_s), window_estimate(t1, options.stop_after_s)
+    for label, est in (("start", start), ("stop", stop)):
+        if not est.ok:
+            why = f"flying {label}: {est.reason}"
+            if readings.reasons:
+                why += " (unreadable frames: " + ", ".join(
+                    f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
+            return why
+    track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
+    if not track_check.ok:
+        return track_check.reason
+    if options.fit == "point":
+        start, stop = _refine_over_point(readings, track, t0, t1, start, stop, track_check)
+    return start, stop, track_check, readings
+
+
+def _refine_over_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float,
+                       start: InstantEstimate, stop: InstantEstimate, track_check) -> tuple:
+    """Both instants from one fit over the readings in [t0, t1] that follow the window line."""
+    inside = (readings.t_s >= t0) & (readings.t_s <= t1)
+    on_line = inside & ~np.isin(readings.t_s, track_check.outlier_times_s)
+    ref0, ref1 = track.volume_at([t0, t1])
+    progress = (track.volume_at(readings.t_s) - ref0) / (ref1 - ref0)
+    expected = start.volume_l + (stop.volume_l - start.volume_l) * progress
+    limit = 6.0 * np.sqrt(readings.u_l**2 + max(start.u_l, stop.u_l) ** 2)
+    on_line &= np.abs(readings.volume_l - expected) <= limit
+    args = (readings.t_s[on_line], readings.volume_l[on_line], readings.u_l[on_line], track)
+    refined = estimate_at_instant(*args, t0), estimate_at_instant(*args, t1)
+    return refined if all(r.ok for r in refined) else (start, stop)
+
+
+def read_ahead(cache: RegisterFrameCache, start_t_s: float, until_t_s: float, flow_l_s: float,
+               options: ReadingOptions) -> None:
+    """Read a running point's frames so far, at the finest element its flow allows.
+
+    A live or real-time run calls this once the flying start's window has closed,
+    so that at the flying stop only the stop window remains to be read.
+    """
+    finest = finest_usable_element(cache.register_reader.layout.elements, flow_l_s, camera_fps(cache.camera),
+                                   options.max_turns_per_frame)
+    times = cache.camera.frame_times
+    indices = select_frames(times, start_t_s, until_t_s, options)
+    cache.read(indices[times[indices] <= until_t_s], finest)
+
+
+def camera_fps(camera) -> float:
+    """Mean frame rate of a camera (frames/s) from its frame times."""
+    times = camera.frame_times
+    if len(times) < 2:
+        return 1.0
+    return float(len(times) - 1) / float(times[-1] - times[0])
+
+
+def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: ReferenceTrack,
+                   cache: RegisterFrameCache, options: ReadingOptions, reference_u_pct_k2: float,
+                   decision_rule: str) -> dict:
+    """One test point of one meter -> a report.json point object."""
+    name = plan_point["name"]
+    planned_flow = float(plan_point.get("flow_rate_m3h", float("nan")))
+    if timing.problems:
+        return _inconclusive(name, planned_flow, "; ".join(timing.problems))
+    t0, t1 = timing.start_t_s, timing.stop_t_s
+    if not track.covers(t0, t1):
+        return _inconclusive(name, planned_flow, "reference meter log does not cover the point "
+                                                 "(truncated device log?)")
+    streamed0, streamed1 = track.volume_at([t0, t1])
+    reference_l = float(streamed1 - streamed0)
+    problems = []
+    for label, latched, streamed in (("start", timing.start_reference_l, streamed0),
+                                     ("stop", timing.stop_reference_l, streamed1)):
+        if latched is not None and abs(latched - streamed) > options.latch_tolerance_l + abs(
+                reference_l) * 1e-5:
+            problems.append(f"latched reference at {label} ({latched:.4f} L) disagrees with the "
+                            f"reference stream ({streamed:.4f} L)")
+    if timing.start_reference_l is not None and timing.stop_reference_l is not None:
+        reference_l = float(timing.stop_reference_l - timing.start_reference_l)
+    flow_l_s = reference_l / (t1 - t0)
+    flow_m3h = flow_l_s * S_PER_H / L_PER_M3
+    if problems:
+        return _inconclusive(name, flow_m3h, "; ".join(problems), reference_volume=reference_l)
+
+    flows = calibration.water_meter_flows(instrument["q3_m3h"], instrument["r"])
+    temperature_c = _mean_temperature(session, t0, t1)
+    try:
+        mpe = calibration.water_meter_mpe(instrument["accuracy_class"], flow_m3h, flows, temperature_c)
+    except ValueError as exc:
+        return _inconclusive(name, flow_m3h, f"no MPE for this flow: {exc}", reference_volume=reference_l)
+    if name in ("Q1", "Q2", "Q3"):  # a point named after a rated flow must be run inside its window
+        low, high = calibration.verification_flow_window(name, flows)
+        if not low <= flow_m3h <= high:
+            return _inconclusive(name, flow_m3h, f"mean flow {flow_m3h:.5g} m3/h outside the {name} verification "
+                                                 f"window [{low:.5g}, {high:.5g}] m3/h",
+                                 reference_volume=reference_l, mpe_pct=mpe.mpe_pct)
+
+    camera = cache.camera
+    layout = cache.register_reader.layout
+    finest = finest_usable_element(layout.elements, flow_l_s, camera_fps(camera), options.max_turns_per_frame)
+    indices = select_frames(camera.frame_times, t0, t1, options)
+    known = {"reference_volume": reference_l, "mpe_pct": mpe.mpe_pct}
+    # The finest usable element first; if it cannot be read (glare, blur), the next coarser one:
+    # a coarser reading widens the uncertainty and the decision rule sees that.
+    failures = []
+    for level in range(finest, max(finest - options.coarser_fallbacks, 0) - 1, -1):
+        fused = _fuse_point(cache.readings(indices, level), track, t0, t1, options)
+        if isinstance(fused, str):
+            failures.append(f"reading to {layout.elements[level].name}: {fused}")
+            continue
+        start, stop, track_check, readings = fused
+        break
+    else:
+        return _inconclusive(name, flow_m3h, "; ".join(failures), **known)
+    finest = level
+
+    indicated_l = stop.volume_l - start.volume_l
+    error_pct = (indicated_l - reference_l) / reference_l * 100.0
+    budget = calibration.UncertaintyBudget()
+    budget.add_reference(reference_u_pct_k2, k=2.0)
+    budget.add_component("register reading (flying start and stop, fitted)",
+                         100.0 * math.hypot(start.u_l, stop.u_l) / reference_l,
+                         source="fit of the camera readings against the reference track")
+    # Meters in series share the water; a temperature difference between the reference and
+    # the meter under test changes the volume by the water's expansion coefficient.
+    beta = calibration.water_expansion_coefficient(temperature_c)
+    budget.add_component("water temperature between reference and meter",
+                         100.0 * beta * options.temperature_u_c,
+                         source=f"u(t) = {options.temperature_u_c} °C, beta = {beta:.2e} /°C")
+    expanded_pct = budget.expanded_pct(k=2.0)
+    decision = calibration.decide(error_pct, mpe.mpe_pct, expanded_pct, rule=decision_rule)
+    return {
+        "name": name, "flow_rate": flow_m3h, "reference_volume": reference_l,
+        "indicated_volume": indicated_l, "error_pct": error_pct, "mpe_pct": mpe.mpe_pct,
+        "uncertainty_pct": expanded_pct, "verdict": decision.verdict, "reason": decision.reason,
+        "details": {
+            "start_t_s": t0, "stop_t_s": t1, "water_temperature_c": temperature_c,
+            "zone": mpe.zone, "mpe_source": mpe.source,
+            "finest_element": layout.elements[finest].name,
+            "register_start_l": start.volume_l, "register_stop_l": stop.volume_l,
+            "frames_read": readings.n_frames, "frames_unreadable": readings.n_unreadable,
+            "readings_rejected": start.n_rejected + stop.n_rejected + track_check.n_outliers,
+            "uncertainty_budget": budget.as_dict(),
+        },
+    }
+
+
+def evaluate_water_meter_session(session, register_reader_for: Callable[[dict], Any],
+                                 options: ReadingOptions | None = None) -> list[dict]:
+    """Verify every water meter of a session; returns report.json instrument objects."""
+    options = options or ReadingOptions()
+    manifest = session.manifest
+    plan = manifest["test_plan"]["points"]
+    track, track_problems = reference_track(session)
+    timings = point_timings(session, [p["name"] for p in plan])
+    reference = manifest["reference_instruments"][0]
+    reference_u = float(reference.get("expanded_uncertainty_pct", float("nan")))
+    rule = manifest.get("decision_rule", "simple")
+    instruments = []
+    for instrument in manifest["instruments"]:
+        cache = RegisterFrameCache(session.camera(instrument["camera"]), register_reader_for(instrument))
+        points = [evaluate_point(session, instrument, plan_point, timings[plan_point["name"]], track,
+                                 cache, options, reference_u, rule) for plan_point in plan]
+        verdict = calibration.decide_instrument([p["verdict"] for p in points])
+        instruments.append({"id": instrument["id"], "kind": "water-meter", "verdict": verdict,
+                            "points": points, "warnings": list(track_problems)})
+    return instruments

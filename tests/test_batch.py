@@ -1,0 +1,128 @@
+"""Batch re-verification: many sessions, summaries, failures kept apart, comparison, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meterbench.batch import compare_summaries, find_sessions, run_batch
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory) -> Path:
+    """A folder with the two shipped samples and one session whose manifest is broken."""
+    root = tmp_path_factory.mktemp("sessions")
+    shutil.copytree(SAMPLES / "water-meter-short", root / "bench-a" / "water-meter-short")
+    shutil.copytree(SAMPLES / "tank-sim-seed2", root / "bench-b" / "tank-sim-seed2")
+    broken = root / "bench-b" / "broken"
+    shutil.copytree(SAMPLES / "tank-sim-seed2", broken)
+    (broken / "session.json").write_text('{"format": "meterbench-session", "format_version": 1')
+    return root
+
+
+@pytest.fixture(scope="module")
+def batch_one(sessions, tmp_path_factory) -> tuple[int, Path]:
+    out = tmp_path_factory.mktemp("batch1")
+    return run_batch([sessions], out, jobs=1), out
+
+
+def test_find_sessions_walks_folders(sessions):
+    found = find_sessions([sessions])
+    assert [p.name for p in found] == ["water-meter-short", "broken", "tank-sim-seed2"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        find_sessions([sessions / "nowhere"])
+
+
+def test_failed_session_is_reported_and_the_others_go_on(batch_one):
+    status, out = batch_one
+    assert status == 1  # one session could not be verified
+    summary = json.loads((out / "summary.json").read_text())
+    by_status = {s["path"].split("/")[-1]: s["status"] for s in summary["sessions"]}
+    assert by_status == {"water-meter-short": "done", "broken": "failed", "tank-sim-seed2": "done"}
+    failed = next(s for s in summary["sessions"] if s["status"] == "failed")
+    assert "session.json" in failed["reason"]
+    assert (out / "water-meter-short" / "report.json").is_file()
+    assert (out / "tank-sim-seed2" / "report.html").is_file()
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["point"] for r in rows if r["session"] == "sim-water-meter-seed1-short"} == {"Q3", "Q2", "Q1"}
+    assert all(r["configuration_hash"] for r in rows if r["status"] == "done")
+
+
+@pytest.mark.slow
+def test_jobs_do_not_change_a_byte(sessions, batch_one, tmp_path):
+    _, out_one = batch_one
+    assert run_batch([sessions], tmp_path, jobs=2) == 1
+    for name in ("water-meter-short", "tank-sim-seed2"):
+        assert (tmp_path / name / "report.json").read_bytes() == (out_one / name / "report.json").read_bytes()
+    assert (tmp_path / "summary.csv").read_bytes() == (out_one / "summary.csv").read_bytes()
+
+
+def test_compare_lists_changed_verdicts_and_errors():
+    old = [{"session": "s", "instrument": "M1", "point": "Q3", "verdict": "pass", "error_pct": 0.5},
+           {"session": "s", "instrument": "M1", "point": "Q2", "verdict": "pass", "error_pct": 1.0},
+           {"session": "s", "instrument": "M1", "point": "Q1", "verdict": "pass", "error_pct": 1.0}]
+    new = [{"session": "s", "instrument": "M1", "point": "Q3", "verdict": "pass", "error_pct": 0.503},
+           {"session": "s", "instrument": "M1", "point": "Q2", "verdict": "fail", "error_pct": 1.0},
+           {"session": "s", "instrument": "M1", "point": "Q1", "verdict": "pass", "error_pct": 1.02}]
+    changes = compare_summaries(new, old)
+    assert [(c["point"], c["change"]) for c in changes] == [("Q2", "verdict"), ("Q1", "error")]
+
+
+def test_cli_compare_against_an_earlier_batch(sessions, batch_one, tmp_path):
+    _, out_one = batch_one
+    old = tmp_path / "old"
+    shutil.copytree(out_one, old)
+    summary = json.loads((old / "summary.json").read_text())
+    row = next(r for r in summary["points"] if r.get("point") == "Q2")
+    row["verdict"] = "fail" if row["verdict"] != "fail" else "pass"
+    (old / "summary.json").write_text(json.dumps(summary))
+    wm = sessions / "bench-a"
+    result = subprocess.run([sys.executable, "-m", "meterbench", "batch", str(wm), "--out", str(tmp_path / "new"),
+                             "--compare", str(old)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"changed: {row['session']} {row['instrument']} Q2" in result.stdout
+    assert "1 points changed" in result.stdout
+
+
+def test_ctrl_c_keeps_what_was_finished(tmp_path):
+    import os
+    import signal
+    import time
+
+    root = tmp_path / "sessions"
+    for k in range(4):
+        shutil.copytree(SAMPLES / "tank-sim-seed2", root / f"tank-{k}")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "meterbench", "batch", str(root), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "summary.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
+    _, stderr = proc.communicate(timeout=120)
+    summary = json.loads((out / "summary.json").read_text())
+    finished = [s for s in summary["sessions"] if s["status"] == "done"]
+    assert finished, "the session finished before Ctrl-C must be kept"
+    for session in finished:
+        assert (out / Path(session["path"]).name / "report.json").is_file()
+    if proc.returncode == 130:  # interrupted before the last session: said so, summary marked incomplete
+        assert "interrupted" in stderr
+        assert summary["complete"] is False
+    else:  # the batch won the race and finished everything
+        assert proc.returncode == 0 and summary["complete"] is True
+
+
+def test_configuration_hash_follows_the_reading_options():
+    from meterbench.batch import configuration_hash
+    from meterbench.verify.water_meter import ReadingOptions
+
+    assert configuration_hash() == configuration_hash(ReadingOptions())
+    assert configuration_hash(ReadingOptions(track_interval_s=0.5)) != configuration_hash()
