@@ -26,15 +26,17 @@ from meterbench.models._runtime import (  # noqa: E402
 from meterbench.models.training.train import DATA_DIR, DEV_UNITS, _split_units  # noqa: E402
 
 
-def dev_crops(kind: str, data_dir: Path, dev_units: tuple[str, ...],
-              ) -> tuple[list[str], list[np.ndarray], np.ndarray, list[str]]:
+def dev_crops(
+    kind: str,
+    data_dir: Path,
+    dev_units: tuple[str, ...],
+) -> tuple[list[str], list[np.ndarray], np.ndarray, list[str]]:
     """Paths, BGR images, labels (tenths) and groups of the crops in the dev split units."""
     unit_of = _split_units(data_dir)
     paths, images, tenths, groups = [], [], [], []
     with (data_dir / "labels.csv").open(newline="") as f:
         for row in csv.DictReader(f):
-            if unit_of.get(row["group"], row["group"]) not in dev_units \
-                    and row["group"] not in dev_units:
+            if unit_of.get(row["group"], row["group"]) not in dev_units and row["group"] not in dev_units:
                 continue
             paths.append(row["path"])
             images.append(cv2.imread(str(data_dir / row["path"]), cv2.IMREAD_COLOR))
@@ -61,14 +63,17 @@ def speed(reader) -> dict[str, float]:
     many = rng.normal(size=(32, *reader.input_spec.shape)).astype(np.float32)
     t1 = _timings(reader, one, 2000)
     t32 = _timings(reader, many, 300)
-    return {"crops_per_s_batch1": 1 / float(np.median(t1)),
-            "crops_per_s_batch32": 32 / float(np.median(t32)),
-            "latency_p50_ms_batch1": 1e3 * float(np.median(t1)),
-            "latency_p99_ms_batch1": 1e3 * float(np.percentile(t1, 99))}
+    return {
+        "crops_per_s_batch1": 1 / float(np.median(t1)),
+        "crops_per_s_batch32": 32 / float(np.median(t32)),
+        "latency_p50_ms_batch1": 1e3 * float(np.median(t1)),
+        "latency_p99_ms_batch1": 1e3 * float(np.percentile(t1, 99)),
+    }
 
 
-def near_duplicate_label_spread(images: list[np.ndarray], tenths: np.ndarray,
-                                threshold: float = 0.05) -> dict[str, float]:
+def near_duplicate_label_spread(
+    images: list[np.ndarray], tenths: np.ndarray, threshold: float = 0.05
+) -> dict[str, float]:
     """How consistent the labels themselves are: each crop's nearest look-alike in its group.
 
     Crops are compared as standardised 16×10 grey thumbnails (mean squared
@@ -83,8 +88,11 @@ def near_duplicate_label_spread(images: list[np.ndarray], tenths: np.ndarray,
     close = d2[np.arange(len(thumbs)), nearest] < threshold
     gap = np.rint(circular_distance(tenths, tenths[nearest], period=100))[close]
     n = max(1, int(close.sum()))
-    return {"n_pairs": int(close.sum()), "label_gap_1_tenth": float(np.sum(gap == 1) / n),
-            "label_gap_ge_2_tenths": float(np.sum(gap >= 2) / n)}
+    return {
+        "n_pairs": int(close.sum()),
+        "label_gap_1_tenth": float(np.sum(gap == 1) / n),
+        "label_gap_ge_2_tenths": float(np.sum(gap >= 2) / n),
+    }
 
 
 def _print_figures(title: str, figures: dict[str, float]) -> None:
@@ -109,14 +117,19 @@ def main(kind: str) -> int:
     probs = reader.run_batch(preprocess_crops(images, reader.input_spec))
     end_to_end = len(images) / (time.perf_counter() - started)
     value, confidence = decode_probs(probs)
-    result = {"model": str(reader.model_path), "sha256": reader.model_sha256,
-              "dev_units": list(dev_units), "held_out": bool(dev_info.get("held_out", False)),
-              "all": wheel_metrics(value, confidence, tenths)}
+    result = {
+        "model": str(reader.model_path),
+        "sha256": reader.model_sha256,
+        "dev_units": list(dev_units),
+        "held_out": bool(dev_info.get("held_out", False)),
+        "all": wheel_metrics(value, confidence, tenths),
+    }
     for group in sorted(set(groups)):
         keep = np.array([g == group for g in groups])
         result[group] = wheel_metrics(value[keep], confidence[keep], tenths[keep])
         result[group]["labels"] = near_duplicate_label_spread(
-            [im for im, k in zip(images, keep, strict=True) if k], tenths[keep])
+            [im for im, k in zip(images, keep, strict=True) if k], tenths[keep]
+        )
     result["speed"] = speed(reader)
     result["speed"]["end_to_end_crops_per_s_incl_preprocessing"] = end_to_end
     if args.json:
@@ -129,11 +142,15 @@ def main(kind: str) -> int:
     _print_figures("dev split, all crops:", result["all"])
     for group in sorted(set(groups)):
         f = result[group]
-        print(f"  {group}: n {f['n']} exact {f['exact_tenths']:.4f} ±0.1 {f['within_0_1']:.4f}"
-              f" ±0.2 {f['within_0_2']:.4f} int {f['integer_acc']:.4f}"
-              f" off≥0.5 {f['off_ge_0_5']:.4f}")
+        print(
+            f"  {group}: n {f['n']} exact {f['exact_tenths']:.4f} ±0.1 {f['within_0_1']:.4f}"
+            f" ±0.2 {f['within_0_2']:.4f} int {f['integer_acc']:.4f}"
+            f" off≥0.5 {f['off_ge_0_5']:.4f}"
+        )
         spread = f["labels"]
-        print(f"    label check: {spread['n_pairs']} look-alike pairs, labels 1 tenth apart "
-              f"{spread['label_gap_1_tenth']:.3f}, ≥2 apart {spread['label_gap_ge_2_tenths']:.3f}")
+        print(
+            f"    label check: {spread['n_pairs']} look-alike pairs, labels 1 tenth apart "
+            f"{spread['label_gap_1_tenth']:.3f}, ≥2 apart {spread['label_gap_ge_2_tenths']:.3f}"
+        )
     _print_figures("ONNX Runtime, 1 thread:", result["speed"])
     return 0

@@ -37,14 +37,16 @@ def main() -> None:
     parser.add_argument("--profile", default="short")
     parser.add_argument("--seed0", type=int, default=200)
     parser.add_argument("--keep", help="folder holding the simulated sessions (made if missing)")
-    parser.add_argument("--reference", type=int, default=None,
-                        help="sessions also verified reading every frame (default: all)")
-    parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.25],
-                        help="track_interval_s values to batch with (s)")
+    parser.add_argument(
+        "--reference", type=int, default=None, help="sessions also verified reading every frame (default: all)"
+    )
+    parser.add_argument(
+        "--intervals", type=float, nargs="+", default=[1.0, 0.25], help="track_interval_s values to batch with (s)"
+    )
     args = parser.parse_args()
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-batch-"))
-    folders = find_sessions([root])[:args.sessions]  # sessions already there are used as they are
+    folders = find_sessions([root])[: args.sessions]  # sessions already there are used as they are
     for k in range(len(folders), args.sessions):
         folder = root / f"wm-{args.seed0 + k}"
         simulate_water_meter(folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile)
@@ -54,15 +56,19 @@ def main() -> None:
     camera_s = sum(_duration_s(s) * len(s.manifest["cameras"]) for s in sessions)
 
     out = Path(tempfile.mkdtemp(prefix="meterbench-batch-out-"))
-    reference = list(zip(folders, sessions, strict=True))[:args.reference]
+    reference = list(zip(folders, sessions, strict=True))[: args.reference]
     reference_s = sum(_duration_s(s) for _, s in reference)
     readers = RegisterReaders()
     started = time.perf_counter()
-    full_reports = {folder.name: verify_session(session, ReadingOptions(every_frame=True), readers)[0]
-                    for folder, session in reference}
+    full_reports = {
+        folder.name: verify_session(session, ReadingOptions(every_frame=True), readers)[0]
+        for folder, session in reference
+    }
     full_wall = time.perf_counter() - started
-    print(f"every-frame reference run: {full_wall:.1f} s ({reference_s / full_wall:.1f}x real time, "
-          f"one process) on {len(reference)} sessions")
+    print(
+        f"every-frame reference run: {full_wall:.1f} s ({reference_s / full_wall:.1f}x real time, "
+        f"one process) on {len(reference)} sessions"
+    )
     for interval in args.intervals:
         options = ReadingOptions(track_interval_s=interval)
         walls = {}
@@ -71,13 +77,20 @@ def main() -> None:
             started = time.perf_counter()
             status = run_batch(folders, target, jobs=jobs, options=options)
             walls[jobs] = time.perf_counter() - started
-            print(f"track_interval_s {interval}: --jobs {jobs}: {walls[jobs]:.1f} s wall, exit {status}; "
-                  f"{recorded_s / walls[jobs]:.1f}x real time ({recorded_s:.0f} s of bench time, "
-                  f"{camera_s:.0f} camera-seconds)")
-        identical = all((out / f"i{interval}-jobs1" / f.name / "report.json").read_bytes()
-                        == (out / f"i{interval}-jobs2" / f.name / "report.json").read_bytes() for f in folders)
-        print(f"track_interval_s {interval}: --jobs 2 speed-up {walls[1] / walls[2]:.2f}x; "
-              f"report.json byte-identical across --jobs: {identical}")
+            print(
+                f"track_interval_s {interval}: --jobs {jobs}: {walls[jobs]:.1f} s wall, exit {status}; "
+                f"{recorded_s / walls[jobs]:.1f}x real time ({recorded_s:.0f} s of bench time, "
+                f"{camera_s:.0f} camera-seconds)"
+            )
+        identical = all(
+            (out / f"i{interval}-jobs1" / f.name / "report.json").read_bytes()
+            == (out / f"i{interval}-jobs2" / f.name / "report.json").read_bytes()
+            for f in folders
+        )
+        print(
+            f"track_interval_s {interval}: --jobs 2 speed-up {walls[1] / walls[2]:.2f}x; "
+            f"report.json byte-identical across --jobs: {identical}"
+        )
         worst, verdict_changes, points = 0.0, 0, 0
         for name, full in full_reports.items():
             batch = json.loads((out / f"i{interval}-jobs1" / name / "report.json").read_text())
@@ -87,8 +100,10 @@ def main() -> None:
                     verdict_changes += full_p["verdict"] != batch_p["verdict"]
                     if "inconclusive" not in (full_p["verdict"], batch_p["verdict"]):
                         worst = max(worst, abs(full_p["error_pct"] - batch_p["error_pct"]))
-        print(f"track_interval_s {interval}: against every frame, {points} points: verdicts differing "
-              f"{verdict_changes}, max |error difference| {worst:.5f} %-points")
+        print(
+            f"track_interval_s {interval}: against every frame, {points} points: verdicts differing "
+            f"{verdict_changes}, max |error difference| {worst:.5f} %-points"
+        )
     shutil.rmtree(out, ignore_errors=True)
 
 

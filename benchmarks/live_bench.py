@@ -53,21 +53,23 @@ def run(duration_s: float, cameras: int, fps: float, down_s: float, work: Path) 
     """Run the live devices against the simulated peer; return the loss and CPU figures."""
     broker = MosquittoBroker(work / "mosquitto").start()
     pty = SocatPtyPair(work, "tty").plug()
-    peer = SimulatedBenchPeer(pty.b, "127.0.0.1", broker.port, "bench",
-                              [SimMeter(f"M{i}", 0.3 * i, 100.0 + i) for i in range(cameras)])
+    peer = SimulatedBenchPeer(
+        pty.b, "127.0.0.1", broker.port, "bench", [SimMeter(f"M{i}", 0.3 * i, 100.0 + i) for i in range(cameras)]
+    )
     peer.start()
     recorder = SessionRecorder.create(work / "session", {"session_id": "live-bench"})
-    totaliser = TotaliserReader(pty.a, recorder.device_log("ref-meter", "serial-totaliser"),
-                                recorder.now_s, reopen_interval_s=0.2).start()
-    controller = BenchController(MqttConfig("bench", port=broker.port),
-                                 recorder.device_log("controller", "mqtt"), recorder.now_s)
+    totaliser = TotaliserReader(
+        pty.a, recorder.device_log("ref-meter", "serial-totaliser"), recorder.now_s, reopen_interval_s=0.2
+    ).start()
+    controller = BenchController(
+        MqttConfig("bench", port=broker.port), recorder.device_log("controller", "mqtt"), recorder.now_s
+    )
     controller.start()
     captures = []
     for i in range(cameras):
         writer = recorder.camera_writer(f"cam-{i}", fps, (640, 360), kind="images")
         source = peer.camera(i, default_register_layout("dials"))
-        captures.append(CameraCapture(f"cam-{i}", source, writer, recorder.now_s,
-                                      fps=fps).start())
+        captures.append(CameraCapture(f"cam-{i}", source, writer, recorder.now_s, fps=fps).start())
     controller.set_valve("inlet", "open").wait(5.0)
     controller.set_flow(2.4).wait(5.0)
     wall0, cpu0 = time.monotonic(), _cpu_s()
@@ -91,30 +93,44 @@ def run(duration_s: float, cameras: int, fps: float, down_s: float, work: Path) 
     return _figures(work / "session", peer, controller, captures, wall, cpu)
 
 
-def _figures(session: Path, peer: SimulatedBenchPeer, controller: BenchController,
-             captures: list[CameraCapture], wall_s: float, cpu_s: float) -> dict:
+def _figures(
+    session: Path,
+    peer: SimulatedBenchPeer,
+    controller: BenchController,
+    captures: list[CameraCapture],
+    wall_s: float,
+    cpu_s: float,
+) -> dict:
     serial = _lines(session / "devices" / "ref-meter.jsonl")
     seqs = {e["parsed"]["seq"] for e in serial if e["parsed"]}
     missing = set(range(1, max(seqs) + 1)) - seqs
-    noted = sum(int(e["error"].split("(")[1].split()[0]) for e in serial
-                if e["error"] and e["error"].startswith("sequence gap"))
-    messages = [e for e in _lines(session / "devices" / "controller.jsonl")
-                if e["parsed"] and "seq" in e["parsed"]]
+    noted = sum(
+        int(e["error"].split("(")[1].split()[0]) for e in serial if e["error"] and e["error"].startswith("sequence gap")
+    )
+    messages = [e for e in _lines(session / "devices" / "controller.jsonl") if e["parsed"] and "seq" in e["parsed"]]
     telemetry = {e["parsed"]["seq"] for e in messages if e["topic"].endswith("/telemetry")}
     events = {e["parsed"]["seq"] for e in messages if e["topic"].endswith("/event")}
     return {
         "duration_s": round(wall_s, 1),
-        "serial": {"written_by_peer": peer.counts.serial_lines,
-                   "not_written_port_absent": peer.counts.serial_unsent,
-                   "received": len(seqs), "missing": len(missing),
-                   "missing_recorded_as_gap": noted == len(missing)},
-        "mqtt": {"telemetry_sent": peer.counts.telemetry, "telemetry_received": len(telemetry),
-                 "events_sent": peer.counts.events, "events_received": len(events),
-                 "duplicates_refused": controller.counts.duplicates,
-                 "late_accepted": controller.counts.late},
-        "frames": {c.camera_id: {"rendered": peer.counts.frames.get(f"M{i}", 0),
-                                 "written": c.counts.written}
-                   for i, c in enumerate(captures)},
+        "serial": {
+            "written_by_peer": peer.counts.serial_lines,
+            "not_written_port_absent": peer.counts.serial_unsent,
+            "received": len(seqs),
+            "missing": len(missing),
+            "missing_recorded_as_gap": noted == len(missing),
+        },
+        "mqtt": {
+            "telemetry_sent": peer.counts.telemetry,
+            "telemetry_received": len(telemetry),
+            "events_sent": peer.counts.events,
+            "events_received": len(events),
+            "duplicates_refused": controller.counts.duplicates,
+            "late_accepted": controller.counts.late,
+        },
+        "frames": {
+            c.camera_id: {"rendered": peer.counts.frames.get(f"M{i}", 0), "written": c.counts.written}
+            for i, c in enumerate(captures)
+        },
         "cpu_cores": round(cpu_s / wall_s, 3),
     }
 

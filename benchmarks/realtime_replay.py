@@ -53,12 +53,21 @@ def main() -> None:
     ref_v = np.array([e.parsed["volume_l"] for e in ref_events])
     plan = manifest["test_plan"]["points"]
     final_timings = point_timings(session, [p["name"] for p in plan])
-    frames = sorted((t, inst["id"], idx) for inst in manifest["instruments"]
-                    for idx, t in enumerate(session.camera(inst["camera"]).frame_times))
-    pending = sorted((final_timings[p["name"]].stop_t_s + options.stop_after_s, p["name"]) for p in plan
-                     if final_timings[p["name"]].stop_t_s is not None)
-    read_aheads = sorted((final_timings[p["name"]].start_t_s + options.window_after_s, p["name"]) for p in plan
-                         if final_timings[p["name"]].start_t_s is not None)
+    frames = sorted(
+        (t, inst["id"], idx)
+        for inst in manifest["instruments"]
+        for idx, t in enumerate(session.camera(inst["camera"]).frame_times)
+    )
+    pending = sorted(
+        (final_timings[p["name"]].stop_t_s + options.stop_after_s, p["name"])
+        for p in plan
+        if final_timings[p["name"]].stop_t_s is not None
+    )
+    read_aheads = sorted(
+        (final_timings[p["name"]].start_t_s + options.window_after_s, p["name"])
+        for p in plan
+        if final_timings[p["name"]].start_t_s is not None
+    )
     instruments = {i["id"]: i for i in manifest["instruments"]}
     t_first = frames[0][0]
     wall0 = time.perf_counter()
@@ -74,8 +83,9 @@ def main() -> None:
         cache = caches[instrument_id]
         recent = (ref_t <= t_s) & (ref_t >= t_s - 2.0)
         flow_l_s = float(np.ptp(ref_v[recent]) / max(np.ptp(ref_t[recent]), 1e-3)) if recent.sum() > 1 else 0.0
-        finest = finest_usable_element(cache.register_reader.layout.elements, flow_l_s,
-                                       camera_fps(cache.camera), options.max_turns_per_frame)
+        finest = finest_usable_element(
+            cache.register_reader.layout.elements, flow_l_s, camera_fps(cache.camera), options.max_turns_per_frame
+        )
         cache.read([index], finest)
         while read_aheads and read_aheads[0][0] <= t_s:
             _, point_name = read_aheads.pop(0)
@@ -92,12 +102,22 @@ def main() -> None:
             plan_point = next(p for p in plan if p["name"] == point_name)
             for inst_id, inst in instruments.items():
                 read_before, eval_started = caches[inst_id].frames_read, time.perf_counter()
-                point = evaluate_point(session, inst, plan_point, timing, track, caches[inst_id], options,
-                                       float(manifest["reference_instruments"][0]["expanded_uncertainty_pct"]),
-                                       manifest.get("decision_rule", "simple"))
+                point = evaluate_point(
+                    session,
+                    inst,
+                    plan_point,
+                    timing,
+                    track,
+                    caches[inst_id],
+                    options,
+                    float(manifest["reference_instruments"][0]["expanded_uncertainty_pct"]),
+                    manifest.get("decision_rule", "simple"),
+                )
                 verdict_wall = time.perf_counter()
-                print(f"  {inst_id} {point_name}: evaluation {1000 * (verdict_wall - eval_started):.0f} ms, "
-                      f"{caches[inst_id].frames_read - read_before} frames read on demand")
+                print(
+                    f"  {inst_id} {point_name}: evaluation {1000 * (verdict_wall - eval_started):.0f} ms, "
+                    f"{caches[inst_id].frames_read - read_before} frames read on demand"
+                )
                 stop_wall = wall0 + (timing.stop_t_s - t_first) / args.speed
                 latency_s = (verdict_wall - stop_wall) * args.speed
                 latencies.append((inst_id, point_name, latency_s, f"{point['verdict']}: {point['reason'][:120]}"))
@@ -106,10 +126,12 @@ def main() -> None:
     for inst_id, name, latency, verdict in latencies:
         print(f"{inst_id} {name}: verdict '{verdict}' {latency:.3f} s (session time) after the flying stop")
     worst = max(lat for _, _, lat, _ in latencies)
-    print(f"worst latency {worst:.3f} s (stop window after the stop: {options.stop_after_s} s); "
-          f"reading busy {busy_s:.1f} s of {elapsed:.1f} s wall = {100 * busy_s / elapsed:.0f} % of one core "
-          f"for {len(instruments)} cameras at {camera_fps(next(iter(caches.values())).camera):.1f} fps, "
-          f"speed {args.speed}x")
+    print(
+        f"worst latency {worst:.3f} s (stop window after the stop: {options.stop_after_s} s); "
+        f"reading busy {busy_s:.1f} s of {elapsed:.1f} s wall = {100 * busy_s / elapsed:.0f} % of one core "
+        f"for {len(instruments)} cameras at {camera_fps(next(iter(caches.values())).camera):.1f} fps, "
+        f"speed {args.speed}x"
+    )
 
 
 class _SessionUntil:

@@ -39,7 +39,7 @@ from meterbench.vision import (  # noqa: E402
 )
 
 FRAMES_PER_CAMERA = 10
-MAX_FLOW_L_S = 0.7          # ~Q3 of a DN15 meter (2.5 m³/h)
+MAX_FLOW_L_S = 0.7  # ~Q3 of a DN15 meter (2.5 m³/h)
 
 
 def random_volumes(rng: np.random.Generator, n: int, capacity_l: float) -> np.ndarray:
@@ -50,26 +50,26 @@ def random_volumes(rng: np.random.Generator, n: int, capacity_l: float) -> np.nd
     return np.where(rng.random(n) < 0.5, spread, rollover)
 
 
-def occlude_marker(frame: np.ndarray, renderer: RegisterRenderer, layout: RegisterLayout,
-                   rng: np.random.Generator) -> np.ndarray:
+def occlude_marker(
+    frame: np.ndarray, renderer: RegisterRenderer, layout: RegisterLayout, rng: np.random.Generator
+) -> np.ndarray:
     """Cover one random marker with a flat grey patch (a finger, a glare spot)."""
     marker = layout.markers[int(rng.integers(len(layout.markers)))]
     w, h = layout.plate_size_px
     plate_to_camera = cv2.getPerspectiveTransform(
-        np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float32),
-        np.array(renderer.camera.plate_corners_px, np.float32))
-    corners = cv2.perspectiveTransform(np.array([marker.corners_px], np.float32),
-                                       plate_to_camera)[0]
+        np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float32), np.array(renderer.camera.plate_corners_px, np.float32)
+    )
+    corners = cv2.perspectiveTransform(np.array([marker.corners_px], np.float32), plate_to_camera)[0]
     x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 4
     x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 4
     out = frame.copy()
-    out[max(y0, 0):y1, max(x0, 0):x1] = int(rng.integers(60, 230))
+    out[max(y0, 0) : y1, max(x0, 0) : x1] = int(rng.integers(60, 230))
     return out
 
 
-def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator,
-                  occlude_share: float = 0.0
-                  ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
+def render_frames(
+    layout: RegisterLayout, n: int, rng: np.random.Generator, occlude_share: float = 0.0
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
     """Frames, true volumes (L) and positions (N, E) at mid-exposure, red wheel style per frame.
 
     The renderer smears each element from its position at the frame time over the
@@ -95,8 +95,9 @@ def render_frames(layout: RegisterLayout, n: int, rng: np.random.Generator,
     return frames, mid_volumes, positions_from_volume(layout, mid_volumes), styles
 
 
-def steady_speed(layout: RegisterLayout, digit_reader, dial_reader, batch_frames: int,
-                 rng: np.random.Generator, n: int = 160) -> dict[str, float]:
+def steady_speed(
+    layout: RegisterLayout, digit_reader, dial_reader, batch_frames: int, rng: np.random.Generator, n: int = 160
+) -> dict[str, float]:
     """ms per frame by stage for one fixed camera (the bench case: markers tracked
     from frame to frame), volumes rising at ~Q3."""
     renderer = RegisterRenderer(layout, rng=rng)
@@ -106,7 +107,7 @@ def steady_speed(layout: RegisterLayout, digit_reader, dial_reader, batch_frames
     reader.read_frames(frames[:batch_frames])
     reader.times.__init__()
     for start in range(batch_frames, n, batch_frames):
-        reader.read_frames(frames[start:start + batch_frames])
+        reader.read_frames(frames[start : start + batch_frames])
     return {k: round(v, 3) for k, v in reader.times.per_frame_ms().items()}
 
 
@@ -115,8 +116,7 @@ def circular(a: np.ndarray, b: np.ndarray, period: float = 10.0) -> np.ndarray:
     return np.minimum(d, period - d)
 
 
-def element_report(layout: RegisterLayout, values: np.ndarray, truth: np.ndarray,
-                   styles: list[str]) -> list[dict]:
+def element_report(layout: RegisterLayout, values: np.ndarray, truth: np.ndarray, styles: list[str]) -> list[dict]:
     """Per element accuracy on the frames where it was read."""
     out = []
     for e, element in enumerate(layout.elements):
@@ -126,30 +126,38 @@ def element_report(layout: RegisterLayout, values: np.ndarray, truth: np.ndarray
         read_digit = np.floor(values[read, e] + 0.5).astype(int) % 10
         wrong = dist >= 0.5
         style = [s for s, r in zip(styles, read, strict=True) if r]
-        misreads = Counter(f"{t}->{r}" + (f" ({s})" if element.colour == "red" and
-                                          element.kind == "wheel" else "")
-                           for t, r, s, w in zip(true_digit, read_digit, style, wrong, strict=True)
-                           if w)
-        out.append({"name": element.name, "kind": element.kind, "colour": element.colour,
-                    "n": int(read.sum()),
-                    "within_0_1": float(np.mean(dist <= 0.1 + 1e-9)) if read.any() else None,
-                    "within_0_2": float(np.mean(dist <= 0.2 + 1e-9)) if read.any() else None,
-                    "off_ge_0_5": float(np.mean(wrong)) if read.any() else None,
-                    "top_misreads": misreads.most_common(4)})
+        misreads = Counter(
+            f"{t}->{r}" + (f" ({s})" if element.colour == "red" and element.kind == "wheel" else "")
+            for t, r, s, w in zip(true_digit, read_digit, style, wrong, strict=True)
+            if w
+        )
+        out.append(
+            {
+                "name": element.name,
+                "kind": element.kind,
+                "colour": element.colour,
+                "n": int(read.sum()),
+                "within_0_1": float(np.mean(dist <= 0.1 + 1e-9)) if read.any() else None,
+                "within_0_2": float(np.mean(dist <= 0.2 + 1e-9)) if read.any() else None,
+                "off_ge_0_5": float(np.mean(wrong)) if read.any() else None,
+                "top_misreads": misreads.most_common(4),
+            }
+        )
     return out
 
 
-def run_variant(variant: str, n: int, seed: int, digit_reader, dial_reader,
-                batch_frames: int, occlude_share: float = 0.0) -> dict:
+def run_variant(
+    variant: str, n: int, seed: int, digit_reader, dial_reader, batch_frames: int, occlude_share: float = 0.0
+) -> dict:
     layout = RegisterLayout.from_dict(default_register_layout(variant))
     rng = np.random.default_rng(seed)
     frames, volumes, positions, styles = render_frames(layout, n, rng, occlude_share)
     reader = RegisterReader(layout, digit_reader, dial_reader)
-    reader.read_frames(frames[:batch_frames])          # warm-up, not timed
+    reader.read_frames(frames[:batch_frames])  # warm-up, not timed
     reader.times.__init__()
     readings = []
     for start in range(0, n, batch_frames):
-        readings += reader.read_frames(frames[start:start + batch_frames])
+        readings += reader.read_frames(frames[start : start + batch_frames])
     step_l = layout.finest.litres_per_turn / 10.0
     ok = np.array([r.ok for r in readings])
     read_l = np.array([r.volume_l for r in readings])
@@ -160,26 +168,28 @@ def run_variant(variant: str, n: int, seed: int, digit_reader, dial_reader,
     resolution = np.array([r.resolution_l for r in readings])[ok]
     pct = (50, 90, 99, 100)
     return {
-        "variant": variant, "frames": n, "finest_step_l": step_l,
+        "variant": variant,
+        "frames": n,
+        "finest_step_l": step_l,
         "share_ok": float(ok.mean()),
         "share_aligned": float(np.mean([r.homography_ok for r in readings])),
         "share_three_markers": float(np.mean([len(r.markers_found) == 3 for r in readings])),
         "not_ok_reasons": reasons.most_common(8),
         "wrong_among_ok": float(np.mean(err_steps >= 0.5)) if ok.any() else None,
         "n_wrong": int(np.sum(err_steps >= 0.5)),
-        "abs_error_l_pct": dict(zip(map(str, pct), np.percentile(err_l, pct).round(4).tolist(),
-                                    strict=True)) if ok.any() else None,
-        "abs_error_steps_pct": dict(zip(map(str, pct),
-                                        np.percentile(err_steps, pct).round(3).tolist(),
-                                        strict=True)) if ok.any() else None,
-        "rms_error_l": float(np.sqrt(np.mean(err_l ** 2))) if ok.any() else None,
+        "abs_error_l_pct": dict(zip(map(str, pct), np.percentile(err_l, pct).round(4).tolist(), strict=True))
+        if ok.any()
+        else None,
+        "abs_error_steps_pct": dict(zip(map(str, pct), np.percentile(err_steps, pct).round(3).tolist(), strict=True))
+        if ok.any()
+        else None,
+        "rms_error_l": float(np.sqrt(np.mean(err_l**2))) if ok.any() else None,
         "mean_resolution_l": float(resolution.mean()) if ok.any() else None,
         "share_within_1u": float(np.mean(err_l <= resolution)) if ok.any() else None,
         "share_within_2u": float(np.mean(err_l <= 2 * resolution)) if ok.any() else None,
         "elements": element_report(layout, values, positions, styles),
         "ms_per_frame": {k: round(v, 3) for k, v in reader.times.per_frame_ms().items()},
-        "ms_per_frame_one_camera": steady_speed(layout, digit_reader, dial_reader,
-                                                batch_frames, rng),
+        "ms_per_frame_one_camera": steady_speed(layout, digit_reader, dial_reader, batch_frames, rng),
     }
 
 
@@ -190,22 +200,28 @@ def _reason_kind(reason: str) -> str:
 
 def print_report(res: dict) -> None:
     print(f"== {res['variant']}: {res['frames']} frames, finest step {res['finest_step_l']} L")
-    print(f"read ok {100 * res['share_ok']:.1f} %  (aligned {100 * res['share_aligned']:.1f} %, "
-          f"{100 * res['share_three_markers']:.1f} % on 3 markers);"
-          f" wrong among ok {res['n_wrong']} ({100 * (res['wrong_among_ok'] or 0):.2f} %)")
+    print(
+        f"read ok {100 * res['share_ok']:.1f} %  (aligned {100 * res['share_aligned']:.1f} %, "
+        f"{100 * res['share_three_markers']:.1f} % on 3 markers);"
+        f" wrong among ok {res['n_wrong']} ({100 * (res['wrong_among_ok'] or 0):.2f} %)"
+    )
     for reason, count in res["not_ok_reasons"]:
         print(f"   not ok x{count}: {reason}")
     if res["abs_error_l_pct"]:
         print(f"|error| L   p50/p90/p99/max: {res['abs_error_l_pct']}")
-        print(f"|error| steps p50/p90/p99/max: {res['abs_error_steps_pct']}  "
-              f"rms {res['rms_error_l']:.4f} L, stated u {res['mean_resolution_l']:.4f} L "
-              f"(|error| ≤ u {100 * res['share_within_1u']:.1f} %, "
-              f"≤ 2u {100 * res['share_within_2u']:.1f} %)")
+        print(
+            f"|error| steps p50/p90/p99/max: {res['abs_error_steps_pct']}  "
+            f"rms {res['rms_error_l']:.4f} L, stated u {res['mean_resolution_l']:.4f} L "
+            f"(|error| ≤ u {100 * res['share_within_1u']:.1f} %, "
+            f"≤ 2u {100 * res['share_within_2u']:.1f} %)"
+        )
     for el in res["elements"]:
         if el["n"]:
-            print(f"   {el['name']:>9} {el['colour']:>5} {el['kind']:5} n={el['n']:4d} "
-                  f"±0.1 {100 * el['within_0_1']:5.1f} %  ±0.2 {100 * el['within_0_2']:5.1f} %  "
-                  f"≥0.5 {100 * el['off_ge_0_5']:4.1f} %  {el['top_misreads']}")
+            print(
+                f"   {el['name']:>9} {el['colour']:>5} {el['kind']:5} n={el['n']:4d} "
+                f"±0.1 {100 * el['within_0_1']:5.1f} %  ±0.2 {100 * el['within_0_2']:5.1f} %  "
+                f"≥0.5 {100 * el['off_ge_0_5']:4.1f} %  {el['top_misreads']}"
+            )
     print(f"ms/frame, new camera every {FRAMES_PER_CAMERA} frames: {res['ms_per_frame']}")
     print(f"ms/frame, one camera (markers tracked): {res['ms_per_frame_one_camera']}")
 
@@ -216,29 +232,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-frames", type=int, default=16)
     parser.add_argument("--variants", nargs="+", default=["dials", "wheels"])
-    parser.add_argument("--occlude-share", type=float, default=0.0,
-                        help="share of frames with one marker covered (tests 3-marker alignment)")
+    parser.add_argument(
+        "--occlude-share",
+        type=float,
+        default=0.0,
+        help="share of frames with one marker covered (tests 3-marker alignment)",
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--model-dir", help="folder with digit_wheel.onnx and pointer_dial.onnx "
-                        "(default: the shipped models)")
+    parser.add_argument(
+        "--model-dir", help="folder with digit_wheel.onnx and pointer_dial.onnx (default: the shipped models)"
+    )
     args = parser.parse_args(argv)
     from meterbench.models import DialReader, DigitReader
 
-    cv2.setNumThreads(1)            # one thread for OpenCV too, as on a bench PC per camera
+    cv2.setNumThreads(1)  # one thread for OpenCV too, as on a bench PC per camera
 
     model_dir = Path(args.model_dir) if args.model_dir else None
     digit_reader = DigitReader(model_dir / "digit_wheel.onnx" if model_dir else None, num_threads=1)
     dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None, num_threads=1)
     results = []
     for i, variant in enumerate(args.variants):
-        res = run_variant(variant, args.frames, args.seed + i, digit_reader, dial_reader,
-                          args.batch_frames, args.occlude_share)
+        res = run_variant(
+            variant, args.frames, args.seed + i, digit_reader, dial_reader, args.batch_frames, args.occlude_share
+        )
         print_report(res)
         results.append(res)
     if args.json:
-        Path(args.json).write_text(json.dumps({"models": {
-            "digit": digit_reader.model_sha256, "dial": dial_reader.model_sha256},
-            "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"models": {"digit": digit_reader.model_sha256, "dial": dial_reader.model_sha256}, "results": results},
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -65,36 +65,55 @@ def main() -> None:
                     inconclusive += 1
                     rows.append((folder.name, instrument["id"], point["name"], "inconclusive", point["reason"]))
                     continue
-                reading = next(c for c in point["details"]["uncertainty_budget"]["components"]
-                               if c["name"].startswith("register reading"))
+                reading = next(
+                    c
+                    for c in point["details"]["uncertainty_budget"]["components"]
+                    if c["name"].startswith("register reading")
+                )
                 # the component is hypot(u_start, u_stop) / V in %: one instant's u in litres
                 instant_u_l.setdefault(point["name"], []).append(
-                    reading["u_pct"] / 100 * point["reference_volume"] / math.sqrt(2))
+                    reading["u_pct"] / 100 * point["reference_volume"] / math.sqrt(2)
+                )
                 delta = point["error_pct"] - true_error
                 deltas.append(abs(delta))
                 outside_u += abs(delta) > point["uncertainty_pct"]
                 true_verdict = "pass" if abs(true_error) <= point["mpe_pct"] else "fail"
                 wrong += point["verdict"] != true_verdict
                 if point["verdict"] != true_verdict or abs(delta) > 0.05:
-                    rows.append((folder.name, instrument["id"], point["name"], point["verdict"],
-                                 f"true {true_error:+.4f} %, read {point['error_pct']:+.4f} %, "
-                                 f"U {point['uncertainty_pct']:.4f} %"))
+                    rows.append(
+                        (
+                            folder.name,
+                            instrument["id"],
+                            point["name"],
+                            point["verdict"],
+                            f"true {true_error:+.4f} %, read {point['error_pct']:+.4f} %, "
+                            f"U {point['uncertainty_pct']:.4f} %",
+                        )
+                    )
     n = len(deltas) + inconclusive
     d = np.array(deltas) if deltas else np.array([math.nan])
-    print(f"points: {n} ({args.sessions} sessions x {args.meters} meters x plan), profile {args.profile}, "
-          f"{'every frame' if args.every_frame else 'windows + sparse track'}")
-    print(f"|error - true error| (%-points): max {np.max(d):.4f}, p95 {np.percentile(d, 95):.4f}, "
-          f"median {np.median(d):.4f}; points > 0.05: {int(np.sum(d > 0.05))}")
+    print(
+        f"points: {n} ({args.sessions} sessions x {args.meters} meters x plan), profile {args.profile}, "
+        f"{'every frame' if args.every_frame else 'windows + sparse track'}"
+    )
+    print(
+        f"|error - true error| (%-points): max {np.max(d):.4f}, p95 {np.percentile(d, 95):.4f}, "
+        f"median {np.median(d):.4f}; points > 0.05: {int(np.sum(d > 0.05))}"
+    )
     print(f"true error outside error ± U (k=2): {outside_u} of {len(deltas)}")
     print(f"wrong pass/fail verdicts: {wrong}; inconclusive points: {inconclusive}")
-    print(f"replay: {total_real_s:.0f} s of recording in {total_cpu_s:.1f} s CPU "
-          f"= {total_real_s / max(total_cpu_s, 1e-9):.1f}x real time (one process)")
+    print(
+        f"replay: {total_real_s:.0f} s of recording in {total_cpu_s:.1f} s CPU "
+        f"= {total_real_s / max(total_cpu_s, 1e-9):.1f}x real time (one process)"
+    )
     for row in rows[:30]:
         print("  ", *row)
     if instant_u_l:
         achieved = {name: float(np.percentile(v, 95)) for name, v in instant_u_l.items()}
-        print("register reading achieved, u of one flying reading (p95): "
-              + ", ".join(f"{k} {1000 * v:.2f} mL" for k, v in achieved.items()))
+        print(
+            "register reading achieved, u of one flying reading (p95): "
+            + ", ".join(f"{k} {1000 * v:.2f} mL" for k, v in achieved.items())
+        )
         equivalent_d = {k: v * math.sqrt(12) for k, v in achieved.items()}  # rectangular d with that u
         plan = plan_test_volumes(water_meter_flows(2.5, 100), 2, reading_resolution_l=equivalent_d)
         print("shortest Q3/Q2/Q1 plan with reading u <= MPE/10 at that resolution (DN15, Q3 2.5, R100, class 2):")

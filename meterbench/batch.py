@@ -26,8 +26,21 @@ from meterbench.verify.report import atomic_write_text, clean_for_json
 
 __all__ = ["find_sessions", "run_batch", "compare_summaries", "configuration_hash"]
 
-SUMMARY_FIELDS = ("session", "path", "status", "instrument", "point", "flow_rate", "error_pct", "mpe_pct",
-                  "uncertainty_pct", "verdict", "reason", "model_hashes", "configuration_hash")
+SUMMARY_FIELDS = (
+    "session",
+    "path",
+    "status",
+    "instrument",
+    "point",
+    "flow_rate",
+    "error_pct",
+    "mpe_pct",
+    "uncertainty_pct",
+    "verdict",
+    "reason",
+    "model_hashes",
+    "configuration_hash",
+)
 #: An error change larger than this (%-points) is listed by --compare.
 COMPARE_ERROR_TOLERANCE_PCT = 0.005
 
@@ -83,11 +96,20 @@ def _verify_one(session_dir: str, out_dir: str, options=None) -> dict:
         write_report_html(report, Path(out_dir), figures, _provenance_notes())
     except Exception as exc:  # a failing session is reported, the batch goes on
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return {"path": session_dir, "status": "failed", "reason": f"{type(exc).__name__}: {first_line}",
-                "seconds": time.perf_counter() - started}
-    return {"path": session_dir, "status": "done", "session": report["session"],
-            "verdict": report["verdict"], "report": clean_for_json(report),
-            "seconds": time.perf_counter() - started}
+        return {
+            "path": session_dir,
+            "status": "failed",
+            "reason": f"{type(exc).__name__}: {first_line}",
+            "seconds": time.perf_counter() - started,
+        }
+    return {
+        "path": session_dir,
+        "status": "done",
+        "session": report["session"],
+        "verdict": report["verdict"],
+        "report": clean_for_json(report),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _unique_names(sessions: list[Path]) -> dict[Path, str]:
@@ -111,17 +133,29 @@ def _summary_rows(result: dict, config_hash: str) -> list[dict]:
     rows = []
     for instrument in report["instruments"]:
         for point in instrument["points"]:
-            rows.append({"session": report["session"], "path": result["path"], "status": "done",
-                         "instrument": instrument["id"], "point": point["name"],
-                         "flow_rate": point.get("flow_rate"), "error_pct": point.get("error_pct"),
-                         "mpe_pct": point.get("mpe_pct"), "uncertainty_pct": point.get("uncertainty_pct"),
-                         "verdict": point["verdict"], "reason": point.get("reason", ""),
-                         "model_hashes": models, "configuration_hash": config_hash})
+            rows.append(
+                {
+                    "session": report["session"],
+                    "path": result["path"],
+                    "status": "done",
+                    "instrument": instrument["id"],
+                    "point": point["name"],
+                    "flow_rate": point.get("flow_rate"),
+                    "error_pct": point.get("error_pct"),
+                    "mpe_pct": point.get("mpe_pct"),
+                    "uncertainty_pct": point.get("uncertainty_pct"),
+                    "verdict": point["verdict"],
+                    "reason": point.get("reason", ""),
+                    "model_hashes": models,
+                    "configuration_hash": config_hash,
+                }
+            )
     return rows
 
 
-def _write_summary(out_dir: Path, results: dict[Path, dict], order: list[Path], config_hash: str,
-                   interrupted: bool) -> None:
+def _write_summary(
+    out_dir: Path, results: dict[Path, dict], order: list[Path], config_hash: str, interrupted: bool
+) -> None:
     rows = [row for path in order if path in results for row in _summary_rows(results[path], config_hash)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
@@ -129,11 +163,15 @@ def _write_summary(out_dir: Path, results: dict[Path, dict], order: list[Path], 
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in SUMMARY_FIELDS})
     atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
-    sessions = [{k: v for k, v in results[p].items() if k not in ("report", "seconds")}
-                for p in order if p in results]
-    summary = {"sessions": sessions, "points": rows, "configuration_hash": config_hash,
-               "complete": not interrupted and len(results) == len(order),
-               "sessions_total": len(order), "sessions_failed": sum(r["status"] != "done" for r in results.values())}
+    sessions = [{k: v for k, v in results[p].items() if k not in ("report", "seconds")} for p in order if p in results]
+    summary = {
+        "sessions": sessions,
+        "points": rows,
+        "configuration_hash": config_hash,
+        "complete": not interrupted and len(results) == len(order),
+        "sessions_total": len(order),
+        "sessions_failed": sum(r["status"] != "done" for r in results.values()),
+    }
     atomic_write_text(out_dir / "summary.json", json.dumps(clean_for_json(summary), indent=2) + "\n")
 
 
@@ -154,9 +192,11 @@ class _Progress:
                 self.stream.write("\n")
 
 
-def compare_summaries(new_rows: list[dict], old_rows: list[dict],
-                      tolerance_pct: float = COMPARE_ERROR_TOLERANCE_PCT) -> list[dict]:
+def compare_summaries(
+    new_rows: list[dict], old_rows: list[dict], tolerance_pct: float = COMPARE_ERROR_TOLERANCE_PCT
+) -> list[dict]:
     """Points whose verdict changed or whose error moved by more than ``tolerance_pct``."""
+
     def key(row: dict) -> tuple:
         return (row.get("session"), row.get("instrument"), row.get("point"))
 
@@ -171,11 +211,19 @@ def compare_summaries(new_rows: list[dict], old_rows: list[dict],
             continue
         e_new, e_old = row.get("error_pct"), before.get("error_pct")
         moved = (e_new is None) != (e_old is None) or (
-            e_new is not None and e_old is not None and abs(float(e_new) - float(e_old)) > tolerance_pct)
+            e_new is not None and e_old is not None and abs(float(e_new) - float(e_old)) > tolerance_pct
+        )
         if row.get("verdict") != before.get("verdict") or moved:
-            changes.append({**_change_keys(row), "old_verdict": before.get("verdict"),
-                            "new_verdict": row.get("verdict"), "old_error_pct": e_old, "new_error_pct": e_new,
-                            "change": "verdict" if row.get("verdict") != before.get("verdict") else "error"})
+            changes.append(
+                {
+                    **_change_keys(row),
+                    "old_verdict": before.get("verdict"),
+                    "new_verdict": row.get("verdict"),
+                    "old_error_pct": e_old,
+                    "new_error_pct": e_new,
+                    "change": "verdict" if row.get("verdict") != before.get("verdict") else "error",
+                }
+            )
     return changes
 
 
@@ -192,8 +240,7 @@ def _load_old_rows(compare: Path, sessions: list[Path]) -> list[dict]:
     for path in sessions:
         stored = path / "report.json"
         if stored.is_file():
-            rows += _summary_rows({"status": "done", "path": str(path),
-                                   "report": json.loads(stored.read_text())}, "")
+            rows += _summary_rows({"status": "done", "path": str(path), "report": json.loads(stored.read_text())}, "")
     if not rows:
         raise FileNotFoundError(f"{compare}: no summary.json there and no report.json stored in the sessions")
     return rows
@@ -203,8 +250,7 @@ def _fmt_pct(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):+.4f}"
 
 
-def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path | None = None,
-              options=None) -> int:
+def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path | None = None, options=None) -> int:
     """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed.
 
     ``options`` (a ReadingOptions) replaces the default reading options; its hash is in the summary.
@@ -218,11 +264,13 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
     results: dict[Path, dict] = {}
     progress = _Progress(len(sessions))
     interrupted = False
-    executor = ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"),
-                                   initializer=_ignore_sigint)
+    executor = ProcessPoolExecutor(
+        max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_ignore_sigint
+    )
     try:
         pending: dict[Future, Path] = {
-            executor.submit(_verify_one, str(path), str(out_dir / names[path]), options): path for path in sessions}
+            executor.submit(_verify_one, str(path), str(out_dir / names[path]), options): path for path in sessions
+        }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -233,8 +281,11 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
     except KeyboardInterrupt:
         interrupted = True
         executor.shutdown(wait=True, cancel_futures=True)
-        print(f"\nmeterbench batch: interrupted; {len(results)} of {len(sessions)} sessions finished "
-              f"and kept in {out_dir}", file=sys.stderr)
+        print(
+            f"\nmeterbench batch: interrupted; {len(results)} of {len(sessions)} sessions finished "
+            f"and kept in {out_dir}",
+            file=sys.stderr,
+        )
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     _write_summary(out_dir, results, sessions, config_hash, interrupted)
@@ -243,16 +294,20 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
     for result in failed:
         print(f"meterbench batch: {result['path']}: {result['reason']}", file=sys.stderr)
     verdicts = [r["verdict"] for r in results.values() if r["status"] == "done"]
-    print(f"{len(results)} sessions verified: {verdicts.count('pass')} pass, {verdicts.count('fail')} fail, "
-          f"{verdicts.count('inconclusive')} inconclusive, {len(failed)} failed to run -> {out_dir}")
+    print(
+        f"{len(results)} sessions verified: {verdicts.count('pass')} pass, {verdicts.count('fail')} fail, "
+        f"{verdicts.count('inconclusive')} inconclusive, {len(failed)} failed to run -> {out_dir}"
+    )
     if compare is not None:
         new_rows = json.loads((out_dir / "summary.json").read_text())["points"]
         changes = compare_summaries(new_rows, _load_old_rows(compare, sessions))
         atomic_write_text(out_dir / "compare.json", json.dumps(clean_for_json(changes), indent=2) + "\n")
         for change in changes:
-            print(f"changed: {change['session']} {change['instrument']} {change['point']}: "
-                  f"{change.get('old_verdict')} -> {change.get('new_verdict')}, error "
-                  f"{_fmt_pct(change.get('old_error_pct'))} -> {_fmt_pct(change.get('new_error_pct'))} %")
+            print(
+                f"changed: {change['session']} {change['instrument']} {change['point']}: "
+                f"{change.get('old_verdict')} -> {change.get('new_verdict')}, error "
+                f"{_fmt_pct(change.get('old_error_pct'))} -> {_fmt_pct(change.get('new_error_pct'))} %"
+            )
         print(f"{len(changes)} points changed against {compare}")
     if interrupted:
         return 130

@@ -26,8 +26,11 @@ def _cmd_read_crops(args: argparse.Namespace, kind: str) -> int:
             print(f"meterbench {kind}s: {result.path}: {result.error}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps({"path": result.path, "value": round(result.value, 3),
-                              "confidence": round(result.confidence, 4)}))
+            print(
+                json.dumps(
+                    {"path": result.path, "value": round(result.value, 3), "confidence": round(result.confidence, 4)}
+                )
+            )
         else:
             print(f"{result.path}\t{result.value:.2f}\t{result.confidence:.3f}")
     return 1 if failed else 0
@@ -45,8 +48,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from meterbench.sim import simulate_tank, simulate_water_meter
 
     if args.bench_kind == "water-meter":
-        path = simulate_water_meter(Path(args.out), seed=args.seed, meters=args.meters,
-                                    profile=args.profile, fps=args.fps)
+        path = simulate_water_meter(
+            Path(args.out), seed=args.seed, meters=args.meters, profile=args.profile, fps=args.fps
+        )
     else:
         path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs)
     print(path)
@@ -72,8 +76,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from meterbench.batch import run_batch
 
-    return run_batch([Path(p) for p in args.paths], Path(args.out), jobs=args.jobs,
-                     compare=Path(args.compare) if args.compare else None)
+    return run_batch(
+        [Path(p) for p in args.paths],
+        Path(args.out),
+        jobs=args.jobs,
+        compare=Path(args.compare) if args.compare else None,
+    )
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -84,13 +92,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meterbench", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-format", choices=["text", "json"], default="text",
-                        help="log lines on stdout: text, or one JSON object per line (services)")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines on stdout: text, or one JSON object per line (services)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, func, what in (("digits", _cmd_digits, "digit-wheel crops"),
-                             ("dials", _cmd_dials, "red pointer sub-dial crops")):
+    for name, func, what in (
+        ("digits", _cmd_digits, "digit-wheel crops"),
+        ("dials", _cmd_dials, "red pointer sub-dial crops"),
+    ):
         p = sub.add_parser(name, help=f"read {what}: value in [0, 10) and confidence")
         p.add_argument("images", nargs="+", help="image files, one crop each")
         p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -104,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meters", type=int, default=3, help="water-meter: meters in series")
     p.add_argument("--runs", type=int, default=3, help="tank: fill-read-drain runs")
     p.add_argument("--fps", type=float, default=10.0, help="water-meter: camera frame rate (frames/s)")
-    p.add_argument("--profile", default="standard",
-                   help="water-meter: 'standard' (full plan) or 'short' (small volumes)")
+    p.add_argument(
+        "--profile", default="standard", help="water-meter: 'standard' (full plan) or 'short' (small volumes)"
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("run", help="verify a recorded session: report.json + human report")

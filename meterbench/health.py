@@ -45,8 +45,12 @@ def check_models() -> Iterator[Check]:
         expected = json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
         actual = _sha256(model)
         if expected and expected != actual:
-            yield Check(f"model {stem}", False, f"{model.name} hash {actual[:12]} differs from its sidecar "
-                                                f"{expected[:12]}: the file was changed or damaged")
+            yield Check(
+                f"model {stem}",
+                False,
+                f"{model.name} hash {actual[:12]} differs from its sidecar "
+                f"{expected[:12]}: the file was changed or damaged",
+            )
             continue
         yield Check(f"model {stem}", True, f"{model.name} sha256 {actual[:12]}")
 
@@ -93,20 +97,25 @@ def check_bench(config_path: Path) -> Iterator[Check]:
         port = device.get("port")
         if port and not port.startswith(("socket://", "loop://")):
             ok = os.path.exists(port)
-            yield Check(f"serial {device.get('id', port)}", ok,
-                        port if ok else f"{port} does not exist: is the reference meter plugged in?")
+            yield Check(
+                f"serial {device.get('id', port)}",
+                ok,
+                port if ok else f"{port} does not exist: is the reference meter plugged in?",
+            )
     mqtt = config.get("mqtt", {})
     if mqtt:
         host, port = mqtt.get("host", "127.0.0.1"), int(mqtt.get("port", 1883))
         error = _reachable(host, port)
-        yield Check("MQTT broker", error is None,
-                    f"{host}:{port} reachable" if error is None else f"cannot reach {host}:{port}: {error}")
+        yield Check(
+            "MQTT broker",
+            error is None,
+            f"{host}:{port} reachable" if error is None else f"cannot reach {host}:{port}: {error}",
+        )
     for camera in _iter_tables(config, ("cameras",)):
         source = camera.get("source")
         if isinstance(source, str) and not source.startswith(("rtsp://", "http://", "https://")):
             ok = Path(source).exists()
-            yield Check(f"camera {camera.get('id', source)}", ok,
-                        source if ok else f"{source} does not exist")
+            yield Check(f"camera {camera.get('id', source)}", ok, source if ok else f"{source} does not exist")
 
 
 def _iter_tables(config: dict, keys: tuple[str, ...]) -> Iterator[dict]:

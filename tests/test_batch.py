@@ -66,12 +66,16 @@ def test_jobs_do_not_change_a_byte(sessions, batch_one, tmp_path):
 
 
 def test_compare_lists_changed_verdicts_and_errors():
-    old = [{"session": "s", "instrument": "M1", "point": "Q3", "verdict": "pass", "error_pct": 0.5},
-           {"session": "s", "instrument": "M1", "point": "Q2", "verdict": "pass", "error_pct": 1.0},
-           {"session": "s", "instrument": "M1", "point": "Q1", "verdict": "pass", "error_pct": 1.0}]
-    new = [{"session": "s", "instrument": "M1", "point": "Q3", "verdict": "pass", "error_pct": 0.503},
-           {"session": "s", "instrument": "M1", "point": "Q2", "verdict": "fail", "error_pct": 1.0},
-           {"session": "s", "instrument": "M1", "point": "Q1", "verdict": "pass", "error_pct": 1.02}]
+    old = [
+        {"session": "s", "instrument": "M1", "point": "Q3", "verdict": "pass", "error_pct": 0.5},
+        {"session": "s", "instrument": "M1", "point": "Q2", "verdict": "pass", "error_pct": 1.0},
+        {"session": "s", "instrument": "M1", "point": "Q1", "verdict": "pass", "error_pct": 1.0},
+    ]
+    new = [
+        {"session": "s", "instrument": "M1", "point": "Q3", "verdict": "pass", "error_pct": 0.503},
+        {"session": "s", "instrument": "M1", "point": "Q2", "verdict": "fail", "error_pct": 1.0},
+        {"session": "s", "instrument": "M1", "point": "Q1", "verdict": "pass", "error_pct": 1.02},
+    ]
     changes = compare_summaries(new, old)
     assert [(c["point"], c["change"]) for c in changes] == [("Q2", "verdict"), ("Q1", "error")]
 
@@ -85,8 +89,12 @@ def test_cli_compare_against_an_earlier_batch(sessions, batch_one, tmp_path):
     row["verdict"] = "fail" if row["verdict"] != "fail" else "pass"
     (old / "summary.json").write_text(json.dumps(summary))
     wm = sessions / "bench-a"
-    result = subprocess.run([sys.executable, "-m", "meterbench", "batch", str(wm), "--out", str(tmp_path / "new"),
-                             "--compare", str(old)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "meterbench", "batch", str(wm), "--out", str(tmp_path / "new"), "--compare", str(old)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert f"changed: {row['session']} {row['instrument']} Q2" in result.stdout
     assert "1 points changed" in result.stdout
@@ -101,8 +109,13 @@ def test_ctrl_c_keeps_what_was_finished(tmp_path):
     for k in range(4):
         shutil.copytree(SAMPLES / "tank-sim-seed2", root / f"tank-{k}")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "meterbench", "batch", str(root), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meterbench", "batch", str(root), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "summary.json").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

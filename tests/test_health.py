@@ -38,13 +38,16 @@ def test_bench_checks_name_missing_port_and_unreachable_broker(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = tmp_path / "bench.toml"
-    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n'
-                      f'[[serial]]\nid = "ref"\nport = "/dev/ttyNOPE0"\n')
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[[serial]]\nid = "ref"\nport = "/dev/ttyNOPE0"\n')
     findings = {c.name: c for c in health.check_bench(config)}
     assert not findings["serial ref"].ok and "/dev/ttyNOPE0 does not exist" in findings["serial ref"].detail
     assert not findings["MQTT broker"].ok and f"127.0.0.1:{port}" in findings["MQTT broker"].detail
-    result = subprocess.run([sys.executable, "-m", "meterbench", "doctor", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "meterbench", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "PROBLEM" in result.stdout
 
@@ -65,13 +68,32 @@ def test_json_logs_are_one_object_per_line():
 
 @pytest.mark.slow
 def test_wheel_carries_models_tables_and_licences(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
     wheel = next(tmp_path.glob("meterbench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("meterbench/models/digit_wheel.onnx", "meterbench/models/pointer_dial.onnx",
-                   "meterbench/models/digit_wheel.json", "meterbench/models/NOTICE-data.md",
-                   "meterbench/models/LICENSE-data-mit", "meterbench/models/LICENSE-data-apache-2.0",
-                   "meterbench/session/schemas/session-v1.json"):
+    for needed in (
+        "meterbench/models/digit_wheel.onnx",
+        "meterbench/models/pointer_dial.onnx",
+        "meterbench/models/digit_wheel.json",
+        "meterbench/models/NOTICE-data.md",
+        "meterbench/models/LICENSE-data-mit",
+        "meterbench/models/LICENSE-data-apache-2.0",
+        "meterbench/session/schemas/session-v1.json",
+    ):
         assert needed in names, needed
     assert any(n.startswith("meterbench/calibration/data/") and n.endswith(".json") for n in names)

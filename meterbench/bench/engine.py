@@ -41,6 +41,7 @@ S_PER_H = 3600.0
 
 _LOG = logging.getLogger("meterbench.bench")
 
+
 class BenchStopped(DeviceError):
     """The sequence stopped before its end (signal or device failure); the flow is safe."""
 
@@ -109,61 +110,84 @@ def load_bench_config(path: Path) -> BenchConfig:
         device_id = _need(device, "id", f"{where}: devices[{i}]", str)
         _need(device, "port", f"{where}: [[devices]] {device_id}", str)
         if device.get("kind") not in DEVICE_KINDS:
-            raise ValueError(f"{where}: [[devices]] {device_id}.kind: expected one of "
-                             f"{list(DEVICE_KINDS)}, got {device.get('kind')!r}")
+            raise ValueError(
+                f"{where}: [[devices]] {device_id}.kind: expected one of "
+                f"{list(DEVICE_KINDS)}, got {device.get('kind')!r}"
+            )
         if device["kind"] == "modbus":
-            _check_fields(_need(device, "fields", f"{where}: [[devices]] {device_id}", list),
-                          f"{where}: [[devices]] {device_id}.fields")
+            _check_fields(
+                _need(device, "fields", f"{where}: [[devices]] {device_id}", list),
+                f"{where}: [[devices]] {device_id}.fields",
+            )
     references = _need(data, "reference_instruments", where, list)
     reference_device = references[0].get("device") if references else None
     if reference_device not in [d["id"] for d in devices]:
-        raise ValueError(f"{where}: reference_instruments[0].device: expected the id of one of "
-                         f"the [[devices]], got {reference_device!r}")
+        raise ValueError(
+            f"{where}: reference_instruments[0].device: expected the id of one of "
+            f"the [[devices]], got {reference_device!r}"
+        )
     points = []
     for i, p in enumerate(_need(_need(data, "test_plan", where, dict), "points", where, list)):
         at = f"{where}: test_plan.points[{i}]"
-        points.append(PointPlan(_need(p, "name", at, str),
-                                float(_need(p, "flow_rate_m3h", at, (int, float))),
-                                float(_need(p, "volume_l", at, (int, float))),
-                                float(p.get("window_pct", 2.5))))
+        points.append(
+            PointPlan(
+                _need(p, "name", at, str),
+                float(_need(p, "flow_rate_m3h", at, (int, float))),
+                float(_need(p, "volume_l", at, (int, float))),
+                float(p.get("window_pct", 2.5)),
+            )
+        )
     sequence = bench.get("sequence", {})
     unknown = sorted(set(sequence) - set(SequenceOptions.__dataclass_fields__))
     if unknown:
-        raise ValueError(f"{where}: [bench.sequence]: unknown keys {unknown}, expected some of "
-                         f"{sorted(SequenceOptions.__dataclass_fields__)}")
+        raise ValueError(
+            f"{where}: [bench.sequence]: unknown keys {unknown}, expected some of "
+            f"{sorted(SequenceOptions.__dataclass_fields__)}"
+        )
     options = SequenceOptions(**sequence)
     instruments = _need(data, "instruments", where, list)
     _check_sim_use(data, where)
     for i, inst in enumerate(instruments):
         if isinstance(inst.get("register"), str):
             inst["register"] = _named_register(inst["register"], f"{where}: instruments[{i}]")
-    return BenchConfig(Path(path), session_id, bench_id, _need(data, "mqtt", where, dict),
-                       devices, instruments, references,
-                       data.get("cameras", []), points, bench.get("decision_rule", "simple"),
-                       options, data.get("simulator"))
+    return BenchConfig(
+        Path(path),
+        session_id,
+        bench_id,
+        _need(data, "mqtt", where, dict),
+        devices,
+        instruments,
+        references,
+        data.get("cameras", []),
+        points,
+        bench.get("decision_rule", "simple"),
+        options,
+        data.get("simulator"),
+    )
 
 
 def _check_fields(fields: list, where: str) -> None:
     known = set(RegisterField.__dataclass_fields__)
     for i, field_table in enumerate(fields):
-        if not isinstance(field_table, dict) or not {"name", "address"} <= set(field_table) \
-                or set(field_table) - known:
-            raise ValueError(f"{where}[{i}]: expected a table with name, address and some of "
-                             f"{sorted(known)}, got {field_table!r}")
+        if not isinstance(field_table, dict) or not {"name", "address"} <= set(field_table) or set(field_table) - known:
+            raise ValueError(
+                f"{where}[{i}]: expected a table with name, address and some of {sorted(known)}, got {field_table!r}"
+            )
 
 
 def _check_sim_use(data: dict, where: str) -> None:
     """``"sim"`` ports and camera sources need a [simulator]; sim cameras need their meter."""
     uses = [f"[[devices]] {d.get('id')}" for d in data.get("devices", []) if d.get("port") == "sim"]
-    uses += [f"[[cameras]] {c.get('id')}" for c in data.get("cameras", [])
-             if c.get("source") == "sim"]
+    uses += [f"[[cameras]] {c.get('id')}" for c in data.get("cameras", []) if c.get("source") == "sim"]
     if uses and "simulator" not in data:
-        raise ValueError(f"{where}: {', '.join(uses)} use \"sim\" but there is no [simulator]")
+        raise ValueError(f'{where}: {", ".join(uses)} use "sim" but there is no [simulator]')
     watched = {i.get("camera") for i in data.get("instruments", [])}
     for camera in data.get("cameras", []):
         if camera.get("source") == "sim" and camera.get("id") not in watched:
-            raise ValueError(f"{where}: [[cameras]] {camera.get('id')}: a simulated camera must "
-                             "be the camera of one of the [[instruments]]")
+            raise ValueError(
+                f"{where}: [[cameras]] {camera.get('id')}: a simulated camera must "
+                "be the camera of one of the [[instruments]]"
+            )
 
 
 def _named_register(name: str, where: str) -> dict:
@@ -171,26 +195,32 @@ def _named_register(name: str, where: str) -> dict:
 
     match = re.fullmatch(r"default-(dials|wheels)", name)
     if match is None:
-        raise ValueError(f"{where}.register: expected a table or 'default-dials'/'default-wheels'"
-                         f", got {name!r}")
+        raise ValueError(f"{where}.register: expected a table or 'default-dials'/'default-wheels', got {name!r}")
     return default_register_layout(match.group(1))
 
 
 def _manifest(cfg: BenchConfig) -> dict:
-    return {"session_id": cfg.session_id, "bench_kind": "water-meter",
-            "instruments": cfg.instruments, "tanks": [],
-            "reference_instruments": cfg.reference_instruments,
-            "test_plan": {"points": [{"name": p.name, "flow_rate_m3h": p.flow_rate_m3h,
-                                      "volume_l": p.volume_l} for p in cfg.points]},
-            "decision_rule": cfg.decision_rule,
-            "bench": {"config": cfg.path.name, "bench_id": cfg.bench_id, "live": True}}
+    return {
+        "session_id": cfg.session_id,
+        "bench_kind": "water-meter",
+        "instruments": cfg.instruments,
+        "tanks": [],
+        "reference_instruments": cfg.reference_instruments,
+        "test_plan": {
+            "points": [{"name": p.name, "flow_rate_m3h": p.flow_rate_m3h, "volume_l": p.volume_l} for p in cfg.points]
+        },
+        "decision_rule": cfg.decision_rule,
+        "bench": {"config": cfg.path.name, "bench_id": cfg.bench_id, "live": True},
+    }
 
 
 @contextmanager
 def _signals_raise():
     """SIGTERM raises KeyboardInterrupt like Ctrl-C (main thread only), restored after."""
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
@@ -205,8 +235,7 @@ def _signals_raise():
 class _Bench:
     """The live devices of one run and the steps of the sequence."""
 
-    def __init__(self, cfg: BenchConfig, recorder: SessionRecorder, stack: ExitStack,
-                 sim: Any = None) -> None:
+    def __init__(self, cfg: BenchConfig, recorder: SessionRecorder, stack: ExitStack, sim: Any = None) -> None:
         self.cfg = cfg
         self.recorder = recorder
         self.clock = recorder.now_s
@@ -219,31 +248,42 @@ class _Bench:
         if sim is not None and mqtt_table.get("port") == 0:
             mqtt_table["port"] = sim.broker.port
         mqtt_table.setdefault("bench_id", cfg.bench_id)
-        self.controller = BenchController(MqttConfig.from_dict(mqtt_table, f"{cfg.path}: [mqtt]"),
-                                          recorder.device_log("controller", "mqtt"), self.clock)
+        self.controller = BenchController(
+            MqttConfig.from_dict(mqtt_table, f"{cfg.path}: [mqtt]"),
+            recorder.device_log("controller", "mqtt"),
+            self.clock,
+        )
         self.controller.start()
         stack.callback(self.controller.stop)
         self.cameras = [self._camera(c, i, sim, stack) for i, c in enumerate(cfg.cameras)]
 
-    def _device(self, device: dict, sim: Any, stack: ExitStack
-                ) -> TotaliserReader | ModbusTotaliserReader:
+    def _device(self, device: dict, sim: Any, stack: ExitStack) -> TotaliserReader | ModbusTotaliserReader:
         """Open and start one reference device (serial totaliser or Modbus flow computer)."""
-        port = sim.port_for(device["kind"]) if sim is not None and device["port"] == "sim" \
-            else device["port"]
+        port = sim.port_for(device["kind"]) if sim is not None and device["port"] == "sim" else device["port"]
         log = self.recorder.device_log(device["id"], device["kind"])
         if device["kind"] == "serial-totaliser":
             reader: Any = TotaliserReader(
-                port, log, self.clock, name=device["id"],
+                port,
+                log,
+                self.clock,
+                name=device["id"],
                 baudrate=int(device.get("baudrate", 9600)),
                 silence_s=float(device.get("silence_s", 2.0)),
-                pulse_volume_l=device.get("pulse_volume_l"))
+                pulse_volume_l=device.get("pulse_volume_l"),
+            )
         else:
             fields = [RegisterField(**f) for f in device["fields"]]
             reader = ModbusTotaliserReader(
-                port, log, self.clock, fields, name=device["id"],
-                slave=int(device.get("slave", 1)), function=int(device.get("function", 4)),
+                port,
+                log,
+                self.clock,
+                fields,
+                name=device["id"],
+                slave=int(device.get("slave", 1)),
+                function=int(device.get("function", 4)),
                 baudrate=int(device.get("baudrate", 19200)),
-                interval_s=float(device.get("interval_s", 0.2)))
+                interval_s=float(device.get("interval_s", 0.2)),
+            )
         stack.callback(reader.stop)
         reader.start()
         return reader
@@ -251,14 +291,18 @@ class _Bench:
     def _camera(self, cam: dict, index: int, sim: Any, stack: ExitStack) -> CameraCapture:
         source = cam["source"]
         if source == "sim":
-            meter = next(i for i, inst in enumerate(self.cfg.instruments)
-                         if inst.get("camera") == cam["id"])
+            meter = next(i for i, inst in enumerate(self.cfg.instruments) if inst.get("camera") == cam["id"])
             source = sim.peer.camera(meter, self.cfg.instruments[meter]["register"])
         width, height, _ = CameraCapture.probe(source)
         fps = float(cam.get("fps", 10.0))
-        writer = self.recorder.camera_writer(cam["id"], fps, (width, height), kind="images",
-                                             image_format=cam.get("image_format", "jpg"),
-                                             quality=int(cam.get("quality", 90)))
+        writer = self.recorder.camera_writer(
+            cam["id"],
+            fps,
+            (width, height),
+            kind="images",
+            image_format=cam.get("image_format", "jpg"),
+            quality=int(cam.get("quality", 90)),
+        )
         capture = CameraCapture(cam["id"], source, writer, self.clock, fps=fps).start()
         stack.callback(capture.stop)
         return capture
@@ -273,12 +317,12 @@ class _Bench:
         t = self.clock()
         last = self.reference.last_t_s
         if t - (self.started_t_s if last is None else last) > self.cfg.options.device_timeout_s:
-            raise DeviceError(f"reference device {self.reference.name}: no valid reading for "
-                              f"{self.cfg.options.device_timeout_s:g} s")
+            raise DeviceError(
+                f"reference device {self.reference.name}: no valid reading for {self.cfg.options.device_timeout_s:g} s"
+            )
         for camera in self.cameras:
             if camera.error or camera.finished.is_set():
-                raise DeviceError(camera.error or f"camera {camera.camera_id}: stopped giving "
-                                  "frames")
+                raise DeviceError(camera.error or f"camera {camera.camera_id}: stopped giving frames")
 
     def wait_stable(self, point: PointPlan) -> None:
         """Wait until telemetry flow stays within ±window of the set point for the hold time."""
@@ -298,8 +342,10 @@ class _Bench:
                     return
             else:
                 since = None
-        raise DeviceError(f"point {point.name}: flow not stable within ±{point.window_pct:g} % "
-                          f"of {point.flow_rate_m3h:g} m3/h after {opts.stable_timeout_s:g} s")
+        raise DeviceError(
+            f"point {point.name}: flow not stable within ±{point.window_pct:g} % "
+            f"of {point.flow_rate_m3h:g} m3/h after {opts.stable_timeout_s:g} s"
+        )
 
     def run_point(self, point: PointPlan) -> None:
         """Set flow, wait stable, flying start, pass the volume, flying stop.
@@ -316,8 +362,7 @@ class _Bench:
             if self._pass_volume(point):
                 return
             self.say(f"{point.name}: attempt {attempt} void, flow left ±{point.window_pct:g} %")
-        raise DeviceError(f"point {point.name}: flow did not hold its window in "
-                          f"{opts.max_point_attempts} attempts")
+        raise DeviceError(f"point {point.name}: flow did not hold its window in {opts.max_point_attempts} attempts")
 
     def _in_window(self, point: PointPlan) -> bool:
         flow = (self.controller.telemetry or {}).get("flow_m3h", point.flow_rate_m3h)
@@ -360,9 +405,11 @@ class _Bench:
     def safe_state(self) -> list[str]:
         """Flow set point 0, inlet closed, bypass open; return what could not be done."""
         failures = []
-        for action in (lambda: self.controller.set_flow(0.0),
-                       lambda: self.controller.set_valve("inlet", "closed"),
-                       lambda: self.controller.set_valve("bypass", "open")):
+        for action in (
+            lambda: self.controller.set_flow(0.0),
+            lambda: self.controller.set_valve("inlet", "closed"),
+            lambda: self.controller.set_valve("bypass", "open"),
+        ):
             try:
                 action().wait(self.cfg.options.command_timeout_s)
             except (DeviceError, ValueError) as exc:
@@ -387,14 +434,23 @@ class _SimInfrastructure:
             self.modbus_pty = SocatPtyPair(workdir, "modbus").plug()
             stack.callback(self.modbus_pty.unplug)
         errors = sim.get("true_error_pct", [0.0] * len(cfg.instruments))
-        meters = [SimMeter(inst["id"], float(err), float(100.0 + 37.1 * i))
-                  for i, (inst, err) in enumerate(zip(cfg.instruments, errors, strict=True))]
-        self.peer = SimulatedBenchPeer(self.pty.b, "127.0.0.1", self.broker.port, cfg.bench_id,
-                                       meters, seed=int(sim.get("seed", 0)),
-                                       modbus_port=self.modbus_pty.b if self.modbus_pty else None,
-                                       disturbances=[(float(d["after_start_s"]),
-                                                      float(d["duration_s"]), float(d["factor"]))
-                                                     for d in sim.get("disturbances", [])])
+        meters = [
+            SimMeter(inst["id"], float(err), float(100.0 + 37.1 * i))
+            for i, (inst, err) in enumerate(zip(cfg.instruments, errors, strict=True))
+        ]
+        self.peer = SimulatedBenchPeer(
+            self.pty.b,
+            "127.0.0.1",
+            self.broker.port,
+            cfg.bench_id,
+            meters,
+            seed=int(sim.get("seed", 0)),
+            modbus_port=self.modbus_pty.b if self.modbus_pty else None,
+            disturbances=[
+                (float(d["after_start_s"]), float(d["duration_s"]), float(d["factor"]))
+                for d in sim.get("disturbances", [])
+            ],
+        )
         self.peer.start()
         stack.callback(self.peer.stop)
 
@@ -444,9 +500,13 @@ def run_bench(config_path: Path, out_dir: Path) -> dict:
             summary = _summary(bench, sim)
         if stopped is not None:
             summary["safe_state_failures"] = failures
-        recorder.update_manifest({"stopped_reason": stopped or "completed",
-                                  "exit_status": "success" if stopped is None else "abort",
-                                  "bench_log": summary.get("log", [])})
+        recorder.update_manifest(
+            {
+                "stopped_reason": stopped or "completed",
+                "exit_status": "success" if stopped is None else "abort",
+                "bench_log": summary.get("log", []),
+            }
+        )
         if sim is not None:
             recorder.write_truth(sim.peer.truth_json())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -454,8 +514,7 @@ def run_bench(config_path: Path, out_dir: Path) -> dict:
         summary["simulator_sent"] = _peer_counts(sim.peer)
     (out_dir / "bench.json").write_text(json.dumps(summary, indent=2) + "\n")
     if stopped is not None:
-        unsafe = "; safe state NOT confirmed: " + "; ".join(failures) if failures else \
-            "; valves set to safe state"
+        unsafe = "; safe state NOT confirmed: " + "; ".join(failures) if failures else "; valves set to safe state"
         raise BenchStopped(f"stopped: {stopped}{unsafe}; session saved in {session_dir}")
     from meterbench.verify.run import run_session
 
@@ -466,10 +525,12 @@ def run_bench(config_path: Path, out_dir: Path) -> dict:
 
 def _summary(bench: _Bench, sim: Any) -> dict[str, Any]:
     ctl = bench.controller.counts
-    return {"log": bench.log,
-            "devices": {r.name: dict(vars(r.counts)) for r in bench.readers},
-            "controller": {k: v for k, v in vars(ctl).items()},
-            "cameras": {c.camera_id: vars(c.counts) for c in bench.cameras}}
+    return {
+        "log": bench.log,
+        "devices": {r.name: dict(vars(r.counts)) for r in bench.readers},
+        "controller": {k: v for k, v in vars(ctl).items()},
+        "cameras": {c.camera_id: vars(c.counts) for c in bench.cameras},
+    }
 
 
 def _peer_counts(peer: Any) -> dict[str, Any]:

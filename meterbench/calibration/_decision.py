@@ -51,15 +51,20 @@ def _uncertainty_ratio(ratio: float | str, table: Mapping[str, Any] | None) -> f
     if isinstance(ratio, str):
         limits = load_table("decision", table)["max_uncertainty_ratio"]
         if ratio not in limits:
-            raise ValueError(f"max_uncertainty_ratio: expected a number or one of "
-                             f"{', '.join(limits)}, got {ratio!r}")
+            raise ValueError(f"max_uncertainty_ratio: expected a number or one of {', '.join(limits)}, got {ratio!r}")
         ratio = sourced(load_table("decision", table), "max_uncertainty_ratio", ratio).value
     return _finite("max_uncertainty_ratio", ratio)
 
 
-def decide(error_pct: float, mpe_pct: float, expanded_uncertainty_pct: float, *,
-           rule: str = "simple", max_uncertainty_ratio: float | str | None = 1 / 3,
-           table: Mapping[str, Any] | None = None) -> Decision:
+def decide(
+    error_pct: float,
+    mpe_pct: float,
+    expanded_uncertainty_pct: float,
+    *,
+    rule: str = "simple",
+    max_uncertainty_ratio: float | str | None = 1 / 3,
+    table: Mapping[str, Any] | None = None,
+) -> Decision:
     """Pass / fail / inconclusive for an error E (%) against ±MPE (%) with expanded U (%, k=2).
 
     simple (ILAC-G8 4.2.1): pass if |E| <= MPE, else fail.
@@ -92,10 +97,14 @@ def decide(error_pct: float, mpe_pct: float, expanded_uncertainty_pct: float, *,
             raise ValueError(f"max_uncertainty_ratio: expected > 0, got {ratio:g}")
         if u > ratio * mpe:
             beyond = " (the error is beyond MPE + U)" if abs(error) > mpe + u else ""
-            return Decision("inconclusive",
-                            f"uncertainty too large: U = {u:.4g} % exceeds {ratio:.3g} x MPE "
-                            f"= {ratio * mpe:.4g} % (test-equipment limit){beyond}; {facts}",
-                            rule, limit, "inconclusive")
+            return Decision(
+                "inconclusive",
+                f"uncertainty too large: U = {u:.4g} % exceeds {ratio:.3g} x MPE "
+                f"= {ratio * mpe:.4g} % (test-equipment limit){beyond}; {facts}",
+                rule,
+                limit,
+                "inconclusive",
+            )
     magnitude = abs(error)
     if rule == "simple":
         if magnitude <= mpe:
@@ -107,8 +116,13 @@ def decide(error_pct: float, mpe_pct: float, expanded_uncertainty_pct: float, *,
         return Decision("fail", f"beyond MPE + U ({rule}); {facts}", rule, limit, "fail")
     statement = "conditional pass" if magnitude <= mpe else "conditional fail"
     side = "within MPE but within U of it" if magnitude <= mpe else "beyond MPE but within U of it"
-    return Decision("inconclusive", f"{statement}: error {side} ({rule}); {facts}", rule, limit,
-                    statement if rule == "non-binary" else "inconclusive")
+    return Decision(
+        "inconclusive",
+        f"{statement}: error {side} ({rule}); {facts}",
+        rule,
+        limit,
+        statement if rule == "non-binary" else "inconclusive",
+    )
 
 
 def _as_decision(item: Decision | str, name: str) -> Decision:
@@ -116,12 +130,10 @@ def _as_decision(item: Decision | str, name: str) -> Decision:
         return item
     if isinstance(item, str) and item in VERDICTS:
         return Decision(item, f"point verdict {item}", "given", math.nan, item)
-    raise ValueError(f"point_decisions[{name}]: expected a Decision or one of "
-                     f"{', '.join(VERDICTS)}, got {item!r}")
+    raise ValueError(f"point_decisions[{name}]: expected a Decision or one of {', '.join(VERDICTS)}, got {item!r}")
 
 
-def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, Decision | str]
-                      ) -> Decision | str:
+def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, Decision | str]) -> Decision | str:
     """Instrument verdict: any fail → fail; else any inconclusive → inconclusive; else pass.
 
     ``point_decisions`` holds Decisions (or verdict strings), as a sequence or
@@ -132,8 +144,11 @@ def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, D
     >>> decide_instrument(["pass", "inconclusive", "pass"])
     'inconclusive'
     """
-    items = (list(point_decisions.items()) if isinstance(point_decisions, Mapping)
-             else [(f"point {i + 1}", d) for i, d in enumerate(point_decisions)])
+    items = (
+        list(point_decisions.items())
+        if isinstance(point_decisions, Mapping)
+        else [(f"point {i + 1}", d) for i, d in enumerate(point_decisions)]
+    )
     if not items:
         raise ValueError("point_decisions: expected at least one point decision")
     named = [(str(name), _as_decision(item, str(name))) for name, item in items]
@@ -142,16 +157,16 @@ def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, D
     for verdict in ("fail", "inconclusive"):
         hits = [f"{name}: {d.reason}" for name, d in named if d.verdict == verdict]
         if hits:
-            result = Decision(verdict, f"{len(hits)} point(s) {verdict}: " + " | ".join(hits),
-                              rules, math.nan, verdict)
+            result = Decision(verdict, f"{len(hits)} point(s) {verdict}: " + " | ".join(hits), rules, math.nan, verdict)
             break
     if all(isinstance(item, str) for _, item in items):
         return result.verdict
     return result
 
 
-def same_sign_check(errors_pct: Sequence[float], mpes_pct: Sequence[float], *,
-                    table: Mapping[str, Any] | None = None) -> Decision:
+def same_sign_check(
+    errors_pct: Sequence[float], mpes_pct: Sequence[float], *, table: Mapping[str, Any] | None = None
+) -> Decision:
     """Same-sign rule (MEM): if all errors share one sign, one must be <= fraction × its MPE.
 
     fraction = 1/2 by default (``table={"same_sign_fraction": ...}`` in the
@@ -161,18 +176,26 @@ def same_sign_check(errors_pct: Sequence[float], mpes_pct: Sequence[float], *,
     errors = [_finite("errors_pct", e) for e in errors_pct]
     mpes = [_finite("mpes_pct", m) for m in mpes_pct]
     if not errors or len(errors) != len(mpes):
-        raise ValueError(f"errors_pct, mpes_pct: expected equal non-empty lengths, got "
-                         f"{len(errors)} and {len(mpes)}")
+        raise ValueError(f"errors_pct, mpes_pct: expected equal non-empty lengths, got {len(errors)} and {len(mpes)}")
     fraction = sourced(load_table("water_meter", table), "same_sign_fraction")
     note = f"same-sign rule [{fraction.provenance}: {fraction.source}]"
     same_sign = all(e > 0 for e in errors) or all(e < 0 for e in errors)
     if not same_sign:
-        return Decision("pass", f"errors change sign; {note} not triggered", "same-sign",
-                        math.nan, "pass")
+        return Decision("pass", f"errors change sign; {note} not triggered", "same-sign", math.nan, "pass")
     limits = [float(fraction.value) * m for m in mpes]
     if any(abs(e) <= lim for e, lim in zip(errors, limits, strict=True)):
-        return Decision("pass", f"all errors of one sign, one within {fraction.value:g} x MPE; "
-                        f"{note}", "same-sign", math.nan, "pass")
-    return Decision("fail", f"all errors of one sign and none within {fraction.value:g} x MPE "
-                    f"(errors {', '.join(f'{e:+.3g}' for e in errors)} %); {note}",
-                    "same-sign", math.nan, "fail")
+        return Decision(
+            "pass",
+            f"all errors of one sign, one within {fraction.value:g} x MPE; {note}",
+            "same-sign",
+            math.nan,
+            "pass",
+        )
+    return Decision(
+        "fail",
+        f"all errors of one sign and none within {fraction.value:g} x MPE "
+        f"(errors {', '.join(f'{e:+.3g}' for e in errors)} %); {note}",
+        "same-sign",
+        math.nan,
+        "fail",
+    )

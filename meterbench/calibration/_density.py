@@ -17,27 +17,31 @@ _TANAKA = {key: sourced(_PHYSICAL, "tanaka_2001", key).value for key in _PHYSICA
 REFERENCE_TEMPERATURE_C: float = float(sourced(_PHYSICAL, "reference_temperature_c").value)
 
 CUBIC_EXPANSION: Mapping[str, Sourced] = MappingProxyType(
-    {name: sourced(_PHYSICAL, "cubic_expansion_per_c", name)
-     for name in _PHYSICAL["cubic_expansion_per_c"]})
+    {name: sourced(_PHYSICAL, "cubic_expansion_per_c", name) for name in _PHYSICAL["cubic_expansion_per_c"]}
+)
 """Cubic thermal expansion coefficient (1/°C) of tank materials, with provenance."""
 
-_MATERIAL_ALIASES = {"mild": "mild-steel", "mild steel": "mild-steel", "mild_steel": "mild-steel",
-                     "steel": "mild-steel", "carbon-steel": "mild-steel",
-                     "stainless": "stainless-steel", "stainless steel": "stainless-steel",
-                     "stainless_steel": "stainless-steel"}
+_MATERIAL_ALIASES = {
+    "mild": "mild-steel",
+    "mild steel": "mild-steel",
+    "mild_steel": "mild-steel",
+    "steel": "mild-steel",
+    "carbon-steel": "mild-steel",
+    "stainless": "stainless-steel",
+    "stainless steel": "stainless-steel",
+    "stainless_steel": "stainless-steel",
+}
 
 
 def _check_temperature(name: str, temperature_c: float) -> float:
     temperature = float(temperature_c)
     low, high = _TANAKA["valid_range_c"]
     if not (math.isfinite(temperature) and low <= temperature <= high):
-        raise ValueError(f"{name}: {temperature_c!r} °C outside the Tanaka 2001 range "
-                         f"{low:g}..{high:g} °C")
+        raise ValueError(f"{name}: {temperature_c!r} °C outside the Tanaka 2001 range {low:g}..{high:g} °C")
     return temperature
 
 
-def water_density(temperature_c: float, *, air_saturated: bool = False,
-                  pressure_kpa: float | None = None) -> float:
+def water_density(temperature_c: float, *, air_saturated: bool = False, pressure_kpa: float | None = None) -> float:
     """Density of pure water (SMOW) in kg/m³ at a temperature (°C, 0..40), Tanaka 2001.
 
     rho = a5 [1 - (t+a1)² (t+a2) / (a3 (t+a4))] for air-free water at 101.325 kPa;
@@ -49,16 +53,18 @@ def water_density(temperature_c: float, *, air_saturated: bool = False,
     """
     t = _check_temperature("temperature_c", temperature_c)
     c = _TANAKA
-    rho = c["a5_kg_m3"] * (1 - (t + c["a1_c"]) ** 2 * (t + c["a2_c"])
-                           / (c["a3_c2"] * (t + c["a4_c"])))
+    rho = c["a5_kg_m3"] * (1 - (t + c["a1_c"]) ** 2 * (t + c["a2_c"]) / (c["a3_c2"] * (t + c["a4_c"])))
     if air_saturated:
         rho += c["air_saturation_s0_kg_m3"] + c["air_saturation_s1_kg_m3_c"] * t
     if pressure_kpa is not None:
         pressure = float(pressure_kpa)
         if not (math.isfinite(pressure) and pressure > 0):
             raise ValueError(f"pressure_kpa: expected an absolute pressure > 0 kPa, got {pressure_kpa!r}")
-        k = (c["compressibility_k0_per_pa"] + c["compressibility_k1_per_pa_c"] * t
-             + c["compressibility_k2_per_pa_c2"] * t * t)
+        k = (
+            c["compressibility_k0_per_pa"]
+            + c["compressibility_k1_per_pa_c"] * t
+            + c["compressibility_k2_per_pa_c2"] * t * t
+        )
         rho *= 1 + k * (pressure - c["reference_pressure_kpa"]) * 1000.0
     return rho
 
@@ -83,8 +89,10 @@ def _material_key(material: str) -> str:
     key = str(material).strip().lower()
     key = _MATERIAL_ALIASES.get(key, key)
     if key not in CUBIC_EXPANSION:
-        raise ValueError(f"material: {material!r} unknown; expected one of "
-                         f"{', '.join(CUBIC_EXPANSION)} (or give cubic_expansion_per_c)")
+        raise ValueError(
+            f"material: {material!r} unknown; expected one of "
+            f"{', '.join(CUBIC_EXPANSION)} (or give cubic_expansion_per_c)"
+        )
     return key
 
 
@@ -93,8 +101,9 @@ def cubic_expansion(material: str) -> Sourced:
     return CUBIC_EXPANSION[_material_key(material)]
 
 
-def tank_volume_at_20c(read_volume_l: float, tank_temperature_c: float, material: str, *,
-                       cubic_expansion_per_c: float | None = None) -> float:
+def tank_volume_at_20c(
+    read_volume_l: float, tank_temperature_c: float, material: str, *, cubic_expansion_per_c: float | None = None
+) -> float:
     """Liquid volume (L, at the tank's temperature) held up to a scale reading.
 
     The tank's scale is graduated at 20 °C; at tank temperature t its capacity
@@ -112,8 +121,7 @@ def tank_volume_at_20c(read_volume_l: float, tank_temperature_c: float, material
     temperature = float(tank_temperature_c)
     if not math.isfinite(temperature) or not -50.0 <= temperature <= 150.0:
         raise ValueError(f"tank_temperature_c: expected -50..150 °C, got {tank_temperature_c!r}")
-    beta = (cubic_expansion(material).value if cubic_expansion_per_c is None
-            else float(cubic_expansion_per_c))
+    beta = cubic_expansion(material).value if cubic_expansion_per_c is None else float(cubic_expansion_per_c)
     return volume * (1 + beta * (temperature - REFERENCE_TEMPERATURE_C))
 
 
@@ -146,9 +154,15 @@ class TankError:
     error_pct: float
 
 
-def tank_error(read_volume_l: float, delivered_volume_l: float, meter_temperature_c: float,
-               tank_temperature_c: float, material: str, *,
-               cubic_expansion_per_c: float | None = None) -> TankError:
+def tank_error(
+    read_volume_l: float,
+    delivered_volume_l: float,
+    meter_temperature_c: float,
+    tank_temperature_c: float,
+    material: str,
+    *,
+    cubic_expansion_per_c: float | None = None,
+) -> TankError:
     """Error (%) of a tank reading against the volume delivered by a reference meter.
 
     The delivered volume (at the reference meter's temperature) and the volume
@@ -161,9 +175,9 @@ def tank_error(read_volume_l: float, delivered_volume_l: float, meter_temperatur
     delivered = float(delivered_volume_l)
     if not math.isfinite(delivered) or delivered <= 0:
         raise ValueError(f"delivered_volume_l: expected a volume > 0 L, got {delivered_volume_l!r}")
-    held = tank_volume_at_20c(read_volume_l, tank_temperature_c, material,
-                              cubic_expansion_per_c=cubic_expansion_per_c)
+    held = tank_volume_at_20c(read_volume_l, tank_temperature_c, material, cubic_expansion_per_c=cubic_expansion_per_c)
     reference = transfer_volume(delivered, meter_temperature_c, REFERENCE_TEMPERATURE_C)
     indicated = transfer_volume(held, tank_temperature_c, REFERENCE_TEMPERATURE_C)
-    return TankError(reference_volume_l=reference, indicated_volume_l=indicated,
-                     error_pct=(indicated - reference) / reference * 100)
+    return TankError(
+        reference_volume_l=reference, indicated_volume_l=indicated, error_pct=(indicated - reference) / reference * 100
+    )

@@ -47,8 +47,15 @@ def _in_series(value: float, series: list[float]) -> bool:
     return any(math.isclose(value, s, rel_tol=1e-9) for s in series)
 
 
-def water_meter_flows(q3_m3h: float, r: float, *, q2_q1: float = 1.6, q4_q3: float = 1.25,
-                      strict: bool = False, table: Mapping[str, Any] | None = None) -> Flows:
+def water_meter_flows(
+    q3_m3h: float,
+    r: float,
+    *,
+    q2_q1: float = 1.6,
+    q4_q3: float = 1.25,
+    strict: bool = False,
+    table: Mapping[str, Any] | None = None,
+) -> Flows:
     """Derive Q1..Q4 (m³/h) from the designation "Q3 = q3_m3h, R = r".
 
     Q1 = Q3/R, Q2 = q2_q1 × Q1, Q4 = q4_q3 × Q3 (METROLOGY §1, SRC).
@@ -83,21 +90,23 @@ def _point_flow(point_name: str, flows: Flows) -> float:
     return {"Q1": flows.q1, "Q2": flows.q2, "Q3": flows.q3}[point_name]
 
 
-def verification_flow_window_sourced(point_name: str, flows: Flows, *,
-                                     table: Mapping[str, Any] | None = None
-                                     ) -> tuple[tuple[float, float], Sourced]:
+def verification_flow_window_sourced(
+    point_name: str, flows: Flows, *, table: Mapping[str, Any] | None = None
+) -> tuple[tuple[float, float], Sourced]:
     """Like :func:`verification_flow_window`, plus the table entry it came from."""
     nominal = _point_flow(point_name, flows)
     entry = sourced(load_table("water_meter", table), "verification_flow_windows", point_name)
     low_factor, high_factor = (float(f) for f in entry.value)
     if not 0 < low_factor <= high_factor:
-        raise ValueError(f"verification_flow_windows.{point_name}: expected 0 < low <= high "
-                         f"factors, got {entry.value!r}")
+        raise ValueError(
+            f"verification_flow_windows.{point_name}: expected 0 < low <= high factors, got {entry.value!r}"
+        )
     return (low_factor * nominal, high_factor * nominal), entry
 
 
-def verification_flow_window(point_name: str, flows: Flows, *,
-                             table: Mapping[str, Any] | None = None) -> tuple[float, float]:
+def verification_flow_window(
+    point_name: str, flows: Flows, *, table: Mapping[str, Any] | None = None
+) -> tuple[float, float]:
     """Flow window (low, high) in m³/h for an initial-verification point.
 
     Q1: [Q1, 1.1 Q1], Q2: [Q2, 1.1 Q2], Q3: [0.9 Q3, Q3] (OIML R 49-2, MEM:

@@ -42,12 +42,10 @@ class MpeResult:
 _WEAKNESS = {"SRC": 0, "DER": 1, "MEM": 2, "CFG": 3}
 
 
-def _combine(mpe_pct: float, zone: str, parts: list[Sourced], mpe_l: float | None = None
-             ) -> MpeResult:
+def _combine(mpe_pct: float, zone: str, parts: list[Sourced], mpe_l: float | None = None) -> MpeResult:
     provenance = max((p.provenance for p in parts), key=_WEAKNESS.__getitem__)
     source = "; ".join(f"[{p.provenance}] {p.source}" for p in parts)
-    return MpeResult(mpe_pct=float(mpe_pct), zone=zone, source=source, provenance=provenance,
-                     mpe_l=mpe_l)
+    return MpeResult(mpe_pct=float(mpe_pct), zone=zone, source=source, provenance=provenance, mpe_l=mpe_l)
 
 
 def _finite(name: str, value: float) -> float:
@@ -65,12 +63,11 @@ def _class_key(accuracy_class: Any, available: Mapping[str, Any], what: str) -> 
         except (TypeError, ValueError):
             if str(key) == str(accuracy_class):
                 return key
-    raise ValueError(f"accuracy_class: {what} class {accuracy_class!r} unknown; "
-                     f"expected one of {', '.join(available)}")
+    raise ValueError(f"accuracy_class: {what} class {accuracy_class!r} unknown; expected one of {', '.join(available)}")
 
 
 def water_meter_zone(flow_m3h: float, flows: Flows) -> str:
-    """"lower" for Q1 <= Q < Q2, "upper" for Q2 <= Q <= Q4; ValueError outside [Q1, Q4]."""
+    """ "lower" for Q1 <= Q < Q2, "upper" for Q2 <= Q <= Q4; ValueError outside [Q1, Q4]."""
     flow = _finite("flow_m3h", flow_m3h)
     tol = FLOW_BOUNDARY_REL_TOL
     if flow < flows.q1 * (1 - tol):
@@ -80,9 +77,15 @@ def water_meter_zone(flow_m3h: float, flows: Flows) -> str:
     return "upper" if flow >= flows.q2 * (1 - tol) else "lower"
 
 
-def water_meter_mpe(accuracy_class: int | str, flow_m3h: float, flows: Flows,
-                    water_temperature_c: float, in_service: bool = False, *,
-                    table: Mapping[str, Any] | None = None) -> MpeResult:
+def water_meter_mpe(
+    accuracy_class: int | str,
+    flow_m3h: float,
+    flows: Flows,
+    water_temperature_c: float,
+    in_service: bool = False,
+    *,
+    table: Mapping[str, Any] | None = None,
+) -> MpeResult:
     """MPE (±%) of a water meter at a flow rate (m³/h) and water temperature (°C).
 
     Zone by flow: lower Q1 <= Q < Q2, upper Q2 <= Q <= Q4. Upper-zone MPE switches
@@ -102,8 +105,9 @@ def water_meter_mpe(accuracy_class: int | str, flow_m3h: float, flows: Flows,
     t_min = sourced(tables, "minimum_water_temperature_c")
     t_max = sourced(tables, "maximum_water_temperature_c")
     if not t_min.value <= temperature <= t_max.value:
-        raise ValueError(f"water_temperature_c: {temperature:g} °C outside the water-meter range "
-                         f"{t_min.value:g}..{t_max.value:g} °C")
+        raise ValueError(
+            f"water_temperature_c: {temperature:g} °C outside the water-meter range {t_min.value:g}..{t_max.value:g} °C"
+        )
     key = _class_key(accuracy_class, tables["mpe_pct"], "water-meter")
     parts: list[Sourced] = []
     if zone == "lower":
@@ -122,9 +126,13 @@ def water_meter_mpe(accuracy_class: int | str, flow_m3h: float, flows: Flows,
     return _combine(mpe, zone, parts)
 
 
-def tank_mpe(nominal_volume_l: float, *, accuracy_class: str | None = None,
-             scale_division_l: float | None = None,
-             table: Mapping[str, Any] | None = None) -> MpeResult:
+def tank_mpe(
+    nominal_volume_l: float,
+    *,
+    accuracy_class: str | None = None,
+    scale_division_l: float | None = None,
+    table: Mapping[str, Any] | None = None,
+) -> MpeResult:
     """MPE of a standard capacity measure (measuring tank) of nominal volume (L).
 
     The OIML R 120 values are not known (METROLOGY §3), so every class here is
@@ -146,8 +154,10 @@ def tank_mpe(nominal_volume_l: float, *, accuracy_class: str | None = None,
     name = default_class.value if accuracy_class is None else str(accuracy_class)
     classes = tables["classes"]
     if name not in classes:
-        raise ValueError(f"accuracy_class: tank class {name!r} unknown; expected one of "
-                         f"{', '.join(classes)} (or add it via table={{'classes': ...}})")
+        raise ValueError(
+            f"accuracy_class: tank class {name!r} unknown; expected one of "
+            f"{', '.join(classes)} (or add it via table={{'classes': ...}})"
+        )
     spec = classes[name]
     rule = spec.get("rule")
     if rule == "scale-division":
@@ -156,15 +166,17 @@ def tank_mpe(nominal_volume_l: float, *, accuracy_class: str | None = None,
         percent = sourced(tables, "classes", name, "percent")
         mpe_pct = float(percent.value)
         return _combine(mpe_pct, "nominal", [percent], mpe_l=mpe_pct / 100 * volume)
-    raise ValueError(f"tank table classes.{name}.rule: expected 'scale-division' or 'percent', "
-                     f"got {rule!r}")
+    raise ValueError(f"tank table classes.{name}.rule: expected 'scale-division' or 'percent', got {rule!r}")
 
 
-def _tank_mpe_divisions(volume_l: float, scale_division_l: float | None,
-                        tables: Mapping[str, Any], name: str) -> MpeResult:
+def _tank_mpe_divisions(
+    volume_l: float, scale_division_l: float | None, tables: Mapping[str, Any], name: str
+) -> MpeResult:
     if scale_division_l is None:
-        raise ValueError(f"scale_division_l: tank class {name!r} sets the MPE in scale divisions; "
-                         "give the tank's smallest scale division in L")
+        raise ValueError(
+            f"scale_division_l: tank class {name!r} sets the MPE in scale divisions; "
+            "give the tank's smallest scale division in L"
+        )
     division = _finite("scale_division_l", scale_division_l)
     if division <= 0:
         raise ValueError(f"scale_division_l: expected > 0 L, got {division:g}")
@@ -181,9 +193,14 @@ def _small_volume_mpe_l(volume_l: float, table_pct: float, rules: list[dict[str,
     return table_pct / 100 * volume_l
 
 
-def dispenser_mpe(volume_l: float, accuracy_class: float | str = 0.5, *, line: str = "A",
-                  mmq_l: float | None = None, table: Mapping[str, Any] | None = None
-                  ) -> MpeResult:
+def dispenser_mpe(
+    volume_l: float,
+    accuracy_class: float | str = 0.5,
+    *,
+    line: str = "A",
+    mmq_l: float | None = None,
+    table: Mapping[str, Any] | None = None,
+) -> MpeResult:
     """MPE of a liquid measuring system (R 117 / MI-005) for a measured volume (L).
 
     Line "A" = complete system, "B" = meter alone. Below 2 L the MI-005 table 3

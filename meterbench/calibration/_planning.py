@@ -82,7 +82,7 @@ def round_up_to_series(volume_l: float, series: Sequence[float] = BENCH_VOLUME_S
     exponent = math.floor(math.log10(volume_l))
     for power in (exponent - 1, exponent, exponent + 1):
         for mantissa in sorted(series):
-            candidate = round(mantissa * 10.0 ** power, 12)
+            candidate = round(mantissa * 10.0**power, 12)
             if candidate >= volume_l * (1 - 1e-12):
                 return candidate
     raise AssertionError("unreachable: 10^(exponent+1) always exceeds volume_l")
@@ -94,15 +94,19 @@ def _set_point(window: tuple[float, float], stability_pct: float) -> float:
     return max((low + high) / 2, high / (1 + stability_pct / 100))
 
 
-def _reading_budget(d_l: float, volume_l: float, flow_m3h: float, timing_u_s: float
-                    ) -> UncertaintyBudget:
+def _reading_budget(d_l: float, volume_l: float, flow_m3h: float, timing_u_s: float) -> UncertaintyBudget:
     budget = UncertaintyBudget()
     budget.add_resolution(d_l, volume_l)
     if timing_u_s > 0:
         flow_l_s = flow_m3h / 3.6
-        budget.add("reading timing", flow_l_s * timing_u_s, unit="L", divisor=1 / math.sqrt(2),
-                   sensitivity=100.0 / volume_l,
-                   source=f"flow x u(t) = {timing_u_s:g} s per reading, 2 readings")
+        budget.add(
+            "reading timing",
+            flow_l_s * timing_u_s,
+            unit="L",
+            divisor=1 / math.sqrt(2),
+            sensitivity=100.0 / volume_l,
+            source=f"flow x u(t) = {timing_u_s:g} s per reading, 2 readings",
+        )
     return budget
 
 
@@ -112,8 +116,7 @@ def _min_volume_l(d_l: float, flow_m3h: float, timing_u_s: float, limit_pct: flo
 
 
 def _resolution_for(point: str, reading_resolution_l: float | Mapping[str, float]) -> float:
-    d_l = (reading_resolution_l.get(point) if isinstance(reading_resolution_l, Mapping)
-           else reading_resolution_l)
+    d_l = reading_resolution_l.get(point) if isinstance(reading_resolution_l, Mapping) else reading_resolution_l
     if d_l is None:
         raise ValueError(f"reading_resolution_l: no resolution given for point {point}")
     d_l = float(d_l)
@@ -129,16 +132,24 @@ def _check_non_negative(name: str, value: float) -> float:
     return value
 
 
-def plan_test_volumes(flows: Flows, accuracy_class: int | str | None, *,
-                      reading_resolution_l: float | Mapping[str, float],
-                      points: Sequence[str] = ("Q3", "Q2", "Q1"), ratio: float = 0.1,
-                      reference_u_pct: float = 0.1, temperature_c: float = 20.0,
-                      settling_s: float = 30.0, timing_u_s: float = 0.0,
-                      min_duration_s: float = 0.0, min_volume_l: float = 0.0,
-                      mpe_pct: Mapping[str, float] | None = None,
-                      max_uncertainty_ratio: float = 1 / 3,
-                      volume_series: Sequence[float] = BENCH_VOLUME_SERIES,
-                      table: Mapping[str, Any] | None = None) -> TestPlan:
+def plan_test_volumes(
+    flows: Flows,
+    accuracy_class: int | str | None,
+    *,
+    reading_resolution_l: float | Mapping[str, float],
+    points: Sequence[str] = ("Q3", "Q2", "Q1"),
+    ratio: float = 0.1,
+    reference_u_pct: float = 0.1,
+    temperature_c: float = 20.0,
+    settling_s: float = 30.0,
+    timing_u_s: float = 0.0,
+    min_duration_s: float = 0.0,
+    min_volume_l: float = 0.0,
+    mpe_pct: Mapping[str, float] | None = None,
+    max_uncertainty_ratio: float = 1 / 3,
+    volume_series: Sequence[float] = BENCH_VOLUME_SERIES,
+    table: Mapping[str, Any] | None = None,
+) -> TestPlan:
     """Plan the shortest test at each verification point.
 
     Per point: a flow set point inside the verification window (the highest
@@ -164,23 +175,53 @@ def plan_test_volumes(flows: Flows, accuracy_class: int | str | None, *,
         raise ValueError("points: expected at least one of Q1, Q2, Q3")
     tables = load_table("water_meter", table)
     planned = tuple(
-        _plan_point(name, flows, accuracy_class, _resolution_for(name, reading_resolution_l),
-                    ratio=ratio, reference_u_pct=reference_u_pct, temperature_c=temperature_c,
-                    timing_u_s=timing_u_s, min_duration_s=min_duration_s,
-                    min_volume_l=min_volume_l, mpe_pct=mpe_pct,
-                    max_uncertainty_ratio=max_uncertainty_ratio, volume_series=volume_series,
-                    tables=tables, table=table)
-        for name in points)
+        _plan_point(
+            name,
+            flows,
+            accuracy_class,
+            _resolution_for(name, reading_resolution_l),
+            ratio=ratio,
+            reference_u_pct=reference_u_pct,
+            temperature_c=temperature_c,
+            timing_u_s=timing_u_s,
+            min_duration_s=min_duration_s,
+            min_volume_l=min_volume_l,
+            mpe_pct=mpe_pct,
+            max_uncertainty_ratio=max_uncertainty_ratio,
+            volume_series=volume_series,
+            tables=tables,
+            table=table,
+        )
+        for name in points
+    )
     total = sum(p.duration_s + settling_s for p in planned)
-    return TestPlan(points=planned, ratio=ratio, settling_s=settling_s, total_duration_s=total,
-                    total_volume_l=sum(p.volume_l for p in planned))
+    return TestPlan(
+        points=planned,
+        ratio=ratio,
+        settling_s=settling_s,
+        total_duration_s=total,
+        total_volume_l=sum(p.volume_l for p in planned),
+    )
 
 
-def _plan_point(name: str, flows: Flows, accuracy_class: int | str | None, d_l: float, *,
-                ratio: float, reference_u_pct: float, temperature_c: float, timing_u_s: float,
-                min_duration_s: float, min_volume_l: float, mpe_pct: Mapping[str, float] | None,
-                max_uncertainty_ratio: float, volume_series: Sequence[float],
-                tables: Mapping[str, Any], table: Mapping[str, Any] | None) -> PlannedPoint:
+def _plan_point(
+    name: str,
+    flows: Flows,
+    accuracy_class: int | str | None,
+    d_l: float,
+    *,
+    ratio: float,
+    reference_u_pct: float,
+    temperature_c: float,
+    timing_u_s: float,
+    min_duration_s: float,
+    min_volume_l: float,
+    mpe_pct: Mapping[str, float] | None,
+    max_uncertainty_ratio: float,
+    volume_series: Sequence[float],
+    tables: Mapping[str, Any],
+    table: Mapping[str, Any] | None,
+) -> PlannedPoint:
     window, _ = verification_flow_window_sourced(name, flows, table=table)
     provisional_zone = water_meter_zone(window[0], flows)
     stability = float(sourced(tables, "flow_stability_pct", provisional_zone).value)
@@ -195,33 +236,50 @@ def _plan_point(name: str, flows: Flows, accuracy_class: int | str | None, d_l: 
     else:
         mpe = water_meter_mpe(accuracy_class, flow, flows, temperature_c, table=table).mpe_pct
     flow_l_s = flow / 3.6
-    needed = max(_min_volume_l(d_l, flow, timing_u_s, ratio * mpe), flow_l_s * min_duration_s,
-                 min_volume_l)
+    needed = max(_min_volume_l(d_l, flow, timing_u_s, ratio * mpe), flow_l_s * min_duration_s, min_volume_l)
     volume = round_up_to_series(needed, volume_series)
     budget = _reading_budget(d_l, volume, flow, timing_u_s)
     reading_u = budget.expanded_pct(COVERAGE_K)
     total_u = math.hypot(reading_u, reference_u_pct)
     equipment_ok = total_u <= max_uncertainty_ratio * mpe
-    note = "" if equipment_ok else (
-        f"reading + reference U = {total_u:.3g} % exceeds {max_uncertainty_ratio:.3g} x MPE")
-    return PlannedPoint(name=name, flow_m3h=flow, window_m3h=window, zone=zone, mpe_pct=mpe,
-                        reading_resolution_l=d_l, min_volume_l=needed, volume_l=volume,
-                        duration_s=volume / flow_l_s, reading_u_pct=reading_u,
-                        total_u_pct=total_u, equipment_ok=equipment_ok, note=note)
+    note = (
+        "" if equipment_ok else (f"reading + reference U = {total_u:.3g} % exceeds {max_uncertainty_ratio:.3g} x MPE")
+    )
+    return PlannedPoint(
+        name=name,
+        flow_m3h=flow,
+        window_m3h=window,
+        zone=zone,
+        mpe_pct=mpe,
+        reading_resolution_l=d_l,
+        min_volume_l=needed,
+        volume_l=volume,
+        duration_s=volume / flow_l_s,
+        reading_u_pct=reading_u,
+        total_u_pct=total_u,
+        equipment_ok=equipment_ok,
+        note=note,
+    )
 
 
 def format_test_plan(plan: TestPlan) -> str:
     """Printable table of a plan: one line per point and the sequence total."""
-    header = (f"{'point':<5} {'flow m3/h':>10} {'zone':<5} {'MPE %':>6} {'d L':>8} "
-              f"{'Vmin L':>9} {'V L':>8} {'run s':>9} {'Uread %':>8} {'Utot %':>7}  note")
+    header = (
+        f"{'point':<5} {'flow m3/h':>10} {'zone':<5} {'MPE %':>6} {'d L':>8} "
+        f"{'Vmin L':>9} {'V L':>8} {'run s':>9} {'Uread %':>8} {'Utot %':>7}  note"
+    )
     lines = [header, "-" * len(header)]
     for p in plan.points:
-        lines.append(f"{p.name:<5} {p.flow_m3h:>10.4g} {p.zone:<5} {p.mpe_pct:>6.3g} "
-                     f"{p.reading_resolution_l:>8.4g} {p.min_volume_l:>9.4g} {p.volume_l:>8.4g} "
-                     f"{p.duration_s:>9.1f} {p.reading_u_pct:>8.3f} {p.total_u_pct:>7.3f}  "
-                     f"{p.note}")
+        lines.append(
+            f"{p.name:<5} {p.flow_m3h:>10.4g} {p.zone:<5} {p.mpe_pct:>6.3g} "
+            f"{p.reading_resolution_l:>8.4g} {p.min_volume_l:>9.4g} {p.volume_l:>8.4g} "
+            f"{p.duration_s:>9.1f} {p.reading_u_pct:>8.3f} {p.total_u_pct:>7.3f}  "
+            f"{p.note}"
+        )
     minutes = plan.total_duration_s / 60
-    lines.append(f"sequence: {plan.total_volume_l:.4g} L, {plan.total_duration_s:.0f} s "
-                 f"({minutes:.1f} min) incl. {plan.settling_s:g} s settling per point; "
-                 f"criterion U_read(k=2) <= {plan.ratio:g} x MPE")
+    lines.append(
+        f"sequence: {plan.total_volume_l:.4g} L, {plan.total_duration_s:.0f} s "
+        f"({minutes:.1f} min) incl. {plan.settling_s:g} s settling per point; "
+        f"criterion U_read(k=2) <= {plan.ratio:g} x MPE"
+    )
     return "\n".join(lines)

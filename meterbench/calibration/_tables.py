@@ -42,8 +42,7 @@ class Sourced:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for reports: value, provenance, source, confirmed."""
-        return {"value": self.value, "provenance": self.provenance, "source": self.source,
-                "confirmed": self.confirmed}
+        return {"value": self.value, "provenance": self.provenance, "source": self.source, "confirmed": self.confirmed}
 
 
 def _is_leaf(node: Any) -> bool:
@@ -54,8 +53,7 @@ def _is_leaf(node: Any) -> bool:
 def _load_default(name: str) -> dict[str, Any]:
     if name not in TABLE_NAMES:
         raise ValueError(f"table name {name!r} unknown; expected one of {', '.join(TABLE_NAMES)}")
-    text = resources.files("meterbench.calibration").joinpath("data", f"{name}.json").read_text(
-        encoding="utf-8")
+    text = resources.files("meterbench.calibration").joinpath("data", f"{name}.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -63,14 +61,18 @@ def _override_leaf(default: Mapping[str, Any], override: Any, where: str) -> dic
     """Replace a leaf: a plain value, or a dict with ``value`` (and optional ``source``)."""
     if isinstance(override, Mapping):
         if "value" not in override:
-            raise ValueError(f"table override {where}: expected a value or a dict with 'value', "
-                             f"got keys {sorted(override)}")
+            raise ValueError(
+                f"table override {where}: expected a value or a dict with 'value', got keys {sorted(override)}"
+            )
         value = override["value"]
         source = str(override.get("source", "configuration override"))
     else:
         value, source = override, "configuration override"
-    return {"value": value, "provenance": "CFG",
-            "source": f"{source} (default was {default['value']!r}, {default['provenance']})"}
+    return {
+        "value": value,
+        "provenance": "CFG",
+        "source": f"{source} (default was {default['value']!r}, {default['provenance']})",
+    }
 
 
 def _merge(default: Any, override: Any, where: str) -> Any:
@@ -95,8 +97,11 @@ def _merge(default: Any, override: Any, where: str) -> Any:
 
 def _new_leaf(value: Any, where: str) -> Any:
     if isinstance(value, Mapping) and "value" in value:
-        return {"value": value["value"], "provenance": "CFG",
-                "source": str(value.get("source", "configuration (no package default)"))}
+        return {
+            "value": value["value"],
+            "provenance": "CFG",
+            "source": str(value.get("source", "configuration (no package default)")),
+        }
     if isinstance(value, str):
         return value  # plain field, e.g. {"rule": "percent"}
     return {"value": value, "provenance": "CFG", "source": f"configuration ({where}, no default)"}
@@ -124,7 +129,7 @@ def sourced(table: Mapping[str, Any], *path: str) -> Sourced:
     node: Any = table
     for i, key in enumerate(path):
         if not isinstance(node, Mapping) or key not in node:
-            raise KeyError(f"table entry {'.'.join(path[:i + 1])} not found")
+            raise KeyError(f"table entry {'.'.join(path[: i + 1])} not found")
         node = node[key]
     if not _is_leaf(node):
         raise KeyError(f"table entry {'.'.join(path)} is not a sourced value")
@@ -143,8 +148,7 @@ def iter_sourced(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, 
     return found
 
 
-def unconfirmed_values(overrides: Mapping[str, Mapping[str, Any]] | None = None
-                       ) -> list[tuple[str, Sourced]]:
+def unconfirmed_values(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, Sourced]]:
     """All table values that are not confirmed (MEM or CFG), as ("table.path", Sourced).
 
     ``overrides`` maps a table name to that table's overrides. A report lists
@@ -177,8 +181,7 @@ def tables_markdown() -> str:
         rows = ["| entry | value | tag | source |", "|---|---|---|---|"]
         for path, value in iter_sourced(load_table(name)):
             source = value.source.replace("|", "/")
-            rows.append(f"| `{path}` | {_markdown_value(value.value)} | {value.provenance} "
-                        f"| {source} |")
+            rows.append(f"| `{path}` | {_markdown_value(value.value)} | {value.provenance} | {source} |")
         blocks.append(f"#### `data/{name}.json`\n\n" + "\n".join(rows))
     return "\n\n".join(blocks) + "\n"
 
@@ -189,5 +192,7 @@ def provenance_notes(overrides: Mapping[str, Mapping[str, Any]] | None = None) -
     >>> any("in_service_factor" in line for line in provenance_notes())
     True
     """
-    return [f"{path} = {_markdown_value(value.value)} [{value.provenance}, not confirmed]: "
-            f"{value.source}" for path, value in unconfirmed_values(overrides)]
+    return [
+        f"{path} = {_markdown_value(value.value)} [{value.provenance}, not confirmed]: {value.source}"
+        for path, value in unconfirmed_values(overrides)
+    ]

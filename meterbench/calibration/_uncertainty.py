@@ -61,9 +61,17 @@ class UncertaintyBudget:
 
     components: list[UncertaintyComponent] = field(default_factory=list)
 
-    def add(self, name: str, value: float, distribution: str = "normal", source: str = "", *,
-            unit: str = "%", divisor: float | None = None, sensitivity: float = 1.0
-            ) -> UncertaintyComponent:
+    def add(
+        self,
+        name: str,
+        value: float,
+        distribution: str = "normal",
+        source: str = "",
+        *,
+        unit: str = "%",
+        divisor: float | None = None,
+        sensitivity: float = 1.0,
+    ) -> UncertaintyComponent:
         """Add a component: u = |sensitivity| × value / divisor (%).
 
         ``value`` is a standard uncertainty (normal, divisor 1) or a half-width
@@ -75,18 +83,22 @@ class UncertaintyBudget:
         if any(c.name == name for c in self.components):
             raise ValueError(f"name: component {name!r} is already in the budget")
         if distribution not in DISTRIBUTION_DIVISORS:
-            raise ValueError(f"distribution: expected one of {', '.join(DISTRIBUTION_DIVISORS)}, "
-                             f"got {distribution!r}")
+            raise ValueError(f"distribution: expected one of {', '.join(DISTRIBUTION_DIVISORS)}, got {distribution!r}")
         value = _finite_non_negative("value", value)
-        divisor = DISTRIBUTION_DIVISORS[distribution] if divisor is None else _positive(
-            "divisor", divisor)
+        divisor = DISTRIBUTION_DIVISORS[distribution] if divisor is None else _positive("divisor", divisor)
         sensitivity = float(sensitivity)
         if not math.isfinite(sensitivity):
             raise ValueError(f"sensitivity: expected a finite number, got {sensitivity!r}")
-        component = UncertaintyComponent(name=name, value=value, unit=unit,
-                                         distribution=distribution, divisor=divisor,
-                                         sensitivity=sensitivity, source=source,
-                                         u_pct=abs(sensitivity) * value / divisor)
+        component = UncertaintyComponent(
+            name=name,
+            value=value,
+            unit=unit,
+            distribution=distribution,
+            divisor=divisor,
+            sensitivity=sensitivity,
+            source=source,
+            u_pct=abs(sensitivity) * value / divisor,
+        )
         self.components.append(component)
         return component
 
@@ -94,8 +106,9 @@ class UncertaintyBudget:
         """Add a standard uncertainty already expressed in % (normal, divisor 1, sensitivity 1)."""
         return self.add(name, u_pct, "normal", source)
 
-    def add_resolution(self, d_l: float, volume_l: float, *, readings: int = 2,
-                       name: str = "reading resolution", source: str = "") -> UncertaintyComponent:
+    def add_resolution(
+        self, d_l: float, volume_l: float, *, readings: int = 2, name: str = "reading resolution", source: str = ""
+    ) -> UncertaintyComponent:
         """Quantisation of ``readings`` register readings with resolution d (L) over volume V (L).
 
         Each reading: rectangular, half-width d/2, u = d/√12; the readings are
@@ -105,19 +118,31 @@ class UncertaintyBudget:
         volume_l = _positive("volume_l", volume_l)
         if int(readings) != readings or readings < 1:
             raise ValueError(f"readings: expected an integer >= 1, got {readings!r}")
-        return self.add(name, d_l, unit="L", distribution="rectangular",
-                        divisor=math.sqrt(12.0 / readings), sensitivity=100.0 / volume_l,
-                        source=source or f"resolution {d_l:g} L, {readings} readings, "
-                                         "each d/sqrt(12) (JCGM 100 4.3.7)")
+        return self.add(
+            name,
+            d_l,
+            unit="L",
+            distribution="rectangular",
+            divisor=math.sqrt(12.0 / readings),
+            sensitivity=100.0 / volume_l,
+            source=source or f"resolution {d_l:g} L, {readings} readings, each d/sqrt(12) (JCGM 100 4.3.7)",
+        )
 
-    def add_reference(self, u_pct: float, k: float = 2.0, *, name: str = "reference",
-                      source: str = "") -> UncertaintyComponent:
+    def add_reference(
+        self, u_pct: float, k: float = 2.0, *, name: str = "reference", source: str = ""
+    ) -> UncertaintyComponent:
         """Reference standard's expanded uncertainty ``u_pct`` (%) with coverage factor ``k``."""
-        return self.add(name, u_pct, distribution="normal", divisor=_positive("k", k),
-                        source=source or f"calibration certificate U = {u_pct:g} % (k = {k:g})")
+        return self.add(
+            name,
+            u_pct,
+            distribution="normal",
+            divisor=_positive("k", k),
+            source=source or f"calibration certificate U = {u_pct:g} % (k = {k:g})",
+        )
 
-    def add_repeatability(self, values_pct: Sequence[float], *, mean_reported: bool = True,
-                          name: str = "repeatability", source: str = "") -> UncertaintyComponent:
+    def add_repeatability(
+        self, values_pct: Sequence[float], *, mean_reported: bool = True, name: str = "repeatability", source: str = ""
+    ) -> UncertaintyComponent:
         """Type A: experimental standard deviation s of repeated errors (%).
 
         u = s/√n when the mean of the n runs is reported, else s (one run reported).
@@ -128,29 +153,45 @@ class UncertaintyBudget:
         n = len(values)
         mean = sum(values) / n
         s = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-        return self.add(name, s, distribution="normal",
-                        divisor=math.sqrt(n) if mean_reported else 1.0,
-                        source=source or f"type A, s of {n} runs"
-                                         + (", mean reported (s/sqrt(n))" if mean_reported else ""))
+        return self.add(
+            name,
+            s,
+            distribution="normal",
+            divisor=math.sqrt(n) if mean_reported else 1.0,
+            source=source or f"type A, s of {n} runs" + (", mean reported (s/sqrt(n))" if mean_reported else ""),
+        )
 
-    def add_temperature(self, u_temperature_c: float, *, coefficient_per_c: float | None = None,
-                        water_temperature_c: float = 20.0, distribution: str = "normal",
-                        name: str = "temperature", source: str = "") -> UncertaintyComponent:
+    def add_temperature(
+        self,
+        u_temperature_c: float,
+        *,
+        coefficient_per_c: float | None = None,
+        water_temperature_c: float = 20.0,
+        distribution: str = "normal",
+        name: str = "temperature",
+        source: str = "",
+    ) -> UncertaintyComponent:
         """Temperature uncertainty u (°C) times an expansion coefficient (1/°C) → %.
 
         Default coefficient: the water's cubic expansion at ``water_temperature_c``
         (liquid between reference and meter); pass a tank's beta for the can.
         With a rectangular distribution ``u_temperature_c`` is the half-width.
         """
-        coefficient = (water_expansion_coefficient(water_temperature_c)
-                       if coefficient_per_c is None else float(coefficient_per_c))
-        return self.add(name, u_temperature_c, unit="°C", distribution=distribution,
-                        sensitivity=coefficient * 100.0,
-                        source=source or f"temperature, coefficient {coefficient:.3g} /°C")
+        coefficient = (
+            water_expansion_coefficient(water_temperature_c) if coefficient_per_c is None else float(coefficient_per_c)
+        )
+        return self.add(
+            name,
+            u_temperature_c,
+            unit="°C",
+            distribution=distribution,
+            sensitivity=coefficient * 100.0,
+            source=source or f"temperature, coefficient {coefficient:.3g} /°C",
+        )
 
     def combined_pct(self) -> float:
         """Combined standard uncertainty u_c (%), root sum of squares of the components."""
-        return math.sqrt(sum(c.u_pct ** 2 for c in self.components))
+        return math.sqrt(sum(c.u_pct**2 for c in self.components))
 
     def expanded_pct(self, k: float = 2.0) -> float:
         """Expanded uncertainty U = k × u_c (%), k = 2 for about 95 %."""
@@ -167,6 +208,9 @@ class UncertaintyBudget:
     def as_dict(self, k: float = 2.0) -> dict[str, Any]:
         """Budget for a report: each component (value, unit, distribution, divisor,
         sensitivity, u_pct, source), combined_pct, k and expanded_pct."""
-        return {"components": [asdict(c) for c in self.components],
-                "combined_pct": self.combined_pct(), "k": float(k),
-                "expanded_pct": self.expanded_pct(k)}
+        return {
+            "components": [asdict(c) for c in self.components],
+            "combined_pct": self.combined_pct(),
+            "k": float(k),
+            "expanded_pct": self.expanded_pct(k),
+        }

@@ -23,8 +23,14 @@ Clock = Callable[[], float]
 class EventSink(Protocol):
     """Where a driver puts each raw event (the recorder's ``DeviceLog`` satisfies this)."""
 
-    def append(self, t_s: float, raw: str | bytes, parsed: dict | None = None,
-               error: str | None = None, topic: str | None = None) -> int:
+    def append(
+        self,
+        t_s: float,
+        raw: str | bytes,
+        parsed: dict | None = None,
+        error: str | None = None,
+        topic: str | None = None,
+    ) -> int:
         """Append one event line: reception time (s), raw text/bytes, parsed value or error."""
 
 
@@ -120,8 +126,7 @@ class ReaderThread:
     def wait_for_reading(self, after_t_s: float, timeout_s: float) -> dict | None:
         """Wait for a good reading received after ``after_t_s`` (s); return it or None on timeout."""
         with self._new_reading:
-            self._new_reading.wait_for(
-                lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
+            self._new_reading.wait_for(lambda: self.last_t_s is not None and self.last_t_s > after_t_s, timeout_s)
             if self.last_t_s is not None and self.last_t_s > after_t_s:
                 return dict(self.last or {})
             return None

@@ -74,9 +74,17 @@ class CameraCapture:
     (None = until ``stop()``).
     """
 
-    def __init__(self, camera_id: str, source: str | int | FrameSource, writer: FrameSink,
-                 clock: Clock, *, fps: float | None = None, max_frames: int | None = None,
-                 reopen_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        source: str | int | FrameSource,
+        writer: FrameSink,
+        clock: Clock,
+        *,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        reopen_interval_s: float = 1.0,
+    ) -> None:
         if fps is not None and not fps > 0:
             raise ValueError(f"camera {camera_id}: fps must be > 0, got {fps}")
         self.camera_id = camera_id
@@ -125,8 +133,7 @@ class CameraCapture:
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Describe the frames: source, dtype, units of the capture time."""
-        return {self.camera_id: {"source": f"camera:{self.source}", "dtype": "array",
-                                 "shape": [], "units": "s"}}
+        return {self.camera_id: {"source": f"camera:{self.source}", "dtype": "array", "shape": [], "units": "s"}}
 
     def _run(self) -> None:
         period = 1.0 / self.fps if self.fps and self.kind in ("file", "object") else 0.0

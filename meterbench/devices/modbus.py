@@ -22,8 +22,13 @@ from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThre
 
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
-EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-                   4: "slave device failure", 6: "slave device busy"}
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "slave device failure",
+    6: "slave device busy",
+}
 
 
 class ModbusError(DeviceError):
@@ -143,10 +148,21 @@ class ModbusTotaliserReader(ReaderThread):
     decoded values, or the error. ``timeout_s`` (s) bounds one exchange.
     """
 
-    def __init__(self, port: str, sink: EventSink, clock: Clock, fields: list[RegisterField],
-                 *, name: str = "flow-computer", slave: int = 1, function: int = READ_INPUT,
-                 baudrate: int = 19200, interval_s: float = 0.2, timeout_s: float = 0.2,
-                 word_order: str = "big") -> None:
+    def __init__(
+        self,
+        port: str,
+        sink: EventSink,
+        clock: Clock,
+        fields: list[RegisterField],
+        *,
+        name: str = "flow-computer",
+        slave: int = 1,
+        function: int = READ_INPUT,
+        baudrate: int = 19200,
+        interval_s: float = 0.2,
+        timeout_s: float = 0.2,
+        word_order: str = "big",
+    ) -> None:
         if not fields:
             raise ValueError("fields: at least one register field is needed")
         self.name = name
@@ -170,8 +186,7 @@ class ModbusTotaliserReader(ReaderThread):
     def open(self) -> ModbusTotaliserReader:
         """Open the port (``poll()`` may then be called by hand)."""
         try:
-            self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate,
-                                                 timeout=self.timeout_s)
+            self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=self.timeout_s)
         except (serial.SerialException, OSError) as exc:
             raise DeviceError(f"{self.name}: cannot open serial port {self.port}: {exc}") from exc
         return self
@@ -195,8 +210,15 @@ class ModbusTotaliserReader(ReaderThread):
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Describe the fields of ``read()``: source, dtype, shape, units."""
-        return {f.name: {"source": f"modbus:{self.port}:{self.slave}:{f.address}",
-                         "dtype": "number", "shape": [], "units": f.units} for f in self.fields}
+        return {
+            f.name: {
+                "source": f"modbus:{self.port}:{self.slave}:{f.address}",
+                "dtype": "number",
+                "shape": [],
+                "units": f.units,
+            }
+            for f in self.fields
+        }
 
     def poll(self) -> dict[str, float] | None:
         """Do one exchange now; record it; return the decoded fields or None."""
@@ -210,28 +232,35 @@ class ModbusTotaliserReader(ReaderThread):
             return None
         t_s = self._clock()
         if not response:
-            self._record(t_s, response, None, f"timeout: no answer in {self.timeout_s:g} s",
-                         "timeouts")
+            self._record(t_s, response, None, f"timeout: no answer in {self.timeout_s:g} s", "timeouts")
             return None
         try:
             registers = parse_read_response(response, self.slave, self.function, self._count)
         except ModbusError as exc:
             message = str(exc)
-            kind = ("crc_errors" if message.startswith("CRC") else
-                    "exceptions" if message.startswith("exception") else "malformed")
+            kind = (
+                "crc_errors"
+                if message.startswith("CRC")
+                else "exceptions"
+                if message.startswith("exception")
+                else "malformed"
+            )
             if len(response) < 5 and kind == "malformed":
                 kind, message = "timeouts", f"timeout: {len(response)} bytes then silence"
             self._record(t_s, response, None, message, kind)
             return None
-        values = {f.name: decode_value(registers[f.address - self._first:
-                                                 f.address - self._first + 2],
-                                       f.kind, self.word_order) * f.scale for f in self.fields}
+        values = {
+            f.name: decode_value(
+                registers[f.address - self._first : f.address - self._first + 2], f.kind, self.word_order
+            )
+            * f.scale
+            for f in self.fields
+        }
         self._record(t_s, response, values, None, "ok")
         self._publish(values, t_s)
         return values
 
-    def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None,
-                kind: str) -> None:
+    def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None, kind: str) -> None:
         setattr(self.counts, kind, getattr(self.counts, kind) + 1)
         if error is not None:
             self.counts.by_error[error] = self.counts.by_error.get(error, 0) + 1

@@ -32,8 +32,16 @@ from meterbench.devices._common import Clock, DeviceError, DeviceTimeoutError, E
 
 VALVES = ("inlet", "outlet", "bypass")
 VALVE_STATES = ("open", "closed")
-EVENTS = ("point_start", "point_stop", "flow_set", "flow_stable", "sequence_start",
-          "sequence_end", "valve_set", "fault")
+EVENTS = (
+    "point_start",
+    "point_stop",
+    "flow_set",
+    "flow_stable",
+    "sequence_start",
+    "sequence_end",
+    "valve_set",
+    "fault",
+)
 TELEMETRY_KEYS = ("flow_m3h", "temperature_c", "pressure_kpa", "valves")
 
 
@@ -59,8 +67,7 @@ class MqttConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(section) - known
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}, expected some of "
-                             f"{sorted(known)}")
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}, expected some of {sorted(known)}")
         if "bench_id" not in section:
             raise ValueError(f"{where}: 'bench_id' is required")
         return cls(**section)
@@ -121,8 +128,7 @@ class BenchController:
     a late message filling a gap is kept (``missing`` lists what never came).
     """
 
-    def __init__(self, config: MqttConfig, sink: EventSink, clock: Clock, *,
-                 name: str = "controller") -> None:
+    def __init__(self, config: MqttConfig, sink: EventSink, clock: Clock, *, name: str = "controller") -> None:
         self.config = config
         self.name = name
         self.counts = MqttCounts()
@@ -146,13 +152,13 @@ class BenchController:
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
         client_id = cfg.client_id or f"meterbench-{cfg.bench_id}"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=False, protocol=mqtt.MQTTv311)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls_ca or cfg.tls_cert:
-            client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key,
-                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key, cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(cfg.tls_insecure)
         client.reconnect_delay_set(min_delay=1, max_delay=4)
         client.max_inflight_messages_set(100)
@@ -167,19 +173,23 @@ class BenchController:
         try:
             self._client.connect(self.config.host, self.config.port, self.config.keepalive_s)
         except (OSError, ssl.SSLError) as exc:
-            raise DeviceError(f"{self.name}: cannot connect to MQTT broker "
-                              f"{self.config.host}:{self.config.port}: {exc}") from exc
+            raise DeviceError(
+                f"{self.name}: cannot connect to MQTT broker {self.config.host}:{self.config.port}: {exc}"
+            ) from exc
         self._client.loop_start()
         self._answered.wait(connect_timeout_s)
         if self.refused is not None:
             self.stop()
-            raise DeviceError(f"{self.name}: MQTT broker {self.config.host}:{self.config.port} "
-                              f"refused the connection: {self.refused}")
+            raise DeviceError(
+                f"{self.name}: MQTT broker {self.config.host}:{self.config.port} refused the connection: {self.refused}"
+            )
         if not self.connected.is_set():
             self._client.loop_stop()
-            raise DeviceTimeoutError(f"{self.name}: MQTT broker {self.config.host}:"
-                                     f"{self.config.port} did not accept the connection "
-                                     f"within {connect_timeout_s:g} s")
+            raise DeviceTimeoutError(
+                f"{self.name}: MQTT broker {self.config.host}:"
+                f"{self.config.port} did not accept the connection "
+                f"within {connect_timeout_s:g} s"
+            )
         return self
 
     def stop(self) -> None:
@@ -198,8 +208,7 @@ class BenchController:
         self._listeners.append(callback)
 
     # -- paho callbacks (network thread) ---------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             self.refused = str(reason)
             self._answered.set()
@@ -208,13 +217,11 @@ class BenchController:
         client.subscribe([(f"{self._prefix}/telemetry", 1), (f"{self._prefix}/event", 1)])
         self.counts.connects += 1
         if self.counts.connects > 1:
-            self._note(f"reconnected to broker (session present: {flags.session_present})",
-                       bad=False)
+            self._note(f"reconnected to broker (session present: {flags.session_present})", bad=False)
         self.connected.set()
         self._answered.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
         self.counts.disconnects += 1
         self._note(f"broker connection lost: {reason}")
@@ -238,8 +245,7 @@ class BenchController:
                 parsed = None
         self.counts.received += 1
         self.counts.by_topic[kind] = self.counts.by_topic.get(kind, 0) + 1
-        self._sink.append(t_s, text if raw_key == "raw" else bytes(message.payload), parsed,
-                          error, topic=topic)
+        self._sink.append(t_s, text if raw_key == "raw" else bytes(message.payload), parsed, error, topic=topic)
         if parsed is None:
             self.counts.bad += 1
             return
@@ -267,8 +273,9 @@ class BenchController:
             if last is not None and seq > last + 1:
                 self.counts.gaps += 1
                 missing.update(range(last + 1, seq))
-                self._note(f"{kind} sequence gap: expected {last + 1}, got {seq} "
-                           f"({seq - last - 1} messages missing so far)")
+                self._note(
+                    f"{kind} sequence gap: expected {last + 1}, got {seq} ({seq - last - 1} messages missing so far)"
+                )
             self._last_seq[kind] = seq
             return None
         if seq in missing:
@@ -285,8 +292,7 @@ class BenchController:
 
     def _note(self, message: str, bad: bool = True) -> None:
         """Record a connection event (raw is empty; ``error`` set unless it is good news)."""
-        self._sink.append(self._clock(), "", {"note": message} if not bad else None,
-                          message if bad else None, topic="")
+        self._sink.append(self._clock(), "", {"note": message} if not bad else None, message if bad else None, topic="")
 
     # -- commands -------------------------------------------------------------------------
     def _publish(self, command: str, payload: dict) -> dict:
@@ -297,8 +303,11 @@ class BenchController:
         text = json.dumps(payload)
         info = self._client.publish(topic, text, qos=1)
         self.counts.sent += 1
-        error = None if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) else (
-            f"publish failed: {mqtt.error_string(info.rc)}")
+        error = (
+            None
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+            else (f"publish failed: {mqtt.error_string(info.rc)}")
+        )
         self._sink.append(self._clock(), text, payload, error, topic=topic)
         if error is not None:
             raise DeviceError(f"{self.name}: {topic}: {error}")
@@ -308,14 +317,18 @@ class BenchController:
         """Set a valve ('inlet', 'outlet', 'bypass') 'open' or 'closed'; done when telemetry
         shows it."""
         if valve not in VALVES or state not in VALVE_STATES:
-            raise ValueError(f"valve must be one of {VALVES} and state one of {VALVE_STATES}, "
-                             f"got {valve!r} {state!r}")
+            raise ValueError(f"valve must be one of {VALVES} and state one of {VALVE_STATES}, got {valve!r} {state!r}")
         status = Status(f"{self.name}: valve {valve} {state}")
         after = self._clock()
         self._publish("valve", {"valve": valve, "state": state})
-        self._watch(status, lambda: self.telemetry_t_s is not None and
-                    self.telemetry_t_s > after and
-                    (self.telemetry or {}).get("valves", {}).get(valve) == state)
+        self._watch(
+            status,
+            lambda: (
+                self.telemetry_t_s is not None
+                and self.telemetry_t_s > after
+                and (self.telemetry or {}).get("valves", {}).get(valve) == state
+            ),
+        )
         return status
 
     def set_flow(self, flow_m3h: float) -> Status:
@@ -337,8 +350,7 @@ class BenchController:
         cmd = self._publish("point", {"action": action, "point": point})
         found = self.wait_event(f"point_{action}", timeout_s, cmd_id=cmd["cmd_id"])
         if found is None:
-            raise DeviceTimeoutError(f"{self.name}: no point_{action} event for {point} within "
-                                     f"{timeout_s:g} s")
+            raise DeviceTimeoutError(f"{self.name}: no point_{action} event for {point} within {timeout_s:g} s")
         return found
 
     # -- waiting --------------------------------------------------------------------------
@@ -383,16 +395,21 @@ class BenchController:
             if self.telemetry is None:
                 return {}
             t_s = self.telemetry_t_s
-            return {key: {"value": self.telemetry[key], "timestamp": t_s}
-                    for key in TELEMETRY_KEYS}
+            return {key: {"value": self.telemetry[key], "timestamp": t_s} for key in TELEMETRY_KEYS}
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Describe the fields of ``read()``: source, dtype, shape, units."""
         source = f"mqtt:{self._prefix}/telemetry"
-        units = {"flow_m3h": "m3/h", "temperature_c": "degC", "pressure_kpa": "kPa",
-                 "valves": ""}
-        return {key: {"source": source, "dtype": "object" if key == "valves" else "number",
-                      "shape": [], "units": units[key]} for key in TELEMETRY_KEYS}
+        units = {"flow_m3h": "m3/h", "temperature_c": "degC", "pressure_kpa": "kPa", "valves": ""}
+        return {
+            key: {
+                "source": source,
+                "dtype": "object" if key == "valves" else "number",
+                "shape": [],
+                "units": units[key],
+            }
+            for key in TELEMETRY_KEYS
+        }
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:

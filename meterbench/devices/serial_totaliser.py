@@ -22,8 +22,7 @@ from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThre
 MAX_LINE_BYTES = 200
 """A line longer than this without a newline is garbage (the protocol's lines are < 80 bytes)."""
 
-_LINE_RE = re.compile(
-    rb"\$(TOT,(\d{1,10}),(\d{1,15}),(\d+\.\d{4}),(-?\d+\.\d),(-?\d+\.\d{2}))\*([0-9A-Fa-f]{2})")
+_LINE_RE = re.compile(rb"\$(TOT,(\d{1,10}),(\d{1,15}),(\d+\.\d{4}),(-?\d+\.\d),(-?\d+\.\d{2}))\*([0-9A-Fa-f]{2})")
 
 
 def nmea_checksum(body: bytes) -> int:
@@ -34,8 +33,7 @@ def nmea_checksum(body: bytes) -> int:
     return value
 
 
-def format_totaliser_line(seq: int, pulses: int, volume_l: float, flow_l_h: float,
-                          temperature_c: float) -> bytes:
+def format_totaliser_line(seq: int, pulses: int, volume_l: float, flow_l_h: float, temperature_c: float) -> bytes:
     """Build one protocol line, with checksum and CRLF (volume L, flow L/h, temperature °C)."""
     body = f"TOT,{seq},{pulses},{volume_l:.4f},{flow_l_h:.1f},{temperature_c:.2f}".encode()
     return b"$" + body + b"*%02X\r\n" % nmea_checksum(body)
@@ -62,8 +60,13 @@ def parse_totaliser_line(line: bytes) -> tuple[dict | None, str | None]:
     expected = nmea_checksum(body)
     if int(checksum, 16) != expected:
         return None, f"checksum mismatch: line says {checksum.decode()}, computed {expected:02X}"
-    return {"seq": int(seq), "pulses": int(pulses), "volume_l": float(volume),
-            "flow_l_h": float(flow), "temperature_c": float(temp)}, None
+    return {
+        "seq": int(seq),
+        "pulses": int(pulses),
+        "volume_l": float(volume),
+        "flow_l_h": float(flow),
+        "temperature_c": float(temp),
+    }, None
 
 
 class LineFramer:
@@ -143,9 +146,18 @@ class TotaliserReader(ReaderThread):
     a silence; a lost port is recorded and reopened every ``reopen_interval_s`` (s).
     """
 
-    def __init__(self, port: str, sink: EventSink, clock: Clock, *, name: str = "ref-meter",
-                 baudrate: int = 9600, silence_s: float = 2.0,
-                 pulse_volume_l: float | None = None, reopen_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        port: str,
+        sink: EventSink,
+        clock: Clock,
+        *,
+        name: str = "ref-meter",
+        baudrate: int = 9600,
+        silence_s: float = 2.0,
+        pulse_volume_l: float | None = None,
+        reopen_interval_s: float = 0.5,
+    ) -> None:
         if silence_s <= 0:
             raise ValueError(f"silence_s must be > 0 s, got {silence_s}")
         self.name = name
@@ -179,19 +191,20 @@ class TotaliserReader(ReaderThread):
             if self.last is None:
                 return {}
             t_s = self.last_t_s
-            return {"ref_volume": {"value": self.last["volume_l"], "timestamp": t_s},
-                    "ref_flow": {"value": self.last["flow_l_h"], "timestamp": t_s},
-                    "ref_temperature": {"value": self.last["temperature_c"], "timestamp": t_s}}
+            return {
+                "ref_volume": {"value": self.last["volume_l"], "timestamp": t_s},
+                "ref_flow": {"value": self.last["flow_l_h"], "timestamp": t_s},
+                "ref_temperature": {"value": self.last["temperature_c"], "timestamp": t_s},
+            }
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Describe the fields of ``read()``: source, dtype, shape, units, precision."""
         source = f"serial:{self.port}"
-        return {"ref_volume": {"source": source, "dtype": "number", "shape": [], "units": "L",
-                               "precision": 4},
-                "ref_flow": {"source": source, "dtype": "number", "shape": [], "units": "L/h",
-                             "precision": 1},
-                "ref_temperature": {"source": source, "dtype": "number", "shape": [],
-                                    "units": "degC", "precision": 2}}
+        return {
+            "ref_volume": {"source": source, "dtype": "number", "shape": [], "units": "L", "precision": 4},
+            "ref_flow": {"source": source, "dtype": "number", "shape": [], "units": "L/h", "precision": 1},
+            "ref_temperature": {"source": source, "dtype": "number", "shape": [], "units": "degC", "precision": 2},
+        }
 
     def wait_for_line(self, after_t_s: float, timeout_s: float) -> dict | None:
         """Wait for a good line received after ``after_t_s`` (s); return it or None on timeout."""
@@ -214,8 +227,7 @@ class TotaliserReader(ReaderThread):
                 return
             except (serial.SerialException, OSError) as exc:
                 if self._clock() >= deadline:
-                    raise DeviceError(f"{self.name}: cannot open serial port {self.port}: "
-                                      f"{exc}") from exc
+                    raise DeviceError(f"{self.name}: cannot open serial port {self.port}: {exc}") from exc
                 self._stop.wait(self.reopen_interval_s)
 
     def _close(self) -> None:
@@ -286,9 +298,14 @@ class TotaliserReader(ReaderThread):
         if complete:
             self._last_line_t_s = t_s
             self._silent = False
-        parsed, error = parse_totaliser_line(line) if complete else (
-            None, "partial line: " + ("too long, no newline" if len(line) >= MAX_LINE_BYTES
-                                      else "cut before its end"))
+        parsed, error = (
+            parse_totaliser_line(line)
+            if complete
+            else (
+                None,
+                "partial line: " + ("too long, no newline" if len(line) >= MAX_LINE_BYTES else "cut before its end"),
+            )
+        )
         if parsed is not None:
             error = self._check_consistency(parsed)
             if error is not None:
@@ -309,8 +326,7 @@ class TotaliserReader(ReaderThread):
         if self.pulse_volume_l is not None:
             expected = round(parsed["pulses"] * self.pulse_volume_l, 4)
             if abs(parsed["volume_l"] - expected) > 1e-4 + 1e-9 * expected:
-                return (f"inconsistent: volume_l {parsed['volume_l']:.4f} != pulses × "
-                        f"pulse_volume_l = {expected:.4f}")
+                return f"inconsistent: volume_l {parsed['volume_l']:.4f} != pulses × pulse_volume_l = {expected:.4f}"
         previous, self._previous_pulses = self._previous_pulses, parsed["pulses"]
         if previous is not None and parsed["pulses"] < previous:
             return f"inconsistent: pulses went backwards ({previous} -> {parsed['pulses']})"
@@ -325,7 +341,6 @@ class TotaliserReader(ReaderThread):
         self.counts.gaps += 1
         if seq > expected:
             self.counts.lost_lines += seq - expected
-            self._note(t_s, f"sequence gap: expected {expected}, got {seq} "
-                            f"({seq - expected} lines lost)")
+            self._note(t_s, f"sequence gap: expected {expected}, got {seq} ({seq - expected} lines lost)")
         else:
             self._note(t_s, f"sequence gap: expected {expected}, got {seq} (device restarted?)")

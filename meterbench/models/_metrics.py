@@ -19,8 +19,11 @@ def least_confident_share(is_miss: np.ndarray, confidence: np.ndarray, fraction:
     return float((is_miss & low).sum() / is_miss.sum())
 
 
-def wheel_metrics(value: np.ndarray, confidence: np.ndarray, label_tenths: np.ndarray,
-                  ) -> dict[str, float]:
+def wheel_metrics(
+    value: np.ndarray,
+    confidence: np.ndarray,
+    label_tenths: np.ndarray,
+) -> dict[str, float]:
     """Accuracy figures of readings `value` (0..10) against labels in tenths (0..99).
 
     exact_tenths: the reading rounds to the labelled tenth (circularly);
@@ -44,9 +47,9 @@ def wheel_metrics(value: np.ndarray, confidence: np.ndarray, label_tenths: np.nd
         "within_0_1": float(np.mean(~miss01)),
         "within_0_2": float(np.mean(dist <= 0.2 + _EPS)),
         "n_whole": int(whole.sum()),
-        "integer_acc": float(np.mean(rounded_digit[whole] == (np.asarray(label_tenths)[whole]
-                                                              // 10))) if whole.any() else
-        float("nan"),
+        "integer_acc": float(np.mean(rounded_digit[whole] == (np.asarray(label_tenths)[whole] // 10)))
+        if whole.any()
+        else float("nan"),
         "off_ge_0_5": float(np.mean(wrong)),
         "mean_abs_error": float(dist.mean()),
         "miss01_in_low1": least_confident_share(miss01, confidence, 0.01),

@@ -20,10 +20,10 @@ import numpy as np
 
 MODEL_DIR = Path(__file__).resolve().parent
 N_CLASSES = 100
-DECODE_HALF_WINDOW = 3        # classes each side of the argmax used for the circular mean
-CONFIDENCE_HALF_WIDTH = 1.5   # tenths: confidence = probability mass within ±0.15 of the value
+DECODE_HALF_WINDOW = 3  # classes each side of the argmax used for the circular mean
+CONFIDENCE_HALF_WIDTH = 1.5  # tenths: confidence = probability mass within ±0.15 of the value
 
-PLANE_CHANNELS = {"grey": 1, "grey+redness": 2, "bgr": 3}   # input planes -> channels
+PLANE_CHANNELS = {"grey": 1, "grey+redness": 2, "bgr": 3}  # input planes -> channels
 PLANES = tuple(PLANE_CHANNELS)
 
 
@@ -56,8 +56,7 @@ DEFAULT_INPUT = {"digit": InputSpec("grey", 32, 20), "dial": InputSpec("grey+red
 MODEL_FILE = {"digit": "digit_wheel.onnx", "dial": "pointer_dial.onnx"}
 
 
-def circular_distance(a: np.ndarray | float, b: np.ndarray | float,
-                      period: float = 10.0) -> np.ndarray:
+def circular_distance(a: np.ndarray | float, b: np.ndarray | float, period: float = 10.0) -> np.ndarray:
     """Distance between wheel positions on a circle of `period` (0..period/2).
 
     9.9 and 0.1 are 0.2 apart on a 0..10 wheel.
@@ -103,8 +102,7 @@ def preprocess_crop(crop: np.ndarray, spec: InputSpec | str) -> np.ndarray:
         raise ValueError(f"crop: expected uint8 pixels, got {image.dtype}")
     if min(image.shape[:2]) < 4:
         raise ValueError(f"crop: too small ({image.shape[1]}×{image.shape[0]} px, need ≥ 4×4)")
-    small = cv2.resize(image, (spec.width_px, spec.height_px),
-                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(image, (spec.width_px, spec.height_px), interpolation=cv2.INTER_AREA).astype(np.float32)
     if spec.planes == "bgr":
         return _standardise(small).transpose(2, 0, 1).astype(np.float32)
     grey = small @ np.array([0.114, 0.587, 0.299], np.float32)
@@ -183,8 +181,7 @@ class _WheelModel:
 
     kind = ""
 
-    def __init__(self, model_path: str | Path | None = None, *, num_threads: int = 1,
-                 batch_size: int = 64) -> None:
+    def __init__(self, model_path: str | Path | None = None, *, num_threads: int = 1, batch_size: int = 64) -> None:
         import onnxruntime as ort
 
         self.model_path = Path(model_path) if model_path else MODEL_DIR / MODEL_FILE[self.kind]
@@ -193,8 +190,7 @@ class _WheelModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(self.model_path), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         self._input_name = self._session.get_inputs()[0].name
         self.batch_size = batch_size
         self.model_sha256 = _file_sha256(self.model_path)
@@ -206,8 +202,10 @@ class _WheelModel:
             raise ValueError(f"{sidecar}: input: expected planes, height_px, width_px ({exc})") from exc
         model_shape = tuple(self._session.get_inputs()[0].shape[1:])
         if model_shape != self.input_spec.shape:
-            raise ValueError(f"{self.model_path}: model input {model_shape} does not match its "
-                             f"sidecar's {self.input_spec.shape} (C, H, W)")
+            raise ValueError(
+                f"{self.model_path}: model input {model_shape} does not match its "
+                f"sidecar's {self.input_spec.shape} (C, H, W)"
+            )
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Model call on a preprocessed (N, C, H, W) batch -> (N, 100) probabilities."""
@@ -216,8 +214,10 @@ class _WheelModel:
 
     def read(self, crops: Sequence[np.ndarray]) -> WheelReadings:
         """Read crops (any size, grey or BGR uint8) in batches of `batch_size`."""
-        probs = [self.run_batch(preprocess_crops(crops[i:i + self.batch_size], self.input_spec))
-                 for i in range(0, len(crops), self.batch_size)]
+        probs = [
+            self.run_batch(preprocess_crops(crops[i : i + self.batch_size], self.input_spec))
+            for i in range(0, len(crops), self.batch_size)
+        ]
         all_probs = np.concatenate(probs) if probs else np.zeros((0, N_CLASSES), np.float32)
         value, confidence = decode_probs(all_probs)
         return WheelReadings(value=value, confidence=confidence, probs=all_probs)
@@ -256,9 +256,12 @@ def _load_crop(path: str) -> tuple[np.ndarray | None, str]:
     return image, ""
 
 
-def read_crop_files(paths: Iterable[str | Path], kind: str = "digit",
-                    batch_size: int = 64, reader: _WheelModel | None = None,
-                    ) -> Iterator[CropResult]:
+def read_crop_files(
+    paths: Iterable[str | Path],
+    kind: str = "digit",
+    batch_size: int = 64,
+    reader: _WheelModel | None = None,
+) -> Iterator[CropResult]:
     """Read crop image files in batches, yielding one CropResult per path, in order.
 
     A missing or unreadable file yields a result with `error` set; the others
@@ -272,7 +275,7 @@ def read_crop_files(paths: Iterable[str | Path], kind: str = "digit",
         reader = DigitReader() if kind == "digit" else DialReader()
     path_list = [str(p) for p in paths]
     for start in range(0, len(path_list), batch_size):
-        chunk = path_list[start:start + batch_size]
+        chunk = path_list[start : start + batch_size]
         loaded = [_load_crop(p) for p in chunk]
         good = [image for image, _ in loaded if image is not None]
         readings = reader.read(good) if good else None
@@ -281,6 +284,5 @@ def read_crop_files(paths: Iterable[str | Path], kind: str = "digit",
             if image is None:
                 yield CropResult(path=path, error=error)
                 continue
-            yield CropResult(path=path, value=float(readings.value[k]),
-                             confidence=float(readings.confidence[k]))
+            yield CropResult(path=path, value=float(readings.value[k]), confidence=float(readings.confidence[k]))
             k += 1

@@ -67,12 +67,17 @@ def _describe(schema: dict[str, Any], root: dict[str, Any]) -> str:
     kinds = schema.get("type")
     if isinstance(kinds, list):
         return " or ".join(_describe({"type": k}, root) for k in kinds)
-    words = {"number": "a number", "integer": "an integer", "string": "a string",
-             "object": "an object", "array": "a list", "boolean": "true or false",
-             "null": "null"}
+    words = {
+        "number": "a number",
+        "integer": "an integer",
+        "string": "a string",
+        "object": "an object",
+        "array": "a list",
+        "boolean": "true or false",
+        "null": "null",
+    }
     text = words.get(kinds, "a value")
-    bounds = [(">", "exclusiveMinimum"), (">=", "minimum"), ("<", "exclusiveMaximum"),
-              ("<=", "maximum")]
+    bounds = [(">", "exclusiveMinimum"), (">=", "minimum"), ("<", "exclusiveMaximum"), ("<=", "maximum")]
     text += "".join(f" {op} {schema[key]}" for op, key in bounds if key in schema)
     if kinds == "string" and schema.get("minLength"):
         text = "a non-empty string"
@@ -108,15 +113,30 @@ def _error_texts(error: Any, path: list, root: dict[str, Any]) -> list[tuple[lis
     keyword = error.validator
     if keyword == "required":
         properties = error.schema.get("properties", {})
-        return [(path + [name], "missing (expected "
-                 + (_describe(properties[name], root) if name in properties else "a value") + ")")
-                for name in error.validator_value
-                if isinstance(error.instance, dict) and name not in error.instance]
+        return [
+            (
+                path + [name],
+                "missing (expected " + (_describe(properties[name], root) if name in properties else "a value") + ")",
+            )
+            for name in error.validator_value
+            if isinstance(error.instance, dict) and name not in error.instance
+        ]
     if keyword == "oneOf" and all(set(s) == {"required"} for s in error.validator_value):
         names = " or ".join(short(s["required"][0]) for s in error.validator_value)
         return [(path, f"expected exactly one of the fields {names}")]
-    if keyword in {"type", "const", "enum", "pattern", "minimum", "exclusiveMinimum",
-                   "maximum", "exclusiveMaximum", "minItems", "maxItems", "minLength"}:
+    if keyword in {
+        "type",
+        "const",
+        "enum",
+        "pattern",
+        "minimum",
+        "exclusiveMinimum",
+        "maximum",
+        "exclusiveMaximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+    }:
         return [(path, f"expected {_describe(error.schema, root)}, got {short(error.instance)}")]
     return [(path, error.message)]
 
@@ -130,9 +150,6 @@ def load_json(path: Path, label: str) -> tuple[Any, list[str]]:
     except UnicodeDecodeError as exc:
         return None, [f"{label}: not UTF-8 text (byte {exc.start})"]
     except json.JSONDecodeError as exc:
-        return None, [f"{label}: not valid JSON: {exc.msg} at line {exc.lineno}, "
-                      f"column {exc.colno}"]
+        return None, [f"{label}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
     except OSError as exc:
         return None, [f"{label}: cannot be read: {exc.strerror or exc}"]
-
-

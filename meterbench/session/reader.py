@@ -49,6 +49,7 @@ class DeviceEvent:
 
 # ---------------------------------------------------------------- cross-checks
 
+
 def _items(manifest: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
     """(index, entry) of the object entries of manifest list ``key`` (others are schema errors)."""
     value = manifest.get(key) if isinstance(manifest, dict) else None
@@ -65,8 +66,7 @@ def _duplicates(label: str, entries: list[tuple[str, Any]], what: str) -> list[s
         if not isinstance(value, str):
             continue
         if value in first_seen:
-            problems.append(f"{label}: {where}: duplicate {what} {short(value)} "
-                            f"(also {first_seen[value]})")
+            problems.append(f"{label}: {where}: duplicate {what} {short(value)} (also {first_seen[value]})")
         else:
             first_seen[value] = where
     return problems
@@ -81,63 +81,70 @@ def _cross_problems(manifest: dict[str, Any], folder: Path) -> list[str]:
     units += [("tanks", i, e) for i, e in _items(manifest, "tanks")]
     plan = manifest.get("test_plan")
     points = _items(plan, "points")
-    problems = _duplicates(label, [(f"cameras[{i}].id", c.get("id")) for i, c in cameras],
-                           "camera id")
-    problems += _duplicates(label, [(f"devices[{i}].id", d.get("id")) for i, d in devices],
-                            "device id")
-    problems += _duplicates(label, [(f"{k}[{i}].id", u.get("id")) for k, i, u in units],
-                            "instrument id")
-    problems += _duplicates(label, [(f"test_plan.points[{i}].name", p.get("name"))
-                                    for i, p in points], "point name")
+    problems = _duplicates(label, [(f"cameras[{i}].id", c.get("id")) for i, c in cameras], "camera id")
+    problems += _duplicates(label, [(f"devices[{i}].id", d.get("id")) for i, d in devices], "device id")
+    problems += _duplicates(label, [(f"{k}[{i}].id", u.get("id")) for k, i, u in units], "instrument id")
+    problems += _duplicates(label, [(f"test_plan.points[{i}].name", p.get("name")) for i, p in points], "point name")
     camera_ids = {c.get("id") for _, c in cameras}
     device_ids = {d.get("id") for _, d in devices}
     for key, i, unit in units:
         camera = unit.get("camera")
         if isinstance(camera, str) and camera not in camera_ids:
-            problems.append(f"{label}: {key}[{i}].camera: expected the id of an entry of "
-                            f"cameras[], got {short(camera)}")
+            problems.append(
+                f"{label}: {key}[{i}].camera: expected the id of an entry of cameras[], got {short(camera)}"
+            )
     for i, ref in _items(manifest, "reference_instruments"):
         device = ref.get("device")
         if isinstance(device, str) and device not in device_ids:
-            problems.append(f"{label}: reference_instruments[{i}].device: expected the id of an "
-                            f"entry of devices[], got {short(device)}")
+            problems.append(
+                f"{label}: reference_instruments[{i}].device: expected the id of an "
+                f"entry of devices[], got {short(device)}"
+            )
     problems += _bench_kind_problems(manifest, units, points)
     problems += _file_problems(folder, cameras, devices)
     return problems
 
 
-def _bench_kind_problems(manifest: dict[str, Any], units: list[tuple[str, int, dict]],
-                         points: list[tuple[int, dict]]) -> list[str]:
+def _bench_kind_problems(
+    manifest: dict[str, Any], units: list[tuple[str, int, dict]], points: list[tuple[int, dict]]
+) -> list[str]:
     """A water-meter bench tests water meters only, a tank bench tanks only."""
     bench_kind = manifest.get("bench_kind")
     if bench_kind not in ("water-meter", "tank"):
         return []  # reported by the schema
     label = "session.json"
     kinds = [(key, i, "tank" if key == "tanks" else unit.get("kind")) for key, i, unit in units]
-    problems = [f"{label}: {key}[{i}].kind: expected {short(bench_kind)} on a "
-                f"{short(bench_kind)} bench (bench_kind), got {short(kind)}"
-                for key, i, kind in kinds if kind in ("water-meter", "tank") and kind != bench_kind]
+    problems = [
+        f"{label}: {key}[{i}].kind: expected {short(bench_kind)} on a "
+        f"{short(bench_kind)} bench (bench_kind), got {short(kind)}"
+        for key, i, kind in kinds
+        if kind in ("water-meter", "tank") and kind != bench_kind
+    ]
     if not any(kind == bench_kind for _, _, kind in kinds):
         where = "instruments" if bench_kind == "water-meter" else "tanks"
-        problems.append(f"{label}: {where}: expected at least one {short(bench_kind)} "
-                        f"(bench_kind is {short(bench_kind)}), got none")
+        problems.append(
+            f"{label}: {where}: expected at least one {short(bench_kind)} (bench_kind is {short(bench_kind)}), got none"
+        )
     if bench_kind == "water-meter":
         for i, point in points:
             for field in ("flow_rate_m3h", "volume_l"):
                 if field not in point:
-                    problems.append(f"{label}: test_plan.points[{i}].{field}: missing (expected "
-                                    "a number > 0 on a water-meter bench)")
+                    problems.append(
+                        f"{label}: test_plan.points[{i}].{field}: missing (expected "
+                        "a number > 0 on a water-meter bench)"
+                    )
     return problems
 
 
-def _file_problems(folder: Path, cameras: list[tuple[int, dict]],
-                   devices: list[tuple[int, dict]]) -> list[str]:
+def _file_problems(folder: Path, cameras: list[tuple[int, dict]], devices: list[tuple[int, dict]]) -> list[str]:
     """Every file or folder the manifest names must exist inside the session folder."""
     wanted: list[tuple[str, Any, bool]] = []  # (field path, relpath, is_dir)
     for i, camera in cameras:
-        wanted += [(f"cameras[{i}].video", camera.get("video"), False),
-                   (f"cameras[{i}].images", camera.get("images"), True),
-                   (f"cameras[{i}].frame_times", camera.get("frame_times"), False)]
+        wanted += [
+            (f"cameras[{i}].video", camera.get("video"), False),
+            (f"cameras[{i}].images", camera.get("images"), True),
+            (f"cameras[{i}].frame_times", camera.get("frame_times"), False),
+        ]
     wanted += [(f"devices[{i}].log", device.get("log"), False) for i, device in devices]
     problems = []
     for where, relpath, is_dir in wanted:
@@ -147,8 +154,7 @@ def _file_problems(folder: Path, cameras: list[tuple[int, dict]],
         exists = target.is_dir() if is_dir else target.is_file()
         if not exists:
             what = "folder" if is_dir else "file"
-            problems.append(f"session.json: {where}: {what} {short(relpath)} not found "
-                            "in the session folder")
+            problems.append(f"session.json: {where}: {what} {short(relpath)} not found in the session folder")
     return problems
 
 
@@ -157,12 +163,15 @@ def _truth_problems(truth: Any, manifest: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     known = {u.get("id") for key in ("instruments", "tanks") for _, u in _items(manifest, key)}
-    return [f"truth.json: instruments[{i}].id: expected the id of an instrument of "
-            f"session.json, got {short(item['id'])}"
-            for i, item in enumerate(truth["instruments"]) if item["id"] not in known]
+    return [
+        f"truth.json: instruments[{i}].id: expected the id of an instrument of session.json, got {short(item['id'])}"
+        for i, item in enumerate(truth["instruments"])
+        if item["id"] not in known
+    ]
 
 
 # ---------------------------------------------------------------- device logs
+
 
 def _event_from_line(obj: Any) -> DeviceEvent | str:
     """A DeviceEvent from one decoded JSON line, or the reason it is not one."""
@@ -171,8 +180,7 @@ def _event_from_line(obj: Any) -> DeviceEvent | str:
     seq, t_s = obj.get("seq"), obj.get("t_s")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         return f"seq: expected an integer >= 0, got {short(seq, 30)}"
-    if (not isinstance(t_s, int | float) or isinstance(t_s, bool)
-            or not math.isfinite(t_s)):
+    if not isinstance(t_s, int | float) or isinstance(t_s, bool) or not math.isfinite(t_s):
         return f"t_s: expected a finite number of seconds, got {short(t_s, 30)}"
     if ("raw" in obj) == ("raw_b64" in obj):
         return 'expected exactly one of the fields "raw" or "raw_b64"'
@@ -210,8 +218,7 @@ def _read_device_log(path: Path, label: str, warnings: list[str]) -> list[Device
         try:
             obj = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            why = ("truncated last line (cut by a crash?)" if is_last_unterminated
-                   else "not valid JSON")
+            why = "truncated last line (cut by a crash?)" if is_last_unterminated else "not valid JSON"
             warnings.append(f"{label}:{number}: skipped: {why}")
             continue
         event = _event_from_line(obj)
@@ -223,6 +230,7 @@ def _read_device_log(path: Path, label: str, warnings: list[str]) -> list[Device
 
 
 # ---------------------------------------------------------------- cameras
+
 
 def _read_frame_times(path: Path, label: str, warnings: list[str]) -> np.ndarray:
     """Capture times (s) of frames 0, 1, ... from ``frame_index,t_s`` rows.
@@ -238,8 +246,7 @@ def _read_frame_times(path: Path, label: str, warnings: list[str]) -> np.ndarray
         rows.pop()
     if not rows or rows[0].strip() != _FRAME_TIMES_HEADER:
         got = short(rows[0] if rows else "", 40)
-        warnings.append(f"{label}:1: expected the header {_FRAME_TIMES_HEADER!r}, got {got}; "
-                        "no frames used")
+        warnings.append(f"{label}:1: expected the header {_FRAME_TIMES_HEADER!r}, got {got}; no frames used")
         return np.zeros(0)
     times: list[float] = []
     for number, row in enumerate(rows[1:], start=2):
@@ -317,17 +324,18 @@ class CameraSource:
 
         capture = cv2.VideoCapture(str(self._folder / self.media))
         if not capture.isOpened():
-            self._warnings.append(f"{self.media}: cannot be opened as a video (unfinished "
-                                  "recording?); no frames used")
+            self._warnings.append(f"{self.media}: cannot be opened as a video (unfinished recording?); no frames used")
             return times[:0]
         self._capture = capture
         self._next_position = 0
         video_frames = int(round(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
         if video_frames != times.size:
             used = min(video_frames, times.size)
-            self._warnings.append(f"{self.media}: {video_frames} frames but "
-                                  f"{self.entry['frame_times']} has {times.size} good rows; "
-                                  f"using the first {used}")
+            self._warnings.append(
+                f"{self.media}: {video_frames} frames but "
+                f"{self.entry['frame_times']} has {times.size} good rows; "
+                f"using the first {used}"
+            )
             times = times[:used]
         return times
 
@@ -345,13 +353,14 @@ class CameraSource:
     def read(self, index: int) -> np.ndarray | None:
         """Frame ``index`` as H×W×3 BGR uint8, or None (with a warning) if it is damaged."""
         if not 0 <= index < self.frame_count:
-            raise IndexError(f"camera {self.camera_id!r}: frame index {index} outside "
-                             f"0..{self.frame_count - 1}")
+            raise IndexError(f"camera {self.camera_id!r}: frame index {index} outside 0..{self.frame_count - 1}")
         frame = self._read_video(index) if self._capture is not None else self._read_image(index)
         if frame is not None and frame.shape[1::-1] != self.size_wh:
-            self._warn_once(f"{self.media}: frame {index}: size {frame.shape[1]}x"
-                            f"{frame.shape[0]} px, session.json says {self.size_wh[0]}x"
-                            f"{self.size_wh[1]}; frame not used")
+            self._warn_once(
+                f"{self.media}: frame {index}: size {frame.shape[1]}x"
+                f"{frame.shape[0]} px, session.json says {self.size_wh[0]}x"
+                f"{self.size_wh[1]}; frame not used"
+            )
             return None
         return frame
 
@@ -382,16 +391,14 @@ class CameraSource:
             self._warn_once(f"{relpath}: cannot be read ({exc.strerror or exc}); frame not used")
             return None
         if not _image_is_complete(data, self._image_format):
-            self._warn_once(f"{relpath}: truncated or not a {self._image_format} file; "
-                            "frame not used")
+            self._warn_once(f"{relpath}: truncated or not a {self._image_format} file; frame not used")
             return None
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if frame is None:
             self._warn_once(f"{relpath}: cannot be decoded; frame not used")
         return frame
 
-    def iter_frames(self, indices: Iterable[int] | None = None
-                    ) -> Iterator[tuple[int, float, np.ndarray | None]]:
+    def iter_frames(self, indices: Iterable[int] | None = None) -> Iterator[tuple[int, float, np.ndarray | None]]:
         """Yield ``(index, t_s, frame or None)`` for ``indices`` (default: all, in order).
 
         Video is decoded sequentially; it seeks only for jumps back or far ahead.
@@ -411,11 +418,11 @@ class CameraSource:
 
 # ---------------------------------------------------------------- session
 
+
 class Session:
     """A validated session folder. Create it with :func:`load_session`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], truth: dict[str, Any] | None,
-                 warnings: list[str]) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], truth: dict[str, Any] | None, warnings: list[str]) -> None:
         self.path = path
         self.manifest = manifest
         self.truth = truth
@@ -429,7 +436,7 @@ class Session:
 
     @property
     def bench_kind(self) -> str:
-        """"water-meter" or "tank"."""
+        """ "water-meter" or "tank"."""
         return self.manifest["bench_kind"]
 
     @property
@@ -463,8 +470,7 @@ class Session:
             if entry["id"] == item_id:
                 return entry
         known = ", ".join(short(e["id"]) for e in self.manifest[key]) or "none"
-        raise SessionError([f"session.json: {key}: no entry with id {short(item_id)} "
-                            f"(known: {known})"], self.path)
+        raise SessionError([f"session.json: {key}: no entry with id {short(item_id)} (known: {known})"], self.path)
 
     def camera(self, camera_id: str) -> CameraSource:
         """The frames of ``camera_id`` (opened once, then cached)."""
@@ -477,8 +483,7 @@ class Session:
         """Every readable event of ``device_id`` in file order (bad lines skipped, warned)."""
         if device_id not in self._events:
             relpath = self._entry("devices", device_id)["log"]
-            self._events[device_id] = _read_device_log(self.path / relpath, relpath,
-                                                       self.warnings)
+            self._events[device_id] = _read_device_log(self.path / relpath, relpath, self.warnings)
         return list(self._events[device_id])
 
     def file_hashes(self) -> dict[str, str]:

@@ -46,8 +46,10 @@ _DEFAULT_FSYNC_INTERVAL_S = 0.2
 def _check_id(what: str, value: str) -> str:
     """Return ``value`` if it is a file-name-safe id, else raise ValueError naming ``what``."""
     if not isinstance(value, str) or not _ID_PATTERN.match(value):
-        raise ValueError(f"{what}: expected an id of letters, digits, '.', '_', '-' "
-                         f"(not starting with '.', '_' or '-'), got {value!r}")
+        raise ValueError(
+            f"{what}: expected an id of letters, digits, '.', '_', '-' "
+            f"(not starting with '.', '_' or '-'), got {value!r}"
+        )
     return value
 
 
@@ -145,8 +147,14 @@ class DeviceLog:
         """Number of events appended so far."""
         return self._next_seq
 
-    def append(self, t_s: float, raw: str | bytes, parsed: dict | None = None,
-               error: str | None = None, topic: str | None = None) -> int:
+    def append(
+        self,
+        t_s: float,
+        raw: str | bytes,
+        parsed: dict | None = None,
+        error: str | None = None,
+        topic: str | None = None,
+    ) -> int:
         """Append one event received at ``t_s`` (s, session clock); return its ``seq``.
 
         ``raw`` is the line or payload as received: text is stored as ``"raw"``,
@@ -155,21 +163,21 @@ class DeviceLog:
         """
         t_s = float(t_s)
         if not math.isfinite(t_s):
-            raise ValueError(f"devices/{self.device_id}.jsonl: t_s: expected a finite number "
-                             f"of seconds, got {t_s!r}")
+            raise ValueError(f"devices/{self.device_id}.jsonl: t_s: expected a finite number of seconds, got {t_s!r}")
         raw_field = _raw_field(raw, self.device_id)
         if parsed is not None and not isinstance(parsed, dict):
-            raise ValueError(f"devices/{self.device_id}.jsonl: parsed: expected a dict or None, "
-                             f"got {type(parsed).__name__}")
+            raise ValueError(
+                f"devices/{self.device_id}.jsonl: parsed: expected a dict or None, got {type(parsed).__name__}"
+            )
         if error is not None and not isinstance(error, str):
-            raise ValueError(f"devices/{self.device_id}.jsonl: error: expected a str or None, "
-                             f"got {type(error).__name__}")
+            raise ValueError(
+                f"devices/{self.device_id}.jsonl: error: expected a str or None, got {type(error).__name__}"
+            )
         with self._lock:
             if self._file.closed:
                 raise ValueError(f"devices/{self.device_id}.jsonl: log is closed")
             seq = self._next_seq
-            event: dict[str, Any] = {"seq": seq, "t_s": t_s, **raw_field,
-                                     "parsed": parsed, "error": error}
+            event: dict[str, Any] = {"seq": seq, "t_s": t_s, **raw_field, "parsed": parsed, "error": error}
             if topic is not None:
                 event["topic"] = str(topic)
             line = json.dumps(event, separators=(",", ":"), default=_json_default)
@@ -198,8 +206,7 @@ def _raw_field(raw: str | bytes, device_id: str) -> dict[str, str]:
             return {"raw": data.decode("utf-8")}
         except UnicodeDecodeError:
             return {"raw_b64": base64.b64encode(data).decode("ascii")}
-    raise ValueError(f"devices/{device_id}.jsonl: raw: expected str or bytes, "
-                     f"got {type(raw).__name__}")
+    raise ValueError(f"devices/{device_id}.jsonl: raw: expected str or bytes, got {type(raw).__name__}")
 
 
 class CameraWriter:
@@ -213,9 +220,18 @@ class CameraWriter:
     Both append ``frame_index,t_s`` to ``cameras/<id>.csv``.
     """
 
-    def __init__(self, session_dir: Path, camera_id: str, fps: float, size_wh: tuple[int, int],
-                 *, kind: Literal["video", "images"], image_format: str, quality: int,
-                 fsync_interval_s: float) -> None:
+    def __init__(
+        self,
+        session_dir: Path,
+        camera_id: str,
+        fps: float,
+        size_wh: tuple[int, int],
+        *,
+        kind: Literal["video", "images"],
+        image_format: str,
+        quality: int,
+        fsync_interval_s: float,
+    ) -> None:
         self.camera_id = camera_id
         self.kind = kind
         self.fps = float(fps)
@@ -234,9 +250,9 @@ class CameraWriter:
             import cv2
 
             self.media_relpath = f"cameras/{camera_id}.mp4"
-            self._video = cv2.VideoWriter(str(session_dir / self.media_relpath),
-                                          cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                          self.size_wh, True)
+            self._video = cv2.VideoWriter(
+                str(session_dir / self.media_relpath), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size_wh, True
+            )
             if not self._video.isOpened():
                 raise OSError(f"{self.media_relpath}: OpenCV could not open an mp4v video writer")
         else:
@@ -248,11 +264,14 @@ class CameraWriter:
 
     def manifest_entry(self) -> dict[str, Any]:
         """The ``cameras[]`` entry of session.json describing this camera."""
-        entry: dict[str, Any] = {"id": self.camera_id,
-                                 "video" if self.kind == "video" else "images": self.media_relpath,
-                                 "frame_times": f"cameras/{self.camera_id}.csv",
-                                 "fps": self.fps, "width": self.size_wh[0],
-                                 "height": self.size_wh[1]}
+        entry: dict[str, Any] = {
+            "id": self.camera_id,
+            "video" if self.kind == "video" else "images": self.media_relpath,
+            "frame_times": f"cameras/{self.camera_id}.csv",
+            "fps": self.fps,
+            "width": self.size_wh[0],
+            "height": self.size_wh[1],
+        }
         if self.kind == "images":
             entry["image_format"] = self.image_format
         return entry
@@ -270,8 +289,10 @@ class CameraWriter:
             if self._csv.closed:
                 raise ValueError(f"cameras/{self.camera_id}: writer is closed")
             if not (math.isfinite(t_s) and t_s > self._last_t_s):
-                raise ValueError(f"cameras/{self.camera_id}.csv: t_s: expected a finite time "
-                                 f"> previous frame's {self._last_t_s!r} s, got {t_s!r}")
+                raise ValueError(
+                    f"cameras/{self.camera_id}.csv: t_s: expected a finite time "
+                    f"> previous frame's {self._last_t_s!r} s, got {t_s!r}"
+                )
             index = self.frame_count
             if self._video is not None:
                 bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
@@ -285,13 +306,18 @@ class CameraWriter:
 
     def _checked_frame(self, frame: np.ndarray) -> np.ndarray:
         width, height = self.size_wh
-        ok = (isinstance(frame, np.ndarray) and frame.dtype == np.uint8
-              and (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3))
-              and frame.shape[:2] == (height, width))
+        ok = (
+            isinstance(frame, np.ndarray)
+            and frame.dtype == np.uint8
+            and (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3))
+            and frame.shape[:2] == (height, width)
+        )
         if not ok:
-            raise ValueError(f"cameras/{self.camera_id}: frame: expected uint8 of shape "
-                             f"({height}, {width}[, 3]), got {getattr(frame, 'dtype', '?')} "
-                             f"{getattr(frame, 'shape', '?')}")
+            raise ValueError(
+                f"cameras/{self.camera_id}: frame: expected uint8 of shape "
+                f"({height}, {width}[, 3]), got {getattr(frame, 'dtype', '?')} "
+                f"{getattr(frame, 'shape', '?')}"
+            )
         return np.ascontiguousarray(frame)
 
     def _write_image(self, frame: np.ndarray, index: int) -> None:
@@ -299,8 +325,7 @@ class CameraWriter:
 
         ok, encoded = cv2.imencode(f".{self.image_format}", frame, self._encode_params)
         if not ok:
-            raise OSError(f"cameras/{self.camera_id}: could not encode frame {index} "
-                          f"as {self.image_format}")
+            raise OSError(f"cameras/{self.camera_id}: could not encode frame {index} as {self.image_format}")
         final = self._image_dir / f"{index:06d}.{self.image_format}"
         tmp = final.with_name(final.name + ".tmp")
         with open(tmp, "wb") as f:
@@ -357,15 +382,19 @@ class SessionRecorder:
         self._device_logs: dict[str, DeviceLog] = {}
         self._camera_writers: dict[str, CameraWriter] = {}
         # entries given to create(): listed in session.json only once their files exist
-        self._pending = {key: {e["id"]: e for e in manifest.pop(key, [])}
-                         for key in ("cameras", "devices")}
+        self._pending = {key: {e["id"]: e for e in manifest.pop(key, [])} for key in ("cameras", "devices")}
         manifest["cameras"], manifest["devices"] = [], []
         self._closed = False
         self._t0_monotonic = time.monotonic()
 
     @classmethod
-    def create(cls, out_dir: str | os.PathLike[str], manifest: dict[str, Any], *,
-               fsync_interval_s: float = _DEFAULT_FSYNC_INTERVAL_S) -> SessionRecorder:
+    def create(
+        cls,
+        out_dir: str | os.PathLike[str],
+        manifest: dict[str, Any],
+        *,
+        fsync_interval_s: float = _DEFAULT_FSYNC_INTERVAL_S,
+    ) -> SessionRecorder:
         """Create the session folder ``out_dir`` and write ``manifest`` as session.json.
 
         Refuses an existing non-empty folder. Fills ``format``, ``format_version``
@@ -378,23 +407,20 @@ class SessionRecorder:
         """
         path = Path(out_dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FileExistsError(f"{path}: session folder exists and is not empty; "
-                                  "choose a new folder")
+            raise FileExistsError(f"{path}: session folder exists and is not empty; choose a new folder")
         if not isinstance(manifest, dict):
             raise ValueError(f"manifest: expected a dict, got {type(manifest).__name__}")
         manifest = json.loads(json.dumps(manifest, default=_json_default))  # own, plain copy
         for key, expected in (("format", FORMAT_NAME), ("format_version", FORMAT_VERSION)):
             if manifest.setdefault(key, expected) != expected:
                 raise ValueError(f"manifest: {key}: expected {expected!r}, got {manifest[key]!r}")
-        manifest.setdefault("start_time_utc",
-                            datetime.now(UTC).isoformat(timespec="milliseconds")
-                            .replace("+00:00", "Z"))
+        manifest.setdefault(
+            "start_time_utc", datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
         for key in ("cameras", "devices"):
             entries = manifest.get(key, [])
-            if not (isinstance(entries, list)
-                    and all(isinstance(e, dict) and "id" in e for e in entries)):
-                raise ValueError(f"manifest: {key}: expected a list of objects with an 'id', "
-                                 f"got {entries!r}")
+            if not (isinstance(entries, list) and all(isinstance(e, dict) and "id" in e for e in entries)):
+                raise ValueError(f"manifest: {key}: expected a list of objects with an 'id', got {entries!r}")
         if fsync_interval_s < 0:
             raise ValueError(f"fsync_interval_s: expected >= 0 s, got {fsync_interval_s!r}")
         (path / "cameras").mkdir(parents=True, exist_ok=True)
@@ -422,8 +448,10 @@ class SessionRecorder:
         """
         managed = sorted(set(changes) & {"format", "format_version", "cameras", "devices"})
         if managed:
-            raise ValueError(f"update_manifest: {', '.join(managed)}: kept by the recorder "
-                             "(open a camera_writer / device_log instead)")
+            raise ValueError(
+                f"update_manifest: {', '.join(managed)}: kept by the recorder "
+                "(open a camera_writer / device_log instead)"
+            )
         with self._lock:
             plain = json.loads(json.dumps(changes, default=_json_default))
             self._manifest.update(plain)
@@ -453,17 +481,26 @@ class SessionRecorder:
                 return self._device_logs[device_id]
             kind = kind or self._pending["devices"].get(device_id, {}).get("kind")
             if not kind:
-                raise ValueError(f"device_log({device_id!r}): kind: expected a device kind "
-                                 "(e.g. 'serial-totaliser', 'mqtt'); the manifest given to create() has none")
+                raise ValueError(
+                    f"device_log({device_id!r}): kind: expected a device kind "
+                    "(e.g. 'serial-totaliser', 'mqtt'); the manifest given to create() has none"
+                )
             relpath = f"devices/{device_id}.jsonl"
             log = DeviceLog(self.path / relpath, device_id, self._fsync_interval_s)
             self._device_logs[device_id] = log
             self._publish("devices", {"id": device_id, "kind": kind, "log": relpath})
             return log
 
-    def camera_writer(self, camera_id: str, fps: float, size_wh: tuple[int, int], *,
-                      kind: Literal["video", "images"] = "video", image_format: str = "jpg",
-                      quality: int = 90) -> CameraWriter:
+    def camera_writer(
+        self,
+        camera_id: str,
+        fps: float,
+        size_wh: tuple[int, int],
+        *,
+        kind: Literal["video", "images"] = "video",
+        image_format: str = "jpg",
+        quality: int = 90,
+    ) -> CameraWriter:
         """A writer for ``camera_id`` at ``fps`` (frames/s, nominal) and ``size_wh`` (px).
 
         Lists the camera in session.json ``cameras`` (merged over the entry
@@ -475,17 +512,23 @@ class SessionRecorder:
         if not (math.isfinite(float(fps)) and fps > 0):
             raise ValueError(f"camera_writer: fps: expected a number > 0, got {fps!r}")
         if len(size_wh) != 2 or min(int(v) for v in size_wh) < 1:
-            raise ValueError(f"camera_writer: size_wh: expected (width, height) > 0 px, "
-                             f"got {size_wh!r}")
+            raise ValueError(f"camera_writer: size_wh: expected (width, height) > 0 px, got {size_wh!r}")
         if kind == "images":
             _encode_params(image_format, quality)  # validate before creating anything
         with self._lock:
             self._check_open()
             if camera_id in self._camera_writers:
                 raise ValueError(f"camera_writer: camera {camera_id!r} already has a writer")
-            writer = CameraWriter(self.path, camera_id, fps, size_wh, kind=kind,
-                                  image_format=image_format, quality=quality,
-                                  fsync_interval_s=self._fsync_interval_s)
+            writer = CameraWriter(
+                self.path,
+                camera_id,
+                fps,
+                size_wh,
+                kind=kind,
+                image_format=image_format,
+                quality=quality,
+                fsync_interval_s=self._fsync_interval_s,
+            )
             self._camera_writers[camera_id] = writer
             self._publish("cameras", writer.manifest_entry())
             return writer
@@ -536,8 +579,7 @@ class SessionRecorder:
     def __enter__(self) -> SessionRecorder:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             if exc_type is not None and "stopped_reason" not in self._manifest:
                 self.update_manifest({"stopped_reason": f"{exc_type.__name__}: {exc}"})

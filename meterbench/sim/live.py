@@ -74,11 +74,23 @@ class SimulatedBenchPeer:
     flow, to exercise the sequence's flow-window supervision.
     """
 
-    def __init__(self, serial_port: str, mqtt_host: str, mqtt_port: int, bench_id: str,
-                 meters: list[SimMeter], *, seed: int = 0, pulse_volume_l: float = 0.0001,
-                 tick_s: float = 0.1, telemetry_s: float = 0.5, flow_tau_s: float = 0.8,
-                 baudrate: int = 115200, modbus_port: str | None = None,
-                 disturbances: list[tuple[float, float, float]] | None = None) -> None:
+    def __init__(
+        self,
+        serial_port: str,
+        mqtt_host: str,
+        mqtt_port: int,
+        bench_id: str,
+        meters: list[SimMeter],
+        *,
+        seed: int = 0,
+        pulse_volume_l: float = 0.0001,
+        tick_s: float = 0.1,
+        telemetry_s: float = 0.5,
+        flow_tau_s: float = 0.8,
+        baudrate: int = 115200,
+        modbus_port: str | None = None,
+        disturbances: list[tuple[float, float, float]] | None = None,
+    ) -> None:
         self.serial_port = serial_port
         self.bench_id = bench_id
         self.meters = meters
@@ -113,8 +125,9 @@ class SimulatedBenchPeer:
         self._thread = threading.Thread(target=self._run, name="sim-bench", daemon=True)
         prefix = f"bench/{bench_id}"
         self._topics = {k: f"{prefix}/{k}" for k in ("telemetry", "event")}
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"sim-controller-{bench_id}", clean_session=False)
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-controller-{bench_id}", clean_session=False
+        )
         self._client.reconnect_delay_set(1, 2)
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = lambda c, *a: c.subscribe(f"{prefix}/cmd/#", qos=1)
@@ -130,8 +143,7 @@ class SimulatedBenchPeer:
     def register_at(self, meter_index: int, t: float) -> float:
         """What meter ``meter_index``'s register shows (L) at monotonic time ``t`` (s)."""
         with self._lock:
-            return self._registers_l[meter_index] + (
-                self._flow_l_s * (t - self._t_last) * self._factors[meter_index])
+            return self._registers_l[meter_index] + (self._flow_l_s * (t - self._t_last) * self._factors[meter_index])
 
     def _disturbance_factor(self, now: float) -> float:
         """Flow factor of a scripted disturbance (after the first flying start) at ``now``."""
@@ -150,11 +162,9 @@ class SimulatedBenchPeer:
             for i, factor in enumerate(self._factors):
                 self._registers_l[i] += passed_l * factor
             self._t_last = now
-            target = self.setpoint_m3h * L_PER_M3 / S_PER_H if self.valves["inlet"] == "open" \
-                else 0.0
+            target = self.setpoint_m3h * L_PER_M3 / S_PER_H if self.valves["inlet"] == "open" else 0.0
             target *= self._disturbance_factor(now)
-            self._flow_l_s += (target - self._flow_l_s) * (1 - np.exp(-self.tick_s /
-                                                                       self.flow_tau_s))
+            self._flow_l_s += (target - self._flow_l_s) * (1 - np.exp(-self.tick_s / self.flow_tau_s))
             if abs(target - self._flow_l_s) <= 0.002 * max(target, 1e-9):
                 self._flow_l_s = target
             flow_m3h = self._flow_l_s * S_PER_H / L_PER_M3
@@ -197,16 +207,14 @@ class SimulatedBenchPeer:
 
     def _open_serial(self) -> None:
         try:
-            self._serial = serial.serial_for_url(self.serial_port, baudrate=self.baudrate,
-                                                 write_timeout=1.0)
+            self._serial = serial.serial_for_url(self.serial_port, baudrate=self.baudrate, write_timeout=1.0)
         except (serial.SerialException, OSError):
             self._serial = None
 
     # -- transports ----------------------------------------------------------------------
     def _publish(self, kind: str, payload: dict) -> None:
         self._seq[kind] += 1
-        self._client.publish(self._topics[kind], json.dumps({**payload, "seq": self._seq[kind]}),
-                             qos=1)
+        self._client.publish(self._topics[kind], json.dumps({**payload, "seq": self._seq[kind]}), qos=1)
         if kind == "event":
             self.counts.events += 1
         else:
@@ -218,8 +226,7 @@ class SimulatedBenchPeer:
         pulses = int(np.floor(volume_l / self.pulse_volume_l + 1e-9))
         stated = round(pulses * self.pulse_volume_l, 4)
         temperature = 20.0 + 0.05 * float(self._rng.standard_normal())
-        line = format_totaliser_line(self._seq["serial"], pulses, stated,
-                                     self._flow_l_s * S_PER_H, temperature)
+        line = format_totaliser_line(self._seq["serial"], pulses, stated, self._flow_l_s * S_PER_H, temperature)
         if self._serial is None:
             self._open_serial()
         try:
@@ -234,8 +241,7 @@ class SimulatedBenchPeer:
             self._serial = None
         return stated
 
-    def _on_command(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
-                    ) -> None:
+    def _on_command(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:
             command = json.loads(message.payload)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -245,14 +251,19 @@ class SimulatedBenchPeer:
         with self._lock:
             if kind == "valve" and command.get("valve") in self.valves:
                 self.valves[command["valve"]] = command.get("state", "closed")
-                self._publish("event", {"event": "valve_set", "valve": command["valve"],
-                                        "state": self.valves[command["valve"]],
-                                        "cmd_id": cmd_id})
+                self._publish(
+                    "event",
+                    {
+                        "event": "valve_set",
+                        "valve": command["valve"],
+                        "state": self.valves[command["valve"]],
+                        "cmd_id": cmd_id,
+                    },
+                )
             elif kind == "flow_setpoint":
                 self.setpoint_m3h = float(command.get("flow_m3h", 0.0))
                 self._stable_since, self._stable_sent = None, False
-                self._publish("event", {"event": "flow_set", "flow_m3h": self.setpoint_m3h,
-                                        "cmd_id": cmd_id})
+                self._publish("event", {"event": "flow_set", "flow_m3h": self.setpoint_m3h, "cmd_id": cmd_id})
             elif kind == "point":
                 self._pending_latches.append(command)
 
@@ -275,10 +286,12 @@ class SimulatedBenchPeer:
                     self._publish("telemetry", self._telemetry())
 
     def _telemetry(self) -> dict:
-        return {"flow_m3h": round(self._flow_l_s * S_PER_H / L_PER_M3, 5),
-                "temperature_c": round(20.0 + 0.05 * float(self._rng.standard_normal()), 3),
-                "pressure_kpa": round(300.0 + float(self._rng.standard_normal()), 1),
-                "valves": dict(self.valves)}
+        return {
+            "flow_m3h": round(self._flow_l_s * S_PER_H / L_PER_M3, 5),
+            "temperature_c": round(20.0 + 0.05 * float(self._rng.standard_normal()), 3),
+            "pressure_kpa": round(300.0 + float(self._rng.standard_normal()), 1),
+            "valves": dict(self.valves),
+        }
 
     def _check_stable(self, now: float) -> None:
         target = self.setpoint_m3h * L_PER_M3 / S_PER_H
@@ -301,10 +314,16 @@ class SimulatedBenchPeer:
                 self._first_start_t = self._first_start_t or now
             elif action == "stop" and point in self._open_points:
                 self._record_truth(point, stated_l, registers)
-            self._publish("event", {"event": f"point_{action}", "point": point,
-                                    "reference_volume_l": stated_l,
-                                    "reference_seq": self._seq["serial"],
-                                    "cmd_id": command.get("cmd_id")})
+            self._publish(
+                "event",
+                {
+                    "event": f"point_{action}",
+                    "point": point,
+                    "reference_volume_l": stated_l,
+                    "reference_seq": self._seq["serial"],
+                    "cmd_id": command.get("cmd_id"),
+                },
+            )
         self._pending_latches.clear()
 
     def _record_truth(self, point: str, stated_l: float, registers: list[float]) -> None:
@@ -314,9 +333,14 @@ class SimulatedBenchPeer:
             indicated = r1 - r0
             points = self.truth[meter.id]  # a repeated point replaces its void attempt
             points[:] = [p for p in points if p["name"] != point]
-            points.append({
-                "name": point, "true_error_pct": (indicated - reference) / reference * 100.0,
-                "true_reference_volume_l": reference, "true_indicated_volume_l": indicated})
+            points.append(
+                {
+                    "name": point,
+                    "true_error_pct": (indicated - reference) / reference * 100.0,
+                    "true_reference_volume_l": reference,
+                    "true_indicated_volume_l": indicated,
+                }
+            )
 
     def truth_json(self) -> dict:
         """The truth.json content for the points run so far."""
@@ -324,8 +348,7 @@ class SimulatedBenchPeer:
 
     def camera(self, meter_index: int, layout_dict: dict) -> SimulatedCamera:
         """A frame source showing meter ``meter_index``'s register (layout from the manifest)."""
-        return SimulatedCamera(self, meter_index, layout_dict,
-                               seed=int(self._rng.integers(2**31)))
+        return SimulatedCamera(self, meter_index, layout_dict, seed=int(self._rng.integers(2**31)))
 
 
 class SimulatedCamera:
@@ -335,8 +358,7 @@ class SimulatedCamera:
     which ``CameraCapture`` uses as its capture time (as a camera's exposure stamp).
     """
 
-    def __init__(self, peer: SimulatedBenchPeer, meter_index: int, layout_dict: dict, *,
-                 seed: int) -> None:
+    def __init__(self, peer: SimulatedBenchPeer, meter_index: int, layout_dict: dict, *, seed: int) -> None:
         from meterbench.sim.register_render import RegisterRenderer
         from meterbench.vision.layout import RegisterLayout, positions_from_volume
 
@@ -345,8 +367,7 @@ class SimulatedCamera:
         self.meter_index = meter_index
         self.meter = peer.meters[meter_index]
         self.layout = RegisterLayout.from_dict(layout_dict)
-        self.renderer = RegisterRenderer(self.layout, rng=np.random.default_rng(seed),
-                                         label=self.meter.id)
+        self.renderer = RegisterRenderer(self.layout, rng=np.random.default_rng(seed), label=self.meter.id)
         self.frames = 0
         self.capture_monotonic: float | None = None
         self._open = True

@@ -21,8 +21,7 @@ class ModbusSlave:
     answered (a timeout for the master); reads outside the map get exception 2.
     """
 
-    def __init__(self, port: str, *, slave: int = 1, baudrate: int = 19200,
-                 word_order: str = "big") -> None:
+    def __init__(self, port: str, *, slave: int = 1, baudrate: int = 19200, word_order: str = "big") -> None:
         self.slave = slave
         self.word_order = word_order
         self.registers: dict[int, int] = {}

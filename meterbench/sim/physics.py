@@ -19,6 +19,8 @@ from scipy.signal import lfilter
 __all__ = ["ErrorCurve", "PlannedPoint", "PointTruth", "BenchRun", "simulate_bench_run"]
 
 GRID_DT_S = 0.01
+
+
 @dataclass(frozen=True)
 class ErrorCurve:
     """A meter's true error (%) vs flow: quadratic in x = log10(Q / q_ref_m3h).
@@ -28,11 +30,12 @@ class ErrorCurve:
     """
 
     q_ref_m3h: float
-    coefficients: tuple[float, float, float]   # c0 + c1 x + c2 x²
+    coefficients: tuple[float, float, float]  # c0 + c1 x + c2 x²
 
     @classmethod
-    def through(cls, flows_m3h: tuple[float, float, float],
-                errors_pct: tuple[float, float, float], q_ref_m3h: float) -> ErrorCurve:
+    def through(
+        cls, flows_m3h: tuple[float, float, float], errors_pct: tuple[float, float, float], q_ref_m3h: float
+    ) -> ErrorCurve:
         x = np.log10(np.asarray(flows_m3h) / q_ref_m3h)
         c2, c1, c0 = np.polyfit(x, np.asarray(errors_pct), 2)
         return cls(q_ref_m3h=q_ref_m3h, coefficients=(float(c0), float(c1), float(c2)))
@@ -50,8 +53,11 @@ class ErrorCurve:
         return np.clip(1.0 + self.error_pct(flow_m3h) / 100.0, 0.0, 1.5)
 
     def to_dict(self) -> dict:
-        return {"model": "e = c0 + c1*x + c2*x^2, x = log10(Q / q_ref_m3h), e in %",
-                "q_ref_m3h": self.q_ref_m3h, "coefficients": list(self.coefficients)}
+        return {
+            "model": "e = c0 + c1*x + c2*x^2, x = log10(Q / q_ref_m3h), e in %",
+            "q_ref_m3h": self.q_ref_m3h,
+            "coefficients": list(self.coefficients),
+        }
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class PointTruth:
     t_stable_s: float
     t_start_s: float
     t_stop_s: float
-    reference_start_l: float   # totaliser reading latched at t_start (pulses × pulse volume)
+    reference_start_l: float  # totaliser reading latched at t_start (pulses × pulse volume)
     reference_stop_l: float
 
 
@@ -82,12 +88,12 @@ class BenchRun:
     """Time grid (s) and integrated volumes (L) of one simulated sequence."""
 
     t_s: np.ndarray
-    flow_l_s: np.ndarray          # true flow through the line (L/s)
-    volume_l: np.ndarray          # true volume passed since t = 0 (L)
+    flow_l_s: np.ndarray  # true flow through the line (L/s)
+    volume_l: np.ndarray  # true volume passed since t = 0 (L)
     temperature_c: np.ndarray
     pressure_kpa: np.ndarray
     points: list[PointTruth]
-    set_points: list[tuple[float, str, float]]   # (t_s, point or "", flow m³/h)
+    set_points: list[tuple[float, str, float]]  # (t_s, point or "", flow m³/h)
     t_sequence_start_s: float
     t_sequence_end_s: float
     t_end_s: float
@@ -112,11 +118,18 @@ def _flow_noise(rng: np.random.Generator, n: int, sigma_rel: float, tau_s: float
     return lfilter([1.0], [1.0, -a], drive)
 
 
-def simulate_bench_run(plan: list[PlannedPoint], rng: np.random.Generator, *,
-                       reference_error_pct: float, pulse_volume_l: float,
-                       reference_offset_l: float, lead_in_s: float = 2.0,
-                       settle_s: tuple[float, float] = (1.0, 3.0), tail_s: float = 3.0,
-                       flow_noise_rel: float = 0.003) -> BenchRun:
+def simulate_bench_run(
+    plan: list[PlannedPoint],
+    rng: np.random.Generator,
+    *,
+    reference_error_pct: float,
+    pulse_volume_l: float,
+    reference_offset_l: float,
+    lead_in_s: float = 2.0,
+    settle_s: tuple[float, float] = (1.0, 3.0),
+    tail_s: float = 3.0,
+    flow_noise_rel: float = 0.003,
+) -> BenchRun:
     """Run the flow profile of `plan` and return the grid with all volumes and instants.
 
     The reference totaliser counts pulses of `pulse_volume_l` of its own volume
@@ -124,9 +137,12 @@ def simulate_bench_run(plan: list[PlannedPoint], rng: np.random.Generator, *,
     The flying stop is the first grid instant where the latched reference total
     has advanced by the planned volume.
     """
-    horizon = lead_in_s + tail_s + sum(
-        10 * p.ramp_tau_s + settle_s[1] + 1.0 + 1.5 * p.volume_l / (p.flow_m3h / 3.6)
-        for p in plan) + 5 * plan[-1].ramp_tau_s
+    horizon = (
+        lead_in_s
+        + tail_s
+        + sum(10 * p.ramp_tau_s + settle_s[1] + 1.0 + 1.5 * p.volume_l / (p.flow_m3h / 3.6) for p in plan)
+        + 5 * plan[-1].ramp_tau_s
+    )
     n = int(math.ceil(horizon / GRID_DT_S)) + 1
     t = np.arange(n) * GRID_DT_S
     target = np.zeros(n)
@@ -134,7 +150,7 @@ def simulate_bench_run(plan: list[PlannedPoint], rng: np.random.Generator, *,
     ref_gain = 1.0 + reference_error_pct / 100.0
     flow = np.zeros(n)
     volume = np.zeros(n)
-    level = 0.0                      # flow level (L/s) reached so far
+    level = 0.0  # flow level (L/s) reached so far
     t_set = lead_in_s
     points: list[PointTruth] = []
     set_points: list[tuple[float, str, float]] = []
@@ -143,7 +159,7 @@ def simulate_bench_run(plan: list[PlannedPoint], rng: np.random.Generator, *,
         dt = t[i0:] - t[i0]
         target[i0:] = goal + (start_level - goal) * np.exp(-dt / tau)
         flow[i0:] = target[i0:] * noise[i0:]
-        volume[i0 + 1:] = volume[i0] + np.cumsum((flow[i0 + 1:] + flow[i0:-1]) * GRID_DT_S / 2)
+        volume[i0 + 1 :] = volume[i0] + np.cumsum((flow[i0 + 1 :] + flow[i0:-1]) * GRID_DT_S / 2)
 
     def reference_total(i: int) -> float:
         counted = (volume[i] * ref_gain + reference_offset_l) / pulse_volume_l
@@ -162,11 +178,19 @@ def simulate_bench_run(plan: list[PlannedPoint], rng: np.random.Generator, *,
         passed = np.floor(counted + 1e-9) * pulse_volume_l - ref_start
         after = np.nonzero(passed[i_start:] >= p.volume_l - 1e-9)[0]
         if after.size == 0:
-            raise RuntimeError(f"simulate_bench_run: point {p.name} did not reach "
-                               f"{p.volume_l} L within the horizon")
+            raise RuntimeError(f"simulate_bench_run: point {p.name} did not reach {p.volume_l} L within the horizon")
         i_stop = i_start + int(after[0])
-        points.append(PointTruth(p.name, float(t[i_set]), float(t_stable), float(t[i_start]),
-                                 float(t[i_stop]), ref_start, reference_total(i_stop)))
+        points.append(
+            PointTruth(
+                p.name,
+                float(t[i_set]),
+                float(t_stable),
+                float(t[i_start]),
+                float(t[i_stop]),
+                ref_start,
+                reference_total(i_stop),
+            )
+        )
         level = float(target[i_stop])
         t_set = t[i_stop] + 0.5
     i_off = int(round(t_set / GRID_DT_S))
@@ -175,13 +199,26 @@ def simulate_bench_run(plan: list[PlannedPoint], rng: np.random.Generator, *,
     t_end = t[i_off] + 5 * plan[-1].ramp_tau_s + tail_s
     keep = t <= t_end + 1e-9
     flow_kept = flow[keep]
-    temperature = 19.6 + rng.uniform(-0.8, 0.8) + 0.4 * t[keep] / max(t_end, 1.0) + \
-        0.05 * np.sin(2 * math.pi * t[keep] / 97.0)
+    temperature = (
+        19.6 + rng.uniform(-0.8, 0.8) + 0.4 * t[keep] / max(t_end, 1.0) + 0.05 * np.sin(2 * math.pi * t[keep] / 97.0)
+    )
     pressure = 320.0 - 25.0 * (flow_kept / 0.7) ** 2 + rng.normal(0, 0.3, keep.sum())
-    run = BenchRun(t_s=t[keep], flow_l_s=flow_kept, volume_l=volume[keep],
-                   temperature_c=temperature, pressure_kpa=pressure, points=points,
-                   set_points=set_points, t_sequence_start_s=lead_in_s - 0.5,
-                   t_sequence_end_s=float(t_end - tail_s / 2), t_end_s=float(t_end))
-    run.meta = {"reference_error_pct": reference_error_pct, "pulse_volume_l": pulse_volume_l,
-                "reference_offset_l": reference_offset_l, "flow_noise_rel": flow_noise_rel}
+    run = BenchRun(
+        t_s=t[keep],
+        flow_l_s=flow_kept,
+        volume_l=volume[keep],
+        temperature_c=temperature,
+        pressure_kpa=pressure,
+        points=points,
+        set_points=set_points,
+        t_sequence_start_s=lead_in_s - 0.5,
+        t_sequence_end_s=float(t_end - tail_s / 2),
+        t_end_s=float(t_end),
+    )
+    run.meta = {
+        "reference_error_pct": reference_error_pct,
+        "pulse_volume_l": pulse_volume_l,
+        "reference_offset_l": reference_offset_l,
+        "flow_noise_rel": flow_noise_rel,
+    }
     return run

@@ -24,11 +24,11 @@ from meterbench.vision.layout import RegisterElement, RegisterLayout
 __all__ = ["CameraModel", "RegisterRenderer"]
 
 FONT = cv2.FONT_HERSHEY_DUPLEX
-DIGIT_PITCH = 0.8        # strip pitch between digits, fraction of the window height
-DIGIT_HEIGHT = 0.66      # digit glyph height, fraction of the window height
-CYLINDER_RADIUS = 0.6    # wheel radius, fraction of the window height
+DIGIT_PITCH = 0.8  # strip pitch between digits, fraction of the window height
+DIGIT_HEIGHT = 0.66  # digit glyph height, fraction of the window height
+CYLINDER_RADIUS = 0.6  # wheel radius, fraction of the window height
 NOISE_BANK_FRAMES = 3
-MOTION_STEPS_MAX = 8     # needle copies to smear a fast pointer over the exposure
+MOTION_STEPS_MAX = 8  # needle copies to smear a fast pointer over the exposure
 
 # BGR colours of the printed plate
 PLATE_WHITE = (236, 238, 240)
@@ -55,8 +55,7 @@ class CameraModel:
     """
 
     frame_size_px: tuple[int, int] = (640, 360)
-    plate_corners_px: tuple[tuple[float, float], ...] = ((48.0, 68.0), (592.0, 68.0),
-                                                         (592.0, 289.0), (48.0, 289.0))
+    plate_corners_px: tuple[tuple[float, float], ...] = ((48.0, 68.0), (592.0, 68.0), (592.0, 289.0), (48.0, 289.0))
     shake_px: float = 0.6
     shake_deg: float = 0.15
     shake_hold_frames: float = 1.0
@@ -70,8 +69,12 @@ class CameraModel:
     background_bgr: tuple[int, int, int] = (70, 62, 55)
 
     @classmethod
-    def random(cls, rng: np.random.Generator, plate_size_px: tuple[int, int] = (640, 260),
-               frame_size_px: tuple[int, int] = (640, 360)) -> CameraModel:
+    def random(
+        cls,
+        rng: np.random.Generator,
+        plate_size_px: tuple[int, int] = (640, 260),
+        frame_size_px: tuple[int, int] = (640, 360),
+    ) -> CameraModel:
         """A plausible camera: plate ~80–90 % of the frame width, small tilt, varied light."""
         fw, fh = frame_size_px
         pw, ph = plate_size_px
@@ -80,7 +83,7 @@ class CameraModel:
         cx = fw / 2 + rng.uniform(-0.04, 0.04) * fw
         cy = fh / 2 + rng.uniform(-0.04, 0.04) * fh
         base = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-        tilt_x, tilt_y = rng.uniform(-0.04, 0.04, 2)   # keystone: one side shorter
+        tilt_x, tilt_y = rng.uniform(-0.04, 0.04, 2)  # keystone: one side shorter
         base[:, 1] *= 1 + tilt_x * np.sign(base[:, 0])
         base[:, 0] *= 1 + tilt_y * np.sign(base[:, 1])
         angle = math.radians(rng.uniform(-3.0, 3.0))
@@ -88,8 +91,12 @@ class CameraModel:
         corners = base @ rot.T + [cx, cy]
         glare = None
         if rng.random() < 0.6:
-            glare = (float(rng.uniform(0.15, 0.85) * fw), float(rng.uniform(0.15, 0.85) * fh),
-                     float(rng.uniform(0.05, 0.15) * fw), float(rng.uniform(0.25, 0.6)))
+            glare = (
+                float(rng.uniform(0.15, 0.85) * fw),
+                float(rng.uniform(0.15, 0.85) * fh),
+                float(rng.uniform(0.05, 0.15) * fw),
+                float(rng.uniform(0.25, 0.6)),
+            )
         grey = int(rng.integers(40, 110))
         return cls(
             frame_size_px=(fw, fh),
@@ -109,18 +116,25 @@ class CameraModel:
 
     def to_dict(self) -> dict:
         """JSON-ready parameters (for truth.json)."""
-        return {"frame_size_px": list(self.frame_size_px),
-                "plate_corners_px": [list(c) for c in self.plate_corners_px],
-                "shake_px": self.shake_px, "shake_deg": self.shake_deg,
-                "shake_hold_frames": self.shake_hold_frames,
-                "light_gradient": self.light_gradient, "light_angle_deg": self.light_angle_deg,
-                "vignette": self.vignette, "glare": list(self.glare) if self.glare else None,
-                "noise_sigma": self.noise_sigma, "blur_sigma": self.blur_sigma,
-                "exposure_s": self.exposure_s}
+        return {
+            "frame_size_px": list(self.frame_size_px),
+            "plate_corners_px": [list(c) for c in self.plate_corners_px],
+            "shake_px": self.shake_px,
+            "shake_deg": self.shake_deg,
+            "shake_hold_frames": self.shake_hold_frames,
+            "light_gradient": self.light_gradient,
+            "light_angle_deg": self.light_angle_deg,
+            "vignette": self.vignette,
+            "glare": list(self.glare) if self.glare else None,
+            "noise_sigma": self.noise_sigma,
+            "blur_sigma": self.blur_sigma,
+            "exposure_s": self.exposure_s,
+        }
 
 
-def _glyph(digit: str, width: int, height: int, colour: tuple[int, int, int],
-           background: tuple[int, int, int]) -> np.ndarray:
+def _glyph(
+    digit: str, width: int, height: int, colour: tuple[int, int, int], background: tuple[int, int, int]
+) -> np.ndarray:
     """One digit, drawn 4× large with a thick Hershey font and shrunk to (height, width).
 
     Hershey zeros are slashed, meter wheels' are not: "0" is drawn as a capital O.
@@ -131,7 +145,7 @@ def _glyph(digit: str, width: int, height: int, colour: tuple[int, int, int],
     canvas = np.full((th + 24, tw + 24, 3), background, np.uint8)
     cv2.putText(canvas, digit, (12, th + 12), FONT, scale, colour, thickness, cv2.LINE_AA)
     ys, xs = np.nonzero(np.any(canvas != np.array(background, np.uint8), axis=2))
-    canvas = canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    canvas = canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA)
 
 
@@ -147,7 +161,7 @@ def _digit_strip(window_w: int, window_h: int, style: str) -> np.ndarray:
         glyph = _glyph(str(d), glyph_w, glyph_h, ink, background)
         y = d * pitch + (pitch - glyph_h) // 2
         x = (window_w - glyph_w) // 2
-        strip[y:y + glyph_h, x:x + glyph_w] = glyph
+        strip[y : y + glyph_h, x : x + glyph_w] = glyph
     return strip.astype(np.float32)
 
 
@@ -174,12 +188,12 @@ class _Wheel:
     def draw(self, plate: np.ndarray, position: float, motion: float) -> None:
         x, y, w, h = self.box
         window = self._sample(position)
-        if motion > 0.02:   # average a few samples over the exposure
+        if motion > 0.02:  # average a few samples over the exposure
             steps = min(MOTION_STEPS_MAX, 2 + int(motion * 10))
             for k in range(1, steps):
                 window += self._sample(position + motion * k / (steps - 1))
             window /= steps
-        plate[y:y + h, x:x + w] = np.clip(window * self.shade, 0, 255).astype(np.uint8)
+        plate[y : y + h, x : x + w] = np.clip(window * self.shade, 0, 255).astype(np.uint8)
 
     def _sample(self, position: float) -> np.ndarray:
         rows = self.offset + (position % 10.0) * self.pitch
@@ -202,8 +216,7 @@ class _Dial:
         size = int(math.ceil(2 * r)) + 2 * pad
         self.roi = (x0, y0, size, size)
         # needle blade in units of r, pointing up (0) before rotation; the hub is a disc
-        self.blade = np.array([(-0.24, 0.0), (-0.05, -0.8), (0.0, -0.88), (0.05, -0.8),
-                               (0.24, 0.0)], np.float64)
+        self.blade = np.array([(-0.24, 0.0), (-0.05, -0.8), (0.0, -0.88), (0.05, -0.8), (0.24, 0.0)], np.float64)
         self.hub_radius = 0.3 * r
 
     def draw_face(self, plate: np.ndarray) -> None:
@@ -211,7 +224,7 @@ class _Dial:
         r = self.radius
         cv2.circle(plate, c, int(r), (250, 250, 250), -1, cv2.LINE_AA)
         cv2.circle(plate, c, int(r), INK, 2, cv2.LINE_AA)
-        for k in range(50):   # ticks: every 0.2 of a division, long at the numerals
+        for k in range(50):  # ticks: every 0.2 of a division, long at the numerals
             a = math.radians(k * 7.2)
             inner = 0.86 if k % 5 else 0.78
             p0 = self.center + r * inner * np.array([math.sin(a), -math.cos(a)])
@@ -220,12 +233,11 @@ class _Dial:
         scale = r / 70.0
         for d in range(10):
             a = math.radians(d * 36)
-            text = "O" if d == 0 else str(d)     # Hershey's zero is slashed
+            text = "O" if d == 0 else str(d)  # Hershey's zero is slashed
             (tw, th), _ = cv2.getTextSize(text, FONT, scale * (0.85 if d == 0 else 1.0), 2)
             p = self.center + r * 0.62 * np.array([math.sin(a), -math.cos(a)])
             org = (int(round(p[0] - tw / 2)), int(round(p[1] + th / 2)))
-            cv2.putText(plate, text, org, FONT, scale * (0.85 if d == 0 else 1.0), INK, 2,
-                        cv2.LINE_AA)
+            cv2.putText(plate, text, org, FONT, scale * (0.85 if d == 0 else 1.0), INK, 2, cv2.LINE_AA)
 
     def needle_polygon(self, position: float) -> np.ndarray:
         a = 2 * math.pi * (position % 10.0) / 10.0
@@ -234,7 +246,7 @@ class _Dial:
 
     def draw(self, plate: np.ndarray, position: float, motion: float) -> None:
         x0, y0, size, _ = self.roi
-        roi = plate[y0:y0 + size, x0:x0 + size]
+        roi = plate[y0 : y0 + size, x0 : x0 + size]
         if motion <= 0.02:
             self._draw_needle(roi, position)
             return
@@ -252,8 +264,15 @@ class _Dial:
         poly = np.round((self.needle_polygon(position) - origin) * 16).astype(np.int32)
         cv2.fillPoly(roi, [poly], NEEDLE_RED, cv2.LINE_AA, shift=4)
         centre = np.round((self.center - origin) * 16).astype(np.int32)
-        cv2.circle(roi, (int(centre[0]), int(centre[1])), int(round(self.hub_radius * 16)),
-                   NEEDLE_RED, -1, cv2.LINE_AA, shift=4)
+        cv2.circle(
+            roi,
+            (int(centre[0]), int(centre[1])),
+            int(round(self.hub_radius * 16)),
+            NEEDLE_RED,
+            -1,
+            cv2.LINE_AA,
+            shift=4,
+        )
 
 
 def _pt(p: np.ndarray) -> tuple[int, int]:
@@ -268,27 +287,35 @@ class RegisterRenderer:
     >>> frame = renderer.render(positions_from_volume(layout, 1234.5))   # (360, 640, 3) uint8
     """
 
-    def __init__(self, layout: RegisterLayout, *, rng: np.random.Generator,
-                 camera: CameraModel | None = None, label: str = "SIM-0001",
-                 red_wheel_style: str | None = None):
+    def __init__(
+        self,
+        layout: RegisterLayout,
+        *,
+        rng: np.random.Generator,
+        camera: CameraModel | None = None,
+        label: str = "SIM-0001",
+        red_wheel_style: str | None = None,
+    ):
         self.layout = layout
         self.rng = rng
-        self.camera = camera if camera is not None else CameraModel.random(
-            rng, layout.plate_size_px)
+        self.camera = camera if camera is not None else CameraModel.random(rng, layout.plate_size_px)
         if red_wheel_style is None:
             red_wheel_style = "red" if rng.random() < 0.6 else "red-on-white"
         if red_wheel_style not in ("red", "red-on-white"):
-            raise ValueError(f"RegisterRenderer: red_wheel_style: expected 'red' or "
-                             f"'red-on-white', got {red_wheel_style!r}")
+            raise ValueError(
+                f"RegisterRenderer: red_wheel_style: expected 'red' or 'red-on-white', got {red_wheel_style!r}"
+            )
         self.red_wheel_style = red_wheel_style
-        self._parts = [_Wheel(e, "black" if e.colour == "black" else red_wheel_style)
-                       if e.kind == "wheel" else _Dial(e) for e in layout.elements]
+        self._parts = [
+            _Wheel(e, "black" if e.colour == "black" else red_wheel_style) if e.kind == "wheel" else _Dial(e)
+            for e in layout.elements
+        ]
         self._plate = self._draw_plate(label)
         # plate edge coords -> camera edge coords (corners), then pixel-centre convention
         # both sides, as cv2.warpPerspective samples pixel centres
         edge_homography = cv2.getPerspectiveTransform(
-            np.array(_plate_corners(layout), np.float32),
-            np.array(self.camera.plate_corners_px, np.float32))
+            np.array(_plate_corners(layout), np.float32), np.array(self.camera.plate_corners_px, np.float32)
+        )
         centre_to_edge = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
         self._homography = np.linalg.inv(centre_to_edge) @ edge_homography @ centre_to_edge
         self._background = self._draw_background()
@@ -302,36 +329,52 @@ class RegisterRenderer:
         w, h = self.layout.plate_size_px
         plate = np.empty((h, w, 3), np.uint8)
         plate[:] = PLATE_WHITE
-        dictionary = cv2.aruco.getPredefinedDictionary(
-            getattr(cv2.aruco, self.layout.marker_dictionary))
+        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.layout.marker_dictionary))
         for marker in self.layout.markers:
             corners = np.array(marker.corners_px)
             x0, y0 = np.round(corners.min(axis=0)).astype(int)
             x1, y1 = np.round(corners.max(axis=0)).astype(int)
             size = int(x1 - x0)
             image = cv2.aruco.generateImageMarker(dictionary, marker.id, size)
-            plate[y0:y0 + size, x0:x0 + size] = image[:, :, None]
+            plate[y0 : y0 + size, x0 : x0 + size] = image[:, :, None]
         wheels = [p for p in self._parts if isinstance(p, _Wheel)]
-        if wheels:   # a dark bezel around the counter row
+        if wheels:  # a dark bezel around the counter row
             xs = [p.box[0] for p in wheels] + [p.box[0] + p.box[2] for p in wheels]
             y, hh = wheels[0].box[1], wheels[0].box[3]
             cv2.rectangle(plate, (min(xs) - 6, y - 6), (max(xs) + 6, y + hh + 6), (60, 60, 60), -1)
-            blacks = [p for p, e in zip(self._parts, self.layout.elements, strict=True)
-                      if isinstance(p, _Wheel) and e.colour == "black"]
+            blacks = [
+                p
+                for p, e in zip(self._parts, self.layout.elements, strict=True)
+                if isinstance(p, _Wheel) and e.colour == "black"
+            ]
             if blacks:
                 right = blacks[-1].box[0] + blacks[-1].box[2]
-                cv2.putText(plate, "m3", (right + 8 if len(blacks) == len(wheels) else
-                                          max(xs) + 10, y + hh - 4), FONT, 0.6, INK, 1, cv2.LINE_AA)
+                cv2.putText(
+                    plate,
+                    "m3",
+                    (right + 8 if len(blacks) == len(wheels) else max(xs) + 10, y + hh - 4),
+                    FONT,
+                    0.6,
+                    INK,
+                    1,
+                    cv2.LINE_AA,
+                )
         for part, element in zip(self._parts, self.layout.elements, strict=True):
             if isinstance(part, _Dial):
                 part.draw_face(plate)
                 x, y, bw, bh = element.box_px
-                text = "x" + element.name.removeprefix("Lx") + " L" if element.name.startswith(
-                    "Lx") else element.name
-                cv2.putText(plate, text, (int(x + bw - 4), int(y + bh)), FONT, 0.4, INK, 1,
-                            cv2.LINE_AA)
-        cv2.putText(plate, f"DN15  Q3 2.5  R100  class 2  T30   {label}", (70, h - 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.42, INK, 1, cv2.LINE_AA)
+                text = "x" + element.name.removeprefix("Lx") + " L" if element.name.startswith("Lx") else element.name
+                cv2.putText(plate, text, (int(x + bw - 4), int(y + bh)), FONT, 0.4, INK, 1, cv2.LINE_AA)
+        cv2.putText(
+            plate,
+            f"DN15  Q3 2.5  R100  class 2  T30   {label}",
+            (70, h - 14),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.42,
+            INK,
+            1,
+            cv2.LINE_AA,
+        )
         return plate
 
     def _draw_background(self) -> np.ndarray:
@@ -340,7 +383,7 @@ class RegisterRenderer:
         bg[:] = self.camera.background_bgr
         corners = np.array(self.camera.plate_corners_px)
         centre = corners.mean(axis=0)
-        rim = corners + (corners - centre) * 0.06   # a darker bezel around the plate
+        rim = corners + (corners - centre) * 0.06  # a darker bezel around the plate
         cv2.fillPoly(bg, [np.round(rim).astype(np.int32)], (35, 35, 38), cv2.LINE_AA)
         return bg
 
@@ -349,17 +392,19 @@ class RegisterRenderer:
         cam = self.camera
         fw, fh = cam.frame_size_px
         yy, xx = np.mgrid[0:fh, 0:fw].astype(np.float32)
-        u = ((xx - fw / 2) * math.cos(math.radians(cam.light_angle_deg))
-             + (yy - fh / 2) * math.sin(math.radians(cam.light_angle_deg))) / (fw / 2)
+        u = (
+            (xx - fw / 2) * math.cos(math.radians(cam.light_angle_deg))
+            + (yy - fh / 2) * math.sin(math.radians(cam.light_angle_deg))
+        ) / (fw / 2)
         rr = ((xx - fw / 2) ** 2 + (yy - fh / 2) ** 2) / ((fw / 2) ** 2 + (fh / 2) ** 2)
         gain = 0.95 * (1 + cam.light_gradient * u) * (1 - cam.vignette * rr)
         self._glare = None
         if cam.glare is not None:
             gx, gy, radius, strength = cam.glare
-            blob = np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius ** 2))
+            blob = np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius**2))
             self._glare = np.clip(255 * strength * blob, 0, 255).astype(np.uint8)
             self._glare = np.repeat(self._glare[:, :, None], 3, axis=2)
-            gain = gain * (1 - 0.5 * strength * blob)   # glare washes out the contrast
+            gain = gain * (1 - 0.5 * strength * blob)  # glare washes out the contrast
         return np.repeat(np.clip(gain * 128, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
     def _noise_bank(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -369,8 +414,7 @@ class RegisterRenderer:
         for _ in range(NOISE_BANK_FRAMES):
             noise = self.rng.normal(0, self.camera.noise_sigma, (fh + 16, fw + 16, 3))
             noise = np.clip(np.round(noise), -255, 255)
-            bank.append((np.clip(noise, 0, None).astype(np.uint8),
-                         np.clip(-noise, 0, None).astype(np.uint8)))
+            bank.append((np.clip(noise, 0, None).astype(np.uint8), np.clip(-noise, 0, None).astype(np.uint8)))
         return bank
 
     # -- per frame ---------------------------------------------------------
@@ -379,12 +423,10 @@ class RegisterRenderer:
         positions = np.asarray(positions, np.float64)
         n = len(self.layout.elements)
         if positions.shape != (n,):
-            raise ValueError(f"RegisterRenderer.render: positions: expected shape ({n},), "
-                             f"got {positions.shape}")
+            raise ValueError(f"RegisterRenderer.render: positions: expected shape ({n},), got {positions.shape}")
         motion = np.zeros(n) if motion is None else np.asarray(motion, np.float64)
         if motion.shape != (n,):
-            raise ValueError(f"RegisterRenderer.render: motion: expected shape ({n},), "
-                             f"got {motion.shape}")
+            raise ValueError(f"RegisterRenderer.render: motion: expected shape ({n},), got {motion.shape}")
         plate = self._plate.copy()
         for part, pos, move in zip(self._parts, positions, motion, strict=True):
             part.draw(plate, float(pos), float(move))
@@ -401,8 +443,14 @@ class RegisterRenderer:
         fw, fh = cam.frame_size_px
         shake = self._shake_matrix()
         frame = self._background.copy()
-        cv2.warpPerspective(plate, shake @ self._homography, (fw, fh), dst=frame,
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+        cv2.warpPerspective(
+            plate,
+            shake @ self._homography,
+            (fw, fh),
+            dst=frame,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
         frame = cv2.multiply(frame, self._light, scale=1 / 128)
         if self._glare is not None:
             frame = cv2.add(frame, self._glare)
@@ -410,15 +458,14 @@ class RegisterRenderer:
             frame = cv2.GaussianBlur(frame, (0, 0), cam.blur_sigma)
         plus, minus = self._noise[int(self.rng.integers(NOISE_BANK_FRAMES))]
         dx, dy = (int(v) for v in self.rng.integers(0, 16, 2))
-        frame = cv2.add(frame, plus[dy:dy + fh, dx:dx + fw])
-        return cv2.subtract(frame, minus[dy:dy + fh, dx:dx + fw])
+        frame = cv2.add(frame, plus[dy : dy + fh, dx : dx + fw])
+        return cv2.subtract(frame, minus[dy : dy + fh, dx : dx + fw])
 
     def _shake_matrix(self) -> np.ndarray:
         """The current shake (3×3, frame px): held for a random number of frames."""
         if self._shake_frames_left <= 0:
             self._shake = self._new_shake()
-            self._shake_frames_left = int(self.rng.geometric(
-                1.0 / max(self.camera.shake_hold_frames, 1.0)))
+            self._shake_frames_left = int(self.rng.geometric(1.0 / max(self.camera.shake_hold_frames, 1.0)))
         self._shake_frames_left -= 1
         return self._shake
 

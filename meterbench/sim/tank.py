@@ -46,7 +46,7 @@ _PULSE_L = 0.0001
 _TOTALISER_HZ = 10.0
 _TELEMETRY_HZ = 2.0
 _CAMERA_FPS = 2.0
-_SLOW_FILL_M3H = 0.06          # last _SLOW_FILL_L at 1 L/min
+_SLOW_FILL_M3H = 0.06  # last _SLOW_FILL_L at 1 L/min
 _SLOW_FILL_L = 0.25
 _RECORD_BEFORE_STOP_S = 6.0
 _READ_WINDOW_S = 5.0
@@ -58,10 +58,10 @@ class TankRunTruth:
     """What really happened in one run (volumes L, temperatures °C, level mL)."""
 
     name: str
-    delivered_l: float            # totaliser volume between the latches, at the meter
+    delivered_l: float  # totaliser volume between the latches, at the meter
     meter_temperature_c: float
     tank_temperature_c: float
-    level_ml: float               # true settled level relative to the nominal mark
+    level_ml: float  # true settled level relative to the nominal mark
     true_error_pct: float
     reference_volume_20c_l: float
     indicated_volume_20c_l: float
@@ -79,31 +79,51 @@ def sample_tank_error_pct(rng: np.random.Generator, mpe_pct: float) -> float:
             return error
 
 
-def _level_ml(delivered_l: float, meter_c: float, tank_c: float, v0_l: float,
-              beta: float) -> float:
+def _level_ml(delivered_l: float, meter_c: float, tank_c: float, v0_l: float, beta: float) -> float:
     """Scale reading (mL) where the delivered water stands in the tank."""
     at_tank = calibration.transfer_volume(delivered_l, meter_c, tank_c)
     return (at_tank / (1.0 + beta * (tank_c - 20.0)) - v0_l) * 1000.0
 
 
-def _tank_manifest(seed: int, geometry_hint: NeckScaleGeometry, runs: int,
-                   fill_rate_m3h: float, nominal_l: float, material: str) -> dict:
+def _tank_manifest(
+    seed: int, geometry_hint: NeckScaleGeometry, runs: int, fill_rate_m3h: float, nominal_l: float, material: str
+) -> dict:
     return {
         "session_id": f"sim-tank-seed{seed}",
-        "bench_kind": "tank", "bench_id": BENCH_ID,
+        "bench_kind": "tank",
+        "bench_id": BENCH_ID,
         "start_time_utc": "2026-11-27T09:00:00Z",
         "instruments": [],
-        "tanks": [{
-            "id": "T1", "kind": "tank", "type": f"{nominal_l:g} L standard capacity measure, "
-            "graduated neck with gauge glass", "serial": f"SIM-T-{seed:04d}",
-            "nominal_volume_l": nominal_l, "material": material, "class": "scale-division",
-            "camera": CAMERA_ID, "drain_time_s": 60.0, "settle_time_s": 10.0,
-            "scale": geometry_hint.to_dict()}],
-        "reference_instruments": [{"id": "ref", "kind": "pulse-totaliser", "device": "ref-meter",
-                                   "expanded_uncertainty_pct": 0.02, "coverage_factor": 2,
-                                   "resolution_l": _PULSE_L}],
-        "test_plan": {"points": [{"name": f"R{i + 1}", "flow_rate_m3h": fill_rate_m3h,
-                                  "volume_l": nominal_l} for i in range(runs)]},
+        "tanks": [
+            {
+                "id": "T1",
+                "kind": "tank",
+                "type": f"{nominal_l:g} L standard capacity measure, graduated neck with gauge glass",
+                "serial": f"SIM-T-{seed:04d}",
+                "nominal_volume_l": nominal_l,
+                "material": material,
+                "class": "scale-division",
+                "camera": CAMERA_ID,
+                "drain_time_s": 60.0,
+                "settle_time_s": 10.0,
+                "scale": geometry_hint.to_dict(),
+            }
+        ],
+        "reference_instruments": [
+            {
+                "id": "ref",
+                "kind": "pulse-totaliser",
+                "device": "ref-meter",
+                "expanded_uncertainty_pct": 0.02,
+                "coverage_factor": 2,
+                "resolution_l": _PULSE_L,
+            }
+        ],
+        "test_plan": {
+            "points": [
+                {"name": f"R{i + 1}", "flow_rate_m3h": fill_rate_m3h, "volume_l": nominal_l} for i in range(runs)
+            ]
+        },
         "decision_rule": "simple",
         "simulator": {"seed": seed, "generator": "meterbench.sim.tank"},
     }
@@ -135,17 +155,31 @@ class _Bench:
             if t_next == end:
                 return
             if t_next == self._next_serial:
-                self.serial.append((self.t, {"pulses": int(self.total_l / _PULSE_L + 1e-9),
-                                             "flow_l_h": self.flow_l_s * 3600.0,
-                                             "temperature_c": self._sensor(self.meter_c)}))
+                self.serial.append(
+                    (
+                        self.t,
+                        {
+                            "pulses": int(self.total_l / _PULSE_L + 1e-9),
+                            "flow_l_h": self.flow_l_s * 3600.0,
+                            "temperature_c": self._sensor(self.meter_c),
+                        },
+                    )
+                )
                 self._next_serial += 1.0 / _TOTALISER_HZ
             else:
-                self.mqtt.append((self.t, "telemetry", {
-                    "flow_m3h": round(self.flow_l_s * 3.6, 5),
-                    "temperature_c": self._sensor(self.meter_c),
-                    "tank_temperature_c": self._sensor(self.tank_c),
-                    "pressure_kpa": 250.0 if self.flow_l_s else 300.0,
-                    "valves": dict(self.valves)}))
+                self.mqtt.append(
+                    (
+                        self.t,
+                        "telemetry",
+                        {
+                            "flow_m3h": round(self.flow_l_s * 3.6, 5),
+                            "temperature_c": self._sensor(self.meter_c),
+                            "tank_temperature_c": self._sensor(self.tank_c),
+                            "pressure_kpa": 250.0 if self.flow_l_s else 300.0,
+                            "valves": dict(self.valves),
+                        },
+                    )
+                )
                 self._next_telemetry += 1.0 / _TELEMETRY_HZ
 
     def _sensor(self, true_c: float) -> float:
@@ -166,20 +200,23 @@ def _write_logs(recorder: SessionRecorder, bench: _Bench) -> None:
     serial_log = recorder.device_log("ref-meter", "serial-totaliser")
     for seq, (t_s, values) in enumerate(bench.serial):
         volume = round(values["pulses"] * _PULSE_L, 4)
-        raw = format_totaliser_line(seq, values["pulses"], volume, values["flow_l_h"],
-                                    values["temperature_c"])
-        parsed = {"seq": seq, "pulses": values["pulses"], "volume_l": volume,
-                  "flow_l_h": round(values["flow_l_h"], 1),
-                  "temperature_c": values["temperature_c"]}
+        raw = format_totaliser_line(seq, values["pulses"], volume, values["flow_l_h"], values["temperature_c"])
+        parsed = {
+            "seq": seq,
+            "pulses": values["pulses"],
+            "volume_l": volume,
+            "flow_l_h": round(values["flow_l_h"], 1),
+            "temperature_c": values["temperature_c"],
+        }
         serial_log.append(t_s, raw.decode("latin-1"), parsed)
     mqtt_log = recorder.device_log("controller", "mqtt")
     for t_s, kind, payload in bench.mqtt:
-        mqtt_log.append(t_s, json.dumps(payload, separators=(",", ":")), payload,
-                        topic=f"bench/{BENCH_ID}/{kind}")
+        mqtt_log.append(t_s, json.dumps(payload, separators=(",", ":")), payload, topic=f"bench/{BENCH_ID}/{kind}")
 
 
-def simulate_tank(out_dir: Path, *, seed: int = 0, runs: int = 3,
-                  conditions: NeckRenderConditions | None = None) -> Path:
+def simulate_tank(
+    out_dir: Path, *, seed: int = 0, runs: int = 3, conditions: NeckRenderConditions | None = None
+) -> Path:
     """Write a simulated tank-verification session folder to ``out_dir``; return its path.
 
     Deterministic for a seed: a 20 L stainless can (neck scale ±10 divisions of
@@ -193,21 +230,24 @@ def simulate_tank(out_dir: Path, *, seed: int = 0, runs: int = 3,
     nominal_l, material, fill_m3h = 20.0, "stainless-steel", 2.4
     geometry = NeckScaleGeometry()
     beta = calibration.cubic_expansion(material).value
-    mpe_pct = calibration.tank_mpe(nominal_l, accuracy_class="scale-division",
-                                   scale_division_l=geometry.ml_per_division / 1000).mpe_pct
+    mpe_pct = calibration.tank_mpe(
+        nominal_l, accuracy_class="scale-division", scale_division_l=geometry.ml_per_division / 1000
+    ).mpe_pct
     tank_error_pct = sample_tank_error_pct(rng, mpe_pct)
     v0_l = nominal_l / (1.0 + tank_error_pct / 100.0)
     camera = conditions or random_conditions(rng, hard=True)
-    hint = NeckScaleGeometry(**{**geometry.__dict__,
-                                "glass_x_px": tuple(float(v + rng.uniform(-1.5, 1.5))
-                                                    for v in geometry.glass_x_px),
-                                "zero_mark_y_px": geometry.zero_mark_y_px
-                                + float(rng.uniform(-4, 4))})
+    hint = NeckScaleGeometry(
+        **{
+            **geometry.__dict__,
+            "glass_x_px": tuple(float(v + rng.uniform(-1.5, 1.5)) for v in geometry.glass_x_px),
+            "zero_mark_y_px": geometry.zero_mark_y_px + float(rng.uniform(-4, 4)),
+        }
+    )
     meter_c = float(rng.uniform(17.0, 23.0))
     bench = _Bench(rng, meter_c, meter_c + float(rng.uniform(-0.4, 0.4)))
     manifest = _tank_manifest(seed, hint, runs, fill_m3h, nominal_l, material)
     truths: list[TankRunTruth] = []
-    frames: list[tuple[float, float, int]] = []       # (t_s, level_ml, frame seed)
+    frames: list[tuple[float, float, int]] = []  # (t_s, level_ml, frame seed)
     out_dir = Path(out_dir)
     with SessionRecorder.create(out_dir, manifest) as recorder:
         bench.event({"event": "sequence_start", "runs": runs})
@@ -216,39 +256,63 @@ def simulate_tank(out_dir: Path, *, seed: int = 0, runs: int = 3,
         bench.advance(60.0 + float(rng.uniform(0, 3)))
         bench.valve("drain", "closed")
         for i in range(runs):
-            truths.append(_one_run(bench, f"R{i + 1}", nominal_l, fill_m3h, v0_l, beta,
-                                   material, frames, rng))
+            truths.append(_one_run(bench, f"R{i + 1}", nominal_l, fill_m3h, v0_l, beta, material, frames, rng))
         bench.event({"event": "sequence_end"})
         bench.advance(0.5)
         _write_logs(recorder, bench)
-        writer = recorder.camera_writer(CAMERA_ID, _CAMERA_FPS, FRAME_SIZE_WH, kind="images",
-                                        image_format="jpg", quality=92)
+        writer = recorder.camera_writer(
+            CAMERA_ID, _CAMERA_FPS, FRAME_SIZE_WH, kind="images", image_format="jpg", quality=92
+        )
         for t_s, level, frame_seed in frames:
-            frame_conditions = NeckRenderConditions(**{**camera.__dict__, "seed": frame_seed,
-                                                       "bubbles": int(frame_seed % 3)})
+            frame_conditions = NeckRenderConditions(
+                **{**camera.__dict__, "seed": frame_seed, "bubbles": int(frame_seed % 3)}
+            )
             writer.write(render_neck(level, geometry, frame_conditions), t_s)
-        recorder.write_truth({"instruments": [{"id": "T1", "points": [
-            {"name": t.name, "true_error_pct": t.true_error_pct,
-             "true_reference_volume_l": t.reference_volume_20c_l,
-             "true_indicated_volume_l": t.indicated_volume_20c_l,
-             "true_level_ml": t.level_ml, "delivered_l": t.delivered_l,
-             "meter_temperature_c": t.meter_temperature_c,
-             "tank_temperature_c": t.tank_temperature_c} for t in truths]}],
-            "tank_error_pct": tank_error_pct, "tank_volume_at_nominal_mark_20c_l": v0_l,
-            "mpe_pct": mpe_pct, "camera_conditions": {
-                k: v for k, v in camera.__dict__.items() if k != "extra"}})
+        recorder.write_truth(
+            {
+                "instruments": [
+                    {
+                        "id": "T1",
+                        "points": [
+                            {
+                                "name": t.name,
+                                "true_error_pct": t.true_error_pct,
+                                "true_reference_volume_l": t.reference_volume_20c_l,
+                                "true_indicated_volume_l": t.indicated_volume_20c_l,
+                                "true_level_ml": t.level_ml,
+                                "delivered_l": t.delivered_l,
+                                "meter_temperature_c": t.meter_temperature_c,
+                                "tank_temperature_c": t.tank_temperature_c,
+                            }
+                            for t in truths
+                        ],
+                    }
+                ],
+                "tank_error_pct": tank_error_pct,
+                "tank_volume_at_nominal_mark_20c_l": v0_l,
+                "mpe_pct": mpe_pct,
+                "camera_conditions": {k: v for k, v in camera.__dict__.items() if k != "extra"},
+            }
+        )
     return out_dir
 
 
-def _one_run(bench: _Bench, name: str, nominal_l: float, fill_m3h: float, v0_l: float,
-             beta: float, material: str, frames: list[tuple[float, float, int]],
-             rng: np.random.Generator) -> TankRunTruth:
+def _one_run(
+    bench: _Bench,
+    name: str,
+    nominal_l: float,
+    fill_m3h: float,
+    v0_l: float,
+    beta: float,
+    material: str,
+    frames: list[tuple[float, float, int]],
+    rng: np.random.Generator,
+) -> TankRunTruth:
     """Fill, slow fill, settle, read, drain; append the camera frames to record."""
     bench.advance(2.0)
     start_l = bench.latched_l()
-    bench.event({"event": "point_start", "point": name, "reference_volume_l": start_l,
-                 "flow_set_m3h": fill_m3h})
-    target_l = nominal_l + float(rng.uniform(-0.06, 0.06))   # the controller aims near 0 mL
+    bench.event({"event": "point_start", "point": name, "reference_volume_l": start_l, "flow_set_m3h": fill_m3h})
+    target_l = nominal_l + float(rng.uniform(-0.06, 0.06))  # the controller aims near 0 mL
     bench.valve("fill", "open", point=name, flow_set_m3h=fill_m3h)
     bench.flow_l_s = fill_m3h / 3.6
     bench.advance((target_l - _SLOW_FILL_L) / bench.flow_l_s)
@@ -276,15 +340,21 @@ def _one_run(bench: _Bench, name: str, nominal_l: float, fill_m3h: float, v0_l: 
             level_t = _level_ml(filled, bench.meter_c, bench.tank_c, v0_l, beta)
         else:
             dt = t_s - stop_t
-            level_t = level + wave_ml * math.exp(-dt / _WAVE_TAU_S) * math.sin(
-                2 * math.pi * wave_hz * dt)
+            level_t = level + wave_ml * math.exp(-dt / _WAVE_TAU_S) * math.sin(2 * math.pi * wave_hz * dt)
         frames.append((t_s, level_t, int(rng.integers(2**31))))
     bench.advance(last / _CAMERA_FPS - stop_t + 0.2)
     drain_s = 60.0 + float(rng.uniform(0.0, 4.0))
     bench.valve("drain", "open", point=name, drain_time_s=60.0)
     bench.advance(drain_s)
     bench.valve("drain", "closed", point=name, drained_s=round(drain_s, 2))
-    truth = calibration.tank_error(nominal_l + level / 1000.0, delivered, bench.meter_c,
-                                   bench.tank_c, material)
-    return TankRunTruth(name, delivered, bench.meter_c, bench.tank_c, level,
-                        truth.error_pct, truth.reference_volume_l, truth.indicated_volume_l)
+    truth = calibration.tank_error(nominal_l + level / 1000.0, delivered, bench.meter_c, bench.tank_c, material)
+    return TankRunTruth(
+        name,
+        delivered,
+        bench.meter_c,
+        bench.tank_c,
+        level,
+        truth.error_pct,
+        truth.reference_volume_l,
+        truth.indicated_volume_l,
+    )

@@ -60,14 +60,13 @@ PROFILES = {
     # Registers with a 0.1 L/turn test dial (0.01 L per division): volumes from the plan for
     # d = 0.01 L and u <= MPE/10 (calibration.plan_test_volumes: 5 / 5 / 2 L), Q3 raised to
     # 50 L because the test dial spins too fast at Q3 and the 1 L/turn dial is read there.
-    "standard": Profile({"Q3": 50.0, "Q2": 5.0, "Q1": 2.0},
-                        {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0)),
+    "standard": Profile({"Q3": 50.0, "Q2": 5.0, "Q1": 2.0}, {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0)),
     # a sample / test session of a few MB
-    "short": Profile({"Q3": 5.0, "Q2": 0.5, "Q1": 0.3},
-                     {"Q3": 0.6, "Q2": 0.4, "Q1": 0.4}, (0.5, 1.0)),
+    "short": Profile({"Q3": 5.0, "Q2": 0.5, "Q1": 0.3}, {"Q3": 0.6, "Q2": 0.4, "Q1": 0.4}, (0.5, 1.0)),
     # ordinary registers (finest division 0.1 L) at the standard volumes: reading-limited
-    "coarse": Profile({"Q3": 50.0, "Q2": 5.0, "Q1": 2.0},
-                      {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0), ("dials", "wheels")),
+    "coarse": Profile(
+        {"Q3": 50.0, "Q2": 5.0, "Q1": 2.0}, {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0), ("dials", "wheels")
+    ),
 }
 
 
@@ -80,7 +79,7 @@ class SimulatedMeter:
     layout: RegisterLayout
     curve: ErrorCurve
     node_errors_pct: dict[str, float]
-    status: str                 # "inside", "near" (a point at 0.8–0.85 MPE), "outside"
+    status: str  # "inside", "near" (a point at 0.8–0.85 MPE), "outside"
     start_volume_l: float
     camera: CameraModel
 
@@ -105,41 +104,42 @@ def _set_flows_m3h() -> dict[str, float]:
     return {p: sum(verification_flow_window(p, flows)) / 2 for p in ("Q3", "Q2", "Q1")}
 
 
-def _node_errors(rng: np.random.Generator, status: str, flows_m3h: dict[str, float]
-                 ) -> dict[str, float]:
+def _node_errors(rng: np.random.Generator, status: str, flows_m3h: dict[str, float]) -> dict[str, float]:
     """True errors (%) at the test flows: typical curve shape, inside 0.75 MPE unless told."""
-    errors = {"Q3": float(np.clip(rng.normal(0.1, 0.5), -1.4, 1.4)),
-              "Q2": float(np.clip(rng.normal(0.4, 0.6), -1.5, 1.5)),
-              "Q1": float(np.clip(rng.normal(-0.8, 1.4), -3.7, 3.7))}
+    errors = {
+        "Q3": float(np.clip(rng.normal(0.1, 0.5), -1.4, 1.4)),
+        "Q2": float(np.clip(rng.normal(0.4, 0.6), -1.5, 1.5)),
+        "Q1": float(np.clip(rng.normal(-0.8, 1.4), -3.7, 3.7)),
+    }
     if status != "inside":
         point = str(rng.choice(["Q1", "Q2", "Q3"]))
         low, high = (1.3, 1.8) if status == "outside" else (0.8, 0.85)
-        errors[point] = float(rng.choice([-1.0, 1.0]) * _mpe_pct(flows_m3h[point])
-                              * rng.uniform(low, high))
+        errors[point] = float(rng.choice([-1.0, 1.0]) * _mpe_pct(flows_m3h[point]) * rng.uniform(low, high))
     return errors
 
 
 def _meter_statuses(rng: np.random.Generator, meters: int) -> list[str]:
     """One meter (seed-chosen) outside the MPE when there are ≥ 2; others mostly inside."""
-    statuses = ["near" if rng.random() < 0.15 else
-                ("outside" if rng.random() < 0.05 else "inside") for _ in range(meters)]
+    statuses = [
+        "near" if rng.random() < 0.15 else ("outside" if rng.random() < 0.05 else "inside") for _ in range(meters)
+    ]
     if meters >= 2:
         outside = int(rng.integers(meters))
         statuses[outside] = "outside"
         inside = (outside + 1 + int(rng.integers(meters - 1))) % meters
-        statuses[inside] = "inside"   # at least one clean pass
+        statuses[inside] = "inside"  # at least one clean pass
     return statuses
 
 
-def _make_meters(rngs: list[np.random.Generator], statuses: list[str],
-                 flows_m3h: dict[str, float], variants: tuple[str, str]) -> list[SimulatedMeter]:
+def _make_meters(
+    rngs: list[np.random.Generator], statuses: list[str], flows_m3h: dict[str, float], variants: tuple[str, str]
+) -> list[SimulatedMeter]:
     meters = []
     nodes = tuple(flows_m3h[p] for p in ("Q1", "Q2", "Q3"))
     for k, (rng, status) in enumerate(zip(rngs, statuses, strict=True)):
         variant = variants[0] if rng.random() < 0.5 else variants[1]
         errors = _node_errors(rng, status, flows_m3h)
-        curve = ErrorCurve.through(nodes, tuple(errors[p] for p in ("Q1", "Q2", "Q3")),
-                                   q_ref_m3h=Q3_M3H)
+        curve = ErrorCurve.through(nodes, tuple(errors[p] for p in ("Q1", "Q2", "Q3")), q_ref_m3h=Q3_M3H)
         layout = RegisterLayout.from_dict(default_register_layout(variant))
         camera = CameraModel.random(rng, layout.plate_size_px, FRAME_SIZE_PX)
         start = round(float(rng.uniform(0.0, 99_000.0)), 4)
@@ -147,13 +147,13 @@ def _make_meters(rngs: list[np.random.Generator], statuses: list[str],
     return meters
 
 
-def _carry_start(meter: SimulatedMeter, advance_l: float, rng: np.random.Generator
-                 ) -> SimulatedMeter:
+def _carry_start(meter: SimulatedMeter, advance_l: float, rng: np.random.Generator) -> SimulatedMeter:
     """Move the start volume so that a whole m³ turns over `advance_l` litres into the run."""
     cubic_metres = int(rng.integers(0, 99)) * 1000.0
     start = round(cubic_metres + 1000.0 - advance_l, 4) % 99_000.0
-    return SimulatedMeter(meter.index, meter.variant, meter.layout, meter.curve,
-                          meter.node_errors_pct, meter.status, start, meter.camera)
+    return SimulatedMeter(
+        meter.index, meter.variant, meter.layout, meter.curve, meter.node_errors_pct, meter.status, start, meter.camera
+    )
 
 
 def _reference_pulses(run: BenchRun, t_s: np.ndarray) -> np.ndarray:
@@ -173,27 +173,30 @@ def _write_serial(recorder: SessionRecorder, run: BenchRun, rng: np.random.Gener
     seq0 = int(rng.integers(0, 50_000))
     log = recorder.device_log("ref-meter", "serial-totaliser")
     for k in range(n):
-        line = format_totaliser_line(seq0 + k, int(pulses[k]), pulses[k] * PULSE_VOLUME_L,
-                                     max(float(flow_l_h[k]), 0.0), float(temperature[k]))
+        line = format_totaliser_line(
+            seq0 + k, int(pulses[k]), pulses[k] * PULSE_VOLUME_L, max(float(flow_l_h[k]), 0.0), float(temperature[k])
+        )
         parsed, error = parse_totaliser_line(line)
         log.append(round(float(t[k]), 4), line.decode("latin-1"), parsed, error)
 
 
 def _controller_events(run: BenchRun) -> list[tuple[float, str, dict]]:
     """(t_s, kind, payload) of the controller's events; kind is the topic suffix."""
-    events: list[tuple[float, str, dict]] = [(run.t_sequence_start_s, "event",
-                                              {"event": "sequence_start", "bench": BENCH_ID})]
+    events: list[tuple[float, str, dict]] = [
+        (run.t_sequence_start_s, "event", {"event": "sequence_start", "bench": BENCH_ID})
+    ]
     for t_s, point, flow in run.set_points:
         payload = {"event": "flow_set", "flow_m3h": flow}
         if point:
             payload["point"] = point
         events.append((t_s, "event", payload))
     for p in run.points:
-        for kind, t_s, ref in (("flow_stable", p.t_stable_s, None),
-                               ("point_start", p.t_start_s, p.reference_start_l),
-                               ("point_stop", p.t_stop_s, p.reference_stop_l)):
-            payload = {"event": kind, "point": p.name,
-                       "flow_m3h": round(float(run.at(run.flow_l_s, t_s)) * 3.6, 5)}
+        for kind, t_s, ref in (
+            ("flow_stable", p.t_stable_s, None),
+            ("point_start", p.t_start_s, p.reference_start_l),
+            ("point_stop", p.t_stop_s, p.reference_stop_l),
+        ):
+            payload = {"event": kind, "point": p.name, "flow_m3h": round(float(run.at(run.flow_l_s, t_s)) * 3.6, 5)}
             if ref is not None:
                 payload["reference_volume_l"] = round(ref, 4)
             events.append((t_s, "event", payload))
@@ -201,8 +204,7 @@ def _controller_events(run: BenchRun) -> list[tuple[float, str, dict]]:
     return events
 
 
-def _write_controller(recorder: SessionRecorder, run: BenchRun, rng: np.random.Generator
-                      ) -> None:
+def _write_controller(recorder: SessionRecorder, run: BenchRun, rng: np.random.Generator) -> None:
     """MQTT telemetry at 2 Hz and test-sequence events, merged in time order."""
     n = int(run.t_end_s / TELEMETRY_PERIOD_S)
     t = 0.25 + np.arange(n) * TELEMETRY_PERIOD_S + np.clip(rng.normal(0, 0.005, n), -0.02, 0.02)
@@ -213,12 +215,18 @@ def _write_controller(recorder: SessionRecorder, run: BenchRun, rng: np.random.G
     for k in range(n):
         running = run.t_sequence_start_s <= t[k] <= run.t_sequence_end_s
         state = "open" if running else "closed"
-        messages.append((float(t[k]), "telemetry", {
-            "flow_m3h": round(max(float(flow[k]), 0.0), 5),
-            "temperature_c": round(float(temperature[k]), 2),
-            "pressure_kpa": round(float(pressure[k]), 1),
-            "valves": {"inlet": state, "outlet": state,
-                       "bypass": "closed" if running else "open"}}))
+        messages.append(
+            (
+                float(t[k]),
+                "telemetry",
+                {
+                    "flow_m3h": round(max(float(flow[k]), 0.0), 5),
+                    "temperature_c": round(float(temperature[k]), 2),
+                    "pressure_kpa": round(float(pressure[k]), 1),
+                    "valves": {"inlet": state, "outlet": state, "bypass": "closed" if running else "open"},
+                },
+            )
+        )
     messages.sort(key=lambda m: m[0])
     log = recorder.device_log("controller", "mqtt")
     for t_s, kind, payload in messages:
@@ -228,32 +236,41 @@ def _write_controller(recorder: SessionRecorder, run: BenchRun, rng: np.random.G
 
 def _register_track(run: BenchRun, meter: SimulatedMeter) -> np.ndarray:
     """Register volume (L) of `meter` on the run's grid."""
-    return meter.start_volume_l + run.integrate(meter.curve.registration_factor(
-        run.flow_l_s * 3.6))
+    return meter.start_volume_l + run.integrate(meter.curve.registration_factor(run.flow_l_s * 3.6))
 
 
-def _write_camera(recorder: SessionRecorder, run: BenchRun, meter: SimulatedMeter,
-                  register_l: np.ndarray, fps: float, rng: np.random.Generator) -> int:
+def _write_camera(
+    recorder: SessionRecorder,
+    run: BenchRun,
+    meter: SimulatedMeter,
+    register_l: np.ndarray,
+    fps: float,
+    rng: np.random.Generator,
+) -> int:
     """Render and record the camera of `meter`; frames at `fps` with ±2 ms jitter."""
     n = int(run.t_end_s * fps)
-    t = (np.arange(n) + rng.uniform(0.0, 1.0)) / fps + np.clip(rng.normal(0, 0.001, n),
-                                                                -0.004, 0.004)
+    t = (np.arange(n) + rng.uniform(0.0, 1.0)) / fps + np.clip(rng.normal(0, 0.001, n), -0.004, 0.004)
     t = t[t < run.t_end_s]
     half = meter.camera.exposure_s / 2
     capacity = meter.layout.capacity_l
     opening = positions_from_volume(meter.layout, run.at(register_l, t - half) % capacity)
     closing = positions_from_volume(meter.layout, run.at(register_l, t + half) % capacity)
     motion = (closing - opening) % 10.0
-    renderer = RegisterRenderer(meter.layout, rng=rng, camera=meter.camera,
-                                label=f"SIM-{meter.index + 1:04d}")
+    renderer = RegisterRenderer(meter.layout, rng=rng, camera=meter.camera, label=f"SIM-{meter.index + 1:04d}")
     writer = recorder.camera_writer(meter.camera_id, fps, FRAME_SIZE_PX, kind="video")
     for k in range(t.size):
         writer.write(renderer.render(opening[k], motion[k]), round(float(t[k]), 4))
     return int(t.size)
 
 
-def _truth(run: BenchRun, meters: list[SimulatedMeter], tracks: list[np.ndarray],
-           flows_m3h: dict[str, float], seed: int, profile: str) -> dict:
+def _truth(
+    run: BenchRun,
+    meters: list[SimulatedMeter],
+    tracks: list[np.ndarray],
+    flows_m3h: dict[str, float],
+    seed: int,
+    profile: str,
+) -> dict:
     instruments = []
     for meter, track in zip(meters, tracks, strict=True):
         points = []
@@ -265,63 +282,109 @@ def _truth(run: BenchRun, meters: list[SimulatedMeter], tracks: list[np.ndarray]
             error = (indicated - reference) / reference * 100.0
             water_c = float(np.mean(run.at(run.temperature_c, [p.t_start_s, p.t_stop_s])))
             mpe = _mpe_pct(flows_m3h[p.name], water_c)
-            points.append({
-                "name": p.name, "true_error_pct": error,
-                "true_reference_volume_l": reference, "true_indicated_volume_l": indicated,
-                "true_volume_l": v1 - v0,
-                "true_error_vs_volume_pct": (indicated - (v1 - v0)) / (v1 - v0) * 100.0,
-                "curve_error_pct": meter.node_errors_pct[p.name],
-                "mpe_pct": mpe, "true_verdict": "pass" if abs(error) <= mpe else "fail",
-                "t_start_s": p.t_start_s, "t_stop_s": p.t_stop_s,
-                "register_start_l": r0, "register_stop_l": r1})
-        instruments.append({
-            "id": meter.id, "status": meter.status, "register_variant": meter.variant,
-            "register_start_volume_l": meter.start_volume_l,
-            "true_verdict": "fail" if any(q["true_verdict"] == "fail" for q in points) else "pass",
-            "error_curve": meter.curve.to_dict(), "camera": meter.camera.to_dict(),
-            "points": points})
+            points.append(
+                {
+                    "name": p.name,
+                    "true_error_pct": error,
+                    "true_reference_volume_l": reference,
+                    "true_indicated_volume_l": indicated,
+                    "true_volume_l": v1 - v0,
+                    "true_error_vs_volume_pct": (indicated - (v1 - v0)) / (v1 - v0) * 100.0,
+                    "curve_error_pct": meter.node_errors_pct[p.name],
+                    "mpe_pct": mpe,
+                    "true_verdict": "pass" if abs(error) <= mpe else "fail",
+                    "t_start_s": p.t_start_s,
+                    "t_stop_s": p.t_stop_s,
+                    "register_start_l": r0,
+                    "register_stop_l": r1,
+                }
+            )
+        instruments.append(
+            {
+                "id": meter.id,
+                "status": meter.status,
+                "register_variant": meter.variant,
+                "register_start_volume_l": meter.start_volume_l,
+                "true_verdict": "fail" if any(q["true_verdict"] == "fail" for q in points) else "pass",
+                "error_curve": meter.curve.to_dict(),
+                "camera": meter.camera.to_dict(),
+                "points": points,
+            }
+        )
     return {
-        "format": "meterbench-truth", "format_version": 1, "seed": seed, "profile": profile,
+        "format": "meterbench-truth",
+        "format_version": 1,
+        "seed": seed,
+        "profile": profile,
         "note": "true_error_pct = (register advance - reference totaliser advance) / reference "
-                "advance x 100 between the point_start and point_stop instants; "
-                "true_error_vs_volume_pct uses the true water volume instead",
-        "reference": {"device": "ref-meter", "error_pct": run.meta["reference_error_pct"],
-                      "pulse_volume_l": PULSE_VOLUME_L,
-                      "offset_l": run.meta["reference_offset_l"]},
+        "advance x 100 between the point_start and point_stop instants; "
+        "true_error_vs_volume_pct uses the true water volume instead",
+        "reference": {
+            "device": "ref-meter",
+            "error_pct": run.meta["reference_error_pct"],
+            "pulse_volume_l": PULSE_VOLUME_L,
+            "offset_l": run.meta["reference_offset_l"],
+        },
         "flows_m3h": flows_m3h,
-        "points": [{"name": p.name, "t_set_s": p.t_set_s, "t_stable_s": p.t_stable_s,
-                    "t_start_s": p.t_start_s, "t_stop_s": p.t_stop_s,
-                    "reference_start_l": p.reference_start_l,
-                    "reference_stop_l": p.reference_stop_l} for p in run.points],
-        "instruments": instruments}
+        "points": [
+            {
+                "name": p.name,
+                "t_set_s": p.t_set_s,
+                "t_stable_s": p.t_stable_s,
+                "t_start_s": p.t_start_s,
+                "t_stop_s": p.t_stop_s,
+                "reference_start_l": p.reference_start_l,
+                "reference_stop_l": p.reference_stop_l,
+            }
+            for p in run.points
+        ],
+        "instruments": instruments,
+    }
 
 
-def _manifest(seed: int, profile: str, meters: list[SimulatedMeter],
-              plan: list[PlannedPoint], run: BenchRun) -> dict:
+def _manifest(seed: int, profile: str, meters: list[SimulatedMeter], plan: list[PlannedPoint], run: BenchRun) -> dict:
     suffix = "" if profile == "standard" else f"-{profile}"
     return {
         "session_id": f"sim-water-meter-seed{seed}{suffix}",
-        "bench_kind": "water-meter", "bench_id": BENCH_ID,
+        "bench_kind": "water-meter",
+        "bench_id": BENCH_ID,
         "start_time_utc": START_TIME_UTC,
-        "instruments": [{
-            "id": m.id, "kind": "water-meter", "type": "DN15 single-jet",
-            "serial": f"SIM-{m.index + 1:04d}", "accuracy_class": ACCURACY_CLASS,
-            "q3_m3h": Q3_M3H, "r": R_RATIO, "q2_q1": Q2_Q1, "temperature_class": "T30",
-            "camera": m.camera_id, "register": m.layout.to_dict()} for m in meters],
+        "instruments": [
+            {
+                "id": m.id,
+                "kind": "water-meter",
+                "type": "DN15 single-jet",
+                "serial": f"SIM-{m.index + 1:04d}",
+                "accuracy_class": ACCURACY_CLASS,
+                "q3_m3h": Q3_M3H,
+                "r": R_RATIO,
+                "q2_q1": Q2_Q1,
+                "temperature_class": "T30",
+                "camera": m.camera_id,
+                "register": m.layout.to_dict(),
+            }
+            for m in meters
+        ],
         "tanks": [],
-        "reference_instruments": [{
-            "id": "ref", "kind": "pulse-totaliser", "device": "ref-meter",
-            "expanded_uncertainty_pct": 0.1, "coverage_factor": 2,
-            "resolution_l": PULSE_VOLUME_L}],
-        "test_plan": {"points": [{"name": p.name, "flow_rate_m3h": p.flow_m3h,
-                                  "volume_l": p.volume_l} for p in plan]},
+        "reference_instruments": [
+            {
+                "id": "ref",
+                "kind": "pulse-totaliser",
+                "device": "ref-meter",
+                "expanded_uncertainty_pct": 0.1,
+                "coverage_factor": 2,
+                "resolution_l": PULSE_VOLUME_L,
+            }
+        ],
+        "test_plan": {"points": [{"name": p.name, "flow_rate_m3h": p.flow_m3h, "volume_l": p.volume_l} for p in plan]},
         "decision_rule": "simple",
         "simulated": {"seed": seed, "profile": profile, "duration_s": run.t_end_s},
     }
 
 
-def simulate_water_meter(out_dir: Path, *, seed: int = 0, meters: int = 3,
-                         profile: str = "standard", fps: float = 10.0) -> Path:
+def simulate_water_meter(
+    out_dir: Path, *, seed: int = 0, meters: int = 3, profile: str = "standard", fps: float = 10.0
+) -> Path:
     """Write a complete simulated water-meter session folder to `out_dir`; return it.
 
     `meters` DN15 meters (1–50) in series, test plan Q3, Q2, Q1 with the
@@ -329,8 +392,7 @@ def simulate_water_meter(out_dir: Path, *, seed: int = 0, meters: int = 3,
     (frames/s).  The same `seed` gives the same session.
     """
     if profile not in PROFILES:
-        raise ValueError(f"simulate water-meter: profile: expected one of "
-                         f"{', '.join(PROFILES)}, got {profile!r}")
+        raise ValueError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     if isinstance(meters, bool) or not isinstance(meters, int) or not 1 <= meters <= 50:
         raise ValueError(f"simulate water-meter: meters: expected an integer 1..50, got {meters!r}")
     if not (math.isfinite(fps) and 1.0 <= fps <= 60.0):
@@ -338,20 +400,21 @@ def simulate_water_meter(out_dir: Path, *, seed: int = 0, meters: int = 3,
     spec = PROFILES[profile]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4 + 2 * meters)]
     bench_rng, serial_rng, controller_rng, plan_rng = streams[:4]
-    meter_rngs, camera_rngs = streams[4:4 + meters], streams[4 + meters:]
+    meter_rngs, camera_rngs = streams[4 : 4 + meters], streams[4 + meters :]
     flows = _set_flows_m3h()
-    plan = [PlannedPoint(p, flows[p], spec.volumes_l[p], spec.ramp_tau_s[p])
-            for p in ("Q3", "Q2", "Q1")]
-    run = simulate_bench_run(plan, bench_rng,
-                             reference_error_pct=float(plan_rng.normal(0.0, 0.015)),
-                             pulse_volume_l=PULSE_VOLUME_L,
-                             reference_offset_l=round(float(plan_rng.uniform(1e3, 1e5)), 4),
-                             settle_s=spec.settle_s)
+    plan = [PlannedPoint(p, flows[p], spec.volumes_l[p], spec.ramp_tau_s[p]) for p in ("Q3", "Q2", "Q1")]
+    run = simulate_bench_run(
+        plan,
+        bench_rng,
+        reference_error_pct=float(plan_rng.normal(0.0, 0.015)),
+        pulse_volume_l=PULSE_VOLUME_L,
+        reference_offset_l=round(float(plan_rng.uniform(1e3, 1e5)), 4),
+        settle_s=spec.settle_s,
+    )
     sim_meters = _make_meters(meter_rngs, _meter_statuses(plan_rng, meters), flows, spec.register_variants)
     q3_mid = (run.points[0].t_start_s + run.points[0].t_stop_s) / 2
     advance_mid_q3 = float(run.at(run.volume_l, q3_mid))
-    sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m
-                  for m in sim_meters]
+    sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m for m in sim_meters]
     tracks = [_register_track(run, m) for m in sim_meters]
     manifest = _manifest(seed, profile, sim_meters, plan, run)
     with SessionRecorder.create(out_dir, manifest) as recorder:

@@ -19,8 +19,7 @@ __all__ = ["MosquittoBroker", "SocatPtyPair", "free_tcp_port", "require_binary"]
 
 def require_binary(name: str) -> str:
     """Path of a Debian-packaged binary, or DeviceError saying how to install it."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
     if path is None:
         raise DeviceError(f"{name} is not installed: run `apt-get install -y {name}`")
     return path
@@ -49,18 +48,28 @@ class MosquittoBroker:
     password) turns anonymous access off; ``tls`` (CA, certificate, key files) turns TLS on.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, *,
-                 users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        users: dict[str, str] | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         self.binary = require_binary("mosquitto")
         self.host = "127.0.0.1"
         self.port = port or free_tcp_port()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {str(not users).lower()}",
-                 "persistence true",
-                 f"persistence_location {self.workdir}/", "autosave_interval 1",
-                 f"log_dest file {self.workdir}/mosquitto.log"]
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {str(not users).lower()}",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            f"log_dest file {self.workdir}/mosquitto.log",
+        ]
         if os.geteuid() == 0:
             lines.append("user root")
         if users:
@@ -76,19 +85,19 @@ class MosquittoBroker:
         path.write_text("")
         tool = require_binary("mosquitto_passwd")
         for name, password in users.items():
-            subprocess.run([tool, "-b", str(path), name, password], check=True,
-                           capture_output=True)
+            subprocess.run([tool, "-b", str(path), name, password], check=True, capture_output=True)
         return path
 
     def start(self, timeout_s: float = 5.0) -> MosquittoBroker:
         """Start the broker and wait until it accepts connections."""
-        self.process = subprocess.Popen([self.binary, "-c", str(self.config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.process.kill()
-                log = (self.workdir / "mosquitto.log")
+                log = self.workdir / "mosquitto.log"
                 tail = log.read_text()[-300:] if log.exists() else ""
                 raise DeviceError(f"mosquitto did not start on 127.0.0.1:{self.port}: {tail}")
             time.sleep(0.05)
@@ -125,9 +134,10 @@ class SocatPtyPair:
     def plug(self, timeout_s: float = 5.0) -> SocatPtyPair:
         """Start socat and wait until both links exist."""
         self.process = subprocess.Popen(
-            [self.binary, "-d", "-d", f"pty,raw,echo=0,link={self.a}",
-             f"pty,raw,echo=0,link={self.b}"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [self.binary, "-d", "-d", f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout_s
         while not (os.path.exists(self.a) and os.path.exists(self.b)):
             if time.monotonic() > deadline or self.process.poll() is not None:

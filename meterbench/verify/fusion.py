@@ -111,8 +111,9 @@ def estimate_at_instant(
     valid = np.isfinite(t) & np.isfinite(y) & np.isfinite(u)
     t, y, u = t[valid], y[valid], u[valid]
     if t.size < min_readings:
-        return InstantEstimate(False, reason=f"only {t.size} good register readings near t={instant_t_s:.2f} s "
-                                             f"(need {min_readings})")
+        return InstantEstimate(
+            False, reason=f"only {t.size} good register readings near t={instant_t_s:.2f} s (need {min_readings})"
+        )
     ref_at_instant = float(reference.volume_at(instant_t_s))
     if not np.isfinite(ref_at_instant):
         return InstantEstimate(False, reason=f"reference track does not cover t={instant_t_s:.2f} s")
@@ -120,8 +121,11 @@ def estimate_at_instant(
     covered = np.isfinite(x)  # readings beyond the reference track's ends cannot be placed on it
     t, y, u, x = t[covered], y[covered], u[covered], x[covered]
     if t.size < min_readings:
-        return InstantEstimate(False, reason=f"only {t.size} register readings near t={instant_t_s:.2f} s "
-                                             f"fall inside the reference track (need {min_readings})")
+        return InstantEstimate(
+            False,
+            reason=f"only {t.size} register readings near t={instant_t_s:.2f} s "
+            f"fall inside the reference track (need {min_readings})",
+        )
 
     keep = np.ones(t.size, dtype=bool)
     fit_slope = np.ptp(x) > 3 * float(np.median(u))
@@ -145,13 +149,22 @@ def estimate_at_instant(
     n_used = int(keep.sum())
     n_rejected = int(t.size - n_used)
     if n_used < min_readings:
-        return InstantEstimate(False, n_used=n_used, n_rejected=n_rejected,
-                               reason=f"only {n_used} consistent register readings near t={instant_t_s:.2f} s "
-                                      f"({n_rejected} rejected as misreads)")
+        return InstantEstimate(
+            False,
+            n_used=n_used,
+            n_rejected=n_rejected,
+            reason=f"only {n_used} consistent register readings near t={instant_t_s:.2f} s "
+            f"({n_rejected} rejected as misreads)",
+        )
     if fit_slope and not (slope_bounds[0] <= b <= slope_bounds[1]):
-        return InstantEstimate(False, slope=b, n_used=n_used, n_rejected=n_rejected,
-                               reason=f"register advances {b:.3f} L per reference litre near t={instant_t_s:.2f} s "
-                                      f"(expected {slope_bounds[0]}..{slope_bounds[1]})")
+        return InstantEstimate(
+            False,
+            slope=b,
+            n_used=n_used,
+            n_rejected=n_rejected,
+            reason=f"register advances {b:.3f} L per reference litre near t={instant_t_s:.2f} s "
+            f"(expected {slope_bounds[0]}..{slope_bounds[1]})",
+        )
     residual_kept = residual[keep]
     dof = max(n_used - (2 if fit_slope else 1), 1)
     chi2 = float(np.sum((residual_kept / u[keep]) ** 2) / dof)
@@ -227,6 +240,8 @@ def check_track(
         outlier_times_s=[float(v) for v in t[outliers][:20]],
     )
     if not result.ok:
-        result.reason = (f"register left the reference line in {n_out} of {t.size} readings "
-                         f"between start and stop (max {result.max_deviation_l:.4f} L off)")
+        result.reason = (
+            f"register left the reference line in {n_out} of {t.size} readings "
+            f"between start and stop (max {result.max_deviation_l:.4f} L off)"
+        )
     return result

@@ -32,8 +32,9 @@ class RegisterReaders:
         return {"digit_wheel": self.digit_reader.model_sha256, "pointer_dial": self.dial_reader.model_sha256}
 
 
-def verify_session(session, options: ReadingOptions | None = None,
-                   readers: RegisterReaders | None = None) -> tuple[dict, dict]:
+def verify_session(
+    session, options: ReadingOptions | None = None, readers: RegisterReaders | None = None
+) -> tuple[dict, dict]:
     """Verify a loaded session; returns (report dict, figures for the human report)."""
     manifest = session.manifest
     figures: dict[str, dict[str, str]] = {}

@@ -26,9 +26,19 @@ from meterbench.verify.fusion import (
     estimate_at_instant,
 )
 
-__all__ = ["ReadingOptions", "PointTiming", "RegisterFrameCache", "camera_fps", "evaluate_point",
-           "evaluate_water_meter_session", "finest_usable_element", "point_timings", "read_ahead", "reference_track",
-           "select_frames"]
+__all__ = [
+    "ReadingOptions",
+    "PointTiming",
+    "RegisterFrameCache",
+    "camera_fps",
+    "evaluate_point",
+    "evaluate_water_meter_session",
+    "finest_usable_element",
+    "point_timings",
+    "read_ahead",
+    "reference_track",
+    "select_frames",
+]
 
 _NUMBER = re.compile(r"(?<![A-Za-z.\d])\d+(\.\d+)?")
 L_PER_M3 = 1000.0
@@ -86,8 +96,10 @@ def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
     good = [e for e in _good_events(events) if "volume_l" in e.parsed]
     problems = []
     if len(good) < len(events):
-        problems.append(f"reference meter {device}: {len(events) - len(good)} of {len(events)} lines "
-                        f"unusable (recorded raw, not used)")
+        problems.append(
+            f"reference meter {device}: {len(events) - len(good)} of {len(events)} lines "
+            f"unusable (recorded raw, not used)"
+        )
     if len(good) < 2:
         raise ValueError(f"devices/{device}: fewer than 2 valid reference readings")
     t = np.array([e.t_s for e in good], dtype=np.float64)
@@ -122,8 +134,7 @@ def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]
     return timings
 
 
-def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float,
-                  options: ReadingOptions) -> np.ndarray:
+def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float, options: ReadingOptions) -> np.ndarray:
     """Indices of the frames a point's verdict needs (sorted, unique)."""
     t = frame_times_s
     if options.every_frame:
@@ -191,8 +202,9 @@ class RegisterFrameCache:
         batch: list[tuple[int, float, Any]] = []
         for index, t_s, frame in self.camera.iter_frames(todo):
             if frame is None:
-                self._results[(index, finest_element)] = _FrameResult(t_s, float("nan"), float("nan"),
-                                                                      "frame missing or corrupt")
+                self._results[(index, finest_element)] = _FrameResult(
+                    t_s, float("nan"), float("nan"), "frame missing or corrupt"
+                )
                 continue
             batch.append((index, t_s, frame))
             if len(batch) >= self.batch_frames:
@@ -204,8 +216,10 @@ class RegisterFrameCache:
         readings = self.register_reader.read_frames([f for _, _, f in batch], finest_element=finest_element)
         for (index, t_s, _), reading in zip(batch, readings, strict=True):
             self._results[(index, finest_element)] = (
-                _FrameResult(t_s, reading.volume_l, reading.resolution_l, "") if reading.ok
-                else _FrameResult(t_s, float("nan"), float("nan"), reading.reason or "unreadable"))
+                _FrameResult(t_s, reading.volume_l, reading.resolution_l, "")
+                if reading.ok
+                else _FrameResult(t_s, float("nan"), float("nan"), reading.reason or "unreadable")
+            )
         batch.clear()
 
     def readings(self, indices, finest_element: int) -> _Readings:
@@ -218,8 +232,14 @@ class RegisterFrameCache:
             if r.reason:
                 kind = _NUMBER.sub("#", r.reason)  # "confidence 0.37 < 0.50" and "0.41 < 0.50" are one kind
                 reasons[kind] = reasons.get(kind, 0) + 1
-        return _Readings(np.array([r.t_s for r in good]), np.array([r.volume_l for r in good]),
-                         np.array([r.u_l for r in good]), len(results), len(results) - len(good), reasons)
+        return _Readings(
+            np.array([r.t_s for r in good]),
+            np.array([r.volume_l for r in good]),
+            np.array([r.u_l for r in good]),
+            len(results),
+            len(results) - len(good),
+            reasons,
+        )
 
 
 def _mean_temperature(session, start_t_s: float, stop_t_s: float, fallback_c: float = 20.0) -> float:
@@ -234,10 +254,17 @@ def _mean_temperature(session, start_t_s: float, stop_t_s: float, fallback_c: fl
 
 
 def _inconclusive(name: str, flow_m3h: float, reason: str, **known) -> dict:
-    point = {"name": name, "flow_rate": flow_m3h, "reference_volume": known.get("reference_volume", float("nan")),
-             "indicated_volume": float("nan"), "error_pct": float("nan"),
-             "mpe_pct": known.get("mpe_pct", float("nan")), "uncertainty_pct": float("nan"),
-             "verdict": "inconclusive", "reason": reason}
+    point = {
+        "name": name,
+        "flow_rate": flow_m3h,
+        "reference_volume": known.get("reference_volume", float("nan")),
+        "indicated_volume": float("nan"),
+        "error_pct": float("nan"),
+        "mpe_pct": known.get("mpe_pct", float("nan")),
+        "uncertainty_pct": float("nan"),
+        "verdict": "inconclusive",
+        "reason": reason,
+    }
     return point
 
 
@@ -251,16 +278,16 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
 
     def window_estimate(instant: float, after_s: float) -> InstantEstimate:
         near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
-        return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near],
-                                   track, instant)
+        return estimate_at_instant(readings.t_s[near], readings.volume_l[near], readings.u_l[near], track, instant)
 
     start, stop = window_estimate(t0, options.window_after_s), window_estimate(t1, options.stop_after_s)
     for label, est in (("start", start), ("stop", stop)):
         if not est.ok:
             why = f"flying {label}: {est.reason}"
             if readings.reasons:
-                why += " (unreadable frames: " + ", ".join(
-                    f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
+                why += (
+                    " (unreadable frames: " + ", ".join(f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
+                )
             return why
     track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
     if not track_check.ok:
@@ -270,8 +297,15 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
     return start, stop, track_check, readings
 
 
-def _refine_over_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float,
-                       start: InstantEstimate, stop: InstantEstimate, track_check) -> tuple:
+def _refine_over_point(
+    readings: _Readings,
+    track: ReferenceTrack,
+    t0: float,
+    t1: float,
+    start: InstantEstimate,
+    stop: InstantEstimate,
+    track_check,
+) -> tuple:
     """Both instants from one fit over the readings in [t0, t1] that follow the window line."""
     inside = (readings.t_s >= t0) & (readings.t_s <= t1)
     on_line = inside & ~np.isin(readings.t_s, track_check.outlier_times_s)
@@ -285,15 +319,17 @@ def _refine_over_point(readings: _Readings, track: ReferenceTrack, t0: float, t1
     return refined if all(r.ok for r in refined) else (start, stop)
 
 
-def read_ahead(cache: RegisterFrameCache, start_t_s: float, until_t_s: float, flow_l_s: float,
-               options: ReadingOptions) -> None:
+def read_ahead(
+    cache: RegisterFrameCache, start_t_s: float, until_t_s: float, flow_l_s: float, options: ReadingOptions
+) -> None:
     """Read a running point's frames so far, at the finest element its flow allows.
 
     A live or real-time run calls this once the flying start's window has closed,
     so that at the flying stop only the stop window remains to be read.
     """
-    finest = finest_usable_element(cache.register_reader.layout.elements, flow_l_s, camera_fps(cache.camera),
-                                   options.max_turns_per_frame)
+    finest = finest_usable_element(
+        cache.register_reader.layout.elements, flow_l_s, camera_fps(cache.camera), options.max_turns_per_frame
+    )
     times = cache.camera.frame_times
     indices = select_frames(times, start_t_s, until_t_s, options)
     cache.read(indices[times[indices] <= until_t_s], finest)
@@ -307,9 +343,17 @@ def camera_fps(camera) -> float:
     return float(len(times) - 1) / float(times[-1] - times[0])
 
 
-def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: ReferenceTrack,
-                   cache: RegisterFrameCache, options: ReadingOptions, reference_u_pct_k2: float,
-                   decision_rule: str) -> dict:
+def evaluate_point(
+    session,
+    instrument,
+    plan_point,
+    timing: PointTiming,
+    track: ReferenceTrack,
+    cache: RegisterFrameCache,
+    options: ReadingOptions,
+    reference_u_pct_k2: float,
+    decision_rule: str,
+) -> dict:
     """One test point of one meter -> a report.json point object."""
     name = plan_point["name"]
     planned_flow = float(plan_point.get("flow_rate_m3h", float("nan")))
@@ -317,17 +361,18 @@ def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: 
         return _inconclusive(name, planned_flow, "; ".join(timing.problems))
     t0, t1 = timing.start_t_s, timing.stop_t_s
     if not track.covers(t0, t1):
-        return _inconclusive(name, planned_flow, "reference meter log does not cover the point "
-                                                 "(truncated device log?)")
+        return _inconclusive(name, planned_flow, "reference meter log does not cover the point (truncated device log?)")
     streamed0, streamed1 = track.volume_at([t0, t1])
     reference_l = float(streamed1 - streamed0)
     problems = []
-    for label, latched, streamed in (("start", timing.start_reference_l, streamed0),
-                                     ("stop", timing.stop_reference_l, streamed1)):
-        if latched is not None and abs(latched - streamed) > options.latch_tolerance_l + abs(
-                reference_l) * 1e-5:
-            problems.append(f"latched reference at {label} ({latched:.4f} L) disagrees with the "
-                            f"reference stream ({streamed:.4f} L)")
+    for label, latched, streamed in (
+        ("start", timing.start_reference_l, streamed0),
+        ("stop", timing.stop_reference_l, streamed1),
+    ):
+        if latched is not None and abs(latched - streamed) > options.latch_tolerance_l + abs(reference_l) * 1e-5:
+            problems.append(
+                f"latched reference at {label} ({latched:.4f} L) disagrees with the reference stream ({streamed:.4f} L)"
+            )
     if timing.start_reference_l is not None and timing.stop_reference_l is not None:
         reference_l = float(timing.stop_reference_l - timing.start_reference_l)
     flow_l_s = reference_l / (t1 - t0)
@@ -344,9 +389,13 @@ def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: 
     if name in ("Q1", "Q2", "Q3"):  # a point named after a rated flow must be run inside its window
         low, high = calibration.verification_flow_window(name, flows)
         if not low <= flow_m3h <= high:
-            return _inconclusive(name, flow_m3h, f"mean flow {flow_m3h:.5g} m3/h outside the {name} verification "
-                                                 f"window [{low:.5g}, {high:.5g}] m3/h",
-                                 reference_volume=reference_l, mpe_pct=mpe.mpe_pct)
+            return _inconclusive(
+                name,
+                flow_m3h,
+                f"mean flow {flow_m3h:.5g} m3/h outside the {name} verification window [{low:.5g}, {high:.5g}] m3/h",
+                reference_volume=reference_l,
+                mpe_pct=mpe.mpe_pct,
+            )
 
     camera = cache.camera
     layout = cache.register_reader.layout
@@ -371,35 +420,51 @@ def evaluate_point(session, instrument, plan_point, timing: PointTiming, track: 
     error_pct = (indicated_l - reference_l) / reference_l * 100.0
     budget = calibration.UncertaintyBudget()
     budget.add_reference(reference_u_pct_k2, k=2.0)
-    budget.add_component("register reading (flying start and stop, fitted)",
-                         100.0 * math.hypot(start.u_l, stop.u_l) / reference_l,
-                         source="fit of the camera readings against the reference track")
+    budget.add_component(
+        "register reading (flying start and stop, fitted)",
+        100.0 * math.hypot(start.u_l, stop.u_l) / reference_l,
+        source="fit of the camera readings against the reference track",
+    )
     # Meters in series share the water; a temperature difference between the reference and
     # the meter under test changes the volume by the water's expansion coefficient.
     beta = calibration.water_expansion_coefficient(temperature_c)
-    budget.add_component("water temperature between reference and meter",
-                         100.0 * beta * options.temperature_u_c,
-                         source=f"u(t) = {options.temperature_u_c} °C, beta = {beta:.2e} /°C")
+    budget.add_component(
+        "water temperature between reference and meter",
+        100.0 * beta * options.temperature_u_c,
+        source=f"u(t) = {options.temperature_u_c} °C, beta = {beta:.2e} /°C",
+    )
     expanded_pct = budget.expanded_pct(k=2.0)
     decision = calibration.decide(error_pct, mpe.mpe_pct, expanded_pct, rule=decision_rule)
     return {
-        "name": name, "flow_rate": flow_m3h, "reference_volume": reference_l,
-        "indicated_volume": indicated_l, "error_pct": error_pct, "mpe_pct": mpe.mpe_pct,
-        "uncertainty_pct": expanded_pct, "verdict": decision.verdict, "reason": decision.reason,
+        "name": name,
+        "flow_rate": flow_m3h,
+        "reference_volume": reference_l,
+        "indicated_volume": indicated_l,
+        "error_pct": error_pct,
+        "mpe_pct": mpe.mpe_pct,
+        "uncertainty_pct": expanded_pct,
+        "verdict": decision.verdict,
+        "reason": decision.reason,
         "details": {
-            "start_t_s": t0, "stop_t_s": t1, "water_temperature_c": temperature_c,
-            "zone": mpe.zone, "mpe_source": mpe.source,
+            "start_t_s": t0,
+            "stop_t_s": t1,
+            "water_temperature_c": temperature_c,
+            "zone": mpe.zone,
+            "mpe_source": mpe.source,
             "finest_element": layout.elements[finest].name,
-            "register_start_l": start.volume_l, "register_stop_l": stop.volume_l,
-            "frames_read": readings.n_frames, "frames_unreadable": readings.n_unreadable,
+            "register_start_l": start.volume_l,
+            "register_stop_l": stop.volume_l,
+            "frames_read": readings.n_frames,
+            "frames_unreadable": readings.n_unreadable,
             "readings_rejected": start.n_rejected + stop.n_rejected + track_check.n_outliers,
             "uncertainty_budget": budget.as_dict(),
         },
     }
 
 
-def evaluate_water_meter_session(session, register_reader_for: Callable[[dict], Any],
-                                 options: ReadingOptions | None = None) -> list[dict]:
+def evaluate_water_meter_session(
+    session, register_reader_for: Callable[[dict], Any], options: ReadingOptions | None = None
+) -> list[dict]:
     """Verify every water meter of a session; returns report.json instrument objects."""
     options = options or ReadingOptions()
     manifest = session.manifest
@@ -412,9 +477,20 @@ def evaluate_water_meter_session(session, register_reader_for: Callable[[dict], 
     instruments = []
     for instrument in manifest["instruments"]:
         cache = RegisterFrameCache(session.camera(instrument["camera"]), register_reader_for(instrument))
-        points = [evaluate_point(session, instrument, plan_point, timings[plan_point["name"]], track,
-                                 cache, options, reference_u, rule) for plan_point in plan]
+        points = [
+            evaluate_point(
+                session, instrument, plan_point, timings[plan_point["name"]], track, cache, options, reference_u, rule
+            )
+            for plan_point in plan
+        ]
         verdict = calibration.decide_instrument([p["verdict"] for p in points])
-        instruments.append({"id": instrument["id"], "kind": "water-meter", "verdict": verdict,
-                            "points": points, "warnings": list(track_problems)})
+        instruments.append(
+            {
+                "id": instrument["id"],
+                "kind": "water-meter",
+                "verdict": verdict,
+                "points": points,
+                "warnings": list(track_problems),
+            }
+        )
     return instruments

@@ -29,16 +29,16 @@ __all__ = [
     "element_crop_box",
 ]
 
-DEFAULT_WHEEL_MARGIN = 0.06    # fraction of the wheel window added on each side
-DEFAULT_DIAL_MARGIN = 0.04     # fraction of the dial radius added around the dial square
-MIN_MARKERS = 3                # one of four markers may be hidden (glare, a finger)
-MAX_RMS_PX = 1.5               # plate px: worse fits mean a misdetected marker
-CHECK_RMS_PX = 0.7             # plate px: above this, look for one inconsistent marker
-SEARCH_PAD_MIN_PX = 10.0       # camera px around a marker's expected place (tracking)
-SEARCH_PAD_FRACTION = 0.4      # ... or this fraction of its size, whichever is larger
-WINDOW_CLEARANCE_PX = 3.0      # a tracked marker closer than this to its window edge is redone
-MAX_PREDICT_PX = 4.0           # plate px: a marker the other three place further off is bad
-_HALF = np.array([0.5, 0.5])   # pixel-centre <-> pixel-edge coordinates
+DEFAULT_WHEEL_MARGIN = 0.06  # fraction of the wheel window added on each side
+DEFAULT_DIAL_MARGIN = 0.04  # fraction of the dial radius added around the dial square
+MIN_MARKERS = 3  # one of four markers may be hidden (glare, a finger)
+MAX_RMS_PX = 1.5  # plate px: worse fits mean a misdetected marker
+CHECK_RMS_PX = 0.7  # plate px: above this, look for one inconsistent marker
+SEARCH_PAD_MIN_PX = 10.0  # camera px around a marker's expected place (tracking)
+SEARCH_PAD_FRACTION = 0.4  # ... or this fraction of its size, whichever is larger
+WINDOW_CLEARANCE_PX = 3.0  # a tracked marker closer than this to its window edge is redone
+MAX_PREDICT_PX = 4.0  # plate px: a marker the other three place further off is bad
+_HALF = np.array([0.5, 0.5])  # pixel-centre <-> pixel-edge coordinates
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,19 @@ class PlateAlignment:
 
     def reused_copy(self, why: str) -> PlateAlignment:
         """This homography, marked as carried over to a frame where `why` happened."""
-        return PlateAlignment(self.homography, (), self.markers_found + self.markers_missing,
-                              self.rms_px, f"reused last homography: {why}", True,
-                              self._camera_from_plate)
+        return PlateAlignment(
+            self.homography,
+            (),
+            self.markers_found + self.markers_missing,
+            self.rms_px,
+            f"reused last homography: {why}",
+            True,
+            self._camera_from_plate,
+        )
 
-    def warp_box(self, frame: np.ndarray, box_px: tuple[float, float, float, float],
-                 *, out_size: tuple[int, int] | None = None) -> np.ndarray:
+    def warp_box(
+        self, frame: np.ndarray, box_px: tuple[float, float, float, float], *, out_size: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """Rectified crop of plate box (x, y, w, h) (plate px) from camera `frame`.
 
         out_size (w, h) px defaults to the box size rounded; the crop keeps the
@@ -89,14 +96,18 @@ class PlateAlignment:
         x, y, w, h = box_px
         out_w, out_h = out_size if out_size else (max(1, round(w)), max(1, round(h)))
         # crop pixel centre (u, v) -> plate edge coords -> camera edge -> camera centre
-        crop_to_plate = np.array([[w / out_w, 0.0, x + 0.5 * w / out_w],
-                                  [0.0, h / out_h, y + 0.5 * h / out_h],
-                                  [0.0, 0.0, 1.0]])
+        crop_to_plate = np.array(
+            [[w / out_w, 0.0, x + 0.5 * w / out_w], [0.0, h / out_h, y + 0.5 * h / out_h], [0.0, 0.0, 1.0]]
+        )
         edge_to_centre = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
         camera_from_crop = edge_to_centre @ self.camera_from_plate @ crop_to_plate
-        return cv2.warpPerspective(frame, camera_from_crop, (out_w, out_h),
-                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                   borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpPerspective(
+            frame,
+            camera_from_crop,
+            (out_w, out_h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
 
     def warp_plate(self, frame: np.ndarray, plate_size_px: tuple[int, int]) -> np.ndarray:
         """The whole rectified plate (plate_size_px (w, h)), e.g. for inspection."""
@@ -104,8 +115,9 @@ class PlateAlignment:
         return self.warp_box(frame, (0.0, 0.0, float(w), float(h)), out_size=(w, h))
 
 
-def element_crop_box(element: RegisterElement, *, wheel_margin: float = DEFAULT_WHEEL_MARGIN,
-                     dial_margin: float = DEFAULT_DIAL_MARGIN) -> tuple[float, float, float, float]:
+def element_crop_box(
+    element: RegisterElement, *, wheel_margin: float = DEFAULT_WHEEL_MARGIN, dial_margin: float = DEFAULT_DIAL_MARGIN
+) -> tuple[float, float, float, float]:
     """Plate box (x, y, w, h) px handed to the reader: the wheel window plus
     `wheel_margin` of its size on each side, or the square around the dial
     (radius × (1 + `dial_margin`))."""
@@ -114,8 +126,7 @@ def element_crop_box(element: RegisterElement, *, wheel_margin: float = DEFAULT_
         half = element.radius_px * (1.0 + dial_margin)
         return (cx - half, cy - half, 2 * half, 2 * half)
     x, y, w, h = element.box_px
-    return (x - wheel_margin * w, y - wheel_margin * h, w * (1 + 2 * wheel_margin),
-            h * (1 + 2 * wheel_margin))
+    return (x - wheel_margin * w, y - wheel_margin * h, w * (1 + 2 * wheel_margin), h * (1 + 2 * wheel_margin))
 
 
 def _detector_parameters() -> cv2.aruco.DetectorParameters:
@@ -134,8 +145,7 @@ def _normalising_transform(pts: np.ndarray) -> np.ndarray:
     """Similarity moving `pts` to zero mean and mean distance sqrt(2) (Hartley)."""
     centre = pts.mean(axis=0)
     scale = np.sqrt(2.0) / max(float(np.mean(np.linalg.norm(pts - centre, axis=1))), 1e-12)
-    return np.array([[scale, 0.0, -scale * centre[0]], [0.0, scale, -scale * centre[1]],
-                     [0.0, 0.0, 1.0]])
+    return np.array([[scale, 0.0, -scale * centre[0]], [0.0, scale, -scale * centre[1]], [0.0, 0.0, 1.0]])
 
 
 def _project(homography: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -156,13 +166,13 @@ def _fit(camera_pts: np.ndarray, plate_pts: np.ndarray) -> tuple[np.ndarray | No
     rows[0::2, 6:8], rows[0::2, 8] = -dst[:, :1] * src, -dst[:, 0]
     rows[1::2, 3:5], rows[1::2, 5] = src, 1.0
     rows[1::2, 6:8], rows[1::2, 8] = -dst[:, 1:] * src, -dst[:, 1]
-    normalised = np.linalg.eigh(rows.T @ rows)[1][:, 0].reshape(3, 3)   # least-squares null vector
+    normalised = np.linalg.eigh(rows.T @ rows)[1][:, 0].reshape(3, 3)  # least-squares null vector
     homography = np.linalg.inv(t_dst) @ normalised @ t_src
     if not np.all(np.isfinite(homography)) or abs(homography[2, 2]) < 1e-12:
         return None, float("inf")
     homography /= homography[2, 2]
     residual = _project(homography, camera_pts) - plate_pts
-    return homography, float(np.sqrt(np.mean(np.sum(residual ** 2, axis=1))))
+    return homography, float(np.sqrt(np.mean(np.sum(residual**2, axis=1))))
 
 
 class MarkerAligner:
@@ -173,11 +183,16 @@ class MarkerAligner:
     this is dropped.  `min_markers`: markers needed (default 3 of 4).
     """
 
-    def __init__(self, layout: RegisterLayout, *, max_rms_px: float = MAX_RMS_PX,
-                 max_predict_px: float = MAX_PREDICT_PX, check_rms_px: float = CHECK_RMS_PX,
-                 min_markers: int = MIN_MARKERS) -> None:
-        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco,
-                                                               layout.marker_dictionary))
+    def __init__(
+        self,
+        layout: RegisterLayout,
+        *,
+        max_rms_px: float = MAX_RMS_PX,
+        max_predict_px: float = MAX_PREDICT_PX,
+        check_rms_px: float = CHECK_RMS_PX,
+        min_markers: int = MIN_MARKERS,
+    ) -> None:
+        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, layout.marker_dictionary))
         self._detector = cv2.aruco.ArucoDetector(dictionary, _detector_parameters())
         self._plate_corners = {m.id: np.array(m.corners_px, np.float64) for m in layout.markers}
         self.max_rms_px = max_rms_px
@@ -185,8 +200,7 @@ class MarkerAligner:
         self.check_rms_px = check_rms_px
         self.min_markers = min(min_markers, len(self._plate_corners))
 
-    def detect(self, frame: np.ndarray, near: PlateAlignment | None = None
-               ) -> dict[int, np.ndarray]:
+    def detect(self, frame: np.ndarray, near: PlateAlignment | None = None) -> dict[int, np.ndarray]:
         """Layout marker id -> its 4 corners (camera px, edge convention) in `frame`.
 
         With `near` (the previous frame's good alignment) the markers are first
@@ -206,9 +220,11 @@ class MarkerAligner:
         if ids is None:
             return {}
         flat = [int(i) for i in ids.ravel()]
-        return {i: c.reshape(4, 2).astype(np.float64) + _HALF
-                for i, c in zip(flat, corners, strict=True)
-                if i in self._plate_corners and flat.count(i) == 1}
+        return {
+            i: c.reshape(4, 2).astype(np.float64) + _HALF
+            for i, c in zip(flat, corners, strict=True)
+            if i in self._plate_corners and flat.count(i) == 1
+        }
 
     def _detect_near(self, grey: np.ndarray, near: PlateAlignment) -> dict[int, np.ndarray]:
         """Markers searched in windows around their places in `near`, tiled side by
@@ -220,28 +236,31 @@ class MarkerAligner:
             low, high = camera_pts.min(axis=0), camera_pts.max(axis=0)
             pad = max(SEARCH_PAD_MIN_PX, SEARCH_PAD_FRACTION * float((high - low).max()))
             x0, y0 = (int(max(0, np.floor(v - pad))) for v in low)
-            x1, y1 = int(min(width, np.ceil(high[0] + pad))), int(min(height,
-                                                                      np.ceil(high[1] + pad)))
+            x1, y1 = int(min(width, np.ceil(high[0] + pad))), int(min(height, np.ceil(high[1] + pad)))
             if x1 - x0 < 8 or y1 - y0 < 8:
                 return {}
             tiles.append((marker_id, grey[y0:y1, x0:x1], x0, y0))
         gap = 8
-        mosaic = np.full((max(t[1].shape[0] for t in tiles) + 2 * gap,
-                          sum(t[1].shape[1] + gap for t in tiles) + gap), 255, np.uint8)
+        mosaic = np.full(
+            (max(t[1].shape[0] for t in tiles) + 2 * gap, sum(t[1].shape[1] + gap for t in tiles) + gap), 255, np.uint8
+        )
         x = gap
         for marker_id, tile, x0, y0 in tiles:
             h, w = tile.shape
-            mosaic[gap:gap + h, x:x + w] = tile
-            origins[marker_id] = (np.array([x, gap, x + w, gap + h], np.float64),
-                                  np.array([x0 - x, y0 - gap], np.float64))
+            mosaic[gap : gap + h, x : x + w] = tile
+            origins[marker_id] = (
+                np.array([x, gap, x + w, gap + h], np.float64),
+                np.array([x0 - x, y0 - gap], np.float64),
+            )
             x += w + gap
         found = {}
         for marker_id, corners in self._detect_in(mosaic).items():
             window, shift = origins[marker_id]
             # A marker cut by its window's edge (the camera moved) gives biased
             # corners: accept only markers well inside their own window.
-            inside = (corners.min(axis=0) >= window[:2] + WINDOW_CLEARANCE_PX).all() and \
-                (corners.max(axis=0) <= window[2:] - WINDOW_CLEARANCE_PX).all()
+            inside = (corners.min(axis=0) >= window[:2] + WINDOW_CLEARANCE_PX).all() and (
+                corners.max(axis=0) <= window[2:] - WINDOW_CLEARANCE_PX
+            ).all()
             if inside:
                 found[marker_id] = corners + shift
         return found
@@ -253,9 +272,11 @@ class MarkerAligner:
         search (the homography is always fitted to this frame's markers).
         """
         if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"align: frame: expected H×W[×3] uint8 image, got "
-                             f"{getattr(frame, 'shape', type(frame))} "
-                             f"{getattr(frame, 'dtype', '')}")
+            raise ValueError(
+                f"align: frame: expected H×W[×3] uint8 image, got "
+                f"{getattr(frame, 'shape', type(frame))} "
+                f"{getattr(frame, 'dtype', '')}"
+            )
         found = self.detect(frame, near if near and not near.reused else None)
         return self.fit(found)
 
@@ -270,8 +291,11 @@ class MarkerAligner:
         expected = sorted(self._plate_corners)
         missing = tuple(i for i in expected if i not in found)
         if len(found) < self.min_markers:
-            what = "no markers found" if not found else (
-                f"only {len(found)} of {len(expected)} markers found (ids {sorted(found)})")
+            what = (
+                "no markers found"
+                if not found
+                else (f"only {len(found)} of {len(expected)} markers found (ids {sorted(found)})")
+            )
             return PlateAlignment(None, tuple(sorted(found)), missing, message=what)
         used = tuple(sorted(found))
         homography, rms = self._fit_ids(found, used)
@@ -280,9 +304,9 @@ class MarkerAligner:
             used = tuple(i for i in used if i != dropped)
             homography, rms = self._fit_ids(found, used)
         if homography is None or rms > self.max_rms_px:
-            return PlateAlignment(None, used, missing, rms,
-                                  f"markers inconsistent (fit residual {rms:.2f} px > "
-                                  f"{self.max_rms_px:.2f} px)")
+            return PlateAlignment(
+                None, used, missing, rms, f"markers inconsistent (fit residual {rms:.2f} px > {self.max_rms_px:.2f} px)"
+            )
         notes = [f"marker {i} missing" for i in missing]
         if dropped is not None:
             notes.append(f"marker {dropped} dropped (inconsistent)")
@@ -305,15 +329,15 @@ class MarkerAligner:
         worst = max(errors, key=errors.get)
         return worst if errors[worst] > self.max_predict_px else None
 
-    def _fit_ids(self, found: dict[int, np.ndarray],
-                 ids: tuple[int, ...]) -> tuple[np.ndarray | None, float]:
+    def _fit_ids(self, found: dict[int, np.ndarray], ids: tuple[int, ...]) -> tuple[np.ndarray | None, float]:
         camera_pts = np.concatenate([found[i] for i in ids])
         plate_pts = np.concatenate([self._plate_corners[i] for i in ids])
         return _fit(camera_pts, plate_pts)
 
 
-def align_to_plate(frame: np.ndarray, layout: RegisterLayout, *,
-                   aligner: MarkerAligner | None = None) -> PlateAlignment:
+def align_to_plate(
+    frame: np.ndarray, layout: RegisterLayout, *, aligner: MarkerAligner | None = None
+) -> PlateAlignment:
     """Camera -> plate homography of `frame` from the layout's ArUco markers.
 
     Pass a `MarkerAligner` to reuse its detector across frames (saves ~0.1 ms).

@@ -33,13 +33,13 @@ __all__ = [
     "resolve_digit",
 ]
 
-DEFAULT_MAX_RESIDUAL = 0.35     # steps: |reading - (digit + expected fraction)| allowed
-DEFAULT_MIN_CONFIDENCE = 0.5    # model confidence below which an element is not trusted
-DEFAULT_MIN_DIGIT_PROB = 0.8    # probability mass that must back the chosen digit (with probs)
-DEFAULT_POSITION_STD = 0.05     # steps: reading precision of the finest element without probs
-QUANTISATION_STD = 0.1 / math.sqrt(12.0)   # steps: floor from the models' tenth classes
+DEFAULT_MAX_RESIDUAL = 0.35  # steps: |reading - (digit + expected fraction)| allowed
+DEFAULT_MIN_CONFIDENCE = 0.5  # model confidence below which an element is not trusted
+DEFAULT_MIN_DIGIT_PROB = 0.8  # probability mass that must back the chosen digit (with probs)
+DEFAULT_POSITION_STD = 0.05  # steps: reading precision of the finest element without probs
+QUANTISATION_STD = 0.1 / math.sqrt(12.0)  # steps: floor from the models' tenth classes
 N_CLASSES = 100
-CLASS_POSITIONS = np.arange(N_CLASSES) / 10.0   # steps: position of each tenth class
+CLASS_POSITIONS = np.arange(N_CLASSES) / 10.0  # steps: position of each tenth class
 
 
 class Composition(NamedTuple):
@@ -73,8 +73,7 @@ def resolve_digit(coupling: str, value: float, lower_position: float) -> tuple[i
     return digit, fraction, _signed_circular(value - fraction - digit)
 
 
-def carry_residuals(layout: RegisterLayout, values: np.ndarray,
-                    finest_element: int | None = None) -> np.ndarray:
+def carry_residuals(layout: RegisterLayout, values: np.ndarray, finest_element: int | None = None) -> np.ndarray:
     """(N, E) residuals (steps) of each element against the resolved element below it.
 
     values: (N, E) raw positions of N frames.  The finest element and unread
@@ -90,15 +89,14 @@ def carry_residuals(layout: RegisterLayout, values: np.ndarray,
         for i in range(finest - 1, -1, -1):
             if not (np.isfinite(lower_position) and np.isfinite(frame_values[i])):
                 break
-            digit, fraction, row[i] = resolve_digit(layout.elements[i].coupling,
-                                                    frame_values[i], lower_position)
+            digit, fraction, row[i] = resolve_digit(layout.elements[i].coupling, frame_values[i], lower_position)
             lower_position = digit + fraction
     return out
 
 
-def estimate_offsets(layout: RegisterLayout, values: np.ndarray, *,
-                     max_residual: float = DEFAULT_MAX_RESIDUAL, min_frames: int = 20
-                     ) -> np.ndarray:
+def estimate_offsets(
+    layout: RegisterLayout, values: np.ndarray, *, max_residual: float = DEFAULT_MAX_RESIDUAL, min_frames: int = 20
+) -> np.ndarray:
     """(E,) reading offset (steps) per element: median carry residual over frames
     where it is within ±`max_residual`; 0 where fewer than `min_frames` qualify
     (and always for the finest element, whose offset the cascade cannot see).
@@ -121,7 +119,7 @@ def _digit_probability(probs: np.ndarray, digit: int, fraction: float) -> float:
     """Probability mass of the tenth classes within ±0.5 step of `digit + fraction`."""
     offset = np.abs((CLASS_POSITIONS - digit - fraction + 5.0) % 10.0 - 5.0)
     inside = offset < 0.5 - 1e-9
-    edge = np.abs(offset - 0.5) <= 1e-9          # a class exactly on the border counts half
+    edge = np.abs(offset - 0.5) <= 1e-9  # a class exactly on the border counts half
     return float(probs[inside].sum() + 0.5 * probs[edge].sum())
 
 
@@ -141,23 +139,21 @@ def _position_std(value: float, probs: np.ndarray | None, default_std: float) ->
     return max(spread, QUANTISATION_STD)
 
 
-def _check_inputs(layout: RegisterLayout, values: np.ndarray, confidences: np.ndarray,
-                  probs: np.ndarray | None, finest: int) -> None:
+def _check_inputs(
+    layout: RegisterLayout, values: np.ndarray, confidences: np.ndarray, probs: np.ndarray | None, finest: int
+) -> None:
     n_el = len(layout.elements)
     if values.shape != (n_el,):
         raise ValueError(f"compose_register: values: expected shape ({n_el},), got {values.shape}")
     if confidences.shape != (n_el,):
-        raise ValueError(f"compose_register: confidences: expected shape ({n_el},), "
-                         f"got {confidences.shape}")
+        raise ValueError(f"compose_register: confidences: expected shape ({n_el},), got {confidences.shape}")
     if probs is not None and probs.shape != (n_el, N_CLASSES):
-        raise ValueError(f"compose_register: probs: expected shape ({n_el}, {N_CLASSES}), "
-                         f"got {probs.shape}")
+        raise ValueError(f"compose_register: probs: expected shape ({n_el}, {N_CLASSES}), got {probs.shape}")
     if not 0 <= finest < n_el:
         raise ValueError(f"compose_register: finest_element: expected 0..{n_el - 1}, got {finest}")
 
 
-def _element_trouble(element: RegisterElement, value: float, confidence: float,
-                     min_confidence: float) -> str:
+def _element_trouble(element: RegisterElement, value: float, confidence: float, min_confidence: float) -> str:
     """Reason an element's raw reading cannot be used ("" when it can)."""
     if not (math.isfinite(value) and 0.0 <= value < 10.0):
         return f"{element.kind} {element.name} not read (value {value!r})"
@@ -166,12 +162,18 @@ def _element_trouble(element: RegisterElement, value: float, confidence: float,
     return ""
 
 
-def compose_register(layout: RegisterLayout, values: np.ndarray, confidences: np.ndarray,
-                     probs: np.ndarray | None = None, finest_element: int | None = None, *,
-                     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                     max_residual: float = DEFAULT_MAX_RESIDUAL,
-                     min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
-                     position_std: float = DEFAULT_POSITION_STD) -> Composition:
+def compose_register(
+    layout: RegisterLayout,
+    values: np.ndarray,
+    confidences: np.ndarray,
+    probs: np.ndarray | None = None,
+    finest_element: int | None = None,
+    *,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    max_residual: float = DEFAULT_MAX_RESIDUAL,
+    min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
+    position_std: float = DEFAULT_POSITION_STD,
+) -> Composition:
     """Register value (L) from raw element positions, carry resolved right to left.
 
     Parameters
@@ -204,8 +206,7 @@ def compose_register(layout: RegisterLayout, values: np.ndarray, confidences: np
     elements = layout.elements
     finest_el = elements[finest]
     step_l = finest_el.litres_per_turn / 10.0
-    std = _position_std(float(vals[finest]), None if prob_arr is None else prob_arr[finest],
-                        position_std)
+    std = _position_std(float(vals[finest]), None if prob_arr is None else prob_arr[finest], position_std)
     if finest_el.coupling == "carry" and finest < len(elements) - 1:
         # A carry wheel rests on whole digits: the unread elements below it add a
         # truncation of 0..1 step (uniform, std 1/sqrt(12) step) to its reading.
@@ -227,14 +228,18 @@ def compose_register(layout: RegisterLayout, values: np.ndarray, confidences: np
             return flagged(trouble)
         digit, fraction, residual = resolve_digit(element.coupling, vals[i], lower_position)
         if abs(residual) > max_residual:
-            return flagged(f"{element.kind} {element.name} reads {vals[i]:.2f}, inconsistent "
-                           f"with {lower.name} at {lower_position:.2f} "
-                           f"(residual {residual:+.2f} step)")
+            return flagged(
+                f"{element.kind} {element.name} reads {vals[i]:.2f}, inconsistent "
+                f"with {lower.name} at {lower_position:.2f} "
+                f"(residual {residual:+.2f} step)"
+            )
         if prob_arr is not None:
             p_digit = _digit_probability(prob_arr[i], digit, fraction)
             if p_digit < min_digit_prob:
-                return flagged(f"{element.kind} {element.name} digit {digit} ambiguous "
-                               f"(probability {p_digit:.2f} < {min_digit_prob:.2f})")
+                return flagged(
+                    f"{element.kind} {element.name} digit {digit} ambiguous "
+                    f"(probability {p_digit:.2f} < {min_digit_prob:.2f})"
+                )
         lower_position = digit + fraction
         volume_l += digit * element.litres_per_turn / 10.0
     return Composition(float(volume_l), resolution_l, True, "")

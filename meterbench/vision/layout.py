@@ -112,8 +112,7 @@ class RegisterElement:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> RegisterElement:
-        data = _mapping(data, where, ("name", "kind", "colour", "box_px", "litres_per_turn",
-                                      "coupling"))
+        data = _mapping(data, where, ("name", "kind", "colour", "box_px", "litres_per_turn", "coupling"))
         name = data["name"]
         if not isinstance(name, str) or not name:
             raise _fail(f"{where}.name", "a non-empty string", name)
@@ -132,16 +131,14 @@ class RegisterElement:
             kind=kind,
             colour=_choice(data["colour"], f"{where}.colour", ELEMENT_COLOURS),
             box_px=box,  # type: ignore[arg-type]
-            litres_per_turn=_number(data["litres_per_turn"], f"{where}.litres_per_turn",
-                                    positive=True),
+            litres_per_turn=_number(data["litres_per_turn"], f"{where}.litres_per_turn", positive=True),
             coupling=_choice(data["coupling"], f"{where}.coupling", COUPLINGS),
             center_px=center,  # type: ignore[arg-type]
             radius_px=radius,
         )
 
     def to_dict(self) -> dict:
-        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "colour": self.colour,
-                               "box_px": list(self.box_px)}
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "colour": self.colour, "box_px": list(self.box_px)}
         if self.center_px is not None:
             out["center_px"] = list(self.center_px)
             out["radius_px"] = self.radius_px
@@ -171,30 +168,31 @@ class RegisterLayout:
         if any(s != int(s) for s in size):
             raise _fail("register.plate_size_px", "2 integers", data["plate_size_px"])
         markers = _mapping(data["markers"], "register.markers", ("dictionary", "items"))
-        dictionary = _choice(markers["dictionary"], "register.markers.dictionary",
-                             ARUCO_DICTIONARIES)
+        dictionary = _choice(markers["dictionary"], "register.markers.dictionary", ARUCO_DICTIONARIES)
         items = markers["items"]
         if not isinstance(items, list) or len(items) < 1:
             raise _fail("register.markers.items", "a non-empty list", items)
-        marker_specs = tuple(MarkerSpec.from_dict(m, f"register.markers.items[{i}]")
-                             for i, m in enumerate(items))
+        marker_specs = tuple(MarkerSpec.from_dict(m, f"register.markers.items[{i}]") for i, m in enumerate(items))
         if len({m.id for m in marker_specs}) != len(marker_specs):
-            raise _fail("register.markers.items", "distinct marker ids",
-                        [m.id for m in marker_specs])
+            raise _fail("register.markers.items", "distinct marker ids", [m.id for m in marker_specs])
         elements = data["elements"]
         if not isinstance(elements, list) or len(elements) < 1:
             raise _fail("register.elements", "a non-empty list", elements)
-        element_specs = tuple(RegisterElement.from_dict(e, f"register.elements[{i}]")
-                              for i, e in enumerate(elements))
+        element_specs = tuple(RegisterElement.from_dict(e, f"register.elements[{i}]") for i, e in enumerate(elements))
         _check_decades(element_specs)
-        return cls(plate_size_px=(int(size[0]), int(size[1])), marker_dictionary=dictionary,
-                   markers=marker_specs, elements=element_specs)
+        return cls(
+            plate_size_px=(int(size[0]), int(size[1])),
+            marker_dictionary=dictionary,
+            markers=marker_specs,
+            elements=element_specs,
+        )
 
     def to_dict(self) -> dict:
-        return {"plate_size_px": list(self.plate_size_px),
-                "markers": {"dictionary": self.marker_dictionary,
-                            "items": [m.to_dict() for m in self.markers]},
-                "elements": [e.to_dict() for e in self.elements]}
+        return {
+            "plate_size_px": list(self.plate_size_px),
+            "markers": {"dictionary": self.marker_dictionary, "items": [m.to_dict() for m in self.markers]},
+            "elements": [e.to_dict() for e in self.elements],
+        }
 
     @property
     def finest(self) -> RegisterElement:
@@ -214,21 +212,27 @@ def _check_decades(elements: tuple[RegisterElement, ...]) -> None:
     for i in range(1, len(elements)):
         ratio = elements[i - 1].litres_per_turn / elements[i].litres_per_turn
         if not math.isclose(ratio, 10.0, rel_tol=1e-9):
-            raise _fail(f"register.elements[{i - 1}].litres_per_turn",
-                        f"10 x the next element's ({elements[i].litres_per_turn:g} L)",
-                        elements[i - 1].litres_per_turn)
+            raise _fail(
+                f"register.elements[{i - 1}].litres_per_turn",
+                f"10 x the next element's ({elements[i].litres_per_turn:g} L)",
+                elements[i - 1].litres_per_turn,
+            )
 
 
 def _marker_items(plate_w: int, plate_h: int, size: int, margin: int) -> list[dict]:
-    origins = [(margin, margin), (plate_w - margin - size, margin),
-               (plate_w - margin - size, plate_h - margin - size),
-               (margin, plate_h - margin - size)]
-    return [{"id": i, "corners_px": [[x, y], [x + size, y], [x + size, y + size], [x, y + size]]}
-            for i, (x, y) in enumerate(origins)]
+    origins = [
+        (margin, margin),
+        (plate_w - margin - size, margin),
+        (plate_w - margin - size, plate_h - margin - size),
+        (margin, plate_h - margin - size),
+    ]
+    return [
+        {"id": i, "corners_px": [[x, y], [x + size, y], [x + size, y + size], [x, y + size]]}
+        for i, (x, y) in enumerate(origins)
+    ]
 
 
-_BLACK_WHEELS = (("m3x10000", 1e8), ("m3x1000", 1e7), ("m3x100", 1e6), ("m3x10", 1e5),
-                 ("m3x1", 1e4))
+_BLACK_WHEELS = (("m3x10000", 1e8), ("m3x1000", 1e7), ("m3x100", 1e6), ("m3x10", 1e5), ("m3x1", 1e4))
 _FRACTIONS = (("Lx100", 1000.0), ("Lx10", 100.0), ("Lx1", 10.0), ("Lx0.1", 1.0))
 #: A test-bench register's extra pointer: 0.1 L per turn, 0.01 L per division.
 _FINE_DIAL = ("Lx0.01", 0.1)
@@ -240,15 +244,28 @@ DIAL_RADIUS_PX = 46
 
 def _wheel(name: str, colour: str, litres_per_turn: float, x: int, y: int) -> dict:
     w, h = WHEEL_SIZE_PX
-    return {"name": name, "kind": "wheel", "colour": colour, "box_px": [x, y, w, h],
-            "litres_per_turn": litres_per_turn, "coupling": "carry"}
+    return {
+        "name": name,
+        "kind": "wheel",
+        "colour": colour,
+        "box_px": [x, y, w, h],
+        "litres_per_turn": litres_per_turn,
+        "coupling": "carry",
+    }
 
 
 def _dial(name: str, litres_per_turn: float, cx: int, cy: int) -> dict:
     r = DIAL_RADIUS_PX
-    return {"name": name, "kind": "dial", "colour": "red", "box_px": [cx - r, cy - r, 2 * r, 2 * r],
-            "center_px": [cx, cy], "radius_px": r, "litres_per_turn": litres_per_turn,
-            "coupling": "gear"}
+    return {
+        "name": name,
+        "kind": "dial",
+        "colour": "red",
+        "box_px": [cx - r, cy - r, 2 * r, 2 * r],
+        "center_px": [cx, cy],
+        "radius_px": r,
+        "litres_per_turn": litres_per_turn,
+        "coupling": "gear",
+    }
 
 
 def default_register_layout(variant: str = "dials") -> dict:
@@ -263,13 +280,15 @@ def default_register_layout(variant: str = "dials") -> dict:
     plate_w, plate_h = 640, 260
     wheel_y, dial_cy = 34, 178
     if variant not in REGISTER_VARIANTS:
-        raise ValueError(f"default_register_layout: variant: expected one of {', '.join(REGISTER_VARIANTS)}, "
-                         f"got {variant!r}")
+        raise ValueError(
+            f"default_register_layout: variant: expected one of {', '.join(REGISTER_VARIANTS)}, got {variant!r}"
+        )
     fine = variant.startswith("fine")
     if variant in ("dials", "fine"):
         x0 = (plate_w - 5 * WHEEL_PITCH_PX) // 2 + (WHEEL_PITCH_PX - WHEEL_SIZE_PX[0]) // 2
-        elements = [_wheel(n, "black", lpt, x0 + i * WHEEL_PITCH_PX, wheel_y)
-                    for i, (n, lpt) in enumerate(_BLACK_WHEELS)]
+        elements = [
+            _wheel(n, "black", lpt, x0 + i * WHEEL_PITCH_PX, wheel_y) for i, (n, lpt) in enumerate(_BLACK_WHEELS)
+        ]
         dials = _FRACTIONS + ((_FINE_DIAL,) if fine else ())
         pitch = 120 if not fine else 100
         first_x = plate_w // 2 - pitch * (len(dials) - 1) // 2
@@ -278,15 +297,15 @@ def default_register_layout(variant: str = "dials") -> dict:
         x0 = (plate_w - 8 * WHEEL_PITCH_PX) // 2 + (WHEEL_PITCH_PX - WHEEL_SIZE_PX[0]) // 2
         wheels = [(n, "black", lpt) for n, lpt in _BLACK_WHEELS]
         wheels += [(n, "red", lpt) for n, lpt in _FRACTIONS[:3]]
-        elements = [_wheel(n, c, lpt, x0 + i * WHEEL_PITCH_PX, wheel_y)
-                    for i, (n, c, lpt) in enumerate(wheels)]
+        elements = [_wheel(n, c, lpt, x0 + i * WHEEL_PITCH_PX, wheel_y) for i, (n, c, lpt) in enumerate(wheels)]
         dials = (_FRACTIONS[3],) + ((_FINE_DIAL,) if fine else ())
         first_x = plate_w // 2 - 70 * (len(dials) - 1)
         elements += [_dial(n, lpt, first_x + i * 140, dial_cy) for i, (n, lpt) in enumerate(dials)]
-    return {"plate_size_px": [plate_w, plate_h],
-            "markers": {"dictionary": "DICT_4X4_50",
-                        "items": _marker_items(plate_w, plate_h, size=44, margin=10)},
-            "elements": elements}
+    return {
+        "plate_size_px": [plate_w, plate_h],
+        "markers": {"dictionary": "DICT_4X4_50", "items": _marker_items(plate_w, plate_h, size=44, margin=10)},
+        "elements": elements,
+    }
 
 
 def positions_from_volume(layout: RegisterLayout, volume_l: float | np.ndarray) -> np.ndarray:
@@ -305,7 +324,7 @@ def positions_from_volume(layout: RegisterLayout, volume_l: float | np.ndarray) 
         raise ValueError("positions_from_volume: volume_l: expected finite volumes >= 0 L")
     flat = volumes.reshape(-1)
     finest_lpt = layout.finest.litres_per_turn
-    divisions = flat * (10.0 / finest_lpt)          # in units of the finest division
+    divisions = flat * (10.0 / finest_lpt)  # in units of the finest division
     whole = np.floor(divisions)
     frac = divisions - whole
     count = whole.astype(np.int64) % int(round(layout.capacity_l * 10.0 / finest_lpt))
@@ -314,7 +333,7 @@ def positions_from_volume(layout: RegisterLayout, volume_l: float | np.ndarray) 
     lower = None
     for i in range(n_el - 1, -1, -1):
         element = layout.elements[i]
-        ratio = int(round(element.litres_per_turn / finest_lpt))   # finest divisions per digit
+        ratio = int(round(element.litres_per_turn / finest_lpt))  # finest divisions per digit
         digit = (count // ratio) % 10
         if element.coupling == "gear" or lower is None:
             pos = ((count % (10 * ratio)) + frac) / ratio
@@ -334,8 +353,9 @@ def volume_from_positions(layout: RegisterLayout, positions: np.ndarray) -> np.n
     """
     pos = np.asarray(positions, dtype=np.float64)
     if pos.shape[-1] != len(layout.elements):
-        raise ValueError(f"volume_from_positions: positions: expected last axis "
-                         f"{len(layout.elements)}, got shape {pos.shape}")
+        raise ValueError(
+            f"volume_from_positions: positions: expected last axis {len(layout.elements)}, got shape {pos.shape}"
+        )
     step_l = np.array([e.litres_per_turn / 10.0 for e in layout.elements])
     digits = np.floor(pos[..., :-1])
     return digits @ step_l[:-1] + pos[..., -1] * step_l[-1]

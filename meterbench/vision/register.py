@@ -80,8 +80,7 @@ class StageTimes:
     def per_frame_ms(self) -> dict[str, float]:
         """Mean ms per frame of each stage and in total."""
         n = max(self.frames, 1)
-        stages = {"align": self.align_s, "crop": self.crop_s, "model": self.model_s,
-                  "compose": self.compose_s}
+        stages = {"align": self.align_s, "crop": self.crop_s, "model": self.model_s, "compose": self.compose_s}
         out = {k: 1e3 * v / n for k, v in stages.items()}
         out["total"] = sum(out.values())
         return out
@@ -105,67 +104,79 @@ class RegisterReader:
         carry is resolved (parallax, pointers mounted off): `estimate_offsets`.
     """
 
-    def __init__(self, layout: RegisterLayout, digit_reader: CropReader,
-                 dial_reader: CropReader | None = None, *,
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                 max_residual: float = DEFAULT_MAX_RESIDUAL,
-                 min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
-                 position_std: float = DEFAULT_POSITION_STD,
-                 wheel_margin: float = DEFAULT_WHEEL_MARGIN,
-                 dial_margin: float = DEFAULT_DIAL_MARGIN,
-                 reuse_last_homography: bool = False,
-                 element_offsets: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        layout: RegisterLayout,
+        digit_reader: CropReader,
+        dial_reader: CropReader | None = None,
+        *,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        max_residual: float = DEFAULT_MAX_RESIDUAL,
+        min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
+        position_std: float = DEFAULT_POSITION_STD,
+        wheel_margin: float = DEFAULT_WHEEL_MARGIN,
+        dial_margin: float = DEFAULT_DIAL_MARGIN,
+        reuse_last_homography: bool = False,
+        element_offsets: Sequence[float] | None = None,
+    ) -> None:
         if dial_reader is None and any(e.kind == "dial" for e in layout.elements):
-            raise ValueError("RegisterReader: dial_reader: the layout has dials, "
-                             "expected a DialReader")
+            raise ValueError("RegisterReader: dial_reader: the layout has dials, expected a DialReader")
         self.layout = layout
         self.digit_reader = digit_reader
         self.dial_reader = dial_reader
-        self.compose_options = {"min_confidence": min_confidence, "max_residual": max_residual,
-                                "min_digit_prob": min_digit_prob, "position_std": position_std}
+        self.compose_options = {
+            "min_confidence": min_confidence,
+            "max_residual": max_residual,
+            "min_digit_prob": min_digit_prob,
+            "position_std": position_std,
+        }
         self.reuse_last_homography = reuse_last_homography
-        offsets = np.zeros(len(layout.elements)) if element_offsets is None else np.asarray(
-            element_offsets, np.float64)
+        offsets = np.zeros(len(layout.elements)) if element_offsets is None else np.asarray(element_offsets, np.float64)
         if offsets.shape != (len(layout.elements),) or not np.all(np.abs(offsets) < 1.0):
-            raise ValueError(f"RegisterReader: element_offsets: expected {len(layout.elements)} "
-                             f"offsets in (-1, 1) steps, got {element_offsets!r}")
+            raise ValueError(
+                f"RegisterReader: element_offsets: expected {len(layout.elements)} "
+                f"offsets in (-1, 1) steps, got {element_offsets!r}"
+            )
         self.element_offsets = offsets
         self.aligner = MarkerAligner(layout)
-        self.crop_boxes = [element_crop_box(e, wheel_margin=wheel_margin,
-                                            dial_margin=dial_margin) for e in layout.elements]
+        self.crop_boxes = [
+            element_crop_box(e, wheel_margin=wheel_margin, dial_margin=dial_margin) for e in layout.elements
+        ]
         self.times = StageTimes()
         self._last_good: PlateAlignment | None = None
-        self._previous: PlateAlignment | None = None     # last frame's, narrows the search
+        self._previous: PlateAlignment | None = None  # last frame's, narrows the search
 
     # -- public ----------------------------------------------------------
     def read_frame(self, frame: np.ndarray, finest_element: int | None = None) -> RegisterReading:
         """Read one frame (H×W×3 BGR or H×W grey uint8)."""
         return self.read_frames([frame], finest_element)[0]
 
-    def read_frames(self, frames: Sequence[np.ndarray],
-                    finest_element: int | None = None) -> list[RegisterReading]:
+    def read_frames(self, frames: Sequence[np.ndarray], finest_element: int | None = None) -> list[RegisterReading]:
         """Read many frames with one model call per element kind (batched)."""
         finest = self._check_finest(finest_element)
         t0 = time.perf_counter()
         alignments = [self.align(frame) for frame in frames]
         t1 = time.perf_counter()
         crops = {"wheel": [], "dial": []}
-        slots: list[tuple[int, int, str, int]] = []     # (frame, element, kind, index in kind)
+        slots: list[tuple[int, int, str, int]] = []  # (frame, element, kind, index in kind)
         for f, (frame, alignment) in enumerate(zip(frames, alignments, strict=True)):
             if not alignment:
                 continue
-            for e, element in enumerate(self.layout.elements[:finest + 1]):
+            for e, element in enumerate(self.layout.elements[: finest + 1]):
                 if frame.ndim == 2 and element.kind == "dial":
-                    continue            # the dial model finds the pointer by its red colour
+                    continue  # the dial model finds the pointer by its red colour
                 slots.append((f, e, element.kind, len(crops[element.kind])))
                 crops[element.kind].append(alignment.warp_box(frame, self.crop_boxes[e]))
         t2 = time.perf_counter()
-        results = {"wheel": self._run(self.digit_reader, crops["wheel"]),
-                   "dial": self._run(self.dial_reader, crops["dial"])}
+        results = {
+            "wheel": self._run(self.digit_reader, crops["wheel"]),
+            "dial": self._run(self.dial_reader, crops["dial"]),
+        }
         t3 = time.perf_counter()
         readings = self._compose_all(alignments, slots, results, finest)
-        readings = [self._grey_frame_reason(r) if frame.ndim == 2 else r
-                    for frame, r in zip(frames, readings, strict=True)]
+        readings = [
+            self._grey_frame_reason(r) if frame.ndim == 2 else r for frame, r in zip(frames, readings, strict=True)
+        ]
         t4 = time.perf_counter()
         self.times.frames += len(frames)
         self.times.align_s += t1 - t0
@@ -191,8 +202,9 @@ class RegisterReader:
         alignment = self.aligner.align(frame)
         if not alignment:
             return {}
-        return {e.name: alignment.warp_box(frame, box)
-                for e, box in zip(self.layout.elements, self.crop_boxes, strict=True)}
+        return {
+            e.name: alignment.warp_box(frame, box) for e, box in zip(self.layout.elements, self.crop_boxes, strict=True)
+        }
 
     # -- internals -------------------------------------------------------
     def _check_finest(self, finest_element: int | None) -> int:
@@ -200,22 +212,27 @@ class RegisterReader:
         if finest_element is None:
             return n_el - 1
         if not 0 <= int(finest_element) < n_el:
-            raise ValueError(f"RegisterReader: finest_element: expected 0..{n_el - 1}, "
-                             f"got {finest_element}")
+            raise ValueError(f"RegisterReader: finest_element: expected 0..{n_el - 1}, got {finest_element}")
         return int(finest_element)
 
     @staticmethod
-    def _run(reader: CropReader | None, crops: list[np.ndarray]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(reader: CropReader | None, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not crops:
             return np.zeros(0), np.zeros(0), np.zeros((0, N_CLASSES))
         res = reader.read(crops)
-        return (np.asarray(res.value, np.float64), np.asarray(res.confidence, np.float64),
-                np.asarray(res.probs, np.float64))
+        return (
+            np.asarray(res.value, np.float64),
+            np.asarray(res.confidence, np.float64),
+            np.asarray(res.probs, np.float64),
+        )
 
-    def _compose_all(self, alignments: list[PlateAlignment], slots: list[tuple[int, int, str, int]],
-                     results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                     finest: int) -> list[RegisterReading]:
+    def _compose_all(
+        self,
+        alignments: list[PlateAlignment],
+        slots: list[tuple[int, int, str, int]],
+        results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+        finest: int,
+    ) -> list[RegisterReading]:
         n_frames, n_el = len(alignments), len(self.layout.elements)
         values = np.full((n_frames, n_el), np.nan)
         confidence = np.zeros((n_frames, n_el))
@@ -224,34 +241,39 @@ class RegisterReader:
             values[f, e] = results[kind][0][k]
             confidence[f, e] = results[kind][1][k]
             probs[f, e] = results[kind][2][k]
-        return [self._reading(alignments[f], values[f], confidence[f], probs[f], finest)
-                for f in range(n_frames)]
+        return [self._reading(alignments[f], values[f], confidence[f], probs[f], finest) for f in range(n_frames)]
 
-    def _reading(self, alignment: PlateAlignment, values: np.ndarray, confidence: np.ndarray,
-                 probs: np.ndarray, finest: int) -> RegisterReading:
-        common = {"element_values": values, "element_confidence": confidence,
-                  "homography_ok": bool(alignment), "markers_found": alignment.markers_found,
-                  "alignment_message": alignment.message, "finest_element": finest}
+    def _reading(
+        self, alignment: PlateAlignment, values: np.ndarray, confidence: np.ndarray, probs: np.ndarray, finest: int
+    ) -> RegisterReading:
+        common = {
+            "element_values": values,
+            "element_confidence": confidence,
+            "homography_ok": bool(alignment),
+            "markers_found": alignment.markers_found,
+            "alignment_message": alignment.message,
+            "finest_element": finest,
+        }
         if not alignment:
-            return RegisterReading(False, f"markers not found: {alignment.message}",
-                                   float("nan"), resolution_l=float("nan"), **common)
+            return RegisterReading(
+                False, f"markers not found: {alignment.message}", float("nan"), resolution_l=float("nan"), **common
+            )
         corrected, shifted_probs = self._remove_offsets(values, probs)
-        result = compose_register(self.layout, corrected, confidence, shifted_probs, finest,
-                                  **self.compose_options)
-        return RegisterReading(result.ok, result.reason, result.volume_l,
-                               resolution_l=result.resolution_l, **common)
+        result = compose_register(self.layout, corrected, confidence, shifted_probs, finest, **self.compose_options)
+        return RegisterReading(result.ok, result.reason, result.volume_l, resolution_l=result.resolution_l, **common)
 
     def _grey_frame_reason(self, reading: RegisterReading) -> RegisterReading:
         """Say why the dials of a grey frame were not read (instead of "value nan")."""
-        unread = [e.name for e, v in zip(self.layout.elements[:reading.finest_element + 1],
-                                         reading.element_values, strict=False)
-                  if e.kind == "dial" and np.isnan(v)]
+        unread = [
+            e.name
+            for e, v in zip(self.layout.elements[: reading.finest_element + 1], reading.element_values, strict=False)
+            if e.kind == "dial" and np.isnan(v)
+        ]
         if reading.ok or not reading.homography_ok or not unread:
             return reading
         return replace(reading, reason=f"grey frame: red dial {unread[0]} needs a colour frame")
 
-    def _remove_offsets(self, values: np.ndarray, probs: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+    def _remove_offsets(self, values: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw readings minus the calibrated element offsets (steps); probabilities
         rolled by the same amount (whole tenth classes)."""
         if not self.element_offsets.any():

@@ -51,10 +51,14 @@ def test_config_errors_name_file_and_field(tmp_path):
 
 def _start(config: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "meterbench", "bench", "--config",
-                             str(config), "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "meterbench", "bench", "--config", str(config), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for(path: Path, text: str, timeout_s: float) -> None:
@@ -81,7 +85,7 @@ def test_sigterm_makes_the_bench_safe_and_closes_the_session(tmp_path):
     manifest = json.loads((out / "live-sim-bench" / "session.json").read_text())
     assert manifest["stopped_reason"].startswith("interrupted")
     events = [json.loads(x) for x in controller_log.read_text().splitlines()]
-    after_stop = events[max(i for i, e in enumerate(events) if "point_start" in e["raw"]):]
+    after_stop = events[max(i for i, e in enumerate(events) if "point_start" in e["raw"]) :]
     commands = [e["parsed"] for e in after_stop if e.get("topic", "").endswith("/cmd/valve")]
     assert {"valve": "inlet", "state": "closed"}.items() <= commands[0].items()
 
@@ -99,7 +103,7 @@ def test_kill_9_leaves_a_session_that_loads(tmp_path):
     time.sleep(0.5)
     process.kill()
     process.wait()
-    os.killpg(process.pid, signal.SIGTERM)   # its broker and socat, left orphaned by the kill
+    os.killpg(process.pid, signal.SIGTERM)  # its broker and socat, left orphaned by the kill
     session = load_session(session_dir)
     assert len(session.device_events("ref-meter")) > 10
     assert session.camera("cam-M1").frame_times.size > 10
@@ -114,18 +118,17 @@ def test_flow_leaving_its_window_voids_the_attempt_and_repeats_the_point(tmp_pat
     config = _config(tmp_path, SHORT.replace("2.0", "3.0"))
     text = config.read_text().replace(
         "true_error_pct = [-0.4, 0.8]",
-        "true_error_pct = [-0.4, 0.8]\n"
-        "disturbances = [{after_start_s = 1.0, duration_s = 2.5, factor = 0.7}]")
+        "true_error_pct = [-0.4, 0.8]\ndisturbances = [{after_start_s = 1.0, duration_s = 2.5, factor = 0.7}]",
+    )
     config.write_text(text)
     out = tmp_path / "out"
     try:
         run_bench(config, out)
-    except (OSError, ValueError) as exc:     # the report needs the shipped ONNX models
+    except (OSError, ValueError) as exc:  # the report needs the shipped ONNX models
         assert "onnx" in str(exc)
     bench = json.loads((out / "bench.json").read_text())
     assert any("Q3: attempt 1 void" in line for line in bench["log"])
-    events = [json.loads(x) for x in
-              (out / "live-sim-bench" / "devices" / "controller.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (out / "live-sim-bench" / "devices" / "controller.jsonl").read_text().splitlines()]
     starts = [e for e in events if e["parsed"] and e["parsed"].get("event") == "point_start"]
     assert len(starts) == 2
     truth = json.loads((out / "live-sim-bench" / "truth.json").read_text())

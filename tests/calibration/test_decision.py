@@ -7,22 +7,26 @@ from hypothesis import strategies as st
 from meterbench.calibration import Decision, decide, decide_instrument, same_sign_check
 
 
-@pytest.mark.parametrize(("error", "verdict"), [(1.99, "pass"), (2.0, "pass"), (-2.0, "pass"),
-                                                (2.01, "fail"), (-3.0, "fail")])
+@pytest.mark.parametrize(
+    ("error", "verdict"), [(1.99, "pass"), (2.0, "pass"), (-2.0, "pass"), (2.01, "fail"), (-3.0, "fail")]
+)
 def test_simple_acceptance(error, verdict):
     decision = decide(error, 2.0, 0.5)
     assert decision.verdict == verdict
     assert decision.rule == "simple" and decision.acceptance_limit_pct == 2.0
 
 
-@pytest.mark.parametrize(("error", "verdict", "statement"), [
-    (1.5, "pass", "pass"),                      # |E| = MPE - U
-    (1.6, "inconclusive", "conditional pass"),
-    (2.4, "inconclusive", "conditional fail"),
-    (2.5, "inconclusive", "conditional fail"),  # |E| = MPE + U
-    (2.51, "fail", "fail"),
-    (-2.6, "fail", "fail"),
-])
+@pytest.mark.parametrize(
+    ("error", "verdict", "statement"),
+    [
+        (1.5, "pass", "pass"),  # |E| = MPE - U
+        (1.6, "inconclusive", "conditional pass"),
+        (2.4, "inconclusive", "conditional fail"),
+        (2.5, "inconclusive", "conditional fail"),  # |E| = MPE + U
+        (2.51, "fail", "fail"),
+        (-2.6, "fail", "fail"),
+    ],
+)
 def test_guard_band_and_non_binary(error, verdict, statement):
     guard = decide(error, 2.0, 0.5, rule="guard-band", max_uncertainty_ratio=None)
     assert guard.verdict == verdict
@@ -45,13 +49,13 @@ def test_named_uncertainty_limits_come_from_the_table():
     assert decide(0.0, 2.0, 0.5, max_uncertainty_ratio="type-evaluation").verdict == "inconclusive"
     assert decide(0.0, 2.0, 0.5, max_uncertainty_ratio="verification").verdict == "pass"
     loose = {"max_uncertainty_ratio": {"type-evaluation": 0.3}}
-    assert decide(0.0, 2.0, 0.5, max_uncertainty_ratio="type-evaluation",
-                  table=loose).verdict == "pass"
+    assert decide(0.0, 2.0, 0.5, max_uncertainty_ratio="type-evaluation", table=loose).verdict == "pass"
 
 
-@pytest.mark.parametrize(("args", "match"), [((1.0, 0.0, 0.1), "mpe_pct"),
-                                             ((1.0, 2.0, -0.1), "expanded_uncertainty_pct"),
-                                             ((math.nan, 2.0, 0.1), "error_pct")])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [((1.0, 0.0, 0.1), "mpe_pct"), ((1.0, 2.0, -0.1), "expanded_uncertainty_pct"), ((math.nan, 2.0, 0.1), "error_pct")],
+)
 def test_bad_input_raises(args, match):
     with pytest.raises(ValueError, match=match):
         decide(*args)

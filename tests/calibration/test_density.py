@@ -10,8 +10,7 @@ from meterbench.calibration import (
 )
 
 
-@pytest.mark.parametrize(("t", "rho"), [(15, 999.1026), (20, 998.2067), (25, 997.0470),
-                                        (30, 995.6488)])
+@pytest.mark.parametrize(("t", "rho"), [(15, 999.1026), (20, 998.2067), (25, 997.0470), (30, 995.6488)])
 def test_tanaka_density_matches_metrology_der_values(t, rho):
     assert water_density(t) == pytest.approx(rho, abs=5e-5)
 
@@ -23,15 +22,13 @@ def test_density_maximum_near_4_c():
 
 
 def test_air_saturation_and_pressure_corrections():
-    assert water_density(20, air_saturated=True) - water_density(20) == pytest.approx(
-        (-4.612 + 0.106 * 20) * 1e-3)
+    assert water_density(20, air_saturated=True) - water_density(20) == pytest.approx((-4.612 + 0.106 * 20) * 1e-3)
     # +100 kPa at 20 °C: k = (50.74 - 0.326*20 + 0.00416*400) e-11 /Pa = 45.884e-11 -> +45.884e-6 relative
     ratio = water_density(20, pressure_kpa=201.325) / water_density(20)
     assert ratio - 1 == pytest.approx(45.884e-6, rel=1e-6)
 
 
-@pytest.mark.parametrize(("t", "gamma"), [(15, 1.51e-4), (20, 2.07e-4), (25, 2.57e-4),
-                                          (30, 3.03e-4)])
+@pytest.mark.parametrize(("t", "gamma"), [(15, 1.51e-4), (20, 2.07e-4), (25, 2.57e-4), (30, 3.03e-4)])
 def test_expansion_coefficient_matches_der_values(t, gamma):
     assert water_expansion_coefficient(t) == pytest.approx(gamma, abs=0.006e-4)
 
@@ -71,8 +68,8 @@ def test_transfer_volume_conserves_mass():
 def test_tank_error_is_zero_for_a_perfect_tank_at_any_temperature():
     # a perfect stainless tank at 27 °C filled by water metered at 18 °C
     delivered = 20.0
-    held = transfer_volume(delivered, 18.0, 27.0)            # water volume in the tank
-    reading = held / (1 + 51e-6 * (27.0 - 20.0))             # what its 20 °C scale shows
+    held = transfer_volume(delivered, 18.0, 27.0)  # water volume in the tank
+    reading = held / (1 + 51e-6 * (27.0 - 20.0))  # what its 20 °C scale shows
     result = tank_error(reading, delivered, 18.0, 27.0, "stainless-steel")
     assert result.error_pct == pytest.approx(0.0, abs=1e-10)
     assert result.reference_volume_l == pytest.approx(transfer_volume(20.0, 18.0, 20.0))

@@ -34,8 +34,9 @@ def test_rating_outside_the_series_warns_or_raises_when_strict():
         water_meter_flows(2.5, 99, strict=True)
 
 
-@pytest.mark.parametrize(("q3", "r", "match"), [(0, 100, "q3_m3h"), (2.5, -1, "r"),
-                                                (float("nan"), 100, "q3_m3h"), (2.5, 1.2, "r")])
+@pytest.mark.parametrize(
+    ("q3", "r", "match"), [(0, 100, "q3_m3h"), (2.5, -1, "r"), (float("nan"), 100, "q3_m3h"), (2.5, 1.2, "r")]
+)
 def test_bad_ratings_raise_naming_the_argument(q3, r, match):
     with pytest.raises(ValueError, match=match):
         water_meter_flows(q3, r)
@@ -50,8 +51,7 @@ def test_verification_windows_follow_r49_2():
 
 def test_verification_window_is_configurable_and_rejects_unknown_points():
     flows = water_meter_flows(2.5, 100)
-    window = verification_flow_window("Q1", flows,
-                                      table={"verification_flow_windows": {"Q1": [1.0, 1.05]}})
+    window = verification_flow_window("Q1", flows, table={"verification_flow_windows": {"Q1": [1.0, 1.05]}})
     assert window == pytest.approx((0.025, 0.02625))
     with pytest.raises(ValueError, match="point_name"):
         verification_flow_window("Q4", flows)

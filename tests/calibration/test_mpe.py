@@ -12,20 +12,23 @@ from meterbench.calibration import (
 FLOWS = water_meter_flows(2.5, 100)  # Q1 0.025, Q2 0.04, Q3 2.5, Q4 3.125 m³/h
 
 
-@pytest.mark.parametrize(("accuracy_class", "flow", "temperature", "mpe", "zone"), [
-    (2, 0.025, 20.0, 5.0, "lower"),     # exactly Q1
-    (2, 0.0399, 20.0, 5.0, "lower"),
-    (2, 0.04, 20.0, 2.0, "upper"),      # exactly Q2 -> upper
-    (2, 1.6 * 0.025, 20.0, 2.0, "upper"),  # Q2 up to float rounding
-    (2, 3.125, 20.0, 2.0, "upper"),     # exactly Q4
-    (2, 2.5, 30.0, 2.0, "upper"),       # 30.0 °C is still cold
-    (2, 2.5, 30.1, 3.0, "upper"),
-    (2, 0.03, 50.0, 5.0, "lower"),      # lower zone ignores temperature
-    (1, 0.03, 20.0, 3.0, "lower"),
-    (1, 2.5, 20.0, 1.0, "upper"),
-    (1, 2.5, 30.1, 2.0, "upper"),
-    ("2", 2.5, 20.0, 2.0, "upper"),
-])
+@pytest.mark.parametrize(
+    ("accuracy_class", "flow", "temperature", "mpe", "zone"),
+    [
+        (2, 0.025, 20.0, 5.0, "lower"),  # exactly Q1
+        (2, 0.0399, 20.0, 5.0, "lower"),
+        (2, 0.04, 20.0, 2.0, "upper"),  # exactly Q2 -> upper
+        (2, 1.6 * 0.025, 20.0, 2.0, "upper"),  # Q2 up to float rounding
+        (2, 3.125, 20.0, 2.0, "upper"),  # exactly Q4
+        (2, 2.5, 30.0, 2.0, "upper"),  # 30.0 °C is still cold
+        (2, 2.5, 30.1, 3.0, "upper"),
+        (2, 0.03, 50.0, 5.0, "lower"),  # lower zone ignores temperature
+        (1, 0.03, 20.0, 3.0, "lower"),
+        (1, 2.5, 20.0, 1.0, "upper"),
+        (1, 2.5, 30.1, 2.0, "upper"),
+        ("2", 2.5, 20.0, 2.0, "upper"),
+    ],
+)
 def test_water_meter_mpe_zones_and_temperatures(accuracy_class, flow, temperature, mpe, zone):
     result = water_meter_mpe(accuracy_class, flow, FLOWS, temperature)
     assert result.mpe_pct == mpe
@@ -34,8 +37,7 @@ def test_water_meter_mpe_zones_and_temperatures(accuracy_class, flow, temperatur
     assert "R 49" in result.source
 
 
-@pytest.mark.parametrize(("flow", "match"), [(0.0249, "below Q1"), (3.2, "above Q4"),
-                                             (float("nan"), "flow_m3h")])
+@pytest.mark.parametrize(("flow", "match"), [(0.0249, "below Q1"), (3.2, "above Q4"), (float("nan"), "flow_m3h")])
 def test_flow_outside_q1_q4_raises_naming_it(flow, match):
     with pytest.raises(ValueError, match=match):
         water_meter_mpe(2, flow, FLOWS, 20.0)
@@ -55,8 +57,7 @@ def test_in_service_doubles_the_mpe_and_is_marked_unconfirmed():
 
 
 def test_table_override_is_used_and_tagged_cfg():
-    table = {"in_service_factor": {"value": 1.5, "source": "lab rule 7"},
-             "mpe_pct": {"2": {"upper_cold": 2.5}}}
+    table = {"in_service_factor": {"value": 1.5, "source": "lab rule 7"}, "mpe_pct": {"2": {"upper_cold": 2.5}}}
     assert water_meter_mpe(2, 0.03, FLOWS, 20.0, in_service=True, table=table).mpe_pct == 7.5
     result = water_meter_mpe(2, 1.0, FLOWS, 20.0, table=table)
     assert result.mpe_pct == 2.5 and result.provenance == "CFG"
@@ -89,15 +90,18 @@ def test_tank_percent_class_and_lab_class():
         tank_mpe(10.0, accuracy_class="nope")
 
 
-@pytest.mark.parametrize(("volume", "mpe_l"), [
-    (20.0, 0.1),            # 0.5 % of 20 L
-    (2.0, 0.01),
-    (1.5, 0.01),            # table value applied to 2 L
-    (0.5, 0.005),           # 2 x 0.5 % of 0.5 L
-    (0.3, 0.004),           # 2 x 0.5 % applied to 0.4 L
-    (0.15, 0.003),          # 4 x 0.5 % of 0.15 L
-    (0.05, 0.002),          # 4 x 0.5 % applied to 0.1 L
-])
+@pytest.mark.parametrize(
+    ("volume", "mpe_l"),
+    [
+        (20.0, 0.1),  # 0.5 % of 20 L
+        (2.0, 0.01),
+        (1.5, 0.01),  # table value applied to 2 L
+        (0.5, 0.005),  # 2 x 0.5 % of 0.5 L
+        (0.3, 0.004),  # 2 x 0.5 % applied to 0.4 L
+        (0.15, 0.003),  # 4 x 0.5 % of 0.15 L
+        (0.05, 0.002),  # 4 x 0.5 % applied to 0.1 L
+    ],
+)
 def test_dispenser_small_volume_rules(volume, mpe_l):
     assert dispenser_mpe(volume, 0.5).mpe_l == pytest.approx(mpe_l)
 

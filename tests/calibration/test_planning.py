@@ -42,13 +42,11 @@ def test_flows_stay_inside_the_verification_windows():
         assert low <= point.flow_m3h <= high
         assert point.duration_s == pytest.approx(point.volume_l / (point.flow_m3h / 3.6))
     assert [p.zone for p in plan.points] == ["upper", "upper", "lower"]
-    assert plan.total_duration_s == pytest.approx(
-        sum(p.duration_s for p in plan.points) + 3 * 30.0)
+    assert plan.total_duration_s == pytest.approx(sum(p.duration_s for p in plan.points) + 3 * 30.0)
 
 
 def test_volumes_and_duration_are_monotone_in_resolution():
-    plans = [plan_test_volumes(FLOWS, 2, reading_resolution_l=d)
-             for d in (0.0005, 0.001, 0.01, 0.1)]
+    plans = [plan_test_volumes(FLOWS, 2, reading_resolution_l=d) for d in (0.0005, 0.001, 0.01, 0.1)]
     for finer, coarser in zip(plans, plans[1:], strict=False):
         for a, b in zip(finer.points, coarser.points, strict=True):
             assert a.volume_l <= b.volume_l
@@ -56,9 +54,9 @@ def test_volumes_and_duration_are_monotone_in_resolution():
 
 
 def test_per_point_resolution_timing_and_min_duration():
-    plan = plan_test_volumes(FLOWS, 2, reading_resolution_l={"Q3": 0.01, "Q2": 0.001,
-                                                             "Q1": 0.001},
-                             timing_u_s=0.01, min_duration_s=20.0)
+    plan = plan_test_volumes(
+        FLOWS, 2, reading_resolution_l={"Q3": 0.01, "Q2": 0.001, "Q1": 0.001}, timing_u_s=0.01, min_duration_s=20.0
+    )
     q3 = plan.points[0]
     assert q3.reading_resolution_l == 0.01
     assert q3.duration_s >= 20.0
@@ -74,8 +72,7 @@ def test_equipment_limit_flagged_when_reference_too_coarse():
 
 
 def test_mpe_per_zone_instead_of_class_and_table():
-    plan = plan_test_volumes(FLOWS, None, reading_resolution_l=0.1,
-                             mpe_pct={"lower": 3.0, "upper": 1.0})
+    plan = plan_test_volumes(FLOWS, None, reading_resolution_l=0.1, mpe_pct={"lower": 3.0, "upper": 1.0})
     assert plan.points[0].mpe_pct == 1.0
     text = format_test_plan(plan)
     assert text.count("\n") == 5 and "sequence:" in text
@@ -86,11 +83,13 @@ def test_mpe_per_zone_instead_of_class_and_table():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.floats(min_value=1e-4, max_value=1.0), st.floats(min_value=0.02, max_value=0.5),
-       st.floats(min_value=0.0, max_value=0.05))
+@given(
+    st.floats(min_value=1e-4, max_value=1.0),
+    st.floats(min_value=0.02, max_value=0.5),
+    st.floats(min_value=0.0, max_value=0.05),
+)
 def test_planned_volume_always_meets_the_criterion(d_l, ratio, timing_u_s):
-    plan = plan_test_volumes(FLOWS, 2, reading_resolution_l=d_l, ratio=ratio,
-                             timing_u_s=timing_u_s)
+    plan = plan_test_volumes(FLOWS, 2, reading_resolution_l=d_l, ratio=ratio, timing_u_s=timing_u_s)
     for point in plan.points:
         assert point.reading_u_pct <= ratio * point.mpe_pct * (1 + 1e-9)
         widest_step = 4 / 3  # 1.5 -> 2, 3 -> 4, 6 -> 8 in the bench volume series

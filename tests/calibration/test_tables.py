@@ -49,8 +49,7 @@ def test_bad_overrides_raise():
 
 
 def test_docs_metrology_lists_the_shipped_tables():
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrology.md").read_text(
-        encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrology.md").read_text(encoding="utf-8")
     generated = doc.split("<!-- tables:begin -->\n", 1)[1].split("<!-- tables:end -->", 1)[0]
     assert generated == tables_markdown()
 

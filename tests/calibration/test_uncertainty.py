@@ -34,8 +34,7 @@ def test_repeatability_type_a():
 def test_temperature_uses_water_expansion_by_default():
     component = UncertaintyBudget().add_temperature(0.1, water_temperature_c=20.0)
     assert component.u_pct == pytest.approx(0.1 * 2.0687e-4 * 100, rel=1e-3)
-    can = UncertaintyBudget().add_temperature(0.5, coefficient_per_c=51e-6,
-                                              distribution="rectangular")
+    can = UncertaintyBudget().add_temperature(0.5, coefficient_per_c=51e-6, distribution="rectangular")
     assert can.u_pct == pytest.approx(0.5 / math.sqrt(3) * 51e-6 * 100)
 
 

@@ -34,7 +34,7 @@ def test_video_file_frames_are_all_written_with_increasing_times(tmp_path):
     assert capture.counts.written == 12 and len(times) == 12
     assert len(list((tmp_path / "s/cameras/cam-1").glob("*.jpg"))) == 12
     assert np.all(np.diff(times) > 0)
-    assert times[-1] - times[0] >= 0.8 * 11 / 50.0   # paced at 50 fps, not as fast as possible
+    assert times[-1] - times[0] >= 0.8 * 11 / 50.0  # paced at 50 fps, not as fast as possible
     assert capture.error is None
 
 
@@ -65,13 +65,11 @@ class _StampingSource:
 def test_a_source_capture_instant_is_used_as_the_frame_time(tmp_path):
     recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
     writer = recorder.camera_writer("cam-1", 20.0, (8, 8), kind="images")
-    capture = CameraCapture("cam-1", _StampingSource(), writer, recorder.now_s, fps=20.0,
-                            max_frames=3).start()
+    capture = CameraCapture("cam-1", _StampingSource(), writer, recorder.now_s, fps=20.0, max_frames=3).start()
     assert capture.finished.wait(5.0)
     read_done_s = recorder.now_s()
     capture.stop()
     recorder.close()
-    times = [float(r.split(",")[1]) for r in
-             (tmp_path / "s/cameras/cam-1.csv").read_text().splitlines()[1:]]
+    times = [float(r.split(",")[1]) for r in (tmp_path / "s/cameras/cam-1.csv").read_text().splitlines()[1:]]
     assert len(times) == 3
-    assert 1.0 <= read_done_s - times[-1] < 2.0     # the exposure instant, not the read time
+    assert 1.0 <= read_done_s - times[-1] < 2.0  # the exposure instant, not the read time

@@ -51,8 +51,7 @@ def test_reader_counts_crc_errors_timeouts_and_exceptions(pty_pair, tmp_path):
         fields = [RegisterField("volume_l", 0), RegisterField("pulses", 2, "uint32", units="")]
         reader = ModbusTotaliserReader(pty_pair.a, log, recorder.now_s, fields, timeout_s=0.2)
         reader.open()  # polled by hand: no thread racing the fault injection
-        assert reader.poll() == {"volume_l": pytest.approx(1234.5678, abs=1e-3),
-                                 "pulses": 42000.0}
+        assert reader.poll() == {"volume_l": pytest.approx(1234.5678, abs=1e-3), "pulses": 42000.0}
         slave.corrupt_next = 1
         assert reader.poll() is None
         slave.drop_next = 1
@@ -67,8 +66,7 @@ def test_reader_counts_crc_errors_timeouts_and_exceptions(pty_pair, tmp_path):
     recorder.close()
     assert (reader.counts.ok, reader.counts.crc_errors, reader.counts.timeouts) == (1, 1, 1)
     assert bad.counts.exceptions == 1
-    events = [json.loads(x) for x in (tmp_path / "s/devices/flow-computer.jsonl").read_text()
-              .splitlines()]
+    events = [json.loads(x) for x in (tmp_path / "s/devices/flow-computer.jsonl").read_text().splitlines()]
     assert [e["error"] is None for e in events] == [True, False, False, False]
     assert events[1]["error"] == "CRC mismatch" and events[1]["raw"]
     assert events[2]["error"].startswith("timeout")

@@ -17,8 +17,12 @@ from meterbench.session import SessionRecorder
 from meterbench.sim import SimMeter, SimulatedBenchPeer
 from meterbench.testing import MosquittoBroker
 
-TELEMETRY = {"flow_m3h": 2.4, "temperature_c": 20.1, "pressure_kpa": 300.0,
-             "valves": {"inlet": "open", "outlet": "open", "bypass": "closed"}}
+TELEMETRY = {
+    "flow_m3h": 2.4,
+    "temperature_c": 20.1,
+    "pressure_kpa": 300.0,
+    "valves": {"inlet": "open", "outlet": "open", "bypass": "closed"},
+}
 
 
 def test_payload_checks_name_what_is_wrong():
@@ -33,8 +37,7 @@ def _events(path):
 
 
 def _publisher(broker) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-controller",
-                         clean_session=False)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-controller", clean_session=False)
     client.reconnect_delay_set(1, 2)
     client.connect(broker.host, broker.port)
     client.loop_start()
@@ -44,8 +47,7 @@ def _publisher(broker) -> mqtt.Client:
 @pytest.mark.network
 def test_unreachable_broker_is_a_clear_error(tmp_path):
     recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
-    controller = BenchController(MqttConfig("b1", port=1), recorder.device_log("c", "mqtt"),
-                                 recorder.now_s)
+    controller = BenchController(MqttConfig("b1", port=1), recorder.device_log("c", "mqtt"), recorder.now_s)
     with pytest.raises(DeviceError, match="cannot connect to MQTT broker 127.0.0.1:1"):
         controller.start()
 
@@ -55,8 +57,7 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
 def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_path):
     recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
     log = recorder.device_log("controller", "mqtt")
-    controller = BenchController(MqttConfig("b1", port=mosquitto_broker.port), log,
-                                 recorder.now_s).start()
+    controller = BenchController(MqttConfig("b1", port=mosquitto_broker.port), log, recorder.now_s).start()
     publisher = _publisher(mosquitto_broker)
     sent = 0
 
@@ -71,7 +72,7 @@ def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_
     publish_for(1.0)
     restart = threading.Thread(target=mosquitto_broker.restart, kwargs={"down_s": 0.5})
     restart.start()
-    publish_for(2.0)       # partly while the broker is down: paho queues QoS 1 messages
+    publish_for(2.0)  # partly while the broker is down: paho queues QoS 1 messages
     restart.join()
     publish_for(0.5)
     deadline = time.monotonic() + 10.0
@@ -84,7 +85,7 @@ def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_
     good = [e["parsed"]["seq"] for e in events if e["parsed"] and "seq" in e["parsed"]]
     assert len(good) == len(set(good)), "a QoS 1 redelivery was used twice"
     assert controller.counts.disconnects >= 1 and controller.counts.connects >= 2
-    assert sorted(good) == list(range(1, sent + 1))        # 0 lost (late ones accepted)
+    assert sorted(good) == list(range(1, sent + 1))  # 0 lost (late ones accepted)
     assert controller.missing == {}
 
 
@@ -93,11 +94,9 @@ def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_
 def test_commands_reach_the_bench_and_are_confirmed(mosquitto_broker, pty_pair, tmp_path):
     recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
     log = recorder.device_log("controller", "mqtt")
-    peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b2",
-                              [SimMeter("M1", 0.5, 10.0)]).start()
+    peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b2", [SimMeter("M1", 0.5, 10.0)]).start()
     try:
-        controller = BenchController(MqttConfig("b2", port=mosquitto_broker.port), log,
-                                     recorder.now_s).start()
+        controller = BenchController(MqttConfig("b2", port=mosquitto_broker.port), log, recorder.now_s).start()
         controller.set_valve("inlet", "open").wait(10.0)  # bounded; returns when confirmed
         controller.set_flow(1.8).wait(10.0)
         t_start, start = controller.latch("start", "Q3")
@@ -119,21 +118,24 @@ def test_username_and_password_from_config(tmp_path):
     try:
         recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
         log = recorder.device_log("controller", "mqtt")
-        wrong = BenchController(MqttConfig("b3", port=broker.port, username="bench",
-                                           password="nope", client_id="c-wrong"),
-                                log, recorder.now_s)
+        wrong = BenchController(
+            MqttConfig("b3", port=broker.port, username="bench", password="nope", client_id="c-wrong"),
+            log,
+            recorder.now_s,
+        )
         with pytest.raises(DeviceError, match="refused the connection"):
             wrong.start()
-        right = BenchController(MqttConfig.from_dict(
-            {"bench_id": "b3", "port": broker.port, "username": "bench", "password": "s3cret"}),
-            log, recorder.now_s).start()
+        right = BenchController(
+            MqttConfig.from_dict({"bench_id": "b3", "port": broker.port, "username": "bench", "password": "s3cret"}),
+            log,
+            recorder.now_s,
+        ).start()
         assert right.connected.is_set()
         right.stop()
         recorder.close()
     finally:
         broker.stop()
-    assert any("refused" in (json.loads(x)["error"] or "") for x in
-               log.path.read_text().splitlines())
+    assert any("refused" in (json.loads(x)["error"] or "") for x in log.path.read_text().splitlines())
 
 
 def _make_certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -142,11 +144,41 @@ def _make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     ca_key, ca_crt = folder / "ca.key", folder / "ca.crt"
     key, csr, crt, ext = folder / "server.key", folder / "server.csr", folder / "server.crt", folder / "ext.cnf"
     ext.write_text("subjectAltName = IP:127.0.0.1\n")
-    for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
-                  "-days", "2", "-subj", "/CN=meterbench test CA"],
-                 ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-                 ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
-                  "-days", "2", "-extfile", ext]):
+    for args in (
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca_crt,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=meterbench test CA",
+        ],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        [
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca_crt,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            crt,
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        ],
+    ):
         subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
     return ca_crt, crt, key
 
@@ -159,14 +191,20 @@ def test_tls_broker_with_the_right_ca_and_refusal_without(tmp_path):
     try:
         recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
         log = recorder.device_log("controller", "mqtt")
-        right = BenchController(MqttConfig.from_dict(
-            {"bench_id": "b4", "port": broker.port, "tls_ca": str(ca), "client_id": "c-tls"}),
-            log, recorder.now_s).start()
+        right = BenchController(
+            MqttConfig.from_dict({"bench_id": "b4", "port": broker.port, "tls_ca": str(ca), "client_id": "c-tls"}),
+            log,
+            recorder.now_s,
+        ).start()
         assert right.connected.is_set()
         right.stop()
-        wrong = BenchController(MqttConfig.from_dict(
-            {"bench_id": "b4", "port": broker.port, "tls_ca": str(other_ca), "client_id": "c-bad"}),
-            log, recorder.now_s)
+        wrong = BenchController(
+            MqttConfig.from_dict(
+                {"bench_id": "b4", "port": broker.port, "tls_ca": str(other_ca), "client_id": "c-bad"}
+            ),
+            log,
+            recorder.now_s,
+        )
         with pytest.raises(DeviceError):
             wrong.start()
         recorder.close()

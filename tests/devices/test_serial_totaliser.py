@@ -23,17 +23,19 @@ def test_format_then_parse_round_trips():
     assert line.endswith(b"\r\n")
     parsed, error = parse_totaliser_line(line)
     assert error is None
-    assert parsed == {"seq": 17, "pulses": 123456, "volume_l": 12.3456, "flow_l_h": 2400.0,
-                      "temperature_c": 20.12}
+    assert parsed == {"seq": 17, "pulses": 123456, "volume_l": 12.3456, "flow_l_h": 2400.0, "temperature_c": 20.12}
 
 
-@pytest.mark.parametrize(("line", "error_start"), [
-    (b"$TOT,1,100,0.0100,2400.0,20.10*00\r\n", "checksum mismatch"),
-    (b"$TOT,1,100,0.0100\r\n", "partial line"),
-    (b"\x00\xffnoise\r\n", "garbage"),
-    (b"$GPGGA,1,2*11\r\n", "garbage"),
-    (b"$TOT,1,abc,0.0100,2400.0,20.10*00\r\n", "malformed"),
-])
+@pytest.mark.parametrize(
+    ("line", "error_start"),
+    [
+        (b"$TOT,1,100,0.0100,2400.0,20.10*00\r\n", "checksum mismatch"),
+        (b"$TOT,1,100,0.0100\r\n", "partial line"),
+        (b"\x00\xffnoise\r\n", "garbage"),
+        (b"$GPGGA,1,2*11\r\n", "garbage"),
+        (b"$TOT,1,abc,0.0100,2400.0,20.10*00\r\n", "malformed"),
+    ],
+)
 def test_bad_lines_give_an_error_and_no_value(line, error_start):
     parsed, error = parse_totaliser_line(line)
     assert parsed is None
@@ -54,23 +56,21 @@ def _events(path):
 def test_reader_over_pty_records_every_line_and_counts_faults(pty_pair, tmp_path):
     recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
     log = recorder.device_log("ref-meter", "serial-totaliser")
-    reader = TotaliserReader(pty_pair.a, log, recorder.now_s, silence_s=0.5,
-                             pulse_volume_l=0.0001).start()
+    reader = TotaliserReader(pty_pair.a, log, recorder.now_s, silence_s=0.5, pulse_volume_l=0.0001).start()
     with serial.Serial(pty_pair.b, 9600) as peer:
         peer.write(format_totaliser_line(1, 100, 0.01, 2400.0, 20.1))
         peer.write(b"line noise\r\n")
-        peer.write(b"$TOT,2,200,0.0200,2400.0,20.10*00\r\n")        # bad checksum
-        peer.write(b"$TOT,3,30")                                     # cut short
+        peer.write(b"$TOT,2,200,0.0200,2400.0,20.10*00\r\n")  # bad checksum
+        peer.write(b"$TOT,3,30")  # cut short
         peer.write(format_totaliser_line(4, 400, 0.04, 2400.0, 20.1))
         peer.write(format_totaliser_line(5, 500, 0.07, 2400.0, 20.1))  # volume != pulses
         peer.flush()
         assert reader.wait_for_line(-1.0, 2.0) is not None
-        time.sleep(1.0)   # > silence_s
+        time.sleep(1.0)  # > silence_s
     reader.stop()
     recorder.close()
     counts = reader.counts
-    assert (counts.parsed, counts.garbage, counts.checksum, counts.partial,
-            counts.inconsistent) == (2, 1, 1, 1, 1)
+    assert (counts.parsed, counts.garbage, counts.checksum, counts.partial, counts.inconsistent) == (2, 1, 1, 1, 1)
     assert counts.gaps == 1 and counts.lost_lines == 2 and counts.silences == 1
     events = _events(tmp_path / "s" / "devices" / "ref-meter.jsonl")
     good = [e for e in events if e["parsed"] is not None]
@@ -86,8 +86,7 @@ def test_reader_over_pty_records_every_line_and_counts_faults(pty_pair, tmp_path
 def test_reader_survives_unplug_and_replug(pty_pair, tmp_path):
     recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
     log = recorder.device_log("ref-meter", "serial-totaliser")
-    reader = TotaliserReader(pty_pair.a, log, monotonic_clock(), silence_s=5.0,
-                             reopen_interval_s=0.1).start()
+    reader = TotaliserReader(pty_pair.a, log, monotonic_clock(), silence_s=5.0, reopen_interval_s=0.1).start()
     with serial.Serial(pty_pair.b) as peer:
         peer.write(format_totaliser_line(1, 1, 0.0001, 1.0, 20.0))
         peer.flush()
@@ -96,7 +95,7 @@ def test_reader_survives_unplug_and_replug(pty_pair, tmp_path):
     time.sleep(0.3)
     pty_pair.plug()
     line = None
-    with serial.Serial(pty_pair.b) as peer:   # a live device keeps sending, ~10 lines/s
+    with serial.Serial(pty_pair.b) as peer:  # a live device keeps sending, ~10 lines/s
         for seq in range(2, 100):
             peer.write(format_totaliser_line(seq, seq, seq / 1e4, 1.0, 20.0))
             peer.flush()

@@ -22,7 +22,6 @@ def labelled_dev_crops(kind: str, count: int) -> list[tuple[Path, int]]:
     chosen = []
     with (data_dir / "labels.csv").open(newline="") as f:
         for row in csv.DictReader(f):
-            if unit_of.get(row["group"], row["group"]) in DEV_UNITS[kind] \
-                    or row["group"] in DEV_UNITS[kind]:
+            if unit_of.get(row["group"], row["group"]) in DEV_UNITS[kind] or row["group"] in DEV_UNITS[kind]:
                 chosen.append((data_dir / row["path"], int(row["value_tenths"])))
     return chosen[:: max(1, len(chosen) // count)][:count]

@@ -5,10 +5,18 @@ from meterbench.models._metrics import least_confident_share, wheel_metrics
 from meterbench.models._runtime import circular_distance, decode_probs
 
 
-@pytest.mark.parametrize(("a", "b", "expected"), [
-    (9.9, 0.1, 0.2), (0.1, 9.9, 0.2), (3.0, 8.0, 5.0), (2.5, 2.5, 0.0), (0.0, 9.5, 0.5),
-    (12.3, 2.3, 0.0), (-0.2, 9.8, 0.0),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (9.9, 0.1, 0.2),
+        (0.1, 9.9, 0.2),
+        (3.0, 8.0, 5.0),
+        (2.5, 2.5, 0.0),
+        (0.0, 9.5, 0.5),
+        (12.3, 2.3, 0.0),
+        (-0.2, 9.8, 0.0),
+    ],
+)
 def test_circular_distance_wraps_at_ten(a, b, expected):
     assert circular_distance(a, b) == pytest.approx(expected, abs=1e-9)
 
@@ -22,7 +30,7 @@ def test_metrics_count_wrapped_reading_as_hit():
     labels = np.array([0, 0, 30, 0])
     figures = wheel_metrics(value, np.ones(4), labels)
     assert figures["within_0_1"] == pytest.approx(0.75)
-    assert figures["integer_acc"] == pytest.approx(0.75)   # 9.95 rounds to 10 -> digit 0
+    assert figures["integer_acc"] == pytest.approx(0.75)  # 9.95 rounds to 10 -> digit 0
     assert figures["off_ge_0_5"] == pytest.approx(0.25)
     assert figures["n_whole"] == 4
 

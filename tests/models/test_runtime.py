@@ -25,8 +25,7 @@ def dial_reader():
     return DialReader()
 
 
-@pytest.mark.parametrize(("reader_name", "kind"), [("digit_reader", "digit"),
-                                                   ("dial_reader", "dial")])
+@pytest.mark.parametrize(("reader_name", "kind"), [("digit_reader", "digit"), ("dial_reader", "dial")])
 def test_reads_unseen_real_crops_close_to_labels(request, reader_name, kind):
     reader = request.getfixturevalue(reader_name)
     crops = labelled_dev_crops(kind, 24)
@@ -72,7 +71,7 @@ def test_model_sha256_matches_sidecar(digit_reader, dial_reader):
 
 
 def test_read_crop_files_reports_missing_and_corrupt_but_reads_others(tmp_path, digit_reader):
-    (good_path, tenths), = labelled_dev_crops("digit", 1)
+    ((good_path, tenths),) = labelled_dev_crops("digit", 1)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"not a jpeg at all")
     missing = tmp_path / "missing.png"
@@ -92,12 +91,13 @@ def test_read_crop_files_rejects_unknown_kind():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "meterbench", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "meterbench", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_digits_json_lines(tmp_path):
-    (path, tenths), = labelled_dev_crops("digit", 1)
+    ((path, tenths),) = labelled_dev_crops("digit", 1)
     done = _cli("digits", str(path), str(path), "--json")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
@@ -109,7 +109,7 @@ def test_cli_digits_json_lines(tmp_path):
 
 
 def test_cli_dials_missing_file_fails_but_reads_others(tmp_path):
-    (path, _), = labelled_dev_crops("dial", 1)
+    ((path, _),) = labelled_dev_crops("dial", 1)
     missing = tmp_path / "nope.jpg"
     done = _cli("dials", str(missing), str(path), "--json")
     assert done.returncode == 1
@@ -124,7 +124,7 @@ def test_input_spec_comes_from_the_sidecar_and_must_match_the_model(tmp_path):
     model = tmp_path / "digit_wheel.onnx"
     model.write_bytes((MODEL_DIR / "digit_wheel.onnx").read_bytes())
     sidecar = json.loads((MODEL_DIR / "digit_wheel.json").read_text())
-    assert DigitReader(model).input_spec == InputSpec("grey", 32, 20)   # no sidecar: the default
+    assert DigitReader(model).input_spec == InputSpec("grey", 32, 20)  # no sidecar: the default
     sidecar["input"]["height_px"] = 40
     model.with_suffix(".json").write_text(json.dumps(sidecar))
     with pytest.raises(ValueError, match="does not match its sidecar"):

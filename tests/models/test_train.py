@@ -47,15 +47,31 @@ def test_weight_average_moves_towards_new_weights():
             param.add_(1.0)
     before = [p.clone() for p in average.model.parameters()]
     average.update(model)
-    for old, new, target in zip(before, average.model.parameters(), model.parameters(),
-                                strict=True):
+    for old, new, target in zip(before, average.model.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(new, 0.5 * old + 0.5 * target)
 
 
 @pytest.mark.slow
 def test_one_epoch_training_smoke(tmp_path):
-    assert train.main(["--kind", "digit", "--out", str(tmp_path), "--epochs", "1",
-                       "--limit", "64", "--batch-size", "32", "--threads", "1"]) == 0
+    assert (
+        train.main(
+            [
+                "--kind",
+                "digit",
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--limit",
+                "64",
+                "--batch-size",
+                "32",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     sidecar = json.loads((tmp_path / "digit_wheel.json").read_text())
     assert sidecar["input"]["height_px"] == 32 and sidecar["classes"]["count"] == 100
     from meterbench.models import DigitReader
@@ -71,7 +87,7 @@ def test_synthetic_wheels_have_exact_labels_and_requested_size():
     from meterbench.models.training.synthetic import digit_strips, render_wheel
 
     strips = digit_strips()
-    assert len(strips) >= 36          # Hershey variants alone
+    assert len(strips) >= 36  # Hershey variants alone
     rng = np.random.default_rng(0)
     for frame_p in (0.0, 1.0):
         for _ in range(10):

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _bar_position(frame: np.ndarray) -> int:
     """Index encoded by make_frame: the bright bar's x / 2 (robust to lossy coding)."""
-    column_brightness = frame[frame.shape[0] // 2:, :, 0].astype(float).mean(axis=0)
+    column_brightness = frame[frame.shape[0] // 2 :, :, 0].astype(float).mean(axis=0)
     return int(np.argmax(column_brightness[::2] + column_brightness[1::2]))
 
 
@@ -50,8 +50,8 @@ def _problems(folder: Path) -> list[str]:
 
 # ---------------------------------------------------------------- round trips
 
-@pytest.mark.parametrize(("kind", "image_format"),
-                         [("video", "jpg"), ("images", "jpg"), ("images", "png")])
+
+@pytest.mark.parametrize(("kind", "image_format"), [("video", "jpg"), ("images", "jpg"), ("images", "png")])
 def test_round_trip(tmp_path: Path, kind: str, image_format: str) -> None:
     folder = record_session(tmp_path / "s", kind=kind, image_format=image_format)
     with load_session(folder) as session:
@@ -62,8 +62,7 @@ def test_round_trip(tmp_path: Path, kind: str, image_format: str) -> None:
         assert session.truth["instruments"][0]["points"][0]["true_error_pct"] == -0.42
         camera = session.camera("cam-M1")
         assert camera.frame_count == FRAME_COUNT
-        np.testing.assert_array_equal(camera.frame_times,
-                                      [i / FPS + 0.0123 for i in range(FRAME_COUNT)])
+        np.testing.assert_array_equal(camera.frame_times, [i / FPS + 0.0123 for i in range(FRAME_COUNT)])
         for index, t_s, frame in camera.iter_frames():
             assert frame.shape == (FRAME_SIZE_WH[1], FRAME_SIZE_WH[0], 3)
             assert _bar_position(frame) == index
@@ -72,9 +71,13 @@ def test_round_trip(tmp_path: Path, kind: str, image_format: str) -> None:
                 np.testing.assert_array_equal(frame, make_frame(index))
         ref = session.device_events("ref-meter")
         assert [e.seq for e in ref] == list(range(FRAME_COUNT + 1))
-        assert ref[3] == DeviceEvent(seq=3, t_s=3 / FPS + 0.0123,
-                                     raw="$TOT,3,30,0.0300,2400.0,20.12*00\r\n",
-                                     parsed={"seq": 3, "volume_l": 0.03}, error=None)
+        assert ref[3] == DeviceEvent(
+            seq=3,
+            t_s=3 / FPS + 0.0123,
+            raw="$TOT,3,30,0.0300,2400.0,20.12*00\r\n",
+            parsed={"seq": 3, "volume_l": 0.03},
+            error=None,
+        )
         assert ref[-1].raw == b"\xff\x00garbage" and ref[-1].error == "no $ start"
         controller = session.device_events("controller")
         assert controller[0].topic == "bench/b1/event"
@@ -83,8 +86,7 @@ def test_round_trip(tmp_path: Path, kind: str, image_format: str) -> None:
 
 
 @pytest.mark.parametrize("forward_decode_frames", [48, 2])
-def test_video_random_access_matches_sequential_decode(tmp_path: Path, monkeypatch,
-                                                        forward_decode_frames: int) -> None:
+def test_video_random_access_matches_sequential_decode(tmp_path: Path, monkeypatch, forward_decode_frames: int) -> None:
     monkeypatch.setattr("meterbench.session.reader._MAX_FORWARD_DECODE", forward_decode_frames)
     folder = record_session(tmp_path / "s", kind="video")
     with load_session(folder) as session:
@@ -108,8 +110,11 @@ def test_file_hashes_are_sha256_of_every_file(tmp_path: Path) -> None:
 
 def test_unknown_camera_or_device_id_is_a_clear_error(tmp_path: Path) -> None:
     session = load_session(record_session(tmp_path / "s"))
-    with pytest.raises(SessionError, match='cameras: no entry with id "cam-9" '
-                                           r'\(known: "cam-M1"\)'):
+    with pytest.raises(
+        SessionError,
+        match='cameras: no entry with id "cam-9" '
+        r'\(known: "cam-M1"\)',
+    ):
         session.camera("cam-9")
     with pytest.raises(SessionError, match='devices: no entry with id "plc"'):
         session.device_events("plc")
@@ -117,58 +122,98 @@ def test_unknown_camera_or_device_id_is_a_clear_error(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- validation
 
+
 def test_missing_folder_and_session_json(tmp_path: Path) -> None:
-    assert _problems(tmp_path / "nope") == [f"{tmp_path / 'nope'}: not a session folder "
-                                            "(no such directory)"]
+    assert _problems(tmp_path / "nope") == [f"{tmp_path / 'nope'}: not a session folder (no such directory)"]
     assert _problems(tmp_path) == ["session.json: not found"]
 
 
 def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "session.json").write_text('{\n  "format": "meterbench-session",\n  "x" 1\n}')
-    assert _problems(tmp_path) == ["session.json: not valid JSON: Expecting ':' delimiter "
-                                   "at line 3, column 7"]
+    assert _problems(tmp_path) == ["session.json: not valid JSON: Expecting ':' delimiter at line 3, column 7"]
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    (lambda m: m["instruments"][0].update(q3_m3h="abc"),
-     'session.json: instruments[0].q3_m3h: expected a number > 0, got "abc"'),
-    (lambda m: m["instruments"][0].pop("accuracy_class"),
-     "session.json: instruments[0].accuracy_class: missing (expected one of 1, 2)"),
-    (lambda m: m.update(bench_kind="gas-meter"),
-     'session.json: bench_kind: expected one of "water-meter", "tank", got "gas-meter"'),
-    (lambda m: m.update(format_version=2),
-     "session.json: format_version: expected 1 (this reader reads format version 1), got 2"),
-    (lambda m: m["cameras"][0].update(video="cameras/missing.mp4"),
-     'session.json: cameras[0].video: file "cameras/missing.mp4" not found in the session folder'),
-    (lambda m: m["test_plan"]["points"][1].update(name="Q3"),
-     'session.json: test_plan.points[1].name: duplicate point name "Q3" '
-     "(also test_plan.points[0].name)"),
-    (lambda m: m["instruments"][0].update(camera="cam-X"),
-     'session.json: instruments[0].camera: expected the id of an entry of cameras[], got "cam-X"'),
-    (lambda m: m["cameras"][0].update(images="cameras"),
-     'session.json: cameras[0]: expected exactly one of the fields "video" or "images"'),
-    (lambda m: m["devices"][0].update(log="../outside.jsonl"),
-     "session.json: devices[0].log: expected a relative path inside the session folder "
-     "('/' separators, no '..'), got \"../outside.jsonl\""),
-    (lambda m: m["reference_instruments"][0].update(device="plc"),
-     "session.json: reference_instruments[0].device: expected the id of an entry of devices[], "
-     'got "plc"'),
-    (lambda m: m.update(start_time_utc="27/11/2026"),
-     'session.json: start_time_utc: expected a UTC time in ISO 8601 like "2026-11-27T09:00:00Z", '
-     'got "27/11/2026"'),
-    (lambda m: m["instruments"][0]["register"]["elements"][1].pop("radius_px"),
-     "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0)"),
-    (lambda m: m.update(tanks=[{"id": "T1", "nominal_volume_l": 20.0, "material": "stainless-steel",
-                                "camera": "cam-M1"}]),
-     'session.json: tanks[0].kind: expected "water-meter" on a "water-meter" bench (bench_kind), '
-     'got "tank"'),
-    (lambda m: m["test_plan"]["points"][0].pop("volume_l"),
-     "session.json: test_plan.points[0].volume_l: missing (expected a number > 0 on a "
-     "water-meter bench)"),
-], ids=["wrong-type", "missing-field", "unknown-bench-kind", "format-version", "missing-camera-file",
-        "duplicate-point", "unknown-camera-ref", "video-and-images", "path-escape",
-        "unknown-device-ref", "bad-time", "dial-without-radius", "tank-on-meter-bench",
-        "point-without-volume"])
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda m: m["instruments"][0].update(q3_m3h="abc"),
+            'session.json: instruments[0].q3_m3h: expected a number > 0, got "abc"',
+        ),
+        (
+            lambda m: m["instruments"][0].pop("accuracy_class"),
+            "session.json: instruments[0].accuracy_class: missing (expected one of 1, 2)",
+        ),
+        (
+            lambda m: m.update(bench_kind="gas-meter"),
+            'session.json: bench_kind: expected one of "water-meter", "tank", got "gas-meter"',
+        ),
+        (
+            lambda m: m.update(format_version=2),
+            "session.json: format_version: expected 1 (this reader reads format version 1), got 2",
+        ),
+        (
+            lambda m: m["cameras"][0].update(video="cameras/missing.mp4"),
+            'session.json: cameras[0].video: file "cameras/missing.mp4" not found in the session folder',
+        ),
+        (
+            lambda m: m["test_plan"]["points"][1].update(name="Q3"),
+            'session.json: test_plan.points[1].name: duplicate point name "Q3" (also test_plan.points[0].name)',
+        ),
+        (
+            lambda m: m["instruments"][0].update(camera="cam-X"),
+            'session.json: instruments[0].camera: expected the id of an entry of cameras[], got "cam-X"',
+        ),
+        (
+            lambda m: m["cameras"][0].update(images="cameras"),
+            'session.json: cameras[0]: expected exactly one of the fields "video" or "images"',
+        ),
+        (
+            lambda m: m["devices"][0].update(log="../outside.jsonl"),
+            "session.json: devices[0].log: expected a relative path inside the session folder "
+            "('/' separators, no '..'), got \"../outside.jsonl\"",
+        ),
+        (
+            lambda m: m["reference_instruments"][0].update(device="plc"),
+            'session.json: reference_instruments[0].device: expected the id of an entry of devices[], got "plc"',
+        ),
+        (
+            lambda m: m.update(start_time_utc="27/11/2026"),
+            'session.json: start_time_utc: expected a UTC time in ISO 8601 like "2026-11-27T09:00:00Z", '
+            'got "27/11/2026"',
+        ),
+        (
+            lambda m: m["instruments"][0]["register"]["elements"][1].pop("radius_px"),
+            "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0)",
+        ),
+        (
+            lambda m: m.update(
+                tanks=[{"id": "T1", "nominal_volume_l": 20.0, "material": "stainless-steel", "camera": "cam-M1"}]
+            ),
+            'session.json: tanks[0].kind: expected "water-meter" on a "water-meter" bench (bench_kind), got "tank"',
+        ),
+        (
+            lambda m: m["test_plan"]["points"][0].pop("volume_l"),
+            "session.json: test_plan.points[0].volume_l: missing (expected a number > 0 on a water-meter bench)",
+        ),
+    ],
+    ids=[
+        "wrong-type",
+        "missing-field",
+        "unknown-bench-kind",
+        "format-version",
+        "missing-camera-file",
+        "duplicate-point",
+        "unknown-camera-ref",
+        "video-and-images",
+        "path-escape",
+        "unknown-device-ref",
+        "bad-time",
+        "dial-without-radius",
+        "tank-on-meter-bench",
+        "point-without-volume",
+    ],
+)
 def test_one_mistake_gives_one_clear_line(tmp_path: Path, edit, expected: str) -> None:
     folder = record_session(tmp_path / "s")
     _edit_manifest(folder, edit)
@@ -198,30 +243,45 @@ def test_tank_bench_needs_tanks(tmp_path: Path) -> None:
     def to_tank(m: dict) -> None:
         m["bench_kind"] = "tank"
         m["instruments"] = []
-        m["tanks"] = [{"id": "T20", "nominal_volume_l": 20.0, "material": "stainless-steel",
-                       "class": "0.2", "camera": "cam-M1", "scale": {"division_ml": 10}}]
+        m["tanks"] = [
+            {
+                "id": "T20",
+                "nominal_volume_l": 20.0,
+                "material": "stainless-steel",
+                "class": "0.2",
+                "camera": "cam-M1",
+                "scale": {"division_ml": 10},
+            }
+        ]
         m["test_plan"]["points"] = [{"name": "run1"}, {"name": "run2"}]
 
     _edit_manifest(folder, to_tank)
     assert load_session(folder).tanks[0]["id"] == "T20"
     _edit_manifest(folder, lambda m: m.update(tanks=[]))
-    assert _problems(folder) == ['session.json: tanks: expected at least one "tank" '
-                                 '(bench_kind is "tank"), got none']
+    assert _problems(folder) == ['session.json: tanks: expected at least one "tank" (bench_kind is "tank"), got none']
 
 
 def test_truth_json_is_validated(tmp_path: Path) -> None:
     folder = record_session(tmp_path / "s")
-    (folder / "truth.json").write_text(json.dumps(
-        {"instruments": [{"id": "M9", "points": []},
-                         {"id": "M1", "points": [{"name": "Q3", "true_error_pct": None}]}]}))
-    assert _problems(folder) == [
-        "truth.json: instruments[1].points[0].true_error_pct: expected a number, got null"]
+    (folder / "truth.json").write_text(
+        json.dumps(
+            {
+                "instruments": [
+                    {"id": "M9", "points": []},
+                    {"id": "M1", "points": [{"name": "Q3", "true_error_pct": None}]},
+                ]
+            }
+        )
+    )
+    assert _problems(folder) == ["truth.json: instruments[1].points[0].true_error_pct: expected a number, got null"]
     (folder / "truth.json").write_text(json.dumps({"instruments": [{"id": "M9", "points": []}]}))
-    assert _problems(folder) == ['truth.json: instruments[0].id: expected the id of an instrument '
-                                 'of session.json, got "M9"']
+    assert _problems(folder) == [
+        'truth.json: instruments[0].id: expected the id of an instrument of session.json, got "M9"'
+    ]
 
 
 # ---------------------------------------------------------------- damaged files
+
 
 def test_truncated_last_jsonl_line_is_skipped_with_warning(tmp_path: Path) -> None:
     folder = record_session(tmp_path / "s")
@@ -231,8 +291,7 @@ def test_truncated_last_jsonl_line_is_skipped_with_warning(tmp_path: Path) -> No
     session = load_session(folder)
     events = session.device_events("ref-meter")
     assert [e.seq for e in events] == list(range(FRAME_COUNT + 1))
-    assert session.warnings == ["devices/ref-meter.jsonl:26: skipped: truncated last line "
-                                "(cut by a crash?)"]
+    assert session.warnings == ["devices/ref-meter.jsonl:26: skipped: truncated last line (cut by a crash?)"]
 
 
 def test_bad_middle_lines_are_skipped_and_order_kept(tmp_path: Path) -> None:
@@ -247,7 +306,8 @@ def test_bad_middle_lines_are_skipped_and_order_kept(tmp_path: Path) -> None:
     assert seqs == [0, 1, 3] + list(range(5, FRAME_COUNT + 1))
     assert session.warnings == [
         "devices/ref-meter.jsonl:3: skipped: not valid JSON",
-        "devices/ref-meter.jsonl:5: skipped: t_s: expected a finite number of seconds, got null"]
+        "devices/ref-meter.jsonl:5: skipped: t_s: expected a finite number of seconds, got null",
+    ]
 
 
 def test_corrupt_and_missing_jpeg_frames_give_none_and_warning(tmp_path: Path) -> None:
@@ -260,8 +320,7 @@ def test_corrupt_and_missing_jpeg_frames_give_none_and_warning(tmp_path: Path) -
     frames = {index: frame for index, _, frame in session.camera("cam-M1").iter_frames()}
     assert [i for i, f in frames.items() if f is None] == [5, 6, 7]
     assert all(_bar_position(f) == i for i, f in frames.items() if f is not None)
-    assert session.warnings[0] == ("cameras/cam-M1/000005.jpg: truncated or not a jpg file; "
-                                   "frame not used")
+    assert session.warnings[0] == ("cameras/cam-M1/000005.jpg: truncated or not a jpg file; frame not used")
     assert session.warnings[1] == "cameras/cam-M1/000006.jpg: cannot be decoded; frame not used"
     assert session.warnings[2].startswith("cameras/cam-M1/000007.jpg: cannot be read (")
     session.camera("cam-M1").read(5)
@@ -276,9 +335,9 @@ def test_frame_times_longer_than_video_use_common_prefix(tmp_path: Path) -> None
     camera = session.camera("cam-M1")
     assert camera.frame_count == FRAME_COUNT
     assert session.warnings == [
-        "cameras/cam-M1.csv:28: truncated last row (cut by a crash?); frames from index 26 "
-        "on are not used",
-        "cameras/cam-M1.mp4: 24 frames but cameras/cam-M1.csv has 26 good rows; using the first 24"]
+        "cameras/cam-M1.csv:28: truncated last row (cut by a crash?); frames from index 26 on are not used",
+        "cameras/cam-M1.mp4: 24 frames but cameras/cam-M1.csv has 26 good rows; using the first 24",
+    ]
     assert _bar_position(camera.read(FRAME_COUNT - 1)) == FRAME_COUNT - 1
 
 
@@ -288,8 +347,9 @@ def test_unterminated_last_row_is_never_used(tmp_path: Path) -> None:
     csv.write_text(csv.read_text()[:-3])  # "23,2.3123\n" cut to "23,2.31": valid-looking, wrong
     session = load_session(folder)
     assert session.camera("cam-M1").frame_count == FRAME_COUNT - 1
-    assert session.warnings == ["cameras/cam-M1.csv:25: truncated last row (cut by a crash?); "
-                                "frames from index 23 on are not used"]
+    assert session.warnings == [
+        "cameras/cam-M1.csv:25: truncated last row (cut by a crash?); frames from index 23 on are not used"
+    ]
 
 
 def test_non_increasing_frame_time_stops_at_the_bad_row(tmp_path: Path) -> None:
@@ -300,8 +360,9 @@ def test_non_increasing_frame_time_stops_at_the_bad_row(tmp_path: Path) -> None:
     csv.write_text("\n".join(rows) + "\n")
     session = load_session(folder)
     assert session.camera("cam-M1").frame_count == 10
-    assert session.warnings == ["cameras/cam-M1.csv:12: t_s: expected a finite time > "
-                                "0.9123 s, got 0.5; frames from index 10 on are not used"]
+    assert session.warnings == [
+        "cameras/cam-M1.csv:12: t_s: expected a finite time > 0.9123 s, got 0.5; frames from index 10 on are not used"
+    ]
 
 
 def test_unfinished_video_gives_no_frames_and_a_warning(tmp_path: Path) -> None:
@@ -310,8 +371,9 @@ def test_unfinished_video_gives_no_frames_and_a_warning(tmp_path: Path) -> None:
     video.write_bytes(video.read_bytes()[:200])
     session = load_session(folder)
     assert session.camera("cam-M1").frame_count == 0
-    assert session.warnings == ["cameras/cam-M1.mp4: cannot be opened as a video (unfinished "
-                                "recording?); no frames used"]
+    assert session.warnings == [
+        "cameras/cam-M1.mp4: cannot be opened as a video (unfinished recording?); no frames used"
+    ]
 
 
 # ---------------------------------------------------------------- kill -9
@@ -339,9 +401,14 @@ _RECORDING_CHILD = textwrap.dedent("""
 def test_kill_9_while_recording_leaves_a_readable_session(tmp_path: Path) -> None:
     folder = tmp_path / "live"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    child = subprocess.Popen([sys.executable, "-c", _RECORDING_CHILD, str(folder)],
-                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _RECORDING_CHILD, str(folder)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while int(child.stdout.readline() or 0) < 150:

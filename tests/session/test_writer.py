@@ -47,8 +47,7 @@ def test_create_refuses_other_format_version(tmp_path: Path) -> None:
 
 def test_update_manifest_rewrites_atomically(tmp_path: Path) -> None:
     with SessionRecorder.create(tmp_path, water_meter_manifest()) as rec:
-        rec.update_manifest({"end_time_utc": "2026-11-27T09:30:00Z",
-                             "stopped_reason": "sequence complete"})
+        rec.update_manifest({"end_time_utc": "2026-11-27T09:30:00Z", "stopped_reason": "sequence complete"})
     written = json.loads((tmp_path / "session.json").read_text())
     assert written["end_time_utc"] == "2026-11-27T09:30:00Z"
     assert written["stopped_reason"] == "sequence complete"
@@ -57,8 +56,10 @@ def test_update_manifest_rewrites_atomically(tmp_path: Path) -> None:
 
 
 def test_update_manifest_refuses_recorder_managed_keys(tmp_path: Path) -> None:
-    with (SessionRecorder.create(tmp_path, water_meter_manifest()) as rec,
-          pytest.raises(ValueError, match="cameras, format_version: kept by the recorder")):
+    with (
+        SessionRecorder.create(tmp_path, water_meter_manifest()) as rec,
+        pytest.raises(ValueError, match="cameras, format_version: kept by the recorder"),
+    ):
         rec.update_manifest({"cameras": [], "format_version": 2})
     assert json.loads((tmp_path / "session.json").read_text())["format_version"] == 1
 
@@ -75,12 +76,10 @@ def test_device_log_lines_text_bytes_and_topic(tmp_path: Path) -> None:
         log = rec.device_log("controller", kind="mqtt")
         assert log.append(1.5, "$TOT,1*00\r\n", {"volume_l": np.float64(1.25)}) == 0
         assert log.append(1.75, b"\xff\xfe\x00", None, "not text") == 1
-        assert log.append(2.0, b'{"flow_m3h": 2.4}', {"flow_m3h": 2.4},
-                          topic="bench/b1/telemetry") == 2
+        assert log.append(2.0, b'{"flow_m3h": 2.4}', {"flow_m3h": 2.4}, topic="bench/b1/telemetry") == 2
         assert rec.device_log("controller") is log
     lines = _lines(tmp_path / "devices" / "controller.jsonl")
-    assert lines[0] == {"seq": 0, "t_s": 1.5, "raw": "$TOT,1*00\r\n",
-                        "parsed": {"volume_l": 1.25}, "error": None}
+    assert lines[0] == {"seq": 0, "t_s": 1.5, "raw": "$TOT,1*00\r\n", "parsed": {"volume_l": 1.25}, "error": None}
     assert base64.b64decode(lines[1]["raw_b64"]) == b"\xff\xfe\x00" and "raw" not in lines[1]
     assert lines[1]["error"] == "not text"
     assert lines[2]["raw"] == '{"flow_m3h": 2.4}' and lines[2]["topic"] == "bench/b1/telemetry"
@@ -133,8 +132,7 @@ def test_camera_writer_files_and_frame_times(tmp_path: Path, kind: str) -> None:
         camera.write(make_frame(5)[:, :, 0], 0.55)  # grey frames are accepted too
     rows = (tmp_path / "cameras" / "cam-M1.csv").read_text().splitlines()
     assert rows[0] == "frame_index,t_s"
-    assert [float(r.split(",")[1]) for r in rows[1:]] == [0.0, 0.1, 0.2, 0.30000000000000004,
-                                                          0.4, 0.55]
+    assert [float(r.split(",")[1]) for r in rows[1:]] == [0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.55]
     entry = json.loads((tmp_path / "session.json").read_text())["cameras"][0]
     if kind == "video":
         assert entry["video"] == "cameras/cam-M1.mp4"
@@ -163,28 +161,51 @@ def test_camera_writer_rejects_bad_times_and_frames(tmp_path: Path) -> None:
 
 
 def test_camera_writer_replaces_manifest_entry_media(tmp_path: Path) -> None:
-    manifest = water_meter_manifest() | {"cameras": [
-        {"id": "cam-M1", "video": "old.mp4", "frame_times": "old.csv", "fps": 5.0,
-         "width": 1, "height": 1, "exposure_ms": 4.0}]}
+    manifest = water_meter_manifest() | {
+        "cameras": [
+            {
+                "id": "cam-M1",
+                "video": "old.mp4",
+                "frame_times": "old.csv",
+                "fps": 5.0,
+                "width": 1,
+                "height": 1,
+                "exposure_ms": 4.0,
+            }
+        ]
+    }
     with SessionRecorder.create(tmp_path, manifest) as rec:
         rec.camera_writer("cam-M1", 10.0, FRAME_SIZE_WH, kind="images", image_format="png")
     entry = json.loads((tmp_path / "session.json").read_text())["cameras"]
-    assert entry == [{"id": "cam-M1", "frame_times": "cameras/cam-M1.csv", "fps": 10.0,
-                      "width": 64, "height": 48, "exposure_ms": 4.0,
-                      "images": "cameras/cam-M1", "image_format": "png"}]
+    assert entry == [
+        {
+            "id": "cam-M1",
+            "frame_times": "cameras/cam-M1.csv",
+            "fps": 10.0,
+            "width": 64,
+            "height": 48,
+            "exposure_ms": 4.0,
+            "images": "cameras/cam-M1",
+            "image_format": "png",
+        }
+    ]
 
 
 def test_manifest_lists_only_opened_devices_and_cameras(tmp_path: Path) -> None:
     manifest = water_meter_manifest() | {
-        "devices": [{"id": "ref-meter", "kind": "serial-totaliser", "port": "/dev/ttyUSB0"},
-                    {"id": "plc", "kind": "modbus"}],
-        "cameras": [{"id": "cam-M2", "exposure_ms": 4.0}]}
+        "devices": [
+            {"id": "ref-meter", "kind": "serial-totaliser", "port": "/dev/ttyUSB0"},
+            {"id": "plc", "kind": "modbus"},
+        ],
+        "cameras": [{"id": "cam-M2", "exposure_ms": 4.0}],
+    }
     with SessionRecorder.create(tmp_path, manifest) as rec:
         assert json.loads((tmp_path / "session.json").read_text())["devices"] == []
         rec.device_log("ref-meter")  # kind comes from the template
         during = json.loads((tmp_path / "session.json").read_text())
-        assert during["devices"] == [{"id": "ref-meter", "kind": "serial-totaliser",
-                                      "port": "/dev/ttyUSB0", "log": "devices/ref-meter.jsonl"}]
+        assert during["devices"] == [
+            {"id": "ref-meter", "kind": "serial-totaliser", "port": "/dev/ttyUSB0", "log": "devices/ref-meter.jsonl"}
+        ]
     after = json.loads((tmp_path / "session.json").read_text())
     assert after["not_recorded"] == {"cameras": ["cam-M2"], "devices": ["plc"]}
     assert after["cameras"] == [] and len(after["devices"]) == 1

@@ -23,15 +23,14 @@ def test_deterministic_for_a_seed(variant):
     for a, b in zip(frames[0], frames[1], strict=True):
         assert a.shape == (360, 640, 3) and a.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(frames[0][0], frames[0][1])   # shake/noise/motion differ
+    assert not np.array_equal(frames[0][0], frames[0][1])  # shake/noise/motion differ
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_markers_found_by_aruco(seed):
     layout, renderer = _renderer("dials" if seed % 2 else "wheels", seed)
     frame = renderer.render(positions_from_volume(layout, 100.0 * seed + 7.3))
-    detector = cv2.aruco.ArucoDetector(
-        cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50))
+    detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50))
     corners, ids, _ = detector.detectMarkers(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
     assert ids is not None and sorted(ids.ravel().tolist()) == [0, 1, 2, 3]
     # detected corners agree with the plate homography within the shake (<= 2 px, 0.5°)
@@ -56,7 +55,7 @@ def test_needle_points_at_position():
         a = np.radians(value * 36)
         tip = (int(cx + 0.7 * r * np.sin(a)), int(cy - 0.7 * r * np.cos(a)))
         opposite = (int(cx - 0.7 * r * np.sin(a)), int(cy + 0.7 * r * np.cos(a)))
-        assert hsv[tip[1], tip[0], 1] > 150, value         # red (saturated) under the tip
+        assert hsv[tip[1], tip[0], 1] > 150, value  # red (saturated) under the tip
         assert hsv[opposite[1], opposite[0], 1] < 80, value
 
 
@@ -66,10 +65,9 @@ def test_wheel_shows_digit_and_rolls():
     x, y, w, h = (int(v) for v in layout.elements[4].box_px)
     crops = {}
     for volume in (3000.0, 3500.0, 3999.999):
-        crops[volume] = renderer.render_plate(positions_from_volume(layout, volume))[y:y + h,
-                                                                                     x:x + w]
-    np.testing.assert_array_equal(crops[3000.0], crops[3500.0])   # carry wheel holds its digit
-    assert np.abs(crops[3000.0].astype(int) - crops[3999.999]).mean() > 10   # rolled to 4
+        crops[volume] = renderer.render_plate(positions_from_volume(layout, volume))[y : y + h, x : x + w]
+    np.testing.assert_array_equal(crops[3000.0], crops[3500.0])  # carry wheel holds its digit
+    assert np.abs(crops[3000.0].astype(int) - crops[3999.999]).mean() > 10  # rolled to 4
 
 
 def test_bad_positions_rejected():

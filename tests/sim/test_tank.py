@@ -21,13 +21,11 @@ PLAIN_CAMERA = NeckRenderConditions(noise_sigma=1.0)
 
 @pytest.fixture(scope="module")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate_tank(tmp_path_factory.mktemp("tank") / "s", seed=4, runs=1,
-                         conditions=PLAIN_CAMERA)
+    return simulate_tank(tmp_path_factory.mktemp("tank") / "s", seed=4, runs=1, conditions=PLAIN_CAMERA)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_gives_the_same_folder(session_dir: Path, tmp_path: Path) -> None:
@@ -44,8 +42,7 @@ def test_session_loads_and_has_the_tank_bench_parts(session_dir: Path) -> None:
     lines = session.device_events("ref-meter")
     parsed, error = parse_totaliser_line(lines[5].raw.encode("latin-1"))
     assert error is None and parsed == lines[5].parsed
-    events = [e.parsed for e in session.device_events("controller")
-              if e.topic.endswith("/event")]
+    events = [e.parsed for e in session.device_events("controller") if e.topic.endswith("/event")]
     kinds = [(e["event"], e.get("valve"), e.get("state")) for e in events]
     assert ("point_start", None, None) in kinds and ("point_stop", None, None) in kinds
     assert ("valve_set", "drain", "open") in kinds and ("valve_set", "slow_fill", "open") in kinds
@@ -55,26 +52,30 @@ def test_session_loads_and_has_the_tank_bench_parts(session_dir: Path) -> None:
 def test_truth_matches_the_seeded_tank_error(session_dir: Path) -> None:
     truth = json.loads((session_dir / "truth.json").read_text())
     point = truth["instruments"][0]["points"][0]
-    assert truth["tank_error_pct"] == pytest.approx(
-        sample_tank_error_pct(np.random.default_rng(4), truth["mpe_pct"]))
+    assert truth["tank_error_pct"] == pytest.approx(sample_tank_error_pct(np.random.default_rng(4), truth["mpe_pct"]))
     # both volumes at 20 °C: E = (V_nominal - V0) / (V0 + r), r the level at the reading
     v0_l = truth["tank_volume_at_nominal_mark_20c_l"]
     expected = (20.0 - v0_l) / (v0_l + point["true_level_ml"] / 1000) * 100
     assert point["true_error_pct"] == pytest.approx(expected, abs=1e-9)
     assert -200.0 < point["true_level_ml"] < 200.0
-    again = calibration.tank_error(20.0 + point["true_level_ml"] / 1000, point["delivered_l"],
-                                   point["meter_temperature_c"], point["tank_temperature_c"],
-                                   "stainless-steel")
+    again = calibration.tank_error(
+        20.0 + point["true_level_ml"] / 1000,
+        point["delivered_l"],
+        point["meter_temperature_c"],
+        point["tank_temperature_c"],
+        "stainless-steel",
+    )
     assert again.error_pct == pytest.approx(point["true_error_pct"], abs=1e-12)
 
 
 def test_render_puts_the_meniscus_where_the_level_says() -> None:
     geometry = NeckScaleGeometry()
-    low, high = (render_neck(level, geometry, NeckRenderConditions(noise_sigma=0.0))
-                 for level in (0.0, geometry.ml_per_division))
+    low, high = (
+        render_neck(level, geometry, NeckRenderConditions(noise_sigma=0.0)) for level in (0.0, geometry.ml_per_division)
+    )
     column = low[:, int(geometry.glass_centre_x_px), 1].astype(float)
     row = int(geometry.zero_mark_y_px)
-    assert column[row - 2] < column[row - 8] - 50      # dark meniscus band just above the mark
+    assert column[row - 2] < column[row - 8] - 50  # dark meniscus band just above the mark
     assert not np.array_equal(low, high)
 
 

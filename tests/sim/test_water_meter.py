@@ -44,7 +44,7 @@ def test_files_and_manifest(session):
         assert rows[0] == "frame_index,t_s" and len(rows) > 100
     assert {d["id"] for d in manifest["devices"]} == {"ref-meter", "controller"}
     for instrument in manifest["instruments"]:
-        RegisterLayout.from_dict(instrument["register"])   # valid layout
+        RegisterLayout.from_dict(instrument["register"])  # valid layout
 
 
 def test_session_loads_without_warnings(session):
@@ -77,32 +77,36 @@ def test_serial_lines_parse_and_checksums_verify(session):
         pulses.append(event["parsed"]["pulses"])
     rate = len(events) / (events[-1]["t_s"] - events[0]["t_s"])
     assert 9.0 < rate < 11.0
-    assert np.all(np.diff(pulses) >= 0)                   # a totaliser never runs back
+    assert np.all(np.diff(pulses) >= 0)  # a totaliser never runs back
     assert np.all(np.diff([e["t_s"] for e in events]) > 0)
 
 
 def test_controller_events_match_truth(session):
     events = _jsonl(session / "devices" / "controller.jsonl")
     truth = _truth(session)
-    assert all(e["topic"] in ("bench/sim-bench/telemetry", "bench/sim-bench/event")
-               for e in events)
+    assert all(e["topic"] in ("bench/sim-bench/telemetry", "bench/sim-bench/event") for e in events)
     telemetry = [e for e in events if e["topic"].endswith("telemetry")]
     rate = len(telemetry) / (telemetry[-1]["t_s"] - telemetry[0]["t_s"])
     assert 1.8 < rate < 2.2
     kinds = [e["parsed"]["event"] for e in events if e["topic"].endswith("event")]
     assert kinds[0] == "sequence_start" and kinds[-1] == "sequence_end"
     for point in truth["points"]:
-        for kind, t_key, ref_key in (("point_start", "t_start_s", "reference_start_l"),
-                                     ("point_stop", "t_stop_s", "reference_stop_l")):
-            (event,) = [e for e in events if e["topic"].endswith("event")
-                        and e["parsed"]["event"] == kind
-                        and e["parsed"]["point"] == point["name"]]
+        for kind, t_key, ref_key in (
+            ("point_start", "t_start_s", "reference_start_l"),
+            ("point_stop", "t_stop_s", "reference_stop_l"),
+        ):
+            (event,) = [
+                e
+                for e in events
+                if e["topic"].endswith("event")
+                and e["parsed"]["event"] == kind
+                and e["parsed"]["point"] == point["name"]
+            ]
             assert event["t_s"] == pytest.approx(point[t_key], abs=1e-4)
-            assert event["parsed"]["reference_volume_l"] == pytest.approx(point[ref_key],
-                                                                           abs=1e-6)
+            assert event["parsed"]["reference_volume_l"] == pytest.approx(point[ref_key], abs=1e-6)
         planned = PROFILES["short"].volumes_l[point["name"]]
         passed = point["reference_stop_l"] - point["reference_start_l"]
-        assert planned - 1e-9 <= passed < planned * 1.01    # flying stop just past the plan
+        assert planned - 1e-9 <= passed < planned * 1.01  # flying stop just past the plan
 
 
 def test_truth_consistent_with_error_curves(session):
@@ -117,12 +121,10 @@ def test_truth_consistent_with_error_curves(session):
             flow = truth["flows_m3h"][point["name"]]
             assert curve.error_pct(flow) == pytest.approx(point["curve_error_pct"], abs=1e-9)
             # stable flow with 0.3 % noise: the integrated error is the curve's
-            assert point["true_error_vs_volume_pct"] == pytest.approx(point["curve_error_pct"],
-                                                                       abs=0.02)
+            assert point["true_error_vs_volume_pct"] == pytest.approx(point["curve_error_pct"], abs=0.02)
             # the reference totaliser's own error shifts the error seen by the bench, and
             # its latched totals are whole pulses of 0.1 mL (≤ 1 pulse each at start, stop)
-            expected = ((1 + point["true_error_vs_volume_pct"] / 100) / (1 + ref_error / 100)
-                        - 1) * 100
+            expected = ((1 + point["true_error_vs_volume_pct"] / 100) / (1 + ref_error / 100) - 1) * 100
             pulses_pct = 2e-4 / point["true_reference_volume_l"] * 100
             assert point["true_error_pct"] == pytest.approx(expected, abs=0.005 + pulses_pct)
             advance = point["register_stop_l"] - point["register_start_l"]
@@ -174,8 +176,14 @@ def test_bad_arguments_rejected(tmp_path):
 @pytest.mark.slow
 def test_same_seed_same_session(session, tmp_path):
     again = _simulate(tmp_path / "again")
-    for rel in ("session.json", "truth.json", "devices/ref-meter.jsonl",
-                "devices/controller.jsonl", "cameras/cam-M1.csv", "cameras/cam-M2.csv"):
+    for rel in (
+        "session.json",
+        "truth.json",
+        "devices/ref-meter.jsonl",
+        "devices/controller.jsonl",
+        "cameras/cam-M1.csv",
+        "cameras/cam-M2.csv",
+    ):
         assert (session / rel).read_bytes() == (again / rel).read_bytes(), rel
     first = cv2.VideoCapture(str(session / "cameras" / "cam-M2.mp4"))
     second = cv2.VideoCapture(str(again / "cameras" / "cam-M2.mp4"))

@@ -13,8 +13,17 @@ import pytest
 from meterbench.sim import simulate_water_meter
 from meterbench.verify.run import run_session
 
-CONTRACT_POINT_KEYS = {"name", "flow_rate", "reference_volume", "indicated_volume", "error_pct", "mpe_pct",
-                       "uncertainty_pct", "verdict", "reason"}
+CONTRACT_POINT_KEYS = {
+    "name",
+    "flow_rate",
+    "reference_volume",
+    "indicated_volume",
+    "error_pct",
+    "mpe_pct",
+    "uncertainty_pct",
+    "verdict",
+    "reason",
+}
 
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "water-meter-short"
@@ -76,8 +85,12 @@ def _copy(simulated: Path, tmp_path: Path) -> Path:
 
 
 def _run_cli(session: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "meterbench", "run", str(session), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "meterbench", "run", str(session), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_truncated_reference_log_makes_points_inconclusive_not_wrong(simulated, tmp_path):
@@ -129,7 +142,7 @@ def test_corrupted_frames_are_skipped_not_misread(simulated, tmp_path):
     video = session / manifest["cameras"][0]["video"]
     data = bytearray(video.read_bytes())
     middle = len(data) // 3
-    data[middle: middle + 4000] = bytes(4000)
+    data[middle : middle + 4000] = bytes(4000)
     video.write_bytes(bytes(data))
     result = _run_cli(session, tmp_path / "out")
     assert result.returncode == 0, result.stderr

@@ -43,8 +43,7 @@ def test_errors_match_truth_and_verdicts_are_right(failing_tank: Path) -> None:
     assert [p["name"] for p in tank["points"]] == ["R1", "R2"]
     for point in tank["points"]:
         assert abs(point["error_pct"] - truth[point["name"]]) < 0.02
-        assert point["verdict"] == ("fail" if abs(truth[point["name"]]) > point["mpe_pct"]
-                                    else "pass")
+        assert point["verdict"] == ("fail" if abs(truth[point["name"]]) > point["mpe_pct"] else "pass")
         assert point["mpe_pct"] == pytest.approx(0.1)
         assert 0 < point["uncertainty_pct"] < point["mpe_pct"] / 3
         assert point["reference_volume"] == pytest.approx(20.0, abs=0.1)

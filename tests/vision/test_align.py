@@ -11,8 +11,16 @@ from meterbench.vision.align import MarkerAligner, align_to_plate, element_crop_
 from meterbench.vision.layout import RegisterLayout, default_register_layout, positions_from_volume
 
 LAYOUT = RegisterLayout.from_dict(default_register_layout("dials"))
-CLEAN = dict(shake_px=0.0, shake_deg=0.0, light_gradient=0.0, vignette=0.0, glare=None,
-             noise_sigma=0.0, blur_sigma=0.0, exposure_s=0.0)
+CLEAN = dict(
+    shake_px=0.0,
+    shake_deg=0.0,
+    light_gradient=0.0,
+    vignette=0.0,
+    glare=None,
+    noise_sigma=0.0,
+    blur_sigma=0.0,
+    exposure_s=0.0,
+)
 
 
 def _camera(seed: int, **overrides: object) -> CameraModel:
@@ -24,8 +32,7 @@ def _true_camera_from_plate(camera: CameraModel, plate_pts: np.ndarray) -> np.nd
     """Where plate points (edge convention) land in the camera (edge convention)."""
     w, h = LAYOUT.plate_size_px
     plate_corners = np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float32)
-    homography = cv2.getPerspectiveTransform(plate_corners,
-                                             np.array(camera.plate_corners_px, np.float32))
+    homography = cv2.getPerspectiveTransform(plate_corners, np.array(camera.plate_corners_px, np.float32))
     pts = (plate_pts - 0.5).reshape(-1, 1, 2).astype(np.float64)
     return cv2.perspectiveTransform(pts, homography).reshape(-1, 2) + 0.5
 
@@ -36,15 +43,14 @@ def _element_centres() -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_homography_matches_the_camera_within_a_third_of_a_pixel(seed: int) -> None:
-    camera = _camera(seed, shake_px=0.0, shake_deg=0.0)        # light, glare and noise kept
+    camera = _camera(seed, shake_px=0.0, shake_deg=0.0)  # light, glare and noise kept
     renderer = RegisterRenderer(LAYOUT, rng=np.random.default_rng(seed), camera=camera)
     frame = renderer.render(positions_from_volume(LAYOUT, 1234.5))
     alignment = align_to_plate(frame, LAYOUT)
     assert alignment, alignment.message
     assert alignment.rms_px < 0.8
     plate_pts = _element_centres()
-    estimated = cv2.perspectiveTransform(plate_pts.reshape(-1, 1, 2),
-                                         alignment.camera_from_plate).reshape(-1, 2)
+    estimated = cv2.perspectiveTransform(plate_pts.reshape(-1, 1, 2), alignment.camera_from_plate).reshape(-1, 2)
     error_px = np.linalg.norm(estimated - _true_camera_from_plate(camera, plate_pts), axis=1)
     assert error_px.max() < 0.33
 
@@ -54,8 +60,7 @@ def _best_shift_px(crop: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     h, w = truth.shape
 
     def cost(dx: float, dy: float) -> float:
-        moved = cv2.warpAffine(crop, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h),
-                               borderMode=cv2.BORDER_REPLICATE)
+        moved = cv2.warpAffine(crop, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REPLICATE)
         return float(np.abs(moved - truth)[4:-4, 4:-4].mean())
 
     grid = np.arange(-1.0, 1.01, 0.25)
@@ -74,7 +79,7 @@ def test_warped_box_reproduces_the_rendered_plate() -> None:
     for element in LAYOUT.elements:
         x, y, w, h = (int(v) for v in element.box_px)
         crop = cv2.cvtColor(alignment.warp_box(frame, (x, y, w, h)), cv2.COLOR_BGR2GRAY)
-        truth = plate[y:y + h, x:x + w]
+        truth = plate[y : y + h, x : x + w]
         assert crop.shape == truth.shape
         dx, dy = _best_shift_px(crop.astype(np.float32), truth.astype(np.float32))
         assert abs(dx) <= 0.25 and abs(dy) <= 0.25, (element.name, dx, dy)
@@ -99,8 +104,9 @@ def test_one_hidden_marker_is_tolerated_and_reported() -> None:
     assert three and three.message == "marker 2 missing"
     assert three.markers_found == (0, 1, 3) and three.markers_missing == (2,)
     centres = _element_centres().reshape(-1, 1, 2)
-    diff = (cv2.perspectiveTransform(centres, three.camera_from_plate)
-            - cv2.perspectiveTransform(centres, full.camera_from_plate))
+    diff = cv2.perspectiveTransform(centres, three.camera_from_plate) - cv2.perspectiveTransform(
+        centres, full.camera_from_plate
+    )
     assert np.abs(diff).max() < 0.5
 
 
@@ -138,8 +144,7 @@ def test_misplaced_marker_is_dropped() -> None:
 def test_crop_boxes() -> None:
     wheel, dial = LAYOUT.elements[0], LAYOUT.elements[-1]
     x, y, w, h = wheel.box_px
-    assert element_crop_box(wheel, wheel_margin=0.1) == pytest.approx(
-        (x - 0.1 * w, y - 0.1 * h, 1.2 * w, 1.2 * h))
+    assert element_crop_box(wheel, wheel_margin=0.1) == pytest.approx((x - 0.1 * w, y - 0.1 * h, 1.2 * w, 1.2 * h))
     cx, cy = dial.center_px
     r = dial.radius_px
     assert element_crop_box(dial, dial_margin=0.0) == pytest.approx((cx - r, cy - r, 2 * r, 2 * r))
@@ -147,8 +152,11 @@ def test_crop_boxes() -> None:
 
 def _assert_same_mapping(a, b, atol_px: float = 0.02) -> None:
     centres = _element_centres().reshape(-1, 1, 2)
-    np.testing.assert_allclose(cv2.perspectiveTransform(centres, a.camera_from_plate),
-                               cv2.perspectiveTransform(centres, b.camera_from_plate), atol=atol_px)
+    np.testing.assert_allclose(
+        cv2.perspectiveTransform(centres, a.camera_from_plate),
+        cv2.perspectiveTransform(centres, b.camera_from_plate),
+        atol=atol_px,
+    )
 
 
 def test_search_near_previous_frame_finds_the_same_corners() -> None:
@@ -184,7 +192,7 @@ def test_stale_hint_cutting_the_markers_is_not_trusted(shift_px: tuple[float, fl
     frame = renderer.render(positions_from_volume(LAYOUT, 7.0))
     truth = aligner.align(frame)
     bump = np.array([[1.0, 0.0, shift_px[0]], [0.0, 1.0, shift_px[1]], [0.0, 0.0, 1.0]])
-    stale = PlateAlignment(truth.homography @ bump, (0, 1, 2, 3))   # camera moved by shift_px
+    stale = PlateAlignment(truth.homography @ bump, (0, 1, 2, 3))  # camera moved by shift_px
     tracked = aligner.align(frame, near=stale)
     assert tracked and tracked.message == ""
     _assert_same_mapping(tracked, truth)

@@ -44,9 +44,10 @@ def _peaked_probs(values: np.ndarray, sigma_steps: float = 0.05) -> np.ndarray:
 
 
 @pytest.mark.parametrize("variant", ["dials", "wheels"])
-@pytest.mark.parametrize("volume_l", [0.0, 0.04, 9.95, 99.97, 999.99, 9999.95, 9999.999,
-                                      10000.0, 10009.98, 99999.96, 123456.78, 999999.9,
-                                      99999999.95])
+@pytest.mark.parametrize(
+    "volume_l",
+    [0.0, 0.04, 9.95, 99.97, 999.99, 9999.95, 9999.999, 10000.0, 10009.98, 99999.96, 123456.78, 999999.9, 99999999.95],
+)
 def test_exact_positions_round_trip(variant: str, volume_l: float) -> None:
     layout = LAYOUTS[variant]
     positions = positions_from_volume(layout, volume_l)
@@ -96,8 +97,8 @@ def test_finest_element_ignores_lower_elements() -> None:
     layout = LAYOUTS["dials"]
     volume_l = 52_345.678
     positions = positions_from_volume(layout, volume_l)
-    finest = len(layout.elements) - 3            # Lx10 dial: 1 L per step
-    positions[finest + 1:] = np.nan              # spinning too fast to be read
+    finest = len(layout.elements) - 3  # Lx10 dial: 1 L per step
+    positions[finest + 1 :] = np.nan  # spinning too fast to be read
     result = compose_register(layout, positions, _ones(layout), finest_element=finest)
     assert result.ok, result.reason
     assert result.volume_l == pytest.approx(volume_l, abs=1e-6)
@@ -153,20 +154,22 @@ def test_expected_fraction() -> None:
 
 
 volumes = st.floats(min_value=0.0, max_value=CAPACITY_L - 1e-3, allow_nan=False)
-near_rollover = st.builds(lambda k, d, f: (k * 10 ** d - f) % CAPACITY_L,
-                          st.integers(1, 99), st.integers(1, 8), st.floats(0.0, 0.3))
+near_rollover = st.builds(
+    lambda k, d, f: (k * 10**d - f) % CAPACITY_L, st.integers(1, 99), st.integers(1, 8), st.floats(0.0, 0.3)
+)
 
 
 def _shown_volume(layout: RegisterLayout, positions: np.ndarray, finest: int) -> float:
     """What the register shows down to element `finest` (L): whole digits above it
     plus its continuous position (a carry wheel there truncates the volume)."""
-    steps_l = np.array([e.litres_per_turn / 10.0 for e in layout.elements[:finest + 1]])
+    steps_l = np.array([e.litres_per_turn / 10.0 for e in layout.elements[: finest + 1]])
     shown = np.floor(positions[:finest]) @ steps_l[:-1] + positions[finest] * steps_l[-1]
     return float(shown)
 
 
-def _noisy_round_trip(variant: str, volume_l: float, noise_seed: int, noise_max: float,
-                      finest: int | None = None) -> tuple[float, object]:
+def _noisy_round_trip(
+    variant: str, volume_l: float, noise_seed: int, noise_max: float, finest: int | None = None
+) -> tuple[float, object]:
     """(|read - shown volume| in L, Composition) for positions with uniform noise."""
     layout = LAYOUTS[variant]
     finest = len(layout.elements) - 1 if finest is None else finest
@@ -179,10 +182,13 @@ def _noisy_round_trip(variant: str, volume_l: float, noise_seed: int, noise_max:
 
 
 @settings(max_examples=300, deadline=None)
-@given(variant=st.sampled_from(["dials", "wheels"]), volume_l=st.one_of(volumes, near_rollover),
-       noise_seed=st.integers(0, 2**32 - 1), finest=st.integers(4, 8))
-def test_noise_0_3_never_gives_a_wrong_digit(variant: str, volume_l: float, noise_seed: int,
-                                             finest: int) -> None:
+@given(
+    variant=st.sampled_from(["dials", "wheels"]),
+    volume_l=st.one_of(volumes, near_rollover),
+    noise_seed=st.integers(0, 2**32 - 1),
+    finest=st.integers(4, 8),
+)
+def test_noise_0_3_never_gives_a_wrong_digit(variant: str, volume_l: float, noise_seed: int, finest: int) -> None:
     """Noise ≤ 0.3 step on every element: right within the finest precision, or flagged."""
     error_l, result = _noisy_round_trip(variant, volume_l, noise_seed, 0.3, finest)
     step_l = LAYOUTS[variant].elements[finest].litres_per_turn / 10.0
@@ -193,8 +199,11 @@ def test_noise_0_3_never_gives_a_wrong_digit(variant: str, volume_l: float, nois
 
 
 @settings(max_examples=300, deadline=None)
-@given(variant=st.sampled_from(["dials", "wheels"]), volume_l=st.one_of(volumes, near_rollover),
-       noise_seed=st.integers(0, 2**32 - 1))
+@given(
+    variant=st.sampled_from(["dials", "wheels"]),
+    volume_l=st.one_of(volumes, near_rollover),
+    noise_seed=st.integers(0, 2**32 - 1),
+)
 def test_noise_0_15_is_never_flagged(variant: str, volume_l: float, noise_seed: int) -> None:
     """Noise ≤ 0.15 step (own + propagated ≤ 0.3 < 0.35) always reads, within 0.15 step."""
     error_l, result = _noisy_round_trip(variant, volume_l, noise_seed, 0.15)
@@ -205,8 +214,9 @@ def test_noise_0_15_is_never_flagged(variant: str, volume_l: float, noise_seed: 
 def test_noise_0_3_flags_only_a_minority() -> None:
     """The flag is not trigger-happy: with uniform ±0.3 noise most frames still read."""
     rng = np.random.default_rng(7)
-    results = [_noisy_round_trip("dials", v, s, 0.3)[1]
-               for v, s in zip(rng.uniform(0, 1e5, 500), range(500), strict=True)]
+    results = [
+        _noisy_round_trip("dials", v, s, 0.3)[1] for v, s in zip(rng.uniform(0, 1e5, 500), range(500), strict=True)
+    ]
     ok_share = np.mean([r.ok for r in results])
     assert ok_share > 0.7
 
@@ -230,8 +240,9 @@ def test_offsets_are_estimated_from_carry_residuals_and_fix_the_cascade() -> Non
     true_offsets = np.zeros(len(layout.elements))
     true_offsets[[2, 6]] = (0.25, -0.3)
     volumes_l = rng.uniform(0, 1e6, 300)
-    readings = (positions_from_volume(layout, volumes_l) + true_offsets
-                + rng.normal(0, 0.03, (300, len(layout.elements)))) % 10.0
+    readings = (
+        positions_from_volume(layout, volumes_l) + true_offsets + rng.normal(0, 0.03, (300, len(layout.elements)))
+    ) % 10.0
     offsets = estimate_offsets(layout, readings)
     np.testing.assert_allclose(offsets, true_offsets, atol=0.02)
     residuals = carry_residuals(layout, readings)

@@ -33,10 +33,13 @@ def test_elements_inside_plate(layout):
         assert x >= 0 and x + bw <= w and y >= 0 and y + bh <= h, e.name
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("plate_size_px", [640], "register.plate_size_px"),
-    ("markers", {"dictionary": "DICT_9X9", "items": []}, "register.markers.dictionary"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("plate_size_px", [640], "register.plate_size_px"),
+        ("markers", {"dictionary": "DICT_9X9", "items": []}, "register.markers.dictionary"),
+    ],
+)
 def test_bad_top_level_field_named(field, value, message):
     data = default_register_layout()
     data[field] = value
@@ -75,13 +78,13 @@ def test_carry_rolls_only_while_lower_passes_nine():
     layout = RegisterLayout.from_dict(default_register_layout("wheels"))
     # wheels: ..., m3x1, Lx100, Lx10, Lx1 (carry), Lx0.1 dial (gear)
     at = {e.name: i for i, e in enumerate(layout.elements)}
-    steady = positions_from_volume(layout, 3.5)        # dial at 5: nothing rolls
+    steady = positions_from_volume(layout, 3.5)  # dial at 5: nothing rolls
     assert steady[at["Lx1"]] == 3.0
-    rolling = positions_from_volume(layout, 9.95)       # dial at 9.5: Lx1 half-way 9 -> 0
+    rolling = positions_from_volume(layout, 9.95)  # dial at 9.5: Lx1 half-way 9 -> 0
     np.testing.assert_allclose(rolling[at["Lx1"]], 9.5, atol=1e-9)
     np.testing.assert_allclose(rolling[at["Lx10"]], 0.5, atol=1e-9)  # driven by Lx1 at 9.5
-    assert rolling[at["Lx100"]] == 0.0                   # Lx10 at 0.5: not in [9, 10)
-    chain = positions_from_volume(layout, 9999.95)      # wheels 0009|999 rolling, dial 9.5
+    assert rolling[at["Lx100"]] == 0.0  # Lx10 at 0.5: not in [9, 10)
+    chain = positions_from_volume(layout, 9999.95)  # wheels 0009|999 rolling, dial 9.5
     for name in ("Lx1", "Lx10", "Lx100", "m3x1"):
         np.testing.assert_allclose(chain[at[name]], 9.5, atol=1e-9)
     np.testing.assert_allclose(chain[at["m3x10"]], 0.5, atol=1e-9)
@@ -90,8 +93,7 @@ def test_carry_rolls_only_while_lower_passes_nine():
 
 def test_wraps_at_top():
     layout = RegisterLayout.from_dict(default_register_layout("dials"))
-    np.testing.assert_allclose(positions_from_volume(layout, 1e8 + 2.5),
-                               positions_from_volume(layout, 2.5), atol=1e-6)
+    np.testing.assert_allclose(positions_from_volume(layout, 1e8 + 2.5), positions_from_volume(layout, 2.5), atol=1e-6)
     top = positions_from_volume(layout, 1e8 - 0.05)
     assert np.all(top[:5] >= 9.0) and top[0] > 9.4
 
@@ -109,8 +111,8 @@ def test_vectorised_and_inverse(layout):
 def test_monotonic_motion(layout):
     volumes = np.linspace(990.0, 1010.0, 20001)
     pos = positions_from_volume(layout, volumes)
-    step = np.diff(pos, axis=0) % 10.0           # circular forward step per element
-    assert np.all(step < 0.5)                    # no element ever jumps
+    step = np.diff(pos, axis=0) % 10.0  # circular forward step per element
+    assert np.all(step < 0.5)  # no element ever jumps
     np.testing.assert_allclose(volume_from_positions(layout, pos), volumes, atol=1e-6)
 
 

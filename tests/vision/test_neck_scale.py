@@ -52,9 +52,14 @@ def test_reads_grey_frames_and_reports_the_meniscus_point() -> None:
 
 @pytest.mark.parametrize("sideways_px", [-5.0, 4.0])
 def test_hint_off_sideways_and_vertically_is_tolerated(sideways_px: float) -> None:
-    hint = NeckScaleGeometry(**{**GEOMETRY.to_dict(), "marks_x_px": GEOMETRY.marks_x_px
-                                + sideways_px, "zero_mark_y_px": GEOMETRY.zero_mark_y_px + 25,
-                                "glass_x_px": [x + sideways_px for x in GEOMETRY.glass_x_px]})
+    hint = NeckScaleGeometry(
+        **{
+            **GEOMETRY.to_dict(),
+            "marks_x_px": GEOMETRY.marks_x_px + sideways_px,
+            "zero_mark_y_px": GEOMETRY.zero_mark_y_px + 25,
+            "glass_x_px": [x + sideways_px for x in GEOMETRY.glass_x_px],
+        }
+    )
     frame = render_neck(-71.0, GEOMETRY, NeckRenderConditions(tilt_deg=2.5))
     reading = read_neck_scale(frame, hint)
     assert reading.ok, reading.reason
@@ -71,8 +76,7 @@ def test_no_meniscus_is_not_read() -> None:
 
 def test_too_few_marks_is_not_read() -> None:
     hidden = tuple(range(-10, 8))
-    reading = read_neck_scale(render_neck(150.0, GEOMETRY,
-                                          NeckRenderConditions(hidden_divisions=hidden)), GEOMETRY)
+    reading = read_neck_scale(render_neck(150.0, GEOMETRY, NeckRenderConditions(hidden_divisions=hidden)), GEOMETRY)
     assert not reading.ok
     assert reading.reason.startswith("only ") and "marks visible" in reading.reason
 
@@ -81,7 +85,7 @@ def test_inconsistent_mark_spacing_is_flagged() -> None:
     frame = render_neck(-30.0, GEOMETRY)
     top, bottom = frame[:200], frame[200:]
     stretched = cv2.resize(bottom, (frame.shape[1], 236), interpolation=cv2.INTER_LINEAR)
-    warped = np.concatenate([top, stretched])[:400]          # lower half 18 % taller
+    warped = np.concatenate([top, stretched])[:400]  # lower half 18 % taller
     reading = read_neck_scale(warped, GEOMETRY)
     assert not reading.ok
     assert "spacing" in reading.reason
@@ -95,9 +99,14 @@ def test_meniscus_beyond_the_scale_is_flagged() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_foam_under_a_faint_meniscus_is_read_or_flagged(seed: int) -> None:
-    conditions = NeckRenderConditions(bubbles=8, bubble_depth_px=(2.0, 15.0), seed=seed,
-                                      meniscus_contrast=0.3, noise_sigma=5.0,
-                                      water_tint_bgr=(0.80, 0.93, 0.99))
+    conditions = NeckRenderConditions(
+        bubbles=8,
+        bubble_depth_px=(2.0, 15.0),
+        seed=seed,
+        meniscus_contrast=0.3,
+        noise_sigma=5.0,
+        water_tint_bgr=(0.80, 0.93, 0.99),
+    )
     reading = read_neck_scale(render_neck(-40.0, GEOMETRY, conditions), GEOMETRY)
     assert not reading.ok or abs(reading.level_ml + 40.0) < 0.25 * DIVISION_ML
     assert reading.ok or "meniscus" in reading.reason
@@ -118,8 +127,10 @@ def test_geometry_round_trip_and_field_errors() -> None:
 
 
 def test_reading_takes_under_20_ms_of_cpu() -> None:
-    frames = [render_neck(level, GEOMETRY, NeckRenderConditions(tilt_deg=2.0, seed=i))
-              for i, level in enumerate((-80.0, 10.0, 95.0))]
+    frames = [
+        render_neck(level, GEOMETRY, NeckRenderConditions(tilt_deg=2.0, seed=i))
+        for i, level in enumerate((-80.0, 10.0, 95.0))
+    ]
     costs = []
     for _ in range(3):
         for frame in frames:

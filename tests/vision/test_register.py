@@ -47,7 +47,7 @@ def test_batched_read_never_gives_a_wrong_volume(variant: str, models) -> None:
     reader = RegisterReader(layout, digit, dial)
     frames, _ = _frames(variant)
     readings = reader.read_frames(frames)
-    assert (digit.calls, dial.calls) == (1, 1)          # one model call per kind per batch
+    assert (digit.calls, dial.calls) == (1, 1)  # one model call per kind per batch
     n_wheels = sum(e.kind == "wheel" for e in layout.elements)
     assert digit.crops == n_wheels * len(frames)
     step_l = layout.finest.litres_per_turn / 10.0
@@ -70,7 +70,7 @@ def test_single_frame_equals_batch(models) -> None:
     single = [RegisterReader(layout, *models).read_frame(f) for f in frames[:3]]
     for a, b in zip(batch, single, strict=True):
         assert a.ok == b.ok and a.reason == b.reason
-        np.testing.assert_allclose(a.element_values, b.element_values, atol=1e-3)   # tracking: ±0.05 px corners
+        np.testing.assert_allclose(a.element_values, b.element_values, atol=1e-3)  # tracking: ±0.05 px corners
 
 
 def test_finest_element_skips_the_fast_elements(models) -> None:
@@ -78,9 +78,9 @@ def test_finest_element_skips_the_fast_elements(models) -> None:
     digit, dial = CountingReader(models[0]), CountingReader(models[1])
     reader = RegisterReader(layout, digit, dial)
     frames, _ = _frames("dials", seed=2)
-    finest = 5                                               # Lx100 dial: 100 L per step
+    finest = 5  # Lx100 dial: 100 L per step
     reading = reader.read_frame(frames[3], finest_element=finest)
-    assert dial.crops == 1 and np.isnan(reading.element_values[finest + 1:]).all()
+    assert dial.crops == 1 and np.isnan(reading.element_values[finest + 1 :]).all()
     assert reading.finest_element == finest
     if reading.ok:
         assert abs(reading.volume_l - VOLUMES_L[3]) < 50.0
@@ -90,7 +90,7 @@ def test_hidden_markers_fail_unless_reuse_is_asked(models) -> None:
     layout = LAYOUTS["wheels"]
     frames, _ = _frames("wheels", seed=3)
     covered = frames[4].copy()
-    covered[:, :140] = 90                                    # hides both left markers
+    covered[:, :140] = 90  # hides both left markers
     strict = RegisterReader(layout, *models)
     strict.read_frame(frames[3])
     failed = strict.read_frame(covered)
@@ -133,5 +133,5 @@ def test_grey_frames_read_wheels_but_flag_red_dials(models) -> None:
     assert reading.reason == "grey frame: red dial Lx100 needs a colour frame"
     wheels = [i for i, e in enumerate(layout.elements) if e.kind == "wheel"]
     assert np.isfinite(reading.element_values[wheels]).all()
-    coarse = reader.read_frame(grey, finest_element=wheels[-1])     # wheels only: fine
-    assert coarse.ok and abs(coarse.volume_l - 31_000.0) < 200.0, coarse.reason   # 0.2 step
+    coarse = reader.read_frame(grey, finest_element=wheels[-1])  # wheels only: fine
+    assert coarse.ok and abs(coarse.volume_l - 31_000.0) < 200.0, coarse.reason  # 0.2 step

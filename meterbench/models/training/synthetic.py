@@ -14,15 +14,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PITCH_PX = 48          # distance between digit centres on a strip
-STRIP_DIGITS = [9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]   # index 1 is the '0' of value 0.0
+PITCH_PX = 48  # distance between digit centres on a strip
+STRIP_DIGITS = [9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # index 1 is the '0' of value 0.0
 
 # (ink, paper) BGR pairs
-_PALETTE = [((20, 20, 20), (235, 235, 235)), ((235, 235, 235), (25, 25, 25)),
-            ((40, 40, 200), (230, 230, 230)), ((230, 230, 230), (40, 40, 190)),
-            ((30, 30, 120), (200, 210, 215)), ((220, 220, 220), (60, 60, 60))]
-_HERSHEY = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-            cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_PLAIN]
+_PALETTE = [
+    ((20, 20, 20), (235, 235, 235)),
+    ((235, 235, 235), (25, 25, 25)),
+    ((40, 40, 200), (230, 230, 230)),
+    ((230, 230, 230), (40, 40, 190)),
+    ((30, 30, 120), (200, 210, 215)),
+    ((220, 220, 220), (60, 60, 60)),
+]
+_HERSHEY = [
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+]
 
 
 def _hershey_strip(font: int, thickness: int, italic: bool) -> np.ndarray:
@@ -45,9 +56,11 @@ def _truetype_strips() -> list[np.ndarray]:
     except ImportError:
         return []
     font_dir = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
-    names = [p for p in sorted(font_dir.glob("*.ttf"))
-             if p.name.startswith(("DejaVuSans", "DejaVuSerif", "STIXGeneral", "cmr", "cmss",
-                                   "cmtt"))]
+    names = [
+        p
+        for p in sorted(font_dir.glob("*.ttf"))
+        if p.name.startswith(("DejaVuSans", "DejaVuSerif", "STIXGeneral", "cmr", "cmss", "cmtt"))
+    ]
     strips = []
     for path in names:
         font = ImageFont.truetype(str(path), int(0.8 * PITCH_PX))
@@ -69,43 +82,46 @@ def _truetype_strips() -> list[np.ndarray]:
 
 def digit_strips() -> list[np.ndarray]:
     """All font strips (grey uint8, ink = 255), Hershey variants then TrueType fonts."""
-    strips = [_hershey_strip(font, thickness, italic) for font in _HERSHEY
-              for thickness in (1, 2, 4) for italic in (False, True)]
+    strips = [
+        _hershey_strip(font, thickness, italic)
+        for font in _HERSHEY
+        for thickness in (1, 2, 4)
+        for italic in (False, True)
+    ]
     return strips + _truetype_strips()
 
 
-def _wheel_window(strip: np.ndarray, tenths: float, size_hw: tuple[int, int],
-                  rng: np.random.Generator) -> np.ndarray:
+def _wheel_window(strip: np.ndarray, tenths: float, size_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Ink coverage (0..1, float32) of a wheel seen through a window of `size_hw` px at `tenths`."""
     centre = (tenths / 10 + 1.5) * PITCH_PX
     half_h = 0.5 * PITCH_PX * rng.uniform(1.0, 1.45)
-    window = strip[int(round(centre - half_h)):int(round(centre + half_h)), :]
+    window = strip[int(round(centre - half_h)) : int(round(centre + half_h)), :]
     window = window.astype(np.float32) / 255.0
     return cv2.resize(window, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
 
 
 def _colours(rng: np.random.Generator, random_share: float) -> tuple[np.ndarray, np.ndarray]:
     """(ink, paper) BGR: the common bench colours, or with `random_share` any legible pair."""
-    if rng.random() >= random_share:   # black/white/red, either way round
+    if rng.random() >= random_share:  # black/white/red, either way round
         ink, paper = (np.array(c, np.float64) for c in _PALETTE[int(rng.integers(len(_PALETTE)))])
         ink, paper = ink * rng.uniform(0.8, 1.2), paper * rng.uniform(0.8, 1.2)
     else:
         ink, paper = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    if np.abs(ink.mean() - paper.mean()) < 60:     # keep the digit legible
+    if np.abs(ink.mean() - paper.mean()) < 60:  # keep the digit legible
         ink = 255 - paper
     return ink, paper
 
 
-def _paint(coverage: np.ndarray, ink: np.ndarray, paper: np.ndarray,
-           rng: np.random.Generator) -> np.ndarray:
+def _paint(coverage: np.ndarray, ink: np.ndarray, paper: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Coloured wheel (float BGR) with cylinder shading: darker towards its top and bottom."""
     y = np.linspace(-1, 1, coverage.shape[0])[:, None, None]
-    shade = 1 - rng.uniform(0, 0.5) * y ** 2
+    shade = 1 - rng.uniform(0, 0.5) * y**2
     return (paper + (ink - paper) * coverage[:, :, None]) * shade
 
 
-def render_wheel(strips: list[np.ndarray], rng: np.random.Generator, size_hw: tuple[int, int],
-                 frame_p: float = 0.0) -> tuple[np.ndarray, float]:
+def render_wheel(
+    strips: list[np.ndarray], rng: np.random.Generator, size_hw: tuple[int, int], frame_p: float = 0.0
+) -> tuple[np.ndarray, float]:
     """A random synthetic wheel crop (BGR uint8, `size_hw`) and its label in tenths.
 
     With probability `frame_p` the wheel is seen as a bench camera crops it: inside
@@ -128,12 +144,13 @@ def render_wheel(strips: list[np.ndarray], rng: np.random.Generator, size_hw: tu
     frame = rng.uniform(0, 60, 3) if rng.random() < 0.6 else rng.uniform(140, 255, 3)
     image = np.empty((height, width, 3), np.float64)
     image[:] = frame
-    for x0, x1 in ((0, left), (width - right, width)):      # neighbouring wheels
+    for x0, x1 in ((0, left), (width - right, width)):  # neighbouring wheels
         if x1 - x0 >= 2 and rng.random() < 0.5:
             other = strips[int(rng.integers(len(strips)))]
             neighbour = _wheel_window(other, rng.uniform(0, 100), inner_hw, rng)
-            part = neighbour[:, :x1 - x0] if x0 == 0 else neighbour[:, -(x1 - x0):]
-            image[top:height - bottom, x0:x1] = _paint(part, ink, paper, rng) * rng.uniform(0.5, 1)
-    image[top:height - bottom, left:width - right] = _paint(
-        _wheel_window(strip, tenths, inner_hw, rng), ink, paper, rng)
+            part = neighbour[:, : x1 - x0] if x0 == 0 else neighbour[:, -(x1 - x0) :]
+            image[top : height - bottom, x0:x1] = _paint(part, ink, paper, rng) * rng.uniform(0.5, 1)
+    image[top : height - bottom, left : width - right] = _paint(
+        _wheel_window(strip, tenths, inner_hw, rng), ink, paper, rng
+    )
     return np.clip(image, 0, 255).astype(np.uint8), tenths

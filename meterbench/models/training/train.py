@@ -46,15 +46,21 @@ DATA_DIR = {"digit": DATA_ROOT / "meterdigits", "dial": DATA_ROOT / "pointers"}
 # wheels), power (white on red, dim grey). Gas wheels only exist in the big
 # iotson split unit, which cannot be held out.
 DEV_UNITS = {
-    "digit": ("collected/watermeter/Wasser_Geraete_GmbH", "collected/watermeter/integra/NiLi",
-              "collected/powermeter/Landis_Gyr_-_MM2600JH", "collected/powermeter/unknown/timm"),
+    "digit": (
+        "collected/watermeter/Wasser_Geraete_GmbH",
+        "collected/watermeter/integra/NiLi",
+        "collected/powermeter/Landis_Gyr_-_MM2600JH",
+        "collected/powermeter/unknown/timm",
+    ),
     "dial": ("zeiger4",),
 }
 LABEL_SIGMA_TENTHS = 1.0
 _GREY = "grey (BGR weights .114 .587 .299), per crop (x-mean)/max(std,4)"
-NORMALISATION = {"grey": _GREY,
-                 "grey+redness": _GREY + "; plane 2: redness R-max(G,B) / max(max, 20)",
-                 "bgr": "B, G, R planes, per crop (x-mean)/max(std,4) over all three"}
+NORMALISATION = {
+    "grey": _GREY,
+    "grey+redness": _GREY + "; plane 2: redness R-max(G,B) / max(max, 20)",
+    "bgr": "B, G, R planes, per crop (x-mean)/max(std,4) over all three",
+}
 
 
 @dataclass
@@ -69,9 +75,13 @@ class CropSet:
 
     def subset(self, keep: np.ndarray) -> CropSet:
         idx = np.flatnonzero(keep)
-        return CropSet([self.paths[i] for i in idx], [self.images[i] for i in idx],
-                       self.tenths[idx], [self.groups[i] for i in idx],
-                       [self.units[i] for i in idx])
+        return CropSet(
+            [self.paths[i] for i in idx],
+            [self.images[i] for i in idx],
+            self.tenths[idx],
+            [self.groups[i] for i in idx],
+            [self.units[i] for i in idx],
+        )
 
 
 def _split_units(data_dir: Path) -> dict[str, str]:
@@ -103,8 +113,7 @@ def load_crops(spec: InputSpec, data_dir: Path, limit: int | None = None) -> Cro
         if not 0 <= value < N_CLASSES:
             raise ValueError(f"{labels_csv}:{line}: value_tenths {value}: expected 0..99")
         crops.paths.append(row["path"])
-        crops.images.append(cv2.resize(image, (2 * width, 2 * height),
-                                       interpolation=cv2.INTER_AREA))
+        crops.images.append(cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_AREA))
         tenths.append(value)
         crops.groups.append(row["group"])
         crops.units.append(unit_of.get(row["group"], row["group"]))
@@ -113,6 +122,7 @@ def load_crops(spec: InputSpec, data_dir: Path, limit: int | None = None) -> Cro
 
 
 # ---------------------------------------------------------------- augmentation
+
 
 def _colour_jitter(image: np.ndarray, rng: np.random.Generator, mix: bool) -> np.ndarray:
     """Per-channel gains; with `mix`, also channel mixing/permutation (red wheels, tints)."""
@@ -136,7 +146,7 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, invert_p: float) -
         yy, xx = np.mgrid[0:h, 0:w]
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         sigma = rng.uniform(0.15, 0.5) * max(h, w)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
         out = out + rng.uniform(40, 160) * blob[:, :, None]
     out = np.clip(out, 0, 255)
     if rng.random() < 0.35:
@@ -155,8 +165,12 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, invert_p: float) -
     return out
 
 
-def augment(image: np.ndarray, tenths: float, kind: str, rng: np.random.Generator,
-            ) -> tuple[np.ndarray, float]:
+def augment(
+    image: np.ndarray,
+    tenths: float,
+    kind: str,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
     """Random bench-camera distortion of one crop; returns (image, label in tenths).
 
     Digits: small rotation/shift/scale (label kept: the vertical shift stays
@@ -173,10 +187,8 @@ def augment(image: np.ndarray, tenths: float, kind: str, rng: np.random.Generato
         shift = (rng.uniform(-0.07, 0.07) * w, rng.uniform(-0.015, 0.015) * h)
     matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, rng.uniform(0.9, 1.1))
     matrix[:, 2] += shift
-    warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-    out = _photometric(_colour_jitter(warped, rng, mix=kind == "digit"), rng,
-                       invert_p=0.2 if kind == "digit" else 0.0)
+    warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = _photometric(_colour_jitter(warped, rng, mix=kind == "digit"), rng, invert_p=0.2 if kind == "digit" else 0.0)
     return out, float(tenths)
 
 
@@ -209,8 +221,7 @@ def build_model(spec: InputSpec | str, arch: str = "plain"):
     channels, height, width = input_spec(spec).shape
 
     def block(c_in: int, c_out: int) -> list:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True)]
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
     class Residual(nn.Module):
         """x + BN(conv3×3(x)), then ReLU."""
@@ -225,25 +236,45 @@ def build_model(spec: InputSpec | str, arch: str = "plain"):
             return self.relu(x + self.norm(self.conv(x)))
 
     if arch == "res":
-        layers = (block(channels, 16) + [nn.MaxPool2d(2)] + block(16, 32) + [Residual(32)]
-                  + [nn.MaxPool2d(2)] + block(32, 64) + [Residual(64)])
+        layers = (
+            block(channels, 16)
+            + [nn.MaxPool2d(2)]
+            + block(16, 32)
+            + [Residual(32)]
+            + [nn.MaxPool2d(2)]
+            + block(32, 64)
+            + [Residual(64)]
+        )
         c3 = 64
     else:
         c1, c2, c3 = (24, 48, 96) if arch == "wide" else (16, 32, 64)
-        layers = (block(channels, c1) + [nn.MaxPool2d(2)] + block(c1, c2) + block(c2, c2)
-                  + [nn.MaxPool2d(2)] + block(c2, c3))
+        layers = (
+            block(channels, c1) + [nn.MaxPool2d(2)] + block(c1, c2) + block(c2, c2) + [nn.MaxPool2d(2)] + block(c2, c3)
+        )
     features = c3 * (height // 8) * (width // 8)
-    layers += [nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25),
-               nn.Linear(features, 128), nn.ReLU(inplace=True), nn.Dropout(0.1),
-               nn.Linear(128, N_CLASSES)]
+    layers += [
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(features, 128),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.1),
+        nn.Linear(128, N_CLASSES),
+    ]
     return nn.Sequential(*layers)
 
 
-def _augmented_batch(crops: CropSet, idx: np.ndarray, kind: str, spec: InputSpec,
-                     rng: np.random.Generator,
-                     strips: list[np.ndarray], synthetic_share: float,
-                     sigma: float = LABEL_SIGMA_TENTHS, frame_p: float = 0.0,
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _augmented_batch(
+    crops: CropSet,
+    idx: np.ndarray,
+    kind: str,
+    spec: InputSpec,
+    rng: np.random.Generator,
+    strips: list[np.ndarray],
+    synthetic_share: float,
+    sigma: float = LABEL_SIGMA_TENTHS,
+    frame_p: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels."""
     images, labels = [], []
     base_hw = crops.images[0].shape[:2]
@@ -264,13 +295,11 @@ def predict(model, batch: np.ndarray) -> np.ndarray:
 
     model.eval()
     with torch.no_grad():
-        out = [torch.softmax(model(torch.from_numpy(batch[i:i + 256])), 1).numpy()
-               for i in range(0, len(batch), 256)]
+        out = [torch.softmax(model(torch.from_numpy(batch[i : i + 256])), 1).numpy() for i in range(0, len(batch), 256)]
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
 
 
-def evaluate(model, spec: InputSpec, data_dir: Path, dev: CropSet,
-             probs_out: Path | None = None) -> dict[str, float]:
+def evaluate(model, spec: InputSpec, data_dir: Path, dev: CropSet, probs_out: Path | None = None) -> dict[str, float]:
     """Held-out figures, reading the original image files exactly as the runtime does.
 
     With `probs_out`, the (N, 100) probabilities and labels are saved there (.npz)
@@ -279,8 +308,7 @@ def evaluate(model, spec: InputSpec, data_dir: Path, dev: CropSet,
     originals = [cv2.imread(str(data_dir / p), cv2.IMREAD_COLOR) for p in dev.paths]
     probs = predict(model, preprocess_crops(originals, spec))
     if probs_out is not None:
-        np.savez_compressed(probs_out, probs=probs, tenths=dev.tenths,
-                            groups=np.array(dev.groups))
+        np.savez_compressed(probs_out, probs=probs, tenths=dev.tenths, groups=np.array(dev.groups))
     value, confidence = decode_probs(probs)
     return wheel_metrics(value, confidence, dev.tenths.astype(int))
 
@@ -298,8 +326,7 @@ class _WeightAverage:
         import torch
 
         with torch.no_grad():
-            for avg, new in zip(self.model.state_dict().values(), model.state_dict().values(),
-                                strict=True):
+            for avg, new in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
                 if avg.dtype.is_floating_point:
                     avg.mul_(self.decay).add_(new, alpha=1 - self.decay)
                 else:
@@ -322,10 +349,22 @@ def epoch_order(tenths: np.ndarray, balance: float, rng: np.random.Generator) ->
     return rng.choice(len(tenths), size=len(tenths), p=weights / weights.sum())
 
 
-def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_size: int,
-                lr: float, seed: int, synthetic_share: float = 0.0, log=print, arch: str = "plain",
-                sigma: float = LABEL_SIGMA_TENTHS, ema: float = 0.0, balance: float = 0.0,
-                frame_p: float = 0.0):
+def train_model(
+    kind: str,
+    spec: InputSpec,
+    train: CropSet,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    synthetic_share: float = 0.0,
+    log=print,
+    arch: str = "plain",
+    sigma: float = LABEL_SIGMA_TENTHS,
+    ema: float = 0.0,
+    balance: float = 0.0,
+    frame_p: float = 0.0,
+):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
     `synthetic_share` of each batch (digits only) is replaced by rendered wheels;
@@ -343,16 +382,14 @@ def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_s
     strips = digit_strips() if kind == "digit" and synthetic_share > 0 else []
     steps_per_epoch = math.ceil(len(train.tenths) / batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, epochs=epochs,
-                                                   steps_per_epoch=steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
     for epoch in range(epochs):
         model.train()
         order = epoch_order(train.tenths, balance, rng)
         started, total = time.time(), 0.0
         for step in range(steps_per_epoch):
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            x, y = _augmented_batch(train, idx, kind, spec, rng, strips, synthetic_share, sigma,
-                                    frame_p)
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            x, y = _augmented_batch(train, idx, kind, spec, rng, strips, synthetic_share, sigma, frame_p)
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
             optimiser.zero_grad()
@@ -362,8 +399,10 @@ def train_model(kind: str, spec: InputSpec, train: CropSet, epochs: int, batch_s
             if average is not None:
                 average.update(model)
             total += float(loss) * len(idx)
-        log(f"epoch {epoch + 1}/{epochs} loss {total / len(train.tenths):.4f} "
-            f"({time.time() - started:.1f} s)", flush=True)
+        log(
+            f"epoch {epoch + 1}/{epochs} loss {total / len(train.tenths):.4f} ({time.time() - started:.1f} s)",
+            flush=True,
+        )
     return average.model if average is not None else model.eval()
 
 
@@ -373,54 +412,70 @@ def export_onnx(model, spec: InputSpec, path: Path) -> str:
     import torch
 
     dummy = torch.zeros(1, *spec.shape)
-    torch.onnx.export(model.eval(), dummy, str(path), dynamo=False, opset_version=17,
-                      input_names=["crops"], output_names=["logits"],
-                      dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model.eval(),
+        dummy,
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["crops"],
+        output_names=["logits"],
+        dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}},
+    )
     onnx.checker.check_model(onnx.load(str(path)))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _is_dev(crops: CropSet, dev_units: tuple[str, ...]) -> np.ndarray:
-    return np.array([u in dev_units or g in dev_units
-                     for u, g in zip(crops.units, crops.groups, strict=True)])
+    return np.array([u in dev_units or g in dev_units for u, g in zip(crops.units, crops.groups, strict=True)])
 
 
 def _json_safe(figures: dict) -> dict:
     """NaN -> None (JSON has no NaN)."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in figures.items()}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meterbench.models.training.train",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m meterbench.models.training.train", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--kind", choices=["digit", "dial"], required=True)
     parser.add_argument("--out", required=True, help="folder for the .onnx and .json sidecar")
     parser.add_argument("--data", help="data folder with labels.csv (default: shared/data/...)")
     parser.add_argument("--dev", help="comma-separated dev split units / groups to hold out")
-    parser.add_argument("--all-data", action="store_true",
-                        help="train on dev units too (dev figures then are not held out)")
+    parser.add_argument(
+        "--all-data", action="store_true", help="train on dev units too (dev figures then are not held out)"
+    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--synthetic", type=float, default=0.0,
-                        help="digits: share of each batch replaced by rendered wheels (0..1)")
+    parser.add_argument(
+        "--synthetic", type=float, default=0.0, help="digits: share of each batch replaced by rendered wheels (0..1)"
+    )
     parser.add_argument("--limit", type=int, help="use only this many crops (smoke tests)")
-    parser.add_argument("--val", help="comma-separated split units held out of training as a "
-                        "validation set for model selection (figures in the sidecar)")
+    parser.add_argument(
+        "--val",
+        help="comma-separated split units held out of training as a "
+        "validation set for model selection (figures in the sidecar)",
+    )
     parser.add_argument("--arch", choices=ARCHS, default="plain")
-    parser.add_argument("--frame", type=float, default=0.0,
-                        help="digits: share of rendered wheels drawn inside a window frame (0..1)")
-    parser.add_argument("--balance", type=float, default=0.0,
-                        help="flatten the tenth-digit prior: draw ∝ frequency^-BALANCE (1: uniform)")
+    parser.add_argument(
+        "--frame", type=float, default=0.0, help="digits: share of rendered wheels drawn inside a window frame (0..1)"
+    )
+    parser.add_argument(
+        "--balance",
+        type=float,
+        default=0.0,
+        help="flatten the tenth-digit prior: draw ∝ frequency^-BALANCE (1: uniform)",
+    )
     parser.add_argument("--planes", choices=PLANES, help="input planes (default: the kind's)")
     parser.add_argument("--size", help="input HxW in px, e.g. 32x20 (default: the kind's)")
-    parser.add_argument("--sigma", type=float, default=LABEL_SIGMA_TENTHS,
-                        help="soft-label width in tenths")
-    parser.add_argument("--ema", type=float, default=0.0,
-                        help="per-step decay of a weight average to export (0: last weights)")
+    parser.add_argument("--sigma", type=float, default=LABEL_SIGMA_TENTHS, help="soft-label width in tenths")
+    parser.add_argument(
+        "--ema", type=float, default=0.0, help="per-step decay of a weight average to export (0: last weights)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -432,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_units = tuple(args.dev.split(",")) if args.dev else DEV_UNITS[kind]
     started = time.time()
     default = DEFAULT_INPUT[kind]
-    height, width = (int(v) for v in args.size.split("x")) if args.size else (
-        default.height_px, default.width_px)
+    height, width = (int(v) for v in args.size.split("x")) if args.size else (default.height_px, default.width_px)
     spec = InputSpec(args.planes or default.planes, height, width)
     crops = load_crops(spec, data_dir, limit=args.limit)
     is_dev = _is_dev(crops, dev_units)
@@ -441,19 +495,31 @@ def main(argv: list[str] | None = None) -> int:
     is_val = _is_dev(crops, val_units) & ~is_dev
     dev, val = crops.subset(is_dev), crops.subset(is_val)
     train = crops if args.all_data else crops.subset(~is_dev & ~is_val)
-    print(f"{kind}: {len(train.tenths)} training crops, {len(val.tenths)} validation crops, "
-          f"{len(dev.tenths)} dev crops ({', '.join(dev_units)}); "
-          f"loaded in {time.time() - started:.0f} s")
-    model = train_model(kind, spec, train, args.epochs, args.batch_size, args.lr, args.seed,
-                        synthetic_share=args.synthetic, arch=args.arch, sigma=args.sigma,
-                        ema=args.ema, balance=args.balance, frame_p=args.frame)
+    print(
+        f"{kind}: {len(train.tenths)} training crops, {len(val.tenths)} validation crops, "
+        f"{len(dev.tenths)} dev crops ({', '.join(dev_units)}); "
+        f"loaded in {time.time() - started:.0f} s"
+    )
+    model = train_model(
+        kind,
+        spec,
+        train,
+        args.epochs,
+        args.batch_size,
+        args.lr,
+        args.seed,
+        synthetic_share=args.synthetic,
+        arch=args.arch,
+        sigma=args.sigma,
+        ema=args.ema,
+        balance=args.balance,
+        frame_p=args.frame,
+    )
     train_seconds = time.time() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    val_figures = _json_safe(evaluate(model, spec, data_dir, val, out_dir / "val_probs.npz")
-                             if len(val.tenths) else {})
-    figures = _json_safe(evaluate(model, spec, data_dir, dev, out_dir / "dev_probs.npz")
-                         if len(dev.tenths) else {})
+    val_figures = _json_safe(evaluate(model, spec, data_dir, val, out_dir / "val_probs.npz") if len(val.tenths) else {})
+    figures = _json_safe(evaluate(model, spec, data_dir, dev, out_dir / "dev_probs.npz") if len(dev.tenths) else {})
     print("validation:", json.dumps(val_figures))
     print("dev:", json.dumps(figures))
 
@@ -461,26 +527,43 @@ def main(argv: list[str] | None = None) -> int:
     sha256 = export_onnx(model, spec, onnx_path)
     channels, height, width = spec.shape
     sidecar = {
-        "kind": kind, "file": onnx_path.name, "sha256": sha256,
+        "kind": kind,
+        "file": onnx_path.name,
+        "sha256": sha256,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "input": {"planes": spec.planes, "channels": channels, "height_px": height,
-                  "width_px": width,
-                  "layout": "NCHW float32", "resize": "cv2.INTER_AREA",
-                  "normalisation": NORMALISATION[spec.planes]},
-        "classes": {"count": N_CLASSES, "meaning": "tenths 0..99, circular",
-                    "label_sigma_tenths": args.sigma},
-        "training": {"arch": args.arch, "ema_decay": args.ema, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "synthetic_share": args.synthetic, "synthetic_framed": args.frame,
-                     "balance": args.balance,
-                     "threads": args.threads,
-                     "all_data": args.all_data,
-                     "n_train": int(len(train.tenths)), "seconds": round(train_seconds),
-                     "groups": sorted(set(train.groups))},
-        "validation": {"units": list(val_units), "groups": sorted(set(val.groups)),
-                       "figures": val_figures},
-        "dev": {"units": list(dev_units), "groups": sorted(set(dev.groups)),
-                "held_out": not args.all_data, "figures": figures},
+        "input": {
+            "planes": spec.planes,
+            "channels": channels,
+            "height_px": height,
+            "width_px": width,
+            "layout": "NCHW float32",
+            "resize": "cv2.INTER_AREA",
+            "normalisation": NORMALISATION[spec.planes],
+        },
+        "classes": {"count": N_CLASSES, "meaning": "tenths 0..99, circular", "label_sigma_tenths": args.sigma},
+        "training": {
+            "arch": args.arch,
+            "ema_decay": args.ema,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "synthetic_share": args.synthetic,
+            "synthetic_framed": args.frame,
+            "balance": args.balance,
+            "threads": args.threads,
+            "all_data": args.all_data,
+            "n_train": int(len(train.tenths)),
+            "seconds": round(train_seconds),
+            "groups": sorted(set(train.groups)),
+        },
+        "validation": {"units": list(val_units), "groups": sorted(set(val.groups)), "figures": val_figures},
+        "dev": {
+            "units": list(dev_units),
+            "groups": sorted(set(dev.groups)),
+            "held_out": not args.all_data,
+            "figures": figures,
+        },
         "data_licences": "Apache-2.0 and MIT, see NOTICE-data.md",
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
