@@ -6,12 +6,25 @@ is missing the fixture fails with that instruction (it never skips silently).
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
 from meterbench.errors import DeviceError
 from meterbench.testing import MosquittoBroker, SocatPtyPair
+
+
+def require_module(name: str, extra: str) -> ModuleType:
+    """Import an optional dependency: skipped where it is not installed, a failure under CI (which installs it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed: CI installs the [{extra}] extra", pytrace=False)
+        pytest.skip(f"{name} not installed (pip install -e '.[{extra}]')", allow_module_level=True)
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ import pytest
 
 from meterbench.models._runtime import circular_distance
 
-torch = pytest.importorskip("torch")
+from tests.conftest import require_module
+
+torch = require_module("torch", "train")
 
 from meterbench.models.training import train  # noqa: E402
 
