@@ -22,6 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 from pathlib import Path
 
+from meterbench.progress import ProgressFn
 from meterbench.verify.report import atomic_write_text, clean_for_json
 
 __all__ = ["find_sessions", "run_batch", "compare_summaries", "configuration_hash"]
@@ -175,23 +176,6 @@ def _write_summary(
     atomic_write_text(out_dir / "summary.json", json.dumps(clean_for_json(summary), indent=2) + "\n")
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, stream=sys.stderr) -> None:
-        self.total, self.done, self.stream = total, 0, stream
-        self.enabled = hasattr(stream, "isatty") and stream.isatty()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.enabled:
-            filled = int(30 * self.done / max(self.total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label[:40]:<40}")
-            self.stream.flush()
-            if self.done == self.total:
-                self.stream.write("\n")
-
-
 def compare_summaries(
     new_rows: list[dict], old_rows: list[dict], tolerance_pct: float = COMPARE_ERROR_TOLERANCE_PCT
 ) -> list[dict]:
@@ -250,10 +234,19 @@ def _fmt_pct(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):+.4f}"
 
 
-def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path | None = None, options=None) -> int:
+def run_batch(
+    paths: list[Path],
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    compare: Path | None = None,
+    options=None,
+    progress: ProgressFn | None = None,
+) -> int:
     """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed.
 
     ``options`` (a ReadingOptions) replaces the default reading options; its hash is in the summary.
+    ``progress(done, total, session name)`` is called as each session finishes.
     """
     sessions = find_sessions(paths)
     if not sessions:
@@ -262,7 +255,7 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
     names = _unique_names(sessions)
     config_hash = configuration_hash(options)
     results: dict[Path, dict] = {}
-    progress = _Progress(len(sessions))
+    progress = progress or (lambda done, total, label: None)
     interrupted = False
     executor = ProcessPoolExecutor(
         max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_ignore_sigint
@@ -276,7 +269,7 @@ def run_batch(paths: list[Path], out_dir: Path, *, jobs: int = 1, compare: Path 
             for future in done:
                 path = pending.pop(future)
                 results[path] = future.result()
-                progress.step(names[path])
+                progress(len(results), len(sessions), names[path])
                 _write_summary(out_dir, results, sessions, config_hash, interrupted=False)
     except KeyboardInterrupt:
         interrupted = True
