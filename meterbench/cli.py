@@ -1,19 +1,64 @@
-"""Command line of meterbench: parse arguments, call the pipelines, print.
+"""Command line of meterbench: parse arguments, call the packages, print.
 
 No logic lives here beyond argument handling; every command calls one function
-of a package and prints what it returns.
+of a package and prints what it returns. A user error (a
+:class:`~meterbench.errors.MeterbenchError`, or an OSError from a file or device)
+is one line on stderr and exit status 2; anything else is a bug in meterbench:
+its traceback is printed and the exit status is 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import traceback
 from pathlib import Path
 
+from meterbench.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, ConfigError, MeterbenchError
 
-class CommandError(Exception):
-    """A command could not complete; its message is the one-line reason printed."""
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none (required options, None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.required:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _print_summary(report: dict) -> None:
+    """The verdicts and the warnings (grouped, counted) on stderr, as the HTML report shows them."""
+    from meterbench.verify import summary_lines
+
+    for line in summary_lines(report):
+        print(line, file=sys.stderr)
 
 
 def _cmd_read_crops(args: argparse.Namespace, kind: str) -> int:
@@ -45,8 +90,10 @@ def _cmd_dials(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from meterbench.sim import simulate_tank, simulate_water_meter
+    from meterbench.sim import PROFILES, simulate_tank, simulate_water_meter
 
+    if args.profile not in PROFILES:  # checked here: importing the simulator for --help would take a second
+        raise ConfigError(f"--profile: expected one of {', '.join(PROFILES)}, got {args.profile!r}")
     if args.bench_kind == "water-meter":
         path = simulate_water_meter(
             Path(args.out), seed=args.seed, meters=args.meters, profile=args.profile, fps=args.fps
@@ -58,10 +105,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from meterbench.verify import run_session
+    from meterbench.verify import check_report_folder, run_session
 
+    check_report_folder(Path(args.out), Path(args.session))  # before the work: never overwrite, never fail late
     report = run_session(Path(args.session), Path(args.out))
     print(f"{report['session']}: {report['verdict']} -> {Path(args.out) / 'report.json'}")
+    _print_summary(report)
     return 0
 
 
@@ -70,6 +119,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     report = run_bench(Path(args.config), Path(args.out))
     print(f"{report['session']}: {report['verdict']}")
+    _print_summary(report)
     return 0
 
 
@@ -91,62 +141,87 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meterbench", description=__doc__.splitlines()[0])
+    """The argument parser of every command; each argument has a help line and shows its default."""
+    parser = argparse.ArgumentParser(
+        prog="meterbench", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
+    )
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],
         default="text",
-        help="log lines on stdout: text, or one JSON object per line (services)",
+        help="log lines: text on stderr, or one JSON object per line on stdout (services, journald)",
     )
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level shown",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, what: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=what, description=what, formatter_class=_HelpFormatter)
+        p.set_defaults(func=func)
+        return p
 
     for name, func, what in (
         ("digits", _cmd_digits, "digit-wheel crops"),
         ("dials", _cmd_dials, "red pointer sub-dial crops"),
     ):
-        p = sub.add_parser(name, help=f"read {what}: value in [0, 10) and confidence")
-        p.add_argument("images", nargs="+", help="image files, one crop each")
-        p.add_argument("--json", action="store_true", help="one JSON object per line")
-        p.add_argument("--batch-size", type=int, default=64)
-        p.set_defaults(func=func)
+        p = command(name, func, f"read {what}: value in [0, 10) and confidence")
+        p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, one crop each")
+        p.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text")
+        p.add_argument("--batch-size", type=_positive_int, default=64, help="crops per model call")
 
-    p = sub.add_parser("simulate", help="write a simulated bench session folder")
-    p.add_argument("bench_kind", choices=["water-meter", "tank"])
-    p.add_argument("--out", required=True, help="session folder to create")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--meters", type=int, default=3, help="water-meter: meters in series")
-    p.add_argument("--runs", type=int, default=3, help="tank: fill-read-drain runs")
-    p.add_argument("--fps", type=float, default=10.0, help="water-meter: camera frame rate (frames/s)")
+    p = command("simulate", _cmd_simulate, "write a simulated bench session folder")
+    p.add_argument("bench_kind", choices=["water-meter", "tank"], help="what the simulated bench verifies")
+    p.add_argument("--out", required=True, metavar="DIR", help="session folder to create")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same session")
+    p.add_argument("--meters", type=_positive_int, default=3, help="water-meter: meters in series")
+    p.add_argument("--runs", type=_positive_int, default=3, help="tank: fill-read-drain runs")
+    p.add_argument("--fps", type=_positive_float, default=10.0, help="water-meter: camera frame rate (frames/s)")
     p.add_argument(
-        "--profile", default="standard", help="water-meter: 'standard' (full plan) or 'short' (small volumes)"
+        "--profile",
+        default="standard",
+        help="water-meter: 'standard' (full plan), 'short' (small volumes, a few MB) "
+        "or 'coarse' (ordinary registers, standard volumes)",
     )
-    p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("run", help="verify a recorded session: report.json + human report")
-    p.add_argument("session")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_cmd_run)
+    p = command("run", _cmd_run, "verify a recorded session: report.json + report.html")
+    p.add_argument("session", metavar="SESSION", help="recorded session folder (holds session.json)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for report.json and report.html: new or without reports (nothing is overwritten), "
+        "outside the session",
+    )
 
-    p = sub.add_parser("bench", help="run a live test sequence from a bench config")
-    p.add_argument("--config", required=True, help="BENCH.toml")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_cmd_bench)
+    p = command("bench", _cmd_bench, "run a live test sequence from a bench config")
+    p.add_argument("--config", required=True, metavar="BENCH.toml", help="bench configuration (devices, plan)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the recorded session and its reports")
 
-    p = sub.add_parser("batch", help="re-verify many recorded sessions")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--compare", help="earlier batch output folder to compare against")
-    p.set_defaults(func=_cmd_batch)
+    p = command("batch", _cmd_batch, "re-verify many recorded sessions")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="session folders, or folders to search for them")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for one report folder per session and summary")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="sessions verified in parallel (processes)")
+    p.add_argument("--compare", metavar="DIR", help="earlier batch output folder to compare the verdicts against")
 
-    p = sub.add_parser("doctor", help="check the installation and the bench's devices")
-    p.add_argument("--config", help="BENCH.toml whose devices to check")
-    p.set_defaults(func=_cmd_doctor)
+    p = command("doctor", _cmd_doctor, "check the installation and the bench's devices")
+    p.add_argument("--config", metavar="BENCH.toml", help="bench configuration whose devices to check")
     return parser
 
 
+def _user_error_lines(exc: BaseException) -> list[str]:
+    """The one-line reason(s) of a user error: 'FILE: strerror' for a plain OSError, else the message."""
+    if isinstance(exc, OSError) and not isinstance(exc, MeterbenchError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return [f"{where}{exc.strerror}"]
+    return str(exc).splitlines() or [type(exc).__name__]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (0 done, 2 user error, 3 internal error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     from meterbench.logs import configure_logging
 
@@ -155,10 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print(f"meterbench {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except (CommandError, ValueError, OSError) as exc:
-        print(f"meterbench {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INTERRUPTED
+    except (MeterbenchError, OSError) as exc:
+        for line in _user_error_lines(exc):
+            print(f"meterbench {args.command}: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"meterbench {args.command}: internal error (a bug in meterbench, not in your input); "
+            f"please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":
