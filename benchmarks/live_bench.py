@@ -59,7 +59,11 @@ def run(duration_s: float, cameras: int, fps: float, down_s: float, work: Path) 
     peer.start()
     recorder = SessionRecorder.create(work / "session", {"session_id": "live-bench"})
     totaliser = TotaliserReader(
-        pty.a, recorder.device_log("ref-meter", "serial-totaliser"), recorder.now_s, reopen_interval_s=0.2
+        pty.a,
+        recorder.device_log("ref-meter", "serial-totaliser"),
+        recorder.now_s,
+        pulse_volume_l=0.0001,
+        reopen_interval_s=0.2,
     ).start()
     controller = BenchController(
         MqttConfig("bench", port=broker.port), recorder.device_log("controller", "mqtt"), recorder.now_s

@@ -12,6 +12,7 @@ used by the tests and the live bench simulator.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,6 +257,10 @@ class ModbusTotaliserReader(ReaderThread):
             * f.scale
             for f in self.fields
         }
+        not_finite = sorted(name for name, value in values.items() if not math.isfinite(value))
+        if not_finite:  # a valid CRC over a NaN/inf float is still no reading
+            self._record(t_s, response, None, f"malformed: {', '.join(not_finite)} not a finite number", "malformed")
+            return None
         self._record(t_s, response, values, None, "ok")
         self._publish(values, t_s)
         return values

@@ -18,7 +18,10 @@ session (clean_session False, fixed client id) and resubscribes in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import ssl
 import threading
 import time
@@ -29,6 +32,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from meterbench.devices._common import Clock, DeviceError, DeviceTimeoutError, EventSink, Status
+from meterbench.errors import ConfigError
+
+_LOG = logging.getLogger("meterbench.devices.mqtt")
 
 VALVES = ("inlet", "outlet", "bypass")
 VALVE_STATES = ("open", "closed")
@@ -43,6 +49,23 @@ EVENTS = (
     "fault",
 )
 TELEMETRY_KEYS = ("flow_m3h", "temperature_c", "pressure_kpa", "valves")
+
+MAX_PAYLOAD_BYTES = 16384
+"""A controller message is < 1 kB; a longer payload is refused (its first bytes are recorded)."""
+MAX_SEQ = 2**53
+"""Largest ``seq`` accepted (exact in a JSON double)."""
+MAX_SEQ_JUMP = 1000
+"""A ``seq`` more than this beyond the last one is refused as implausible (not a gap to wait for)."""
+MAX_MISSING_SEQ = 10000
+"""At most this many missing ``seq`` numbers are remembered per topic (the oldest are dropped)."""
+MAX_INTEGER_DIGITS = 18
+"""Integers with more digits are refused while decoding (a 5,000-digit number must not cost anything)."""
+PLAUSIBLE_RANGES = {
+    "flow_m3h": (0.0, 1000.0),  # m³/h: a water-meter bench up to DN300
+    "temperature_c": (0.0, 100.0),  # °C: liquid water
+    "pressure_kpa": (0.0, 10000.0),  # kPa: up to 100 bar
+}
+"""Telemetry values outside these ranges are refused (the message is recorded with the error)."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +83,63 @@ class MqttConfig:
     tls_insecure: bool = False
     keepalive_s: int = 10
     client_id: str | None = None
+    require_seq: bool = True  # refuse controller messages without a sequence number
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
 
     @classmethod
     def from_dict(cls, section: dict[str, Any], where: str = "mqtt") -> MqttConfig:
-        """Build from a config table; unknown keys raise ValueError naming ``where``."""
+        """Build from a config table; unknown keys raise ConfigError naming ``where``."""
         known = set(cls.__dataclass_fields__)
         unknown = set(section) - known
         if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}, expected some of {sorted(known)}")
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}, expected some of {sorted(known)}")
         if "bench_id" not in section:
-            raise ValueError(f"{where}: 'bench_id' is required")
+            raise ConfigError(f"{where}: 'bench_id' is required")
         return cls(**section)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the connection is authenticated both ways: TLS with a CA, and a login or a client certificate."""
+        return bool(self.tls_ca) and not self.tls_insecure and (self.username is not None or bool(self.tls_cert))
+
+
+def _refuse_big_integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits")
+    return int(text)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def decode_payload(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Any, str | None]:
+    """Decode a JSON payload safely: ``(value, None)`` or ``(None, why not)``; never raises.
+
+    Refuses payloads over ``max_bytes``, non-UTF-8 text, NaN/Infinity, integers of more than
+    ``MAX_INTEGER_DIGITS`` digits and nesting deeper than Python's recursion limit.
+    """
+    if len(payload) > max_bytes:
+        return None, f"payload of {len(payload)} bytes > {max_bytes} bytes: refused"
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "payload is not UTF-8 text"
+    try:
+        return json.loads(text, parse_int=_refuse_big_integer, parse_constant=_refuse_constant), None
+    except RecursionError:
+        return None, "payload is not JSON: nested too deeply"
+    except ValueError as exc:  # JSONDecodeError included
+        return None, f"payload is not JSON: {str(exc)[:80]}"
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+STATUS_ONLINE = json.dumps({"state": "online"})
+STATUS_OFFLINE = json.dumps({"state": "offline"})
+"""Retained on ``bench/<id>/status``; the offline one is also meterbench's Last Will."""
 
 
 def parse_telemetry(payload: Any) -> tuple[dict | None, str | None]:
@@ -80,12 +149,15 @@ def parse_telemetry(payload: Any) -> tuple[dict | None, str | None]:
     missing = [k for k in TELEMETRY_KEYS if k not in payload]
     if missing:
         return None, f"telemetry missing {missing}"
-    for key in TELEMETRY_KEYS[:3]:
-        if not isinstance(payload[key], int | float) or isinstance(payload[key], bool):
-            return None, f"telemetry {key} is not a number: {payload[key]!r}"
+    for key, (low, high) in PLAUSIBLE_RANGES.items():
+        value = payload[key]
+        if not _finite_number(value):
+            return None, f"telemetry {key} is not a finite number: {str(value)[:40]!r}"
+        if not low <= value <= high:
+            return None, f"telemetry {key} = {value:g} outside the plausible range [{low:g}, {high:g}]"
     valves = payload["valves"]
     if not isinstance(valves, dict) or any(v not in VALVE_STATES for v in valves.values()):
-        return None, f"telemetry valves must map names to 'open'/'closed': {valves!r}"
+        return None, f"telemetry valves must map names to 'open'/'closed': {str(valves)[:60]!r}"
     return payload, None
 
 
@@ -97,8 +169,14 @@ def parse_event(payload: Any) -> tuple[dict | None, str | None]:
         return None, f"unknown event {payload['event']!r}, expected one of {list(EVENTS)}"
     if payload["event"] in ("point_start", "point_stop"):
         volume = payload.get("reference_volume_l")
-        if not isinstance(volume, int | float) or isinstance(volume, bool):
-            return None, f"{payload['event']} without a numeric reference_volume_l"
+        if not _finite_number(volume) or volume < 0:
+            return None, f"{payload['event']} without a finite reference_volume_l >= 0"
+        if not isinstance(payload.get("point"), str):
+            return None, f"{payload['event']} without a point name (string)"
+    for key in ("cmd_id", "reference_seq"):
+        value = payload.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_SEQ):
+            return None, f"{key} must be an integer in [0, 2^53), got {str(value)[:40]!r}"
     return payload, None
 
 
@@ -110,6 +188,8 @@ class MqttCounts:
     parsed: int = 0
     bad: int = 0
     duplicates: int = 0
+    conflicts: int = 0
+    internal_errors: int = 0
     late: int = 0
     gaps: int = 0
     sent: int = 0
@@ -122,10 +202,14 @@ class BenchController:
     """The bench's MQTT controller seen from meterbench (one device log for all topics).
 
     ``start()`` connects (raising DeviceError when the broker cannot be reached in
-    ``connect_timeout_s``), subscribes and runs paho's network thread. Payloads
-    that carry a ``seq`` (the simulator's do) are checked for gaps and QoS 1
-    duplicates; a duplicate is recorded with an error so it is never used twice;
-    a late message filling a gap is kept (``missing`` lists what never came).
+    ``connect_timeout_s``), subscribes and runs paho's network thread. Every payload
+    must carry a ``seq`` (``MqttConfig.require_seq``); it is checked for gaps, implausible
+    jumps and QoS 1 duplicates; a refused message is recorded raw with its error and never
+    used; a late message filling a gap is kept (``missing`` lists what never came). A second,
+    different answer to one command (same event and ``cmd_id``) is a conflict: recorded,
+    counted, and :meth:`conflicting` names the command. No payload can stop the network
+    thread. The Last Will (``bench/<id>/status`` = offline, retained) tells the controller to
+    stop the flow when meterbench dies.
     """
 
     def __init__(self, config: MqttConfig, sink: EventSink, clock: Clock, *, name: str = "controller") -> None:
@@ -145,6 +229,7 @@ class BenchController:
         self._last_seq: dict[str, int] = {}
         self._missing_seq: dict[str, set[int]] = {}
         self._cmd_id = 0
+        self._conflicting: set[tuple[str, int]] = set()
         self._listeners: list[Callable[[str, float, dict], None]] = []
         self._watches: list[tuple[Status, Callable[[], bool]]] = []
         self._client = self._make_client()
@@ -157,6 +242,7 @@ class BenchController:
         )
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
+        client.will_set(f"{self._prefix}/status", STATUS_OFFLINE, qos=1, retain=True)
         if cfg.tls_ca or cfg.tls_cert:
             client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key, cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(cfg.tls_insecure)
@@ -193,7 +279,9 @@ class BenchController:
         return self
 
     def stop(self) -> None:
-        """Disconnect and stop the network thread (idempotent)."""
+        """Say offline, disconnect and stop the network thread (idempotent)."""
+        if self.connected.is_set():
+            self._client.publish(f"{self._prefix}/status", STATUS_OFFLINE, qos=1, retain=True)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -215,6 +303,7 @@ class BenchController:
             self._note(f"broker refused connection: {reason}")
             return
         client.subscribe([(f"{self._prefix}/telemetry", 1), (f"{self._prefix}/event", 1)])
+        client.publish(f"{self._prefix}/status", STATUS_ONLINE, qos=1, retain=True)
         self.counts.connects += 1
         if self.counts.connects > 1:
             self._note(f"reconnected to broker (session present: {flags.session_present})", bad=False)
@@ -227,25 +316,33 @@ class BenchController:
         self._note(f"broker connection lost: {reason}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Record and use one message; nothing a payload holds may raise out of here (network thread)."""
         t_s = self._clock()
-        topic = message.topic
-        kind = topic.rsplit("/", 1)[-1]
         try:
-            text, raw_key = message.payload.decode("utf-8"), "raw"
-            payload: Any = json.loads(text)
-        except UnicodeDecodeError:
-            text, raw_key, payload = "", "raw_b64", None
-        except json.JSONDecodeError:
-            payload = None
-        parser = parse_telemetry if kind == "telemetry" else parse_event
-        parsed, error = parser(payload) if payload is not None else (None, "payload is not JSON")
+            self._handle_message(t_s, message.topic, bytes(message.payload))
+        except Exception as exc:  # a bug must not kill paho's thread (safe-state commands need it)
+            self.counts.internal_errors += 1
+            _LOG.exception("%s: message on %s could not be handled", self.name, message.topic)
+            self._note(f"internal error handling a message on {message.topic}: {type(exc).__name__}: {exc}")
+
+    def _handle_message(self, t_s: float, topic: str, data: bytes) -> None:
+        kind = topic.rsplit("/", 1)[-1]
+        payload, error = decode_payload(data, self.config.max_payload_bytes)
+        raw: str | bytes = data[: self.config.max_payload_bytes]
+        if isinstance(raw, bytes) and len(data) <= self.config.max_payload_bytes:
+            with contextlib.suppress(UnicodeDecodeError):
+                raw = data.decode("utf-8")
+        parsed = None
+        if error is None:
+            parser = parse_telemetry if kind == "telemetry" else parse_event
+            parsed, error = parser(payload)
         if parsed is not None:
-            error = self._check_seq(kind, parsed)
+            error = self._check_seq(kind, parsed) or self._check_answer(kind, parsed)
             if error is not None:
                 parsed = None
         self.counts.received += 1
         self.counts.by_topic[kind] = self.counts.by_topic.get(kind, 0) + 1
-        self._sink.append(t_s, text if raw_key == "raw" else bytes(message.payload), parsed, error, topic=topic)
+        self._sink.append(t_s, raw, parsed, error, topic=topic)
         if parsed is None:
             self.counts.bad += 1
             return
@@ -265,14 +362,21 @@ class BenchController:
         a late message that fills a gap is accepted (QoS 1 keeps no order across a
         reconnection)."""
         seq = payload.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if seq is None and not self.config.require_seq:
             return None
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < MAX_SEQ:
+            return f"seq: expected an integer in [0, 2^53), got {str(seq)[:40]!r}: refused"
         last = self._last_seq.get(kind)
         missing = self._missing_seq.setdefault(kind, set())
+        if last is not None and seq > last + MAX_SEQ_JUMP:
+            return f"seq jumps from {last} to {seq} (> {MAX_SEQ_JUMP}): refused as implausible"
         if last is None or seq > last:
             if last is not None and seq > last + 1:
                 self.counts.gaps += 1
                 missing.update(range(last + 1, seq))
+                if len(missing) > MAX_MISSING_SEQ:
+                    for oldest in sorted(missing)[: len(missing) - MAX_MISSING_SEQ]:
+                        missing.discard(oldest)
                 self._note(
                     f"{kind} sequence gap: expected {last + 1}, got {seq} ({seq - last - 1} messages missing so far)"
                 )
@@ -284,6 +388,24 @@ class BenchController:
             return None
         self.counts.duplicates += 1
         return f"duplicate: seq {seq} already received (QoS 1 redelivery)"
+
+    def _check_answer(self, kind: str, payload: dict) -> str | None:
+        """A second answer to one command (same event and cmd_id) with other content is a conflict."""
+        cmd_id = payload.get("cmd_id")
+        if kind != "event" or cmd_id is None:
+            return None
+        with self._lock:
+            first = self._find_event(payload["event"], cmd_id=cmd_id)
+            if first is None:
+                return None
+            self._conflicting.add((payload["event"], cmd_id))
+        self.counts.conflicts += 1
+        return f"conflict: a second {payload['event']} answer to cmd_id {cmd_id} (the first came at {first[0]:.3f} s)"
+
+    def conflicting(self, event: str, cmd_id: int) -> bool:
+        """Whether command ``cmd_id`` got two answers ``event`` (one of them forged or replayed)."""
+        with self._lock:
+            return (event, cmd_id) in self._conflicting
 
     @property
     def missing(self) -> dict[str, list[int]]:

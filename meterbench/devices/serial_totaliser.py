@@ -11,6 +11,7 @@ as events with ``parsed = null``: none of them ever becomes a volume.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,12 @@ from typing import Any
 import serial
 
 from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThread
+from meterbench.errors import ConfigError
+
+DEFAULT_MAX_FLOW_L_H = 100000.0
+"""Default rate-of-change limit: a volume rising faster than this (L/h; 100 m³/h) between two lines is refused."""
+RATE_SLACK_S = 0.5
+"""Reception-time jitter allowed for in the rate-of-change check (s)."""
 
 MAX_LINE_BYTES = 200
 """A line longer than this without a newline is garbage (the protocol's lines are < 80 bytes)."""
@@ -141,8 +148,9 @@ class TotaliserReader(ReaderThread):
     ``port`` is anything ``serial.serial_for_url`` opens (``/dev/ttyUSB0``, a pty
     link, ``loop://``). ``sink`` receives each line raw (latin-1 text) with its
     reception time ``clock()`` (s). A line is only ``parsed`` when its framing,
-    checksum, fields and (if ``pulse_volume_l`` is given) volume = pulses × pulse
-    volume all check. No complete line for ``silence_s`` (s) is recorded once as
+    checksum, fields, volume = pulses × ``pulse_volume_l`` (mandatory: the XOR checksum
+    alone misses digit swaps) and the rate of change (no faster than ``max_flow_l_h`` since
+    the last good line, pulses never backwards) all check. No complete line for ``silence_s`` (s) is recorded once as
     a silence; a lost port is recorded and reopened every ``reopen_interval_s`` (s).
     """
 
@@ -155,11 +163,18 @@ class TotaliserReader(ReaderThread):
         name: str = "ref-meter",
         baudrate: int = 9600,
         silence_s: float = 2.0,
-        pulse_volume_l: float | None = None,
+        pulse_volume_l: float,
+        max_flow_l_h: float = DEFAULT_MAX_FLOW_L_H,
         reopen_interval_s: float = 0.5,
     ) -> None:
-        if silence_s <= 0:
-            raise ValueError(f"silence_s must be > 0 s, got {silence_s}")
+        for key, value in (
+            ("silence_s", silence_s),
+            ("pulse_volume_l", pulse_volume_l),
+            ("max_flow_l_h", max_flow_l_h),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name}.{key}: expected a finite number > 0, got {value!r}")
+        self.max_flow_l_h = float(max_flow_l_h)
         self.name = name
         self.port = port
         self.baudrate = baudrate
@@ -174,7 +189,7 @@ class TotaliserReader(ReaderThread):
         self._serial: serial.SerialBase | None = None
         self._last_line_t_s: float | None = None
         self._silent = False
-        self._previous_pulses: int | None = None
+        self._previous: tuple[float, int] | None = None  # (t_s, pulses) of the last good line
 
     # -- life cycle -----------------------------------------------------------------
     def start(self, *, open_timeout_s: float = 5.0) -> TotaliserReader:
@@ -307,7 +322,7 @@ class TotaliserReader(ReaderThread):
             )
         )
         if parsed is not None:
-            error = self._check_consistency(parsed)
+            error = self._check_consistency(t_s, parsed)
             if error is not None:
                 parsed = None
         raw = line.decode("latin-1")
@@ -322,14 +337,23 @@ class TotaliserReader(ReaderThread):
         self.counts.parsed += 1
         self._publish(parsed, t_s)
 
-    def _check_consistency(self, parsed: dict) -> str | None:
-        if self.pulse_volume_l is not None:
-            expected = round(parsed["pulses"] * self.pulse_volume_l, 4)
-            if abs(parsed["volume_l"] - expected) > 1e-4 + 1e-9 * expected:
-                return f"inconsistent: volume_l {parsed['volume_l']:.4f} != pulses × pulse_volume_l = {expected:.4f}"
-        previous, self._previous_pulses = self._previous_pulses, parsed["pulses"]
-        if previous is not None and parsed["pulses"] < previous:
-            return f"inconsistent: pulses went backwards ({previous} -> {parsed['pulses']})"
+    def _check_consistency(self, t_s: float, parsed: dict) -> str | None:
+        """Why a checksum-valid line is still not a reading, or None; remembers the last good line."""
+        expected = round(parsed["pulses"] * self.pulse_volume_l, 4)
+        if abs(parsed["volume_l"] - expected) > 1e-4 + 1e-9 * expected:
+            return f"inconsistent: volume_l {parsed['volume_l']:.4f} != pulses × pulse_volume_l = {expected:.4f}"
+        if self._previous is not None:
+            previous_t_s, previous_pulses = self._previous
+            if parsed["pulses"] < previous_pulses:
+                return f"inconsistent: pulses went backwards ({previous_pulses} -> {parsed['pulses']})"
+            rise_l = (parsed["pulses"] - previous_pulses) * self.pulse_volume_l
+            limit_l = self.max_flow_l_h / 3600.0 * (max(t_s - previous_t_s, 0.0) + RATE_SLACK_S)
+            if rise_l > limit_l:
+                return (
+                    f"inconsistent: volume rose {rise_l:.4f} L in {t_s - previous_t_s:.3f} s, faster than "
+                    f"max_flow_l_h = {self.max_flow_l_h:g}"
+                )
+        self._previous = (t_s, parsed["pulses"])
         return None
 
     def _check_sequence(self, t_s: float, seq: int) -> None:

@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION
+from meterbench.errors import SessionError
+from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, schema_problems
 
 __all__ = ["SessionRecorder", "DeviceLog", "CameraWriter", "write_json_atomic", "write_text_atomic"]
 
@@ -87,8 +88,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically (see `write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    """Write ``data`` as indented JSON to ``path`` atomically (see `write_text_atomic`); NaN/inf refused."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 class _SyncedAppendFile:
@@ -180,8 +182,7 @@ class DeviceLog:
             event: dict[str, Any] = {"seq": seq, "t_s": t_s, **raw_field, "parsed": parsed, "error": error}
             if topic is not None:
                 event["topic"] = str(topic)
-            line = json.dumps(event, separators=(",", ":"), default=_json_default)
-            self._file.write(line + "\n")
+            self._file.write(_event_line(event, self.device_id) + "\n")
             self._next_seq = seq + 1
         return seq
 
@@ -194,6 +195,22 @@ class DeviceLog:
         """fsync and close; later appends raise ValueError."""
         with self._lock:
             self._file.close()
+
+
+def _event_line(event: dict[str, Any], device_id: str) -> str:
+    """One JSON line the reader accepts (device-event-v1.json): a ``parsed`` value that cannot be
+    written as strict JSON (NaN, an object of the wrong type) is dropped with the reason in
+    ``error``, so the raw bytes are always kept."""
+    try:
+        line = json.dumps(event, separators=(",", ":"), default=_json_default, allow_nan=False)
+        problems = schema_problems(f"devices/{device_id}.jsonl", json.loads(line), "device-event-v1.json")
+    except (TypeError, ValueError) as exc:
+        problems = [str(exc)]
+    if not problems:
+        return line
+    why = "; ".join(problems)[:200]
+    event = {**event, "parsed": None, "error": f"recorder: parsed value not recordable ({why}); was: {event['error']}"}
+    return json.dumps(event, separators=(",", ":"), default=_json_default, allow_nan=False)
 
 
 def _raw_field(raw: str | bytes, device_id: str) -> dict[str, str]:
@@ -423,6 +440,9 @@ class SessionRecorder:
                 raise ValueError(f"manifest: {key}: expected a list of objects with an 'id', got {entries!r}")
         if fsync_interval_s < 0:
             raise ValueError(f"fsync_interval_s: expected >= 0 s, got {fsync_interval_s!r}")
+        problems = schema_problems("session.json", {**manifest, "cameras": [], "devices": []}, "session-v1.json")
+        if problems:  # checked before anything is created
+            raise SessionError(problems, path)
         (path / "cameras").mkdir(parents=True, exist_ok=True)
         (path / "devices").mkdir(exist_ok=True)
         recorder = cls(path, manifest, fsync_interval_s)
@@ -454,19 +474,27 @@ class SessionRecorder:
             )
         with self._lock:
             plain = json.loads(json.dumps(changes, default=_json_default))
-            self._manifest.update(plain)
-            self._write_manifest()
+            self._write_manifest({**self._manifest, **plain})
 
-    def _write_manifest(self) -> None:
-        write_json_atomic(self.path / "session.json", self._manifest)
+    def _write_manifest(self, manifest: dict[str, Any] | None = None) -> None:
+        """Check ``manifest`` (default: the current one) against session-v1.json, then write it.
+
+        The recorder never writes a session.json that the reader would refuse: a manifest that
+        fails the schema raises SessionError and the file on disk stays as it was.
+        """
+        manifest = self._manifest if manifest is None else manifest
+        problems = schema_problems("session.json", manifest, "session-v1.json")
+        if problems:
+            raise SessionError(problems, self.path)
+        write_json_atomic(self.path / "session.json", manifest)
+        self._manifest = manifest
 
     def _publish(self, key: str, entry: dict[str, Any]) -> None:
         """Add ``entry`` (merged over its create() template, if any) to manifest list ``key``."""
         template = self._pending[key].pop(entry["id"], {})
         if key == "cameras":  # a camera has either video or images, never both
             template = {k: v for k, v in template.items() if k not in ("video", "images")}
-        self._manifest[key].append(template | entry)
-        self._write_manifest()
+        self._write_manifest({**self._manifest, key: [*self._manifest[key], template | entry]})
 
     def device_log(self, device_id: str, kind: str | None = None) -> DeviceLog:
         """The log of ``device_id`` (created on first call, then listed in session.json ``devices``).
@@ -550,6 +578,9 @@ class SessionRecorder:
         """Write truth.json (simulated sessions only) atomically."""
         if not isinstance(truth, dict):
             raise ValueError(f"truth: expected a dict, got {type(truth).__name__}")
+        problems = schema_problems("truth.json", json.loads(json.dumps(truth, default=_json_default)), "truth-v1.json")
+        if problems:
+            raise SessionError(problems, self.path)
         write_json_atomic(self.path / "truth.json", truth)
 
     def _check_open(self) -> None:

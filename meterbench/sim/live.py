@@ -130,7 +130,8 @@ class SimulatedBenchPeer:
         )
         self._client.reconnect_delay_set(1, 2)
         self._client.max_inflight_messages_set(100)
-        self._client.on_connect = lambda c, *a: c.subscribe(f"{prefix}/cmd/#", qos=1)
+        self._client.on_connect = lambda c, *a: c.subscribe([(f"{prefix}/cmd/#", 1), (f"{prefix}/status", 1)])
+        self.safe_stops = 0  # times meterbench's Last Will (status offline) made the peer stop the flow
         self._client.on_message = self._on_command
         self._mqtt_address = (mqtt_host, mqtt_port)
 
@@ -244,11 +245,20 @@ class SimulatedBenchPeer:
     def _on_command(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:
             command = json.loads(message.payload)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return
+        if not isinstance(command, dict):
             return
         kind = message.topic.rsplit("/", 1)[-1]
         cmd_id = command.get("cmd_id")
         with self._lock:
+            if kind == "status":  # meterbench online/offline (its Last Will): offline stops the flow
+                if command.get("state") == "offline" and (self.setpoint_m3h > 0 or self.valves["inlet"] == "open"):
+                    self.safe_stops += 1
+                    self.setpoint_m3h = 0.0
+                    self.valves.update(inlet="closed", bypass="open")
+                    self._publish("event", {"event": "fault", "reason": "meterbench offline: flow stopped"})
+                return
             if kind == "valve" and command.get("valve") in self.valves:
                 self.valves[command["valve"]] = command.get("state", "closed")
                 self._publish(

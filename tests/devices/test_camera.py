@@ -9,6 +9,7 @@ import pytest
 from meterbench.devices._common import DeviceError
 from meterbench.devices.camera import CameraCapture
 from meterbench.session import SessionRecorder
+from tests.session.session_helpers import water_meter_manifest
 
 
 def _video(path, frames: int) -> str:
@@ -23,7 +24,7 @@ def _video(path, frames: int) -> str:
 def test_video_file_frames_are_all_written_with_increasing_times(tmp_path):
     source = _video(tmp_path / "in.mp4", 12)
     assert CameraCapture.probe(source)[:2] == (160, 120)
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     writer = recorder.camera_writer("cam-1", 50.0, (160, 120), kind="images")
     capture = CameraCapture("cam-1", source, writer, recorder.now_s, fps=50.0).start()
     assert capture.finished.wait(5.0)
@@ -63,7 +64,7 @@ class _StampingSource:
 
 
 def test_a_source_capture_instant_is_used_as_the_frame_time(tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     writer = recorder.camera_writer("cam-1", 20.0, (8, 8), kind="images")
     capture = CameraCapture("cam-1", _StampingSource(), writer, recorder.now_s, fps=20.0, max_frames=3).start()
     assert capture.finished.wait(5.0)

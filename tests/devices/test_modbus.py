@@ -20,6 +20,7 @@ from meterbench.devices.modbus import (
 )
 from meterbench.session import SessionRecorder
 from meterbench.sim import ModbusSlave
+from tests.session.session_helpers import water_meter_manifest
 
 
 def test_crc_matches_the_specification_example():
@@ -43,7 +44,7 @@ def test_exception_and_crc_errors_are_raised():
 
 @pytest.mark.serial
 def test_reader_counts_crc_errors_timeouts_and_exceptions(pty_pair, tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     log = recorder.device_log("flow-computer", "modbus")
     with ModbusSlave(pty_pair.b) as slave:
         slave.set_value(0, 1234.5678, "float32")

@@ -16,6 +16,7 @@ from meterbench.devices.mqtt import BenchController, MqttConfig, parse_event, pa
 from meterbench.session import SessionRecorder
 from meterbench.sim import SimMeter, SimulatedBenchPeer
 from meterbench.testing import MosquittoBroker
+from tests.session.session_helpers import water_meter_manifest
 
 TELEMETRY = {
     "flow_m3h": 2.4,
@@ -46,7 +47,7 @@ def _publisher(broker) -> mqtt.Client:
 
 @pytest.mark.network
 def test_unreachable_broker_is_a_clear_error(tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     controller = BenchController(MqttConfig("b1", port=1), recorder.device_log("c", "mqtt"), recorder.now_s)
     with pytest.raises(DeviceError, match="cannot connect to MQTT broker 127.0.0.1:1"):
         controller.start()
@@ -55,7 +56,7 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
 @pytest.mark.network
 @pytest.mark.slow
 def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     log = recorder.device_log("controller", "mqtt")
     controller = BenchController(MqttConfig("b1", port=mosquitto_broker.port), log, recorder.now_s).start()
     publisher = _publisher(mosquitto_broker)
@@ -92,7 +93,7 @@ def test_broker_restart_mid_session_loses_no_qos1_message(mosquitto_broker, tmp_
 @pytest.mark.network
 @pytest.mark.serial
 def test_commands_reach_the_bench_and_are_confirmed(mosquitto_broker, pty_pair, tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     log = recorder.device_log("controller", "mqtt")
     peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b2", [SimMeter("M1", 0.5, 10.0)]).start()
     try:
@@ -116,7 +117,7 @@ def test_commands_reach_the_bench_and_are_confirmed(mosquitto_broker, pty_pair, 
 def test_username_and_password_from_config(tmp_path):
     broker = MosquittoBroker(tmp_path / "mq", users={"bench": "s3cret"}).start()
     try:
-        recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+        recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
         log = recorder.device_log("controller", "mqtt")
         wrong = BenchController(
             MqttConfig("b3", port=broker.port, username="bench", password="nope", client_id="c-wrong"),
@@ -189,7 +190,7 @@ def test_tls_broker_with_the_right_ca_and_refusal_without(tmp_path):
     other_ca, _, _ = _make_certificates(tmp_path / "other")
     broker = MosquittoBroker(tmp_path / "mq", tls=(ca, crt, key)).start()
     try:
-        recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+        recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
         log = recorder.device_log("controller", "mqtt")
         right = BenchController(
             MqttConfig.from_dict({"bench_id": "b4", "port": broker.port, "tls_ca": str(ca), "client_id": "c-tls"}),

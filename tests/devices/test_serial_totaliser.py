@@ -16,6 +16,7 @@ from meterbench.devices.serial_totaliser import (
     parse_totaliser_line,
 )
 from meterbench.session import SessionRecorder
+from tests.session.session_helpers import water_meter_manifest
 
 
 def test_format_then_parse_round_trips():
@@ -54,7 +55,7 @@ def _events(path):
 
 @pytest.mark.serial
 def test_reader_over_pty_records_every_line_and_counts_faults(pty_pair, tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     log = recorder.device_log("ref-meter", "serial-totaliser")
     reader = TotaliserReader(pty_pair.a, log, recorder.now_s, silence_s=0.5, pulse_volume_l=0.0001).start()
     with serial.Serial(pty_pair.b, 9600) as peer:
@@ -84,9 +85,11 @@ def test_reader_over_pty_records_every_line_and_counts_faults(pty_pair, tmp_path
 
 @pytest.mark.serial
 def test_reader_survives_unplug_and_replug(pty_pair, tmp_path):
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     log = recorder.device_log("ref-meter", "serial-totaliser")
-    reader = TotaliserReader(pty_pair.a, log, monotonic_clock(), silence_s=5.0, reopen_interval_s=0.1).start()
+    reader = TotaliserReader(
+        pty_pair.a, log, monotonic_clock(), silence_s=5.0, pulse_volume_l=0.0001, reopen_interval_s=0.1
+    ).start()
     with serial.Serial(pty_pair.b) as peer:
         peer.write(format_totaliser_line(1, 1, 0.0001, 1.0, 20.0))
         peer.flush()

@@ -15,8 +15,8 @@ FRAME_COUNT = 24
 FPS = 10.0
 
 
-def water_meter_manifest() -> dict[str, Any]:
-    """A minimal water-meter manifest without cameras/devices (the recorder adds them)."""
+def water_meter_manifest(session_id: str = "test-session-1") -> dict[str, Any]:
+    """A minimal valid water-meter manifest without cameras/devices (the recorder adds them)."""
     register = {
         "plate_size_px": [480, 200],
         "markers": {
@@ -46,7 +46,7 @@ def water_meter_manifest() -> dict[str, Any]:
     }
     return copy.deepcopy(
         {
-            "session_id": "test-session-1",
+            "session_id": session_id,
             "bench_kind": "water-meter",
             "start_time_utc": "2026-11-27T09:00:00Z",
             "instruments": [

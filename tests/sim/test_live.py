@@ -14,6 +14,7 @@ from meterbench.devices.serial_totaliser import TotaliserReader
 from meterbench.session import SessionRecorder
 from meterbench.sim.live import SimMeter, SimulatedBenchPeer
 from meterbench.vision.layout import default_register_layout
+from tests.session.session_helpers import water_meter_manifest
 
 
 def _lines(path):
@@ -25,9 +26,13 @@ def _lines(path):
 @pytest.mark.slow
 def test_no_event_or_frame_lost_across_broker_restart_and_unplug(mosquitto_broker, pty_pair, tmp_path):
     peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b", [SimMeter("M1", 0.5, 100.0)]).start()
-    recorder = SessionRecorder.create(tmp_path / "s", {"session_id": "t"})
+    recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     totaliser = TotaliserReader(
-        pty_pair.a, recorder.device_log("ref", "serial-totaliser"), recorder.now_s, reopen_interval_s=0.2
+        pty_pair.a,
+        recorder.device_log("ref", "serial-totaliser"),
+        recorder.now_s,
+        pulse_volume_l=0.0001,
+        reopen_interval_s=0.2,
     ).start()
     controller = BenchController(
         MqttConfig("b", port=mosquitto_broker.port), recorder.device_log("controller", "mqtt"), recorder.now_s
