@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from meterbench.errors import ConfigError
+
 MODEL_DIR = Path(__file__).resolve().parent
 N_CLASSES = 100
 DECODE_HALF_WINDOW = 3  # classes each side of the argmax used for the circular mean
@@ -42,7 +44,11 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         if self.planes not in PLANES:
-            raise ValueError(f"input planes: expected one of {PLANES}, got {self.planes!r}")
+            raise ConfigError(f"input planes: expected one of {PLANES}, got {self.planes!r}")
+        for name in ("height_px", "width_px"):
+            size = getattr(self, name)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ConfigError(f"input {name}: expected an integer >= 1, got {size!r}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -122,13 +128,23 @@ def preprocess_crops(crops: Sequence[np.ndarray], spec: InputSpec | str) -> np.n
 
 
 def input_spec_from_sidecar(info: dict, kind: str) -> InputSpec:
-    """The InputSpec a model sidecar describes (older sidecars: planes from the channel count)."""
+    """The InputSpec a model sidecar describes (older sidecars: planes from the channel count).
+
+    Raises ConfigError naming the field when the sidecar's ``input`` is not what a model is fed.
+    """
+    if not isinstance(info, dict):
+        raise ConfigError(f"expected a JSON object, got {type(info).__name__}")
     section = info.get("input")
     if not section:
         return DEFAULT_INPUT[kind]
+    if not isinstance(section, dict):
+        raise ConfigError(f"input: expected an object with planes, height_px, width_px, got {section!r}")
     by_channels = {channels: planes for planes, channels in PLANE_CHANNELS.items()}
     planes = section.get("planes") or by_channels.get(section.get("channels"), "")
-    return InputSpec(planes, int(section["height_px"]), int(section["width_px"]))
+    missing = [key for key in ("height_px", "width_px") if key not in section]
+    if missing:
+        raise ConfigError(f"input: expected planes, height_px, width_px; {missing[0]} is missing")
+    return InputSpec(planes, section["height_px"], section["width_px"])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -172,6 +188,14 @@ class WheelReadings:
         return len(self.value)
 
 
+def _onnx_load_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's exceptions for a model file it cannot load (bad protobuf or graph, unknown operator)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotImplemented")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
+
+
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -190,19 +214,26 @@ class _WheelModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except _onnx_load_errors() as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{self.model_path}: not a usable ONNX model ({first_line})") from exc
         self._input_name = self._session.get_inputs()[0].name
         self.batch_size = batch_size
         self.model_sha256 = _file_sha256(self.model_path)
         sidecar = self.model_path.with_suffix(".json")
-        self.info: dict = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        try:
+            self.info: dict = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{sidecar}: not valid JSON ({exc})") from None
         try:
             self.input_spec = input_spec_from_sidecar(self.info, self.kind)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{sidecar}: input: expected planes, height_px, width_px ({exc})") from exc
+        except ConfigError as exc:
+            raise ConfigError(f"{sidecar}: {exc}") from None
         model_shape = tuple(self._session.get_inputs()[0].shape[1:])
         if model_shape != self.input_spec.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.model_path}: model input {model_shape} does not match its "
                 f"sidecar's {self.input_spec.shape} (C, H, W)"
             )
@@ -269,8 +300,8 @@ def read_crop_files(
     """
     if kind not in MODEL_FILE:
         raise ValueError(f"kind: expected 'digit' or 'dial', got {kind!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected ≥ 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected an integer ≥ 1, got {batch_size!r}")
     if reader is None:
         reader = DigitReader() if kind == "digit" else DialReader()
     path_list = [str(p) for p in paths]

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from meterbench.errors import ConfigError
+
 __all__ = [
     "MarkerSpec",
     "RegisterElement",
@@ -31,8 +33,9 @@ COUPLINGS = ("carry", "gear")
 ARUCO_DICTIONARIES = ("DICT_4X4_50",)
 
 
-def _fail(where: str, expected: str, got: Any) -> ValueError:
-    return ValueError(f"register layout: {where}: expected {expected}, got {got!r}")
+def _fail(where: str, expected: str, got: Any) -> ConfigError:
+    """A layout file (or a session's `register` object) has a bad field: one line naming it."""
+    return ConfigError(f"register layout: {where}: expected {expected}, got {got!r}")
 
 
 def _number(value: Any, where: str, *, positive: bool = False) -> float:
@@ -162,7 +165,7 @@ class RegisterLayout:
 
     @classmethod
     def from_dict(cls, data: Any) -> RegisterLayout:
-        """Validate a `register` object; raises ValueError naming the bad field."""
+        """Validate a `register` object; raises ConfigError (a ValueError) naming the bad field."""
         data = _mapping(data, "register", ("plate_size_px", "markers", "elements"))
         size = _numbers(data["plate_size_px"], "register.plate_size_px", 2, positive=True)
         if any(s != int(s) for s in size):
@@ -280,7 +283,7 @@ def default_register_layout(variant: str = "dials") -> dict:
     plate_w, plate_h = 640, 260
     wheel_y, dial_cy = 34, 178
     if variant not in REGISTER_VARIANTS:
-        raise ValueError(
+        raise ConfigError(
             f"default_register_layout: variant: expected one of {', '.join(REGISTER_VARIANTS)}, got {variant!r}"
         )
     fine = variant.startswith("fine")

@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 
+from meterbench.errors import SessionError
+
 __all__ = ["NeckScaleGeometry", "NeckScaleReading", "read_neck_scale"]
 
 _MIN_MARKS = 5  # fewer marks cannot check the spacing
@@ -49,8 +51,9 @@ _MAX_EDGE_WIDTH_PX = 5.0  # a sharper band-to-water edge than this, or flag
 _MAX_SHIFT_PX = 12  # sideways camera shift tolerated against the hint
 
 
-def _fail_field(where: str, expected: str, got: Any) -> ValueError:
-    return ValueError(f"tank scale: {where}: expected {expected}, got {got!r}")
+def _fail_field(where: str, expected: str, got: Any) -> SessionError:
+    """A tank's ``scale`` object in session.json has a bad field: one line naming it."""
+    return SessionError(f"tank scale: {where}: expected {expected}, got {got!r}")
 
 
 def _number(data: dict, key: str, *, positive: bool = False, default: Any = None) -> float:
@@ -98,7 +101,7 @@ class NeckScaleGeometry:
 
     @classmethod
     def from_dict(cls, data: dict) -> NeckScaleGeometry:
-        """Build from the session's ``scale`` object; raise ValueError naming a bad field."""
+        """Build from the session's ``scale`` object; raise SessionError (a ValueError) naming a bad field."""
         if not isinstance(data, dict):
             raise _fail_field("scale", "an object", data)
         major_every = data.get("major_every", 5)
