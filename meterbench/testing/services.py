@@ -46,6 +46,8 @@ class MosquittoBroker:
     Persistence is on (saved at shutdown) so persistent client sessions and their
     QoS 1 queues survive ``restart()``, as on a bench PC's broker. ``users`` (name ->
     password) turns anonymous access off; ``tls`` (CA, certificate, key files) turns TLS on.
+    ``extra_lines`` are further mosquitto.conf directives (e.g. a shipped bench configuration's
+    ``acl_file``); a directive given there replaces the generated one of the same name.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class MosquittoBroker:
         *,
         users: dict[str, str] | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        extra_lines: list[str] | None = None,
     ) -> None:
         self.binary = require_binary("mosquitto")
         self.host = "127.0.0.1"
@@ -76,6 +79,9 @@ class MosquittoBroker:
             lines.append(f"password_file {self._password_file(users)}")
         if tls:  # (CA certificate, server certificate, server key): TLS on this listener
             lines += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
+        extra = [line.strip() for line in extra_lines or [] if line.strip() and not line.lstrip().startswith("#")]
+        given = {line.split()[0] for line in extra}
+        lines = [line for line in lines if line.split()[0] not in given or line.startswith("listener")] + extra
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
 
