@@ -11,12 +11,13 @@ and the truth is exactly what the logs and frames show.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["ErrorCurve", "PlannedPoint", "PointTruth", "BenchRun", "simulate_bench_run"]
+__all__ = ["ErrorCurve", "PlannedPoint", "PointTruth", "BenchRun", "simulate_bench_run", "solve_for_target"]
 
 GRID_DT_S = 0.01
 
@@ -36,9 +37,14 @@ class ErrorCurve:
     def through(
         cls, flows_m3h: tuple[float, float, float], errors_pct: tuple[float, float, float], q_ref_m3h: float
     ) -> ErrorCurve:
-        x = np.log10(np.asarray(flows_m3h) / q_ref_m3h)
-        c2, c1, c0 = np.polyfit(x, np.asarray(errors_pct), 2)
-        return cls(q_ref_m3h=q_ref_m3h, coefficients=(float(c0), float(c1), float(c2)))
+        # Newton's divided differences in plain floats: the same coefficients on every machine
+        # (np.polyfit goes through LAPACK, whose last bits differ between builds).
+        (x0, x1, x2), (y0, y1, y2) = (math.log10(q / q_ref_m3h) for q in flows_m3h), map(float, errors_pct)
+        slope01, slope12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+        c2 = (slope12 - slope01) / (x2 - x0)
+        c1 = slope01 - c2 * (x0 + x1)
+        c0 = y0 - slope01 * x0 + c2 * x0 * x1
+        return cls(q_ref_m3h=q_ref_m3h, coefficients=(c0, c1, c2))
 
     def error_pct(self, flow_m3h: np.ndarray | float) -> np.ndarray:
         """Error (%) at flow(s) (m³/h); flows ≤ 0 give the error at 1e-6 × q_ref (no flow)."""
@@ -222,3 +228,27 @@ def simulate_bench_run(
         "flow_noise_rel": flow_noise_rel,
     }
     return run
+
+
+#: How close (%-points) a solved true error must come to its target. The register and tank volumes
+#: behind a true error are floats of up to 1e5 L, resolved to ~1e-11 L: ~1e-9 %-points of a 2 L point.
+TARGET_TOLERANCE_PCT = 1e-9
+
+
+def solve_for_target(error_of: Callable[[float], float], guess: float, target: float, what: str) -> float:
+    """The parameter p with ``error_of(p) == target`` (within TARGET_TOLERANCE_PCT), by secant steps.
+
+    ``error_of`` is the true error (%) a simulated instrument shows as a function of one of its
+    parameters (a node of a meter's error curve, a tank's volume); it is affine or nearly so, so
+    two or three steps reach float resolution. Raises RuntimeError naming ``what`` if they do not.
+    """
+    p0, p1 = guess, guess + 0.1 * max(abs(guess), 1.0)
+    e0, e1 = error_of(p0), error_of(p1)
+    for _ in range(8):
+        if abs(e1 - target) <= TARGET_TOLERANCE_PCT or e1 == e0:
+            break
+        p0, e0, p1 = p1, e1, p1 + (target - e1) * (p1 - p0) / (e1 - e0)
+        e1 = error_of(p1)
+    if not abs(e1 - target) <= TARGET_TOLERANCE_PCT:
+        raise RuntimeError(f"{what}: true error {e1!r} % did not reach the target {target!r} %")
+    return p1

@@ -16,13 +16,19 @@ capacity up to scale reading r (mL) at 20 °C is V0 + r, and at temperature t it
 is (V0 + r)·[1 + β (t − 20)]. V0 = V_nominal / (1 + e/100) for a seeded tank
 error e (%). truth.json gives, per run, the error a perfect scale reading gives
 (`calibration.tank_error` with the true level and temperatures).
+
+Near the MPE: some tanks that pass are made to pass just inside the MPE or
+exactly at it, some that fail just outside it ("just": within `NEAR_BAND_PCT`,
+about the engine's U, k=2). V0 is then solved so that run R1's true error is
+the target (the later runs share V0, so theirs differ by their levels' share,
+~1e-4 %-points); truth.json names the kind and holds R1's target exactly.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,7 @@ import numpy as np
 from meterbench import calibration
 from meterbench.devices.serial_totaliser import format_totaliser_line
 from meterbench.session.writer import SessionRecorder
+from meterbench.sim.physics import solve_for_target
 from meterbench.sim.tank_render import (
     FRAME_SIZE_WH,
     NeckRenderConditions,
@@ -38,7 +45,7 @@ from meterbench.sim.tank_render import (
 )
 from meterbench.vision.neck_scale import NeckScaleGeometry
 
-__all__ = ["TankRunTruth", "simulate_tank", "sample_tank_error_pct"]
+__all__ = ["TankRunTruth", "simulate_tank", "sample_tank_error_pct", "NEAR_BAND_PCT"]
 
 BENCH_ID = "tank-bench-1"
 CAMERA_ID = "cam-T1"
@@ -51,6 +58,8 @@ _SLOW_FILL_L = 0.25
 _RECORD_BEFORE_STOP_S = 6.0
 _READ_WINDOW_S = 5.0
 _WAVE_TAU_S = 2.0
+#: How close (%-points) to the MPE a near-MPE tank error is drawn: the engine's U (k=2) is ~0.02 %.
+NEAR_BAND_PCT = 0.02
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,25 @@ def sample_tank_error_pct(rng: np.random.Generator, mpe_pct: float) -> float:
         error = float(rng.uniform(-2.0, 2.0) * mpe_pct)
         if abs(abs(error) - mpe_pct) > 0.02:
             return error
+
+
+def _near_target(near_rng: np.random.Generator, drawn_pct: float, mpe_pct: float) -> tuple[str, float] | None:
+    """(kind, target error %) for run R1, or None to keep the drawn tank error.
+
+    A passing tank becomes "at-mpe" (25 %) or "just-inside" (25 %), a failing one "just-outside"
+    (40 %), so the pass/fail mix of `sample_tank_error_pct` is kept; the sign is the drawn one.
+    """
+    kind_draw, band_fraction = float(near_rng.random()), float(near_rng.uniform(0.1, 0.8))
+    sign = math.copysign(1.0, drawn_pct)
+    if abs(drawn_pct) <= mpe_pct:
+        if kind_draw < 0.25:
+            return "at-mpe", sign * mpe_pct
+        if kind_draw < 0.5:
+            return "just-inside", sign * (mpe_pct - band_fraction * NEAR_BAND_PCT)
+        return None
+    if kind_draw < 0.4:
+        return "just-outside", sign * (mpe_pct + band_fraction * NEAR_BAND_PCT)
+    return None
 
 
 def _level_ml(delivered_l: float, meter_c: float, tank_c: float, v0_l: float, beta: float) -> float:
@@ -244,21 +272,27 @@ def simulate_tank(
         }
     )
     meter_c = float(rng.uniform(17.0, 23.0))
-    bench = _Bench(rng, meter_c, meter_c + float(rng.uniform(-0.4, 0.4)))
+    tank_c = meter_c + float(rng.uniform(-0.4, 0.4))
     manifest = _tank_manifest(seed, hint, runs, fill_m3h, nominal_l, material)
-    truths: list[TankRunTruth] = []
-    frames: list[tuple[float, float, int]] = []  # (t_s, level_ml, frame seed)
+    spec = (runs, nominal_l, fill_m3h, beta, material, meter_c, tank_c)
+    state = rng.bit_generator.state
+    bench, truths, frames = _run_sequence(rng, v0_l, *spec)
+    near = _near_target(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]), tank_error_pct, mpe_pct)
+    if near is not None:  # the runs draw nothing that depends on V0: replay them with V0 solved for R1
+
+        def error_of(v0: float) -> float:
+            first = truths[0]
+            level = _level_ml(first.delivered_l, meter_c, tank_c, v0, beta)
+            return calibration.tank_error(
+                nominal_l + level / 1000.0, first.delivered_l, meter_c, tank_c, material
+            ).error_pct
+
+        v0_l = solve_for_target(error_of, v0_l, near[1], f"simulate tank: seed {seed} R1")
+        rng.bit_generator.state = state
+        bench, truths, frames = _run_sequence(rng, v0_l, *spec)
+        truths[0] = replace(truths[0], true_error_pct=near[1])  # met to within float resolution
     out_dir = Path(out_dir)
     with SessionRecorder.create(out_dir, manifest) as recorder:
-        bench.event({"event": "sequence_start", "runs": runs})
-        bench.advance(1.0)
-        bench.valve("drain", "open", drain_time_s=60.0, purpose="wetting drain")
-        bench.advance(60.0 + float(rng.uniform(0, 3)))
-        bench.valve("drain", "closed")
-        for i in range(runs):
-            truths.append(_one_run(bench, f"R{i + 1}", nominal_l, fill_m3h, v0_l, beta, material, frames, rng))
-        bench.event({"event": "sequence_end"})
-        bench.advance(0.5)
         _write_logs(recorder, bench)
         writer = recorder.camera_writer(
             CAMERA_ID, _CAMERA_FPS, FRAME_SIZE_WH, kind="images", image_format="jpg", quality=92
@@ -289,12 +323,43 @@ def simulate_tank(
                     }
                 ],
                 "tank_error_pct": tank_error_pct,
+                "near_mpe": {"run": "R1", "kind": near[0], "true_error_pct": near[1]} if near else None,
                 "tank_volume_at_nominal_mark_20c_l": v0_l,
                 "mpe_pct": mpe_pct,
                 "camera_conditions": {k: v for k, v in camera.__dict__.items() if k != "extra"},
             }
         )
     return out_dir
+
+
+def _run_sequence(
+    rng: np.random.Generator,
+    v0_l: float,
+    runs: int,
+    nominal_l: float,
+    fill_m3h: float,
+    beta: float,
+    material: str,
+    meter_c: float,
+    tank_c: float,
+) -> tuple[_Bench, list[TankRunTruth], list[tuple[float, float, int]]]:
+    """The wetting drain and `runs` runs of a tank whose nominal mark holds `v0_l` (L at 20 °C).
+
+    Returns the bench (its logs), the runs' truth and the frames to render (t_s, level mL, seed).
+    """
+    bench = _Bench(rng, meter_c, tank_c)
+    truths: list[TankRunTruth] = []
+    frames: list[tuple[float, float, int]] = []
+    bench.event({"event": "sequence_start", "runs": runs})
+    bench.advance(1.0)
+    bench.valve("drain", "open", drain_time_s=60.0, purpose="wetting drain")
+    bench.advance(60.0 + float(rng.uniform(0, 3)))
+    bench.valve("drain", "closed")
+    for i in range(runs):
+        truths.append(_one_run(bench, f"R{i + 1}", nominal_l, fill_m3h, v0_l, beta, material, frames, rng))
+    bench.event({"event": "sequence_end"})
+    bench.advance(0.5)
+    return bench, truths, frames
 
 
 def _one_run(

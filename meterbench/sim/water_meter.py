@@ -7,13 +7,20 @@ Written through `SessionRecorder` exactly as a live bench would be:
 telemetry and events), `cameras/cam-M<k>.mp4` + `.csv` (one camera per
 register, frames rendered from the true register volume) and `truth.json`.
 Same seed → same session.json, JSONL, CSV, truth.json and the same frames.
+
+Near the MPE: a "near" meter (it passes) has one point just inside its MPE or
+exactly at it, and some "outside" meters (they fail) have one just outside it;
+"just" is within the profile's `near_band_pct` (about the engine's U, k=2), so
+the decision rule is exercised where it matters. Such a point's true error is
+solved for after the bench run, so truth.json holds the drawn target: exactly
+±MPE for an "at-mpe" point.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +32,9 @@ from meterbench.sim.physics import (
     BenchRun,
     ErrorCurve,
     PlannedPoint,
+    PointTruth,
     simulate_bench_run,
+    solve_for_target,
 )
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
 from meterbench.vision.layout import (
@@ -34,7 +43,7 @@ from meterbench.vision.layout import (
     positions_from_volume,
 )
 
-__all__ = ["simulate_water_meter", "PROFILES"]
+__all__ = ["simulate_water_meter", "PROFILES", "NEAR_KINDS", "NearTarget"]
 
 START_TIME_UTC = "2026-11-27T09:00:00Z"
 BENCH_ID = "sim-bench"
@@ -48,11 +57,13 @@ FRAME_SIZE_PX = (640, 360)
 
 @dataclass(frozen=True)
 class Profile:
-    """Planned reference volumes (L), ramp time constants (s) and settling delay range (s)."""
+    """Planned reference volumes (L), ramp time constants (s), settling delay range (s), and how
+    close to the MPE (%-points, per point) a near-MPE true error is drawn (about the engine's U, k=2)."""
 
     volumes_l: dict[str, float]
     ramp_tau_s: dict[str, float]
     settle_s: tuple[float, float]
+    near_band_pct: dict[str, float]
     register_variants: tuple[str, str] = ("fine", "fine-wheels")  # drawn 50/50 per meter
 
 
@@ -60,14 +71,47 @@ PROFILES = {
     # Registers with a 0.1 L/turn test dial (0.01 L per division): volumes from the plan for
     # d = 0.01 L and u <= MPE/10 (calibration.plan_test_volumes: 5 / 5 / 2 L), Q3 raised to
     # 50 L because the test dial spins too fast at Q3 and the 1 L/turn dial is read there.
-    "standard": Profile({"Q3": 50.0, "Q2": 5.0, "Q1": 2.0}, {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0)),
+    "standard": Profile(
+        {"Q3": 50.0, "Q2": 5.0, "Q1": 2.0},
+        {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5},
+        (1.0, 3.0),
+        {"Q3": 0.10, "Q2": 0.10, "Q1": 0.12},
+    ),
     # a sample / test session of a few MB
-    "short": Profile({"Q3": 5.0, "Q2": 0.5, "Q1": 0.3}, {"Q3": 0.6, "Q2": 0.4, "Q1": 0.4}, (0.5, 1.0)),
+    "short": Profile(
+        {"Q3": 5.0, "Q2": 0.5, "Q1": 0.3},
+        {"Q3": 0.6, "Q2": 0.4, "Q1": 0.4},
+        (0.5, 1.0),
+        {"Q3": 0.35, "Q2": 0.35, "Q1": 0.55},
+    ),
     # ordinary registers (finest division 0.1 L) at the standard volumes: reading-limited
     "coarse": Profile(
-        {"Q3": 50.0, "Q2": 5.0, "Q1": 2.0}, {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5}, (1.0, 3.0), ("dials", "wheels")
+        {"Q3": 50.0, "Q2": 5.0, "Q1": 2.0},
+        {"Q3": 2.0, "Q2": 1.5, "Q1": 1.5},
+        (1.0, 3.0),
+        {"Q3": 0.10, "Q2": 0.30, "Q1": 0.60},
+        ("dials", "wheels"),
     ),
 }
+
+#: Kinds of near-MPE point: |true error| = MPE - d, MPE, MPE + d with 0 < d < the profile's band.
+NEAR_KINDS = ("just-inside", "at-mpe", "just-outside")
+
+
+@dataclass(frozen=True)
+class NearTarget:
+    """A point whose true error is set near the MPE: point name, kind (NEAR_KINDS), the sign of
+    the error, and d as a fraction of the profile's near band (0 for "at-mpe")."""
+
+    point: str
+    kind: str
+    sign: float
+    band_fraction: float
+
+    def error_pct(self, mpe_pct: float, band_pct: float) -> float:
+        """The target true error (%) for an MPE (%) and the profile's near band (%-points)."""
+        offset = {"just-inside": -1.0, "at-mpe": 0.0, "just-outside": 1.0}[self.kind] * self.band_fraction * band_pct
+        return self.sign * (mpe_pct + offset)
 
 
 @dataclass(frozen=True)
@@ -79,9 +123,10 @@ class SimulatedMeter:
     layout: RegisterLayout
     curve: ErrorCurve
     node_errors_pct: dict[str, float]
-    status: str  # "inside", "near" (a point at 0.8–0.85 MPE), "outside"
+    status: str  # "inside", "near" (a point just inside or at the MPE), "outside"
     start_volume_l: float
     camera: CameraModel
+    near: NearTarget | None = None
 
     @property
     def id(self) -> str:
@@ -104,18 +149,35 @@ def _set_flows_m3h() -> dict[str, float]:
     return {p: sum(verification_flow_window(p, flows)) / 2 for p in ("Q3", "Q2", "Q1")}
 
 
-def _node_errors(rng: np.random.Generator, status: str, flows_m3h: dict[str, float]) -> dict[str, float]:
-    """True errors (%) at the test flows: typical curve shape, inside 0.75 MPE unless told."""
+def _node_errors(
+    rng: np.random.Generator, near_rng: np.random.Generator, status: str, flows_m3h: dict[str, float]
+) -> tuple[dict[str, float], NearTarget | None]:
+    """True errors (%) at the test flows: typical curve shape, inside 0.75 MPE unless told; and the
+    near-MPE target of the meter, if any.
+
+    A "near" meter's chosen point is just inside (60 %) or at (40 %) the MPE; an "outside" meter's
+    is just outside it (40 %) or at 1.3–1.8 MPE (60 %); so the pass/fail mix is unchanged. The
+    near-MPE draws come from their own stream: `rng` draws as it always did.
+    """
     errors = {
         "Q3": float(np.clip(rng.normal(0.1, 0.5), -1.4, 1.4)),
         "Q2": float(np.clip(rng.normal(0.4, 0.6), -1.5, 1.5)),
         "Q1": float(np.clip(rng.normal(-0.8, 1.4), -3.7, 3.7)),
     }
-    if status != "inside":
-        point = str(rng.choice(["Q1", "Q2", "Q3"]))
-        low, high = (1.3, 1.8) if status == "outside" else (0.8, 0.85)
-        errors[point] = float(rng.choice([-1.0, 1.0]) * _mpe_pct(flows_m3h[point]) * rng.uniform(low, high))
-    return errors
+    kind_draw, band_fraction = float(near_rng.random()), float(near_rng.uniform(0.1, 0.8))
+    if status == "inside":
+        return errors, None
+    point = str(rng.choice(["Q1", "Q2", "Q3"]))
+    low, high = (1.3, 1.8) if status == "outside" else (0.8, 0.85)
+    sign = float(rng.choice([-1.0, 1.0]))
+    errors[point] = sign * _mpe_pct(flows_m3h[point]) * float(rng.uniform(low, high))
+    if status == "near":
+        kind = "at-mpe" if kind_draw < 0.4 else "just-inside"
+    elif kind_draw < 0.4:
+        kind = "just-outside"
+    else:
+        return errors, None
+    return errors, NearTarget(point, kind, sign, 0.0 if kind == "at-mpe" else band_fraction)
 
 
 def _meter_statuses(rng: np.random.Generator, meters: int) -> list[str]:
@@ -131,29 +193,81 @@ def _meter_statuses(rng: np.random.Generator, meters: int) -> list[str]:
     return statuses
 
 
+def _curve(flows_m3h: dict[str, float], errors: dict[str, float]) -> ErrorCurve:
+    """The error curve through the node errors (%) at the test flows (m³/h)."""
+    points = ("Q1", "Q2", "Q3")
+    return ErrorCurve.through(tuple(flows_m3h[p] for p in points), tuple(errors[p] for p in points), q_ref_m3h=Q3_M3H)
+
+
 def _make_meters(
-    rngs: list[np.random.Generator], statuses: list[str], flows_m3h: dict[str, float], variants: tuple[str, str]
+    rngs: list[np.random.Generator],
+    near_rng: np.random.Generator,
+    statuses: list[str],
+    flows_m3h: dict[str, float],
+    variants: tuple[str, str],
 ) -> list[SimulatedMeter]:
     meters = []
-    nodes = tuple(flows_m3h[p] for p in ("Q1", "Q2", "Q3"))
     for k, (rng, status) in enumerate(zip(rngs, statuses, strict=True)):
         variant = variants[0] if rng.random() < 0.5 else variants[1]
-        errors = _node_errors(rng, status, flows_m3h)
-        curve = ErrorCurve.through(nodes, tuple(errors[p] for p in ("Q1", "Q2", "Q3")), q_ref_m3h=Q3_M3H)
+        errors, near = _node_errors(rng, near_rng, status, flows_m3h)
         layout = RegisterLayout.from_dict(default_register_layout(variant))
         camera = CameraModel.random(rng, layout.plate_size_px, FRAME_SIZE_PX)
         start = round(float(rng.uniform(0.0, 99_000.0)), 4)
-        meters.append(SimulatedMeter(k, variant, layout, curve, errors, status, start, camera))
+        meters.append(
+            SimulatedMeter(k, variant, layout, _curve(flows_m3h, errors), errors, status, start, camera, near)
+        )
     return meters
 
 
 def _carry_start(meter: SimulatedMeter, advance_l: float, rng: np.random.Generator) -> SimulatedMeter:
     """Move the start volume so that a whole m³ turns over `advance_l` litres into the run."""
     cubic_metres = int(rng.integers(0, 99)) * 1000.0
-    start = round(cubic_metres + 1000.0 - advance_l, 4) % 99_000.0
-    return SimulatedMeter(
-        meter.index, meter.variant, meter.layout, meter.curve, meter.node_errors_pct, meter.status, start, meter.camera
-    )
+    return replace(meter, start_volume_l=round(cubic_metres + 1000.0 - advance_l, 4) % 99_000.0)
+
+
+def _point_truth(run: BenchRun, track: np.ndarray, point: PointTruth, flows_m3h: dict[str, float]) -> dict[str, float]:
+    """The true error (%) of a meter whose register follows `track` at `point`, its MPE (%) and volumes (L)."""
+    r0, r1 = (float(run.at(track, ts)) for ts in (point.t_start_s, point.t_stop_s))
+    v0, v1 = (float(run.at(run.volume_l, ts)) for ts in (point.t_start_s, point.t_stop_s))
+    reference = point.reference_stop_l - point.reference_start_l
+    indicated = r1 - r0
+    water_c = float(np.mean(run.at(run.temperature_c, [point.t_start_s, point.t_stop_s])))
+    return {
+        "true_error_pct": (indicated - reference) / reference * 100.0,
+        "true_reference_volume_l": reference,
+        "true_indicated_volume_l": indicated,
+        "true_volume_l": v1 - v0,
+        "true_error_vs_volume_pct": (indicated - (v1 - v0)) / (v1 - v0) * 100.0,
+        "mpe_pct": _mpe_pct(flows_m3h[point.name], water_c),
+        "register_start_l": r0,
+        "register_stop_l": r1,
+    }
+
+
+def _aim_near_mpe(
+    run: BenchRun, meter: SimulatedMeter, flows_m3h: dict[str, float], band_pct: dict[str, float]
+) -> SimulatedMeter:
+    """The meter with its near-MPE point's curve node solved so the point's true error is the target.
+
+    The true error (against the latched reference) differs from the curve's node error by the
+    reference's own error, pulse rounding and flow noise, so the node is solved for on the run.
+    """
+    if meter.near is None:
+        return meter
+    near = meter.near
+    point = next(p for p in run.points if p.name == near.point)
+    mpe = _point_truth(run, _register_track(run, meter), point, flows_m3h)["mpe_pct"]
+    target = near.error_pct(mpe, band_pct[near.point])
+
+    def with_node(node_error_pct: float) -> SimulatedMeter:
+        errors = {**meter.node_errors_pct, near.point: node_error_pct}
+        return replace(meter, curve=_curve(flows_m3h, errors), node_errors_pct=errors)
+
+    def true_error(node_error_pct: float) -> float:
+        return _point_truth(run, _register_track(run, with_node(node_error_pct)), point, flows_m3h)["true_error_pct"]
+
+    node = solve_for_target(true_error, target, target, f"simulate water-meter: {meter.id} {near.point}")
+    return with_node(node)
 
 
 def _reference_pulses(run: BenchRun, t_s: np.ndarray) -> np.ndarray:
@@ -271,32 +385,29 @@ def _truth(
     seed: int,
     profile: str,
 ) -> dict:
+    band_pct = PROFILES[profile].near_band_pct
     instruments = []
     for meter, track in zip(meters, tracks, strict=True):
         points = []
         for p in run.points:
-            r0, r1 = (float(run.at(track, ts)) for ts in (p.t_start_s, p.t_stop_s))
-            v0, v1 = (float(run.at(run.volume_l, ts)) for ts in (p.t_start_s, p.t_stop_s))
-            reference = p.reference_stop_l - p.reference_start_l
-            indicated = r1 - r0
-            error = (indicated - reference) / reference * 100.0
-            water_c = float(np.mean(run.at(run.temperature_c, [p.t_start_s, p.t_stop_s])))
-            mpe = _mpe_pct(flows_m3h[p.name], water_c)
+            facts = _point_truth(run, track, p, flows_m3h)
+            near = meter.near if meter.near is not None and meter.near.point == p.name else None
+            if near is not None:  # solved to within float resolution: the target is the truth
+                facts["true_error_pct"] = near.error_pct(facts["mpe_pct"], band_pct[p.name])
+            error, mpe = facts["true_error_pct"], facts["mpe_pct"]
             points.append(
                 {
                     "name": p.name,
-                    "true_error_pct": error,
-                    "true_reference_volume_l": reference,
-                    "true_indicated_volume_l": indicated,
-                    "true_volume_l": v1 - v0,
-                    "true_error_vs_volume_pct": (indicated - (v1 - v0)) / (v1 - v0) * 100.0,
+                    **{k: facts[k] for k in ("true_error_pct", "true_reference_volume_l", "true_indicated_volume_l")},
+                    **{k: facts[k] for k in ("true_volume_l", "true_error_vs_volume_pct")},
                     "curve_error_pct": meter.node_errors_pct[p.name],
                     "mpe_pct": mpe,
                     "true_verdict": "pass" if abs(error) <= mpe else "fail",
+                    "near_mpe": near.kind if near is not None else None,
                     "t_start_s": p.t_start_s,
                     "t_stop_s": p.t_stop_s,
-                    "register_start_l": r0,
-                    "register_stop_l": r1,
+                    "register_start_l": facts["register_start_l"],
+                    "register_stop_l": facts["register_stop_l"],
                 }
             )
         instruments.append(
@@ -318,7 +429,9 @@ def _truth(
         "profile": profile,
         "note": "true_error_pct = (register advance - reference totaliser advance) / reference "
         "advance x 100 between the point_start and point_stop instants; "
-        "true_error_vs_volume_pct uses the true water volume instead",
+        "true_error_vs_volume_pct uses the true water volume instead; near_mpe names a point whose "
+        "true error was solved to a target near the MPE (just-inside, at-mpe, just-outside): its "
+        "true_error_pct is the target, met by the register to within 1e-9 %-points",
         "reference": {
             "device": "ref-meter",
             "error_pct": run.meta["reference_error_pct"],
@@ -398,9 +511,10 @@ def simulate_water_meter(
     if not (math.isfinite(fps) and 1.0 <= fps <= 60.0):
         raise ValueError(f"simulate water-meter: fps: expected 1..60 frames/s, got {fps!r}")
     spec = PROFILES[profile]
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4 + 2 * meters)]
+    # the near-MPE stream is spawned last, so every other stream draws what it did before it
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5 + 2 * meters)]
     bench_rng, serial_rng, controller_rng, plan_rng = streams[:4]
-    meter_rngs, camera_rngs = streams[4 : 4 + meters], streams[4 + meters :]
+    meter_rngs, camera_rngs, near_rng = streams[4 : 4 + meters], streams[4 + meters : 4 + 2 * meters], streams[-1]
     flows = _set_flows_m3h()
     plan = [PlannedPoint(p, flows[p], spec.volumes_l[p], spec.ramp_tau_s[p]) for p in ("Q3", "Q2", "Q1")]
     run = simulate_bench_run(
@@ -411,10 +525,12 @@ def simulate_water_meter(
         reference_offset_l=round(float(plan_rng.uniform(1e3, 1e5)), 4),
         settle_s=spec.settle_s,
     )
-    sim_meters = _make_meters(meter_rngs, _meter_statuses(plan_rng, meters), flows, spec.register_variants)
+    statuses = _meter_statuses(plan_rng, meters)
+    sim_meters = _make_meters(meter_rngs, near_rng, statuses, flows, spec.register_variants)
     q3_mid = (run.points[0].t_start_s + run.points[0].t_stop_s) / 2
     advance_mid_q3 = float(run.at(run.volume_l, q3_mid))
     sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m for m in sim_meters]
+    sim_meters = [_aim_near_mpe(run, m, flows, spec.near_band_pct) for m in sim_meters]
     tracks = [_register_track(run, m) for m in sim_meters]
     manifest = _manifest(seed, profile, sim_meters, plan, run)
     with SessionRecorder.create(out_dir, manifest) as recorder:
