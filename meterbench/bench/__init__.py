@@ -1,6 +1,39 @@
-"""meterbench.bench: the live engine: the bench config (BENCH.toml), the test sequence, the
-device factory (real drivers, or the simulated peer when the config asks for one)."""
+"""meterbench.bench: the live engine.
 
-from meterbench.bench.engine import BenchStopped, load_bench_config, run_bench
+``config`` reads and validates BENCH.toml (JSON Schema ``schemas/bench-config-v1.json``
+plus cross-checks), ``factory`` builds the bench's devices (the real drivers, or the
+simulated peer for a ``[simulator]`` table), ``engine`` runs the test sequence on them.
+"""
 
-__all__ = ["BenchStopped", "load_bench_config", "run_bench"]
+from meterbench.bench.config import (
+    BENCH_SCHEMA,
+    SIM,
+    BenchConfig,
+    BenchConfigError,
+    Disturbance,
+    PointPlan,
+    SequenceOptions,
+    SimulatorConfig,
+    load_bench_config,
+)
+from meterbench.bench.engine import BenchStopped, StepFn, claim_run_dir, print_step, run_bench
+from meterbench.bench.factory import BenchDevices, open_devices
+
+__all__ = [
+    "BENCH_SCHEMA",
+    "SIM",
+    "BenchConfig",
+    "BenchConfigError",
+    "BenchDevices",
+    "BenchStopped",
+    "Disturbance",
+    "PointPlan",
+    "SequenceOptions",
+    "SimulatorConfig",
+    "StepFn",
+    "claim_run_dir",
+    "load_bench_config",
+    "open_devices",
+    "print_step",
+    "run_bench",
+]

@@ -9,199 +9,86 @@ camera frames) goes into a session folder as it arrives; at the end
 device failure puts the valves in the safe state (inlet closed, bypass open,
 set point 0), closes the session with the reason in session.json and raises
 ``BenchStopped`` saying what happened.
+
+Each run gets its own folder ``OUT/<run id>/`` (``session/``, ``bench.json``,
+``report.json``, ``report.html``); the run id is ``<session_id>-<UTC start>``
+(``-2``, ``-3``, ... when two runs start in the same second), so nothing is ever
+overwritten and a fixed ``session_id`` never stops a restarted service. The
+output folder is checked before any device is opened.
+
+The devices come ready-made from :func:`meterbench.bench.factory.open_devices`:
+this module does not know whether the bench is real or simulated.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
+import sys
 import time
-import tomllib
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meterbench.devices.camera import CameraCapture
-from meterbench.devices.modbus import ModbusTotaliserReader, RegisterField
-from meterbench.devices.mqtt import BenchController, MqttConfig
-from meterbench.devices.serial_totaliser import TotaliserReader
-from meterbench.errors import DeviceError
-from meterbench.session.writer import SessionRecorder
+from meterbench.bench.config import BenchConfig, PointPlan, load_bench_config
+from meterbench.bench.factory import BenchDevices, open_devices
+from meterbench.errors import DeviceError, OutputError
+from meterbench.session import SessionRecorder, write_text_atomic
 
-DEVICE_KINDS = ("serial-totaliser", "modbus")
-
-__all__ = ["run_bench", "load_bench_config", "BenchStopped"]
+__all__ = ["BenchStopped", "StepFn", "claim_run_dir", "print_step", "run_bench"]
 
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
-
+SETTLE_AFTER_SAFE_S = 0.5
+"""Time (s) given to the last frames and lines after the safe state, before the session closes."""
 
 _LOG = logging.getLogger("meterbench.bench")
+
+StepFn = Callable[[str], None]
+"""Called with one line per step of the sequence ("Q3: flying start at reference 2.5010 L")."""
 
 
 class BenchStopped(DeviceError):
     """The sequence stopped before its end (signal or device failure); the flow is safe."""
 
 
-@dataclass
-class PointPlan:
-    """One test point: name, flow (m³/h), test volume (L), flow window (± %)."""
-
-    name: str
-    flow_rate_m3h: float
-    volume_l: float
-    window_pct: float = 2.5
+def print_step(line: str) -> None:
+    """The default step printer: the line on stderr, unless the log already shows bench steps."""
+    if not _LOG.isEnabledFor(logging.INFO):
+        print(f"meterbench bench: {line}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class SequenceOptions:
-    """Timing of the sequence (s) and the stability rule."""
+def claim_run_dir(out_dir: Path, base: str, started_utc: datetime | None = None) -> Path:
+    """Create and return ``out_dir/<base>-<UTC start>/`` (``-2``, ``-3``... if taken): one run's folder.
 
-    stable_hold_s: float = 2.0
-    stable_timeout_s: float = 60.0
-    command_timeout_s: float = 5.0
-    device_timeout_s: float = 5.0
-    point_timeout_factor: float = 3.0
-    out_of_window_s: float = 1.0
-    max_point_attempts: int = 2
-
-
-@dataclass
-class BenchConfig:
-    """BENCH.toml, checked."""
-
-    path: Path
-    session_id: str
-    bench_id: str
-    mqtt: dict[str, Any]
-    devices: list[dict[str, Any]]
-    instruments: list[dict]
-    reference_instruments: list[dict]
-    cameras: list[dict]
-    points: list[PointPlan]
-    decision_rule: str = "simple"
-    options: SequenceOptions = field(default_factory=SequenceOptions)
-    simulator: dict[str, Any] | None = None
-
-
-def _need(table: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in table:
-        raise ValueError(f"{where}: '{key}' is required")
-    if not isinstance(table[key], kind):
-        raise ValueError(f"{where}.{key}: expected {kind}, got {table[key]!r}")
-    return table[key]
-
-
-def load_bench_config(path: Path) -> BenchConfig:
-    """Read and check BENCH.toml; errors name the file and the field."""
-    where = str(path)
+    Never returns an existing folder (the folder is created atomically, so two runs at once
+    get two folders). Raises OutputError when ``out_dir`` is a file or cannot be written.
+    """
+    stamp = (started_utc or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir}: exists and is not a folder")
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{where}: not valid TOML: {exc}") from exc
-    bench = _need(data, "bench", where, dict)
-    bench_id = _need(bench, "id", f"{where}: [bench]", str)
-    session_id = bench.get("session_id") or f"bench-{bench_id}-{time.strftime('%Y%m%dT%H%M%S')}"
-    devices = _need(data, "devices", where, list)
-    for i, device in enumerate(devices):
-        device_id = _need(device, "id", f"{where}: devices[{i}]", str)
-        _need(device, "port", f"{where}: [[devices]] {device_id}", str)
-        if device.get("kind") not in DEVICE_KINDS:
-            raise ValueError(
-                f"{where}: [[devices]] {device_id}.kind: expected one of "
-                f"{list(DEVICE_KINDS)}, got {device.get('kind')!r}"
-            )
-        if device["kind"] == "modbus":
-            _check_fields(
-                _need(device, "fields", f"{where}: [[devices]] {device_id}", list),
-                f"{where}: [[devices]] {device_id}.fields",
-            )
-    references = _need(data, "reference_instruments", where, list)
-    reference_device = references[0].get("device") if references else None
-    if reference_device not in [d["id"] for d in devices]:
-        raise ValueError(
-            f"{where}: reference_instruments[0].device: expected the id of one of "
-            f"the [[devices]], got {reference_device!r}"
-        )
-    points = []
-    for i, p in enumerate(_need(_need(data, "test_plan", where, dict), "points", where, list)):
-        at = f"{where}: test_plan.points[{i}]"
-        points.append(
-            PointPlan(
-                _need(p, "name", at, str),
-                float(_need(p, "flow_rate_m3h", at, (int, float))),
-                float(_need(p, "volume_l", at, (int, float))),
-                float(p.get("window_pct", 2.5)),
-            )
-        )
-    sequence = bench.get("sequence", {})
-    unknown = sorted(set(sequence) - set(SequenceOptions.__dataclass_fields__))
-    if unknown:
-        raise ValueError(
-            f"{where}: [bench.sequence]: unknown keys {unknown}, expected some of "
-            f"{sorted(SequenceOptions.__dataclass_fields__)}"
-        )
-    options = SequenceOptions(**sequence)
-    instruments = _need(data, "instruments", where, list)
-    _check_sim_use(data, where)
-    for i, inst in enumerate(instruments):
-        if isinstance(inst.get("register"), str):
-            inst["register"] = _named_register(inst["register"], f"{where}: instruments[{i}]")
-    return BenchConfig(
-        Path(path),
-        session_id,
-        bench_id,
-        _need(data, "mqtt", where, dict),
-        devices,
-        instruments,
-        references,
-        data.get("cameras", []),
-        points,
-        bench.get("decision_rule", "simple"),
-        options,
-        data.get("simulator"),
-    )
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out_dir}: cannot create the folder: {exc.strerror or exc}") from exc
+    for n in range(1, 1000):
+        run_dir = out_dir / (f"{base}-{stamp}" if n == 1 else f"{base}-{stamp}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"--out {out_dir}: cannot create a run folder in it: {exc.strerror or exc}") from exc
+        return run_dir
+    raise OutputError(f"--out {out_dir}: 999 runs named {base}-{stamp} already; choose another --out")
 
 
-def _check_fields(fields: list, where: str) -> None:
-    known = set(RegisterField.__dataclass_fields__)
-    for i, field_table in enumerate(fields):
-        if not isinstance(field_table, dict) or not {"name", "address"} <= set(field_table) or set(field_table) - known:
-            raise ValueError(
-                f"{where}[{i}]: expected a table with name, address and some of {sorted(known)}, got {field_table!r}"
-            )
-
-
-def _check_sim_use(data: dict, where: str) -> None:
-    """``"sim"`` ports and camera sources need a [simulator]; sim cameras need their meter."""
-    uses = [f"[[devices]] {d.get('id')}" for d in data.get("devices", []) if d.get("port") == "sim"]
-    uses += [f"[[cameras]] {c.get('id')}" for c in data.get("cameras", []) if c.get("source") == "sim"]
-    if uses and "simulator" not in data:
-        raise ValueError(f'{where}: {", ".join(uses)} use "sim" but there is no [simulator]')
-    watched = {i.get("camera") for i in data.get("instruments", [])}
-    for camera in data.get("cameras", []):
-        if camera.get("source") == "sim" and camera.get("id") not in watched:
-            raise ValueError(
-                f"{where}: [[cameras]] {camera.get('id')}: a simulated camera must "
-                "be the camera of one of the [[instruments]]"
-            )
-
-
-def _named_register(name: str, where: str) -> dict:
-    from meterbench.vision.layout import default_register_layout
-
-    match = re.fullmatch(r"default-(dials|wheels)", name)
-    if match is None:
-        raise ValueError(f"{where}.register: expected a table or 'default-dials'/'default-wheels', got {name!r}")
-    return default_register_layout(match.group(1))
-
-
-def _manifest(cfg: BenchConfig) -> dict:
+def _manifest(cfg: BenchConfig, session_id: str) -> dict:
     return {
-        "session_id": cfg.session_id,
+        "session_id": session_id,
         "bench_kind": "water-meter",
         "instruments": cfg.instruments,
         "tanks": [],
@@ -215,7 +102,7 @@ def _manifest(cfg: BenchConfig) -> dict:
 
 
 @contextmanager
-def _signals_raise():
+def _signals_raise() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt like Ctrl-C (main thread only), restored after."""
 
     def handler(signum: int, frame: object) -> None:
@@ -233,84 +120,26 @@ def _signals_raise():
 
 
 class _Bench:
-    """The live devices of one run and the steps of the sequence."""
+    """The steps of the sequence on the devices of one run."""
 
-    def __init__(self, cfg: BenchConfig, recorder: SessionRecorder, stack: ExitStack, sim: Any = None) -> None:
+    def __init__(self, cfg: BenchConfig, devices: BenchDevices, clock: Callable[[], float], on_step: StepFn | None):
         self.cfg = cfg
-        self.recorder = recorder
-        self.clock = recorder.now_s
+        self.devices = devices
+        self.controller = devices.controller
+        self.reference = devices.reference
+        self.clock = clock
+        self.on_step = on_step
         self.log: list[str] = []
         self.started_t_s = self.clock()
-        self.readers = [self._device(d, sim, stack) for d in cfg.devices]
-        reference_id = cfg.reference_instruments[0]["device"]
-        self.reference = next(r for r in self.readers if r.name == reference_id)
-        mqtt_table = dict(cfg.mqtt)
-        if sim is not None and mqtt_table.get("port") == 0:
-            mqtt_table["port"] = sim.broker.port
-        mqtt_table.setdefault("bench_id", cfg.bench_id)
-        self.controller = BenchController(
-            MqttConfig.from_dict(mqtt_table, f"{cfg.path}: [mqtt]"),
-            recorder.device_log("controller", "mqtt"),
-            self.clock,
-        )
-        self.controller.start()
-        stack.callback(self.controller.stop)
-        self.cameras = [self._camera(c, i, sim, stack) for i, c in enumerate(cfg.cameras)]
-
-    def _device(self, device: dict, sim: Any, stack: ExitStack) -> TotaliserReader | ModbusTotaliserReader:
-        """Open and start one reference device (serial totaliser or Modbus flow computer)."""
-        port = sim.port_for(device["kind"]) if sim is not None and device["port"] == "sim" else device["port"]
-        log = self.recorder.device_log(device["id"], device["kind"])
-        if device["kind"] == "serial-totaliser":
-            reader: Any = TotaliserReader(
-                port,
-                log,
-                self.clock,
-                name=device["id"],
-                baudrate=int(device.get("baudrate", 9600)),
-                silence_s=float(device.get("silence_s", 2.0)),
-                pulse_volume_l=device.get("pulse_volume_l"),
-            )
-        else:
-            fields = [RegisterField(**f) for f in device["fields"]]
-            reader = ModbusTotaliserReader(
-                port,
-                log,
-                self.clock,
-                fields,
-                name=device["id"],
-                slave=int(device.get("slave", 1)),
-                function=int(device.get("function", 4)),
-                baudrate=int(device.get("baudrate", 19200)),
-                interval_s=float(device.get("interval_s", 0.2)),
-            )
-        stack.callback(reader.stop)
-        reader.start()
-        return reader
-
-    def _camera(self, cam: dict, index: int, sim: Any, stack: ExitStack) -> CameraCapture:
-        source = cam["source"]
-        if source == "sim":
-            meter = next(i for i, inst in enumerate(self.cfg.instruments) if inst.get("camera") == cam["id"])
-            source = sim.peer.camera(meter, self.cfg.instruments[meter]["register"])
-        width, height, _ = CameraCapture.probe(source)
-        fps = float(cam.get("fps", 10.0))
-        writer = self.recorder.camera_writer(
-            cam["id"],
-            fps,
-            (width, height),
-            kind="images",
-            image_format=cam.get("image_format", "jpg"),
-            quality=int(cam.get("quality", 90)),
-        )
-        capture = CameraCapture(cam["id"], source, writer, self.clock, fps=fps).start()
-        stack.callback(capture.stop)
-        return capture
 
     def say(self, text: str) -> None:
+        """One step: into the sequence log (session.json, bench.json), the log, and ``on_step``."""
         t_s = self.clock()
-        self.log.append(f"{t_s:9.3f} s  {text}")
+        line = f"{t_s:9.3f} s  {text}"
+        self.log.append(line)
         _LOG.info(text, extra={"t_s": round(t_s, 3), "bench_id": self.cfg.bench_id})
+        if self.on_step is not None:
+            self.on_step(line.strip())
 
     def check_devices(self) -> None:
         """Raise DeviceError when a device has failed (silent reference, dead camera)."""
@@ -320,7 +149,7 @@ class _Bench:
             raise DeviceError(
                 f"reference device {self.reference.name}: no valid reading for {self.cfg.options.device_timeout_s:g} s"
             )
-        for camera in self.cameras:
+        for camera in self.devices.cameras:
             if camera.error or camera.finished.is_set():
                 raise DeviceError(camera.error or f"camera {camera.camera_id}: stopped giving frames")
 
@@ -339,6 +168,10 @@ class _Bench:
             if lo <= telemetry["flow_m3h"] <= hi:
                 since = t if since is None else since
                 if t - since >= opts.stable_hold_s:
+                    self.say(
+                        f"{point.name}: flow stable at {telemetry['flow_m3h']:.4g} m3/h "
+                        f"(±{point.window_pct:g} % for {opts.stable_hold_s:g} s)"
+                    )
                     return
             else:
                 since = None
@@ -356,7 +189,7 @@ class _Bench:
         """
         opts = self.cfg.options
         self.controller.set_flow(point.flow_rate_m3h).wait(opts.command_timeout_s)
-        self.say(f"{point.name}: flow set point {point.flow_rate_m3h:g} m3/h")
+        self.say(f"{point.name}: flow set point {point.flow_rate_m3h:g} m3/h, test volume {point.volume_l:g} L")
         for attempt in range(1, opts.max_point_attempts + 1):
             self.wait_stable(point)
             if self._pass_volume(point):
@@ -402,6 +235,13 @@ class _Bench:
         for valve, state in (("outlet", "open"), ("inlet", "open"), ("bypass", "closed")):
             self.controller.set_valve(valve, state).wait(timeout)
 
+    def run_sequence(self) -> None:
+        """Open the flow path and run every point of the plan."""
+        self.open_flow_path()
+        for point in self.cfg.points:
+            self.run_point(point)
+        self.say("sequence complete")
+
     def safe_state(self) -> list[str]:
         """Flow set point 0, inlet closed, bypass open; return what could not be done."""
         failures = []
@@ -416,88 +256,56 @@ class _Bench:
                 failures.append(str(exc))
         return failures
 
-
-class _SimInfrastructure:
-    """Broker, pty pair and simulated bench peer for a [simulator] config."""
-
-    def __init__(self, cfg: BenchConfig, workdir: Path, stack: ExitStack) -> None:
-        from meterbench.sim import SimMeter, SimulatedBenchPeer
-        from meterbench.testing import MosquittoBroker, SocatPtyPair
-
-        sim = cfg.simulator or {}
-        self.broker = MosquittoBroker(workdir / "mosquitto").start()
-        stack.callback(self.broker.stop)
-        self.pty = SocatPtyPair(workdir, "totaliser").plug()
-        stack.callback(self.pty.unplug)
-        self.modbus_pty = None
-        if any(d["kind"] == "modbus" and d["port"] == "sim" for d in cfg.devices):
-            self.modbus_pty = SocatPtyPair(workdir, "modbus").plug()
-            stack.callback(self.modbus_pty.unplug)
-        errors = sim.get("true_error_pct", [0.0] * len(cfg.instruments))
-        meters = [
-            SimMeter(inst["id"], float(err), float(100.0 + 37.1 * i))
-            for i, (inst, err) in enumerate(zip(cfg.instruments, errors, strict=True))
-        ]
-        self.peer = SimulatedBenchPeer(
-            self.pty.b,
-            "127.0.0.1",
-            self.broker.port,
-            cfg.bench_id,
-            meters,
-            seed=int(sim.get("seed", 0)),
-            modbus_port=self.modbus_pty.b if self.modbus_pty else None,
-            disturbances=[
-                (float(d["after_start_s"]), float(d["duration_s"]), float(d["factor"]))
-                for d in sim.get("disturbances", [])
-            ],
-        )
-        self.peer.start()
-        stack.callback(self.peer.stop)
-
-    def port_for(self, kind: str) -> str:
-        """The meterbench end of the simulated serial link for a device ``kind``."""
-        if kind == "modbus":
-            assert self.modbus_pty is not None
-            return self.modbus_pty.a
-        return self.pty.a
+    def summary(self) -> dict[str, Any]:
+        """bench.json: the sequence log and what each device counted."""
+        return {
+            "log": self.log,
+            "devices": {r.name: dict(vars(r.counts)) for r in self.devices.readers},
+            "controller": dict(vars(self.controller.counts)),
+            "cameras": {c.camera_id: vars(c.counts) for c in self.devices.cameras},
+        }
 
 
-def _run_sequence(bench: _Bench, cfg: BenchConfig) -> None:
-    bench.say(f"session {cfg.session_id}: {len(cfg.points)} points")
-    bench.open_flow_path()
-    for point in cfg.points:
-        bench.run_point(point)
-    bench.say("sequence complete")
+def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = print_step) -> dict:
+    """Run the bench described by ``config_path`` into a new run folder under ``out_dir``.
 
-
-def run_bench(config_path: Path, out_dir: Path) -> dict:
-    """Run the bench described by ``config_path``; session and report.json go under ``out_dir``.
-
-    Returns the report (as ``run_session`` writes it) plus ``"bench"``: device counts and
-    the sequence log. Raises BenchStopped (flow made safe, session closed) when stopped.
+    The run folder (see :func:`claim_run_dir`) holds ``session/``, ``bench.json``,
+    ``report.json`` and ``report.html``. ``on_step`` gets one line per step (devices
+    opened, flow set, stable, flying start, flying stop, verdict; default: stderr;
+    None: silent). Returns the report (as ``run_session`` writes it) plus ``"bench"``:
+    device counts, the sequence log and ``"run_dir"``. Raises ConfigError/OutputError
+    before any device is opened, and BenchStopped (flow made safe, session closed)
+    when stopped.
     """
     cfg = load_bench_config(Path(config_path))
-    out_dir = Path(out_dir)
-    session_dir = out_dir / cfg.session_id
+    run_dir = claim_run_dir(Path(out_dir), cfg.session_base)
+    session_dir = run_dir / "session"
     stopped: str | None = None
-    summary: dict[str, Any] = {}
+    failures: list[str] = []
+    summary: dict[str, Any] = {"run_dir": str(run_dir)}
     with ExitStack() as stack:
-        sim = _SimInfrastructure(cfg, out_dir / ".sim", stack) if cfg.simulator else None
-        recorder = SessionRecorder.create(session_dir, _manifest(cfg))
+        recorder = SessionRecorder.create(session_dir, _manifest(cfg, run_dir.name))
         stack.callback(recorder.close)
         bench: _Bench | None = None
+        devices: BenchDevices | None = None
         try:
             with _signals_raise():
-                bench = _Bench(cfg, recorder, stack, sim)
-                _run_sequence(bench, cfg)
+                devices = open_devices(cfg, recorder, stack)
+                bench = _Bench(cfg, devices, recorder.now_s, on_step)
+                bench.say(
+                    f"run {run_dir.name}: devices opened ({len(devices.readers)} reference, "
+                    f"{len(devices.cameras)} cameras, controller {cfg.mqtt.get('host', '127.0.0.1')}); "
+                    f"{len(cfg.points)} points"
+                )
+                bench.run_sequence()
         except KeyboardInterrupt as exc:
             stopped = f"interrupted ({exc or 'SIGINT'})"
         except DeviceError as exc:
             stopped = f"device failure: {exc}"
-        failures = bench.safe_state() if bench is not None else []
         if bench is not None:
-            time.sleep(0.5)  # let the last frames and lines of the safe state arrive
-            summary = _summary(bench, sim)
+            failures = bench.safe_state()
+            time.sleep(SETTLE_AFTER_SAFE_S)  # let the last frames and lines of the safe state arrive
+            summary.update(bench.summary())
         if stopped is not None:
             summary["safe_state_failures"] = failures
         recorder.update_manifest(
@@ -507,31 +315,28 @@ def run_bench(config_path: Path, out_dir: Path) -> dict:
                 "bench_log": summary.get("log", []),
             }
         )
-        if sim is not None:
-            recorder.write_truth(sim.peer.truth_json())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if sim is not None:
-        summary["simulator_sent"] = _peer_counts(sim.peer)
-    (out_dir / "bench.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if devices is not None:
+            summary.update(devices.finish(recorder))
+    write_text_atomic(run_dir / "bench.json", json.dumps(summary, indent=2) + "\n")
     if stopped is not None:
         unsafe = "; safe state NOT confirmed: " + "; ".join(failures) if failures else "; valves set to safe state"
+        if bench is None:
+            unsafe = "; no flow was started"
         raise BenchStopped(f"stopped: {stopped}{unsafe}; session saved in {session_dir}")
-    from meterbench.verify.run import run_session
+    from meterbench.verify import run_session
 
-    report = run_session(session_dir, out_dir)
+    report = run_session(session_dir, run_dir)
     report["bench"] = summary
+    _say_verdict(report, run_dir, on_step)
     return report
 
 
-def _summary(bench: _Bench, sim: Any) -> dict[str, Any]:
-    ctl = bench.controller.counts
-    return {
-        "log": bench.log,
-        "devices": {r.name: dict(vars(r.counts)) for r in bench.readers},
-        "controller": {k: v for k, v in vars(ctl).items()},
-        "cameras": {c.camera_id: vars(c.counts) for c in bench.cameras},
-    }
-
-
-def _peer_counts(peer: Any) -> dict[str, Any]:
-    return dict(vars(peer.counts))
+def _say_verdict(report: dict, run_dir: Path, on_step: StepFn | None) -> None:
+    """The last step: the overall verdict and each point's, and where the report is."""
+    points = ", ".join(
+        f"{inst['id']} {p['name']} {p['verdict']}" for inst in report["instruments"] for p in inst["points"]
+    )
+    text = f"verdict {report['verdict']} ({points}) -> {run_dir / 'report.json'}"
+    _LOG.info(text, extra={"verdict": report["verdict"], "run_dir": str(run_dir)})
+    if on_step is not None:
+        on_step(text)

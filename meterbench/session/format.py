@@ -121,6 +121,12 @@ def _error_texts(error: Any, path: list, root: dict[str, Any]) -> list[tuple[lis
             for name in error.validator_value
             if isinstance(error.instance, dict) and name not in error.instance
         ]
+    if keyword == "additionalProperties" and error.validator_value is False and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        expected = ", ".join(sorted(known)) or "none"
+        return [
+            (path + [name], f"unknown key (expected one of {expected})") for name in error.instance if name not in known
+        ]
     if keyword == "oneOf" and all(set(s) == {"required"} for s in error.validator_value):
         names = " or ".join(short(s["required"][0]) for s in error.validator_value)
         return [(path, f"expected exactly one of the fields {names}")]
