@@ -7,12 +7,11 @@ import json
 import os
 import socket
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Check", "run_checks", "doctor"]
+__all__ = ["Check", "check_bench", "check_serial_port", "doctor", "run_checks"]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -85,48 +84,90 @@ def _reachable(host: str, port: int, timeout_s: float = 2.0) -> str | None:
         return str(exc)
 
 
-def check_bench(config_path: Path) -> Iterator[Check]:
-    """Cameras, serial ports and the MQTT broker named in a bench configuration."""
+def check_serial_port(name: str, port: str, baudrate: int = 9600) -> Check:
+    """Open ``port`` with pyserial (device path or pyserial URL) and close it again.
+
+    Opening configures the line, so a plain file (``/etc/passwd``) or a missing device is a
+    problem, and a real serial port or pseudo-terminal is fine.
+    """
+    import serial
+
     try:
-        config = tomllib.loads(config_path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        yield Check("bench configuration", False, f"{config_path}: {exc}")
+        serial.serial_for_url(port, baudrate=baudrate, timeout=0).close()
+    except (serial.SerialException, OSError, ValueError) as exc:
+        if "://" not in port and not os.path.exists(port):
+            return Check(name, False, f"{port} does not exist: is the device plugged in?")
+        return Check(name, False, f"{port} cannot be opened as a serial port: {exc}")
+    return Check(name, True, f"{port} opens as a serial port at {baudrate} bit/s")
+
+
+def check_bench(config_path: Path) -> Iterator[Check]:
+    """The bench configuration (the same loader as `meterbench bench`), then each device it names.
+
+    Serial ports are opened, the MQTT broker is connected to, each camera gives one frame.
+    Whatever a ``[simulator]`` table provides is reported as simulated, not checked.
+    """
+    from meterbench.bench import SIM, BenchConfigError, load_bench_config
+
+    try:
+        cfg = load_bench_config(config_path)
+    except BenchConfigError as exc:
+        yield from (Check("bench configuration", False, problem) for problem in exc.problems)
         return
-    yield Check("bench configuration", True, str(config_path))
-    for device in _iter_tables(config, ("serial", "devices")):
-        port = device.get("port")
-        if port and not port.startswith(("socket://", "loop://")):
-            ok = os.path.exists(port)
-            yield Check(
-                f"serial {device.get('id', port)}",
-                ok,
-                port if ok else f"{port} does not exist: is the reference meter plugged in?",
-            )
-    mqtt = config.get("mqtt", {})
-    if mqtt:
-        host, port = mqtt.get("host", "127.0.0.1"), int(mqtt.get("port", 1883))
+    simulated = cfg.simulator is not None
+    yield Check(
+        "bench configuration",
+        True,
+        f"{config_path}: valid ({len(cfg.devices)} devices, {len(cfg.cameras)} cameras, "
+        f"{len(cfg.instruments)} instruments, {len(cfg.points)} points{', simulated bench' if simulated else ''})",
+    )
+    if simulated:
+        yield from _check_simulator_binaries()
+    for device in cfg.devices:
+        name = f"serial {device['id']}"
+        if device["port"] == SIM:
+            yield Check(name, True, "simulated ([simulator]: a socat pseudo-terminal pair)")
+        else:
+            yield check_serial_port(name, device["port"], device.get("baudrate", 9600))
+    if simulated:  # the config checked that mqtt.port is 0: the simulator's private broker
+        yield Check("MQTT broker", True, "simulated ([simulator]: a private mosquitto on a free port)")
+    else:
+        host, port = cfg.mqtt.get("host", "127.0.0.1"), cfg.mqtt.get("port", 1883)
         error = _reachable(host, port)
         yield Check(
             "MQTT broker",
             error is None,
             f"{host}:{port} reachable" if error is None else f"cannot reach {host}:{port}: {error}",
         )
-    for camera in _iter_tables(config, ("cameras",)):
-        source = camera.get("source")
-        if isinstance(source, str) and not source.startswith(("rtsp://", "http://", "https://")):
-            ok = Path(source).exists()
-            yield Check(f"camera {camera.get('id', source)}", ok, source if ok else f"{source} does not exist")
+    for camera in cfg.cameras:
+        yield _check_camera(camera["id"], camera["source"], simulated=camera["source"] == SIM)
 
 
-def _iter_tables(config: dict, keys: tuple[str, ...]) -> Iterator[dict]:
-    for key in keys:
-        value = config.get(key)
-        if isinstance(value, list):
-            yield from (v for v in value if isinstance(v, dict))
-        elif isinstance(value, dict):
-            for name, table in value.items():
-                if isinstance(table, dict):
-                    yield {"id": name, **table}
+def _check_simulator_binaries() -> Iterator[Check]:
+    """A simulated bench runs mosquitto and socat (Debian packages of the same names)."""
+    from meterbench.errors import DeviceError
+    from meterbench.testing import require_binary
+
+    for binary in ("mosquitto", "socat"):
+        try:
+            yield Check(f"simulator {binary}", True, require_binary(binary))
+        except DeviceError as exc:
+            yield Check(f"simulator {binary}", False, str(exc))
+
+
+def _check_camera(camera_id: str, source: str | int, *, simulated: bool) -> Check:
+    """A camera gives one frame (device index, video file or stream URL); a simulated one is not opened."""
+    name = f"camera {camera_id}"
+    if simulated:
+        return Check(name, True, "simulated ([simulator]: frames rendered from the simulated register)")
+    from meterbench.devices.camera import CameraCapture
+    from meterbench.errors import DeviceError
+
+    try:
+        width, height, _ = CameraCapture.probe(source)
+    except DeviceError as exc:
+        return Check(name, False, str(exc))
+    return Check(name, True, f"{source}: gives {width}x{height} px frames")
 
 
 def run_checks(config: Path | None = None) -> list[Check]:
