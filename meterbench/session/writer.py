@@ -37,6 +37,7 @@ import numpy as np
 
 from meterbench.errors import SessionError
 from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, schema_problems
+from meterbench.session.integrity import CHAIN_FIELD, HASHES_FILE, HASHES_FORMAT, chain_seed, hash_files, line_digest
 
 __all__ = ["SessionRecorder", "DeviceLog", "CameraWriter", "write_json_atomic", "write_text_atomic"]
 
@@ -134,7 +135,8 @@ class DeviceLog:
     """Append-only JSON Lines log of one device's raw events: ``devices/<device_id>.jsonl``.
 
     Thread-safe: MQTT callbacks and serial reader threads may append at once;
-    ``seq`` numbers (from 0) follow the order of the lines in the file.
+    ``seq`` numbers (from 0) follow the order of the lines in the file. Each line carries the
+    hash of the one before it (``prev``, session/integrity.py).
     """
 
     def __init__(self, path: Path, device_id: str, fsync_interval_s: float) -> None:
@@ -143,6 +145,7 @@ class DeviceLog:
         self._file = _SyncedAppendFile(path, fsync_interval_s)
         self._lock = threading.Lock()
         self._next_seq = 0
+        self._previous_digest = chain_seed(device_id)
 
     @property
     def count(self) -> int:
@@ -182,7 +185,10 @@ class DeviceLog:
             event: dict[str, Any] = {"seq": seq, "t_s": t_s, **raw_field, "parsed": parsed, "error": error}
             if topic is not None:
                 event["topic"] = str(topic)
-            self._file.write(_event_line(event, self.device_id) + "\n")
+            event[CHAIN_FIELD] = self._previous_digest
+            line = _event_line(event, self.device_id)
+            self._file.write(line + "\n")
+            self._previous_digest = line_digest(line.encode("utf-8"))
             self._next_seq = seq + 1
         return seq
 
@@ -488,6 +494,8 @@ class SessionRecorder:
             raise SessionError(problems, self.path)
         write_json_atomic(self.path / "session.json", manifest)
         self._manifest = manifest
+        if self._closed:  # changed after close (e.g. the stop reason): the hashes follow
+            self._write_hashes()
 
     def _publish(self, key: str, entry: dict[str, Any]) -> None:
         """Add ``entry`` (merged over its create() template, if any) to manifest list ``key``."""
@@ -582,6 +590,8 @@ class SessionRecorder:
         if problems:
             raise SessionError(problems, self.path)
         write_json_atomic(self.path / "truth.json", truth)
+        if self._closed:
+            self._write_hashes()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -606,6 +616,18 @@ class SessionRecorder:
             self._closed = True
             _fsync_dir(self.path / "devices")
             _fsync_dir(self.path / "cameras")
+            self._write_hashes()
+
+    def _write_hashes(self) -> None:
+        """hashes.json: the SHA-256 of every file as closed (tamper evidence, ready to be signed)."""
+        hashes = {
+            "format": HASHES_FORMAT,
+            "algorithm": "sha256",
+            "session_id": self._manifest.get("session_id"),
+            "closed_utc": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "files": hash_files(self.path),
+        }
+        write_json_atomic(self.path / HASHES_FILE, hashes)
 
     def __enter__(self) -> SessionRecorder:
         return self

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from meterbench.session import SessionRecorder
+from meterbench.session.integrity import chain_seed, line_digest
 from tests.session.session_helpers import FRAME_SIZE_WH, make_frame, water_meter_manifest
 
 
@@ -79,7 +80,16 @@ def test_device_log_lines_text_bytes_and_topic(tmp_path: Path) -> None:
         assert log.append(2.0, b'{"flow_m3h": 2.4}', {"flow_m3h": 2.4}, topic="bench/b1/telemetry") == 2
         assert rec.device_log("controller") is log
     lines = _lines(tmp_path / "devices" / "controller.jsonl")
-    assert lines[0] == {"seq": 0, "t_s": 1.5, "raw": "$TOT,1*00\r\n", "parsed": {"volume_l": 1.25}, "error": None}
+    assert lines[0] == {
+        "seq": 0,
+        "t_s": 1.5,
+        "raw": "$TOT,1*00\r\n",
+        "parsed": {"volume_l": 1.25},
+        "error": None,
+        "prev": chain_seed("controller"),
+    }
+    raw_lines = (tmp_path / "devices" / "controller.jsonl").read_bytes().splitlines()
+    assert [line["prev"] for line in lines[1:]] == [line_digest(raw) for raw in raw_lines[:-1]]  # the chain
     assert base64.b64decode(lines[1]["raw_b64"]) == b"\xff\xfe\x00" and "raw" not in lines[1]
     assert lines[1]["error"] == "not text"
     assert lines[2]["raw"] == '{"flow_m3h": 2.4}' and lines[2]["topic"] == "bench/b1/telemetry"
