@@ -1,0 +1,154 @@
+"""BENCH.toml: the shipped schema and the cross-checks refuse what the bench cannot run, naming file and field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from meterbench.bench import BENCH_SCHEMA, BenchConfigError, load_bench_config
+from meterbench.errors import ConfigError
+from meterbench.vision import RegisterLayout
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "samples" / "sim-bench.toml"
+
+
+def _variant(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
+    text = SAMPLE.read_text()
+    assert old in text, old
+    path = tmp_path / "bench.toml"
+    path.write_text(text.replace(old, new, count))
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(BenchConfigError) as caught:
+        load_bench_config(path)
+    assert isinstance(caught.value, ConfigError)
+    assert "\n" not in str(caught.value)  # one line for the command line
+    return caught.value.problems
+
+
+def test_sample_loads_with_its_plan_devices_and_simulator():
+    cfg = load_bench_config(SAMPLE)
+    assert [(p.name, p.flow_rate_m3h, p.volume_l) for p in cfg.points] == [("Q3", 2.4, 5.0), ("Q2", 0.042, 0.5)]
+    assert [d["kind"] for d in cfg.devices] == ["serial-totaliser", "modbus"]
+    assert cfg.reference_device_id == "ref-meter"
+    assert cfg.simulator is not None and cfg.simulator.true_error_pct == (-0.4, 2.6)
+    assert cfg.session_base == "live-sim-bench" and cfg.mqtt["bench_id"] == "sim1"
+    assert RegisterLayout.from_dict(cfg.instruments[0]["register"]).finest.litres_per_turn == pytest.approx(0.1)
+
+
+def test_schema_is_shipped_and_a_valid_json_schema():
+    schema = json.loads(BENCH_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"bench/schemas/*.json"' in pyproject
+
+
+@pytest.mark.parametrize("name", ["default-dials", "default-wheels", "default-fine", "default-fine-wheels"])
+def test_every_named_register_of_the_schema_is_a_layout(tmp_path, name):
+    cfg = load_bench_config(_variant(tmp_path, 'register = "default-fine"', f'register = "{name}"'))
+    assert RegisterLayout.from_dict(cfg.instruments[0]["register"]).elements
+
+
+def test_wrong_type_names_file_device_and_field(tmp_path):
+    path = _variant(tmp_path, "baudrate = 115200", 'baudrate = "fast"')
+    assert _problems(path) == [
+        f'{path}: devices[0] (ref-meter).baudrate: expected an integer baud rate, 50..4000000 (bit/s), got "fast"'
+    ]
+
+
+def test_typo_key_in_devices_is_refused_not_ignored(tmp_path):
+    path = _variant(tmp_path, "silence_s = 2.0", "silense_s = 2.0")
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}: devices[0] (ref-meter).silense_s: unknown key (expected one of baudrate, id")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "expected"),
+    [
+        ("q3_m3h = 2.5", "q3_m3h = nan", "instruments[0] (M1).q3_m3h", "expected a finite number, got nan"),
+        ("q3_m3h = 2.5", "q3_m3h = 1e308", "instruments[0] (M1).q3_m3h", "expected a permanent flow Q3 > 0 and"),
+        ("volume_l = 5.0", "volume_l = inf", "test_plan.points[0] (Q3).volume_l", "expected a finite number, got inf"),
+        ("window_pct = 5.0", "window_pct = -inf", "test_plan.points[0] (Q3).window_pct", "expected a finite number"),
+        ("seed = 1", "seed = 9223372036854775807", "simulator.seed", "expected an integer >= 0 <= 4294967295"),
+        ("slave = 1", "slave = 1.5", "devices[1] (flow-computer).slave", "expected an integer"),
+        ("fps = 10.0", "fps = 1e300", "cameras[0] (cam-M1).fps", "expected a number > 0 <= 1000"),
+    ],
+)
+def test_non_finite_and_overflowing_numbers_are_refused_once_with_field(tmp_path, old, new, field, expected):
+    path = _variant(tmp_path, old, new)
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}: {field}: {expected}"), problem
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("\n[simulator]\n", "\n[simulatr]\n", "simulatr: unknown key (expected one of bench, cameras, devices,"),
+        ('session_id = "live-sim-bench"', 'session_id = "../escape"', "bench.session_id: expected an id of letters"),
+        (
+            'camera = "cam-M2"',
+            'camera = "cam-M9"',
+            "instruments[1] (M2).camera: expected the id of one of the [[cameras]]",
+        ),
+        ('device = "ref-meter"', 'device = "nope"', "reference_instruments[0] (ref).device: expected the id of one of"),
+        ("true_error_pct = [-0.4, 2.6]", "true_error_pct = [-0.4]", "simulator.true_error_pct: expected one error per"),
+        ('id = "flow-computer"', 'id = "ref-meter"', "devices: id 'ref-meter' is used more than once"),
+        ('register = "default-fine"', 'register = "default-fin"', 'instruments[0] (M1).register: expected one of "'),
+        ("port = 0 ", "port = 1883 ", "mqtt.port: with a [simulator], expected 0 (its private broker), got 1883"),
+    ],
+)
+def test_cross_checks_name_the_field(tmp_path, old, new, expected):
+    problems = _problems(_variant(tmp_path, old, new))
+    assert any(p.split(": ", 1)[1].startswith(expected) for p in problems), problems
+
+
+def test_sim_without_simulator_lists_every_simulated_part(tmp_path):
+    text = SAMPLE.read_text()
+    start, end = text.index("\n[simulator]\n"), text.index("\n[mqtt]\n")
+    path = tmp_path / "bench.toml"
+    path.write_text(text[:start] + text[end:])
+    problems = _problems(path)
+    assert problems == [
+        f'{path}: devices[0] (ref-meter), devices[1] (flow-computer), cameras[0] (cam-M1), cameras[1] (cam-M2): "sim" '
+        "needs a [simulator] table, and there is none",
+        f"{path}: mqtt.port: 0 (the simulator's broker) needs a [simulator] table; there is none",
+    ]
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    path = _variant(tmp_path, "baudrate = 115200", "baudrat = 115200")
+    path.write_text(path.read_text().replace("interval_s = 0.2", 'interval_s = "fast"'))
+    problems = _problems(path)
+    assert len(problems) == 2
+    assert "devices[0] (ref-meter).baudrat: unknown key" in problems[0]
+    assert 'devices[1] (flow-computer).interval_s: expected a number > 0 <= 3600, got "fast"' in problems[1]
+
+
+def test_unreadable_and_bad_toml_are_config_errors(tmp_path):
+    assert _problems(tmp_path / "missing.toml")[0].startswith(f"{tmp_path / 'missing.toml'}: cannot be read")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[bench\n")
+    assert _problems(bad)[0].startswith(f"{bad}: not valid TOML")
+
+
+def test_bench_command_refuses_a_bad_config_in_one_line_before_any_output(tmp_path):
+    path = _variant(tmp_path, "baudrate = 115200", 'baudrate = "fast"')
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "meterbench", "bench", "--config", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "devices[0] (ref-meter).baudrate: expected an integer baud rate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
