@@ -1,13 +1,17 @@
 """`meterbench batch`: re-verify many recorded sessions, summarise, compare with an earlier batch.
 
-Each session is verified by the same code as `meterbench run` (one process per
-job, models loaded once per process). Finished sessions are written as they
-complete, so an interrupted batch keeps what it finished; the summary is
-rewritten after every session. Output order never depends on `--jobs`.
+Each session is verified by the same code as `meterbench run` (one worker
+process per job, models loaded once per worker). Finished sessions are written
+as they complete, so an interrupted batch keeps what it finished; the summary is
+rewritten after every session. Output order never depends on `--jobs`. A
+session that takes longer than the per-session timeout (a hang, e.g. a damaged
+file) has its worker killed and is listed as failed; a worker that dies is
+replaced; the first Ctrl-C stops the batch at once, keeping what was finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -18,10 +22,11 @@ import re
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 
+from meterbench.errors import ConfigError
 from meterbench.progress import ProgressFn
 from meterbench.verify.report import atomic_write_text, clean_for_json
 
@@ -44,6 +49,11 @@ SUMMARY_FIELDS = (
 )
 #: An error change larger than this (%-points) is listed by --compare.
 COMPARE_ERROR_TOLERANCE_PCT = 0.005
+#: Default wall-clock limit for verifying one session (s): a standard session takes ~1-2 min on one core.
+DEFAULT_SESSION_TIMEOUT_S = 1800.0
+#: Time a new worker may take to start (import, load models) before its first session's clock runs (s).
+WORKER_START_ALLOWANCE_S = 120.0
+_STARTED = "started"
 
 
 def find_sessions(paths: list[Path]) -> list[Path]:
@@ -84,7 +94,7 @@ def _verify_one(session_dir: str, out_dir: str, options=None) -> dict:
     """Worker: verify one session, write its reports, return its summary rows (runs in a subprocess)."""
     global _worker_readers
     from meterbench.session.reader import load_session
-    from meterbench.verify.report import write_report_html, write_report_json
+    from meterbench.verify.report import write_reports
     from meterbench.verify.run import RegisterReaders, _provenance_notes, verify_session
 
     started = time.perf_counter()
@@ -93,8 +103,7 @@ def _verify_one(session_dir: str, out_dir: str, options=None) -> dict:
         if session.manifest["bench_kind"] == "water-meter" and _worker_readers is None:
             _worker_readers = RegisterReaders()
         report, figures = verify_session(session, options, readers=_worker_readers)
-        write_report_json(report, Path(out_dir))
-        write_report_html(report, Path(out_dir), figures, _provenance_notes())
+        write_reports(report, Path(out_dir), figures, _provenance_notes())
     except Exception as exc:  # a failing session is reported, the batch goes on
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return {
@@ -111,6 +120,74 @@ def _verify_one(session_dir: str, out_dir: str, options=None) -> dict:
         "report": clean_for_json(report),
         "seconds": time.perf_counter() - started,
     }
+
+
+def _worker_main(conn, options) -> None:
+    """A worker process: verify each (session, out) it is sent until it gets None or its pipe closes."""
+    _ignore_sigint()
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(_STARTED)  # the session's time limit runs from here, not from the worker's start-up
+        conn.send(_verify_one(*task, options))
+
+
+class _Worker:
+    """One worker process and the session it is verifying (None when idle); killable."""
+
+    def __init__(self, context, options) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, options), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: Path | None = None
+        self.deadline = math.inf
+
+    def give(self, session: Path, out_dir: Path, timeout_s: float) -> None:
+        self.conn.send((str(session), str(out_dir)))
+        self.task, self.deadline = session, time.monotonic() + timeout_s + WORKER_START_ALLOWANCE_S
+
+    def outcome(self, timeout_s: float) -> tuple[dict, bool] | None:
+        """(result, worker still usable) once the task ended, died or ran out of time; else None."""
+        assert self.task is not None
+        failed = {"path": str(self.task), "status": "failed", "seconds": None}
+        while self.conn.poll():
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.process.join(5)
+                return {**failed, "reason": f"worker died (exit code {self.process.exitcode})"}, False
+            if message != _STARTED:
+                return message, True
+            self.deadline = time.monotonic() + timeout_s
+        if not self.process.is_alive():
+            self.process.join(5)
+            return {**failed, "reason": f"worker died (exit code {self.process.exitcode})"}, False
+        if time.monotonic() > self.deadline:
+            self.kill()
+            return {
+                **failed,
+                "reason": f"timed out after {timeout_s:g} s: worker killed (stuck on a damaged file?)",
+            }, False
+        return None
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Let an idle worker exit; kill it if it does not within 2 s."""
+        if self.process.is_alive() and self.task is None:
+            with contextlib.suppress(OSError):  # BrokenPipeError included
+                self.conn.send(None)
+            self.process.join(2)
+        self.kill()
 
 
 def _unique_names(sessions: list[Path]) -> dict[Path, str]:
@@ -242,12 +319,16 @@ def run_batch(
     compare: Path | None = None,
     options=None,
     progress: ProgressFn | None = None,
+    timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
 ) -> int:
     """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed.
 
     ``options`` (a ReadingOptions) replaces the default reading options; its hash is in the summary.
-    ``progress(done, total, session name)`` is called as each session finishes.
+    ``progress(done, total, session name)`` is called as each session finishes. A session not
+    verified within ``timeout_s`` (s, wall clock) has its worker killed and is listed as failed.
     """
+    if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise ConfigError(f"batch: timeout: expected a number of seconds > 0, got {timeout_s!r}")
     sessions = find_sessions(paths)
     if not sessions:
         raise FileNotFoundError("no session.json found under " + ", ".join(str(p) for p in paths))
@@ -257,30 +338,43 @@ def run_batch(
     results: dict[Path, dict] = {}
     progress = progress or (lambda done, total, label: None)
     interrupted = False
-    executor = ProcessPoolExecutor(
-        max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_ignore_sigint
-    )
+    context = get_context("spawn")
+    queue = list(sessions)
+    workers = [_Worker(context, options) for _ in range(max(1, min(jobs, len(sessions))))]
     try:
-        pending: dict[Future, Path] = {
-            executor.submit(_verify_one, str(path), str(out_dir / names[path]), options): path for path in sessions
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                path = pending.pop(future)
-                results[path] = future.result()
-                progress(len(results), len(sessions), names[path])
+        for worker in workers:
+            if queue:
+                path = queue.pop(0)
+                worker.give(path, out_dir / names[path], timeout_s)
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            next_deadline = min(w.deadline for w in busy) - time.monotonic()
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=max(0.0, min(next_deadline, 1.0)))
+            for index, worker in enumerate(workers):
+                ended = worker.outcome(timeout_s) if worker.task is not None else None
+                if ended is None:
+                    continue
+                result, usable = ended
+                results[worker.task] = result
+                progress(len(results), len(sessions), names[worker.task])
                 _write_summary(out_dir, results, sessions, config_hash, interrupted=False)
+                worker.task = None
+                if not usable:
+                    worker.kill()
+                    worker = workers[index] = _Worker(context, options)
+                if queue:
+                    path = queue.pop(0)
+                    worker.give(path, out_dir / names[path], timeout_s)
     except KeyboardInterrupt:
         interrupted = True
-        executor.shutdown(wait=True, cancel_futures=True)
         print(
             f"\nmeterbench batch: interrupted; {len(results)} of {len(sessions)} sessions finished "
             f"and kept in {out_dir}",
             file=sys.stderr,
         )
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        for worker in workers:
+            worker.stop()
     _write_summary(out_dir, results, sessions, config_hash, interrupted)
 
     failed = [r for r in results.values() if r["status"] != "done"]

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,28 @@ def test_configuration_hash_follows_the_reading_options():
 
     assert configuration_hash() == configuration_hash(ReadingOptions())
     assert configuration_hash(ReadingOptions(track_interval_s=0.5)) != configuration_hash()
+
+
+def test_a_session_over_its_time_limit_is_killed_and_listed_as_failed(tmp_path):
+    root = tmp_path / "sessions"
+    shutil.copytree(SAMPLES / "water-meter-short", root / "slow")  # takes several seconds to verify
+    shutil.copytree(SAMPLES / "tank-sim-seed2", root / "tank")
+    out = tmp_path / "out"
+    started = time.monotonic()
+    status = run_batch([root], out, jobs=1, timeout_s=1.0)
+    elapsed = time.monotonic() - started
+    assert status == 1
+    summary = {Path(s["path"]).name: s for s in json.loads((out / "summary.json").read_text())["sessions"]}
+    assert summary["slow"]["status"] == "failed"
+    assert summary["slow"]["reason"].startswith("timed out after 1 s: worker killed")
+    # the next session runs in a fresh worker and is verified in full
+    assert summary["tank"]["status"] == "done" and (out / "tank" / "report.json").is_file()
+    assert not (out / "slow" / "report.json").exists()
+    assert elapsed < 60
+
+
+def test_a_batch_timeout_must_be_positive(tmp_path):
+    from meterbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch: timeout: expected a number of seconds > 0"):
+        run_batch([SAMPLES], tmp_path, timeout_s=0)
