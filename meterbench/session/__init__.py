@@ -12,6 +12,7 @@ from meterbench.session.writer import (
     SessionRecorder,
     write_json_atomic,
     write_text_atomic,
+    write_texts_atomic,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "schema_problems",
     "write_json_atomic",
     "write_text_atomic",
+    "write_texts_atomic",
 ]

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -39,7 +40,14 @@ from meterbench.errors import SessionError
 from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, schema_problems
 from meterbench.session.integrity import CHAIN_FIELD, HASHES_FILE, HASHES_FORMAT, chain_seed, hash_files, line_digest
 
-__all__ = ["SessionRecorder", "DeviceLog", "CameraWriter", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "CameraWriter",
+    "DeviceLog",
+    "SessionRecorder",
+    "write_json_atomic",
+    "write_text_atomic",
+    "write_texts_atomic",
+]
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DEFAULT_FSYNC_INTERVAL_S = 0.2
@@ -74,18 +82,36 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``: tmp file, fsync, os.replace, fsync dir.
+def write_texts_atomic(files: dict[Path, str]) -> None:
+    """Write several text files as a unit: each to an unpredictable temporary name beside it
+    (created exclusively, so a planted file or symlink is never written through), fsynced,
+    then all renamed into place and the folders fsynced.
 
-    A reader (or a crash) sees either the old or the new file, never a partial one.
+    A failure while writing (disk full, an error) leaves none of them and removes the
+    temporary files; a reader or a crash sees each file either old or new, never partial.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files.items():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            pending.append((Path(tmp), path))
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in pending:
+        os.replace(tmp, path)
+    for folder in {path.parent for path in files}:
+        _fsync_dir(folder)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`write_texts_atomic`)."""
+    write_texts_atomic({path: text})
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

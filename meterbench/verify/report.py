@@ -13,11 +13,9 @@ The two files are written as a pair (`write_reports`): both or neither.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import math
-import os
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from meterbench.errors import OutputError
-from meterbench.session.writer import write_text_atomic
+from meterbench.session.writer import write_text_atomic, write_texts_atomic
 
 __all__ = [
     "REPORT_FILES",
@@ -199,39 +197,6 @@ def check_report_folder(out_dir: Path, session_dir: Path | None = None) -> None:
         raise OutputError(f"--out {out_dir}: cannot write in {existing} ({exc.strerror or exc})") from exc
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems do not allow it; best effort
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_together(files: dict[Path, str]) -> None:
-    """Write several text files as a unit: all to temporary names (fsynced), then all renamed into place.
-
-    A failure while writing (disk full, a rendering error before this) leaves
-    none of them; the renames that follow are the only step that can be cut.
-    """
-    pending: list[tuple[Path, Path]] = []
-    try:
-        for path, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            pending.append((Path(tmp), path))
-            with open(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-    except BaseException:
-        for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, path in pending:
-        os.replace(tmp, path)
-    _fsync_dir(next(iter(files)).parent)
-
-
 def render_report_json(report: dict) -> str:
     """The text of report.json: cleaned (rounded floats, no NaN, no private keys), indented."""
     return json.dumps(clean_for_json(report), indent=2, ensure_ascii=False) + "\n"
@@ -263,7 +228,7 @@ def write_reports(
     texts = (render_report_json(report), render_report_html(report, figures, provenance))  # both before any write
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = tuple(out_dir / name for name in REPORT_FILES)
-    _write_together(dict(zip(paths, texts, strict=True)))
+    write_texts_atomic(dict(zip(paths, texts, strict=True)))
     return paths  # type: ignore[return-value]
 
 

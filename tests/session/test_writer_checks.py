@@ -55,3 +55,28 @@ def test_truth_that_the_reader_would_refuse_is_not_written(tmp_path):
         recorder.write_truth({"instruments": "M1"})
     assert not (tmp_path / "s" / "truth.json").exists()
     recorder.close()
+
+
+def test_atomic_writes_never_follow_a_planted_temporary_file(tmp_path):
+    from meterbench.session import write_texts_atomic
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.json.tmp", ".report.json.tmp", "report.html.tmp"):
+        (out / name).symlink_to(target)
+    write_texts_atomic({out / "report.json": "{}\n", out / "report.html": "<p>r</p>\n"})
+    assert target.read_text() == "keep me"
+    assert (out / "report.json").read_text() == "{}\n" and not (out / "report.json").is_symlink()
+    assert sorted(p.name for p in out.iterdir() if not p.is_symlink()) == ["report.html", "report.json"]
+
+
+def test_a_failed_pair_write_leaves_neither_file(tmp_path):
+    from meterbench.session import write_texts_atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FileNotFoundError):
+        write_texts_atomic({out / "report.json": "{}\n", tmp_path / "missing" / "report.html": "x"})
+    assert list(out.iterdir()) == []  # report.json not written alone, no temporary file left
