@@ -51,16 +51,13 @@ def test_batched_read_never_gives_a_wrong_volume(variant: str, models) -> None:
     n_wheels = sum(e.kind == "wheel" for e in layout.elements)
     assert digit.crops == n_wheels * len(frames)
     step_l = layout.finest.litres_per_turn / 10.0
+    # clean renders: every frame reads (measured 8 of 8, 3 seeds x 2 variants), within 0.12 step
+    assert [r.reason for r in readings] == [""] * len(readings)
     for volume_l, reading in zip(VOLUMES_L, readings, strict=True):
-        assert reading.homography_ok and reading.markers_found == (0, 1, 2, 3)
+        assert reading.ok and reading.homography_ok and reading.markers_found == (0, 1, 2, 3)
         assert reading.element_values.shape == (len(layout.elements),)
-        if reading.ok:
-            assert reading.reason == ""
-            assert abs(reading.volume_l - volume_l) < 0.5 * step_l, (volume_l, reading)
-            assert 0 < reading.resolution_l < step_l
-        else:
-            assert reading.reason and math.isnan(reading.volume_l)
-    assert sum(r.ok for r in readings) >= 0.75 * len(readings), [r.reason for r in readings]
+        assert abs(reading.volume_l - volume_l) < 0.2 * step_l, (volume_l, reading)
+        assert 0.09 * step_l < reading.resolution_l < 0.15 * step_l  # measured 0.10 step
 
 
 def test_single_frame_equals_batch(models) -> None:
@@ -82,8 +79,9 @@ def test_finest_element_skips_the_fast_elements(models) -> None:
     reading = reader.read_frame(frames[3], finest_element=finest)
     assert dial.crops == 1 and np.isnan(reading.element_values[finest + 1 :]).all()
     assert reading.finest_element == finest
-    if reading.ok:
-        assert abs(reading.volume_l - VOLUMES_L[3]) < 50.0
+    assert reading.ok, reading.reason
+    assert abs(reading.volume_l - VOLUMES_L[3]) < 20.0  # 0.2 step; measured 8.9 L
+    assert reading.resolution_l == pytest.approx(10.0, rel=0.1)  # 0.1 step of the 100 L dial
 
 
 def test_hidden_markers_fail_unless_reuse_is_asked(models) -> None:
