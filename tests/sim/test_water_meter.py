@@ -3,21 +3,21 @@
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from meterbench.sim import simulate_water_meter
 from meterbench.sim.physics import ErrorCurve
 from meterbench.sim.water_meter import PROFILES
-from meterbench.vision import RegisterLayout, positions_from_volume
+from meterbench.vision import RegisterLayout
 
-SEED = 3
+SEED = 40  # with 4 meters: M2 Q1 just outside, M3 Q1 exactly at, M4 Q2 just inside the MPE
+METERS = 4
 FPS = 2.0
 
 
 def _simulate(path: Path) -> Path:
-    return simulate_water_meter(path, seed=SEED, meters=2, profile="short", fps=FPS)
+    return simulate_water_meter(path, seed=SEED, meters=METERS, profile="short", fps=FPS)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _truth(session: Path) -> dict:
 def test_files_and_manifest(session):
     manifest = json.loads((session / "session.json").read_text())
     assert manifest["bench_kind"] == "water-meter"
-    assert [i["id"] for i in manifest["instruments"]] == ["M1", "M2"]
+    assert [i["id"] for i in manifest["instruments"]] == ["M1", "M2", "M3", "M4"]
     assert [p["name"] for p in manifest["test_plan"]["points"]] == ["Q3", "Q2", "Q1"]
     for camera in manifest["cameras"]:
         assert (session / camera["video"]).stat().st_size > 10_000
@@ -120,13 +120,13 @@ def test_truth_consistent_with_error_curves(session):
         for point in instrument["points"]:
             flow = truth["flows_m3h"][point["name"]]
             assert curve.error_pct(flow) == pytest.approx(point["curve_error_pct"], abs=1e-9)
-            # stable flow with 0.3 % noise: the integrated error is the curve's
-            assert point["true_error_vs_volume_pct"] == pytest.approx(point["curve_error_pct"], abs=0.02)
+            # stable flow with 0.3 % noise: the integrated error is the curve's (measured: within 0.009)
+            assert point["true_error_vs_volume_pct"] == pytest.approx(point["curve_error_pct"], abs=0.015)
             # the reference totaliser's own error shifts the error seen by the bench, and
-            # its latched totals are whole pulses of 0.1 mL (≤ 1 pulse each at start, stop)
+            # its latched totals are whole pulses of 0.1 mL (< 1 pulse each at start, stop)
             expected = ((1 + point["true_error_vs_volume_pct"] / 100) / (1 + ref_error / 100) - 1) * 100
             pulses_pct = 2e-4 / point["true_reference_volume_l"] * 100
-            assert point["true_error_pct"] == pytest.approx(expected, abs=0.005 + pulses_pct)
+            assert point["true_error_pct"] == pytest.approx(expected, abs=pulses_pct)
             advance = point["register_stop_l"] - point["register_start_l"]
             assert advance == pytest.approx(point["true_indicated_volume_l"], abs=1e-9)
             verdict = "pass" if abs(point["true_error_pct"]) <= point["mpe_pct"] else "fail"
@@ -137,29 +137,104 @@ def test_truth_consistent_with_error_curves(session):
 
 
 def test_frames_show_the_true_register(session):
-    manifest = json.loads((session / "session.json").read_text())
+    """Every frame of every point, read by the register reader at the finest element the engine
+    would use, shows the register the truth says: the start/stop volumes, and in between the
+    line that follows the reference's progress (the meter's error is constant at a held flow)."""
+    from meterbench.models import DialReader, DigitReader
+    from meterbench.session import load_session
+    from meterbench.verify.water_meter import ReadingOptions, finest_usable_element, reference_track
+    from meterbench.vision import RegisterReader
+
+    loaded = load_session(session)
+    track, _ = reference_track(loaded)
+    digit, dial = DigitReader(), DialReader()
+    worst: dict[str, float] = {}
+    for instrument, true_instrument in zip(loaded.manifest["instruments"], _truth(session)["instruments"], strict=True):
+        layout = RegisterLayout.from_dict(instrument["register"])
+        reader = RegisterReader(layout, digit, dial)
+        camera = loaded.camera(instrument["camera"])
+        times = camera.frame_times
+        [(_, _, frame0)] = list(camera.iter_frames([0]))
+        assert frame0.shape == (360, 640, 3)
+        # before the first flow the register stands at its start volume
+        assert times[0] < _truth(session)["points"][0]["t_set_s"]
+        (still,) = reader.read_frames([frame0])
+        assert still.ok, still.reason
+        assert abs(still.volume_l - true_instrument["register_start_volume_l"]) <= 2 * still.resolution_l
+        for point in true_instrument["points"]:
+            t0, t1 = point["t_start_s"], point["t_stop_s"]
+            indices = np.flatnonzero((times >= t0) & (times <= t1))
+            ref0, ref1 = track.volume_at([t0, t1])
+            finest = finest_usable_element(
+                layout.elements, (ref1 - ref0) / (t1 - t0), FPS, ReadingOptions().max_turns_per_frame
+            )
+            frames = [frame for _, _, frame in camera.iter_frames(indices.tolist())]
+            readings = reader.read_frames(frames, finest_element=finest)
+            assert len(readings) > 10 and all(r.ok for r in readings), [r.reason for r in readings if not r.ok]
+            progress = (track.volume_at(times[indices]) - ref0) / (ref1 - ref0)
+            expected = point["register_start_l"] + progress * (point["register_stop_l"] - point["register_start_l"])
+            capacity = layout.capacity_l
+            off = (np.array([r.volume_l for r in readings]) - expected + capacity / 2) % capacity - capacity / 2
+            resolution = np.array([r.resolution_l for r in readings])
+            # measured: |off| <= 2.5 x the stated resolution (Q3 read on a blurred 1 L wheel), <= 1.5 x at Q2, Q1
+            assert np.all(np.abs(off) <= 3.0 * resolution), (instrument["id"], point["name"], np.max(np.abs(off)))
+            worst[point["name"]] = max(worst.get(point["name"], 0.0), float(np.max(np.abs(off / resolution))))
+    assert worst["Q2"] <= 2.0 and worst["Q1"] <= 2.0, worst
+
+
+def test_near_mpe_points_are_where_truth_says(session):
+    """The near-MPE points: their register advance gives the target error (to float resolution),
+    an "at-mpe" point is exactly at the MPE and passes, the others are on their side within the band."""
     truth = _truth(session)
-    instrument = manifest["instruments"][0]
-    layout = RegisterLayout.from_dict(instrument["register"])
-    camera = next(c for c in manifest["cameras"] if c["id"] == instrument["camera"])
-    times = np.loadtxt(session / camera["frame_times"], delimiter=",", skiprows=1)[:, 1]
-    video = cv2.VideoCapture(str(session / camera["video"]))
-    count = 0
-    detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50))
-    while True:
-        ok, frame = video.read()
-        if not ok:
-            break
-        if count == 0:
-            assert frame.shape == (camera["height"], camera["width"], 3)
-            _, ids, _ = detector.detectMarkers(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-            assert ids is not None and len(ids) == 4
-        count += 1
-    assert count == len(times)
-    # before the first flow the register stands at its start volume
-    start = truth["instruments"][0]["register_start_volume_l"]
-    assert times[0] < truth["points"][0]["t_start_s"]
-    assert positions_from_volume(layout, start).shape == (len(layout.elements),)
+    kinds = {}
+    for instrument in truth["instruments"]:
+        for point in instrument["points"]:
+            if point["near_mpe"] is None:
+                continue
+            kinds[(instrument["id"], point["name"])] = point["near_mpe"]
+            error, mpe = point["true_error_pct"], point["mpe_pct"]
+            advance = point["true_indicated_volume_l"]
+            reference = point["true_reference_volume_l"]
+            assert (advance - reference) / reference * 100 == pytest.approx(error, abs=1e-9)
+            band = PROFILES["short"].near_band_pct[point["name"]]
+            distance = abs(error) - mpe
+            if point["near_mpe"] == "at-mpe":
+                assert abs(error) == mpe and point["true_verdict"] == "pass"
+            elif point["near_mpe"] == "just-inside":
+                assert -band < distance < 0 and point["true_verdict"] == "pass"
+            else:
+                assert 0 < distance < band and point["true_verdict"] == "fail"
+    assert kinds == {("M2", "Q1"): "just-outside", ("M3", "Q1"): "at-mpe", ("M4", "Q2"): "just-inside"}
+
+
+def test_near_mpe_draws_keep_the_pass_fail_mix():
+    """A "near" meter (it passes) gets only just-inside / at-mpe points, an "outside" meter (it fails)
+    only just-outside ones, an "inside" meter none: the share of failing meters is the statuses' share."""
+    from meterbench.sim import water_meter
+
+    seen = set()
+    for seed in range(40):
+        streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5 + 2 * 3)]
+        statuses = ["inside", "near", "outside"]
+        meters = water_meter._make_meters(
+            streams[4:7], streams[-1], statuses, water_meter._set_flows_m3h(), ("fine",) * 2
+        )
+        for meter in meters:
+            kind = meter.near.kind if meter.near else None
+            seen.add((meter.status, kind))
+            assert (
+                kind
+                in {"inside": {None}, "near": {"just-inside", "at-mpe"}, "outside": {None, "just-outside"}}[
+                    meter.status
+                ]
+            )
+    assert seen == {
+        ("inside", None),
+        ("near", "just-inside"),
+        ("near", "at-mpe"),
+        ("outside", None),
+        ("outside", "just-outside"),
+    }
 
 
 def test_bad_arguments_rejected(tmp_path):
@@ -175,19 +250,10 @@ def test_bad_arguments_rejected(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_session(session, tmp_path):
+    """`simulate --seed N` promises the same session: every file, videos included, byte for byte."""
     again = _simulate(tmp_path / "again")
-    for rel in (
-        "session.json",
-        "truth.json",
-        "devices/ref-meter.jsonl",
-        "devices/controller.jsonl",
-        "cameras/cam-M1.csv",
-        "cameras/cam-M2.csv",
-    ):
+    files = sorted(p.relative_to(session) for p in session.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert Path("cameras/cam-M4.mp4") in files and Path("truth.json") in files
+    for rel in files:
         assert (session / rel).read_bytes() == (again / rel).read_bytes(), rel
-    first = cv2.VideoCapture(str(session / "cameras" / "cam-M2.mp4"))
-    second = cv2.VideoCapture(str(again / "cameras" / "cam-M2.mp4"))
-    for _ in range(20):
-        (ok1, a), (ok2, b) = first.read(), second.read()
-        assert ok1 and ok2
-        np.testing.assert_array_equal(a, b)
