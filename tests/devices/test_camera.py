@@ -33,7 +33,13 @@ def test_video_file_frames_are_all_written_with_increasing_times(tmp_path):
     rows = (tmp_path / "s/cameras/cam-1.csv").read_text().splitlines()
     times = [float(r.split(",")[1]) for r in rows[1:]]
     assert capture.counts.written == 12 and len(times) == 12
-    assert len(list((tmp_path / "s/cameras/cam-1").glob("*.jpg"))) == 12
+    stored = sorted((tmp_path / "s/cameras/cam-1").glob("*.jpg"))
+    assert len(stored) == 12
+    # each source frame once, in order: frame i is a flat grey of 10 i, so a dropped frame is a step
+    # of ~20, a repeated one 0, a swapped pair negative (measured steps 7.3 at the black end, else 9-11)
+    levels = np.array([cv2.imread(str(path)).mean() for path in stored])
+    steps = np.diff(levels)
+    assert levels[0] < 2.0 and np.all((steps > 6.0) & (steps < 13.0)), levels
     assert np.all(np.diff(times) > 0)
     assert times[-1] - times[0] >= 0.8 * 11 / 50.0  # paced at 50 fps, not as fast as possible
     assert capture.error is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from meterbench.devices.modbus import (
@@ -52,7 +53,8 @@ def test_reader_counts_crc_errors_timeouts_and_exceptions(pty_pair, tmp_path):
         fields = [RegisterField("volume_l", 0), RegisterField("pulses", 2, "uint32", units="")]
         reader = ModbusTotaliserReader(pty_pair.a, log, recorder.now_s, fields, timeout_s=0.2)
         reader.open()  # polled by hand: no thread racing the fault injection
-        assert reader.poll() == {"volume_l": pytest.approx(1234.5678, abs=1e-3), "pulses": 42000.0}
+        # the float32 the slave's two registers hold, exactly (no rounding on the way)
+        assert reader.poll() == {"volume_l": float(np.float32(1234.5678)), "pulses": 42000.0}
         slave.corrupt_next = 1
         assert reader.poll() is None
         slave.drop_next = 1
