@@ -192,7 +192,7 @@ def _name_items(problems: list[str], data: dict, label: str) -> list[str]:
     for problem in problems:
         rest = problem[len(prefix) :] if problem.startswith(prefix) else None
         match = _NAMED_ITEMS.match(rest or "")
-        if match is not None:
+        if match is not None and not rest[match.end() :].startswith(" ("):  # not named yet
             table = data.get("test_plan", {}) if match.group(1) == "test_plan.points" else data
             items = table.get(match.group(1).split(".")[-1]) if isinstance(table, dict) else None
             index = int(match.group(2))
@@ -259,8 +259,8 @@ def _cross_check(data: dict, label: str) -> list[str]:
 def _check_simulated(data: dict, label: str) -> list[str]:
     """``"sim"`` ports and sources and mqtt port 0 need a [simulator], and a [simulator] needs them right."""
     problems = []
-    simulated = [f"devices[{i}]" for i, d in enumerate(data["devices"]) if d["port"] == SIM]
-    simulated += [f"cameras[{i}]" for i, c in enumerate(data.get("cameras", [])) if c["source"] == SIM]
+    simulated = [f"devices[{i}] ({d['id']})" for i, d in enumerate(data["devices"]) if d["port"] == SIM]
+    simulated += [f"cameras[{i}] ({c['id']})" for i, c in enumerate(data.get("cameras", [])) if c["source"] == SIM]
     simulator = data.get("simulator")
     if simulator is None:
         if simulated:

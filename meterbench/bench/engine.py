@@ -332,11 +332,10 @@ def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = prin
 
 
 def _say_verdict(report: dict, run_dir: Path, on_step: StepFn | None) -> None:
-    """The last step: the overall verdict and each point's, and where the report is."""
-    points = ", ".join(
-        f"{inst['id']} {p['name']} {p['verdict']}" for inst in report["instruments"] for p in inst["points"]
-    )
-    text = f"verdict {report['verdict']} ({points}) -> {run_dir / 'report.json'}"
+    """The last step: the overall verdict and where the report is (the command line lists each point's)."""
+    counts = [p["verdict"] for inst in report["instruments"] for p in inst["points"]]
+    tally = ", ".join(f"{counts.count(v)} {v}" for v in ("pass", "fail", "inconclusive") if v in counts)
+    text = f"verdict {report['verdict']} ({tally}) -> {run_dir / 'report.json'}"
     _LOG.info(text, extra={"verdict": report["verdict"], "run_dir": str(run_dir)})
     if on_step is not None:
         on_step(text)
