@@ -69,7 +69,7 @@ def claim_run_dir(out_dir: Path, base: str, started_utc: datetime | None = None)
     """
     stamp = (started_utc or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir}: exists and is not a folder")
+        raise OutputError(f"--out {out_dir}: is a file, expected a folder for the run folders")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -87,7 +87,7 @@ def test_run_folders_are_unique_per_start_time_and_never_reused(tmp_path):
 def test_bad_out_is_refused(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("keep me")
-    with pytest.raises(OutputError, match=r"--out .*afile: exists and is not a folder"):
+    with pytest.raises(OutputError, match=r"--out .*afile: is a file, expected a folder for the run folders"):
         claim_run_dir(afile, "x")
     with pytest.raises(OutputError, match=r"--out .*afile/sub: cannot create the folder"):
         claim_run_dir(afile / "sub", "x")
