@@ -173,6 +173,7 @@ def test_sample_bench_is_conclusive_right_and_never_overwrites_an_earlier_run(tm
     for instrument in report["instruments"]:
         for point in instrument["points"]:
             key = (instrument["id"], point["name"])
+            assert point["verdict"] in ("pass", "fail"), (key, point["reason"])
             assert point["uncertainty_pct"] <= point["mpe_pct"] / 3, (key, point["reason"])
             expected = "pass" if abs(true_error[key]) <= point["mpe_pct"] else "fail"
             assert point["verdict"] == expected, (key, point["reason"])
