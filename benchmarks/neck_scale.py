@@ -96,7 +96,7 @@ def bench_sessions(count: int, seed: int) -> dict:
             truth = json.loads((folder / "truth.json").read_text())
             true_errors = {p["name"]: p["true_error_pct"] for p in truth["instruments"][0]["points"]}
             [tank] = evaluate_tank_session(load_session(folder))
-            for point in tank["points"]:
+            for point in tank.to_dict()["points"]:
                 runs += 1
                 if point["verdict"] == "inconclusive":
                     inconclusive += 1

@@ -120,7 +120,7 @@ def main() -> None:
                 )
                 stop_wall = wall0 + (timing.stop_t_s - t_first) / args.speed
                 latency_s = (verdict_wall - stop_wall) * args.speed
-                latencies.append((inst_id, point_name, latency_s, f"{point['verdict']}: {point['reason'][:120]}"))
+                latencies.append((inst_id, point_name, latency_s, f"{point.verdict}: {point.reason[:120]}"))
         busy_s += time.perf_counter() - started
     elapsed = time.perf_counter() - wall0
     for inst_id, name, latency, verdict in latencies:

@@ -133,15 +133,15 @@ def _as_decision(item: Decision | str, name: str) -> Decision:
     raise ValueError(f"point_decisions[{name}]: expected a Decision or one of {', '.join(VERDICTS)}, got {item!r}")
 
 
-def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, Decision | str]) -> Decision | str:
-    """Instrument verdict: any fail → fail; else any inconclusive → inconclusive; else pass.
+def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, Decision | str]) -> Decision:
+    """Combined verdict: any fail → fail; else any inconclusive (or nothing decided) → inconclusive; else pass.
 
-    ``point_decisions`` holds Decisions (or verdict strings), as a sequence or
-    as a mapping point name → decision (then the reason names the points).
-    Returns a Decision; when every item is a plain verdict string, returns just
-    the verdict string (what report.json holds).
+    The one rule for the points of an instrument and for the instruments of a
+    session. ``point_decisions`` holds Decisions (or verdict strings), as a
+    sequence or as a mapping name → decision (then the reason names them).
+    Always returns a Decision; its ``rule`` joins the rules of the items.
 
-    >>> decide_instrument(["pass", "inconclusive", "pass"])
+    >>> decide_instrument(["pass", "inconclusive", "pass"]).verdict
     'inconclusive'
     """
     items = (
@@ -150,18 +150,16 @@ def decide_instrument(point_decisions: Sequence[Decision | str] | Mapping[str, D
         else [(f"point {i + 1}", d) for i, d in enumerate(point_decisions)]
     )
     if not items:
-        raise ValueError("point_decisions: expected at least one point decision")
+        return Decision("inconclusive", "nothing decided (no points)", "none", math.nan, "inconclusive")
     named = [(str(name), _as_decision(item, str(name))) for name, item in items]
     rules = "+".join(sorted({d.rule for _, d in named}))
-    result = Decision("pass", f"all {len(named)} points pass", rules, math.nan, "pass")
     for verdict in ("fail", "inconclusive"):
         hits = [f"{name}: {d.reason}" for name, d in named if d.verdict == verdict]
         if hits:
-            result = Decision(verdict, f"{len(hits)} point(s) {verdict}: " + " | ".join(hits), rules, math.nan, verdict)
-            break
-    if all(isinstance(item, str) for _, item in items):
-        return result.verdict
-    return result
+            return Decision(
+                verdict, f"{len(hits)} of {len(named)} {verdict}: " + " | ".join(hits), rules, math.nan, verdict
+            )
+    return Decision("pass", f"all {len(named)} pass", rules, math.nan, "pass")
 
 
 def same_sign_check(

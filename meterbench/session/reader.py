@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -25,10 +24,12 @@ import numpy as np
 
 from meterbench.errors import SessionError
 from meterbench.session.format import load_json, schema_problems, short
+from meterbench.session.integrity import hash_files
 
 __all__ = ["load_session", "Session", "DeviceEvent", "CameraSource"]
 
 _FRAME_TIMES_HEADER = "frame_index,t_s"
+TRUTH_FILE = "truth.json"  # simulated sessions only: what really happened (never an input of a verdict)
 _MAX_FORWARD_DECODE = 48  # frames: beyond this a video reader seeks instead of decoding on
 
 
@@ -290,7 +291,9 @@ class CameraSource:
 
     ``frame_times`` and ``frame_count`` cover only frames that have both a
     good CSV row and media; ``read`` gives None (plus a warning) for a frame
-    that cannot be decoded.
+    that cannot be decoded. ``problems`` lists what was wrong with the CSV or
+    the media when the camera was opened (also in the session's warnings), so a
+    pipeline can say why a camera has no frames.
     """
 
     def __init__(self, folder: Path, entry: dict[str, Any], warnings: list[str]) -> None:
@@ -302,7 +305,8 @@ class CameraSource:
         self._warnings = warnings
         self._warned: set[str] = set()
         csv_rel = entry["frame_times"]
-        times = _read_frame_times(folder / csv_rel, csv_rel, warnings)
+        self.problems: list[str] = []
+        times = _read_frame_times(folder / csv_rel, csv_rel, self.problems)
         self._capture: Any = None
         self._next_position: int | None = None
         if "video" in entry:
@@ -311,6 +315,7 @@ class CameraSource:
         else:
             self.media = entry["images"]
             self._image_format = entry.get("image_format") or self._guess_image_format()
+        warnings.extend(self.problems)
         self.frame_times: np.ndarray = times
         self.frame_times.flags.writeable = False
 
@@ -324,14 +329,14 @@ class CameraSource:
 
         capture = cv2.VideoCapture(str(self._folder / self.media))
         if not capture.isOpened():
-            self._warnings.append(f"{self.media}: cannot be opened as a video (unfinished recording?); no frames used")
+            self.problems.append(f"{self.media}: cannot be opened as a video (unfinished recording?); no frames used")
             return times[:0]
         self._capture = capture
         self._next_position = 0
         video_frames = int(round(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
         if video_frames != times.size:
             used = min(video_frames, times.size)
-            self._warnings.append(
+            self.problems.append(
                 f"{self.media}: {video_frames} frames but "
                 f"{self.entry['frame_times']} has {times.size} good rows; "
                 f"using the first {used}"
@@ -422,17 +427,32 @@ class CameraSource:
 class Session:
     """A validated session folder. Create it with :func:`load_session`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], truth: dict[str, Any] | None, warnings: list[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        truth: dict[str, Any] | None,
+        warnings: list[str],
+        *,
+        has_truth_file: bool | None = None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
-        self.truth = truth
+        self.truth = truth  # None when absent or invalid (then a warning says why)
         self.warnings = warnings
+        self._has_truth_file = truth is not None if has_truth_file is None else has_truth_file
         self._cameras: dict[str, CameraSource] = {}
         self._events: dict[str, list[DeviceEvent]] = {}
 
     @property
     def session_id(self) -> str:
         return self.manifest["session_id"]
+
+    @property
+    def simulated(self) -> bool:
+        """True for a simulated session: it has a truth.json (even an invalid one) or session.json
+        says so (a ``simulated`` or ``simulator`` entry, as the simulators write)."""
+        return self._has_truth_file or bool(self.manifest.get("simulated") or self.manifest.get("simulator"))
 
     @property
     def bench_kind(self) -> str:
@@ -487,15 +507,12 @@ class Session:
         return list(self._events[device_id])
 
     def file_hashes(self) -> dict[str, str]:
-        """SHA-256 (hex) of every file in the session folder, keyed by relative path with '/'."""
-        hashes = {}
-        for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
-            digest = hashlib.sha256()
-            with open(file, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            hashes[file.relative_to(self.path).as_posix()] = digest.hexdigest()
-        return hashes
+        """SHA-256 (hex) of every input file of the session folder, keyed by relative path with '/'.
+
+        truth.json is not an input (only simulations have it, for comparison) and is not listed,
+        nor is hashes.json (the recorder's own hashes of the files, session/integrity.py).
+        """
+        return {path: digest for path, digest in hash_files(self.path).items() if path != TRUTH_FILE}
 
     def close(self) -> None:
         """Release open video decoders."""
@@ -512,8 +529,10 @@ class Session:
 def load_session(path: str | Path) -> Session:
     """Open and validate the session folder ``path`` (or its session.json).
 
-    Raises SessionError with one line per problem in session.json or
-    truth.json; damaged logs and frames are found later, as warnings.
+    Raises SessionError with one line per problem in session.json. An
+    invalid truth.json does not block verifying the session (truth is only
+    for comparison): its problems become warnings and ``Session.truth`` is
+    None. Damaged logs and frames are found later, as warnings.
     """
     folder = Path(path)
     if folder.name == "session.json" and folder.is_file():
@@ -526,12 +545,15 @@ def load_session(path: str | Path) -> Session:
     problems = schema_problems("session.json", manifest, "session-v1.json")
     if isinstance(manifest, dict):
         problems += _cross_problems(manifest, folder)
-    truth = None
-    if (folder / "truth.json").exists():
-        truth, truth_problems = load_json(folder / "truth.json", "truth.json")
-        if not truth_problems and isinstance(manifest, dict):
-            truth_problems = _truth_problems(truth, manifest)
-        problems += truth_problems
     if problems:
         raise SessionError(problems, folder)
-    return Session(folder, manifest, truth, [])
+    truth, warnings = None, []
+    has_truth_file = (folder / TRUTH_FILE).exists()
+    if has_truth_file:
+        truth, truth_problems = load_json(folder / TRUTH_FILE, TRUTH_FILE)
+        if not truth_problems:
+            truth_problems = _truth_problems(truth, manifest)
+        if truth_problems:
+            truth = None
+            warnings = [f"{problem} (truth.json not used)" for problem in truth_problems]
+    return Session(folder, manifest, truth, warnings, has_truth_file=has_truth_file)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from meterbench import __version__
-from meterbench.verify.report import overall_verdict, write_report_html, write_report_json
+from meterbench.errors import SessionError
+from meterbench.verify.report import write_reports
+from meterbench.verify.results import session_decision
 from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
 
 __all__ = ["run_session", "verify_session", "RegisterReaders"]
@@ -21,9 +23,13 @@ class RegisterReaders:
         self.dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None)
 
     def __call__(self, instrument: dict):
+        """The register reader of one session.json water meter; SessionError naming it for a bad layout."""
         from meterbench.vision import RegisterLayout, RegisterReader
 
-        layout = RegisterLayout.from_dict(instrument["register"])
+        try:
+            layout = RegisterLayout.from_dict(instrument["register"])
+        except ValueError as exc:  # from_dict's one-line "register layout: <field>: expected ..., got ..."
+            raise SessionError(f"session.json: instrument {instrument['id']!r}: {exc}") from None
         return RegisterReader(layout, self.digit_reader, self.dial_reader)
 
     @property
@@ -35,7 +41,12 @@ class RegisterReaders:
 def verify_session(
     session, options: ReadingOptions | None = None, readers: RegisterReaders | None = None
 ) -> tuple[dict, dict]:
-    """Verify a loaded session; returns (report dict, figures for the human report)."""
+    """Verify a loaded session; returns (report dict, figures for the human report).
+
+    The report dict is report.json (DESIGN.md, "Run command") before rounding;
+    the session's verdict combines the instruments' by the same rule as an
+    instrument combines its points (:func:`meterbench.verify.results.session_decision`).
+    """
     manifest = session.manifest
     figures: dict[str, dict[str, str]] = {}
     models: dict[str, str] = {}
@@ -50,11 +61,13 @@ def verify_session(
         figures = tank_figures(session, instruments)
     report = {
         "session": manifest["session_id"],
-        "verdict": overall_verdict([i["verdict"] for i in instruments]),
-        "instruments": instruments,
+        "verdict": session_decision(instruments).verdict,
+        "instruments": [i.to_dict() for i in instruments],
         "format": "meterbench-report",
         "report_version": 1,
         "bench_kind": manifest["bench_kind"],
+        "simulated": session.simulated,
+        "start_time_utc": manifest["start_time_utc"],
         "decision_rule": manifest.get("decision_rule", "simple"),
         "software": f"meterbench {__version__}",
         "models": models,
@@ -72,11 +85,10 @@ def _provenance_notes() -> list[str]:
 
 
 def run_session(session_dir: Path, out_dir: Path, options: ReadingOptions | None = None) -> dict:
-    """Verify the session in ``session_dir``; write report.json and report.html into ``out_dir``."""
+    """Verify the session in ``session_dir``; write report.json and report.html (as a pair) into ``out_dir``."""
     from meterbench.session.reader import load_session
 
-    session = load_session(session_dir)
-    report, figures = verify_session(session, options)
-    write_report_json(report, out_dir)
-    write_report_html(report, out_dir, figures, _provenance_notes())
+    with load_session(session_dir) as session:
+        report, figures = verify_session(session, options)
+    write_reports(report, out_dir, figures, _provenance_notes())
     return report

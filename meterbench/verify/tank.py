@@ -10,7 +10,10 @@ brought to water at 20 °C (:func:`meterbench.calibration.tank_error`: water
 density between meter and tank temperature, the can's cubic expansion) and
 compared; the MPE comes from :func:`meterbench.calibration.tank_mpe`.
 
-A run that cannot be measured is "inconclusive" with the reason, never guessed.
+A run that cannot be measured is "inconclusive" with the reason, never guessed;
+each run becomes a :class:`~meterbench.verify.results.PointResult`, each tank an
+:class:`~meterbench.verify.results.InstrumentResult`. Bad session.json content
+raises SessionError naming the field.
 Controller vocabulary used (MQTT ``bench/<id>/event``): ``point_start`` /
 ``point_stop`` (with ``reference_volume_l``), ``valve_set`` with ``valve`` in
 {"fill", "slow_fill", "drain"} and ``state``; telemetry carries
@@ -22,12 +25,25 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import cv2
 import numpy as np
 
 from meterbench import calibration
+from meterbench.errors import SessionError
+from meterbench.verify.results import (
+    Inconclusive,
+    InstrumentResult,
+    PointResult,
+    ReasonCounts,
+    WaterTemperature,
+    instrument_identity,
+    is_number,
+    require_frames,
+    water_temperature,
+)
 from meterbench.vision.neck_scale import NeckScaleGeometry, NeckScaleReading, read_neck_scale
 
 __all__ = ["TankConfig", "evaluate_tank_session", "tank_figures", "CONSISTENCY_DIVISIONS"]
@@ -39,8 +55,8 @@ _DEFAULT_TEMPERATURE_U_C = 0.1  # standard uncertainty of each thermometer (°C)
 _BETA_RELATIVE_U = 0.1  # relative standard uncertainty of the can's expansion coefficient
 
 
-def _config_error(where: str, expected: str, got: Any) -> ValueError:
-    return ValueError(f"session.json: {where}: expected {expected}, got {got!r}")
+def _config_error(where: str, expected: str, got: Any) -> SessionError:
+    return SessionError(f"session.json: {where}: expected {expected}, got {got!r}")
 
 
 def _positive(tank: dict, key: str, where: str, default: float | None = None) -> float:
@@ -66,7 +82,7 @@ class TankConfig:
 
     @classmethod
     def from_manifest(cls, tank: dict, where: str) -> TankConfig:
-        """Validate one ``tanks[i]`` entry; raise ValueError naming the field."""
+        """Validate one ``tanks[i]`` entry; raise SessionError naming the field."""
         if not isinstance(tank, dict):
             raise _config_error(where, "an object", tank)
         nominal = _positive(tank, "nominal_volume_l", where)
@@ -74,11 +90,11 @@ class TankConfig:
         try:
             calibration.cubic_expansion(str(material))
         except ValueError as exc:
-            raise ValueError(f"session.json: {where}.material: {exc}") from None
+            raise SessionError(f"session.json: {where}.material: {exc}") from None
         try:
             scale = NeckScaleGeometry.from_dict(tank.get("scale"))
         except ValueError as exc:
-            raise ValueError(f"session.json: {where}.{str(exc).removeprefix('tank ')}") from None
+            raise SessionError(f"session.json: {where}.{str(exc).removeprefix('tank ')}") from None
         default_drain = 60.0 if nominal >= 10.0 else 30.0  # UK practice, METROLOGY §3
         accuracy_class = tank.get("class")
         return cls(
@@ -105,10 +121,6 @@ class _RunTimes:
     fill_rate_m3h: float
 
 
-class _Inconclusive(Exception):
-    """A run cannot be measured; the message is the reason."""
-
-
 def _device_id(session, kind: str) -> str | None:
     return next((d["id"] for d in session.manifest.get("devices", []) if d.get("kind") == kind), None)
 
@@ -131,11 +143,11 @@ def _run_times(events: list[tuple[float, str, dict]], name: str, plan_rate: floa
     def latch(kind: str) -> tuple[float, float]:
         found = [(t, p) for t, k, p in events if k == "event" and p.get("event") == kind and p.get("point") == name]
         if len(found) != 1:
-            raise _Inconclusive(f"{len(found)} {kind} events for run {name} (expected 1)")
+            raise Inconclusive(f"{len(found)} {kind} events for run {name} (expected 1)")
         t, payload = found[0]
         volume = payload.get("reference_volume_l")
-        if not isinstance(volume, int | float) or isinstance(volume, bool):
-            raise _Inconclusive(f"{kind} of run {name} without reference_volume_l")
+        if not is_number(volume):
+            raise Inconclusive(f"{kind} of run {name} without a numeric reference_volume_l (got {volume!r})")
         return t, float(volume)
 
     start_t, start_l = latch("point_start")
@@ -155,34 +167,44 @@ def _run_times(events: list[tuple[float, str, dict]], name: str, plan_rate: floa
         payload = next(
             p for t, k, p in events if k == "event" and p.get("event") == "point_start" and p.get("point") == name
         )
-        rate = payload.get("flow_set_m3h", math.nan)
-    return _RunTimes(start_t, stop_t, start_l, stop_l, after[0] if after else math.inf, drain_before, float(rate))
+        rate = payload.get("flow_set_m3h")
+    rate = float(rate) if is_number(rate) else math.nan
+    return _RunTimes(start_t, stop_t, start_l, stop_l, after[0] if after else math.inf, drain_before, rate)
 
 
-def _mean_in(values: list[tuple[float, float]], t0: float, t1: float, what: str) -> float:
-    chosen = [v for t, v in values if t0 <= t <= t1 and math.isfinite(v)]
-    if not chosen:
-        raise _Inconclusive(f"no {what} between {t0:.1f} s and {t1:.1f} s")
-    return float(np.mean(chosen))
+def _logged(samples: list[tuple[float, Any]], t0: float, t1: float) -> list[Any]:
+    return [v for t, v in samples if t0 <= t <= t1]
 
 
-def _temperatures(session, events, times: _RunTimes) -> tuple[float, float]:
-    """Mean water temperature (°C) at the reference meter during the fill and in the tank after."""
-    meter: list[tuple[float, float]] = []
+def _temperatures(session, events, times: _RunTimes) -> tuple[WaterTemperature, WaterTemperature]:
+    """Mean water temperature (°C) at the reference meter during the fill and in the tank after.
+
+    Either one missing: session.json's assumed_water_temperature_c (flagged), else Inconclusive.
+    """
+    meter: list[tuple[float, Any]] = []
     reference = (session.manifest.get("reference_instruments") or [{}])[0].get("device")
     if reference is not None:
         meter = [
-            (e.t_s, float(e.parsed["temperature_c"]))
+            (e.t_s, e.parsed["temperature_c"])
             for e in session.device_events(reference)
-            if isinstance(e.parsed, dict) and "temperature_c" in e.parsed
+            if isinstance(e.parsed, dict) and is_number(e.parsed.get("temperature_c"))
         ]
     if not meter:
-        meter = [(t, float(p["temperature_c"])) for t, k, p in events if k == "telemetry" and "temperature_c" in p]
-    tank = [(t, float(p["tank_temperature_c"])) for t, k, p in events if k == "telemetry" and "tank_temperature_c" in p]
+        meter = [(t, p["temperature_c"]) for t, k, p in events if k == "telemetry" and "temperature_c" in p]
+    tank = [(t, p["tank_temperature_c"]) for t, k, p in events if k == "telemetry" and "tank_temperature_c" in p]
     end = min(times.read_until_t, times.stop_t + 600.0)
+    manifest = session.manifest
     return (
-        _mean_in(meter, times.start_t, times.stop_t, "reference-meter temperature"),
-        _mean_in(tank, times.stop_t, end, "tank temperature (tank_temperature_c)"),
+        water_temperature(
+            _logged(meter, times.start_t, times.stop_t),
+            manifest,
+            f"reference-meter temperature from {times.start_t:.1f} s to {times.stop_t:.1f} s",
+        ),
+        water_temperature(
+            _logged(tank, times.stop_t, end),
+            manifest,
+            f"tank temperature (tank_temperature_c) from {times.stop_t:.1f} s to {end:.1f} s",
+        ),
     )
 
 
@@ -200,10 +222,10 @@ def _read_settled(session, config: TankConfig, times: _RunTimes) -> _ScaleResult
     t0 = times.stop_t + config.settle_time_s
     indices = [i for i, t in enumerate(camera.frame_times) if t0 <= t < times.read_until_t]
     if not indices:
-        raise _Inconclusive(f"no camera frame between {t0:.1f} s (settled) and the drain")
+        raise Inconclusive(f"camera {config.camera}: no frame between {t0:.1f} s (settled) and the drain")
     readings: list[tuple[float, NeckScaleReading]] = []
     frames: dict[int, np.ndarray] = {}
-    failures: dict[str, int] = {}
+    failures = ReasonCounts()
     for _index, t_s, frame in camera.iter_frames(indices):
         reading = (
             read_neck_scale(frame, config.scale)
@@ -214,18 +236,17 @@ def _read_settled(session, config: TankConfig, times: _RunTimes) -> _ScaleResult
             readings.append((t_s, reading))
             frames[len(readings) - 1] = frame
         else:
-            failures[reading.reason] = failures.get(reading.reason, 0) + 1
+            failures.add(reading.reason)
     if len(readings) < MIN_READINGS:
-        why = "; ".join(f"{n}× {r}" for r, n in sorted(failures.items(), key=lambda x: -x[1]))
-        raise _Inconclusive(
-            f"scale read on {len(readings)} of {len(indices)} settled frames "
-            f"(need {MIN_READINGS}): {why or 'no frames'}"
+        raise Inconclusive(
+            f"camera {config.camera}: scale read on {len(readings)} of {len(indices)} settled frames "
+            f"(need {MIN_READINGS}): {failures or 'no frames'}"
         )
     levels = np.array([r.level_ml for _, r in readings])
     spread = float(np.ptp(levels))
     tolerance = CONSISTENCY_DIVISIONS * config.scale.ml_per_division
     if spread > tolerance:
-        raise _Inconclusive(
+        raise Inconclusive(
             f"settled readings inconsistent: spread {spread:.1f} mL over "
             f"{len(readings)} frames > {tolerance:.1f} mL (surface not settled?)"
         )
@@ -257,11 +278,11 @@ def _budget(
 ) -> calibration.UncertaintyBudget:
     budget = calibration.UncertaintyBudget()
     u_ref = reference.get("expanded_uncertainty_pct")
-    if not isinstance(u_ref, int | float) or isinstance(u_ref, bool):
-        raise _Inconclusive("reference_instruments[0].expanded_uncertainty_pct missing: no uncertainty budget")
+    if not is_number(u_ref):
+        raise Inconclusive("reference_instruments[0].expanded_uncertainty_pct missing: no uncertainty budget")
     budget.add_reference(float(u_ref), k=float(reference.get("coverage_factor", 2.0)))
     resolution = reference.get("resolution_l")
-    if isinstance(resolution, int | float) and resolution > 0:
+    if is_number(resolution) and resolution > 0:
         budget.add_resolution(float(resolution), volume_l, name="reference resolution")
     budget.add_component(
         "neck-scale reading (meniscus, marks, frame scatter)",
@@ -284,69 +305,71 @@ def _budget(
     return budget
 
 
-def _inconclusive_point(name: str, rate: float, mpe_pct: float, reason: str) -> dict:
-    return {
-        "name": name,
-        "flow_rate": rate,
-        "reference_volume": math.nan,
-        "indicated_volume": math.nan,
-        "error_pct": math.nan,
-        "mpe_pct": mpe_pct,
-        "uncertainty_pct": math.nan,
-        "verdict": "inconclusive",
-        "reason": reason,
-    }
-
-
-def _evaluate_run(session, config: TankConfig, events, point: dict, mpe: calibration.MpeResult, rule: str) -> dict:
-    name = point["name"]
+def _evaluate_run(
+    session, config: TankConfig, events, point: dict, mpe: calibration.MpeResult, rule: str
+) -> PointResult:
+    """One run of one tank; inconclusive with the reason when its data cannot give a verdict."""
     plan_rate = point.get("flow_rate_m3h")
-    try:
-        times = _run_times(events, name, plan_rate)
-        if not times.drain_before_s >= config.drain_time_s:
-            seen = "no drain seen" if math.isnan(times.drain_before_s) else f"drain lasted {times.drain_before_s:.1f} s"
-            raise _Inconclusive(f"{seen} before run {name}; the tank needs {config.drain_time_s:.0f} s")
-        meter_c, tank_c = _temperatures(session, events, times)
-        scale = _read_settled(session, config, times)
-        delivered = times.stop_l - times.start_l
-        if delivered <= 0:
-            raise _Inconclusive(f"delivered volume {delivered:.4f} L is not positive")
-        read_l = config.nominal_volume_l + scale.level_ml / 1000.0
-        result = calibration.tank_error(read_l, delivered, meter_c, tank_c, config.material)
-        budget = _budget(
-            config, session.manifest["reference_instruments"][0], scale, result.reference_volume_l, meter_c, tank_c
-        )
-    except _Inconclusive as exc:
-        rate = float(plan_rate) if plan_rate is not None else math.nan
-        return _inconclusive_point(name, rate, mpe.mpe_pct, str(exc))
-    expanded = budget.expanded_pct(k=2.0)
-    decision = calibration.decide(result.error_pct, mpe.mpe_pct, expanded, rule=rule)
-    return {
-        "name": name,
-        "flow_rate": times.fill_rate_m3h,
-        "reference_volume": result.reference_volume_l,
-        "indicated_volume": result.indicated_volume_l,
-        "error_pct": result.error_pct,
-        "mpe_pct": mpe.mpe_pct,
-        "uncertainty_pct": expanded,
-        "verdict": decision.verdict,
-        "reason": decision.reason,
-        "details": {
-            "start_t_s": times.start_t,
-            "stop_t_s": times.stop_t,
-            "delivered_l_at_meter": delivered,
-            "scale_level_ml": scale.level_ml,
-            "scale_u_ml": scale.u_ml,
-            "frames_read": len(scale.readings),
-            "meter_temperature_c": meter_c,
-            "tank_temperature_c": tank_c,
-            "drain_before_s": times.drain_before_s,
-            "mpe_source": mpe.source,
-            "mpe_provenance": mpe.provenance,
-            "uncertainty_budget": budget.as_dict(),
-        },
-        "_figure": scale.figure,
+    rate = float(plan_rate) if is_number(plan_rate) else math.nan
+    return PointResult.from_evaluation(
+        point["name"],
+        partial(_measure_run, session, config, events, point["name"], plan_rate, mpe, rule),
+        flow_rate=rate,
+        mpe_pct=mpe.mpe_pct,
+    )
+
+
+def _measure_run(
+    session, config: TankConfig, events, name: str, plan_rate: Any, mpe: calibration.MpeResult, rule: str
+) -> PointResult:
+    """_evaluate_run's work; raises Inconclusive when the data falls short."""
+    times = _run_times(events, name, plan_rate if is_number(plan_rate) else None)
+    if not times.drain_before_s >= config.drain_time_s:
+        seen = "no drain seen" if math.isnan(times.drain_before_s) else f"drain lasted {times.drain_before_s:.1f} s"
+        raise Inconclusive(f"{seen} before run {name}; the tank needs {config.drain_time_s:.0f} s")
+    meter, tank = _temperatures(session, events, times)
+    scale = _read_settled(session, config, times)
+    delivered = times.stop_l - times.start_l
+    if delivered <= 0:
+        raise Inconclusive(f"delivered volume {delivered:.4f} L is not positive")
+    read_l = config.nominal_volume_l + scale.level_ml / 1000.0
+    meter_c, tank_c = meter.value_c, tank.value_c
+    result = calibration.tank_error(read_l, delivered, meter_c, tank_c, config.material)
+    budget = _budget(
+        config, session.manifest["reference_instruments"][0], scale, result.reference_volume_l, meter_c, tank_c
+    )
+    details: dict[str, Any] = {
+        "start_t_s": times.start_t,
+        "stop_t_s": times.stop_t,
+        "delivered_l_at_meter": delivered,
+        "scale_level_ml": scale.level_ml,
+        "scale_u_ml": scale.u_ml,
+        "frames_read": len(scale.readings),
+        "meter_temperature_c": meter_c,
+        "tank_temperature_c": tank_c,
     }
+    for key, temperature in (("meter_temperature_assumed", meter), ("tank_temperature_assumed", tank)):
+        if temperature.assumed:
+            details[key] = True
+    details |= {
+        "drain_before_s": times.drain_before_s,
+        "mpe_source": mpe.source,
+        "mpe_provenance": mpe.provenance,
+        "uncertainty_budget": budget.as_dict(),
+    }
+    return PointResult.decided(
+        name,
+        flow_rate=times.fill_rate_m3h,
+        reference_volume=result.reference_volume_l,
+        indicated_volume=result.indicated_volume_l,
+        error_pct=result.error_pct,
+        mpe_pct=mpe.mpe_pct,
+        uncertainty_pct=budget.expanded_pct(k=2.0),
+        rule=rule,
+        details=details,
+        notes=sorted({t.note for t in (meter, tank) if t.assumed}),
+        figure=scale.figure,
+    )
 
 
 def _tank_entries(session) -> list[tuple[str, dict]]:
@@ -357,58 +380,72 @@ def _tank_entries(session) -> list[tuple[str, dict]]:
     return entries
 
 
-def evaluate_tank_session(session) -> list[dict]:
-    """Verify every tank of a loaded tank session; returns report.json instrument objects.
-
-    Each point (run) also carries ``"_figure"``: a BGR crop of the neck with the
-    meniscus reading drawn (None when not read); report writers drop ``_`` keys.
-    """
-    manifest = session.manifest
-    if not manifest.get("reference_instruments"):
-        raise ValueError("session.json: reference_instruments: expected the reference totaliser, got none")
-    rule = manifest.get("decision_rule", "simple")
-    events = _controller_events(session)
-    instruments = []
-    for where, entry in _tank_entries(session):
-        config = TankConfig.from_manifest(entry, where)
-        mpe = calibration.tank_mpe(
+def _tank_mpe(config: TankConfig, where: str) -> calibration.MpeResult:
+    try:
+        return calibration.tank_mpe(
             config.nominal_volume_l,
             accuracy_class=config.accuracy_class,
             scale_division_l=config.scale.ml_per_division / 1000.0,
         )
-        points = [_evaluate_run(session, config, events, point, mpe, rule) for point in manifest["test_plan"]["points"]]
-        verdict = calibration.decide_instrument({p["name"]: p["verdict"] for p in points})
+    except ValueError as exc:  # an unknown class, a scale without divisions
+        raise SessionError(f"session.json: {where}: {exc}") from None
+
+
+def _evaluate_tank(session, config: TankConfig, events, mpe, rule: str, identity: dict, warnings: list[str]):
+    """Every run of one tank; raises Inconclusive when its camera has no frames."""
+    require_frames(session.camera(config.camera), MIN_READINGS)
+    points = [
+        _evaluate_run(session, config, events, point, mpe, rule) for point in session.manifest["test_plan"]["points"]
+    ]
+    return InstrumentResult.from_points(config.id, "tank", points, identity=identity, warnings=warnings)
+
+
+def evaluate_tank_session(session) -> list[InstrumentResult]:
+    """Verify every tank of a loaded tank session, one InstrumentResult each.
+
+    Each measured point (run) carries ``figure``: a BGR crop of the neck with
+    the meniscus reading drawn (see :func:`tank_figures`).
+    """
+    manifest = session.manifest
+    if not manifest.get("reference_instruments"):
+        raise SessionError("session.json: reference_instruments: expected the reference totaliser, got none")
+    rule = manifest.get("decision_rule", "simple")
+    events = _controller_events(session)
+    names = [point["name"] for point in manifest["test_plan"]["points"]]
+    instruments = []
+    for where, entry in _tank_entries(session):
+        config = TankConfig.from_manifest(entry, where)
+        mpe = _tank_mpe(config, where)
         warnings = (
             []
             if mpe.provenance == "SRC"
             else [f"MPE {mpe.mpe_pct:.4g} % is a configurable default ({mpe.provenance}): {mpe.source}"]
         )
+        identity = instrument_identity(entry)
         instruments.append(
-            {
-                "id": config.id,
-                "kind": "tank",
-                "verdict": getattr(verdict, "verdict", verdict),
-                "points": points,
-                "nominal_volume_l": config.nominal_volume_l,
-                "material": config.material,
-                "warnings": warnings,
-            }
+            InstrumentResult.from_evaluation(
+                config.id,
+                "tank",
+                names,
+                partial(_evaluate_tank, session, config, events, mpe, rule, identity, warnings),
+                identity=identity,
+                warnings=warnings,
+            )
         )
     return instruments
 
 
-def tank_figures(session, instruments: list[dict]) -> dict[str, dict[str, str]]:
+def tank_figures(session, instruments: list[InstrumentResult]) -> dict[str, dict[str, str]]:
     """Per tank id: {caption: PNG data URI} of each run's neck crop with the reading drawn."""
     figures: dict[str, dict[str, str]] = {}
     for instrument in instruments:
-        for point in instrument.get("points", []):
-            image = point.get("_figure")
-            if image is None:
+        for point in instrument.points:
+            if point.figure is None:
                 continue
-            ok, png = cv2.imencode(".png", image)
+            ok, png = cv2.imencode(".png", point.figure)
             if ok:
-                caption = f"{instrument['id']} {point['name']}: meniscus {point['details']['scale_level_ml']:+.1f} mL"
-                figures.setdefault(instrument["id"], {})[caption] = "data:image/png;base64," + base64.b64encode(
+                caption = f"{instrument.id} {point.name}: meniscus {point.details['scale_level_ml']:+.1f} mL"
+                figures.setdefault(instrument.id, {})[caption] = "data:image/png;base64," + base64.b64encode(
                     png.tobytes()
                 ).decode("ascii")
     return figures

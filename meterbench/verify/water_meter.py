@@ -5,25 +5,40 @@ give the instants and the latched reference totals; the camera frames around
 those instants give the register values (robust fit against the reference
 track, misreads rejected); sparse frames in between prove the register
 followed the flow. Error, MPE, uncertainty and decision come from
-`meterbench.calibration`.
+`meterbench.calibration`. Every point becomes a
+:class:`~meterbench.verify.results.PointResult`; a point or meter whose
+recorded data cannot give a verdict is inconclusive with the reason, and one
+meter's damaged camera never costs the other meters their verdicts.
 """
 
 from __future__ import annotations
 
 import math
-import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from meterbench import calibration
+from meterbench.errors import SessionError
 from meterbench.verify.fusion import (
     InstantEstimate,
     ReferenceTrack,
     check_track,
     estimate_at_instant,
+)
+from meterbench.verify.results import (
+    Inconclusive,
+    InstrumentResult,
+    PointResult,
+    ReasonCounts,
+    instrument_identity,
+    is_number,
+    require_frames,
+    water_temperature,
 )
 
 __all__ = [
@@ -40,7 +55,6 @@ __all__ = [
     "select_frames",
 ]
 
-_NUMBER = re.compile(r"(?<![A-Za-z.\d])\d+(\.\d+)?")
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
 
@@ -85,15 +99,21 @@ def _good_events(events) -> list:
     return [e for e in events if e.error is None and isinstance(e.parsed, dict)]
 
 
-def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
-    """The reference meter's volume track and a list of problems found in its log."""
-    manifest = session.manifest
-    refs = manifest.get("reference_instruments", [])
+def _reference_instrument(manifest: dict) -> dict:
+    refs = manifest.get("reference_instruments") or []
     if not refs:
-        raise ValueError("session.json: reference_instruments: expected at least one reference meter")
-    device = refs[0].get("device")
+        raise SessionError("session.json: reference_instruments: expected at least one reference meter, got none")
+    return refs[0]
+
+
+def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
+    """The reference meter's volume track and a list of problems found in its log.
+
+    Raises Inconclusive when the log gives no usable track (every point needs it).
+    """
+    device = _reference_instrument(session.manifest)["device"]
     events = session.device_events(device)
-    good = [e for e in _good_events(events) if "volume_l" in e.parsed]
+    good = [e for e in _good_events(events) if is_number(e.parsed.get("volume_l"))]
     problems = []
     if len(good) < len(events):
         problems.append(
@@ -101,13 +121,16 @@ def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
             f"unusable (recorded raw, not used)"
         )
     if len(good) < 2:
-        raise ValueError(f"devices/{device}: fewer than 2 valid reference readings")
+        raise Inconclusive(f"reference meter {device}: {len(good)} valid volume readings in its log (need 2)")
     t = np.array([e.t_s for e in good], dtype=np.float64)
     v = np.array([e.parsed["volume_l"] for e in good], dtype=np.float64)
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
     keep = np.concatenate([[True], np.diff(t) > 0])
-    return ReferenceTrack.from_samples(t[keep], v[keep]), problems
+    try:
+        return ReferenceTrack.from_samples(t[keep], v[keep]), problems
+    except ValueError as exc:  # the only data check of from_samples left: volume running backwards
+        raise Inconclusive(f"reference meter {device}: {exc}") from None
 
 
 def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]:
@@ -115,11 +138,16 @@ def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]
     timings = {name: PointTiming(name) for name in point_names}
     for device in _device_ids(session.manifest, ("mqtt", "controller")):
         for event in _good_events(session.device_events(device)):
-            kind = event.parsed.get("event")
-            timing = timings.get(event.parsed.get("point"))
+            kind, point = event.parsed.get("event"), event.parsed.get("point")
+            timing = timings.get(point) if isinstance(point, str) else None
             if timing is None or kind not in ("point_start", "point_stop"):
                 continue
             latched = event.parsed.get("reference_volume_l")
+            if latched is not None and not is_number(latched):
+                timing.problems.append(
+                    f"{kind} of {timing.name} in {device}: reference_volume_l: expected a number, got {latched!r}"
+                )
+                latched = None
             if kind == "point_start":
                 timing.start_t_s, timing.start_reference_l = event.t_s, latched
             else:
@@ -137,6 +165,8 @@ def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]
 def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float, options: ReadingOptions) -> np.ndarray:
     """Indices of the frames a point's verdict needs (sorted, unique)."""
     t = frame_times_s
+    if len(t) == 0:
+        return np.zeros(0, dtype=np.int64)
     if options.every_frame:
         mask = (t >= start_t_s - options.window_before_s) & (t <= stop_t_s + options.stop_after_s)
         return np.flatnonzero(mask)
@@ -170,7 +200,7 @@ class _Readings:
     u_l: np.ndarray
     n_frames: int
     n_unreadable: int
-    reasons: dict[str, int]
+    reasons: ReasonCounts
 
 
 @dataclass(frozen=True)
@@ -227,11 +257,7 @@ class RegisterFrameCache:
         self.read(indices, finest_element)
         results = [self._results[(int(i), finest_element)] for i in indices]
         good = [r for r in results if not r.reason]
-        reasons: dict[str, int] = {}
-        for r in results:
-            if r.reason:
-                kind = _NUMBER.sub("#", r.reason)  # "confidence 0.37 < 0.50" and "0.41 < 0.50" are one kind
-                reasons[kind] = reasons.get(kind, 0) + 1
+        reasons = ReasonCounts(r.reason for r in results if r.reason)
         return _Readings(
             np.array([r.t_s for r in good]),
             np.array([r.volume_l for r in good]),
@@ -242,30 +268,25 @@ class RegisterFrameCache:
         )
 
 
-def _mean_temperature(session, start_t_s: float, stop_t_s: float, fallback_c: float = 20.0) -> float:
-    values = []
-    for device in _device_ids(session.manifest, ("mqtt", "controller", "serial-totaliser")):
-        for event in _good_events(session.device_events(device)):
-            if start_t_s <= event.t_s <= stop_t_s:
-                temperature = event.parsed.get("temperature_c")
-                if isinstance(temperature, int | float) and math.isfinite(temperature):
-                    values.append(float(temperature))
-    return float(np.mean(values)) if values else fallback_c
+def _temperatures_logged(session, start_t_s: float, stop_t_s: float) -> list:
+    """Every ``temperature_c`` (°C) the bench's devices logged in [start, stop]."""
+    return [
+        event.parsed.get("temperature_c")
+        for device in _device_ids(session.manifest, ("mqtt", "controller", "serial-totaliser"))
+        for event in _good_events(session.device_events(device))
+        if start_t_s <= event.t_s <= stop_t_s
+    ]
 
 
-def _inconclusive(name: str, flow_m3h: float, reason: str, **known) -> dict:
-    point = {
-        "name": name,
-        "flow_rate": flow_m3h,
-        "reference_volume": known.get("reference_volume", float("nan")),
-        "indicated_volume": float("nan"),
-        "error_pct": float("nan"),
-        "mpe_pct": known.get("mpe_pct", float("nan")),
-        "uncertainty_pct": float("nan"),
-        "verdict": "inconclusive",
-        "reason": reason,
-    }
-    return point
+def _rated_flows(instrument: dict, where: str) -> tuple[calibration.Flows, list[str]]:
+    """Q1..Q4 (m³/h) of a meter's rating, and warnings for a rating outside the ISO 4064 series."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", calibration.NonStandardRatingWarning)
+        try:
+            flows = calibration.water_meter_flows(instrument["q3_m3h"], instrument["r"])
+        except ValueError as exc:
+            raise SessionError(f"session.json: {where}: {exc}") from None
+    return flows, [f"{where} ({instrument['id']}): {w.message}" for w in caught]
 
 
 def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float, options: ReadingOptions):
@@ -285,9 +306,7 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
         if not est.ok:
             why = f"flying {label}: {est.reason}"
             if readings.reasons:
-                why += (
-                    " (unreadable frames: " + ", ".join(f"{k} x{v}" for k, v in sorted(readings.reasons.items())) + ")"
-                )
+                why += f" (unreadable frames: {readings.reasons})"
             return why
     track_check = check_track(readings.t_s, readings.volume_l, readings.u_l, track, start, stop, t0, t1)
     if not track_check.ok:
@@ -353,15 +372,36 @@ def evaluate_point(
     options: ReadingOptions,
     reference_u_pct_k2: float,
     decision_rule: str,
-) -> dict:
-    """One test point of one meter -> a report.json point object."""
+) -> PointResult:
+    """One test point of one meter; inconclusive with the reason when its data cannot give a verdict."""
+    planned_flow = float(plan_point.get("flow_rate_m3h", math.nan))
+    return PointResult.from_evaluation(
+        plan_point["name"],
+        lambda: _measure_point(
+            session, instrument, plan_point, timing, track, cache, options, reference_u_pct_k2, decision_rule
+        ),
+        flow_rate=planned_flow,
+    )
+
+
+def _measure_point(
+    session,
+    instrument,
+    plan_point,
+    timing: PointTiming,
+    track: ReferenceTrack,
+    cache: RegisterFrameCache,
+    options: ReadingOptions,
+    reference_u_pct_k2: float,
+    decision_rule: str,
+) -> PointResult:
+    """evaluate_point's work; raises Inconclusive (with what is known so far) when the data falls short."""
     name = plan_point["name"]
-    planned_flow = float(plan_point.get("flow_rate_m3h", float("nan")))
     if timing.problems:
-        return _inconclusive(name, planned_flow, "; ".join(timing.problems))
+        raise Inconclusive("; ".join(timing.problems))
     t0, t1 = timing.start_t_s, timing.stop_t_s
     if not track.covers(t0, t1):
-        return _inconclusive(name, planned_flow, "reference meter log does not cover the point (truncated device log?)")
+        raise Inconclusive("reference meter log does not cover the point (truncated device log?)")
     streamed0, streamed1 = track.volume_at([t0, t1])
     reference_l = float(streamed1 - streamed0)
     problems = []
@@ -377,31 +417,46 @@ def evaluate_point(
         reference_l = float(timing.stop_reference_l - timing.start_reference_l)
     flow_l_s = reference_l / (t1 - t0)
     flow_m3h = flow_l_s * S_PER_H / L_PER_M3
+    known: dict[str, Any] = {"flow_rate": flow_m3h, "reference_volume": reference_l}
     if problems:
-        return _inconclusive(name, flow_m3h, "; ".join(problems), reference_volume=reference_l)
+        raise Inconclusive("; ".join(problems), **known)
+    if not reference_l > 0:
+        raise Inconclusive(f"reference volume {reference_l:.4f} L is not positive (no flow during the point?)", **known)
 
-    flows = calibration.water_meter_flows(instrument["q3_m3h"], instrument["r"])
-    temperature_c = _mean_temperature(session, t0, t1)
+    flows, _ = _rated_flows(instrument, f"instrument {instrument['id']}")
+    try:
+        temperature = water_temperature(
+            _temperatures_logged(session, t0, t1), session.manifest, f"{t0:.1f} s to {t1:.1f} s"
+        )
+    except Inconclusive as exc:
+        raise Inconclusive(exc.reason, **known) from None
+    temperature_c = temperature.value_c
     try:
         mpe = calibration.water_meter_mpe(instrument["accuracy_class"], flow_m3h, flows, temperature_c)
     except ValueError as exc:
-        return _inconclusive(name, flow_m3h, f"no MPE for this flow: {exc}", reference_volume=reference_l)
+        raise Inconclusive(f"no MPE for this flow: {exc}", **known) from None
+    known["mpe_pct"] = mpe.mpe_pct
     if name in ("Q1", "Q2", "Q3"):  # a point named after a rated flow must be run inside its window
         low, high = calibration.verification_flow_window(name, flows)
         if not low <= flow_m3h <= high:
-            return _inconclusive(
-                name,
-                flow_m3h,
+            raise Inconclusive(
                 f"mean flow {flow_m3h:.5g} m3/h outside the {name} verification window [{low:.5g}, {high:.5g}] m3/h",
-                reference_volume=reference_l,
-                mpe_pct=mpe.mpe_pct,
+                **known,
             )
+    if not is_number(reference_u_pct_k2):
+        raise Inconclusive("reference_instruments[0].expanded_uncertainty_pct missing: no uncertainty budget", **known)
 
     camera = cache.camera
     layout = cache.register_reader.layout
     finest = finest_usable_element(layout.elements, flow_l_s, camera_fps(camera), options.max_turns_per_frame)
     indices = select_frames(camera.frame_times, t0, t1, options)
-    known = {"reference_volume": reference_l, "mpe_pct": mpe.mpe_pct}
+    if indices.size == 0:
+        times = camera.frame_times
+        raise Inconclusive(
+            f"camera {camera.camera_id}: no frame around the point ({t0:.1f} s to {t1:.1f} s); "
+            f"its frames cover {times[0]:.1f} s to {times[-1]:.1f} s",
+            **known,
+        )
     # The finest usable element first; if it cannot be read (glare, blur), the next coarser one:
     # a coarser reading widens the uncertainty and the decision rule sees that.
     failures = []
@@ -413,7 +468,14 @@ def evaluate_point(
         start, stop, track_check, readings = fused
         break
     else:
-        return _inconclusive(name, flow_m3h, "; ".join(failures), **known)
+        times = camera.frame_times
+        if times[0] > t0 or times[-1] < t1:  # say why the frames fell short when the camera is the cause
+            failures.insert(
+                0,
+                f"camera {camera.camera_id}: its frames cover {times[0]:.1f} s to {times[-1]:.1f} s "
+                f"of the point's {t0:.1f} s to {t1:.1f} s",
+            )
+        raise Inconclusive("; ".join(failures), **known)
     finest = level
 
     indicated_l = stop.volume_l - start.volume_l
@@ -433,22 +495,22 @@ def evaluate_point(
         100.0 * beta * options.temperature_u_c,
         source=f"u(t) = {options.temperature_u_c} °C, beta = {beta:.2e} /°C",
     )
-    expanded_pct = budget.expanded_pct(k=2.0)
-    decision = calibration.decide(error_pct, mpe.mpe_pct, expanded_pct, rule=decision_rule)
-    return {
-        "name": name,
-        "flow_rate": flow_m3h,
-        "reference_volume": reference_l,
-        "indicated_volume": indicated_l,
-        "error_pct": error_pct,
-        "mpe_pct": mpe.mpe_pct,
-        "uncertainty_pct": expanded_pct,
-        "verdict": decision.verdict,
-        "reason": decision.reason,
-        "details": {
+    temperature_details = {"water_temperature_c": temperature_c}
+    if temperature.assumed:
+        temperature_details["water_temperature_assumed"] = True
+    return PointResult.decided(
+        name,
+        flow_rate=flow_m3h,
+        reference_volume=reference_l,
+        indicated_volume=indicated_l,
+        error_pct=error_pct,
+        mpe_pct=mpe.mpe_pct,
+        uncertainty_pct=budget.expanded_pct(k=2.0),
+        rule=decision_rule,
+        details={
             "start_t_s": t0,
             "stop_t_s": t1,
-            "water_temperature_c": temperature_c,
+            **temperature_details,
             "zone": mpe.zone,
             "mpe_source": mpe.source,
             "finest_element": layout.elements[finest].name,
@@ -459,38 +521,78 @@ def evaluate_point(
             "readings_rejected": start.n_rejected + stop.n_rejected + track_check.n_outliers,
             "uncertainty_budget": budget.as_dict(),
         },
-    }
+        notes=[temperature.note] if temperature.assumed else [],
+    )
+
+
+def _evaluate_meter(
+    session,
+    instrument: dict,
+    register_reader,
+    timings: dict[str, PointTiming],
+    track: ReferenceTrack,
+    options: ReadingOptions,
+    identity: dict,
+    instrument_warnings: list[str],
+) -> InstrumentResult:
+    """Every point of one meter; raises Inconclusive when its camera has no frames to read."""
+    manifest = session.manifest
+    reference_u = _reference_instrument(manifest).get("expanded_uncertainty_pct", math.nan)
+    rule = manifest.get("decision_rule", "simple")
+    camera = session.camera(instrument["camera"])
+    require_frames(camera)
+    cache = RegisterFrameCache(camera, register_reader)
+    points = [
+        evaluate_point(session, instrument, p, timings[p["name"]], track, cache, options, reference_u, rule)
+        for p in manifest["test_plan"]["points"]
+    ]
+    return InstrumentResult.from_points(
+        instrument["id"], "water-meter", points, identity=identity, warnings=instrument_warnings
+    )
 
 
 def evaluate_water_meter_session(
     session, register_reader_for: Callable[[dict], Any], options: ReadingOptions | None = None
-) -> list[dict]:
-    """Verify every water meter of a session; returns report.json instrument objects."""
+) -> list[InstrumentResult]:
+    """Verify every water meter of a session, one InstrumentResult each.
+
+    Bad session.json content raises SessionError. Unusable recorded data stays
+    local: a reference log without a track makes every point inconclusive, a
+    camera without frames its meter's points, a point without its events that point.
+    """
     options = options or ReadingOptions()
     manifest = session.manifest
-    plan = manifest["test_plan"]["points"]
-    track, track_problems = reference_track(session)
-    timings = point_timings(session, [p["name"] for p in plan])
-    reference = manifest["reference_instruments"][0]
-    reference_u = float(reference.get("expanded_uncertainty_pct", float("nan")))
-    rule = manifest.get("decision_rule", "simple")
+    names = [p["name"] for p in manifest["test_plan"]["points"]]
+    try:
+        track, track_problems = reference_track(session)
+        track_reason = ""
+    except Inconclusive as exc:
+        track, track_problems, track_reason = None, [], exc.reason
+    timings = point_timings(session, names)
     instruments = []
-    for instrument in manifest["instruments"]:
-        cache = RegisterFrameCache(session.camera(instrument["camera"]), register_reader_for(instrument))
-        points = [
-            evaluate_point(
-                session, instrument, plan_point, timings[plan_point["name"]], track, cache, options, reference_u, rule
+    for index, instrument in enumerate(manifest["instruments"]):
+        identity = instrument_identity(instrument)
+        _, rating_warnings = _rated_flows(instrument, f"instruments[{index}]")
+        instrument_warnings = track_problems + rating_warnings
+        register_reader = register_reader_for(instrument)
+        if track is None:
+            result = InstrumentResult.inconclusive(
+                instrument["id"], "water-meter", names, track_reason, identity=identity, warnings=instrument_warnings
             )
-            for plan_point in plan
-        ]
-        verdict = calibration.decide_instrument([p["verdict"] for p in points])
-        instruments.append(
-            {
-                "id": instrument["id"],
-                "kind": "water-meter",
-                "verdict": verdict,
-                "points": points,
-                "warnings": list(track_problems),
-            }
-        )
+        else:
+            evaluate = partial(
+                _evaluate_meter,
+                session,
+                instrument,
+                register_reader,
+                timings,
+                track,
+                options,
+                identity,
+                instrument_warnings,
+            )
+            result = InstrumentResult.from_evaluation(
+                instrument["id"], "water-meter", names, evaluate, identity=identity, warnings=instrument_warnings
+            )
+        instruments.append(result)
     return instruments

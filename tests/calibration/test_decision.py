@@ -88,14 +88,23 @@ def test_instrument_verdict_combines_points():
     ok = decide(0.5, 2.0, 0.1)
     bad = decide(3.0, 2.0, 0.1)
     unsure = decide(0.5, 2.0, 1.0)
-    assert decide_instrument([ok, ok]).verdict == "pass"
-    assert decide_instrument({"Q3": ok, "Q1": unsure}).verdict == "inconclusive"
+    passed = decide_instrument([ok, ok])
+    assert (passed.verdict, passed.reason, passed.rule, passed.statement) == ("pass", "all 2 pass", "simple", "pass")
+    unsure_instrument = decide_instrument({"Q3": ok, "Q1": unsure})
+    assert unsure_instrument.verdict == "inconclusive"
+    assert unsure_instrument.reason == f"1 of 2 inconclusive: Q1: {unsure.reason}"
     combined = decide_instrument({"Q3": unsure, "Q2": bad, "Q1": ok})
-    assert combined.verdict == "fail" and "Q2" in combined.reason
-    with pytest.raises(ValueError, match="point_decisions"):
-        decide_instrument([])
+    assert (combined.verdict, combined.statement) == ("fail", "fail")
+    assert combined.reason == f"1 of 3 fail: Q2: {bad.reason}"  # a fail outranks the inconclusive Q3
     with pytest.raises(ValueError, match="point_decisions"):
         decide_instrument([None])
+
+
+def test_nothing_decided_is_inconclusive_not_an_error():
+    empty = decide_instrument([])
+    assert isinstance(empty, Decision)
+    assert (empty.verdict, empty.reason) == ("inconclusive", "nothing decided (no points)")
+    assert decide_instrument({}).verdict == "inconclusive"
 
 
 def test_same_sign_rule():
@@ -108,11 +117,18 @@ def test_same_sign_rule():
     assert isinstance(relaxed, Decision)
 
 
-def test_instrument_verdict_from_plain_strings_is_a_string():
-    assert decide_instrument(["pass", "pass"]) == "pass"
-    assert decide_instrument(["pass", "inconclusive", "fail"]) == "fail"
-    assert decide_instrument(["pass", "inconclusive"]) == "inconclusive"
+def test_instrument_verdict_from_plain_strings_is_a_decision_too():
+    """One return type: plain verdict strings in, a Decision out (was a bare string before)."""
+    for verdicts, expected in (
+        (["pass", "pass"], "pass"),
+        (["pass", "inconclusive", "fail"], "fail"),
+        (["pass", "inconclusive"], "inconclusive"),
+    ):
+        combined = decide_instrument(verdicts)
+        assert isinstance(combined, Decision) and combined.verdict == expected
+    assert decide_instrument(["pass", "fail"]).reason == "1 of 2 fail: point 2: point verdict fail"
     mixed = decide_instrument({"Q3": "pass", "Q1": decide(3.0, 2.0, 0.1)})
     assert isinstance(mixed, Decision) and mixed.verdict == "fail"
+    assert mixed.rule == "given+simple"
     with pytest.raises(ValueError, match="point_decisions"):
         decide_instrument(["maybe"])

@@ -99,11 +99,14 @@ def test_video_random_access_matches_sequential_decode(tmp_path: Path, monkeypat
             session.camera("cam-M1").read(FRAME_COUNT)
 
 
-def test_file_hashes_are_sha256_of_every_file(tmp_path: Path) -> None:
+def test_file_hashes_are_sha256_of_every_input_file(tmp_path: Path) -> None:
     folder = record_session(tmp_path / "s", kind="images")
     hashes = load_session(folder).file_hashes()
     assert "session.json" in hashes and "cameras/cam-M1/000023.jpg" in hashes
-    assert len(hashes) == sum(1 for p in folder.rglob("*") if p.is_file())
+    assert "hashes.json" not in hashes  # the recorder's own file hashes are no input
+    assert (folder / "truth.json").is_file() and "truth.json" not in hashes  # not an input: only for comparison
+    not_inputs = {"hashes.json", "truth.json"}  # the recorder's file hashes; the simulation's truth
+    assert len(hashes) == sum(1 for p in folder.rglob("*") if p.is_file() and p.name not in not_inputs)
     expected = hashlib.sha256((folder / "devices" / "ref-meter.jsonl").read_bytes()).hexdigest()
     assert hashes["devices/ref-meter.jsonl"] == expected
 
@@ -261,7 +264,8 @@ def test_tank_bench_needs_tanks(tmp_path: Path) -> None:
     assert _problems(folder) == ['session.json: tanks: expected at least one "tank" (bench_kind is "tank"), got none']
 
 
-def test_truth_json_is_validated(tmp_path: Path) -> None:
+def test_invalid_truth_json_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    """truth.json is only for comparison: a bad one must not block verifying the session."""
     folder = record_session(tmp_path / "s")
     (folder / "truth.json").write_text(
         json.dumps(
@@ -273,11 +277,27 @@ def test_truth_json_is_validated(tmp_path: Path) -> None:
             }
         )
     )
-    assert _problems(folder) == ["truth.json: instruments[1].points[0].true_error_pct: expected a number, got null"]
-    (folder / "truth.json").write_text(json.dumps({"instruments": [{"id": "M9", "points": []}]}))
-    assert _problems(folder) == [
-        'truth.json: instruments[0].id: expected the id of an instrument of session.json, got "M9"'
+    session = load_session(folder)
+    assert session.truth is None and session.simulated
+    assert session.warnings == [
+        "truth.json: instruments[1].points[0].true_error_pct: expected a number, got null (truth.json not used)"
     ]
+    (folder / "truth.json").write_text(json.dumps({"instruments": [{"id": "M9", "points": []}]}))
+    assert load_session(folder).warnings == [
+        'truth.json: instruments[0].id: expected the id of an instrument of session.json, got "M9" '
+        "(truth.json not used)"
+    ]
+    (folder / "truth.json").write_text('{"instruments": [')
+    [warning] = load_session(folder).warnings
+    assert warning == "truth.json: not valid JSON: Expecting value at line 1, column 18 (truth.json not used)"
+
+
+def test_simulated_is_known_from_truth_or_manifest(tmp_path: Path) -> None:
+    assert load_session(record_session(tmp_path / "with-truth")).simulated is True
+    folder = record_session(tmp_path / "real", truth=False)
+    assert load_session(folder).simulated is False
+    _edit_manifest(folder, lambda m: m.update(simulated={"seed": 1}))
+    assert load_session(folder).simulated is True
 
 
 # ---------------------------------------------------------------- damaged files
