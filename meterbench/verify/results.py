@@ -24,6 +24,7 @@ import numpy as np
 
 from meterbench import calibration
 from meterbench.calibration import Decision
+from meterbench.errors import SessionError
 
 __all__ = [
     "ASSUMED_TEMPERATURE_KEY",
@@ -315,12 +316,15 @@ def water_temperature(samples_c: Iterable[Any], manifest: Mapping[str, Any], whe
     With none logged: the session's explicit ``assumed_water_temperature_c``
     (flagged as assumed), else :class:`Inconclusive`: the MPE and the expansion
     corrections depend on the temperature, so it is never guessed silently.
+    A non-finite assumed value is a SessionError.
     ``where`` says which sensor and time span, for the reason.
     """
     values = [float(v) for v in samples_c if is_number(v)]
     if values:
         return WaterTemperature(float(np.mean(values)))
     assumed = manifest.get(ASSUMED_TEMPERATURE_KEY)
+    if assumed is not None and not is_number(assumed):  # the schema checks type and range, not NaN
+        raise SessionError(f"session.json: {ASSUMED_TEMPERATURE_KEY}: expected a finite number of °C, got {assumed!r}")
     if assumed is None:
         suffix = f" ({where})" if where else ""
         raise Inconclusive(

@@ -240,6 +240,17 @@ def test_several_mistakes_are_all_listed(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(("value", "shown"), [("warm", '"warm"'), (150, "150"), (-1, "-1")])
+def test_assumed_water_temperature_is_checked(tmp_path: Path, value: object, shown: str) -> None:
+    folder = record_session(tmp_path / "s")
+    _edit_manifest(folder, lambda m: m.update(assumed_water_temperature_c=20.0))
+    assert load_session(folder).manifest["assumed_water_temperature_c"] == 20.0
+    _edit_manifest(folder, lambda m: m.update(assumed_water_temperature_c=value))
+    assert _problems(folder) == [
+        f"session.json: assumed_water_temperature_c: expected a water temperature in °C from 0 to 100, got {shown}"
+    ]
+
+
 def test_tank_bench_needs_tanks(tmp_path: Path) -> None:
     folder = record_session(tmp_path / "s", truth=False)
 
