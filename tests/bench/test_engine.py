@@ -179,16 +179,23 @@ def test_sample_bench_is_conclusive_right_and_never_overwrites_an_earlier_run(tm
             assert point["verdict"] == expected, (key, point["reason"])
             assert abs(point["error_pct"] - true_error[key]) <= min(point["uncertainty_pct"], 0.25), key
     assert [i["verdict"] for i in report["instruments"]] == ["pass", "fail"]
-
-    steps = [line for line in stderr.splitlines() if line.startswith("meterbench bench: ")]
-    expected_steps = ["devices opened"]
-    for name, flow in (("Q3", "2.4"), ("Q2", "0.042")):
-        expected_steps += [f"{name}: flow set point {flow} m3/h", f"{name}: flow stable", f"{name}: flying start"]
-        expected_steps += [f"{name}: flying stop"]
-    expected_steps += ["sequence complete", f"verdict fail (2 pass, 2 fail) -> {run_dir / 'report.json'}"]
-    assert len(steps) == len(expected_steps), steps
-    for line, fragment in zip(steps, expected_steps, strict=True):
-        assert fragment in line, (line, fragment)
+    # each flying start/stop is timed by the totaliser line it latched (reference_seq), not by the
+    # MQTT event, which comes a few ms later through the broker (enough to fail the latch check at Q3)
+    session_dir = run_dir / "session"
+    line_t_s = {}
+    for line in (session_dir / "devices" / "ref-meter.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["parsed"]:
+            line_t_s.setdefault(event["parsed"]["seq"], event["t_s"])
+    latches = {}
+    for line in (session_dir / "devices" / "controller.jsonl").read_text().splitlines():
+        parsed = json.loads(line)["parsed"] or {}
+        if parsed.get("event") in ("point_start", "point_stop"):
+            latches[(parsed["point"], parsed["event"])] = line_t_s[parsed["reference_seq"]]
+    for point in report["instruments"][0]["points"]:  # report.json keeps 6 decimals of t_s
+        for which in ("start", "stop"):
+            latched_t_s = latches[(point["name"], f"point_{which}")]
+            assert point["details"][f"{which}_t_s"] == pytest.approx(latched_t_s, abs=2e-6)
 
 
 @pytest.mark.network
