@@ -12,7 +12,7 @@ from meterbench import calibration
 from meterbench.devices.serial_totaliser import parse_totaliser_line
 from meterbench.session import load_session
 from meterbench.sim import simulate_tank
-from meterbench.sim.tank import sample_tank_error_pct
+from meterbench.sim.tank import NEAR_BAND_PCT, sample_tank_error_pct
 from meterbench.sim.tank_render import NeckRenderConditions, render_neck
 from meterbench.vision import NeckScaleGeometry
 
@@ -82,3 +82,22 @@ def test_render_puts_the_meniscus_where_the_level_says() -> None:
 def test_runs_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="runs: expected >= 1"):
         simulate_tank(tmp_path / "x", runs=0)
+
+
+@pytest.mark.parametrize(("seed", "kind"), [(18, "at-mpe"), (24, "just-inside"), (29, "just-outside")])
+def test_near_mpe_tanks_meet_their_target(tmp_path: Path, seed: int, kind: str) -> None:
+    """A near-MPE tank: V0 is solved so that R1's true error is the target, and the stored volumes
+    and level give it back (to float resolution); "at-mpe" is exactly at the MPE."""
+    folder = simulate_tank(tmp_path / "near", seed=seed, runs=1, conditions=PLAIN_CAMERA)
+    truth = json.loads((folder / "truth.json").read_text())
+    point = truth["instruments"][0]["points"][0]
+    mpe = truth["mpe_pct"]
+    assert truth["near_mpe"] == {"run": "R1", "kind": kind, "true_error_pct": point["true_error_pct"]}
+    v0_l = truth["tank_volume_at_nominal_mark_20c_l"]
+    recomputed = (20.0 - v0_l) / (v0_l + point["true_level_ml"] / 1000) * 100
+    assert recomputed == pytest.approx(point["true_error_pct"], abs=1e-9)
+    distance = abs(point["true_error_pct"]) - mpe
+    if kind == "at-mpe":
+        assert distance == 0.0
+    else:
+        assert 0 < (distance if kind == "just-outside" else -distance) < NEAR_BAND_PCT
