@@ -316,22 +316,31 @@ def water_temperature(samples_c: Iterable[Any], manifest: Mapping[str, Any], whe
     With none logged: the session's explicit ``assumed_water_temperature_c``
     (flagged as assumed), else :class:`Inconclusive`: the MPE and the expansion
     corrections depend on the temperature, so it is never guessed silently.
-    A non-finite assumed value is a SessionError.
+    A non-finite assumed value is a SessionError; a temperature outside the
+    range of the water tables (Tanaka 2001: 0-40 °C) is Inconclusive.
     ``where`` says which sensor and time span, for the reason.
     """
     values = [float(v) for v in samples_c if is_number(v)]
     if values:
-        return WaterTemperature(float(np.mean(values)))
-    assumed = manifest.get(ASSUMED_TEMPERATURE_KEY)
-    if assumed is not None and not is_number(assumed):  # the schema checks type and range, not NaN
-        raise SessionError(f"session.json: {ASSUMED_TEMPERATURE_KEY}: expected a finite number of °C, got {assumed!r}")
-    if assumed is None:
-        suffix = f" ({where})" if where else ""
-        raise Inconclusive(
-            f"no water temperature logged during the point{suffix}; "
-            f"set {ASSUMED_TEMPERATURE_KEY} in session.json to assume one"
-        )
-    return WaterTemperature(float(assumed), assumed=True)
+        temperature = WaterTemperature(float(np.mean(values)))
+    else:
+        assumed = manifest.get(ASSUMED_TEMPERATURE_KEY)
+        if assumed is not None and not is_number(assumed):  # the schema checks type and range, not NaN
+            raise SessionError(
+                f"session.json: {ASSUMED_TEMPERATURE_KEY}: expected a finite number of °C, got {assumed!r}"
+            )
+        if assumed is None:
+            suffix = f" ({where})" if where else ""
+            raise Inconclusive(
+                f"no water temperature logged during the point{suffix}; "
+                f"set {ASSUMED_TEMPERATURE_KEY} in session.json to assume one"
+            )
+        temperature = WaterTemperature(float(assumed), assumed=True)
+    try:  # the density and expansion corrections are defined on a range of temperatures only
+        calibration.water_density(temperature.value_c)
+    except ValueError as exc:
+        raise Inconclusive(f"water temperature {temperature.value_c:g} °C cannot be corrected for: {exc}") from None
+    return temperature
 
 
 def require_frames(camera: Any, minimum: int = 2) -> None:

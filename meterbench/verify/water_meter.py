@@ -452,7 +452,7 @@ def _measure_point(
     try:
         mpe = calibration.water_meter_mpe(instrument["accuracy_class"], flow_m3h, flows, temperature_c)
     except ValueError as exc:
-        raise Inconclusive(f"no MPE for this flow: {exc}", **known) from None
+        raise Inconclusive(f"no MPE for this point: {exc}", **known) from None
     known["mpe_pct"] = mpe.mpe_pct
     if name in ("Q1", "Q2", "Q3"):  # a point named after a rated flow must be run inside its window
         low, high = calibration.verification_flow_window(name, flows)

@@ -159,3 +159,5 @@ def test_water_temperature_is_logged_assumed_explicitly_or_inconclusive():
     )
     with pytest.raises(SessionError, match=r"^session.json: assumed_water_temperature_c: expected a finite number"):
         water_temperature([], {"assumed_water_temperature_c": float("nan")})
+    with pytest.raises(Inconclusive, match=r"^water temperature 55 °C cannot be corrected for: .*0\.\.40 °C"):
+        water_temperature([55.0, 55.0], {})

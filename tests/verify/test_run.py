@@ -381,5 +381,5 @@ def test_points_run_outside_their_flow_window_are_inconclusive(simulated, tmp_pa
     assert all(p["verdict"] == "inconclusive" for i in report["instruments"] for p in i["points"])
     assert "outside the Q3 verification window" in reasons["Q3"]
     assert "outside the Q2 verification window" in reasons["Q2"]
-    assert "no MPE for this flow" in reasons["Q1"]  # below Q1 = 0.04 m3/h
+    assert reasons["Q1"].startswith("no MPE for this point: flow_m3h: 0.026")  # below Q1 = 0.04 m3/h
     assert report["verdict"] == "inconclusive"
