@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -83,12 +84,21 @@ class ReaderThread:
     """Life cycle shared by the reference-meter readers: a daemon thread, the last good reading.
 
     A subclass sets ``name`` and implements ``_run()`` (loop until ``self._stop`` is set) and
-    ``_close()`` (release the port); it publishes each good reading with ``_publish``.
+    ``_close()`` (release the port); it records each event with ``_append`` (an event the sink
+    cannot store, e.g. on a full disk, is counted in ``unrecorded`` and must not be used) and
+    publishes each good reading with ``_publish``. The last ``HISTORY`` good readings are kept
+    with their reception times (``history``), so a latch naming a reading's ``seq`` can be
+    checked against the reading itself.
     """
+
+    HISTORY = 6000
+    """Good readings kept in ``history`` (10 min of a 10 Hz totaliser)."""
 
     def __init__(self, lock: threading.Lock | None = None) -> None:
         self.last: dict | None = None
         self.last_t_s: float | None = None
+        self.unrecorded = 0
+        self.history: deque[tuple[float, dict]] = deque(maxlen=self.HISTORY)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = lock or threading.Lock()
@@ -117,11 +127,34 @@ class ReaderThread:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _append(self, t_s: float, raw: str | bytes, parsed: dict | None, error: str | None) -> bool:
+        """Record one event in the sink; False (counted in ``unrecorded``) when the sink could not store it."""
+        try:
+            self._sink.append(t_s, raw, parsed, error)
+        except OSError:  # disk full: nothing recorded; the bench sees the recorder's failure and stops
+            self.unrecorded += 1
+            return False
+        return True
+
     def _publish(self, reading: dict, t_s: float) -> None:
         """Make ``reading`` (received at ``t_s`` s) the last good one and wake the waiters."""
         with self._new_reading:
             self.last, self.last_t_s = reading, t_s
+            self.history.append((t_s, reading))
             self._new_reading.notify_all()
+
+    def reading_with_seq(self, seq: int) -> tuple[float, dict] | None:
+        """The latest good reading whose own ``seq`` is ``seq``, with its reception time (s); None if not kept."""
+        with self._lock:
+            for t_s, reading in reversed(self.history):
+                if reading.get("seq") == seq:
+                    return t_s, dict(reading)
+        return None
+
+    def readings_between(self, start_t_s: float, stop_t_s: float) -> list[tuple[float, dict]]:
+        """The good readings received in [start_t_s, stop_t_s] (s), oldest first."""
+        with self._lock:
+            return [(t, dict(r)) for t, r in self.history if start_t_s <= t <= stop_t_s]
 
     def wait_for_reading(self, after_t_s: float, timeout_s: float) -> dict | None:
         """Wait for a good reading received after ``after_t_s`` (s); return it or None on timeout."""

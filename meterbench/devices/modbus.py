@@ -261,15 +261,16 @@ class ModbusTotaliserReader(ReaderThread):
         if not_finite:  # a valid CRC over a NaN/inf float is still no reading
             self._record(t_s, response, None, f"malformed: {', '.join(not_finite)} not a finite number", "malformed")
             return None
-        self._record(t_s, response, values, None, "ok")
+        if not self._record(t_s, response, values, None, "ok"):
+            return None  # not recorded, so never used
         self._publish(values, t_s)
         return values
 
-    def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None, kind: str) -> None:
+    def _record(self, t_s: float, response: bytes, parsed: dict | None, error: str | None, kind: str) -> bool:
         setattr(self.counts, kind, getattr(self.counts, kind) + 1)
         if error is not None:
             self.counts.by_error[error] = self.counts.by_error.get(error, 0) + 1
-        self._sink.append(t_s, response.hex(" "), parsed, error)
+        return self._append(t_s, response.hex(" "), parsed, error)
 
     def _run(self) -> None:
         while not self._stop.is_set():

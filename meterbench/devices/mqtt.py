@@ -190,6 +190,9 @@ class MqttCounts:
     duplicates: int = 0
     conflicts: int = 0
     internal_errors: int = 0
+    implausible: int = 0
+    unsolicited: int = 0
+    unrecorded: int = 0
     late: int = 0
     gaps: int = 0
     sent: int = 0
@@ -207,8 +210,13 @@ class BenchController:
     jumps and QoS 1 duplicates; a refused message is recorded raw with its error and never
     used; a late message filling a gap is kept (``missing`` lists what never came). A second,
     different answer to one command (same event and ``cmd_id``) is a conflict: recorded,
-    counted, and :meth:`conflicting` names the command. No payload can stop the network
-    thread. The Last Will (``bench/<id>/status`` = offline, retained) tells the controller to
+    counted, and :meth:`conflicting` names the command. A latch event (point_start/point_stop)
+    that answers no ``cmd/point`` command of this controller (unknown ``cmd_id``, other action
+    or point) is refused as unsolicited. Checks added with :meth:`add_check` (the bench's
+    plausibility checks against its reference meter) refuse a message before its ``seq`` is
+    taken, so a refused forgery never makes a true message look like a duplicate. A message
+    the sink cannot record (disk full) is counted in ``unrecorded`` and never used. No payload
+    can stop the network thread. The Last Will (``bench/<id>/status`` = offline, retained) tells the controller to
     stop the flow when meterbench dies.
     """
 
@@ -230,6 +238,8 @@ class BenchController:
         self._missing_seq: dict[str, set[int]] = {}
         self._cmd_id = 0
         self._conflicting: set[tuple[str, int]] = set()
+        self._point_commands: dict[int, tuple[str, str]] = {}  # cmd_id -> (action, point) sent
+        self._checks: list[Callable[[str, dict], str | None]] = []
         self._listeners: list[Callable[[str, float, dict], None]] = []
         self._watches: list[tuple[Status, Callable[[], bool]]] = []
         self._client = self._make_client()
@@ -291,6 +301,11 @@ class BenchController:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def add_check(self, check: Callable[[str, dict], str | None]) -> None:
+        """Call ``check(kind, payload)`` for each well-formed telemetry/event message before it is used:
+        a returned string refuses the message (recorded raw with that error, never used)."""
+        self._checks.append(check)
+
     def add_listener(self, callback: Callable[[str, float, dict], None]) -> None:
         """Call ``callback(kind, t_s, payload)`` for each good telemetry/event message."""
         self._listeners.append(callback)
@@ -323,7 +338,8 @@ class BenchController:
         except Exception as exc:  # a bug must not kill paho's thread (safe-state commands need it)
             self.counts.internal_errors += 1
             _LOG.exception("%s: message on %s could not be handled", self.name, message.topic)
-            self._note(f"internal error handling a message on {message.topic}: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                self._note(f"internal error handling a message on {message.topic}: {type(exc).__name__}: {exc}")
 
     def _handle_message(self, t_s: float, topic: str, data: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]
@@ -337,12 +353,16 @@ class BenchController:
             parser = parse_telemetry if kind == "telemetry" else parse_event
             parsed, error = parser(payload)
         if parsed is not None:
-            error = self._check_seq(kind, parsed) or self._check_answer(kind, parsed)
+            error = self._run_checks(kind, parsed) or self._check_answer(kind, parsed) or self._check_seq(kind, parsed)
             if error is not None:
                 parsed = None
         self.counts.received += 1
         self.counts.by_topic[kind] = self.counts.by_topic.get(kind, 0) + 1
-        self._sink.append(t_s, raw, parsed, error, topic=topic)
+        try:
+            self._sink.append(t_s, raw, parsed, error, topic=topic)
+        except OSError:  # disk full: not recorded, so never used (the bench stops on the recorder's failure)
+            self.counts.unrecorded += 1
+            return
         if parsed is None:
             self.counts.bad += 1
             return
@@ -389,14 +409,33 @@ class BenchController:
         self.counts.duplicates += 1
         return f"duplicate: seq {seq} already received (QoS 1 redelivery)"
 
+    def _run_checks(self, kind: str, payload: dict) -> str | None:
+        """The added checks' first objection, then whether a latch answers a command of ours."""
+        for check in self._checks:
+            error = check(kind, payload)
+            if error is not None:
+                self.counts.implausible += 1
+                return f"implausible: {error}"
+        if kind == "event" and payload["event"] in ("point_start", "point_stop"):
+            with self._lock:
+                sent = self._point_commands.get(payload.get("cmd_id"))  # type: ignore[arg-type]
+            if sent != (payload["event"].removeprefix("point_"), payload["point"]):
+                self.counts.unsolicited += 1
+                return (
+                    f"unsolicited: {payload['event']} of {payload['point']!r} answers no cmd/point sent "
+                    f"(cmd_id {str(payload.get('cmd_id'))[:20]}): refused"
+                )
+        return None
+
     def _check_answer(self, kind: str, payload: dict) -> str | None:
-        """A second answer to one command (same event and cmd_id) with other content is a conflict."""
+        """A second answer to one command (same event and cmd_id) with other content is a conflict
+        (the same content again is a QoS 1 redelivery, left to the ``seq`` check)."""
         cmd_id = payload.get("cmd_id")
         if kind != "event" or cmd_id is None:
             return None
         with self._lock:
             first = self._find_event(payload["event"], cmd_id=cmd_id)
-            if first is None:
+            if first is None or first[1] == payload:
                 return None
             self._conflicting.add((payload["event"], cmd_id))
         self.counts.conflicts += 1
@@ -414,13 +453,20 @@ class BenchController:
 
     def _note(self, message: str, bad: bool = True) -> None:
         """Record a connection event (raw is empty; ``error`` set unless it is good news)."""
-        self._sink.append(self._clock(), "", {"note": message} if not bad else None, message if bad else None, topic="")
+        try:
+            self._sink.append(
+                self._clock(), "", {"note": message} if not bad else None, message if bad else None, topic=""
+            )
+        except OSError:
+            self.counts.unrecorded += 1
 
     # -- commands -------------------------------------------------------------------------
     def _publish(self, command: str, payload: dict) -> dict:
         with self._lock:
             self._cmd_id += 1
             payload = {**payload, "cmd_id": self._cmd_id}
+            if command == "point":
+                self._point_commands[self._cmd_id] = (payload["action"], payload["point"])
         topic = f"{self._prefix}/cmd/{command}"
         text = json.dumps(payload)
         info = self._client.publish(topic, text, qos=1)
@@ -430,7 +476,10 @@ class BenchController:
             if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
             else (f"publish failed: {mqtt.error_string(info.rc)}")
         )
-        self._sink.append(self._clock(), text, payload, error, topic=topic)
+        try:
+            self._sink.append(self._clock(), text, payload, error, topic=topic)
+        except OSError:  # disk full: the command went out all the same (a safe state must not wait for the disk)
+            self.counts.unrecorded += 1
         if error is not None:
             raise DeviceError(f"{self.name}: {topic}: {error}")
         return payload

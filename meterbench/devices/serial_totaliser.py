@@ -306,7 +306,7 @@ class TotaliserReader(ReaderThread):
 
     def _note(self, t_s: float, error: str) -> None:
         """Record a condition that is not a received line (raw is empty)."""
-        self._sink.append(t_s, "", None, error)
+        self._append(t_s, "", None, error)
 
     def _handle(self, t_s: float, line: bytes, complete: bool) -> None:
         self.counts.lines += 1
@@ -330,10 +330,11 @@ class TotaliserReader(ReaderThread):
             kind = _error_kind(error or "")
             setattr(self.counts, kind, getattr(self.counts, kind) + 1)
             self.counts.by_error[error or ""] = self.counts.by_error.get(error or "", 0) + 1
-            self._sink.append(t_s, raw, None, error)
+            self._append(t_s, raw, None, error)
             return
         self._check_sequence(t_s, parsed["seq"])
-        self._sink.append(t_s, raw, parsed, None)
+        if not self._append(t_s, raw, parsed, None):
+            return  # not recorded, so never used
         self.counts.parsed += 1
         self._publish(parsed, t_s)
 

@@ -121,40 +121,60 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class _SyncedAppendFile:
-    """A text file opened for appending: every write is flushed, fsync at most every interval.
+    """A text file opened for appending: every write goes to the OS at once, fsync at most every interval.
 
-    Not thread-safe on its own: callers hold their own lock.
+    Unbuffered (one ``os.write`` loop per write), so no hidden buffer can reach the disk later. A
+    write that fails (disk full, I/O error) is undone: the file is truncated back to the end of the
+    last complete write, the error is remembered in ``failure`` and raised. The file stays usable:
+    once space is freed, later writes append after the last good one, so the file never holds a
+    partial record in the middle. Not thread-safe on its own: callers hold their own lock.
     """
 
     def __init__(self, path: Path, fsync_interval_s: float) -> None:
         self.path = path
-        self._file = open(path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size  # bytes of complete writes so far
         self._fsync_interval_s = fsync_interval_s
         self._last_fsync = time.monotonic()
         self._dirty = False
+        self.failure: OSError | None = None
+        self.failures = 0
 
     def write(self, text: str) -> None:
-        self._file.write(text)
-        self._file.flush()
+        if self._fd is None:
+            raise ValueError(f"{self.path.name}: file is closed")
+        data = memoryview(text.encode("utf-8"))
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # a truncation frees space: it works on a full disk
+                os.ftruncate(self._fd, self._size)
+            self.failure, self.failures = self.failure or exc, self.failures + 1
+            raise
+        self._size += len(data)
         self._dirty = True
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_interval_s:
             self.sync(now)
 
     def sync(self, now: float | None = None) -> None:
-        if self._dirty and not self._file.closed:
-            os.fsync(self._file.fileno())
+        if self._dirty and self._fd is not None:
+            with contextlib.suppress(OSError):  # best effort: the data is already with the OS
+                os.fsync(self._fd)
             self._dirty = False
         self._last_fsync = time.monotonic() if now is None else now
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._fd is not None:
             self.sync()
-            self._file.close()
+            os.close(self._fd)
+            self._fd = None
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._fd is None
 
 
 class DeviceLog:
@@ -175,8 +195,13 @@ class DeviceLog:
 
     @property
     def count(self) -> int:
-        """Number of events appended so far."""
+        """Number of events appended so far (each one acknowledged: its line is with the OS)."""
         return self._next_seq
+
+    @property
+    def failure(self) -> OSError | None:
+        """The first write that failed (disk full...); that event was not recorded and raised OSError."""
+        return self._file.failure
 
     def append(
         self,
@@ -191,6 +216,8 @@ class DeviceLog:
         ``raw`` is the line or payload as received: text is stored as ``"raw"``,
         bytes as ``"raw"`` when they are valid UTF-8, else base64 in ``"raw_b64"``.
         ``parsed`` is what the device layer made of it, ``error`` why it made nothing.
+        An OSError (disk full) means the event was not recorded: the file is left as it was
+        before the call and later appends can go on once there is space again.
         """
         t_s = float(t_s)
         if not math.isfinite(t_s):
@@ -287,6 +314,7 @@ class CameraWriter:
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
         self.image_format = image_format
         self.frame_count = 0
+        self.failure: OSError | None = None  # the first frame that could not be stored (disk full...)
         self._last_t_s = -math.inf
         self._lock = threading.Lock()
         self._fsync_interval_s = fsync_interval_s
@@ -343,12 +371,16 @@ class CameraWriter:
                     f"> previous frame's {self._last_t_s!r} s, got {t_s!r}"
                 )
             index = self.frame_count
-            if self._video is not None:
-                bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-                self._video.write(bgr)
-            else:
-                self._write_image(frame, index)
-            self._csv.write(f"{index},{t_s!r}\n")
+            try:
+                if self._video is not None:
+                    bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                    self._video.write(bgr)
+                else:
+                    self._write_image(frame, index)
+                self._csv.write(f"{index},{t_s!r}\n")
+            except OSError as exc:  # not stored: no CSV row, the next frame takes this index
+                self.failure = self.failure or exc
+                raise
             self.frame_count = index + 1
             self._last_t_s = t_s
         return index
@@ -377,8 +409,12 @@ class CameraWriter:
             raise OSError(f"cameras/{self.camera_id}: could not encode frame {index} as {self.image_format}")
         final = self._image_dir / f"{index:06d}.{self.image_format}"
         tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(encoded.tobytes())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(encoded.tobytes())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a partial frame file would only take space
+            raise
         os.replace(tmp, final)
         now = time.monotonic()
         if now - self._last_dir_sync >= self._fsync_interval_s:
@@ -594,6 +630,28 @@ class SessionRecorder:
             self._camera_writers[camera_id] = writer
             self._publish("cameras", writer.manifest_entry())
             return writer
+
+    @property
+    def write_failure(self) -> str | None:
+        """The first write into the session that failed (disk full, I/O error), named by file; None if none.
+
+        A failed write records nothing (the file is left as before it), so the session stays
+        readable; a live bench stops on it.
+        """
+        with self._lock:
+            failed = [(f"devices/{i}.jsonl", log.failure) for i, log in self._device_logs.items()]
+            failed += [(f"cameras/{i}", w.failure) for i, w in self._camera_writers.items()]
+        for where, failure in failed:
+            if failure is not None:
+                return f"{where}: {failure.strerror or failure}"
+        return None
+
+    def acknowledged(self) -> dict[str, int]:
+        """Records written so far: events per device log (``devices/<id>``) and frames per camera (``cameras/<id>``)."""
+        with self._lock:
+            counts = {f"devices/{i}": log.count for i, log in self._device_logs.items()}
+            counts.update({f"cameras/{i}": w.frame_count for i, w in self._camera_writers.items()})
+        return counts
 
     def sync(self) -> None:
         """fsync every open device log and camera now (e.g. at a test-point boundary).

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -177,7 +178,11 @@ def test_hostile_messages_never_stop_the_controller_thread(mosquitto_broker, tmp
 def test_a_second_answer_to_one_command_is_a_conflict(mosquitto_broker, tmp_path):
     recorder, controller = _controller(mosquitto_broker, tmp_path)
     forger = _publisher(mosquitto_broker)
+    # the controller asks for the latch (cmd_id 1): a latch answering no command is refused as unsolicited
+    asking = threading.Thread(target=lambda: controller.latch("start", "Q3", 5.0), daemon=True)
+    asking.start()
     try:
+        assert wait_until(lambda: controller.counts.sent == 1, 5.0)
         for seq, volume in ((1, 0.0), (2, 12.3456)):  # a forged answer first, the controller's after
             latch = {"event": "point_start", "point": "Q3", "reference_volume_l": volume, "cmd_id": 1, "seq": seq}
             forger.publish("bench/b1/event", json.dumps(latch), qos=1).wait_for_publish(5)
