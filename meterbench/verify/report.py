@@ -34,7 +34,6 @@ __all__ = [
     "clean_for_json",
     "group_warnings",
     "is_simulated",
-    "overall_verdict",
     "render_report_html",
     "render_report_json",
     "report_warning_groups",
@@ -61,15 +60,6 @@ def clean_for_json(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
         return clean_for_json(value.item())
     return value
-
-
-def overall_verdict(verdicts: list[str]) -> str:
-    """Any fail -> fail; else any inconclusive (or nothing verified) -> inconclusive; else pass."""
-    if "fail" in verdicts:
-        return "fail"
-    if not verdicts or "inconclusive" in verdicts:
-        return "inconclusive"
-    return "pass"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
