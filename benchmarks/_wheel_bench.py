@@ -14,16 +14,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meterbench.models._metrics import wheel_metrics  # noqa: E402
+from meterbench.models._calibrate import HIT_TOLERANCE  # noqa: E402
+from meterbench.models._metrics import abstain_metrics, expected_calibration_error, wheel_metrics  # noqa: E402
 from meterbench.models._runtime import (  # noqa: E402
     DialReader,
     DigitReader,
     InputSpec,
     circular_distance,
-    decode_probs,
     preprocess_crops,
 )
-from meterbench.models.training.train import DATA_DIR, DEV_UNITS, _split_units  # noqa: E402
+from meterbench.models.training.negatives import negative_crops  # noqa: E402
+from meterbench.models.training.train import DATA_DIR, DATA_ROOT, DEV_UNITS, _split_units  # noqa: E402
+
+N_NEGATIVES = 1200
+NEGATIVE_SEED = 1  # the same non-wheel set as benchmarks/crossval.py
 
 
 def dev_crops(
@@ -114,15 +118,28 @@ def main(kind: str) -> int:
     dev_units = tuple(dev_info.get("units") or DEV_UNITS[kind])
     paths, images, tenths, groups = dev_crops(kind, data_dir, dev_units)
     started = time.perf_counter()
-    probs = reader.run_batch(preprocess_crops(images, reader.input_spec))
+    readings = reader.read(images)
     end_to_end = len(images) / (time.perf_counter() - started)
-    value, confidence = decode_probs(probs)
+    value, confidence = readings.value, readings.confidence
+    negatives, negative_kinds = negative_crops(kind, N_NEGATIVES, NEGATIVE_SEED, DATA_ROOT)
+    negative_unreadable = ~reader.read(negatives).readable
+    hit = circular_distance(value, tenths / 10) <= HIT_TOLERANCE + 1e-6
+    chosen_on = reader.info.get("abstain", {}).get("chosen_on", [])
     result = {
         "model": str(reader.model_path),
         "sha256": reader.model_sha256,
         "dev_units": list(dev_units),
         "held_out": bool(dev_info.get("held_out", False)),
         "all": wheel_metrics(value, confidence, tenths),
+        "abstain": {
+            **abstain_metrics(value, readings.readable, tenths),
+            "ece": expected_calibration_error(confidence, hit),
+            "chosen_on_these_units": bool(set(chosen_on) & set(dev_units)),
+        },
+        "non_wheel_unreadable": float(negative_unreadable.mean()),
+        "non_wheel_by_kind": {
+            k: float(negative_unreadable[np.array(negative_kinds) == k].mean()) for k in sorted(set(negative_kinds))
+        },
     }
     for group in sorted(set(groups)):
         keep = np.array([g == group for g in groups])
@@ -140,6 +157,9 @@ def main(kind: str) -> int:
         print("WARNING: this model was trained on the dev units too: figures are NOT held out")
     print(f"dev units: {', '.join(dev_units)}")
     _print_figures("dev split, all crops:", result["all"])
+    note = " (abstention chosen on these units: NOT held out)" if result["abstain"]["chosen_on_these_units"] else ""
+    _print_figures(f"dev split, abstention{note}:", result["abstain"])
+    print(f"non-{kind} images unreadable: {result['non_wheel_unreadable']:.4f} {result['non_wheel_by_kind']}")
     for group in sorted(set(groups)):
         f = result[group]
         print(

@@ -71,13 +71,11 @@ def _cmd_read_crops(args: argparse.Namespace, kind: str) -> int:
             print(f"meterbench {kind}s: {result.path}: {result.error}", file=sys.stderr)
             continue
         if args.json:
-            print(
-                json.dumps(
-                    {"path": result.path, "value": round(result.value, 3), "confidence": round(result.confidence, 4)}
-                )
-            )
+            fields = {"value": round(result.value, 3), "confidence": round(result.confidence, 4)}
+            print(json.dumps({"path": result.path, **fields, "readable": result.readable}))
         else:
-            print(f"{result.path}\t{result.value:.2f}\t{result.confidence:.3f}")
+            verdict = "readable" if result.readable else f"unreadable: {result.reason}"
+            print(f"{result.path}\t{result.value:.2f}\t{result.confidence:.3f}\t{verdict}")
     return 1 if failed else 0
 
 

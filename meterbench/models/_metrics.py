@@ -57,3 +57,49 @@ def wheel_metrics(
         "wrong_in_low1": least_confident_share(wrong, confidence, 0.01),
         "wrong_in_low5": least_confident_share(wrong, confidence, 0.05),
     }
+
+
+def abstain_metrics(value: np.ndarray, readable: np.ndarray, label_tenths: np.ndarray) -> dict[str, float]:
+    """Figures of readings that may abstain, as shares of ALL crops (labels in tenths).
+
+    within_0_1 / within_0_2: circular distance (abstained crops count with their value);
+    wrong: off by ≥ 0.5 (a wrong digit); wrong_readable: wrong and not abstained (a
+    silent misread); abstained: readable false; wrong_caught: share of the wrong
+    readings that abstained; good_abstained: share of the ±0.2 readings that abstained;
+    integer_acc: on whole-digit labels.
+    """
+    value = np.asarray(value, np.float64)
+    readable = np.asarray(readable, bool)
+    tenths = np.asarray(label_tenths)
+    dist = circular_distance(value, tenths / 10.0)
+    wrong = dist >= 0.5 - _EPS
+    good = dist <= 0.2 + _EPS
+    whole = tenths % 10 == 0
+    return {
+        "n": int(len(value)),
+        "within_0_1": float(np.mean(dist <= 0.1 + _EPS)) if len(value) else float("nan"),
+        "within_0_2": float(np.mean(good)) if len(value) else float("nan"),
+        "wrong": float(np.mean(wrong)) if len(value) else float("nan"),
+        "wrong_readable": float(np.mean(wrong & readable)) if len(value) else float("nan"),
+        "abstained": float(np.mean(~readable)) if len(value) else float("nan"),
+        "wrong_caught": float(np.mean(~readable[wrong])) if wrong.any() else float("nan"),
+        "good_abstained": float(np.mean(~readable[good])) if good.any() else float("nan"),
+        "integer_acc": float(np.mean(np.rint(value[whole]).astype(int) % 10 == tenths[whole] // 10))
+        if whole.any()
+        else float("nan"),
+    }
+
+
+def expected_calibration_error(confidence: np.ndarray, hit: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error (ECE): bin-weighted |mean confidence − hit rate| over `bins` equal bins."""
+    confidence = np.asarray(confidence, np.float64)
+    hit = np.asarray(hit, np.float64)
+    if len(confidence) == 0:
+        return float("nan")
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            total += inside.sum() * abs(confidence[inside].mean() - hit[inside].mean())
+    return float(total / len(confidence))

@@ -5,6 +5,12 @@ of a dial turn, 9.9 is next to 0.0). The value is the circular mean of the
 probabilities near the most likely class; the confidence is the probability mass
 within ±0.15 of that value, so a crop the model is torn about (two digits, a
 glare spot) gets a low confidence instead of a silent wrong value.
+
+A model may carry a 101st "not a wheel" class (sidecar ``classes.reject_class``),
+trained on noise, flat colours, text and pieces of other photos. Each reading
+says whether it may be used (`readable`) and, when not, why (`reason`): the crop
+is blank, the reject class wins, or the (temperature-calibrated) confidence is
+below the sidecar's ``abstain.min_confidence``, chosen on held-out groups.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ MODEL_DIR = Path(__file__).resolve().parent
 N_CLASSES = 100
 DECODE_HALF_WINDOW = 3  # classes each side of the argmax used for the circular mean
 CONFIDENCE_HALF_WIDTH = 1.5  # tenths: confidence = probability mass within ±0.15 of the value
+GEOMETRY_TOLERANCE = 0.5  # dial units: CNN and pointer geometry further apart than this -> not readable
 
 PLANE_CHANNELS = {"grey": 1, "grey+redness": 2, "bgr": 3}  # input planes -> channels
 PLANES = tuple(PLANE_CHANNELS)
@@ -169,23 +176,120 @@ def decode_probs(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     angles = 2 * np.pi * (top[:, None] + offsets) / N_CLASSES
     mean_angle = np.arctan2((window * np.sin(angles)).sum(1), (window * np.cos(angles)).sum(1))
     tenths = np.mod(mean_angle * N_CLASSES / (2 * np.pi), N_CLASSES)
-    near = circular_distance(np.arange(N_CLASSES)[None, :], tenths[:, None], N_CLASSES)
-    confidence = np.clip((probs * (near <= CONFIDENCE_HALF_WIDTH)).sum(axis=1), 0.0, 1.0)
     value = np.mod(tenths / 10.0, 10.0)
     value[value >= 10.0] = 0.0
-    return value, confidence
+    return value, _mass_near(probs, value)
+
+
+def _mass_near(probs: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Probability mass of the classes within ±0.15 of each value (0..10): the confidence."""
+    near = circular_distance(np.arange(N_CLASSES)[None, :], 10.0 * np.asarray(value)[:, None], N_CLASSES)
+    return np.clip((np.asarray(probs, np.float64) * (near <= CONFIDENCE_HALF_WIDTH)).sum(axis=1), 0.0, 1.0)
+
+
+def _wheel_part(probs: np.ndarray) -> np.ndarray:
+    """The first 100 classes of (N, 100 or 101) probabilities, renormalised: positions given a wheel."""
+    wheel = probs[:, :N_CLASSES]
+    return wheel / np.maximum(wheel.sum(1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)
 class WheelReadings:
-    """Readings of N crops: value in [0, 10), confidence in [0, 1], probs (N, 100)."""
+    """Readings of N crops.
+
+    value in [0, 10); confidence in [0, 1] (calibrated); probs (N, 100) over the
+    wheel positions (given the crop is a wheel; the model's own, not temperature-scaled);
+    reject (N,) the probability that the crop is not a wheel at all (0 for a model without that class); readable
+    (N,) bool: false when the reader abstains, with `reason` (one string per crop,
+    "" when readable). The value of an unreadable crop is only for debugging.
+    """
 
     value: np.ndarray
     confidence: np.ndarray
     probs: np.ndarray
+    readable: np.ndarray
+    reason: tuple[str, ...]
+    reject: np.ndarray
 
     def __len__(self) -> int:
         return len(self.value)
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """When a reader says "cannot read" (sidecar section ``abstain``).
+
+    temperature: logits are divided by it before the softmax (fitted on held-out
+    groups so that the confidence matches the share read within ±0.2);
+    min_confidence: calibrated confidence below which the model is torn;
+    max_reject: "not a wheel" probability above which the crop is no wheel;
+    min_contrast: grey-level standard deviation (0..255) below which a crop is blank.
+    """
+
+    temperature: float = 1.0
+    min_confidence: float = 0.5
+    max_reject: float = 0.5
+    min_contrast: float = 2.0
+
+    @classmethod
+    def from_sidecar(cls, info: dict) -> Abstention:
+        """The sidecar's ``abstain`` section (defaults for an older sidecar); ConfigError naming a bad field."""
+        section = info.get("abstain") or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"abstain: expected an object, got {section!r}")
+        values = {}
+        for name in ("temperature", "min_confidence", "max_reject", "min_contrast"):
+            value = section.get(name, getattr(cls, name))
+            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
+                raise ConfigError(f"abstain.{name}: expected a finite number >= 0, got {value!r}")
+            values[name] = float(value)
+        if values["temperature"] <= 0:
+            raise ConfigError(f"abstain.temperature: expected > 0, got {values['temperature']!r}")
+        return cls(**values)
+
+
+def decode_logits(
+    logits: np.ndarray, abstention: Abstention, contrast: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(N, 100 or 101) logits -> value, confidence, probs (N, 100), reject (N,), readable, reason.
+
+    A 101st logit is the "not a wheel" class. `contrast` (N,) is each crop's
+    grey-level standard deviation before normalisation (None: not checked).
+    """
+    logits = np.asarray(logits, np.float64)
+    if logits.ndim != 2 or logits.shape[1] not in (N_CLASSES, N_CLASSES + 1):
+        raise ValueError(f"logits: expected (N, {N_CLASSES}) or (N, {N_CLASSES + 1}), got {logits.shape}")
+    everything = softmax(logits)
+    reject = everything[:, N_CLASSES] if logits.shape[1] > N_CLASSES else np.zeros(len(logits))
+    probs = _wheel_part(everything)
+    value, confidence = decode_probs(probs)
+    if abstention.temperature != 1.0:  # value and probs stay the model's own; the confidence is calibrated
+        confidence = _mass_near(_wheel_part(softmax(logits / abstention.temperature)), value)
+    blank = np.zeros(len(logits), bool) if contrast is None else np.asarray(contrast) < abstention.min_contrast
+    no_wheel = reject > abstention.max_reject
+    torn = confidence < abstention.min_confidence
+    reasons = []
+    for i in range(len(logits)):
+        if blank[i]:
+            reasons.append(f"blank crop (contrast {contrast[i]:.1f} < {abstention.min_contrast:g} grey levels)")
+        elif no_wheel[i]:
+            reasons.append(f"not a wheel (probability {reject[i]:.2f})")
+        elif torn[i]:
+            reasons.append(f"unsure (confidence {confidence[i]:.2f} < {abstention.min_confidence:.2f})")
+        else:
+            reasons.append("")
+    readable = ~(blank | no_wheel | torn)
+    return value, confidence, probs.astype(np.float32), reject, readable, tuple(reasons)
+
+
+def crop_contrast(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """Grey-level standard deviation (0..255) of each crop: ~0 for a blank or flat one."""
+    out = np.empty(len(crops))
+    for i, crop in enumerate(crops):
+        image = _as_bgr(crop)
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        out[i] = float(grey.std())
+    return out
 
 
 def _onnx_load_errors() -> tuple[type[Exception], ...]:
@@ -231,6 +335,15 @@ class _WheelModel:
             self.input_spec = input_spec_from_sidecar(self.info, self.kind)
         except ConfigError as exc:
             raise ConfigError(f"{sidecar}: {exc}") from None
+        try:
+            self.abstention = Abstention.from_sidecar(self.info)
+        except ConfigError as exc:
+            raise ConfigError(f"{sidecar}: {exc}") from None
+        self.n_outputs = int(self._session.get_outputs()[0].shape[1])
+        if self.n_outputs not in (N_CLASSES, N_CLASSES + 1):
+            raise ConfigError(
+                f"{self.model_path}: model gives {self.n_outputs} outputs, expected {N_CLASSES} or {N_CLASSES + 1}"
+            )
         model_shape = tuple(self._session.get_inputs()[0].shape[1:])
         if model_shape != self.input_spec.shape:
             raise ConfigError(
@@ -238,20 +351,31 @@ class _WheelModel:
                 f"sidecar's {self.input_spec.shape} (C, H, W)"
             )
 
+    def run_logits(self, batch: np.ndarray) -> np.ndarray:
+        """Model call on a preprocessed (N, C, H, W) batch -> (N, 100 or 101) raw logits."""
+        return self._session.run(None, {self._input_name: batch})[0]
+
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Model call on a preprocessed (N, C, H, W) batch -> (N, 100) probabilities."""
-        logits = self._session.run(None, {self._input_name: batch})[0]
-        return softmax(logits.astype(np.float32))
+        """Model call on a preprocessed (N, C, H, W) batch -> (N, 100) wheel-position probabilities."""
+        return decode_logits(self.run_logits(batch), self.abstention)[2]
 
     def read(self, crops: Sequence[np.ndarray]) -> WheelReadings:
         """Read crops (any size, grey or BGR uint8) in batches of `batch_size`."""
-        probs = [
-            self.run_batch(preprocess_crops(crops[i : i + self.batch_size], self.input_spec))
+        logits = [
+            self.run_logits(preprocess_crops(crops[i : i + self.batch_size], self.input_spec))
             for i in range(0, len(crops), self.batch_size)
         ]
-        all_probs = np.concatenate(probs) if probs else np.zeros((0, N_CLASSES), np.float32)
-        value, confidence = decode_probs(all_probs)
-        return WheelReadings(value=value, confidence=confidence, probs=all_probs)
+        all_logits = np.concatenate(logits) if logits else np.zeros((0, self.n_outputs), np.float32)
+        value, confidence, probs, reject, readable, reason = decode_logits(
+            all_logits, self.abstention, crop_contrast(crops)
+        )
+        disagree, why = self.second_opinion(crops, value)
+        reason = tuple(r or (w if d else "") for r, w, d in zip(reason, why, disagree, strict=True))
+        return WheelReadings(value, confidence, probs, readable & ~disagree, reason, reject)
+
+    def second_opinion(self, crops: Sequence[np.ndarray], value: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Where an independent reader contradicts `value` (bool (N,)), and why; none by default."""
+        return np.zeros(len(value), bool), [""] * len(value)
 
 
 class DigitReader(_WheelModel):
@@ -261,9 +385,23 @@ class DigitReader(_WheelModel):
 
 
 class DialReader(_WheelModel):
-    """Reads red pointer sub-dial crops (meterbench/models/pointer_dial.onnx)."""
+    """Reads red pointer sub-dial crops (meterbench/models/pointer_dial.onnx).
+
+    A classical geometric reader (models.dial_geometry) gives a second opinion:
+    where it contradicts the CNN by more than `geometry_tolerance` (0..10 units;
+    0.5 = a wrong reading), the crop is not readable.
+    """
 
     kind = "dial"
+    geometry_tolerance = GEOMETRY_TOLERANCE
+
+    def second_opinion(self, crops: Sequence[np.ndarray], value: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        from meterbench.models.dial_geometry import disagrees, read_dial_geometry
+
+        geometry = read_dial_geometry(crops)
+        disagree = disagrees(value, geometry, self.geometry_tolerance)
+        why = [f"second opinion disagrees (pointer geometry reads {v:.1f})" for v in geometry.value]
+        return disagree, why
 
 
 @dataclass(frozen=True)
@@ -274,6 +412,8 @@ class CropResult:
     value: float = float("nan")
     confidence: float = 0.0
     error: str = ""
+    readable: bool = False
+    reason: str = ""
 
 
 def _load_crop(path: str) -> tuple[np.ndarray | None, str]:
@@ -315,5 +455,11 @@ def read_crop_files(
             if image is None:
                 yield CropResult(path=path, error=error)
                 continue
-            yield CropResult(path=path, value=float(readings.value[k]), confidence=float(readings.confidence[k]))
+            yield CropResult(
+                path=path,
+                value=float(readings.value[k]),
+                confidence=float(readings.confidence[k]),
+                readable=bool(readings.readable[k]),
+                reason=readings.reason[k],
+            )
             k += 1

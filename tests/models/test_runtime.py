@@ -102,7 +102,8 @@ def test_cli_digits_json_lines(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 2
-    assert set(lines[0]) == {"path", "value", "confidence"}
+    assert set(lines[0]) == {"path", "value", "confidence", "readable"}
+    assert lines[0]["readable"] is True
     assert lines[0]["path"] == str(path)
     assert circular_distance(lines[0]["value"], tenths / 10) <= 0.2
     assert 0 <= lines[0]["confidence"] <= 1

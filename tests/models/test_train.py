@@ -107,3 +107,22 @@ def test_balanced_epoch_flattens_the_tenth_digit_prior():
     assert drawn.sum() == len(tenths)
     # each present tenth digit drawn about a third of the time, instead of 80/10/10 %
     assert all(250 < drawn[k] < 420 for k in (0, 5, 9)), drawn
+
+
+@pytest.mark.slow
+def test_reject_class_training_gives_a_101_output_model_with_a_fitted_abstention(tmp_path):
+    args = ["--kind", "digit", "--out", str(tmp_path), "--epochs", "1", "--limit", "400", "--batch-size", "32"]
+    assert train.main([*args, "--threads", "1", "--reject", "0.3", "--dev", "collected/watermeter/pp"]) == 0
+    sidecar = json.loads((tmp_path / "digit_wheel.json").read_text())
+    assert sidecar["classes"]["count"] == 101 and sidecar["classes"]["reject_class"] == 100
+    assert sidecar["abstain"]["chosen_on"] == ["collected/watermeter/pp"]
+    assert 0.2 <= sidecar["abstain"]["temperature"] <= 5.0
+    from meterbench.models import DigitReader
+
+    reader = DigitReader(tmp_path / "digit_wheel.onnx")
+    assert reader.n_outputs == 101
+    assert reader.abstention.min_confidence == sidecar["abstain"]["min_confidence"]
+    result = reader.read([np.full((40, 20), 90, np.uint8), np.zeros((40, 20, 3), np.uint8)])
+    assert result.probs.shape == (2, 100) and result.reject.shape == (2,)
+    np.testing.assert_allclose(result.probs.sum(1), 1.0, atol=1e-5)
+    assert not result.readable.any()

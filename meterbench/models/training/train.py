@@ -26,18 +26,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from meterbench.models._calibrate import ABSTAIN_SHARE, HIT_TOLERANCE, fit_abstention
 from meterbench.models._metrics import wheel_metrics
 from meterbench.models._runtime import (
     DEFAULT_INPUT,
     MODEL_FILE,
     N_CLASSES,
     PLANES,
+    Abstention,
     InputSpec,
+    decode_logits,
     decode_probs,
     input_spec,
     preprocess_crop,
     preprocess_crops,
 )
+from meterbench.models.training.negatives import NegativeSource
 from meterbench.models.training.synthetic import digit_strips, render_wheel
 
 DATA_ROOT = Path(__file__).resolve().parents[4] / "shared" / "data"
@@ -55,6 +59,10 @@ DEV_UNITS = {
     "dial": ("zeiger4",),
 }
 LABEL_SIGMA_TENTHS = 1.0
+REJECT_LABEL = -1.0  # label of a "not a wheel" training image (class 100 of a model with a reject class)
+# Negative kinds drawn in training; "gradient" and "stripes" are left out so that the
+# report shows how the reject class does on kinds it never saw.
+TRAIN_NEGATIVE_KINDS = ("noise", "flat", "text", "photo")
 _GREY = "grey (BGR weights .114 .587 .299), per crop (x-mean)/max(std,4)"
 NORMALISATION = {
     "grey": _GREY,
@@ -192,13 +200,21 @@ def augment(
     return out, float(tenths)
 
 
-def soft_labels(tenths: np.ndarray, sigma: float = LABEL_SIGMA_TENTHS) -> np.ndarray:
-    """(N,) labels in tenths -> (N, 100) circular Gaussian target distributions."""
+def soft_labels(tenths: np.ndarray, sigma: float = LABEL_SIGMA_TENTHS, reject_class: bool = False) -> np.ndarray:
+    """(N,) labels in tenths -> (N, 100) circular Gaussian target distributions.
+
+    With `reject_class`, (N, 101): a label REJECT_LABEL (< 0) puts all its mass on class 100.
+    """
+    tenths = np.asarray(tenths, np.float64)
     classes = np.arange(N_CLASSES)[None, :]
-    d = np.abs(classes - np.asarray(tenths, np.float64)[:, None]) % N_CLASSES
+    d = np.abs(classes - tenths[:, None]) % N_CLASSES
     d = np.minimum(d, N_CLASSES - d)
     target = np.exp(-0.5 * (d / sigma) ** 2)
-    return (target / target.sum(1, keepdims=True)).astype(np.float32)
+    target /= target.sum(1, keepdims=True)
+    if reject_class:
+        is_reject = tenths < 0
+        target = np.hstack([np.where(is_reject[:, None], 0.0, target), is_reject[:, None].astype(np.float64)])
+    return target.astype(np.float32)
 
 
 # ---------------------------------------------------------------- model
@@ -206,8 +222,8 @@ def soft_labels(tenths: np.ndarray, sigma: float = LABEL_SIGMA_TENTHS) -> np.nda
 ARCHS = ("plain", "res", "wide")
 
 
-def build_model(spec: InputSpec | str, arch: str = "plain"):
-    """Small CNN, 100 logits.
+def build_model(spec: InputSpec | str, arch: str = "plain", reject_class: bool = False):
+    """Small CNN, 100 logits (101 with a "not a wheel" `reject_class`).
 
     plain: 3 conv stages (16, 32+32, 64 channels) then a 128-unit head.
     res: stages (16, 32 + residual 32, 64 + residual 64), same head; about 1.5×
@@ -259,7 +275,7 @@ def build_model(spec: InputSpec | str, arch: str = "plain"):
         nn.Linear(features, 128),
         nn.ReLU(inplace=True),
         nn.Dropout(0.1),
-        nn.Linear(128, N_CLASSES),
+        nn.Linear(128, N_CLASSES + int(reject_class)),
     ]
     return nn.Sequential(*layers)
 
@@ -274,29 +290,39 @@ def _augmented_batch(
     synthetic_share: float,
     sigma: float = LABEL_SIGMA_TENTHS,
     frame_p: float = 0.0,
+    negatives: NegativeSource | None = None,
+    reject_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels."""
+    """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels,
+    a `reject_share` images from `negatives` (labelled "not a wheel")."""
     images, labels = [], []
     base_hw = crops.images[0].shape[:2]
     for i in idx:
-        if strips and rng.random() < synthetic_share:
+        if negatives is not None and rng.random() < reject_share:
+            source, label = negatives.draw()[0], REJECT_LABEL
+        elif strips and rng.random() < synthetic_share:
             source, label = render_wheel(strips, rng, base_hw, frame_p)
         else:
             source, label = crops.images[i], crops.tenths[i]
-        image, label = augment(source, label, kind, rng)
+        image, turned = augment(source, max(label, 0.0), kind, rng)
         images.append(preprocess_crop(image, spec))
-        labels.append(label)
-    return np.stack(images), soft_labels(np.array(labels), sigma)
+        labels.append(REJECT_LABEL if label < 0 else turned)
+    return np.stack(images), soft_labels(np.array(labels), sigma, reject_class=negatives is not None)
 
 
-def predict(model, batch: np.ndarray) -> np.ndarray:
-    """Torch model in eval mode -> (N, 100) probabilities (numpy)."""
+def predict_logits(model, batch: np.ndarray) -> np.ndarray:
+    """Torch model in eval mode -> (N, 100 or 101) logits (numpy)."""
     import torch
 
     model.eval()
     with torch.no_grad():
-        out = [torch.softmax(model(torch.from_numpy(batch[i : i + 256])), 1).numpy() for i in range(0, len(batch), 256)]
+        out = [model(torch.from_numpy(batch[i : i + 256])).numpy() for i in range(0, len(batch), 256)]
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
+
+
+def predict(model, batch: np.ndarray) -> np.ndarray:
+    """Torch model in eval mode -> (N, 100) wheel-position probabilities (numpy)."""
+    return decode_logits(predict_logits(model, batch), Abstention())[2]
 
 
 def evaluate(model, spec: InputSpec, data_dir: Path, dev: CropSet, probs_out: Path | None = None) -> dict[str, float]:
@@ -364,6 +390,8 @@ def train_model(
     ema: float = 0.0,
     balance: float = 0.0,
     frame_p: float = 0.0,
+    reject_share: float = 0.0,
+    negative_seed: int = 0,
 ):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
@@ -371,13 +399,20 @@ def train_model(
     `sigma` is the soft-label width (tenths); `ema` > 0 returns the exponential
     moving average of the weights (decay per step) instead of the last weights;
     `frame_p` of the rendered wheels sit in a register window frame;
-    `balance` > 0 draws crops with probability ∝ (share of their tenth digit)^-balance.
+    `balance` > 0 draws crops with probability ∝ (share of their tenth digit)^-balance;
+    `reject_share` > 0 adds a "not a wheel" class and puts that share of non-wheel
+    images (TRAIN_NEGATIVE_KINDS, training half of the photos) in each batch.
     """
     import torch
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(spec, arch)
+    model = build_model(spec, arch, reject_class=reject_share > 0)
+    negatives = (
+        NegativeSource(kind, np.random.default_rng(10_000 + negative_seed), DATA_ROOT, TRAIN_NEGATIVE_KINDS, 0)
+        if reject_share > 0
+        else None
+    )
     average = _WeightAverage(model, ema) if ema > 0 else None
     strips = digit_strips() if kind == "digit" and synthetic_share > 0 else []
     steps_per_epoch = math.ceil(len(train.tenths) / batch_size)
@@ -389,7 +424,9 @@ def train_model(
         started, total = time.time(), 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
-            x, y = _augmented_batch(train, idx, kind, spec, rng, strips, synthetic_share, sigma, frame_p)
+            x, y = _augmented_batch(
+                train, idx, kind, spec, rng, strips, synthetic_share, sigma, frame_p, negatives, reject_share
+            )
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
             optimiser.zero_grad()
@@ -404,6 +441,22 @@ def train_model(
             flush=True,
         )
     return average.model if average is not None else model.eval()
+
+
+def calibrate(model, spec: InputSpec, data_dir: Path, held_out: CropSet, kind: str) -> dict:
+    """The sidecar's ``abstain`` section, fitted (models._calibrate) on crops the model was not trained
+    on; the runtime's defaults when there are none. Those crops are then no longer a clean test set
+    for the abstention figures (benchmarks/crossval.py measures the recipe on groups never used)."""
+    if not len(held_out.tenths):
+        return {**vars(Abstention()), "chosen_on": []}
+    originals = [cv2.imread(str(data_dir / p), cv2.IMREAD_COLOR) for p in held_out.paths]
+    logits = predict_logits(model, preprocess_crops(originals, spec))
+    fitted = fit_abstention(logits, held_out.tenths.astype(int), ABSTAIN_SHARE[kind])
+    return {
+        **vars(fitted),
+        "chosen_on": sorted(set(held_out.units)),
+        "rule": f"temperature by ±{HIT_TOLERANCE} log-loss; min_confidence = {ABSTAIN_SHARE[kind]:.0%} quantile",
+    }
 
 
 def export_onnx(model, spec: InputSpec, path: Path) -> str:
@@ -476,6 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ema", type=float, default=0.0, help="per-step decay of a weight average to export (0: last weights)"
     )
+    parser.add_argument(
+        "--reject",
+        type=float,
+        default=0.0,
+        help='share of each batch replaced by non-wheel images, with a 101st "not a wheel" class (0: none)',
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -514,12 +573,15 @@ def main(argv: list[str] | None = None) -> int:
         ema=args.ema,
         balance=args.balance,
         frame_p=args.frame,
+        reject_share=args.reject,
     )
     train_seconds = time.time() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     val_figures = _json_safe(evaluate(model, spec, data_dir, val, out_dir / "val_probs.npz") if len(val.tenths) else {})
     figures = _json_safe(evaluate(model, spec, data_dir, dev, out_dir / "dev_probs.npz") if len(dev.tenths) else {})
+    calibration = val if len(val.tenths) else (dev if not args.all_data else val)
+    abstain = calibrate(model, spec, data_dir, calibration, kind)
     print("validation:", json.dumps(val_figures))
     print("dev:", json.dumps(figures))
 
@@ -540,7 +602,12 @@ def main(argv: list[str] | None = None) -> int:
             "resize": "cv2.INTER_AREA",
             "normalisation": NORMALISATION[spec.planes],
         },
-        "classes": {"count": N_CLASSES, "meaning": "tenths 0..99, circular", "label_sigma_tenths": args.sigma},
+        "classes": {
+            "count": N_CLASSES + int(args.reject > 0),
+            "meaning": "tenths 0..99, circular" + ('; class 100: "not a wheel"' if args.reject > 0 else ""),
+            "label_sigma_tenths": args.sigma,
+            "reject_class": N_CLASSES if args.reject > 0 else None,
+        },
         "training": {
             "arch": args.arch,
             "ema_decay": args.ema,
@@ -551,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             "synthetic_share": args.synthetic,
             "synthetic_framed": args.frame,
             "balance": args.balance,
+            "reject_share": args.reject,
+            "reject_negative_kinds": list(TRAIN_NEGATIVE_KINDS) if args.reject > 0 else [],
             "threads": args.threads,
             "all_data": args.all_data,
             "n_train": int(len(train.tenths)),
@@ -564,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             "held_out": not args.all_data,
             "figures": figures,
         },
+        "abstain": abstain,
         "data_licences": "Apache-2.0 and MIT, see NOTICE-data.md",
     }
     onnx_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")

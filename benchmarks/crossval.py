@@ -1,0 +1,287 @@
+"""Leave-groups-out cross-validation of a training recipe: python benchmarks/crossval.py --kind digit
+
+Digits: 5 folds of whole split units (groups.csv), water-, gas- and power-meter
+units spread over the folds. Dials: 4 folds, one dial (zeiger1..4) each. For
+each fold a model is trained from scratch on the other folds LESS an inner
+validation set (the small units of the next fold, or the next dial); the
+abstention (temperature, confidence threshold: meterbench.models._calibrate) is
+chosen on that inner set only, then the fold's crops - never trained on, never
+used for a choice - are read. The same run also applies the old rule (no
+temperature, readable = confidence ≥ 0.5, no reject class) to the same logits.
+
+Per fold the logits are cached (--cache): a second run only re-reads them.
+Short training (--epochs) keeps a run within the CPU budget; the figures are
+then a lower bound of the full recipe's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from meterbench.models._calibrate import ABSTAIN_SHARE, HIT_TOLERANCE, fit_abstention  # noqa: E402
+from meterbench.models._metrics import abstain_metrics, expected_calibration_error  # noqa: E402
+from meterbench.models._runtime import (  # noqa: E402
+    DEFAULT_INPUT,
+    GEOMETRY_TOLERANCE,
+    Abstention,
+    circular_distance,
+    crop_contrast,
+    decode_logits,
+    preprocess_crops,
+)
+from meterbench.models.dial_geometry import DialGeometry, disagrees, read_dial_geometry  # noqa: E402
+from meterbench.models.training.negatives import negative_crops  # noqa: E402
+from meterbench.models.training.train import DATA_DIR, DATA_ROOT, load_crops, predict_logits, train_model  # noqa: E402
+
+OLD_RULE = Abstention(temperature=1.0, min_confidence=0.5, max_reject=1.0, min_contrast=0.0)
+N_NEGATIVES = 1200
+NEGATIVE_SEED = 1  # report set; training draws its own stream from the other half of the photos
+
+
+def unit_types(data_dir: Path) -> dict[str, tuple[str, str]]:
+    """split unit -> (meter type, display) of the group that names it (dials: ('dial', 'dial'))."""
+    groups_csv = data_dir / "groups.csv"
+    if not groups_csv.is_file():
+        return {}
+    with groups_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    named = {row["group"]: (row["meter_type"], row["display"]) for row in rows}
+    return {row["split_unit"]: named.get(row["split_unit"], (row["meter_type"], row["display"])) for row in rows}
+
+
+def make_folds(units: list[str], sizes: dict[str, int], types: dict[str, str], n_folds: int) -> list[list[str]]:
+    """Whole units into `n_folds` folds, largest first, each to the fold with fewest crops of its
+    meter type, then fewest crops: every type spread over the folds."""
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    by_type = [dict.fromkeys(set(types.values()), 0) for _ in range(n_folds)]
+    total = [0] * n_folds
+    for unit in sorted(units, key=lambda u: (-sizes[u], u)):
+        best = min(range(n_folds), key=lambda k: (by_type[k][types[unit]], total[k], k))
+        folds[best].append(unit)
+        by_type[best][types[unit]] += sizes[unit]
+        total[best] += sizes[unit]
+    return folds
+
+
+def inner_units(folds: list[list[str]], k: int, sizes: dict[str, int], max_crops: int) -> list[str]:
+    """Calibration units for outer fold k: the units of the next folds, smallest first, up to `max_crops`."""
+    chosen, count = [], 0
+    for j in range(1, len(folds)):
+        for unit in sorted(folds[(k + j) % len(folds)], key=lambda u: sizes[u]):
+            if count + sizes[unit] <= max_crops:
+                chosen.append(unit)
+                count += sizes[unit]
+        if count >= max_crops // 2:
+            break
+    return chosen
+
+
+def _logits(model, images: list[np.ndarray], kind: str) -> np.ndarray:
+    return predict_logits(model, preprocess_crops(images, DEFAULT_INPUT[kind]))
+
+
+def run_folds(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Train (or load from the cache) every fold; returns per-fold arrays and the crop table."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(1)
+    kind, data_dir = args.kind, DATA_DIR[args.kind]
+    crops = load_crops(DEFAULT_INPUT[kind], data_dir)
+    originals = [cv2.imread(str(data_dir / p), cv2.IMREAD_COLOR) for p in crops.paths]
+    units = np.array(crops.units)
+    sizes = {u: int(np.sum(units == u)) for u in set(crops.units)}
+    types = {u: t[0] for u, t in unit_types(data_dir).items()} or {u: "dial" for u in sizes}
+    folds = make_folds(sorted(sizes), sizes, types, args.folds)
+    negatives, negative_kinds = negative_crops(kind, N_NEGATIVES, NEGATIVE_SEED, DATA_ROOT, photo_part=1)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    results = []
+    for k, test in enumerate(folds):
+        inner = inner_units(folds, k, sizes, args.inner_max)
+        path = cache / f"fold{k}.npz"
+        is_test, is_inner = np.isin(units, test), np.isin(units, inner)
+        if not path.is_file():
+            started = time.time()
+            model = train_model(
+                kind,
+                DEFAULT_INPUT[kind],
+                crops.subset(~is_test & ~is_inner),
+                args.epochs,
+                128,
+                3e-3,
+                args.seed,
+                synthetic_share=args.synthetic,
+                frame_p=args.frame,
+                reject_share=args.reject,
+                log=lambda *a, **kw: None,
+            )
+            np.savez_compressed(
+                path,
+                test_logits=_logits(model, [originals[i] for i in np.flatnonzero(is_test)], kind),
+                inner_logits=_logits(model, [originals[i] for i in np.flatnonzero(is_inner)], kind),
+                negative_logits=_logits(model, negatives, kind),
+                seconds=time.time() - started,
+            )
+            print(f"fold {k}: trained on {int((~is_test & ~is_inner).sum())} crops in {time.time() - started:.0f} s")
+        saved = np.load(path)
+        results.append(
+            {
+                "test_units": test,
+                "inner_units": inner,
+                "test": np.flatnonzero(is_test),
+                "inner": np.flatnonzero(is_inner),
+                **{key: saved[key] for key in ("test_logits", "inner_logits", "negative_logits")},
+            }
+        )
+    displays = unit_types(data_dir)
+    table = {
+        "tenths": crops.tenths.astype(int),
+        "groups": np.array(crops.groups),
+        "units": units,
+        "contrast": crop_contrast(originals),
+        "negative_kinds": np.array(negative_kinds),
+        "negative_contrast": crop_contrast(negatives),
+        "display": {g: displays.get(u, ("dial", "dial"))[1] for g, u in zip(crops.groups, crops.units, strict=True)},
+    }
+    if kind == "dial":
+        table["geometry"] = read_dial_geometry(originals)
+        table["negative_geometry"] = read_dial_geometry(negatives)
+    return results, table
+
+
+def _geometry(table: dict, key: str, idx: np.ndarray | slice) -> DialGeometry | None:
+    geometry = table.get(key)
+    if geometry is None:
+        return None
+    return DialGeometry(geometry.value[idx], geometry.has_axis[idx], geometry.tip_sure[idx])
+
+
+def _readings(logits: np.ndarray, params: Abstention, contrast: np.ndarray, geometry: DialGeometry | None) -> tuple:
+    """value, confidence, readable of one rule (with the dial geometry's veto when given)."""
+    value, confidence, _, _, readable, _ = decode_logits(logits, params, contrast)
+    if geometry is not None:
+        readable = readable & ~disagrees(value, geometry, GEOMETRY_TOLERANCE)
+    return value, confidence, readable
+
+
+def evaluate(results: list[dict], table: dict, kind: str) -> dict:
+    """Pooled and per-group figures on the held-out folds for each rule: "old" (confidence ≥ 0.5),
+    "calibrated" (fitted abstention, reject class) and, for dials, "calibrated+geometry"."""
+    rules = ["old", "calibrated"] + (["calibrated+geometry"] if "geometry" in table else [])
+    n = len(table["tenths"])
+    out = {rule: {"value": np.zeros(n), "confidence": np.zeros(n), "readable": np.zeros(n, bool)} for rule in rules}
+    negative_readable = {rule: [] for rule in rules}
+    chosen = []
+    for fold in results:
+        abstention = fit_abstention(fold["inner_logits"], table["tenths"][fold["inner"]], ABSTAIN_SHARE[kind])
+        chosen.append(abstention)
+        for rule in rules:
+            params = OLD_RULE if rule == "old" else abstention
+            use_geometry = rule.endswith("geometry")
+            geometry = _geometry(table, "geometry", fold["test"]) if use_geometry else None
+            value, confidence, readable = _readings(
+                fold["test_logits"], params, table["contrast"][fold["test"]], geometry
+            )
+            out[rule]["value"][fold["test"]] = value
+            out[rule]["confidence"][fold["test"]] = confidence
+            out[rule]["readable"][fold["test"]] = readable
+            negative_geometry = _geometry(table, "negative_geometry", slice(None)) if use_geometry else None
+            negative_readable[rule].append(
+                _readings(fold["negative_logits"], params, table["negative_contrast"], negative_geometry)[2]
+            )
+    groups = table["groups"]
+    wheel = np.array([table["display"][g] != "lcd" for g in groups])
+    figures = {"rules": rules, "abstention_per_fold": [vars(a) for a in chosen], "groups": {}}
+    for rule in rules:
+        o = out[rule]
+        hit = circular_distance(o["value"], table["tenths"] / 10) <= HIT_TOLERANCE + 1e-6
+        pooled = {}
+        for name, keep in (("wheel", wheel), ("lcd", ~wheel)):
+            if keep.any():
+                pooled[name] = abstain_metrics(o["value"][keep], o["readable"][keep], table["tenths"][keep])
+                pooled[name]["ece"] = expected_calibration_error(o["confidence"][keep], hit[keep])
+        unreadable = ~np.stack(negative_readable[rule])  # (folds, negatives)
+        kinds = table["negative_kinds"]
+        pooled["non_wheel_unreadable"] = float(unreadable.mean())
+        pooled["non_wheel_by_kind"] = {str(k): float(unreadable[:, kinds == k].mean()) for k in sorted(set(kinds))}
+        figures[rule] = pooled
+        for group in sorted(set(groups)):
+            keep = groups == group
+            figures["groups"].setdefault(group, {})[rule] = abstain_metrics(
+                o["value"][keep], o["readable"][keep], table["tenths"][keep]
+            )
+    figures["fold_of_group"] = {g: k for k, fold in enumerate(results) for g in set(groups[fold["test"]])}
+    return figures
+
+
+def _pct(x: float) -> str:
+    return "  –  " if x != x else f"{100 * x:5.1f}"
+
+
+def print_figures(figures: dict) -> None:
+    cols = ("within_0_1", "within_0_2", "wrong", "wrong_readable", "abstained", "integer_acc")
+    best = figures["rules"][-1]
+    print(f"per group (held out), {best} / old rule, % of crops:")
+    print(f"  {'group':46s} {'fold':>4s} {'n':>5s}  " + "  ".join(f"{c:>14s}" for c in cols))
+    for group, f in figures["groups"].items():
+        cells = "  ".join(f"{_pct(f[best][c])}/{_pct(f['old'][c])}".rjust(14) for c in cols)
+        print(f"  {group[-46:]:46s} {figures['fold_of_group'][group]:4d} {f[best]['n']:5d}  {cells}")
+    for rule in figures["rules"]:
+        print(f"pooled, {rule} rule:")
+        for name in ("wheel", "lcd"):
+            if name in figures[rule]:
+                f = figures[rule][name]
+                print(
+                    f"  {name:6s} n {f['n']}: ±0.1 {_pct(f['within_0_1'])} ±0.2 {_pct(f['within_0_2'])}"
+                    f" wrong {f['wrong'] * 100:.2f} wrong+readable {f['wrong_readable'] * 100:.2f}"
+                    f" abstained {_pct(f['abstained'])} int {_pct(f['integer_acc'])}"
+                    f" | wrong caught {_pct(f['wrong_caught'])} good abstained {_pct(f['good_abstained'])}"
+                    f" ECE {f['ece']:.3f}"
+                )
+        print(
+            f"  non-wheel images unreadable {_pct(figures[rule]['non_wheel_unreadable'])} %: "
+            + ", ".join(f"{k} {_pct(v)}" for k, v in figures[rule]["non_wheel_by_kind"].items())
+        )
+    print("abstention chosen per fold on its inner units:")
+    for k, a in enumerate(figures["abstention_per_fold"]):
+        print(f"  fold {k}: T {a['temperature']:.3f} min_confidence {a['min_confidence']:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["digit", "dial"], required=True)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--synthetic", type=float, default=0.25, help="digits: share of rendered wheels")
+    parser.add_argument("--frame", type=float, default=0.7, help="digits: share of framed rendered wheels")
+    parser.add_argument("--reject", type=float, default=0.0, help='share of "not a wheel" images (0: no such class)')
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--folds", type=int, help="default: 5 (digits), 4 (dials)")
+    parser.add_argument("--inner-max", type=int, help="most crops in a fold's inner calibration set (1200; dials 1300)")
+    parser.add_argument("--cache", required=True, help="folder for the per-fold logits")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    args.folds = args.folds or (5 if args.kind == "digit" else 4)
+    args.inner_max = args.inner_max or (1200 if args.kind == "digit" else 1300)
+    results, table = run_folds(args)
+    figures = evaluate(results, table, args.kind)
+    figures["recipe"] = {k: v for k, v in vars(args).items() if k not in ("cache", "json")}
+    print_figures(figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
