@@ -112,7 +112,9 @@ def _session_rows(job: tuple[str, str, int, int, str]) -> list[PointRow]:
 
 
 def _summary(label: str, rows: list[PointRow]) -> str:
-    measured = [r for r in rows if math.isfinite(r.error_pct)]
+    """Coverage and spread ratios over the decided points (an inconclusive point's U is not used
+    for a verdict, and one coarse fallback reading would dominate the RMS)."""
+    measured = [r for r in rows if math.isfinite(r.error_pct) and r.verdict != "inconclusive"]
     if not measured:
         return f"{label:<28} no measured points"
     delta = np.array([r.delta_pct for r in measured])
@@ -152,7 +154,7 @@ def main() -> None:
 
     inconclusive = [r for r in rows if r.verdict == "inconclusive"]
     print(f"points: {len(rows)} in {len(jobs)} sessions ({root}); inconclusive: {len(inconclusive)}")
-    print("coverage of |E - E_true| <= U (k=2) and stated / observed spread (%-points):")
+    print("coverage of |E - E_true| <= U (k=2) and stated / observed spread (%-points), decided points:")
     print(_summary("all water-meter", [r for r in rows if r.group.startswith("water-meter")]))
     print(_summary("all tank", [r for r in rows if r.group.startswith("tank")]))
     for name, group in _groups(rows, lambda r: r.group):
