@@ -88,13 +88,19 @@ def _cmd_dials(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from meterbench.progress import terminal_progress
     from meterbench.sim import PROFILES, simulate_tank, simulate_water_meter
 
     if args.profile not in PROFILES:  # checked here: importing the simulator for --help would take a second
         raise ConfigError(f"--profile: expected one of {', '.join(PROFILES)}, got {args.profile!r}")
     if args.bench_kind == "water-meter":
         path = simulate_water_meter(
-            Path(args.out), seed=args.seed, meters=args.meters, profile=args.profile, fps=args.fps
+            Path(args.out),
+            seed=args.seed,
+            meters=args.meters,
+            profile=args.profile,
+            fps=args.fps,
+            progress=terminal_progress("simulate", "camera"),
         )
     else:
         path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs)
@@ -103,10 +109,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from meterbench.progress import terminal_progress
     from meterbench.verify import check_report_folder, run_session
 
     check_report_folder(Path(args.out), Path(args.session))  # before the work: never overwrite, never fail late
-    report = run_session(Path(args.session), Path(args.out))
+    report = run_session(Path(args.session), Path(args.out), progress=terminal_progress("run", "meter"))
     print(f"{report['session']}: {report['verdict']} -> {Path(args.out) / 'report.json'}")
     _print_summary(report)
     return 0
@@ -123,12 +130,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     from meterbench.batch import run_batch
+    from meterbench.progress import terminal_progress
 
     return run_batch(
         [Path(p) for p in args.paths],
         Path(args.out),
         jobs=args.jobs,
         compare=Path(args.compare) if args.compare else None,
+        progress=terminal_progress("batch", "session"),
+        timeout_s=args.timeout,
     )
 
 
@@ -199,11 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="BENCH.toml", help="bench configuration (devices, plan)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the recorded session and its reports")
 
+    from meterbench.batch import DEFAULT_SESSION_TIMEOUT_S
+
     p = command("batch", _cmd_batch, "re-verify many recorded sessions")
     p.add_argument("paths", nargs="+", metavar="PATH", help="session folders, or folders to search for them")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for one report folder per session and summary")
     p.add_argument("--jobs", type=_positive_int, default=1, help="sessions verified in parallel (processes)")
     p.add_argument("--compare", metavar="DIR", help="earlier batch output folder to compare the verdicts against")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_SESSION_TIMEOUT_S,
+        metavar="S",
+        help="wall-clock limit per session (s): a stuck session's worker is killed and the session listed as failed",
+    )
 
     p = command("doctor", _cmd_doctor, "check the installation and the bench's devices")
     p.add_argument("--config", metavar="BENCH.toml", help="bench configuration whose devices to check")

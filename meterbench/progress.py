@@ -8,6 +8,7 @@ called after each unit of work; they never print themselves. The command line pa
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -36,8 +37,16 @@ class TerminalProgress:
             return
         if self._bar is None or self._bar.total != total:
             self.close()
+            columns = shutil.get_terminal_size().columns
             self._bar = tqdm(
-                total=total, desc=self.description, unit=self.unit, file=self.stream, dynamic_ncols=True, leave=True
+                total=total,
+                desc=self.description,
+                unit=self.unit,
+                file=self.stream,
+                ncols=columns
+                if columns > 0
+                else 80,  # a pty without a size reports 0 columns (tqdm then draws nothing)
+                leave=True,
             )
         self._bar.set_postfix_str(label[:40], refresh=False)
         self._bar.update(done - self._bar.n)

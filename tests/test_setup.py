@@ -43,3 +43,15 @@ def test_progress_bar_only_on_a_terminal():
             bar(done, 4, f"M1 Q{done}")
     assert hidden.getvalue() == ""
     assert "4/4" in shown.getvalue() and "run" in shown.getvalue()
+
+
+def test_run_and_simulate_report_their_progress(tmp_path):
+    from meterbench.sim import simulate_water_meter
+    from meterbench.verify import run_session
+
+    seen: list[tuple[int, int, str]] = []
+    simulate_water_meter(tmp_path / "s", seed=3, meters=2, profile="short", progress=lambda *a: seen.append(a))
+    assert seen == [(0, 2, ""), (1, 2, "meter M1"), (2, 2, "meter M2")]
+    seen.clear()
+    run_session(tmp_path / "s", tmp_path / "out", progress=lambda *a: seen.append(a))
+    assert seen == [(0, 2, ""), (1, 2, "M1"), (2, 2, "M2")]

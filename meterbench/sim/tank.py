@@ -35,6 +35,7 @@ import numpy as np
 
 from meterbench import calibration
 from meterbench.devices.serial_totaliser import format_totaliser_line
+from meterbench.errors import ConfigError
 from meterbench.session.writer import SessionRecorder
 from meterbench.sim.physics import solve_for_target
 from meterbench.sim.tank_render import (
@@ -253,7 +254,7 @@ def simulate_tank(
     conditions (default: random for the seed, with tilt, glare, tint, bubbles).
     """
     if runs < 1:
-        raise ValueError(f"runs: expected >= 1, got {runs}")
+        raise ConfigError(f"runs: expected >= 1, got {runs}")
     rng = np.random.default_rng(seed)
     nominal_l, material, fill_m3h = 20.0, "stainless-steel", 2.4
     geometry = NeckScaleGeometry()

@@ -27,6 +27,8 @@ import numpy as np
 
 from meterbench.calibration import verification_flow_window, water_meter_flows, water_meter_mpe
 from meterbench.devices.serial_totaliser import format_totaliser_line, parse_totaliser_line
+from meterbench.errors import ConfigError
+from meterbench.progress import ProgressFn
 from meterbench.session.writer import SessionRecorder
 from meterbench.sim.physics import (
     BenchRun,
@@ -496,20 +498,28 @@ def _manifest(seed: int, profile: str, meters: list[SimulatedMeter], plan: list[
 
 
 def simulate_water_meter(
-    out_dir: Path, *, seed: int = 0, meters: int = 3, profile: str = "standard", fps: float = 10.0
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    meters: int = 3,
+    profile: str = "standard",
+    fps: float = 10.0,
+    progress: ProgressFn | None = None,
 ) -> Path:
     """Write a complete simulated water-meter session folder to `out_dir`; return it.
+
+    ``progress(done, total, label)`` is called as each meter's camera video is written (the slow part).
 
     `meters` DN15 meters (1–50) in series, test plan Q3, Q2, Q1 with the
     `profile`'s volumes ("standard" or "short"), one camera per meter at `fps`
     (frames/s).  The same `seed` gives the same session.
     """
     if profile not in PROFILES:
-        raise ValueError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+        raise ConfigError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     if isinstance(meters, bool) or not isinstance(meters, int) or not 1 <= meters <= 50:
-        raise ValueError(f"simulate water-meter: meters: expected an integer 1..50, got {meters!r}")
+        raise ConfigError(f"simulate water-meter: meters: expected an integer 1..50, got {meters!r}")
     if not (math.isfinite(fps) and 1.0 <= fps <= 60.0):
-        raise ValueError(f"simulate water-meter: fps: expected 1..60 frames/s, got {fps!r}")
+        raise ConfigError(f"simulate water-meter: fps: expected 1..60 frames/s, got {fps!r}")
     spec = PROFILES[profile]
     # the near-MPE stream is spawned last, so every other stream draws what it did before it
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5 + 2 * meters)]
@@ -537,6 +547,10 @@ def simulate_water_meter(
         recorder.write_truth(_truth(run, sim_meters, tracks, flows, seed, profile))
         _write_serial(recorder, run, serial_rng)
         _write_controller(recorder, run, controller_rng)
-        for meter, track, rng in zip(sim_meters, tracks, camera_rngs, strict=True):
+        if progress is not None:
+            progress(0, len(sim_meters), "")
+        for done, (meter, track, rng) in enumerate(zip(sim_meters, tracks, camera_rngs, strict=True), start=1):
             _write_camera(recorder, run, meter, track, fps, rng)
+            if progress is not None:
+                progress(done, len(sim_meters), f"meter {meter.id}")
     return Path(out_dir)

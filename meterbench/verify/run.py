@@ -6,6 +6,7 @@ from pathlib import Path
 
 from meterbench import __version__
 from meterbench.errors import SessionError
+from meterbench.progress import ProgressFn
 from meterbench.verify.report import write_reports
 from meterbench.verify.results import session_decision
 from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
@@ -39,7 +40,10 @@ class RegisterReaders:
 
 
 def verify_session(
-    session, options: ReadingOptions | None = None, readers: RegisterReaders | None = None
+    session,
+    options: ReadingOptions | None = None,
+    readers: RegisterReaders | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[dict, dict]:
     """Verify a loaded session; returns (report dict, figures for the human report).
 
@@ -52,7 +56,7 @@ def verify_session(
     models: dict[str, str] = {}
     if manifest["bench_kind"] == "water-meter":
         readers = readers or RegisterReaders()
-        instruments = evaluate_water_meter_session(session, readers, options)
+        instruments = evaluate_water_meter_session(session, readers, options, progress)
         models = readers.model_hashes
     else:
         from meterbench.verify.tank import evaluate_tank_session, tank_figures
@@ -84,11 +88,15 @@ def _provenance_notes() -> list[str]:
     return list(notes()) if callable(notes) else []
 
 
-def run_session(session_dir: Path, out_dir: Path, options: ReadingOptions | None = None) -> dict:
-    """Verify the session in ``session_dir``; write report.json and report.html (as a pair) into ``out_dir``."""
+def run_session(
+    session_dir: Path, out_dir: Path, options: ReadingOptions | None = None, progress: ProgressFn | None = None
+) -> dict:
+    """Verify the session in ``session_dir``; write report.json and report.html (as a pair) into ``out_dir``.
+
+    ``progress(done, total, instrument id)`` is called as each instrument is verified."""
     from meterbench.session.reader import load_session
 
     with load_session(session_dir) as session:
-        report, figures = verify_session(session, options)
+        report, figures = verify_session(session, options, progress=progress)
     write_reports(report, out_dir, figures, _provenance_notes())
     return report

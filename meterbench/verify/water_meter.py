@@ -24,6 +24,7 @@ import numpy as np
 
 from meterbench import calibration
 from meterbench.errors import SessionError
+from meterbench.progress import ProgressFn
 from meterbench.verify.fusion import (
     InstantEstimate,
     ReferenceTrack,
@@ -570,9 +571,13 @@ def _evaluate_meter(
 
 
 def evaluate_water_meter_session(
-    session, register_reader_for: Callable[[dict], Any], options: ReadingOptions | None = None
+    session,
+    register_reader_for: Callable[[dict], Any],
+    options: ReadingOptions | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[InstrumentResult]:
-    """Verify every water meter of a session, one InstrumentResult each.
+    """Verify every water meter of a session, one InstrumentResult each; ``progress(done, total, id)``
+    after each meter.
 
     Bad session.json content raises SessionError. Unusable recorded data stays
     local: a reference log without a track makes every point inconclusive, a
@@ -588,6 +593,8 @@ def evaluate_water_meter_session(
         track, track_problems, track_reason = None, [], exc.reason
     timings = point_timings(session, names)
     instruments = []
+    if progress is not None:
+        progress(0, len(manifest["instruments"]), "")
     for index, instrument in enumerate(manifest["instruments"]):
         identity = instrument_identity(instrument)
         _, rating_warnings = _rated_flows(instrument, f"instruments[{index}]")
@@ -613,4 +620,6 @@ def evaluate_water_meter_session(
                 instrument["id"], "water-meter", names, evaluate, identity=identity, warnings=instrument_warnings
             )
         instruments.append(result)
+        if progress is not None:
+            progress(len(instruments), len(manifest["instruments"]), instrument["id"])
     return instruments
