@@ -139,8 +139,30 @@ def check_bench(config_path: Path) -> Iterator[Check]:
             error is None,
             f"{host}:{port} reachable" if error is None else f"cannot reach {host}:{port}: {error}",
         )
+        yield Check(  # the config loader refused a broker that is neither secure nor explicitly insecure
+            "MQTT security",
+            True,
+            "TLS with a CA and a login or client certificate"
+            if cfg.mqtt_security == "tls"
+            else "INSECURE (insecure = true): any client on the broker could send telemetry and events; "
+            "recorded in session.json and said in the report",
+        )
+    yield _check_free_space(cfg)
     for camera in cfg.cameras:
         yield _check_camera(camera["id"], camera["source"], simulated=camera["source"] == SIM)
+
+
+def _check_free_space(cfg) -> Check:
+    """Free space where runs go (the working folder: ``bench --out`` is not known here) against min_free_disk_mb."""
+    import shutil
+
+    free_mb = shutil.disk_usage(Path.cwd()).free / 1e6
+    return Check(
+        "free disk space",
+        free_mb >= cfg.min_free_disk_mb,
+        f"{free_mb:.0f} MB free under {Path.cwd()} (bench.min_free_disk_mb = {cfg.min_free_disk_mb:g} MB"
+        f"{'' if free_mb >= cfg.min_free_disk_mb else ': a run would be refused'})",
+    )
 
 
 def _check_simulator_binaries() -> Iterator[Check]:

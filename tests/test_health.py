@@ -49,7 +49,7 @@ def _real_bench(tmp_path: Path, ports: tuple[str, str], mqtt_port: int, sources:
     """The sample as a real bench: no [simulator], its devices, broker and cameras named."""
     text = SAMPLE.read_text()
     text = text[text.index("\n[bench]\n") : text.index("\n[simulator]\n")] + text[text.index("\n[mqtt]\n") :]
-    text = text.replace("port = 0 ", f"port = {mqtt_port} ")
+    text = text.replace("port = 0 ", f"port = {mqtt_port}\ninsecure = true ")  # a test broker: no TLS
     for port in ports:
         text = text.replace('port = "sim"', f'port = "{port}"', 1)
     for source in sources:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meterbench.devices.mqtt import MqttConfig
 from meterbench.errors import ConfigError
 from meterbench.session import schema_problems
 from meterbench.vision import RegisterLayout, default_register_layout
@@ -26,6 +27,9 @@ from meterbench.vision import RegisterLayout, default_register_layout
 __all__ = [
     "BENCH_SCHEMA",
     "SIM",
+    "DEFAULT_MIN_FREE_DISK_MB",
+    "DEFAULT_STOP_FREE_DISK_MB",
+    "MQTT_SECURITY",
     "BenchConfig",
     "BenchConfigError",
     "Disturbance",
@@ -40,6 +44,14 @@ BENCH_SCHEMA = Path(__file__).resolve().parent / "schemas" / "bench-config-v1.js
 
 SIM = "sim"
 """A device ``port`` or camera ``source`` with this value is the simulator's (needs ``[simulator]``)."""
+
+DEFAULT_MIN_FREE_DISK_MB = 2000.0
+"""A run does not start with less free space than this under --out (MB = 10^6 bytes): ~1 h of 3 cameras."""
+DEFAULT_STOP_FREE_DISK_MB = 500.0
+"""A run stops cleanly (valves safe, session closed) when free space falls below this (MB)."""
+MQTT_SECURITY = ("tls", "insecure", "simulated")
+"""``BenchConfig.mqtt_security``: TLS with a CA and a login or client certificate; ``insecure = true``
+(a real bench without them, said in session.json and the report); the simulator's private broker."""
 
 # tables whose items are named in messages by their id (or name): "devices[0] (ref-meter)"
 _NAMED_ITEMS = re.compile(r"^(devices|instruments|cameras|reference_instruments|test_plan\.points)\[(\d+)\]")
@@ -117,6 +129,9 @@ class BenchConfig:
     decision_rule: str = "simple"
     options: SequenceOptions = field(default_factory=SequenceOptions)
     simulator: SimulatorConfig | None = None
+    mqtt_security: str = "tls"  # one of MQTT_SECURITY
+    min_free_disk_mb: float = DEFAULT_MIN_FREE_DISK_MB
+    stop_free_disk_mb: float = DEFAULT_STOP_FREE_DISK_MB
 
     @property
     def reference_device_id(self) -> str:
@@ -152,11 +167,13 @@ def load_bench_config(path: Path | str) -> BenchConfig:
         raise BenchConfigError(_name_items(problems, data, label))
     bench = data["bench"]
     simulator = data.get("simulator")
+    mqtt = {key: value for key, value in data["mqtt"].items() if key != "insecure"}
+    min_free_disk_mb = float(bench.get("min_free_disk_mb", DEFAULT_MIN_FREE_DISK_MB))
     return BenchConfig(
         path=path,
         bench_id=bench["id"],
         session_base=bench.get("session_id", f"bench-{bench['id']}"),
-        mqtt={"bench_id": bench["id"], **data["mqtt"]},
+        mqtt={"bench_id": bench["id"], **mqtt},
         devices=data["devices"],
         instruments=instruments,
         reference_instruments=data["reference_instruments"],
@@ -164,6 +181,9 @@ def load_bench_config(path: Path | str) -> BenchConfig:
         points=[PointPlan(**p) for p in data["test_plan"]["points"]],
         decision_rule=bench.get("decision_rule", "simple"),
         options=SequenceOptions(**bench.get("sequence", {})),
+        mqtt_security=_mqtt_security(data),
+        min_free_disk_mb=min_free_disk_mb,
+        stop_free_disk_mb=float(bench.get("stop_free_disk_mb", min(DEFAULT_STOP_FREE_DISK_MB, min_free_disk_mb))),
         simulator=None
         if simulator is None
         else SimulatorConfig(
@@ -253,7 +273,51 @@ def _cross_check(data: dict, label: str) -> list[str]:
                 f"{label}: instruments[{i}].camera: expected the id of one of the [[cameras]] "
                 f"({', '.join(sorted(camera_ids)) or 'none'}), got {inst['camera']!r}"
             )
-    return problems + _check_simulated(data, label)
+    bench = data["bench"]
+    minimum = bench.get("min_free_disk_mb", DEFAULT_MIN_FREE_DISK_MB)
+    stop = bench.get("stop_free_disk_mb", min(DEFAULT_STOP_FREE_DISK_MB, minimum))
+    if stop > minimum:
+        problems.append(
+            f"{label}: bench.stop_free_disk_mb: expected at most bench.min_free_disk_mb ({minimum:g} MB), got {stop:g}"
+        )
+    return problems + _check_simulated(data, label) + _check_security(data, label)
+
+
+def _mqtt_security(data: dict) -> str:
+    """One of MQTT_SECURITY for a validated config."""
+    if data.get("simulator") is not None:
+        return "simulated"
+    return "tls" if _mqtt_secure(data["mqtt"]) else "insecure"
+
+
+def _mqtt_secure(mqtt: dict) -> bool:
+    """TLS with a CA (verified) and a login or a client certificate (``MqttConfig.secure``)."""
+    settings = {key: value for key, value in mqtt.items() if key != "insecure"}
+    return MqttConfig.from_dict({"bench_id": "check", **settings}).secure
+
+
+def _check_security(data: dict, label: str) -> list[str]:
+    """A real bench's broker needs TLS and credentials, or an explicit ``insecure = true``."""
+    mqtt = data["mqtt"]
+    if data.get("simulator") is not None:
+        if "insecure" in mqtt:
+            return [f"{label}: mqtt.insecure: not used with a [simulator] (its private broker); remove it"]
+        return []
+    if _mqtt_secure(mqtt) or mqtt.get("insecure") is True:
+        return []
+    missing = [
+        text
+        for text, absent in (
+            ("tls_ca (the bench CA)", not mqtt.get("tls_ca")),
+            ("username/password or tls_cert/tls_key", "username" not in mqtt and not mqtt.get("tls_cert")),
+            ("tls_insecure = false", bool(mqtt.get("tls_insecure", False))),
+        )
+        if absent
+    ]
+    return [
+        f"{label}: mqtt: the bench controller's broker must be authenticated (TLS with a CA and a login or client "
+        f"certificate); missing {', '.join(missing)}. Set insecure = true to run without (recorded and reported)"
+    ]
 
 
 def _check_simulated(data: dict, label: str) -> list[str]:

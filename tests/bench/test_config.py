@@ -114,7 +114,7 @@ def test_sim_without_simulator_lists_every_simulated_part(tmp_path):
     text = SAMPLE.read_text()
     start, end = text.index("\n[simulator]\n"), text.index("\n[mqtt]\n")
     path = tmp_path / "bench.toml"
-    path.write_text(text[:start] + text[end:])
+    path.write_text(text[:start] + text[end:].replace("port = 0 ", "port = 0\ninsecure = true "))
     problems = _problems(path)
     assert problems == [
         f'{path}: devices[0] (ref-meter), devices[1] (flow-computer), cameras[0] (cam-M1), cameras[1] (cam-M2): "sim" '
@@ -152,3 +152,60 @@ def test_bench_command_refuses_a_bad_config_in_one_line_before_any_output(tmp_pa
     assert "devices[0] (ref-meter).baudrate: expected an integer baud rate" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# -- authenticated bench control and disk space ------------------------------------------------
+
+_REAL_MQTT = """[mqtt]
+host = "127.0.0.1"
+port = 8883
+"""
+
+
+def _real_bench(tmp_path: Path, mqtt: str, bench_extra: str = "") -> Path:
+    """The sample as a real bench: no [simulator], real port names, the [mqtt] given."""
+    text = SAMPLE.read_text()
+    start, end = text.index("\n[simulator]\n"), text.index("\n[[devices]]\n")
+    text = text[:start] + "\n" + mqtt + text[end:]
+    text = text.replace('port = "sim"', 'port = "/dev/ttyUSB0"').replace('source = "sim"', 'source = "0"')
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("min_free", "stop_free")))
+    text = text.replace('decision_rule = "simple"', 'decision_rule = "simple"\n' + bench_extra)
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_real_bench_needs_an_authenticated_broker_or_says_insecure(tmp_path):
+    problems = _problems(_real_bench(tmp_path, _REAL_MQTT))
+    assert problems == [
+        f"{tmp_path / 'bench.toml'}: mqtt: the bench controller's broker must be authenticated (TLS with a CA and a "
+        "login or client certificate); missing tls_ca (the bench CA), username/password or tls_cert/tls_key. "
+        "Set insecure = true to run without (recorded and reported)"
+    ]
+    login_only = _REAL_MQTT + 'username = "meterbench"\npassword = "x"\n'
+    assert "missing tls_ca (the bench CA)." in _problems(_real_bench(tmp_path, login_only))[0]
+    unverified = login_only + 'tls_ca = "/etc/ssl/ca.pem"\ntls_insecure = true\n'
+    assert "missing tls_insecure = false." in _problems(_real_bench(tmp_path, unverified))[0]
+    for secure in (login_only + 'tls_ca = "/etc/ssl/ca.pem"\n', _REAL_MQTT + 'tls_ca = "c"\ntls_cert = "m.crt"\n'):
+        assert load_bench_config(_real_bench(tmp_path, secure)).mqtt_security == "tls"
+    insecure = load_bench_config(_real_bench(tmp_path, _REAL_MQTT + "insecure = true\n"))
+    assert insecure.mqtt_security == "insecure" and "insecure" not in insecure.mqtt
+    assert load_bench_config(SAMPLE).mqtt_security == "simulated"
+    explicit = _variant(tmp_path, "port = 0 ", "port = 0\ninsecure = true ")
+    assert _problems(explicit) == [
+        f"{explicit}: mqtt.insecure: not used with a [simulator] (its private broker); remove it"
+    ]
+
+
+def test_free_disk_limits_are_configured_and_cross_checked(tmp_path):
+    default = load_bench_config(_real_bench(tmp_path, _REAL_MQTT + "insecure = true\n"))
+    assert (default.min_free_disk_mb, default.stop_free_disk_mb) == (2000.0, 500.0)
+    assert (load_bench_config(SAMPLE).min_free_disk_mb, load_bench_config(SAMPLE).stop_free_disk_mb) == (200, 50)
+    small = load_bench_config(_real_bench(tmp_path, _REAL_MQTT + "insecure = true\n", "min_free_disk_mb = 100"))
+    assert (small.min_free_disk_mb, small.stop_free_disk_mb) == (100.0, 100.0)
+    crossed = _real_bench(tmp_path, _REAL_MQTT + "insecure = true\n", "min_free_disk_mb = 100\nstop_free_disk_mb = 200")
+    assert _problems(crossed) == [
+        f"{crossed}: bench.stop_free_disk_mb: expected at most bench.min_free_disk_mb (100 MB), got 200"
+    ]
+    negative = _real_bench(tmp_path, _REAL_MQTT + "insecure = true\n", "min_free_disk_mb = -1")
+    assert "bench.min_free_disk_mb: expected a number of MB, 0..10000000, got -1" in _problems(negative)[0]
