@@ -703,12 +703,13 @@ class SessionRecorder:
             self._write_hashes()
 
     def _write_hashes(self) -> None:
-        """hashes.json: the SHA-256 of every file as closed (tamper evidence, ready to be signed)."""
+        """hashes.json: the SHA-256 of every file as closed (tamper evidence, ready to be signed).
+
+        No clock time in it: the same recording gives the same bytes (simulate --seed N twice)."""
         hashes = {
             "format": HASHES_FORMAT,
             "algorithm": "sha256",
             "session_id": self._manifest.get("session_id"),
-            "closed_utc": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "files": hash_files(self.path),
         }
         write_json_atomic(self.path / HASHES_FILE, hashes)
