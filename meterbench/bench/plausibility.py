@@ -149,7 +149,8 @@ def check_latch(
 
     With ``reference_seq``: the totaliser line of that seq (waited for up to ``wait_s`` s, it may
     come after the MQTT event) must state the latched volume. Without: the latched volume must
-    lie between the totaliser's readings just before the command and at the answer.
+    lie between the totaliser's last reading before the command and its first one after the answer
+    (waited for up to ``wait_s`` s): the latch happened between the two.
     """
     t_s, event = answered
     latched = float(event["reference_volume_l"])
@@ -174,16 +175,22 @@ def check_latch(
             )
         return Latch(**base, reference_seq=seq, totaliser_volume_l=line_l, problem=problem)
     before = reference.readings_between(-1e18, sent_t_s)
-    during = reference.readings_between(sent_t_s, t_s)
-    if not before or not during:
+    after = reference.readings_between(t_s, 1e18) or _next_reading(reference, t_s, wait_s)
+    if not before or not after:
         current = reference.last["volume_l"] if reference.last else None
         problem = f"point_{action}: no totaliser reading around the latch to check it against"
         return Latch(**base, reference_seq=None, totaliser_volume_l=current, problem=problem)
-    low, high = float(before[-1][1]["volume_l"]), float(during[-1][1]["volume_l"])
+    low, high = float(before[-1][1]["volume_l"]), float(after[0][1]["volume_l"])
     problem = None
     if not low - LATCH_TOLERANCE_L <= latched <= high + LATCH_TOLERANCE_L:
         problem = (
             f"point_{action}: latched reference_volume_l {latched:.4f} L outside what the totaliser "
-            f"read between the command and the answer ({low:.4f}..{high:.4f} L)"
+            f"read before the command and after the answer ({low:.4f}..{high:.4f} L)"
         )
     return Latch(**base, reference_seq=None, totaliser_volume_l=latched if problem is None else high, problem=problem)
+
+
+def _next_reading(reference: Any, after_t_s: float, wait_s: float) -> list[tuple[float, dict]]:
+    """The first good reading received after ``after_t_s`` (s), waited for up to ``wait_s`` s."""
+    reference.wait_for_reading(after_t_s, wait_s)
+    return reference.readings_between(after_t_s, 1e18)[:1]

@@ -339,6 +339,8 @@ class SimulatedBenchPeer:
     def _record_truth(self, point: str, stated_l: float, registers: list[float]) -> None:
         start_l, start_registers = self._open_points.pop(point)
         reference = stated_l - start_l
+        if not reference > 0:  # stopped at the tick it started (a void attempt): no volume, no true error
+            return
         for meter, r0, r1 in zip(self.meters, start_registers, registers, strict=True):
             indicated = r1 - r0
             points = self.truth[meter.id]  # a repeated point replaces its void attempt
