@@ -236,10 +236,10 @@ class _Bench:
             raise DeviceError(
                 f"reference device {self.reference.name}: no valid reading for {self.cfg.options.device_timeout_s:g} s"
             )
+        self.check_disk()  # first: a full disk also fails the cameras, and is the cause to name
         for camera in self.devices.cameras:
             if camera.error or camera.finished.is_set():
                 raise DeviceError(camera.error or f"camera {camera.camera_id}: stopped giving frames")
-        self.check_disk()
         refused = self.plausibility.refusals
         last_telemetry_t_s = self.controller.telemetry_t_s or self.started_t_s
         if refused and t - last_telemetry_t_s > self.cfg.options.device_timeout_s:
@@ -461,7 +461,6 @@ class _Bench:
             "devices": {r.name: dict(vars(r.counts)) for r in self.devices.readers},
             "controller": dict(vars(self.controller.counts)),
             "cameras": {c.camera_id: vars(c.counts) for c in self.devices.cameras},
-            "recorded": self.recorder.acknowledged(),
             "unrecorded": {r.name: r.unrecorded for r in self.devices.readers},
             "points": self.points,
             "warnings": self.warnings,
@@ -583,6 +582,7 @@ def _record_run(
             summary["session_json_not_updated"] = f"{exc.strerror or exc}"
         if devices is not None:
             summary.update(devices.finish(recorder))
+    summary["recorded"] = recorder.acknowledged()  # once every device has stopped and the session is closed
     return summary, stopped, failures, bench
 
 

@@ -173,6 +173,6 @@ def _start_simulated_bench(cfg: BenchConfig, endpoints: _Endpoints, stack: ExitS
 
     def finish(recorder: SessionRecorder) -> dict[str, Any]:
         recorder.write_truth(peer.truth_json())
-        return {"simulator_sent": dict(vars(peer.counts))}
+        return {"simulator_sent": {key: value for key, value in vars(peer.counts).items() if key != "sent"}}
 
     endpoints.finishers.append(finish)

@@ -59,6 +59,10 @@ class PeerCounts:
     telemetry: int = 0
     events: int = 0
     frames: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, list[tuple[float, int]]] = field(
+        default_factory=lambda: {"serial": [], "telemetry": [], "event": []}
+    )
+    """(``time.monotonic()``, seq) of every serial line written and every message published, per kind."""
 
 
 class SimulatedBenchPeer:
@@ -216,6 +220,7 @@ class SimulatedBenchPeer:
     def _publish(self, kind: str, payload: dict) -> None:
         self._seq[kind] += 1
         self._client.publish(self._topics[kind], json.dumps({**payload, "seq": self._seq[kind]}), qos=1)
+        self.counts.sent[kind].append((time.monotonic(), self._seq[kind]))
         if kind == "event":
             self.counts.events += 1
         else:
@@ -235,6 +240,7 @@ class SimulatedBenchPeer:
                 raise OSError("port absent")
             self._serial.write(line)
             self.counts.serial_lines += 1
+            self.counts.sent["serial"].append((time.monotonic(), self._seq["serial"]))
         except (serial.SerialException, OSError):
             self.counts.serial_unsent += 1
             if self._serial is not None:
