@@ -2,7 +2,8 @@
 
 Each package talks to another only through what it imports; these rules keep the data flow
 top to bottom: ``calibration`` is pure, ``devices`` are real drivers that import nothing of ours
-but ``errors``, only the command line, the bench's device factory (and the tests) import ``sim``,
+but ``errors`` and ``protocols`` (the pure wire-protocol parsers, standard library only, which the
+session reader also re-parses recorded ``raw`` with), only the command line, the bench's device factory (and the tests) import ``sim``,
 and there is no import cycle between packages.
 """
 
@@ -22,10 +23,11 @@ ALLOWED = {
     "errors": set(),
     "calibration": set(),
     "models": set(),
-    "devices": set(),
-    "session": set(),
+    "protocols": set(),
+    "devices": {"protocols"},
+    "session": {"protocols"},
     "vision": {"models", "calibration"},
-    "verify": {"calibration", "models", "session", "vision", "progress"},
+    "verify": {"calibration", "models", "session", "vision", "progress", "protocols"},
     "sim": {"calibration", "devices", "session", "vision", "testing", "progress"},
     "testing": set(),
     "bench": {"calibration", "devices", "session", "verify", "vision", "sim", "testing", "logs", "progress"},

@@ -21,6 +21,9 @@ import serial
 
 from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThread
 
+# CRC-16/Modbus lives in meterbench.protocols (the session reader checks recorded frames with it); re-exported.
+from meterbench.protocols import check_crc, crc16_modbus, with_crc  # noqa: F401
+
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
 EXCEPTION_NAMES = {
@@ -34,26 +37,6 @@ EXCEPTION_NAMES = {
 
 class ModbusError(DeviceError):
     """A Modbus exchange failed (CRC, timeout, exception response, malformed frame)."""
-
-
-def crc16_modbus(data: bytes) -> int:
-    """CRC-16/Modbus (poly 0xA001 reflected, init 0xFFFF) of ``data``."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def with_crc(pdu: bytes) -> bytes:
-    """Append the CRC, low byte first, as RTU frames carry it."""
-    return pdu + struct.pack("<H", crc16_modbus(pdu))
-
-
-def check_crc(frame: bytes) -> bool:
-    """Tell whether the last two bytes of ``frame`` are the CRC of the rest."""
-    return len(frame) >= 4 and struct.unpack("<H", frame[-2:])[0] == crc16_modbus(frame[:-2])
 
 
 def read_request(slave: int, function: int, address: int, count: int) -> bytes:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import ssl
 import threading
 import time
@@ -34,38 +33,24 @@ import paho.mqtt.client as mqtt
 from meterbench.devices._common import Clock, DeviceError, DeviceTimeoutError, EventSink, Status
 from meterbench.errors import ConfigError
 
-_LOG = logging.getLogger("meterbench.devices.mqtt")
-
-VALVES = ("inlet", "outlet", "bypass")
-VALVE_STATES = ("open", "closed")
-EVENTS = (
-    "point_start",
-    "point_stop",
-    "flow_set",
-    "flow_stable",
-    "sequence_start",
-    "sequence_end",
-    "valve_set",
-    "fault",
+# The pure payload checks live in meterbench.protocols (the session reader re-parses with them); re-exported here.
+from meterbench.protocols import (  # noqa: F401
+    EVENTS,
+    MAX_INTEGER_DIGITS,
+    MAX_MISSING_SEQ,
+    MAX_PAYLOAD_BYTES,
+    MAX_SEQ,
+    MAX_SEQ_JUMP,
+    PLAUSIBLE_RANGES,
+    TELEMETRY_KEYS,
+    VALVE_STATES,
+    VALVES,
+    decode_payload,
+    parse_event,
+    parse_telemetry,
 )
-TELEMETRY_KEYS = ("flow_m3h", "temperature_c", "pressure_kpa", "valves")
 
-MAX_PAYLOAD_BYTES = 16384
-"""A controller message is < 1 kB; a longer payload is refused (its first bytes are recorded)."""
-MAX_SEQ = 2**53
-"""Largest ``seq`` accepted (exact in a JSON double)."""
-MAX_SEQ_JUMP = 1000
-"""A ``seq`` more than this beyond the last one is refused as implausible (not a gap to wait for)."""
-MAX_MISSING_SEQ = 10000
-"""At most this many missing ``seq`` numbers are remembered per topic (the oldest are dropped)."""
-MAX_INTEGER_DIGITS = 18
-"""Integers with more digits are refused while decoding (a 5,000-digit number must not cost anything)."""
-PLAUSIBLE_RANGES = {
-    "flow_m3h": (0.0, 1000.0),  # m³/h: a water-meter bench up to DN300
-    "temperature_c": (0.0, 100.0),  # °C: liquid water
-    "pressure_kpa": (0.0, 10000.0),  # kPa: up to 100 bar
-}
-"""Telemetry values outside these ranges are refused (the message is recorded with the error)."""
+_LOG = logging.getLogger("meterbench.devices.mqtt")
 
 
 @dataclass(frozen=True)
@@ -103,81 +88,9 @@ class MqttConfig:
         return bool(self.tls_ca) and not self.tls_insecure and (self.username is not None or bool(self.tls_cert))
 
 
-def _refuse_big_integer(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise ValueError(f"integer of {len(text)} digits")
-    return int(text)
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def decode_payload(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[Any, str | None]:
-    """Decode a JSON payload safely: ``(value, None)`` or ``(None, why not)``; never raises.
-
-    Refuses payloads over ``max_bytes``, non-UTF-8 text, NaN/Infinity, integers of more than
-    ``MAX_INTEGER_DIGITS`` digits and nesting deeper than Python's recursion limit.
-    """
-    if len(payload) > max_bytes:
-        return None, f"payload of {len(payload)} bytes > {max_bytes} bytes: refused"
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "payload is not UTF-8 text"
-    try:
-        return json.loads(text, parse_int=_refuse_big_integer, parse_constant=_refuse_constant), None
-    except RecursionError:
-        return None, "payload is not JSON: nested too deeply"
-    except ValueError as exc:  # JSONDecodeError included
-        return None, f"payload is not JSON: {str(exc)[:80]}"
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 STATUS_ONLINE = json.dumps({"state": "online"})
 STATUS_OFFLINE = json.dumps({"state": "offline"})
 """Retained on ``bench/<id>/status``; the offline one is also meterbench's Last Will."""
-
-
-def parse_telemetry(payload: Any) -> tuple[dict | None, str | None]:
-    """Check a telemetry payload: numeric flow/temperature/pressure, valve states."""
-    if not isinstance(payload, dict):
-        return None, "telemetry payload is not a JSON object"
-    missing = [k for k in TELEMETRY_KEYS if k not in payload]
-    if missing:
-        return None, f"telemetry missing {missing}"
-    for key, (low, high) in PLAUSIBLE_RANGES.items():
-        value = payload[key]
-        if not _finite_number(value):
-            return None, f"telemetry {key} is not a finite number: {str(value)[:40]!r}"
-        if not low <= value <= high:
-            return None, f"telemetry {key} = {value:g} outside the plausible range [{low:g}, {high:g}]"
-    valves = payload["valves"]
-    if not isinstance(valves, dict) or any(v not in VALVE_STATES for v in valves.values()):
-        return None, f"telemetry valves must map names to 'open'/'closed': {str(valves)[:60]!r}"
-    return payload, None
-
-
-def parse_event(payload: Any) -> tuple[dict | None, str | None]:
-    """Check an event payload: ``event`` is a known name; latches carry reference_volume_l."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
-        return None, "event payload is not a JSON object with an 'event' string"
-    if payload["event"] not in EVENTS:
-        return None, f"unknown event {payload['event']!r}, expected one of {list(EVENTS)}"
-    if payload["event"] in ("point_start", "point_stop"):
-        volume = payload.get("reference_volume_l")
-        if not _finite_number(volume) or volume < 0:
-            return None, f"{payload['event']} without a finite reference_volume_l >= 0"
-        if not isinstance(payload.get("point"), str):
-            return None, f"{payload['event']} without a point name (string)"
-    for key in ("cmd_id", "reference_seq"):
-        value = payload.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_SEQ):
-            return None, f"{key} must be an integer in [0, 2^53), got {str(value)[:40]!r}"
-    return payload, None
 
 
 @dataclass

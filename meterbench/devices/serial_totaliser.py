@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,9 @@ import serial
 from meterbench.devices._common import Clock, DeviceError, EventSink, ReaderThread
 from meterbench.errors import ConfigError
 
+# The pure line protocol lives in meterbench.protocols (the session reader re-parses with it); re-exported here.
+from meterbench.protocols import format_totaliser_line, nmea_checksum, parse_totaliser_line  # noqa: F401
+
 DEFAULT_MAX_FLOW_L_H = 100000.0
 """Default rate-of-change limit: a volume rising faster than this (L/h; 100 m³/h) between two lines is refused."""
 RATE_SLACK_S = 0.5
@@ -28,52 +30,6 @@ RATE_SLACK_S = 0.5
 
 MAX_LINE_BYTES = 200
 """A line longer than this without a newline is garbage (the protocol's lines are < 80 bytes)."""
-
-_LINE_RE = re.compile(rb"\$(TOT,(\d{1,10}),(\d{1,15}),(\d+\.\d{4}),(-?\d+\.\d),(-?\d+\.\d{2}))\*([0-9A-Fa-f]{2})")
-
-
-def nmea_checksum(body: bytes) -> int:
-    """XOR of all bytes of ``body`` (the text between ``$`` and ``*``)."""
-    value = 0
-    for byte in body:
-        value ^= byte
-    return value
-
-
-def format_totaliser_line(seq: int, pulses: int, volume_l: float, flow_l_h: float, temperature_c: float) -> bytes:
-    """Build one protocol line, with checksum and CRLF (volume L, flow L/h, temperature °C)."""
-    body = f"TOT,{seq},{pulses},{volume_l:.4f},{flow_l_h:.1f},{temperature_c:.2f}".encode()
-    return b"$" + body + b"*%02X\r\n" % nmea_checksum(body)
-
-
-def parse_totaliser_line(line: bytes) -> tuple[dict | None, str | None]:
-    """Parse one line (with or without CRLF) into ``(parsed, None)`` or ``(None, error)``.
-
-    ``parsed`` = ``{"seq", "pulses", "volume_l", "flow_l_h", "temperature_c"}``.
-    """
-    text = line.rstrip(b"\r\n")
-    if not text:
-        return None, "empty line"
-    if not text.startswith(b"$"):
-        return None, "partial line: no '$' at start" if b"*" in text else "garbage: no '$' at start"
-    if b"*" not in text:
-        return None, "partial line: no '*<checksum>'"
-    match = _LINE_RE.fullmatch(text)
-    if match is None:
-        if not text.startswith(b"$TOT,"):
-            return None, "garbage: not a $TOT sentence"
-        return None, "malformed $TOT fields"
-    body, seq, pulses, volume, flow, temp, checksum = match.groups()
-    expected = nmea_checksum(body)
-    if int(checksum, 16) != expected:
-        return None, f"checksum mismatch: line says {checksum.decode()}, computed {expected:02X}"
-    return {
-        "seq": int(seq),
-        "pulses": int(pulses),
-        "volume_l": float(volume),
-        "flow_l_h": float(flow),
-        "temperature_c": float(temp),
-    }, None
 
 
 class LineFramer:
