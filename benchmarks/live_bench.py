@@ -14,6 +14,12 @@ is unplugged and replugged. Prints, counted against what the peer sent:
 
     python benchmarks/live_bench.py --duration 600 --cameras 3 --fps 10 [--json out.json]
 
+``--sweep 2,8,16,24`` runs each camera count in turn (``--duration`` each) and reports, per
+count, frames lost (rendered by the peer but not written, or missing against ``fps`` x the
+duration, i.e. the capture fell behind its 10 fps) and the largest count with 0 lost frames:
+
+    python benchmarks/live_bench.py --sweep 2,4,8,12,16,24 --duration 15
+
 The bench process's own CPU with 3 cameras (without the simulator's rendering)
 is measured by running ``meterbench bench`` against video-file cameras: see
 docs/devices.md.
@@ -31,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from meterbench.bench import load_bench_config  # noqa: E402
 from meterbench.devices.camera import CameraCapture  # noqa: E402
 from meterbench.devices.mqtt import BenchController, MqttConfig  # noqa: E402
 from meterbench.devices.serial_totaliser import TotaliserReader  # noqa: E402
@@ -49,6 +56,18 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _manifest() -> dict:
+    """A valid water-meter manifest (the shipped sample's meters and plan): the recorder checks it."""
+    cfg = load_bench_config(Path(__file__).resolve().parents[1] / "samples" / "sim-bench.toml")
+    return {
+        "session_id": "live-bench",
+        "bench_kind": "water-meter",
+        "instruments": cfg.instruments,
+        "reference_instruments": cfg.reference_instruments,
+        "test_plan": {"points": [{"name": p.name, "flow_rate_m3h": p.flow_rate_m3h} for p in cfg.points]},
+    }
+
+
 def run(duration_s: float, cameras: int, fps: float, down_s: float, work: Path) -> dict:
     """Run the live devices against the simulated peer; return the loss and CPU figures."""
     broker = MosquittoBroker(work / "mosquitto").start()
@@ -57,7 +76,7 @@ def run(duration_s: float, cameras: int, fps: float, down_s: float, work: Path) 
         pty.b, "127.0.0.1", broker.port, "bench", [SimMeter(f"M{i}", 0.3 * i, 100.0 + i) for i in range(cameras)]
     )
     peer.start()
-    recorder = SessionRecorder.create(work / "session", {"session_id": "live-bench"})
+    recorder = SessionRecorder.create(work / "session", _manifest())
     totaliser = TotaliserReader(
         pty.a,
         recorder.device_log("ref-meter", "serial-totaliser"),
@@ -139,6 +158,26 @@ def _figures(
     }
 
 
+def lost_frames(figures: dict, fps: float) -> int:
+    """Frames lost over all cameras: rendered but not written, plus those short of ``fps`` x duration (2 % slack)."""
+    nominal = fps * figures["duration_s"]
+    return sum(
+        (c["rendered"] - c["written"]) + max(0, int(0.98 * nominal) - c["written"]) for c in figures["frames"].values()
+    )
+
+
+def sweep(counts: list[int], duration_s: float, fps: float, down_s: float) -> dict:
+    """Run each camera count; return per count the lost frames and CPU, and the largest count with none lost."""
+    results = {}
+    for cameras in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = run(duration_s, cameras, fps, down_s, Path(tmp))
+        results[cameras] = {"lost_frames": lost_frames(figures, fps), "cpu_cores": figures["cpu_cores"]}
+        print(f"{cameras:3d} cameras: {results[cameras]}", file=sys.stderr, flush=True)
+    clean = [n for n, r in results.items() if r["lost_frames"] == 0]
+    return {"fps": fps, "duration_s": duration_s, "by_cameras": results, "largest_without_loss": max(clean, default=0)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="s")
@@ -146,9 +185,13 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--down", type=float, default=1.0, help="broker down time, s")
     parser.add_argument("--json", help="write the figures here too")
+    parser.add_argument("--sweep", help="comma-separated camera counts to run in turn, e.g. 2,8,16,24")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = run(args.duration, args.cameras, args.fps, args.down, Path(tmp))
+    if args.sweep:
+        figures = sweep([int(n) for n in args.sweep.split(",")], args.duration, args.fps, args.down)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = run(args.duration, args.cameras, args.fps, args.down, Path(tmp))
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
