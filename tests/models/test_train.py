@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from meterbench.models._runtime import circular_distance
-
 from tests.conftest import require_module
 
 torch = require_module("torch", "train")
