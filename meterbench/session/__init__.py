@@ -5,7 +5,7 @@ The writer checks what it writes with the same JSON Schemas the reader enforces
 """
 
 from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, schema_problems
-from meterbench.session.reader import CameraSource, DeviceEvent, Session, load_session
+from meterbench.session.reader import CameraSource, DeviceEvent, EvidenceGap, Session, load_session
 from meterbench.session.writer import (
     CameraWriter,
     DeviceLog,
@@ -23,6 +23,7 @@ __all__ = [
     "CameraWriter",
     "DeviceEvent",
     "DeviceLog",
+    "EvidenceGap",
     "Session",
     "SessionRecorder",
     "load_session",

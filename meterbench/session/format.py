@@ -5,16 +5,36 @@ Format: docs/session-format.md."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SCHEMA_DIR", "field_path", "load_json", "schema_problems", "short"]
+from meterbench.protocols import strict_json_loads
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAX_MANIFEST_BYTES",
+    "SCHEMA_DIR",
+    "UnsafeFile",
+    "field_path",
+    "load_json",
+    "open_inside",
+    "parse_json",
+    "read_inside",
+    "read_json_bytes",
+    "schema_problems",
+    "short",
+]
 
 FORMAT_NAME = "meterbench-session"
 FORMAT_VERSION = 1
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+MAX_MANIFEST_BYTES = 10 * 2**20
+"""session.json, truth.json: a manifest larger than this (10 MiB) is refused unread."""
 
 
 @cache
@@ -78,7 +98,7 @@ def _describe(schema: dict[str, Any], root: dict[str, Any]) -> str:
     }
     text = words.get(kinds, "a value")
     bounds = [(">", "exclusiveMinimum"), (">=", "minimum"), ("<", "exclusiveMaximum"), ("<=", "maximum")]
-    text += "".join(f" {op} {schema[key]}" for op, key in bounds if key in schema)
+    text += " and".join(f" {op} {schema[key]:g}" for op, key in bounds if key in schema)
     if kinds == "string" and schema.get("minLength"):
         text = "a non-empty string"
     if kinds == "array":
@@ -147,15 +167,84 @@ def _error_texts(error: Any, path: list, root: dict[str, Any]) -> list[tuple[lis
     return [(path, error.message)]
 
 
-def load_json(path: Path, label: str) -> tuple[Any, list[str]]:
-    """Parse a JSON file; on failure return (None, [one-line problem])."""
+class UnsafeFile(Exception):
+    """A file of the session cannot be read safely; the message (one line) says why."""
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def open_inside(folder: Path, relpath: str, max_bytes: int) -> BinaryIO:
+    """Open ``folder/relpath`` for reading in binary, only when it is a regular file of at most
+    ``max_bytes`` bytes inside ``folder``: a FIFO, a device or a socket (reading one may block
+    or never end), or a link leading out of the folder raises :class:`UnsafeFile`, never hangs."""
+    root = folder.resolve()
     try:
-        return json.loads(path.read_text(encoding="utf-8")), []
+        real = (root / relpath).resolve(strict=True)
     except FileNotFoundError:
-        return None, [f"{label}: not found"]
+        raise UnsafeFile("not found") from None
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise UnsafeFile(f"cannot be resolved ({exc})") from None
+    if not real.is_relative_to(root):
+        raise UnsafeFile("is a link to outside the session folder; not read")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)  # O_NONBLOCK: opening a FIFO never waits for a writer
+    except OSError as exc:
+        raise UnsafeFile(f"cannot be opened ({exc.strerror or exc})") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is {_FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}, not a regular file; not read"
+    elif info.st_size > max_bytes:
+        problem = f"is {info.st_size} bytes, more than the {max_bytes} bytes allowed; not read"
+    if problem is not None:
+        os.close(fd)
+        raise UnsafeFile(problem)
+    return os.fdopen(fd, "rb")
+
+
+def read_inside(folder: Path, relpath: str, max_bytes: int) -> bytes:
+    """The bytes of ``folder/relpath`` (see :func:`open_inside`); a file that grows past
+    ``max_bytes`` while being read raises :class:`UnsafeFile`."""
+    with open_inside(folder, relpath, max_bytes) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UnsafeFile(f"grew to more than the {max_bytes} bytes allowed while read; not read")
+    return data
+
+
+def parse_json(data: bytes, label: str) -> tuple[Any, list[str]]:
+    """Strict JSON (:func:`meterbench.protocols.strict_json_loads`: no NaN/Infinity, no float
+    overflow, no huge integers, no deep nesting) of a file's bytes; on failure (None, [one line])."""
+    try:
+        return strict_json_loads(data.decode("utf-8")), []
     except UnicodeDecodeError as exc:
         return None, [f"{label}: not UTF-8 text (byte {exc.start})"]
     except json.JSONDecodeError as exc:
         return None, [f"{label}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
+    except ValueError as exc:
+        return None, [f"{label}: not valid JSON: {exc}"]
+
+
+def load_json(path: Path, label: str, max_bytes: int = MAX_MANIFEST_BYTES) -> tuple[Any, list[str]]:
+    """Parse the JSON file ``path`` (a regular file of its folder, at most ``max_bytes``, strict JSON);
+    on failure return (None, [one-line problem])."""
+    data, problems = read_json_bytes(path, label, max_bytes)
+    return (None, problems) if problems else parse_json(data, label)
+
+
+def read_json_bytes(path: Path, label: str, max_bytes: int = MAX_MANIFEST_BYTES) -> tuple[bytes, list[str]]:
+    """The bytes of ``path`` read as :func:`read_inside` does, or (b"", [one-line problem])."""
+    try:
+        return read_inside(path.parent, path.name, max_bytes), []
+    except UnsafeFile as exc:
+        return b"", [f"{label}: {exc}"]
     except OSError as exc:
-        return None, [f"{label}: cannot be read: {exc.strerror or exc}"]
+        return b"", [f"{label}: cannot be read: {exc.strerror or exc}"]

@@ -6,31 +6,64 @@
 expected). Damage that a crash can leave (a truncated last log line, a frame
 cut short, a video shorter than its frame-time CSV) is not an error: the
 damaged item is skipped, a ``file:line`` warning goes to ``Session.warnings``,
-and everything before it stays readable. Format: docs/session-format.md.
+and everything before it stays readable. Files are read only when they are
+regular files inside the session folder and within their size cap, their
+SHA-256 taken from the very bytes read (:meth:`Session.file_hashes`). Device
+lines are re-parsed from ``raw`` (:mod:`meterbench.protocols`) and their hash
+chain and ``hashes.json`` checked; lines that cannot be trusted are not used
+and the stretch of time they cover is an :class:`EvidenceGap`.
+Format: docs/session-format.md.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import hashlib
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from meterbench import protocols
 from meterbench.errors import SessionError
-from meterbench.session.format import load_json, schema_problems, short
-from meterbench.session.integrity import hash_files
+from meterbench.session.format import (
+    MAX_MANIFEST_BYTES,
+    UnsafeFile,
+    open_inside,
+    parse_json,
+    read_inside,
+    read_json_bytes,
+    schema_problems,
+    short,
+)
+from meterbench.session.integrity import HASHES_FILE, HASHES_FORMAT, chain_breaks, hash_mismatches
 
-__all__ = ["load_session", "Session", "DeviceEvent", "CameraSource"]
+__all__ = ["load_session", "Session", "DeviceEvent", "CameraSource", "EvidenceGap"]
 
 _FRAME_TIMES_HEADER = "frame_index,t_s"
 TRUTH_FILE = "truth.json"  # simulated sessions only: what really happened (never an input of a verdict)
 _MAX_FORWARD_DECODE = 48  # frames: beyond this a video reader seeks instead of decoding on
+MAX_DEVICE_LOG_BYTES = 2 * 2**30
+"""A device log larger than this (2 GiB) is not read (warning; its device gives no events)."""
+MAX_FRAME_TIMES_BYTES = 256 * 2**20
+"""A frame-time CSV larger than this (256 MiB, ~10 million rows) is not read (its camera has no frames)."""
+MAX_IMAGE_BYTES = 64 * 2**20
+"""An image frame larger than this (64 MiB) is not read (the frame is unusable)."""
+MAX_VIDEO_BYTES = 64 * 2**30
+"""A video larger than this (64 GiB) is not read (its camera has no frames)."""
+MAX_HASHES_BYTES = 256 * 2**20
+"""hashes.json larger than this (256 MiB) is not read (warning: files not checked)."""
+MAX_ABS_T_S = 1e9
+"""|t_s| of a device line above this (1e9 s, 31 years) is no session time: the line is skipped."""
+_HASH_CHUNK_BYTES = 1 << 20
+_CHANGED = "changed since the session was closed (hashes.json)"
+_ADDED = "not listed in hashes.json (added after the session was closed)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +79,22 @@ class DeviceEvent:
     parsed: dict[str, Any] | None
     error: str | None
     topic: str | None = None
+
+
+@dataclass(frozen=True)
+class EvidenceGap:
+    """A stretch of a device log that cannot be trusted, from ``t_from_s`` to ``t_to_s`` (s, session
+    clock; -inf/inf when the whole log is concerned): a hash-chain break, a line whose ``parsed``
+    disagrees with its ``raw``, a log changed since the session was closed or not readable.
+    A point whose evidence lies in it is inconclusive with ``reason``."""
+
+    t_from_s: float
+    t_to_s: float
+    reason: str
+
+    def overlaps(self, t0_s: float, t1_s: float) -> bool:
+        """Whether the gap touches [t0_s, t1_s] (s)."""
+        return self.t_from_s <= t1_s and t0_s <= self.t_to_s
 
 
 # ---------------------------------------------------------------- cross-checks
@@ -86,8 +135,8 @@ def _cross_problems(manifest: dict[str, Any], folder: Path) -> list[str]:
     problems += _duplicates(label, [(f"devices[{i}].id", d.get("id")) for i, d in devices], "device id")
     problems += _duplicates(label, [(f"{k}[{i}].id", u.get("id")) for k, i, u in units], "instrument id")
     problems += _duplicates(label, [(f"test_plan.points[{i}].name", p.get("name")) for i, p in points], "point name")
-    camera_ids = {c.get("id") for _, c in cameras}
-    device_ids = {d.get("id") for _, d in devices}
+    camera_ids = {c.get("id") for _, c in cameras if isinstance(c.get("id"), str)}  # others: schema errors
+    device_ids = {d.get("id") for _, d in devices if isinstance(d.get("id"), str)}
     for key, i, unit in units:
         camera = unit.get("camera")
         if isinstance(camera, str) and camera not in camera_ids:
@@ -138,7 +187,9 @@ def _bench_kind_problems(
 
 
 def _file_problems(folder: Path, cameras: list[tuple[int, dict]], devices: list[tuple[int, dict]]) -> list[str]:
-    """Every file or folder the manifest names must exist inside the session folder."""
+    """Every file or folder the manifest names must exist in the session folder (a FIFO, a device,
+    a link leading out or a file over its size cap is found when it is opened, and stays local
+    to its camera or device)."""
     wanted: list[tuple[str, Any, bool]] = []  # (field path, relpath, is_dir)
     for i, camera in cameras:
         wanted += [
@@ -152,7 +203,7 @@ def _file_problems(folder: Path, cameras: list[tuple[int, dict]], devices: list[
         if not isinstance(relpath, str) or relpath.startswith("/") or ".." in relpath.split("/"):
             continue  # absent, or reported by the schema
         target = folder / relpath
-        exists = target.is_dir() if is_dir else target.is_file()
+        exists = target.is_dir() if is_dir else (os.path.lexists(target) and not target.is_dir())
         if not exists:
             what = "folder" if is_dir else "file"
             problems.append(f"session.json: {where}: {what} {short(relpath)} not found in the session folder")
@@ -163,7 +214,12 @@ def _truth_problems(truth: Any, manifest: dict[str, Any]) -> list[str]:
     problems = schema_problems("truth.json", truth, "truth-v1.json")
     if problems:
         return problems
-    known = {u.get("id") for key in ("instruments", "tanks") for _, u in _items(manifest, key)}
+    known = {
+        u.get("id")
+        for key in ("instruments", "tanks")
+        for _, u in _items(manifest, key)
+        if isinstance(u.get("id"), str)
+    }
     return [
         f"truth.json: instruments[{i}].id: expected the id of an instrument of session.json, got {short(item['id'])}"
         for i, item in enumerate(truth["instruments"])
@@ -181,8 +237,8 @@ def _event_from_line(obj: Any) -> DeviceEvent | str:
     seq, t_s = obj.get("seq"), obj.get("t_s")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         return f"seq: expected an integer >= 0, got {short(seq, 30)}"
-    if not isinstance(t_s, int | float) or isinstance(t_s, bool) or not math.isfinite(t_s):
-        return f"t_s: expected a finite number of seconds, got {short(t_s, 30)}"
+    if not isinstance(t_s, int | float) or isinstance(t_s, bool) or not abs(t_s) <= MAX_ABS_T_S:
+        return f"t_s: expected a finite number of seconds within ±{MAX_ABS_T_S:g}, got {short(t_s, 30)}"
     if ("raw" in obj) == ("raw_b64" in obj):
         return 'expected exactly one of the fields "raw" or "raw_b64"'
     if "raw" in obj:
@@ -204,43 +260,145 @@ def _event_from_line(obj: Any) -> DeviceEvent | str:
     return DeviceEvent(seq=seq, t_s=float(t_s), raw=raw, parsed=parsed, error=error, topic=topic)
 
 
-def _read_device_log(path: Path, label: str, warnings: list[str]) -> list[DeviceEvent]:
-    """Every well-formed event line of a JSONL log, in file order; bad lines become warnings."""
-    data = path.read_bytes()
+def _raw_bytes(event: DeviceEvent) -> bytes | None:
+    """The line or payload as received (serial text is latin-1, MQTT text UTF-8); None if it cannot be."""
+    if isinstance(event.raw, bytes):
+        return event.raw
+    try:
+        return event.raw.encode("latin-1")
+    except UnicodeEncodeError:
+        return event.raw.encode("utf-8")
+
+
+def _mqtt_reparse(event: DeviceEvent) -> tuple[Any, str | None]:
+    """What an MQTT line's raw payload gives on its topic: (value, None) or (None, why not)."""
+    topic = event.topic or ""
+    if event.raw in ("", b"") and not topic:  # the driver's own note (connection events)
+        note = event.parsed
+        ok = isinstance(note, dict) and set(note) == {"note"} and isinstance(note["note"], str)
+        return (note, None) if ok else (None, "a connection note carries only {'note': text}")
+    data = event.raw.encode("utf-8") if isinstance(event.raw, str) else event.raw
+    payload, error = protocols.decode_payload(data)
+    if error is not None:
+        return None, error
+    kind = topic.rsplit("/", 1)[-1]
+    if kind == "telemetry":
+        return protocols.parse_telemetry(payload)
+    if kind == "event":
+        return protocols.parse_event(payload)
+    return payload, None  # commands sent and other topics: the payload itself
+
+
+def _modbus_reparse(event: DeviceEvent) -> tuple[Any, str | None]:
+    """A Modbus line's raw response (hex) must be a whole read-registers frame with a valid CRC.
+    The values cannot be decoded again: session.json does not record the register map."""
+    try:
+        frame = bytes.fromhex(event.raw if isinstance(event.raw, str) else event.raw.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None, "raw is not a hex Modbus frame"
+    if not protocols.check_crc(frame) or len(frame) < 5 or frame[2] != len(frame) - 5:
+        return None, "raw is not a read-registers response with a valid CRC"
+    return event.parsed, None
+
+
+def _reparse(event: DeviceEvent, kind: str | None) -> str | None:
+    """Why a line's recorded ``parsed`` is not what its ``raw`` gives (None when they agree, or when
+    the line gives no value anyway or the device kind has no parser here)."""
+    if event.parsed is None or event.error is not None:
+        return None
+    if kind == "serial-totaliser":
+        raw = _raw_bytes(event)
+        expected, error = protocols.parse_totaliser_line(raw) if raw is not None else (None, "raw is not bytes")
+    elif kind == "mqtt":
+        expected, error = _mqtt_reparse(event)
+    elif kind == "modbus":
+        expected, error = _modbus_reparse(event)
+    else:
+        return None
+    if error is not None:
+        return f"parsed {short(event.parsed, 40)} but raw gives no value ({error})"
+    if expected != event.parsed:
+        differ = sorted(
+            str(k) for k in set(expected) | set(event.parsed) if expected.get(k, None) != event.parsed.get(k, None)
+        )
+        return f"parsed disagrees with raw ({', '.join(differ)[:80]})"
+    return None
+
+
+def _break_line(message: str, label: str) -> int:
+    """The line number of a ``chain_breaks`` message ("<label>:<line>: hash chain broken ...")."""
+    match = re.match(re.escape(label) + r":(\d+):", message)
+    return int(match.group(1)) if match else 1
+
+
+def _gap_around(numbered: list[tuple[int, DeviceEvent]], line: int, reason: str) -> EvidenceGap:
+    """The time span from the event before file line ``line`` to the event after it."""
+    before = [e.t_s for n, e in numbered if n < line]
+    after = [e.t_s for n, e in numbered if n > line]
+    times = before[-1:] + after[:1]
+    return EvidenceGap(min(times, default=-math.inf), max(times, default=math.inf), reason)
+
+
+def _read_device_log(
+    data: bytes, label: str, device_id: str, kind: str | None, warnings: list[str]
+) -> tuple[list[DeviceEvent], list[EvidenceGap]]:
+    """Every well-formed event line of a JSONL log in file order, and the stretches not to trust.
+
+    Bad lines are skipped with a warning. A line whose ``parsed`` disagrees with its ``raw``, and the
+    line before a hash-chain break (the one changed), are kept with ``parsed`` None and the reason in
+    ``error`` (never used); each gives an :class:`EvidenceGap`. A break at the first line (the log
+    of another device, or its first line changed) makes the whole log a gap.
+    """
     lines = data.split(b"\n")
     ends_clean = data.endswith(b"\n") or not data
     if ends_clean:
         lines.pop()  # the empty piece after the last newline
-    events = []
+    numbered: list[tuple[int, DeviceEvent]] = []
+    suspect: dict[int, str] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         is_last_unterminated = number == len(lines) and not ends_clean
         try:
-            obj = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            why = "truncated last line (cut by a crash?)" if is_last_unterminated else "not valid JSON"
-            warnings.append(f"{label}:{number}: skipped: {why}")
+            obj = protocols.strict_json_loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, NaN, huge integers, deep nesting
+            why = "truncated last line (cut by a crash?)" if is_last_unterminated else f"not valid JSON ({exc})"
+            warnings.append(f"{label}:{number}: skipped: {why[:160]}")
             continue
         event = _event_from_line(obj)
         if isinstance(event, str):
             warnings.append(f"{label}:{number}: skipped: {event}")
             continue
-        events.append(event)
-    return events
+        disagreement = _reparse(event, kind)
+        if disagreement is not None:
+            suspect[number] = f"{label}:{number}: {disagreement}; line not used"
+        numbered.append((number, event))
+    gaps = []
+    for message in chain_breaks(lines, device_id, label):
+        line = _break_line(message, label)
+        if line <= 1:
+            warnings.append(f"{message}: no line of the log is used")
+            gaps.append(EvidenceGap(-math.inf, math.inf, f"{message}: no line of the log is used"))
+        else:
+            suspect.setdefault(line - 1, f"{message}; line {line - 1} not used")
+    for line, reason in sorted(suspect.items()):
+        warnings.append(reason)
+        gaps.append(_gap_around(numbered, line, reason))
+    events = [DeviceEvent(e.seq, e.t_s, e.raw, None, suspect[n], e.topic) if n in suspect else e for n, e in numbered]
+    return events, gaps
 
 
 # ---------------------------------------------------------------- cameras
 
 
-def _read_frame_times(path: Path, label: str, warnings: list[str]) -> np.ndarray:
+def _read_frame_times(data: bytes, label: str, warnings: list[str]) -> np.ndarray:
     """Capture times (s) of frames 0, 1, ... from ``frame_index,t_s`` rows.
 
     Reading stops at the first bad row (warning): indices must count up from 0
     and times increase strictly, so only the common good prefix is trusted. A
     last row without its newline is cut short by a crash and never used.
     """
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="replace")
     rows = text.split("\n")
     ends_clean = text.endswith("\n") or not text
     if ends_clean:
@@ -264,6 +422,8 @@ def _read_frame_times(path: Path, label: str, warnings: list[str]) -> np.ndarray
 
 
 def _frame_row_problem(row: str, expected_index: int, previous_t_s: float) -> str | None:
+    if len(row) > 64:  # "1234567,12345.678901234567" is 26 characters
+        return f"expected 'frame_index,t_s', got a row of {len(row)} characters"
     parts = row.strip().split(",")
     if len(parts) != 2:
         return f"expected 'frame_index,t_s', got {short(row, 40)}"
@@ -286,6 +446,40 @@ def _image_is_complete(data: bytes, image_format: str) -> bool:
     return data.startswith(b"\xff\xd8") and body.endswith(b"\xff\xd9")
 
 
+class _InputFiles:
+    """Reads the files of one session folder safely (:func:`open_inside`), keeps the SHA-256 of the
+    bytes read (the report's input hashes) and compares them with ``hashes.json`` when it exists."""
+
+    def __init__(self, folder: Path, recorded: dict[str, str] | None) -> None:
+        self.folder = folder
+        self.recorded = recorded  # hashes.json "files", None without a (valid) hashes.json
+        self.hashes: dict[str, str] = {}
+
+    def _note(self, relpath: str, digest: str) -> str | None:
+        """Remember the hash of ``relpath`` as read; why it differs from hashes.json, or None."""
+        self.hashes[relpath] = digest
+        if self.recorded is None:
+            return None
+        if relpath not in self.recorded:
+            return f"{relpath}: {_ADDED}"
+        return None if self.recorded[relpath] == digest else f"{relpath}: {_CHANGED}"
+
+    def read(self, relpath: str, max_bytes: int) -> tuple[bytes, str | None]:
+        """(bytes, tamper reason or None); UnsafeFile/OSError when it cannot be read safely."""
+        data = read_inside(self.folder, relpath, max_bytes)
+        return data, self._note(relpath, hashlib.sha256(data).hexdigest())
+
+    def open_hashed(self, relpath: str, max_bytes: int) -> tuple[BinaryIO, str | None]:
+        """An open regular file, hashed to its end and rewound (a video, read by the decoder from this
+        very file: no other file can be swapped in after the hash), and the tamper reason or None."""
+        f = open_inside(self.folder, relpath, max_bytes)
+        digest = hashlib.sha256()
+        while chunk := f.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+        f.seek(0)
+        return f, self._note(relpath, digest.hexdigest())
+
+
 class CameraSource:
     """Frames of one recorded camera, video or image folder, with their capture times (s).
 
@@ -296,18 +490,20 @@ class CameraSource:
     pipeline can say why a camera has no frames.
     """
 
-    def __init__(self, folder: Path, entry: dict[str, Any], warnings: list[str]) -> None:
+    def __init__(self, files: _InputFiles, entry: dict[str, Any], warnings: list[str]) -> None:
         self.camera_id: str = entry["id"]
         self.entry = entry
         self.fps = float(entry["fps"])
         self.size_wh = (int(entry["width"]), int(entry["height"]))
-        self._folder = folder
+        self._files = files
+        self._folder = files.folder
         self._warnings = warnings
         self._warned: set[str] = set()
         csv_rel = entry["frame_times"]
         self.problems: list[str] = []
-        times = _read_frame_times(folder / csv_rel, csv_rel, self.problems)
+        times = self._frame_times(csv_rel)
         self._capture: Any = None
+        self._video_file: BinaryIO | None = None
         self._next_position: int | None = None
         if "video" in entry:
             self.media = entry["video"]
@@ -324,10 +520,32 @@ class CameraSource:
         """Number of usable frames."""
         return int(self.frame_times.size)
 
+    def _frame_times(self, csv_rel: str) -> np.ndarray:
+        try:
+            data, changed = self._files.read(csv_rel, MAX_FRAME_TIMES_BYTES)
+        except (UnsafeFile, OSError) as exc:
+            self.problems.append(f"{csv_rel}: {exc}; no frames used")
+            return np.zeros(0)
+        if changed is not None:
+            self.problems.append(f"{changed}; no frames used")
+            return np.zeros(0)
+        return _read_frame_times(data, csv_rel, self.problems)
+
     def _open_video(self, times: np.ndarray) -> np.ndarray:
         import cv2
 
-        capture = cv2.VideoCapture(str(self._folder / self.media))
+        if times.size == 0:
+            return times
+        try:
+            self._video_file, changed = self._files.open_hashed(self.media, MAX_VIDEO_BYTES)
+        except (UnsafeFile, OSError) as exc:
+            self.problems.append(f"{self.media}: {exc}; no frames used")
+            return times[:0]
+        if changed is not None:
+            self.problems.append(f"{changed}; no frames used")
+            return times[:0]
+        by_descriptor = Path(f"/proc/self/fd/{self._video_file.fileno()}")
+        capture = cv2.VideoCapture(str(by_descriptor if by_descriptor.exists() else self._folder / self.media))
         if not capture.isOpened():
             self.problems.append(f"{self.media}: cannot be opened as a video (unfinished recording?); no frames used")
             return times[:0]
@@ -391,9 +609,15 @@ class CameraSource:
 
         relpath = f"{self.media}/{index:06d}.{self._image_format}"
         try:
-            data = (self._folder / relpath).read_bytes()
+            data, changed = self._files.read(relpath, MAX_IMAGE_BYTES)
+        except UnsafeFile as exc:
+            self._warn_once(f"{relpath}: {exc}; frame not used")
+            return None
         except OSError as exc:
             self._warn_once(f"{relpath}: cannot be read ({exc.strerror or exc}); frame not used")
+            return None
+        if changed is not None:
+            self._warn_once(f"{changed}; frame not used")
             return None
         if not _image_is_complete(data, self._image_format):
             self._warn_once(f"{relpath}: truncated or not a {self._image_format} file; frame not used")
@@ -419,6 +643,9 @@ class CameraSource:
             self._capture.release()
             self._capture = None
             self._next_position = None
+        if self._video_file is not None:
+            self._video_file.close()
+            self._video_file = None
 
 
 # ---------------------------------------------------------------- session
@@ -435,14 +662,20 @@ class Session:
         warnings: list[str],
         *,
         has_truth_file: bool | None = None,
+        files: _InputFiles | None = None,
+        tampered: Iterable[str] = (),
     ) -> None:
         self.path = path
         self.manifest = manifest
         self.truth = truth  # None when absent or invalid (then a warning says why)
         self.warnings = warnings
+        self.tampered = list(tampered)
+        """Why no verdict of this session can be trusted (session.json changed since it was closed)."""
         self._has_truth_file = truth is not None if has_truth_file is None else has_truth_file
+        self._files = files or _InputFiles(path, None)
         self._cameras: dict[str, CameraSource] = {}
         self._events: dict[str, list[DeviceEvent]] = {}
+        self._gaps: dict[str, list[EvidenceGap]] = {}
 
     @property
     def session_id(self) -> str:
@@ -496,23 +729,42 @@ class Session:
         """The frames of ``camera_id`` (opened once, then cached)."""
         if camera_id not in self._cameras:
             entry = self._entry("cameras", camera_id)
-            self._cameras[camera_id] = CameraSource(self.path, entry, self.warnings)
+            self._cameras[camera_id] = CameraSource(self._files, entry, self.warnings)
         return self._cameras[camera_id]
 
     def device_events(self, device_id: str) -> list[DeviceEvent]:
-        """Every readable event of ``device_id`` in file order (bad lines skipped, warned)."""
+        """Every readable event of ``device_id`` in file order (bad lines skipped, warned; lines not
+        to be trusted kept with ``parsed`` None and the reason in ``error``, see :meth:`device_gaps`)."""
         if device_id not in self._events:
-            relpath = self._entry("devices", device_id)["log"]
-            self._events[device_id] = _read_device_log(self.path / relpath, relpath, self.warnings)
+            entry = self._entry("devices", device_id)
+            relpath = entry["log"]
+            events: list[DeviceEvent] = []
+            try:
+                data, changed = self._files.read(relpath, MAX_DEVICE_LOG_BYTES)
+            except (UnsafeFile, OSError) as exc:
+                reason = f"{relpath}: {exc}"
+                self.warnings.append(reason)
+                gaps = [EvidenceGap(-math.inf, math.inf, reason)]
+            else:
+                events, gaps = _read_device_log(data, relpath, device_id, entry.get("kind"), self.warnings)
+                if changed is not None:
+                    self.warnings.append(f"{changed}: none of its lines is trusted")
+                    gaps.append(EvidenceGap(-math.inf, math.inf, changed))
+            self._events[device_id], self._gaps[device_id] = events, gaps
         return list(self._events[device_id])
 
-    def file_hashes(self) -> dict[str, str]:
-        """SHA-256 (hex) of every input file of the session folder, keyed by relative path with '/'.
+    def device_gaps(self, device_id: str) -> list[EvidenceGap]:
+        """The stretches of ``device_id``'s log that cannot be trusted (reads the log if not read yet)."""
+        self.device_events(device_id)
+        return list(self._gaps[device_id])
 
-        truth.json is not an input (only simulations have it, for comparison) and is not listed,
-        nor is hashes.json (the recorder's own hashes of the files, session/integrity.py).
+    def file_hashes(self) -> dict[str, str]:
+        """SHA-256 (hex) of every input file read so far, from the very bytes read, keyed by relative
+        path with '/' (sorted): session.json, then each frame-time CSV, video, image frame and
+        device log when it was read. truth.json is not an input (only simulations have it, for
+        comparison) and is not listed, nor is hashes.json (the recorder's own hashes of the files).
         """
-        return {path: digest for path, digest in hash_files(self.path).items() if path != TRUTH_FILE}
+        return dict(sorted(self._files.hashes.items()))
 
     def close(self) -> None:
         """Release open video decoders."""
@@ -526,20 +778,49 @@ class Session:
         self.close()
 
 
+def _recorded_hashes(folder: Path, warnings: list[str]) -> dict[str, str] | None:
+    """hashes.json's ``files`` (relative path -> hex SHA-256), or None (absent or unusable: a warning)."""
+    if not os.path.lexists(folder / HASHES_FILE):
+        return None  # an older recording, or one that did not close: the hash chain is all there is
+    data, problems = read_json_bytes(folder / HASHES_FILE, HASHES_FILE, MAX_HASHES_BYTES)
+    recorded, problems = (None, problems) if problems else parse_json(data, HASHES_FILE)
+    files = recorded.get("files") if isinstance(recorded, dict) else None
+    if not problems and (
+        recorded.get("format") != HASHES_FORMAT
+        or not isinstance(files, dict)
+        or not all(isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) for v in files.values())
+    ):
+        problems = [f'{HASHES_FILE}: expected {{"format": {HASHES_FORMAT!r}, "files": {{path: sha256 hex}}}}']
+    if problems:
+        warnings.extend(f"{problem}; the files are not checked against it" for problem in problems)
+        return None
+    return files
+
+
 def load_session(path: str | Path) -> Session:
     """Open and validate the session folder ``path`` (or its session.json).
 
     Raises SessionError with one line per problem in session.json. An
     invalid truth.json does not block verifying the session (truth is only
     for comparison): its problems become warnings and ``Session.truth`` is
-    None. Damaged logs and frames are found later, as warnings.
+    None. With a hashes.json, every file that differs from it is a warning,
+    and a changed session.json sets ``Session.tampered``. Damaged logs and
+    frames are found later, as warnings.
     """
     folder = Path(path)
-    if folder.name == "session.json" and folder.is_file():
+    if folder.name == "session.json" and not folder.is_dir():
         folder = folder.parent
     if not folder.is_dir():
         raise SessionError([f"{folder}: not a session folder (no such directory)"], folder)
-    manifest, problems = load_json(folder / "session.json", "session.json")
+    warnings: list[str] = []
+    files = _InputFiles(folder, _recorded_hashes(folder, warnings))
+    try:
+        data, changed = files.read("session.json", MAX_MANIFEST_BYTES)
+    except UnsafeFile as exc:
+        raise SessionError([f"session.json: {exc}"], folder) from None
+    except OSError as exc:
+        raise SessionError([f"session.json: cannot be read: {exc.strerror or exc}"], folder) from None
+    manifest, problems = parse_json(data, "session.json")
     if problems:
         raise SessionError(problems, folder)
     problems = schema_problems("session.json", manifest, "session-v1.json")
@@ -547,13 +828,18 @@ def load_session(path: str | Path) -> Session:
         problems += _cross_problems(manifest, folder)
     if problems:
         raise SessionError(problems, folder)
-    truth, warnings = None, []
-    has_truth_file = (folder / TRUTH_FILE).exists()
+    if files.recorded is not None:
+        warnings.extend(hash_mismatches(folder, files.recorded))
+    truth = None
+    has_truth_file = os.path.lexists(folder / TRUTH_FILE)
     if has_truth_file:
-        truth, truth_problems = load_json(folder / TRUTH_FILE, TRUTH_FILE)
+        truth_bytes, truth_problems = read_json_bytes(folder / TRUTH_FILE, TRUTH_FILE)
+        if not truth_problems:
+            truth, truth_problems = parse_json(truth_bytes, TRUTH_FILE)
         if not truth_problems:
             truth_problems = _truth_problems(truth, manifest)
         if truth_problems:
             truth = None
-            warnings = [f"{problem} (truth.json not used)" for problem in truth_problems]
-    return Session(folder, manifest, truth, warnings, has_truth_file=has_truth_file)
+            warnings += [f"{problem} (truth.json not used)" for problem in truth_problems]
+    tampered = [f"{changed}: no verdict is given"] if changed is not None else []
+    return Session(folder, manifest, truth, warnings, has_truth_file=has_truth_file, files=files, tampered=tampered)

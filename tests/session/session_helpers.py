@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from meterbench.protocols import format_totaliser_line, parse_totaliser_line
 from meterbench.session.writer import SessionRecorder
 
 FRAME_SIZE_WH = (64, 48)
@@ -94,6 +95,11 @@ def make_frame(index: int) -> np.ndarray:
     return frame
 
 
+def totaliser_line(index: int) -> bytes:
+    """The reference totaliser's line number ``index`` (10 pulses of 1 mL each, 2400 L/h, 20.12 °C)."""
+    return format_totaliser_line(index, index * 10, index * 0.01, 2400.0, 20.12)
+
+
 def record_session(out_dir: Path, *, kind: str = "video", image_format: str = "jpg", truth: bool = True) -> Path:
     """Record a small complete session (one camera, two devices) and return its folder."""
     with SessionRecorder.create(out_dir, water_meter_manifest()) as rec:
@@ -103,15 +109,12 @@ def record_session(out_dir: Path, *, kind: str = "video", image_format: str = "j
         for index in range(FRAME_COUNT):
             t_s = index / FPS + 0.0123
             camera.write(make_frame(index), t_s)
-            ref.append(
-                t_s,
-                f"$TOT,{index},{index * 10},{index * 0.01:.4f},2400.0,20.12*00\r\n".encode("latin-1"),
-                {"seq": index, "volume_l": index * 0.01},
-            )
+            line = totaliser_line(index)
+            ref.append(t_s, line, parse_totaliser_line(line)[0])
         controller.append(
             0.5,
-            '{"event": "point_start", "point": "Q3"}',
-            {"event": "point_start", "point": "Q3"},
+            '{"event": "point_start", "point": "Q3", "reference_volume_l": 0.0}',
+            {"event": "point_start", "point": "Q3", "reference_volume_l": 0.0},
             topic="bench/b1/event",
         )
         ref.append(2.5, b"\xff\x00garbage", None, "no $ start")

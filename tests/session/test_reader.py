@@ -41,6 +41,13 @@ def _edit_manifest(folder: Path, edit) -> None:
     (folder / "session.json").write_text(json.dumps(manifest, indent=2))
 
 
+def _as_crashed(folder: Path) -> Path:
+    """The folder as a crash leaves it: a recording that never closed has no hashes.json (damage to a
+    closed session is a change since it was closed, tested in test_tamper.py)."""
+    (folder / "hashes.json").unlink()
+    return folder
+
+
 def _problems(folder: Path) -> list[str]:
     with pytest.raises(SessionError) as info:
         load_session(folder)
@@ -74,14 +81,14 @@ def test_round_trip(tmp_path: Path, kind: str, image_format: str) -> None:
         assert ref[3] == DeviceEvent(
             seq=3,
             t_s=3 / FPS + 0.0123,
-            raw="$TOT,3,30,0.0300,2400.0,20.12*00\r\n",
-            parsed={"seq": 3, "volume_l": 0.03},
+            raw="$TOT,3,30,0.0300,2400.0,20.12*79\r\n",
+            parsed={"seq": 3, "pulses": 30, "volume_l": 0.03, "flow_l_h": 2400.0, "temperature_c": 20.12},
             error=None,
         )
         assert ref[-1].raw == b"\xff\x00garbage" and ref[-1].error == "no $ start"
         controller = session.device_events("controller")
         assert controller[0].topic == "bench/b1/event"
-        assert controller[0].parsed == {"event": "point_start", "point": "Q3"}
+        assert controller[0].parsed == {"event": "point_start", "point": "Q3", "reference_volume_l": 0.0}
         assert session.warnings == []
 
 
@@ -99,9 +106,14 @@ def test_video_random_access_matches_sequential_decode(tmp_path: Path, monkeypat
             session.camera("cam-M1").read(FRAME_COUNT)
 
 
-def test_file_hashes_are_sha256_of_every_input_file(tmp_path: Path) -> None:
+def test_file_hashes_are_sha256_of_the_bytes_read(tmp_path: Path) -> None:
     folder = record_session(tmp_path / "s", kind="images")
-    hashes = load_session(folder).file_hashes()
+    session = load_session(folder)
+    assert list(session.file_hashes()) == ["session.json"]  # nothing else read yet
+    list(session.camera("cam-M1").iter_frames())
+    for device in session.device_ids:
+        session.device_events(device)
+    hashes = session.file_hashes()
     assert "session.json" in hashes and "cameras/cam-M1/000023.jpg" in hashes
     assert "hashes.json" not in hashes  # the recorder's own file hashes are no input
     assert (folder / "truth.json").is_file() and "truth.json" not in hashes  # not an input: only for comparison
@@ -109,6 +121,8 @@ def test_file_hashes_are_sha256_of_every_input_file(tmp_path: Path) -> None:
     assert len(hashes) == sum(1 for p in folder.rglob("*") if p.is_file() and p.name not in not_inputs)
     expected = hashlib.sha256((folder / "devices" / "ref-meter.jsonl").read_bytes()).hexdigest()
     assert hashes["devices/ref-meter.jsonl"] == expected
+    (folder / "devices" / "ref-meter.jsonl").write_bytes(b"changed after it was read\n")
+    assert session.file_hashes()["devices/ref-meter.jsonl"] == expected  # the bytes used, not the folder now
 
 
 def test_unknown_camera_or_device_id_is_a_clear_error(tmp_path: Path) -> None:
@@ -141,7 +155,7 @@ def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
     [
         (
             lambda m: m["instruments"][0].update(q3_m3h="abc"),
-            'session.json: instruments[0].q3_m3h: expected a number > 0, got "abc"',
+            'session.json: instruments[0].q3_m3h: expected a number > 0 and <= 100000, got "abc"',
         ),
         (
             lambda m: m["instruments"][0].pop("accuracy_class"),
@@ -187,7 +201,7 @@ def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
         ),
         (
             lambda m: m["instruments"][0]["register"]["elements"][1].pop("radius_px"),
-            "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0)",
+            "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0 and <= 1e+09)",
         ),
         (
             lambda m: m.update(
@@ -233,8 +247,8 @@ def test_several_mistakes_are_all_listed(tmp_path: Path) -> None:
 
     _edit_manifest(folder, edit)
     assert _problems(folder) == [
-        'session.json: cameras[0].fps: expected a number > 0, got "ten"',
-        "session.json: instruments[0].q3_m3h: expected a number > 0, got -1",
+        'session.json: cameras[0].fps: expected a number > 0 and <= 10000, got "ten"',
+        "session.json: instruments[0].q3_m3h: expected a number > 0 and <= 100000, got -1",
         "session.json: session_id: missing (expected an id of letters, digits, '.', '_', '-' "
         "(starting with a letter or digit))",
     ]
@@ -277,7 +291,7 @@ def test_tank_bench_needs_tanks(tmp_path: Path) -> None:
 
 def test_invalid_truth_json_is_a_warning_not_an_error(tmp_path: Path) -> None:
     """truth.json is only for comparison: a bad one must not block verifying the session."""
-    folder = record_session(tmp_path / "s")
+    folder = _as_crashed(record_session(tmp_path / "s"))
     (folder / "truth.json").write_text(
         json.dumps(
             {
@@ -315,7 +329,7 @@ def test_simulated_is_known_from_truth_or_manifest(tmp_path: Path) -> None:
 
 
 def test_truncated_last_jsonl_line_is_skipped_with_warning(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s")
+    folder = _as_crashed(record_session(tmp_path / "s"))
     log = folder / "devices" / "ref-meter.jsonl"
     with open(log, "ab") as f:
         f.write(b'{"seq": 25, "t_s": 2.6, "raw": "$TOT,25,2')
@@ -326,7 +340,7 @@ def test_truncated_last_jsonl_line_is_skipped_with_warning(tmp_path: Path) -> No
 
 
 def test_bad_middle_lines_are_skipped_and_order_kept(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s")
+    folder = _as_crashed(record_session(tmp_path / "s"))
     log = folder / "devices" / "ref-meter.jsonl"
     lines = log.read_bytes().split(b"\n")
     lines[2] = b"\x00\x00garbage"
@@ -336,13 +350,16 @@ def test_bad_middle_lines_are_skipped_and_order_kept(tmp_path: Path) -> None:
     seqs = [e.seq for e in session.device_events("ref-meter")]
     assert seqs == [0, 1, 3] + list(range(5, FRAME_COUNT + 1))
     assert session.warnings == [
-        "devices/ref-meter.jsonl:3: skipped: not valid JSON",
-        "devices/ref-meter.jsonl:5: skipped: t_s: expected a finite number of seconds, got null",
+        "devices/ref-meter.jsonl:3: skipped: not valid JSON (Expecting value: line 1 column 1 (char 0))",
+        "devices/ref-meter.jsonl:5: skipped: t_s: expected a finite number of seconds within ±1e+09, got null",
+        # the hash chain names the lines changed (the next line's prev is the original line's hash)
+        "devices/ref-meter.jsonl:4: hash chain broken (line 3 was changed, or lines removed); line 3 not used",
+        "devices/ref-meter.jsonl:6: hash chain broken (line 5 was changed, or lines removed); line 5 not used",
     ]
 
 
 def test_corrupt_and_missing_jpeg_frames_give_none_and_warning(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s", kind="images")
+    folder = _as_crashed(record_session(tmp_path / "s", kind="images"))
     frame_5 = folder / "cameras" / "cam-M1" / "000005.jpg"
     frame_5.write_bytes(frame_5.read_bytes()[: frame_5.stat().st_size // 2])
     (folder / "cameras" / "cam-M1" / "000006.jpg").write_bytes(b"\xff\xd8 not a jpeg \xff\xd9")
@@ -353,13 +370,13 @@ def test_corrupt_and_missing_jpeg_frames_give_none_and_warning(tmp_path: Path) -
     assert all(_bar_position(f) == i for i, f in frames.items() if f is not None)
     assert session.warnings[0] == ("cameras/cam-M1/000005.jpg: truncated or not a jpg file; frame not used")
     assert session.warnings[1] == "cameras/cam-M1/000006.jpg: cannot be decoded; frame not used"
-    assert session.warnings[2].startswith("cameras/cam-M1/000007.jpg: cannot be read (")
+    assert session.warnings[2] == "cameras/cam-M1/000007.jpg: not found; frame not used"
     session.camera("cam-M1").read(5)
     assert len(session.warnings) == 3  # each damaged frame is warned about once
 
 
 def test_frame_times_longer_than_video_use_common_prefix(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s", kind="video")
+    folder = _as_crashed(record_session(tmp_path / "s", kind="video"))
     with open(folder / "cameras" / "cam-M1.csv", "a") as f:
         f.write("24,2.5123\n25,2.6123\n26,2.61")  # two extra rows and a cut one
     session = load_session(folder)
@@ -373,7 +390,7 @@ def test_frame_times_longer_than_video_use_common_prefix(tmp_path: Path) -> None
 
 
 def test_unterminated_last_row_is_never_used(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s", kind="images")
+    folder = _as_crashed(record_session(tmp_path / "s", kind="images"))
     csv = folder / "cameras" / "cam-M1.csv"
     csv.write_text(csv.read_text()[:-3])  # "23,2.3123\n" cut to "23,2.31": valid-looking, wrong
     session = load_session(folder)
@@ -384,7 +401,7 @@ def test_unterminated_last_row_is_never_used(tmp_path: Path) -> None:
 
 
 def test_non_increasing_frame_time_stops_at_the_bad_row(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s", kind="images")
+    folder = _as_crashed(record_session(tmp_path / "s", kind="images"))
     csv = folder / "cameras" / "cam-M1.csv"
     rows = csv.read_text().splitlines()
     rows[11] = "10,0.5"  # frame 10 goes back in time
@@ -397,7 +414,7 @@ def test_non_increasing_frame_time_stops_at_the_bad_row(tmp_path: Path) -> None:
 
 
 def test_unfinished_video_gives_no_frames_and_a_warning(tmp_path: Path) -> None:
-    folder = record_session(tmp_path / "s", kind="video")
+    folder = _as_crashed(record_session(tmp_path / "s", kind="video"))
     video = folder / "cameras" / "cam-M1.mp4"
     video.write_bytes(video.read_bytes()[:200])
     session = load_session(folder)
@@ -412,7 +429,8 @@ def test_unfinished_video_gives_no_frames_and_a_warning(tmp_path: Path) -> None:
 _RECORDING_CHILD = textwrap.dedent("""
     import sys
     from meterbench.session import SessionRecorder
-    from tests.session.session_helpers import FRAME_SIZE_WH, make_frame, water_meter_manifest
+    from meterbench.protocols import parse_totaliser_line
+    from tests.session.session_helpers import FRAME_SIZE_WH, make_frame, totaliser_line, water_meter_manifest
 
     rec = SessionRecorder.create(sys.argv[1], water_meter_manifest())
     ref = rec.device_log("ref-meter", kind="serial-totaliser")
@@ -422,8 +440,9 @@ _RECORDING_CHILD = textwrap.dedent("""
     while True:
         t_s = index * 0.01
         camera.write(make_frame(index % 24), t_s)
-        ref.append(t_s, f"$TOT,{index},{index},0.0,0.0,20.00*00\\r\\n", {"seq": index})
-        controller.append(t_s, b'{"flow_m3h": 2.4}', {"flow_m3h": 2.4}, topic="bench/b/telemetry")
+        line = totaliser_line(index)
+        ref.append(t_s, line, parse_totaliser_line(line)[0])
+        controller.append(t_s, b'{"event": "fault"}', {"event": "fault"}, topic="bench/b/event")
         index += 1
         print(index, flush=True)  # everything of this iteration has been written
 """)
