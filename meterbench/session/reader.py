@@ -61,6 +61,10 @@ MAX_HASHES_BYTES = 256 * 2**20
 """hashes.json larger than this (256 MiB) is not read (warning: files not checked)."""
 MAX_ABS_T_S = 1e9
 """|t_s| of a device line above this (1e9 s, 31 years) is no session time: the line is skipped."""
+MQTT_KINDS = ("mqtt", "controller")
+"""Device kinds whose lines are MQTT messages (re-parsed by topic); "serial-totaliser" and "modbus" are
+re-parsed too. Lines of any other kind are used as recorded (a warning says so)."""
+REPARSED_KINDS = ("serial-totaliser", "modbus", *MQTT_KINDS)
 _HASH_CHUNK_BYTES = 1 << 20
 _CHANGED = "changed since the session was closed (hashes.json)"
 _ADDED = "not listed in hashes.json (added after the session was closed)"
@@ -309,7 +313,7 @@ def _reparse(event: DeviceEvent, kind: str | None) -> str | None:
     if kind == "serial-totaliser":
         raw = _raw_bytes(event)
         expected, error = protocols.parse_totaliser_line(raw) if raw is not None else (None, "raw is not bytes")
-    elif kind == "mqtt":
+    elif kind in MQTT_KINDS:
         expected, error = _mqtt_reparse(event)
     elif kind == "modbus":
         expected, error = _modbus_reparse(event)
@@ -318,8 +322,10 @@ def _reparse(event: DeviceEvent, kind: str | None) -> str | None:
     if error is not None:
         return f"parsed {short(event.parsed, 40)} but raw gives no value ({error})"
     if expected != event.parsed:
+        if not isinstance(expected, dict):
+            return f"parsed disagrees with raw (raw gives {short(expected, 40)})"
         differ = sorted(
-            str(k) for k in set(expected) | set(event.parsed) if expected.get(k, None) != event.parsed.get(k, None)
+            short(k, 20) for k in set(expected) | set(event.parsed) if expected.get(k) != event.parsed.get(k)
         )
         return f"parsed disagrees with raw ({', '.join(differ)[:80]})"
     return None
@@ -534,8 +540,6 @@ class CameraSource:
     def _open_video(self, times: np.ndarray) -> np.ndarray:
         import cv2
 
-        if times.size == 0:
-            return times
         try:
             self._video_file, changed = self._files.open_hashed(self.media, MAX_VIDEO_BYTES)
         except (UnsafeFile, OSError) as exc:
@@ -747,6 +751,11 @@ class Session:
                 gaps = [EvidenceGap(-math.inf, math.inf, reason)]
             else:
                 events, gaps = _read_device_log(data, relpath, device_id, entry.get("kind"), self.warnings)
+                if entry.get("kind") not in REPARSED_KINDS:
+                    self.warnings.append(
+                        f"{relpath}: device kind {short(entry.get('kind'))} has no parser here: "
+                        "its parsed values are used as recorded (raw not re-parsed)"
+                    )
                 if changed is not None:
                     self.warnings.append(f"{changed}: none of its lines is trusted")
                     gaps.append(EvidenceGap(-math.inf, math.inf, changed))

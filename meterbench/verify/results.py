@@ -36,6 +36,7 @@ __all__ = [
     "WaterTemperature",
     "instrument_identity",
     "is_number",
+    "reference_uncertainty",
     "require_frames",
     "session_decision",
     "water_temperature",
@@ -341,6 +342,32 @@ def water_temperature(samples_c: Iterable[Any], manifest: Mapping[str, Any], whe
     except ValueError as exc:
         raise Inconclusive(f"water temperature {temperature.value_c:g} °C cannot be corrected for: {exc}") from None
     return temperature
+
+
+REFERENCE_U_RANGE_PCT = (0.0, 100.0)
+COVERAGE_FACTOR_RANGE = (1.0, 10.0)
+
+
+def reference_uncertainty(reference: Mapping[str, Any]) -> tuple[float, float]:
+    """The reference standard's expanded uncertainty U (%) and its coverage factor k (default 2),
+    as its calibration certificate states them (session.json ``reference_instruments[0]``).
+
+    U missing: Inconclusive (no uncertainty budget). U or k not a finite number in its range
+    (U 0..100 %, k 1..10): SessionError naming the field (the schema checks this too; a live
+    bench's manifest comes the same way).
+    """
+    where = "session.json: reference_instruments[0]"
+    u_pct = reference.get("expanded_uncertainty_pct")
+    if u_pct is None:
+        raise Inconclusive("reference_instruments[0].expanded_uncertainty_pct missing: no uncertainty budget")
+    k = reference.get("coverage_factor", 2.0)
+    for key, value, (low, high) in (
+        ("expanded_uncertainty_pct", u_pct, REFERENCE_U_RANGE_PCT),
+        ("coverage_factor", k, COVERAGE_FACTOR_RANGE),
+    ):
+        if not is_number(value) or not low <= value <= high:
+            raise SessionError(f"{where}.{key}: expected a number from {low:g} to {high:g}, got {value!r}")
+    return float(u_pct), float(k)
 
 
 def require_frames(camera: Any, minimum: int = 2) -> None:

@@ -8,7 +8,7 @@ from meterbench import __version__
 from meterbench.errors import SessionError
 from meterbench.progress import ProgressFn
 from meterbench.verify.report import write_reports
-from meterbench.verify.results import session_decision
+from meterbench.verify.results import InstrumentResult, instrument_identity, session_decision
 from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
 
 __all__ = ["run_session", "verify_session", "RegisterReaders"]
@@ -54,7 +54,9 @@ def verify_session(
     manifest = session.manifest
     figures: dict[str, dict[str, str]] = {}
     models: dict[str, str] = {}
-    if manifest["bench_kind"] == "water-meter":
+    if session.tampered:  # session.json changed since it was closed: no instrument's verdict rests on it
+        instruments = _all_inconclusive(session, "; ".join(session.tampered))
+    elif manifest["bench_kind"] == "water-meter":
         readers = readers or RegisterReaders()
         instruments = evaluate_water_meter_session(session, readers, options, progress)
         models = readers.model_hashes
@@ -79,6 +81,17 @@ def verify_session(
         "warnings": list(session.warnings),
     }
     return report, figures
+
+
+def _all_inconclusive(session, reason: str) -> list[InstrumentResult]:
+    """Every instrument of the session with every point inconclusive for ``reason``."""
+    names = [point["name"] for point in session.test_plan_points]
+    entries = [(entry, "tank") for entry in session.tanks]
+    entries += [(entry, entry.get("kind", "water-meter")) for entry in session.instruments]
+    return [
+        InstrumentResult.inconclusive(entry["id"], kind, names, reason, identity=instrument_identity(entry))
+        for entry, kind in entries
+    ]
 
 
 def _provenance_notes() -> list[str]:

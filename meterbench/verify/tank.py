@@ -33,6 +33,7 @@ import numpy as np
 
 from meterbench import calibration
 from meterbench.errors import SessionError
+from meterbench.session import EvidenceGap
 from meterbench.verify.results import (
     Inconclusive,
     InstrumentResult,
@@ -41,6 +42,7 @@ from meterbench.verify.results import (
     WaterTemperature,
     instrument_identity,
     is_number,
+    reference_uncertainty,
     require_frames,
     water_temperature,
 )
@@ -277,10 +279,8 @@ def _budget(
     config: TankConfig, reference: dict, scale: _ScaleResult, volume_l: float, meter_c: float, tank_c: float
 ) -> calibration.UncertaintyBudget:
     budget = calibration.UncertaintyBudget()
-    u_ref = reference.get("expanded_uncertainty_pct")
-    if not is_number(u_ref):
-        raise Inconclusive("reference_instruments[0].expanded_uncertainty_pct missing: no uncertainty budget")
-    budget.add_reference(float(u_ref), k=float(reference.get("coverage_factor", 2.0)))
+    u_ref, k_ref = reference_uncertainty(reference)
+    budget.add_reference(u_ref, k=k_ref)
     resolution = reference.get("resolution_l")
     if is_number(resolution) and resolution > 0:
         budget.add_resolution(float(resolution), volume_l, name="reference resolution")
@@ -305,25 +305,45 @@ def _budget(
     return budget
 
 
+def _untrusted(session) -> list[EvidenceGap]:
+    """The stretches of the controller and reference logs that cannot be trusted (session/reader.py)."""
+    devices = [_device_id(session, "mqtt")]
+    devices += [(session.manifest.get("reference_instruments") or [{}])[0].get("device")]
+    return [gap for device in dict.fromkeys(devices) if device is not None for gap in session.device_gaps(device)]
+
+
 def _evaluate_run(
-    session, config: TankConfig, events, point: dict, mpe: calibration.MpeResult, rule: str
+    session, config: TankConfig, events, point: dict, mpe: calibration.MpeResult, rule: str, gaps=()
 ) -> PointResult:
     """One run of one tank; inconclusive with the reason when its data cannot give a verdict."""
     plan_rate = point.get("flow_rate_m3h")
     rate = float(plan_rate) if is_number(plan_rate) else math.nan
     return PointResult.from_evaluation(
         point["name"],
-        partial(_measure_run, session, config, events, point["name"], plan_rate, mpe, rule),
+        partial(_measure_run, session, config, events, point["name"], plan_rate, mpe, rule, gaps),
         flow_rate=rate,
         mpe_pct=mpe.mpe_pct,
     )
 
 
 def _measure_run(
-    session, config: TankConfig, events, name: str, plan_rate: Any, mpe: calibration.MpeResult, rule: str
+    session, config: TankConfig, events, name: str, plan_rate: Any, mpe: calibration.MpeResult, rule: str, gaps=()
 ) -> PointResult:
-    """_evaluate_run's work; raises Inconclusive when the data falls short."""
-    times = _run_times(events, name, plan_rate if is_number(plan_rate) else None)
+    """_evaluate_run's work; raises Inconclusive when the data falls short.
+
+    A run whose latches, fill or settled readings lie in an untrusted stretch of a log (``gaps``:
+    a hash-chain break, a line whose parsed disagrees with its raw, a changed or unreadable log)
+    is inconclusive; so is a run missing a latch while the log has any such stretch."""
+    try:
+        times = _run_times(events, name, plan_rate if is_number(plan_rate) else None)
+    except Inconclusive as exc:
+        if gaps:
+            raise Inconclusive(f"{exc.reason}; evidence not trusted: {gaps[0].reason}") from None
+        raise
+    end = min(times.read_until_t, times.stop_t + 600.0)
+    untrusted = [gap.reason for gap in gaps if gap.t_from_s < end and times.start_t < gap.t_to_s]
+    if untrusted:
+        raise Inconclusive(f"evidence not trusted: {'; '.join(dict.fromkeys(untrusted[:3]))}")
     if not times.drain_before_s >= config.drain_time_s:
         seen = "no drain seen" if math.isnan(times.drain_before_s) else f"drain lasted {times.drain_before_s:.1f} s"
         raise Inconclusive(f"{seen} before run {name}; the tank needs {config.drain_time_s:.0f} s")
@@ -394,8 +414,10 @@ def _tank_mpe(config: TankConfig, where: str) -> calibration.MpeResult:
 def _evaluate_tank(session, config: TankConfig, events, mpe, rule: str, identity: dict, warnings: list[str]):
     """Every run of one tank; raises Inconclusive when its camera has no frames."""
     require_frames(session.camera(config.camera), MIN_READINGS)
+    gaps = _untrusted(session)
     points = [
-        _evaluate_run(session, config, events, point, mpe, rule) for point in session.manifest["test_plan"]["points"]
+        _evaluate_run(session, config, events, point, mpe, rule, gaps)
+        for point in session.manifest["test_plan"]["points"]
     ]
     return InstrumentResult.from_points(config.id, "tank", points, identity=identity, warnings=warnings)
 

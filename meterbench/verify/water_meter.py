@@ -25,6 +25,8 @@ import numpy as np
 from meterbench import calibration
 from meterbench.errors import SessionError
 from meterbench.progress import ProgressFn
+from meterbench.session import EvidenceGap
+from meterbench.session.format import short
 from meterbench.verify.fusion import (
     InstantEstimate,
     ReferenceTrack,
@@ -38,6 +40,7 @@ from meterbench.verify.results import (
     ReasonCounts,
     instrument_identity,
     is_number,
+    reference_uncertainty,
     require_frames,
     water_temperature,
 )
@@ -48,6 +51,7 @@ __all__ = [
     "RegisterFrameCache",
     "camera_fps",
     "evaluate_point",
+    "UntrustedEvidence",
     "evaluate_water_meter_session",
     "finest_usable_element",
     "point_timings",
@@ -75,7 +79,10 @@ class ReadingOptions:
     # belong to the previous flow), "windows": each instant from its own window only.
     fit: str = "point"
     max_turns_per_frame: float = 0.12  # finest usable element: turns between frames at most
-    latch_tolerance_l: float = 0.002  # latched vs streamed reference volume agreement (L)
+    latch_tolerance_l: float = (
+        0.002  # latched vs streamed reference volume agreement (L), latches without reference_seq
+    )
+    line_tolerance_l: float = 0.00015  # latched volume vs the totaliser line it names (L): that line's 0.1 mL rounding
     temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
     coarser_fallbacks: int = 1  # coarser register elements tried when the finest cannot be read
 
@@ -89,6 +96,8 @@ class PointTiming:
     stop_t_s: float | None = None
     start_reference_l: float | None = None
     stop_reference_l: float | None = None
+    start_line_l: float | None = None  # volume (L) of the totaliser line the start latch names (reference_seq)
+    stop_line_l: float | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -107,13 +116,31 @@ def _reference_instrument(manifest: dict) -> dict:
     return refs[0]
 
 
-def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
-    """The reference meter's volume track and a list of problems found in its log.
+def _in_order(t: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Mask of the samples (file order) that keep time strictly increasing and volume non-decreasing.
+
+    A sample out of line with its neighbours (a t_s of 5e12 s, a volume edited down or up) is
+    left out, and so is each sample of a run that goes back in time or volume after it; samples
+    with the time of the one before (a repeat) are left out too."""
+    keep = np.zeros(t.size, dtype=bool)
+    last_t, last_v = -math.inf, -math.inf
+    for i in range(t.size):
+        following_ok = i + 1 >= t.size or (t[i] < t[i + 1] and v[i] <= v[i + 1]) or (t[i + 1] <= last_t)
+        if t[i] > last_t and v[i] >= last_v and following_ok:
+            keep[i] = True
+            last_t, last_v = t[i], v[i]
+    return keep
+
+
+def reference_track(session) -> tuple[ReferenceTrack, list[str], list[EvidenceGap]]:
+    """The reference meter's volume track, a list of problems found in its log, and the stretches of
+    time its log cannot vouch for (hash-chain breaks, refused lines, lines left out of order).
 
     Raises Inconclusive when the log gives no usable track (every point needs it).
     """
     device = _reference_instrument(session.manifest)["device"]
     events = session.device_events(device)
+    gaps = session.device_gaps(device)
     good = [e for e in _good_events(events) if is_number(e.parsed.get("volume_l"))]
     problems = []
     if len(good) < len(events):
@@ -121,40 +148,55 @@ def reference_track(session) -> tuple[ReferenceTrack, list[str]]:
             f"reference meter {device}: {len(events) - len(good)} of {len(events)} lines "
             f"unusable (recorded raw, not used)"
         )
-    if len(good) < 2:
-        raise Inconclusive(f"reference meter {device}: {len(good)} valid volume readings in its log (need 2)")
     t = np.array([e.t_s for e in good], dtype=np.float64)
     v = np.array([e.parsed["volume_l"] for e in good], dtype=np.float64)
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
-    keep = np.concatenate([[True], np.diff(t) > 0])
-    try:
-        return ReferenceTrack.from_samples(t[keep], v[keep]), problems
-    except ValueError as exc:  # the only data check of from_samples left: volume running backwards
-        raise Inconclusive(f"reference meter {device}: {exc}") from None
+    keep = _in_order(t, v)
+    dropped = np.flatnonzero(~keep)
+    if dropped.size:
+        kept_t = t[keep]
+        for i in dropped:
+            before = kept_t[kept_t < t[i]] if np.isfinite(t[i]) else kept_t
+            reason = (
+                f"reference meter {device}: line seq {good[i].seq} (t_s {t[i]:.6g} s, volume_l {v[i]:.6g} L) "
+                "out of order with its neighbours: not used"
+            )
+            neighbours = [float(before[-1])] if before.size else []
+            later = t[(np.arange(t.size) > i) & keep]
+            neighbours += [float(later[0])] if later.size else []
+            gaps.append(EvidenceGap(min(neighbours, default=-math.inf), max(neighbours, default=math.inf), reason))
+        problems.append(f"reference meter {device}: {dropped.size} line(s) out of order in time or volume, not used")
+    if int(keep.sum()) < 2:
+        raise Inconclusive(f"reference meter {device}: {int(keep.sum())} valid volume readings in its log (need 2)")
+    return ReferenceTrack.from_samples(t[keep], v[keep]), problems, gaps
 
 
-def _reference_line_times(session) -> dict[int, float]:
-    """Reception time (s) of each good reference line, by the line's own ``seq`` (first one kept)."""
+def _reference_lines(session) -> dict[int, tuple[float, float]]:
+    """(reception time s, volume L) of each good reference line, by the line's own ``seq`` (first one kept)."""
     device = _reference_instrument(session.manifest)["device"]
-    times: dict[int, float] = {}
+    lines: dict[int, tuple[float, float]] = {}
     for event in _good_events(session.device_events(device)):
-        seq = event.parsed.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            times.setdefault(seq, event.t_s)
-    return times
+        seq, volume = event.parsed.get("seq"), event.parsed.get("volume_l")
+        if isinstance(seq, int) and not isinstance(seq, bool) and is_number(volume):
+            lines.setdefault(seq, (event.t_s, float(volume)))
+    return lines
+
+
+def _controller_devices(manifest: dict) -> list[str]:
+    return _device_ids(manifest, ("mqtt", "controller"))
 
 
 def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]:
     """Flying start/stop instants and latched reference totals per test point.
 
-    A latch event that names its totaliser line (``reference_seq``) takes that line's
-    reception time as its instant: the line carries the latched volume, while the MQTT
-    event arrives a few ms later through the broker (4 ms = 0.003 L at 2.4 m3/h).
+    A latch event that names its totaliser line (``reference_seq``) is matched to that line by
+    identity: the line's reception time is the instant and the line's volume the reference
+    (the line carries the latched volume, while the MQTT event arrives a few ms later through the
+    broker: 4 ms = 0.003 L at 2.4 m3/h). A latch without ``reference_seq`` keeps its own
+    reception time and volume (checked against the reference stream at that time).
     """
     timings = {name: PointTiming(name) for name in point_names}
-    line_times = _reference_line_times(session)
-    for device in _device_ids(session.manifest, ("mqtt", "controller")):
+    lines = _reference_lines(session)
+    for device in _controller_devices(session.manifest):
         for event in _good_events(session.device_events(device)):
             kind, point = event.parsed.get("event"), event.parsed.get("point")
             timing = timings.get(point) if isinstance(point, str) else None
@@ -163,14 +205,23 @@ def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]
             latched = event.parsed.get("reference_volume_l")
             if latched is not None and not is_number(latched):
                 timing.problems.append(
-                    f"{kind} of {timing.name} in {device}: reference_volume_l: expected a number, got {latched!r}"
+                    f"{kind} of {timing.name} in {device}: reference_volume_l: expected a number, got {short(latched)}"
                 )
                 latched = None
-            t_s = line_times.get(event.parsed.get("reference_seq"), event.t_s)
+            t_s, line_l = event.t_s, None
+            seq = event.parsed.get("reference_seq")
+            if seq is not None:
+                if not isinstance(seq, int) or isinstance(seq, bool) or seq not in lines:
+                    timing.problems.append(
+                        f"{kind} of {timing.name} names totaliser line seq {short(seq)}, which is not among "
+                        "the reference meter's good lines"
+                    )
+                else:
+                    t_s, line_l = lines[seq]
             if kind == "point_start":
-                timing.start_t_s, timing.start_reference_l = t_s, latched
+                timing.start_t_s, timing.start_reference_l, timing.start_line_l = t_s, latched, line_l
             else:
-                timing.stop_t_s, timing.stop_reference_l = t_s, latched
+                timing.stop_t_s, timing.stop_reference_l, timing.stop_line_l = t_s, latched, line_l
     for timing in timings.values():
         if timing.start_t_s is None:
             timing.problems.append(f"no point_start event for {timing.name} in the controller log")
@@ -179,6 +230,32 @@ def point_timings(session, point_names: Sequence[str]) -> dict[str, PointTiming]
         if not timing.problems and timing.stop_t_s <= timing.start_t_s:
             timing.problems.append(f"point_stop before point_start for {timing.name}")
     return timings
+
+
+@dataclass(frozen=True)
+class UntrustedEvidence:
+    """The stretches of the reference log and of the controller logs that cannot be trusted."""
+
+    reference: tuple[EvidenceGap, ...] = ()
+    controller: tuple[EvidenceGap, ...] = ()
+
+    def reasons(self, timing: PointTiming, options: ReadingOptions) -> list[str]:
+        """Why a point's evidence is not trusted ([] when it is): a reference gap from ``window_before_s``
+        before its start to ``stop_after_s`` after its stop (the reference samples its frames are
+        fitted against), a controller gap strictly inside [start, stop] (its latches and the
+        temperatures logged); every gap when a latch is missing (the changed line may be it)."""
+        if timing.start_t_s is None or timing.stop_t_s is None:
+            return [gap.reason for gap in (*self.reference, *self.controller)]
+        t0, t1 = timing.start_t_s, timing.stop_t_s
+        reasons = [
+            g.reason for g in self.reference if g.overlaps(t0 - options.window_before_s, t1 + options.stop_after_s)
+        ]
+        return reasons + [g.reason for g in self.controller if g.t_from_s < t1 and t0 < g.t_to_s]
+
+
+def _first(reasons: list[str], limit: int = 3) -> str:
+    more = f" (and {len(reasons) - limit} more)" if len(reasons) > limit else ""
+    return "; ".join(dict.fromkeys(reasons[:limit])) + more
 
 
 def select_frames(frame_times_s: np.ndarray, start_t_s: float, stop_t_s: float, options: ReadingOptions) -> np.ndarray:
@@ -389,16 +466,16 @@ def evaluate_point(
     track: ReferenceTrack,
     cache: RegisterFrameCache,
     options: ReadingOptions,
-    reference_u_pct_k2: float,
+    gaps: UntrustedEvidence,
     decision_rule: str,
 ) -> PointResult:
-    """One test point of one meter; inconclusive with the reason when its data cannot give a verdict."""
+    """One test point of one meter; inconclusive with the reason when its data cannot give a verdict.
+
+    ``gaps``: the stretches of the reference and controller logs that cannot be trusted."""
     planned_flow = float(plan_point.get("flow_rate_m3h", math.nan))
     return PointResult.from_evaluation(
         plan_point["name"],
-        lambda: _measure_point(
-            session, instrument, plan_point, timing, track, cache, options, reference_u_pct_k2, decision_rule
-        ),
+        lambda: _measure_point(session, instrument, plan_point, timing, track, cache, options, gaps, decision_rule),
         flow_rate=planned_flow,
     )
 
@@ -411,11 +488,14 @@ def _measure_point(
     track: ReferenceTrack,
     cache: RegisterFrameCache,
     options: ReadingOptions,
-    reference_u_pct_k2: float,
+    gaps: UntrustedEvidence,
     decision_rule: str,
 ) -> PointResult:
     """evaluate_point's work; raises Inconclusive (with what is known so far) when the data falls short."""
     name = plan_point["name"]
+    untrusted = gaps.reasons(timing, options)
+    if untrusted:
+        raise Inconclusive(f"evidence not trusted: {_first(untrusted)}")
     if timing.problems:
         raise Inconclusive("; ".join(timing.problems))
     t0, t1 = timing.start_t_s, timing.stop_t_s
@@ -424,15 +504,23 @@ def _measure_point(
     streamed0, streamed1 = track.volume_at([t0, t1])
     reference_l = float(streamed1 - streamed0)
     problems = []
-    for label, latched, streamed in (
-        ("start", timing.start_reference_l, streamed0),
-        ("stop", timing.stop_reference_l, streamed1),
+    for label, latched, line_l, streamed in (
+        ("start", timing.start_reference_l, timing.start_line_l, streamed0),
+        ("stop", timing.stop_reference_l, timing.stop_line_l, streamed1),
     ):
-        if latched is not None and abs(latched - streamed) > options.latch_tolerance_l + abs(reference_l) * 1e-5:
+        if line_l is not None:  # by identity: the latched volume is that line's
+            if latched is not None and abs(latched - line_l) > options.line_tolerance_l:
+                problems.append(
+                    f"latched reference at {label} ({latched:.4f} L) disagrees with the totaliser line "
+                    f"it names ({line_l:.4f} L)"
+                )
+        elif latched is not None and abs(latched - streamed) > options.latch_tolerance_l + abs(reference_l) * 1e-5:
             problems.append(
                 f"latched reference at {label} ({latched:.4f} L) disagrees with the reference stream ({streamed:.4f} L)"
             )
-    if timing.start_reference_l is not None and timing.stop_reference_l is not None:
+    if timing.start_line_l is not None and timing.stop_line_l is not None:
+        reference_l = float(timing.stop_line_l - timing.start_line_l)
+    elif timing.start_reference_l is not None and timing.stop_reference_l is not None:
         reference_l = float(timing.stop_reference_l - timing.start_reference_l)
     flow_l_s = reference_l / (t1 - t0)
     flow_m3h = flow_l_s * S_PER_H / L_PER_M3
@@ -462,8 +550,10 @@ def _measure_point(
                 f"mean flow {flow_m3h:.5g} m3/h outside the {name} verification window [{low:.5g}, {high:.5g}] m3/h",
                 **known,
             )
-    if not is_number(reference_u_pct_k2):
-        raise Inconclusive("reference_instruments[0].expanded_uncertainty_pct missing: no uncertainty budget", **known)
+    try:
+        reference_u_pct, reference_k = reference_uncertainty(_reference_instrument(session.manifest))
+    except Inconclusive as exc:
+        raise Inconclusive(exc.reason, **known) from None
 
     camera = cache.camera
     layout = cache.register_reader.layout
@@ -500,7 +590,7 @@ def _measure_point(
     indicated_l = stop.volume_l - start.volume_l
     error_pct = (indicated_l - reference_l) / reference_l * 100.0
     budget = calibration.UncertaintyBudget()
-    budget.add_reference(reference_u_pct_k2, k=2.0)
+    budget.add_reference(reference_u_pct, k=reference_k)
     budget.add_component(
         "register reading (flying start and stop, fitted)",
         100.0 * math.hypot(start.u_l, stop.u_l) / reference_l,
@@ -550,19 +640,19 @@ def _evaluate_meter(
     register_reader,
     timings: dict[str, PointTiming],
     track: ReferenceTrack,
+    gaps: UntrustedEvidence,
     options: ReadingOptions,
     identity: dict,
     instrument_warnings: list[str],
 ) -> InstrumentResult:
     """Every point of one meter; raises Inconclusive when its camera has no frames to read."""
     manifest = session.manifest
-    reference_u = _reference_instrument(manifest).get("expanded_uncertainty_pct", math.nan)
     rule = manifest.get("decision_rule", "simple")
     camera = session.camera(instrument["camera"])
     require_frames(camera)
     cache = RegisterFrameCache(camera, register_reader)
     points = [
-        evaluate_point(session, instrument, p, timings[p["name"]], track, cache, options, reference_u, rule)
+        evaluate_point(session, instrument, p, timings[p["name"]], track, cache, options, gaps, rule)
         for p in manifest["test_plan"]["points"]
     ]
     return InstrumentResult.from_points(
@@ -587,10 +677,12 @@ def evaluate_water_meter_session(
     manifest = session.manifest
     names = [p["name"] for p in manifest["test_plan"]["points"]]
     try:
-        track, track_problems = reference_track(session)
+        track, track_problems, reference_gaps = reference_track(session)
         track_reason = ""
     except Inconclusive as exc:
-        track, track_problems, track_reason = None, [], exc.reason
+        track, track_problems, reference_gaps, track_reason = None, [], [], exc.reason
+    controller_gaps = [gap for device in _controller_devices(manifest) for gap in session.device_gaps(device)]
+    gaps = UntrustedEvidence(tuple(reference_gaps), tuple(controller_gaps))
     timings = point_timings(session, names)
     instruments = []
     if progress is not None:
@@ -612,6 +704,7 @@ def evaluate_water_meter_session(
                 register_reader,
                 timings,
                 track,
+                gaps,
                 options,
                 identity,
                 instrument_warnings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,24 @@ def record_session(out_dir: Path, *, kind: str = "video", image_format: str = "j
             )
         rec.update_manifest({"end_time_utc": "2026-11-27T09:00:03Z", "stopped_reason": "done"})
     return Path(out_dir)
+
+
+def rewrite_device_log(folder: Path, device_id: str, edit) -> None:
+    """Rewrite ``devices/<device_id>.jsonl`` as if it had been recorded so: ``edit(event)`` returns the
+    event to keep (changed or not) or None to leave the line out; the hash chain is written anew and
+    hashes.json removed (an edited copy claims no integrity; tamper evidence is tested on its own)."""
+    from meterbench.session.integrity import CHAIN_FIELD, HASHES_FILE, chain_seed, line_digest
+
+    log = Path(folder) / "devices" / f"{device_id}.jsonl"
+    previous = chain_seed(device_id)
+    lines = []
+    for text in log.read_text().splitlines():
+        event = edit(json.loads(text))
+        if event is None:
+            continue
+        event[CHAIN_FIELD] = previous
+        line = json.dumps(event, separators=(",", ":"))
+        previous = line_digest(line.encode())
+        lines.append(line)
+    log.write_text("\n".join(lines) + "\n")
+    (Path(folder) / HASHES_FILE).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import pytest
 
 from meterbench.sim import simulate_water_meter
 from meterbench.verify.run import run_session
+from tests.session.session_helpers import rewrite_device_log
 
 CONTRACT_POINT_KEYS = {
     "name",
@@ -120,8 +121,11 @@ def test_report_json_is_byte_identical_on_a_second_run(verified_bytes, simulated
 
 
 def _copy(simulated: Path, tmp_path: Path) -> Path:
+    """A copy to edit: without hashes.json (the edits are these tests' input, not changes since the session
+    was closed; tamper evidence is tested in test_evidence.py)."""
     target = tmp_path / "copy"
     shutil.copytree(simulated, target)
+    (target / "hashes.json").unlink(missing_ok=True)
     return target
 
 
@@ -236,15 +240,20 @@ def test_corrupted_frames_are_skipped_not_misread(simulated, tmp_path):
 
 
 def _strip_temperatures(session: Path) -> None:
-    """Remove temperature_c from every parsed device event: a bench that logged no water temperature."""
-    for log in (session / "devices").glob("*.jsonl"):
-        lines = []
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if isinstance(event.get("parsed"), dict):
-                event["parsed"].pop("temperature_c", None)
-            lines.append(json.dumps(event))
-        log.write_text("\n".join(lines) + "\n")
+    """A bench that logged no water temperature: a reference counter without a temperature output (a kind
+    this reader has no parser for, so its lines are taken as recorded) and a controller without telemetry."""
+    manifest = json.loads((session / "session.json").read_text())
+    [reference] = [d for d in manifest["devices"] if d["id"] == "ref-meter"]
+    reference["kind"] = "pulse-counter"
+    (session / "session.json").write_text(json.dumps(manifest))
+
+    def without_temperature(event: dict) -> dict:
+        if isinstance(event.get("parsed"), dict):
+            event["parsed"].pop("temperature_c", None)
+        return event
+
+    rewrite_device_log(session, "ref-meter", without_temperature)
+    rewrite_device_log(session, "controller", lambda e: None if (e.get("topic") or "").endswith("telemetry") else e)
 
 
 def test_no_water_temperature_logged_makes_points_inconclusive(simulated, tmp_path):
@@ -317,9 +326,11 @@ def _damaged_copy(folder: Path, tmp_path: Path, damage: str) -> Path:
         video = target / "cameras" / "cam-M2.mp4"
         data = video.read_bytes()
         video.write_bytes(data[: len(data) // 3])  # a recording cut short: no moov atom, cannot be opened
+        (target / "hashes.json").unlink(missing_ok=True)  # a crash: the recording never closed
     else:
         csv = target / "cameras" / "cam-M2.csv"
         csv.write_text(csv.read_text().splitlines()[0] + "\n")  # only its header
+        (target / "hashes.json").unlink(missing_ok=True)  # a crash: the recording never closed
     return target
 
 

@@ -15,6 +15,7 @@ from meterbench.session import load_session
 from meterbench.sim import simulate_tank
 from meterbench.verify.results import InstrumentResult
 from meterbench.verify.tank import evaluate_tank_session, tank_figures
+from tests.session.session_helpers import rewrite_device_log
 
 # |error - true error| measured on simulated tank sessions (seeds 2 and 3, 2 runs each):
 # at most 0.0012 %-points, while U (k=2) is 0.021 %: the tolerance is near the engine's accuracy.
@@ -36,6 +37,7 @@ def _truth(folder: Path) -> dict[str, float]:
 def _edited_copy(folder: Path, tmp_path: Path, top: dict | None = None, **tank_fields: object) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
+    (copy / "hashes.json").unlink(missing_ok=True)  # edits are the input here; tamper evidence: test_evidence.py
     manifest = json.loads((copy / "session.json").read_text())
     manifest["tanks"][0].update(tank_fields)
     manifest.update(top or {})
@@ -44,15 +46,28 @@ def _edited_copy(folder: Path, tmp_path: Path, top: dict | None = None, **tank_f
 
 
 def _strip_from_logs(folder: Path, keys: tuple[str, ...]) -> None:
-    """Remove ``keys`` from the parsed payload of every device event (as if no sensor had been logged)."""
-    for log in (folder / "devices").glob("*.jsonl"):
-        lines = []
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if isinstance(event.get("parsed"), dict):
-                event["parsed"] = {k: v for k, v in event["parsed"].items() if k not in keys}
-            lines.append(json.dumps(event))
-        log.write_text("\n".join(lines) + "\n")
+    """Remove ``keys`` from what every device logged (as if no such sensor had been there), raw and parsed
+    alike; the reference becomes a counter this reader has no parser for (its protocol always carries a
+    temperature), and telemetry that would lack one of its mandatory keys is left out."""
+    manifest = json.loads((folder / "session.json").read_text())
+    for device in manifest["devices"]:
+        if device["kind"] == "serial-totaliser":
+            device["kind"] = "pulse-counter"
+    (folder / "session.json").write_text(json.dumps(manifest))
+
+    def strip(event: dict) -> dict | None:
+        parsed = event.get("parsed")
+        if not isinstance(parsed, dict) or not any(k in parsed for k in keys):
+            return event
+        if (event.get("topic") or "").endswith("telemetry") and "temperature_c" in keys:
+            return None
+        event["parsed"] = {k: v for k, v in parsed.items() if k not in keys}
+        if event.get("topic"):
+            event["raw"] = json.dumps(event["parsed"])
+        return event
+
+    for device in manifest["devices"]:
+        rewrite_device_log(folder, device["id"], strip)
 
 
 def test_errors_match_truth_and_verdicts_are_right(failing_tank: Path) -> None:
