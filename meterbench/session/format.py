@@ -98,7 +98,7 @@ def _describe(schema: dict[str, Any], root: dict[str, Any]) -> str:
     }
     text = words.get(kinds, "a value")
     bounds = [(">", "exclusiveMinimum"), (">=", "minimum"), ("<", "exclusiveMaximum"), ("<=", "maximum")]
-    text += " and".join(f" {op} {schema[key]:g}" for op, key in bounds if key in schema)
+    text += "".join(f" {op} {schema[key]}" for op, key in bounds if key in schema)
     if kinds == "string" and schema.get("minLength"):
         text = "a non-empty string"
     if kinds == "array":

@@ -155,7 +155,7 @@ def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
     [
         (
             lambda m: m["instruments"][0].update(q3_m3h="abc"),
-            'session.json: instruments[0].q3_m3h: expected a number > 0 and <= 100000, got "abc"',
+            'session.json: instruments[0].q3_m3h: expected a number > 0 <= 100000, got "abc"',
         ),
         (
             lambda m: m["instruments"][0].pop("accuracy_class"),
@@ -201,7 +201,7 @@ def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
         ),
         (
             lambda m: m["instruments"][0]["register"]["elements"][1].pop("radius_px"),
-            "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0 and <= 1e+09)",
+            "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0 <= 1000000000)",
         ),
         (
             lambda m: m.update(
@@ -247,8 +247,8 @@ def test_several_mistakes_are_all_listed(tmp_path: Path) -> None:
 
     _edit_manifest(folder, edit)
     assert _problems(folder) == [
-        'session.json: cameras[0].fps: expected a number > 0 and <= 10000, got "ten"',
-        "session.json: instruments[0].q3_m3h: expected a number > 0 and <= 100000, got -1",
+        'session.json: cameras[0].fps: expected a number > 0 <= 10000, got "ten"',
+        "session.json: instruments[0].q3_m3h: expected a number > 0 <= 100000, got -1",
         "session.json: session_id: missing (expected an id of letters, digits, '.', '_', '-' "
         "(starting with a letter or digit))",
     ]

@@ -200,12 +200,12 @@ def test_hostile_session_json_is_one_line(tmp_path, text, message):
     [
         (
             lambda m: m["reference_instruments"][0].update(expanded_uncertainty_pct=1.3e250),
-            "session.json: reference_instruments[0].expanded_uncertainty_pct: expected a number >= 0 and <= 100, "
+            "session.json: reference_instruments[0].expanded_uncertainty_pct: expected a number >= 0 <= 100, "
             "got 1.3e+250",
         ),
         (
             lambda m: m["reference_instruments"][0].update(coverage_factor=0.0),
-            "session.json: reference_instruments[0].coverage_factor: expected a number >= 1 and <= 10, got 0.0",
+            "session.json: reference_instruments[0].coverage_factor: expected a number >= 1 <= 10, got 0.0",
         ),
         (
             lambda m: m["cameras"][0].update(id=["cam-M1"]),
@@ -219,7 +219,7 @@ def test_hostile_session_json_is_one_line(tmp_path, text, message):
         ),
         (
             lambda m: m["test_plan"]["points"][0].update(flow_rate_m3h=1e300),
-            "session.json: test_plan.points[0].flow_rate_m3h: expected a number > 0 and <= 100000, got 1e+300",
+            "session.json: test_plan.points[0].flow_rate_m3h: expected a number > 0 <= 100000, got 1e+300",
         ),
     ],
 )
