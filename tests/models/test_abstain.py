@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,10 @@ def test_a_bad_abstain_section_names_the_sidecar_and_field(tmp_path, section, fi
 
 @pytest.mark.parametrize(("reader_name", "kind"), [("digit_reader", "digit"), ("dial_reader", "dial")])
 def test_non_wheel_images_are_unreadable(request, reader_name, kind):
+    if not all((DATA_ROOT / name / "labels.csv").is_file() for name in ("meterdigits", "pointers")):
+        if os.environ.get("CI"):  # CI has shared/ beside the clone: the photo negatives come from it
+            pytest.fail(f"{DATA_ROOT}: shared data folder not present")
+        pytest.skip(f"{DATA_ROOT}: shared data folder not present (the photo negatives come from it)")
     reader = request.getfixturevalue(reader_name)
     images, kinds = negative_crops(kind, 300, TEST_SEED, DATA_ROOT)
     result = reader.read(images)
