@@ -34,6 +34,7 @@ __all__ = [
     "PointResult",
     "ReasonCounts",
     "WaterTemperature",
+    "bench_point_problem",
     "instrument_identity",
     "is_number",
     "reference_uncertainty",
@@ -275,6 +276,28 @@ class InstrumentResult:
 def session_decision(instruments: Sequence[InstrumentResult]) -> Decision:
     """The session's verdict, by the same rule as an instrument's (any fail -> fail, ...; none -> inconclusive)."""
     return calibration.decide_instrument({i.id: i.decision for i in instruments})
+
+
+def bench_point_problem(manifest: Mapping[str, Any], name: str) -> str | None:
+    """Why the live bench itself does not vouch for point ``name``, or None.
+
+    The bench writes ``bench_points`` into session.json (docs/devices.md): a point whose status is
+    not "ok" (a suspect temperature, a conflicting or implausible latch, an invalid attempt) must not
+    get a verdict from the camera readings alone, whatever they say. Sessions without the key (offline
+    recordings, older benches) are not affected; a malformed entry is itself a reason.
+    """
+    points = manifest.get("bench_points")
+    if points is None:
+        return None
+    entry = points.get(name) if isinstance(points, Mapping) else None
+    if entry is None:
+        return None if isinstance(points, Mapping) else "session.json bench_points is not an object"
+    status = entry.get("status") if isinstance(entry, Mapping) else None
+    if status == "ok":
+        return None
+    reasons = entry.get("reasons") if isinstance(entry, Mapping) else None
+    said = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "no reason given"
+    return f"the bench marked point {name} {status if isinstance(status, str) else 'unreadable'}: {said}"
 
 
 def instrument_identity(entry: Mapping[str, Any]) -> dict[str, Any]:

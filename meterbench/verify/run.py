@@ -78,7 +78,7 @@ def verify_session(
         "software": f"meterbench {__version__}",
         "models": models,
         "inputs": session.file_hashes(),
-        "warnings": list(session.warnings),
+        "warnings": list(session.warnings) + _bench_warnings(manifest),
     }
     return report, figures
 
@@ -92,6 +92,12 @@ def _all_inconclusive(session, reason: str) -> list[InstrumentResult]:
         InstrumentResult.inconclusive(entry["id"], kind, names, reason, identity=instrument_identity(entry))
         for entry, kind in entries
     ]
+
+
+def _bench_warnings(manifest: dict) -> list[str]:
+    """What the live bench said in session.json ``warnings`` (an insecure broker, suspect points)."""
+    said = manifest.get("warnings")
+    return [f"bench: {w}" for w in said if isinstance(w, str)] if isinstance(said, list) else []
 
 
 def _provenance_notes() -> list[str]:

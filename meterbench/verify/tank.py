@@ -40,6 +40,7 @@ from meterbench.verify.results import (
     PointResult,
     ReasonCounts,
     WaterTemperature,
+    bench_point_problem,
     instrument_identity,
     is_number,
     reference_uncertainty,
@@ -334,6 +335,9 @@ def _measure_run(
     A run whose latches, fill or settled readings lie in an untrusted stretch of a log (``gaps``:
     a hash-chain break, a line whose parsed disagrees with its raw, a changed or unreadable log)
     is inconclusive; so is a run missing a latch while the log has any such stretch."""
+    vouched = bench_point_problem(session.manifest, name)
+    if vouched is not None:
+        raise Inconclusive(vouched)
     try:
         times = _run_times(events, name, plan_rate if is_number(plan_rate) else None)
     except Inconclusive as exc:

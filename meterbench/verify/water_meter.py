@@ -38,6 +38,7 @@ from meterbench.verify.results import (
     InstrumentResult,
     PointResult,
     ReasonCounts,
+    bench_point_problem,
     instrument_identity,
     is_number,
     reference_uncertainty,
@@ -493,6 +494,9 @@ def _measure_point(
 ) -> PointResult:
     """evaluate_point's work; raises Inconclusive (with what is known so far) when the data falls short."""
     name = plan_point["name"]
+    vouched = bench_point_problem(session.manifest, name)
+    if vouched is not None:
+        raise Inconclusive(vouched)
     untrusted = gaps.reasons(timing, options)
     if untrusted:
         raise Inconclusive(f"evidence not trusted: {_first(untrusted)}")
