@@ -3,8 +3,8 @@
 Each package talks to another only through what it imports; these rules keep the data flow
 top to bottom: ``calibration`` is pure, ``devices`` are real drivers that import nothing of ours
 but ``errors`` and ``protocols`` (the pure wire-protocol parsers, standard library only, which the
-session reader also re-parses recorded ``raw`` with), only the command line, the bench's device factory (and the tests) import ``sim``,
-and there is no import cycle between packages.
+session reader also re-parses recorded ``raw`` with), only the command line, the bench's device
+factory (and the tests) import ``sim``, and there is no import cycle between packages.
 """
 
 from __future__ import annotations

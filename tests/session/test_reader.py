@@ -201,7 +201,8 @@ def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
         ),
         (
             lambda m: m["instruments"][0]["register"]["elements"][1].pop("radius_px"),
-            "session.json: instruments[0].register.elements[1].radius_px: missing (expected a number > 0 <= 1000000000)",
+            "session.json: instruments[0].register.elements[1].radius_px: missing "
+            "(expected a number > 0 <= 1000000000)",
         ),
         (
             lambda m: m.update(
