@@ -134,9 +134,10 @@ def test_no_forged_message_changes_a_verdict(tmp_path, attack):
         assert len(refused) == 300
         used = [e["parsed"]["temperature_c"] for e in log if e["parsed"] and "temperature_c" in e["parsed"]]
         assert used and max(used) < 21.0  # none of the forged temperatures was used
-        for key in (("M1", "Q3"), ("M2", "Q3")):  # the MPE stays the one of water below 30 °C
-            assert points[key]["mpe_pct"] == 2.0
-        assert points[("M2", "Q3")]["verdict"] == "fail", points[("M2", "Q3")]["reason"]
+        # the bench does not vouch for a point with sustained implausible telemetry: no verdict from it at all
+        for key in (("M1", "Q3"), ("M2", "Q3")):
+            assert points[key]["verdict"] == "inconclusive"
+            assert points[key]["reason"].startswith("the bench marked point Q3 suspect: 300 telemetry messages refused")
         assert q3["status"] == "suspect"
         assert q3["reasons"][0].startswith("300 telemetry messages refused during the point, temperature implausible")
         assert any(w.startswith("point Q3: suspect: 300 telemetry") for w in manifest["warnings"])

@@ -146,7 +146,7 @@ def test_frames_show_the_true_register(session):
     from meterbench.vision import RegisterReader
 
     loaded = load_session(session)
-    track, _ = reference_track(loaded)
+    track, _, _ = reference_track(loaded)
     digit, dial = DigitReader(), DialReader()
     worst: dict[str, float] = {}
     for instrument, true_instrument in zip(loaded.manifest["instruments"], _truth(session)["instruments"], strict=True):

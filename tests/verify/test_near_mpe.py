@@ -45,6 +45,7 @@ def _with_rule(session: Path, rule: str, tmp: Path) -> Path:
     manifest = json.loads((copy / "session.json").read_text())
     manifest["decision_rule"] = rule
     (copy / "session.json").write_text(json.dumps(manifest, indent=2))
+    (copy / "hashes.json").unlink(missing_ok=True)  # else the edited session.json reads as tampered: no verdict
     return copy
 
 
