@@ -1,7 +1,7 @@
 """Live bench: nothing lost across a broker restart and a serial unplug/replug; CPU use.
 
 Starts a private mosquitto, a socat pty pair and the simulated bench peer
-(devices/sim_live.py) with N meters, then records what the live drivers receive
+(meterbench/sim/live.py) with N meters, then records what the live drivers receive
 (serial totaliser, MQTT controller, N simulated cameras) into a session. At 1/3
 of the run the broker is restarted (down ``--down`` s), at 2/3 the serial link
 is unplugged and replugged. Prints, counted against what the peer sent:
