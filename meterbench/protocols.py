@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 __all__ = [
+    "is_number",
     "EVENTS",
     "MAX_INTEGER_DIGITS",
     "MAX_PAYLOAD_BYTES",
@@ -103,7 +104,8 @@ def strict_json_loads(text: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def _finite_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """True for a finite int or float that is not a bool (a usable number from a log line or a file)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -185,7 +187,7 @@ def parse_telemetry(payload: Any) -> tuple[dict | None, str | None]:
         return None, f"telemetry missing {missing}"
     for key, (low, high) in PLAUSIBLE_RANGES.items():
         value = payload[key]
-        if not _finite_number(value):
+        if not is_number(value):
             return None, f"telemetry {key} is not a finite number: {str(value)[:40]!r}"
         if not low <= value <= high:
             return None, f"telemetry {key} = {value:g} outside the plausible range [{low:g}, {high:g}]"
@@ -203,7 +205,7 @@ def parse_event(payload: Any) -> tuple[dict | None, str | None]:
         return None, f"unknown event {payload['event']!r}, expected one of {list(EVENTS)}"
     if payload["event"] in ("point_start", "point_stop"):
         volume = payload.get("reference_volume_l")
-        if not _finite_number(volume) or volume < 0:
+        if not is_number(volume) or volume < 0:
             return None, f"{payload['event']} without a finite reference_volume_l >= 0"
         if not isinstance(payload.get("point"), str):
             return None, f"{payload['event']} without a point name (string)"

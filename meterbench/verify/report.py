@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from meterbench.errors import OutputError
+from meterbench.protocols import is_number
 from meterbench.session.writer import write_text_atomic, write_texts_atomic
 
 __all__ = [
@@ -228,10 +229,6 @@ _CHAR_PX = 6.6  # mean advance of a character of the 11 px sans-serif labels
 _LABEL_GAP_PX = 6.0
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _label_width(text: str) -> float:
     return len(text) * _CHAR_PX
 
@@ -373,15 +370,15 @@ def _error_plot_svg(points: list[dict], categorical: bool = False, frame: _PlotF
     values; point labels are spread so that they never overlap.
     """
     frame = frame or _PlotFrame()
-    has_flow = [p for p in points if _finite(p.get("flow_rate")) and p["flow_rate"] > 0]
+    has_flow = [p for p in points if is_number(p.get("flow_rate")) and p["flow_rate"] > 0]
     usable = list(points) if categorical else has_flow
     if not usable:
         return "<p>No point with a flow rate to plot.</p>"
-    mpes = [abs(p["mpe_pct"]) for p in usable if _finite(p.get("mpe_pct"))]
+    mpes = [abs(p["mpe_pct"]) for p in usable if is_number(p.get("mpe_pct"))]
     extents = [
-        abs(p["error_pct"]) + (p["uncertainty_pct"] if _finite(p.get("uncertainty_pct")) else 0.0)
+        abs(p["error_pct"]) + (p["uncertainty_pct"] if is_number(p.get("uncertainty_pct")) else 0.0)
         for p in usable
-        if _finite(p.get("error_pct"))
+        if is_number(p.get("error_pct"))
     ]
     span = max(mpes + extents) * 1.15 if mpes + extents and max(mpes + extents) > 0 else 1.0
     y_ticks, y_step = _y_ticks(span)
@@ -413,12 +410,12 @@ def _error_plot_svg(points: list[dict], categorical: bool = False, frame: _PlotF
     if categorical:
         slot = (frame.x1 - frame.x0) / len(usable)
         xs = [frame.x0 + (i + 0.5) * slot for i in range(len(usable))]
-        flows = [p["flow_rate"] for p in usable if _finite(p.get("flow_rate"))]
+        flows = [p["flow_rate"] for p in usable if is_number(p.get("flow_rate"))]
         flow_range = sorted({f"{f:.3g}" for f in (min(flows), max(flows))}, key=float) if flows else []
         flow_note = f", at {'–'.join(flow_range)} m³/h" if flows else ""
         axis_title = f"run (one position per run{flow_note})"
         for x, p in zip(xs, usable, strict=True):
-            if _finite(p.get("mpe_pct")):
+            if is_number(p.get("mpe_pct")):
                 for sign in (1, -1):
                     y = y_of(sign * p["mpe_pct"])
                     parts.append(
@@ -441,7 +438,7 @@ def _error_plot_svg(points: list[dict], categorical: bool = False, frame: _PlotF
                 f'<text class="x-tick" data-value="{value:.6g}" x="{x:.1f}" y="{frame.y1 + 14}" '
                 f'text-anchor="middle">{value:g}</text>'
             )
-        steps = sorted((p["flow_rate"], p["mpe_pct"]) for p in usable if _finite(p.get("mpe_pct")))
+        steps = sorted((p["flow_rate"], p["mpe_pct"]) for p in usable if is_number(p.get("mpe_pct")))
         for sign in (1, -1):
             # the MPE is a step function of flow (zones): hold each point's MPE up to the next point
             corners = []
@@ -455,10 +452,10 @@ def _error_plot_svg(points: list[dict], categorical: bool = False, frame: _PlotF
 
     for x, p in zip(xs, usable, strict=True):
         error = p.get("error_pct")
-        if not _finite(error):
+        if not is_number(error):
             parts.append(f'<text x="{x:.1f}" y="{y_of(0) - 6:.1f}" fill="#a60" text-anchor="middle">?</text>')
             continue
-        u = p["uncertainty_pct"] if _finite(p.get("uncertainty_pct")) else 0.0
+        u = p["uncertainty_pct"] if is_number(p.get("uncertainty_pct")) else 0.0
         colour = {"pass": "#070", "fail": "#c00"}.get(p.get("verdict"), "#a60")
         parts.append(
             f'<line x1="{x:.1f}" y1="{y_of(error - u):.1f}" x2="{x:.1f}" y2="{y_of(error + u):.1f}" '

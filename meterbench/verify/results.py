@@ -25,6 +25,7 @@ import numpy as np
 from meterbench import calibration
 from meterbench.calibration import Decision
 from meterbench.errors import SessionError
+from meterbench.protocols import is_number
 
 __all__ = [
     "ASSUMED_TEMPERATURE_KEY",
@@ -327,11 +328,6 @@ class WaterTemperature:
             f"no water temperature logged: assumed {self.value_c:g} °C "
             f"(session.json {ASSUMED_TEMPERATURE_KEY}) for the MPE and the temperature corrections"
         )
-
-
-def is_number(value: Any) -> bool:
-    """True for a finite int or float that is not a bool (a usable number from a log line or session.json)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def water_temperature(samples_c: Iterable[Any], manifest: Mapping[str, Any], where: str = "") -> WaterTemperature:
