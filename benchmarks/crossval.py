@@ -133,6 +133,7 @@ def run_folds(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 negative_logits=_logits(model, negatives, kind),
                 seconds=time.time() - started,
             )
+            torch.save(model.state_dict(), path.with_suffix(".pt"))  # for test-time augmentation studies
             print(f"fold {k}: trained on {int((~is_test & ~is_inner).sum())} crops in {time.time() - started:.0f} s")
         saved = np.load(path)
         results.append(
@@ -262,7 +263,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=["digit", "dial"], required=True)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--synthetic", type=float, default=0.25, help="digits: share of rendered wheels")
+    parser.add_argument("--synthetic", type=float, help="share of rendered wheels / dials (default 0.25 / 0)")
     parser.add_argument("--frame", type=float, default=0.7, help="digits: share of framed rendered wheels")
     parser.add_argument("--reject", type=float, default=0.0, help='share of "not a wheel" images (0: no such class)')
     parser.add_argument("--seed", type=int, default=0)
@@ -273,6 +274,8 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     args.folds = args.folds or (5 if args.kind == "digit" else 4)
+    if args.synthetic is None:
+        args.synthetic = 0.25 if args.kind == "digit" else 0.0
     args.inner_max = args.inner_max or (1200 if args.kind == "digit" else 1300)
     results, table = run_folds(args)
     figures = evaluate(results, table, args.kind)

@@ -3,9 +3,14 @@
 No learning: the pointer is the red part of the crop (R − max(G, B): the large
 red blobs, a hub may cut the pointer in two); its axis is the blob's principal axis (the axis passes through
 the dial's centre whatever the crop's offset); which end is the tip comes from
-the mass along the axis: the tip reaches further from the blob's centre of mass
-and is the thinner end (a hub, a counterweight or the wide base of a triangle
-sits on the tail side). The value is the tip's angle clockwise from 12 o'clock,
+the dial's pivot, and failing that from the mass along the axis. A dial crop is
+centred on the dial, so the pivot is the crop centre: the tip is the end that
+reaches clearly further from it (by PIVOT_REACH_RATIO; an arrow's wide head, a
+counterweight or a wedge's base behind the pivot cannot fool this). When the two
+reaches are alike (an off-centre crop, a pointer drawn across the pivot), the tip
+is the end that reaches further from the blob's centre of mass and is the
+thinner end (a hub, a counterweight or the wide base of a triangle sits on the
+tail side). The value is the tip's angle clockwise from 12 o'clock,
 in tenths of a turn (0..10), as the CNN reads it.
 
 It has an opinion only when the blob is clearly elongated (else it is a round
@@ -29,6 +34,7 @@ MIN_ELONGATION = 1.35  # sqrt(major / minor second moment) below which no axis i
 MIN_TIP_MARGIN = 0.12  # relative difference of the two ends' scores below which the tip is unsure
 MIN_PART_SHARE = 0.15  # red blobs at least this share of the largest one are parts of the pointer
 MIN_REDNESS = 25.0  # grey levels of R − max(G, B) always needed to count as red
+PIVOT_REACH_RATIO = 1.5  # the tip reaches this much further from the crop centre than the tail
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,12 @@ def read_dial_geometry(crops: Sequence[np.ndarray]) -> DialGeometry:
             continue
         major, minor = axes[:, 1], axes[:, 0]
         along, across = points @ major, points @ minor
+        pivot = float((np.array([WORK_SIZE_PX / 2 - 0.5] * 2) - [xs.mean(), ys.mean()]) @ major)
+        reach_forward = float(np.percentile(along, 98)) - pivot
+        reach_backward = pivot - float(np.percentile(along, 2))
         forward, backward = _end_score(along, across, 1.0), _end_score(along, across, -1.0)
+        if max(reach_forward, reach_backward) >= PIVOT_REACH_RATIO * max(min(reach_forward, reach_backward), 1.0):
+            forward, backward = reach_forward, max(reach_backward, 1.0)  # the pivot decides
         direction = major if forward >= backward else -major
         # clockwise from 12 o'clock (image y grows downwards)
         angle = np.arctan2(direction[0], -direction[1])

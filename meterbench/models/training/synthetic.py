@@ -3,8 +3,14 @@
 Each font gives one grey "strip" (digits 9 0 1 ... 9 0 1 stacked at a fixed
 pitch, white ink on black); a crop for any wheel position v in [0, 10) is the
 window centred on v, so labels are exact and continuous. Fonts: OpenCV Hershey
-fonts (always) plus TrueType fonts shipped with matplotlib (DejaVu, STIX,
-Computer Modern) when Pillow and matplotlib are installed. Training only.
+fonts (always), drawn seven-segment digits, and with Pillow (the [train] extra)
+every TrueType/OpenType font of the Debian font packages found under
+SYSTEM_FONT_DIRS (fonts-dejavu, fonts-liberation, fonts-freefont-ttf,
+fonts-urw-base35: Bitstream Vera/DejaVu, OFL, GPL and AGPL with font
+exception; used at training time only, nothing of them is shipped) and those
+matplotlib ships when it is installed. The window may look at a curved drum
+(rows foreshortened towards its top and bottom, shaded, with a highlight band).
+Training only.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import cv2
 import numpy as np
 
 PITCH_PX = 48  # distance between digit centres on a strip
+SYSTEM_FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+_NOT_DIGIT_FONTS = ("D050000L", "StandardSymbols", "Symbol", "Dingbat", "Z003")  # no (legible) digits
 STRIP_DIGITS = [9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # index 1 is the '0' of value 0.0
 
 # (ink, paper) BGR pairs
@@ -25,6 +33,9 @@ _PALETTE = [
     ((230, 230, 230), (40, 40, 190)),
     ((30, 30, 120), (200, 210, 215)),
     ((220, 220, 220), (60, 60, 60)),
+    ((200, 200, 205), (40, 40, 110)),  # white on dim red (power meters)
+    ((150, 150, 150), (70, 70, 70)),  # low-contrast grey on grey
+    ((25, 25, 25), (170, 215, 230)),  # black on cream
 ]
 _HERSHEY = [
     cv2.FONT_HERSHEY_SIMPLEX,
@@ -49,35 +60,80 @@ def _hershey_strip(font: int, thickness: int, italic: bool) -> np.ndarray:
     return strip
 
 
-def _truetype_strips() -> list[np.ndarray]:
+def _font_files() -> list[Path]:
+    """TrueType/OpenType font files with digits: the system font packages, then matplotlib's."""
+    files = [p for d in SYSTEM_FONT_DIRS if d.is_dir() for p in sorted(d.rglob("*")) if p.suffix in (".ttf", ".otf")]
     try:
         import matplotlib
-        from PIL import Image, ImageDraw, ImageFont
+
+        mpl_dir = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
+        prefixes = ("DejaVuSans", "DejaVuSerif", "STIXGeneral", "cmr", "cmss", "cmtt")
+        files += [p for p in sorted(mpl_dir.glob("*.ttf")) if p.name.startswith(prefixes)]
+    except ImportError:
+        pass
+    return [p for p in files if not any(bad in p.name for bad in _NOT_DIGIT_FONTS)]
+
+
+def _truetype_strip(path: Path, height_share: float, stroke: int, condense: float) -> np.ndarray | None:
+    """One font's strip: digit height `height_share` of the pitch, `stroke` px bolder, width × `condense`."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(path), 64)
+    box = font.getbbox("0")
+    if box[3] - box[1] <= 0 or font.getbbox("8") == font.getbbox("1"):
+        return None
+    font = ImageFont.truetype(str(path), max(8, int(64 * height_share * PITCH_PX / (box[3] - box[1]))))
+    widest = max(font.getbbox(str(d))[2] - font.getbbox(str(d))[0] for d in range(10))
+    width = int(widest * 1.3) + 8 + 2 * stroke
+    canvas = Image.new("L", (width, PITCH_PX * len(STRIP_DIGITS)), 0)
+    draw = ImageDraw.Draw(canvas)
+    for j, digit in enumerate(STRIP_DIGITS):
+        b = font.getbbox(str(digit))
+        x = (width - (b[2] - b[0])) / 2 - b[0]
+        y = (j + 0.5) * PITCH_PX - (b[1] + b[3]) / 2
+        draw.text((x, y), str(digit), fill=255, font=font, stroke_width=stroke, stroke_fill=255)
+    strip = np.asarray(canvas)
+    return cv2.resize(strip, (max(8, int(width * condense)), strip.shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def _truetype_strips() -> list[np.ndarray]:
+    """Two variants per font file (plain; taller, bolder and condensed); [] without Pillow."""
+    try:
+        import PIL  # noqa: F401
     except ImportError:
         return []
-    font_dir = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
-    names = [
-        p
-        for p in sorted(font_dir.glob("*.ttf"))
-        if p.name.startswith(("DejaVuSans", "DejaVuSerif", "STIXGeneral", "cmr", "cmss", "cmtt"))
-    ]
     strips = []
-    for path in names:
-        font = ImageFont.truetype(str(path), int(0.8 * PITCH_PX))
-        box = font.getbbox("0")
-        digit_h = box[3] - box[1]
-        if digit_h <= 0:
-            continue
-        width = int((box[2] - box[0]) * 1.3) + 8
-        canvas = Image.new("L", (width, PITCH_PX * len(STRIP_DIGITS)), 0)
-        draw = ImageDraw.Draw(canvas)
-        for j, digit in enumerate(STRIP_DIGITS):
-            b = font.getbbox(str(digit))
-            x = (width - (b[2] - b[0])) / 2 - b[0]
-            y = (j + 0.5) * PITCH_PX - (b[1] + b[3]) / 2
-            draw.text((x, y), str(digit), fill=255, font=font)
-        strips.append(np.asarray(canvas))
+    for path in _font_files():
+        for height_share, stroke, condense in ((0.62, 0, 1.0), (0.72, 2, 0.8)):
+            strip = _truetype_strip(path, height_share, stroke, condense)
+            if strip is not None:
+                strips.append(strip)
     return strips
+
+
+_SEGMENTS = {  # which of the segments a b c d e f g each digit lights
+    0: "abcdef", 1: "bc", 2: "abdeg", 3: "abcdg", 4: "bcfg", 5: "acdfg",
+    6: "acdefg", 7: "abc", 8: "abcdefg", 9: "abcdfg",
+}  # fmt: skip
+
+
+def _seven_segment_strip(thickness: int, slant: float) -> np.ndarray:
+    """Seven-segment digits (LCD registers, some printed wheels), `slant` px of italic lean."""
+    digit_w, digit_h = 22, 30
+    ends = {  # segment end points in a unit digit box (x right, y down)
+        "a": ((0, 0), (1, 0)), "b": ((1, 0), (1, 0.5)), "c": ((1, 0.5), (1, 1)), "d": ((0, 1), (1, 1)),
+        "e": ((0, 0.5), (0, 1)), "f": ((0, 0), (0, 0.5)), "g": ((0, 0.5), (1, 0.5)),
+    }  # fmt: skip
+    width = digit_w + 2 * thickness + int(abs(slant)) + 16
+    strip = np.zeros((PITCH_PX * len(STRIP_DIGITS), width), np.uint8)
+    for j, digit in enumerate(STRIP_DIGITS):
+        top, left = (j + 0.5) * PITCH_PX - digit_h / 2, (width - digit_w) / 2
+        for seg in _SEGMENTS[digit]:
+            (x0, y0), (x1, y1) = ends[seg]
+            p0 = (int(left + x0 * digit_w + slant * (0.5 - y0)), int(top + y0 * digit_h))
+            p1 = (int(left + x1 * digit_w + slant * (0.5 - y1)), int(top + y1 * digit_h))
+            cv2.line(strip, p0, p1, 255, thickness, cv2.LINE_AA)
+    return strip
 
 
 def digit_strips() -> list[np.ndarray]:
@@ -88,16 +144,32 @@ def digit_strips() -> list[np.ndarray]:
         for thickness in (1, 2, 4)
         for italic in (False, True)
     ]
-    return strips + _truetype_strips()
+    segments = [_seven_segment_strip(t, slant) for t in (3, 5) for slant in (0.0, 5.0)]
+    return strips + segments + _truetype_strips()
 
 
 def _wheel_window(strip: np.ndarray, tenths: float, size_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Ink coverage (0..1, float32) of a wheel seen through a window of `size_hw` px at `tenths`."""
+    """Ink coverage (0..1, float32) of a wheel seen through a window of `size_hw` px at `tenths`.
+
+    Half the windows look at a curved drum: output row y (-1..1) shows the strip at
+    arc position asin(y·sin φ)/φ for a visible half-angle φ up to 1.2 rad, so digits
+    are foreshortened towards the window's top and bottom; the window's width
+    around the digit varies too.
+    """
     centre = (tenths / 10 + 1.5) * PITCH_PX
     half_h = 0.5 * PITCH_PX * rng.uniform(1.0, 1.45)
-    window = strip[int(round(centre - half_h)) : int(round(centre + half_h)), :]
-    window = window.astype(np.float32) / 255.0
-    return cv2.resize(window, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    height, width = size_hw
+    y = (np.arange(height) + 0.5) / height * 2 - 1
+    if rng.random() < 0.5:
+        half_angle = rng.uniform(0.3, 1.2)
+        y = np.arcsin(y * np.sin(half_angle)) / half_angle
+    half_w = 0.5 * strip.shape[1] * rng.uniform(0.8, 1.25)
+    x = ((np.arange(width) + 0.5) / width * 2 - 1) * half_w + strip.shape[1] / 2
+    map_x = np.broadcast_to(x[None, :], (height, width)).astype(np.float32)
+    map_y = np.broadcast_to((centre + y * half_h)[:, None], (height, width)).astype(np.float32)
+    source = cv2.GaussianBlur(strip, (0, 0), 0.5 * strip.shape[1] / width) if strip.shape[1] > 1.5 * width else strip
+    window = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return window.astype(np.float32) / 255.0
 
 
 def _colours(rng: np.random.Generator, random_share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -107,15 +179,18 @@ def _colours(rng: np.random.Generator, random_share: float) -> tuple[np.ndarray,
         ink, paper = ink * rng.uniform(0.8, 1.2), paper * rng.uniform(0.8, 1.2)
     else:
         ink, paper = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    if np.abs(ink.mean() - paper.mean()) < 60:  # keep the digit legible
+    if np.abs(ink.mean() - paper.mean()) < rng.choice([35.0, 60.0]):  # keep the digit legible
         ink = 255 - paper
     return ink, paper
 
 
 def _paint(coverage: np.ndarray, ink: np.ndarray, paper: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Coloured wheel (float BGR) with cylinder shading: darker towards its top and bottom."""
+    """Coloured wheel (float BGR) with cylinder shading: darker towards its top and bottom, and
+    sometimes a horizontal highlight band (a glossy drum under a lamp)."""
     y = np.linspace(-1, 1, coverage.shape[0])[:, None, None]
-    shade = 1 - rng.uniform(0, 0.5) * y**2
+    shade = 1 - rng.uniform(0, 0.7) * y**2
+    if rng.random() < 0.25:
+        shade = shade + rng.uniform(0.1, 0.6) * np.exp(-((y - rng.uniform(-0.8, 0.8)) ** 2) / (2 * 0.15**2))
     return (paper + (ink - paper) * coverage[:, :, None]) * shade
 
 

@@ -43,6 +43,7 @@ from meterbench.models._runtime import (
 )
 from meterbench.models.training.negatives import NegativeSource
 from meterbench.models.training.synthetic import digit_strips, render_wheel
+from meterbench.models.training.synthetic_dials import render_dial
 
 DATA_ROOT = Path(__file__).resolve().parents[4] / "shared" / "data"
 DATA_DIR = {"digit": DATA_ROOT / "meterdigits", "dial": DATA_ROOT / "pointers"}
@@ -286,22 +287,23 @@ def _augmented_batch(
     kind: str,
     spec: InputSpec,
     rng: np.random.Generator,
-    strips: list[np.ndarray],
+    render,
     synthetic_share: float,
     sigma: float = LABEL_SIGMA_TENTHS,
     frame_p: float = 0.0,
     negatives: NegativeSource | None = None,
     reject_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augmented model inputs and soft labels; a `synthetic_share` of them rendered wheels,
-    a `reject_share` images from `negatives` (labelled "not a wheel")."""
+    """Augmented model inputs and soft labels; a `synthetic_share` of them drawn by `render`
+    (rng, (h, w)) -> (BGR crop, tenths) when given, a `reject_share` images from `negatives`
+    (labelled "not a wheel")."""
     images, labels = [], []
     base_hw = crops.images[0].shape[:2]
     for i in idx:
         if negatives is not None and rng.random() < reject_share:
             source, label = negatives.draw()[0], REJECT_LABEL
-        elif strips and rng.random() < synthetic_share:
-            source, label = render_wheel(strips, rng, base_hw, frame_p)
+        elif render is not None and rng.random() < synthetic_share:
+            source, label = render(rng, base_hw)
         else:
             source, label = crops.images[i], crops.tenths[i]
         image, turned = augment(source, max(label, 0.0), kind, rng)
@@ -395,7 +397,8 @@ def train_model(
 ):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
-    `synthetic_share` of each batch (digits only) is replaced by rendered wheels;
+    `synthetic_share` of each batch is replaced by rendered wheels (synthetic.py) or dials
+    (synthetic_dials.py);
     `sigma` is the soft-label width (tenths); `ema` > 0 returns the exponential
     moving average of the weights (decay per step) instead of the last weights;
     `frame_p` of the rendered wheels sit in a register window frame;
@@ -414,7 +417,12 @@ def train_model(
         else None
     )
     average = _WeightAverage(model, ema) if ema > 0 else None
-    strips = digit_strips() if kind == "digit" and synthetic_share > 0 else []
+    render = None
+    if synthetic_share > 0 and kind == "digit":
+        strips = digit_strips()
+        render = lambda r, hw: render_wheel(strips, r, hw, frame_p)  # noqa: E731
+    elif synthetic_share > 0:
+        render = render_dial
     steps_per_epoch = math.ceil(len(train.tenths) / batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
@@ -425,7 +433,7 @@ def train_model(
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
             x, y = _augmented_batch(
-                train, idx, kind, spec, rng, strips, synthetic_share, sigma, frame_p, negatives, reject_share
+                train, idx, kind, spec, rng, render, synthetic_share, sigma, frame_p, negatives, reject_share
             )
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
@@ -435,7 +443,7 @@ def train_model(
             schedule.step()
             if average is not None:
                 average.update(model)
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log(
             f"epoch {epoch + 1}/{epochs} loss {total / len(train.tenths):.4f} ({time.time() - started:.1f} s)",
             flush=True,
@@ -505,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--synthetic", type=float, default=0.0, help="digits: share of each batch replaced by rendered wheels (0..1)"
+        "--synthetic", type=float, default=0.0, help="share of each batch replaced by rendered wheels or dials (0..1)"
     )
     parser.add_argument("--limit", type=int, help="use only this many crops (smoke tests)")
     parser.add_argument(
