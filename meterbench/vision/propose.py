@@ -1,0 +1,666 @@
+"""Propose a register layout from one photo of a meter face (`meterbench layout propose`).
+
+Classical computer vision, no model: the digit window is the tallest row of
+digit-like glyphs at a regular pitch (connected components of an adaptive
+threshold, both polarities, so white-on-black and black-on-white wheels alike);
+each wheel's window edges are the strongest steps of the grey profiles around
+its glyph (projection profiles with the glyphs masked out); a wheel is red when
+its background or its digits are red.  Pointer sub-dials are red blobs (HSV
+mask) at the centre of a circle (Hough); the hub, the widest part of the
+pointer (distance-transform peak), must sit near that centre.
+
+What one image cannot say, the caller gives: the litres of one step of the
+lowest black wheel (`wheel_litres`) and of one division of each dial
+(`dial_litres`, coarse to fine).  Printed factors ("x0.1") are not read (no
+text reader ships with meterbench): without the options the usual decade chain
+is assumed (m³ wheels, then tenths) and the proposal says so.  Every element
+carries the reasons it is unsure, shown in the overlay and printed by the
+command line: a proposal is a draft a person checks at a glance, never a
+silent layout.  Coordinates: image px, origin at the top-left edge of the image
+(the layout's plate convention with the reference image as the plate).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from meterbench.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_WHEEL_LITRES",
+    "project_layout",
+    "LayoutProposal",
+    "ProposedElement",
+    "draw_overlay",
+    "find_dials",
+    "find_wheels",
+    "parse_dial_litres",
+    "propose_layout",
+    "read_image",
+    "write_proposal",
+]
+
+DEFAULT_WHEEL_LITRES = 1000.0  # one step of the lowest black wheel: 1 m³
+GLYPH_HEIGHT_RANGE = (0.035, 0.25)  # fraction of the image height
+GLYPH_ASPECT_RANGE = (0.12, 0.95)  # width / height ("1" is narrow)
+GLYPH_FILL_RANGE = (0.12, 0.80)  # ink fraction of the glyph's bounding box
+ROW_MIN_GLYPHS = 3
+WINDOW_HEIGHT_PER_GLYPH = 1.55  # prior: window height / digit height (when no edge is found)
+WINDOW_WIDTH_PER_PITCH = 0.8  # prior: window width / wheel pitch
+RED_MIN_CHROMA = 45.0  # R - max(G, B) (grey levels) of a red pixel
+RED_WHEEL_FRACTION = 0.06  # fraction of red pixels (red digits or background) that makes a wheel red
+DIAL_RADIUS_RANGE = (0.035, 0.2)  # fraction of min(image w, h)
+HUB_MAX_OFFSET = 0.45  # hub distance from the circle centre allowed, fraction of the radius
+
+
+@dataclass(frozen=True)
+class ProposedElement:
+    """One proposed wheel or dial (image px): kind, colour, box, dial geometry, and why unsure."""
+
+    kind: str
+    colour: str
+    box_px: tuple[float, float, float, float]
+    center_px: tuple[float, float] | None = None
+    radius_px: float | None = None
+    unsure: tuple[str, ...] = ()
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Centre of the box (px)."""
+        x, y, w, h = self.box_px
+        return (x + w / 2, y + h / 2)
+
+
+@dataclass
+class LayoutProposal:
+    """A proposed layout: the `register` dict, its elements (most significant first) and notes."""
+
+    register: dict
+    elements: list[ProposedElement]
+    names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def unsure_lines(self) -> list[str]:
+        """One line per unsure element: 'kind name: reason; reason'."""
+        return [
+            f"{e.kind} {name}: {'; '.join(e.unsure)}"
+            for name, e in zip(self.names, self.elements, strict=True)
+            if e.unsure
+        ]
+
+
+@dataclass(frozen=True)
+class _Glyph:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A BGR image from a file; ConfigError naming it when it is not a readable image."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: expected an image file, found none")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ConfigError(f"{path}: expected an image (PNG, JPEG, ...), could not decode it")
+    return image
+
+
+def parse_dial_litres(text: str) -> tuple[float, ...]:
+    """'100,10,1,0.1' -> (100.0, 10.0, 1.0, 0.1): litres per division, coarse to fine, each 10× the next."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(
+            f"--dial-litres: expected numbers separated by commas (e.g. 100,10,1,0.1), got {text!r}"
+        ) from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"--dial-litres: expected litres > 0 per division, got {text!r}")
+    for a, b in zip(values, values[1:], strict=False):
+        if not math.isclose(a / b, 10.0, rel_tol=1e-9):
+            raise ConfigError(f"--dial-litres: expected each dial 10x the next (coarse to fine), got {text!r}")
+    return values
+
+
+# -- digit wheels ---------------------------------------------------------------------------------
+def _glyph_candidates(grey: np.ndarray) -> list[_Glyph]:
+    """Digit-like connected components of both polarities."""
+    h_img = grey.shape[0]
+    block = max(15, int(h_img / 8) | 1)
+    found: list[_Glyph] = []
+    for inverse, c in ((True, 12), (False, -12)):
+        kind = cv2.THRESH_BINARY_INV if inverse else cv2.THRESH_BINARY
+        binary = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, kind, block, c)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        for x, y, w, h, area in stats[1:n]:
+            if not GLYPH_HEIGHT_RANGE[0] * h_img <= h <= GLYPH_HEIGHT_RANGE[1] * h_img:
+                continue
+            if not GLYPH_ASPECT_RANGE[0] <= w / h <= GLYPH_ASPECT_RANGE[1]:
+                continue
+            if not GLYPH_FILL_RANGE[0] <= area / (w * h) <= GLYPH_FILL_RANGE[1]:
+                continue
+            found.append(_Glyph(int(x), int(y), int(w), int(h)))
+    return found
+
+
+def _rows(glyphs: list[_Glyph]) -> list[list[_Glyph]]:
+    """Chains of glyphs of one height along one (possibly tilted) line at a regular pitch, best first."""
+    glyphs = sorted(glyphs, key=lambda g: g.cx)
+    rows: list[tuple[float, list[_Glyph]]] = []
+    for seed in glyphs:
+        row = [seed]
+        for g in glyphs:
+            last = row[-1]
+            if g.cx <= last.cx + 0.3 * last.h:
+                continue
+            if g.cx - last.cx > 2.6 * seed.h:
+                break
+            slope = (last.cy - row[0].cy) / (last.cx - row[0].cx) if len(row) > 1 else 0.0
+            slope = float(np.clip(slope, -0.1, 0.1))  # at most ~6 degrees of tilt
+            if abs(g.h - seed.h) > 0.18 * seed.h or abs(g.cy - last.cy - slope * (g.cx - last.cx)) > 0.15 * seed.h:
+                continue
+            row.append(g)
+        if len(row) < ROW_MIN_GLYPHS:
+            continue
+        gaps = np.diff([g.cx for g in row])
+        pitch = float(np.median(gaps))
+        steps = gaps / pitch
+        if np.any(np.abs(steps - np.round(steps)) > 0.2) or np.any(np.round(steps) > 2):
+            continue
+        if not 0.55 * seed.h <= pitch <= 2.0 * seed.h:
+            continue
+        slots = int(round((row[-1].cx - row[0].cx) / pitch)) + 1
+        rows.append((float(np.median([g.h for g in row])) * slots, row))
+    rows.sort(key=lambda r: -r[0])
+    return [r[1] for r in rows]
+
+
+def _first_edge(profile: np.ndarray, start: float, stop: float) -> float | None:
+    """Walking `profile` from index `start` towards `stop`, the first clear grey step (a local
+    maximum of |gradient| above the noise) as an edge position (px, edge convention), or None."""
+    valid = np.isfinite(profile)
+    if valid.sum() < 4:
+        return None
+    idx = np.arange(profile.size, dtype=np.float64)
+    grad = np.abs(np.diff(np.interp(idx, idx[valid], profile[valid])))  # grad[i]: step at edge i+1
+    noise = float(np.median(np.abs(np.diff(grad)))) + 1e-6
+    threshold = max(8.0, 4.0 * noise)
+    direction = 1 if stop > start else -1
+    a = int(round(start)) if direction > 0 else int(round(start)) - 1
+    b = int(round(stop)) if direction > 0 else int(round(stop)) - 1
+    positions = range(max(min(a, grad.size - 1), 0), max(min(b, grad.size - 1), 0), direction)
+    for i in positions:
+        before = grad[i - direction] if 0 <= i - direction < grad.size else 0.0
+        after = grad[i + direction] if 0 <= i + direction < grad.size else 0.0
+        if grad[i] >= threshold and grad[i] >= before and grad[i] >= after:
+            # sub-pixel: parabola through the peak and its neighbours
+            denom = before - 2 * grad[i] + after
+            shift = 0.5 * (before - after) / denom * direction if denom < 0 else 0.0
+            return float(i + 1 + shift)
+    return None
+
+
+def _wheel_colour(image: np.ndarray, box: tuple[float, float, float, float]) -> str:
+    """'red' when the wheel's background or digits are red, else 'black'."""
+    if image.ndim != 3:
+        return "black"
+    x, y, w, h = (int(round(v)) for v in box)
+    crop = image[max(y, 0) : y + h, max(x, 0) : x + w].astype(np.int32)
+    if crop.size == 0:
+        return "black"
+    chroma = crop[..., 2] - np.maximum(crop[..., 0], crop[..., 1])
+    return "red" if float(np.mean(chroma > RED_MIN_CHROMA)) > RED_WHEEL_FRACTION else "black"
+
+
+def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
+    """Digit wheels left to right (image px) and notes; [] and a note when no digit row is found."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    glyphs = _glyph_candidates(grey)
+    rows = _rows(glyphs)
+    if not rows:
+        return [], ["no row of digit wheels found"]
+    row = rows[0]
+    gh = float(np.median([g.h for g in row]))
+    xs, ys = np.array([g.cx for g in row]), np.array([g.cy for g in row])
+    gaps = np.diff(xs)
+    pitch = float(np.median(gaps / np.maximum(np.round(gaps / np.median(gaps)), 1)))
+    ks = np.round((xs - xs[0]) / pitch).astype(int)
+    pitch, x0 = (float(v) for v in np.polyfit(ks, xs, 1))
+    slope, y0 = (float(v) for v in np.polyfit(xs, ys, 1))
+    slots = list(range(int(ks.min()), int(ks.max()) + 1))
+    unsure: dict[int, list[str]] = {k: ([] if k in ks else ["no whole digit seen (rolling?)"]) for k in slots}
+    # a rolling wheel at either end shows only parts of two digits: accept partial glyphs there
+    partial = [g for g in glyphs if abs(g.cy - (y0 + slope * g.cx)) < 0.5 * gh and 0.25 * gh <= g.h < 0.9 * gh]
+    for direction in (-1, 1):
+        while True:
+            k = (slots[0] - 1) if direction < 0 else (slots[-1] + 1)
+            expected = x0 + k * pitch
+            if expected - pitch / 2 < 0 or expected + pitch / 2 > grey.shape[1]:
+                break
+            if not any(abs(g.cx - expected) < 0.25 * pitch for g in partial):
+                break
+            slots.insert(0, k) if direction < 0 else slots.append(k)
+            unsure[k] = ["only part of a digit seen (rolling?)"]
+    # window edges: first grey steps outward from the digits, glyph pixels (dilated) masked out
+    pad = max(1, int(round(0.08 * gh)))
+    mask = np.zeros(grey.shape, bool)
+    for g in glyphs:
+        if abs(g.cy - (y0 + slope * g.cx)) < gh:
+            mask[max(g.y - pad, 0) : g.y + g.h + pad, max(g.x - pad, 0) : g.x + g.w + pad] = True
+    plane = grey.astype(np.float64)
+    plane[mask] = np.nan
+    glyph_half_w = float(np.median([g.w for g in row])) / 2 + pad
+    lefts, rights = [], []
+    for k in slots:
+        cx = x0 + k * pitch
+        cy = y0 + slope * cx
+        band = plane[int(max(cy - 0.3 * gh, 0)) : int(cy + 0.3 * gh) + 1]
+        if band.size == 0 or np.all(np.isnan(band)):
+            continue
+        with _quiet():
+            col_profile = np.nanmedian(band, axis=0)
+        left = _first_edge(col_profile, cx - glyph_half_w, cx - 0.55 * pitch)
+        right = _first_edge(col_profile, cx + glyph_half_w, cx + 0.55 * pitch)
+        if left is not None and right is not None:
+            lefts.append(left - cx)
+            rights.append(right - cx)
+    tops, bottoms = _window_rows(grey, x0 + slots[0] * pitch, x0 + slots[-1] * pitch, y0, slope, gh)
+    notes = []
+    if lefts:
+        left_off, right_off = float(np.median(lefts)), float(np.median(rights))
+    else:
+        left_off, right_off = -WINDOW_WIDTH_PER_PITCH * pitch / 2, WINDOW_WIDTH_PER_PITCH * pitch / 2
+        notes.append("wheel window sides not found: width from the pitch")
+    if tops is not None:
+        top_off, bottom_off = tops, bottoms
+    else:
+        top_off, bottom_off = -WINDOW_HEIGHT_PER_GLYPH * gh / 2, WINDOW_HEIGHT_PER_GLYPH * gh / 2
+        notes.append("wheel window top/bottom not found: height from the digits")
+    w, h = right_off - left_off, bottom_off - top_off
+    cos, sin = 1 / math.sqrt(1 + slope * slope), abs(slope) / math.sqrt(1 + slope * slope)
+    bw, bh = w * cos + h * sin, h * cos + w * sin  # axis-aligned box around the tilted window
+    wheels = []
+    for k in slots:
+        cx = x0 + k * pitch + (left_off + right_off) / 2
+        cy = y0 + slope * cx + (top_off + bottom_off) / 2
+        box = (cx - bw / 2, cy - bh / 2, bw, bh)
+        reasons = list(unsure[k]) + [n.split(":")[0] for n in notes]
+        wheels.append(ProposedElement("wheel", _wheel_colour(image, box), box, unsure=tuple(reasons)))
+    tilt = math.degrees(math.atan(slope))
+    notes.insert(
+        0, f"digit row: {len(wheels)} wheels, pitch {pitch:.1f} px, digit height {gh:.1f} px, tilt {tilt:+.1f} deg"
+    )
+    return wheels, notes
+
+
+def _window_rows(
+    grey: np.ndarray, x_first: float, x_last: float, y0: float, slope: float, gh: float
+) -> tuple[float | None, float | None]:
+    """Top and bottom of the digit window (px from the row's centre line): walking out from the
+    digits, where the grey spread across the row (digits, windows against the separators between
+    them) first falls to that of the uniform frame around it; (None, None) when it never does."""
+    x = np.arange(int(max(x_first, 0)), int(min(x_last, grey.shape[1] - 1)) + 1, dtype=np.float32)
+    offsets = np.arange(-1.4 * gh, 1.4 * gh + 0.5, 0.5, dtype=np.float32)
+    if x.size < 4:
+        return None, None
+    map_x = np.repeat(x[None, :], offsets.size, axis=0)
+    map_y = (y0 + slope * x)[None, :] + offsets[:, None] - 0.5
+    strip = cv2.remap(grey.astype(np.float32), map_x - 0.5, map_y.astype(np.float32), cv2.INTER_LINEAR)
+    spread = np.subtract(*np.percentile(strip, [85, 15], axis=1))
+    outside = np.abs(offsets) >= 0.9 * gh
+    level = max(6.0, 2.5 * float(np.percentile(spread[outside], 10)))  # a uniform frame's spread, with noise
+    found = []
+    for direction in (-1, 1):
+        edge = None
+        for i in np.flatnonzero(direction * offsets >= 0.5 * gh)[::direction]:
+            j = i - direction
+            if spread[i] < level:
+                t = (spread[j] - level) / max(spread[j] - spread[i], 1e-6)  # linear crossing
+                edge = float(offsets[j] + t * (offsets[i] - offsets[j]))
+                break
+        found.append(edge)
+    if found[0] is None or found[1] is None:
+        return None, None
+    return found[0], found[1]
+
+
+def _quiet():
+    import warnings
+
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", RuntimeWarning)
+
+    class _Exit:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            ctx.__exit__(*exc)
+            return False
+
+    return _Exit()
+
+
+# -- pointer dials --------------------------------------------------------------------------------
+def _red_mask(image: np.ndarray) -> np.ndarray:
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    mask = ((hue <= 10) | (hue >= 170)) & (sat >= 90) & (val >= 60)
+    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+
+
+def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[list[ProposedElement], list[str]]:
+    """Red-pointer dials (unordered) and notes: red blobs with their hub near a circle's centre.
+
+    Red blobs inside `exclude` boxes (digit wheels: red ones, or red digits) are not pointers."""
+    if image.ndim != 3:
+        return [], ["grey image: red pointers cannot be found"]
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    size = min(grey.shape)
+    r_min, r_max = (int(f * size) for f in DIAL_RADIUS_RANGE)
+    circles = cv2.HoughCircles(
+        cv2.GaussianBlur(grey, (0, 0), 1.5),
+        cv2.HOUGH_GRADIENT,
+        dp=1,
+        minDist=max(r_min, 8),
+        param1=120,
+        param2=22,
+        minRadius=r_min,
+        maxRadius=r_max,
+    )
+    circles = [] if circles is None else [tuple(map(float, c)) for c in circles[0]]
+    mask = _red_mask(image)
+    for e in exclude:
+        x, y, w, h = (int(round(v)) for v in e.box_px)
+        pad_x, pad_y = 2 + w // 8, 2 + h // 3  # rolling digits show parts of their neighbours
+        mask[max(y - pad_y, 0) : y + h + pad_y, max(x - pad_x, 0) : x + w + pad_x] = 0
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    dials: list[ProposedElement] = []
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < max(20, (0.012 * size) ** 2):
+            continue
+        blob = (labels == i).astype(np.uint8)
+        dist = cv2.distanceTransform(blob, cv2.DIST_L2, 5)
+        hy, hx = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        hub = (hx + 0.5, hy + 0.5)
+        ys, xs = np.nonzero(blob)
+        reach = float(np.max(np.hypot(xs + 0.5 - hub[0], ys + 0.5 - hub[1])))
+        near = [c for c in circles if math.hypot(c[0] + 0.5 - hub[0], c[1] + 0.5 - hub[1]) < HUB_MAX_OFFSET * c[2]]
+        near = [c for c in near if reach < 1.1 * c[2]]
+        if near:
+            cx, cy, r = min(near, key=lambda c: math.hypot(c[0] + 0.5 - hub[0], c[1] + 0.5 - hub[1]))
+            centre, reasons = (cx + 0.5, cy + 0.5), []
+            ring = _fit_ring(grey, centre, r)
+            if ring is None:
+                reasons = ["dial ring not traced: centre and radius from the Hough circle"]
+            else:
+                centre, r = ring
+        else:
+            r = reach / 0.88
+            centre, reasons = hub, ["no dial circle found: centre at the pointer hub, radius from its length"]
+        if r < r_min:
+            continue
+        dials.append(
+            ProposedElement(
+                "dial", "red", (centre[0] - r, centre[1] - r, 2 * r, 2 * r), centre, float(r), tuple(reasons)
+            )
+        )
+    dials = _drop_overlapping(dials)
+    return dials, [f"{len(dials)} red-pointer dials ({len(circles)} circles, {n - 1} red blobs)"]
+
+
+def _fit_ring(grey: np.ndarray, centre: tuple[float, float], radius: float) -> tuple[tuple[float, float], float] | None:
+    """Centre (px, edge convention) and radius of a dial's dark outer ring near a first guess:
+    the darkest radius at each of 180 angles between 0.75 and 1.3 radii, a least-squares circle
+    through them, refitted without the points > 1.5 px off; None when fewer than 40 % fit."""
+    angles = np.radians(np.arange(0, 360, 2.0))
+    rhos = np.arange(0.75 * radius, 1.3 * radius, 0.25)
+    xs = centre[0] - 0.5 + np.cos(angles)[:, None] * rhos[None, :]
+    ys = centre[1] - 0.5 + np.sin(angles)[:, None] * rhos[None, :]
+    samples = cv2.remap(grey.astype(np.float32), xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR)
+    darkest = np.argmin(samples, axis=1)
+    contrast = np.median(samples, axis=1) - samples[np.arange(angles.size), darkest]
+    keep = contrast > 25.0
+    px = xs[np.arange(angles.size), darkest] + 0.5
+    py = ys[np.arange(angles.size), darkest] + 0.5
+    for _ in range(3):
+        if keep.sum() < 0.4 * angles.size:
+            return None
+        a = np.c_[px[keep], py[keep], np.ones(int(keep.sum()))]
+        b = px[keep] ** 2 + py[keep] ** 2
+        sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+        cx, cy = sol[0] / 2, sol[1] / 2
+        r = math.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0))
+        keep = keep & (np.abs(np.hypot(px - cx, py - cy) - r) < 1.5)
+    if keep.sum() < 0.4 * angles.size or abs(r - radius) > 0.3 * radius:
+        return None
+    return (float(cx), float(cy)), float(r)
+
+
+def _drop_overlapping(dials: list[ProposedElement]) -> list[ProposedElement]:
+    """One dial per place: of two whose centres are closer than their radius, keep the sure one."""
+    kept: list[ProposedElement] = []
+    for d in sorted(dials, key=lambda d: (len(d.unsure), -(d.radius_px or 0))):
+        if all(math.dist(d.center_px, k.center_px) > 0.8 * max(d.radius_px, k.radius_px) for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _order_dials(dials: list[ProposedElement], image_size: tuple[int, int]) -> tuple[list[ProposedElement], str]:
+    """Dials most significant first: a row reads left to right; an arc (dials around the face)
+    clockwise, starting after the widest gap between neighbours."""
+    if len(dials) <= 1:
+        return list(dials), "one dial"
+    centres = np.array([d.center_px for d in dials])
+    radius = float(np.median([d.radius_px for d in dials]))
+    line_spread = float(np.std(centres[:, 1]))
+    if line_spread < 0.25 * radius:
+        return sorted(dials, key=lambda d: d.center_px[0]), "dials in a row: ordered left to right"
+    middle = np.array(image_size, np.float64) / 2
+    angles = np.degrees(np.arctan2(centres[:, 1] - middle[1], centres[:, 0] - middle[0])) % 360.0
+    order = np.argsort(angles)
+    gaps = np.diff(np.r_[angles[order], angles[order][0] + 360.0])
+    start = (int(np.argmax(gaps)) + 1) % len(order)
+    order = np.r_[order[start:], order[:start]]
+    return [dials[i] for i in order], "dials on an arc: ordered clockwise from the widest gap (check the x-factors)"
+
+
+# -- the layout -----------------------------------------------------------------------------------
+def _name(step_l: float) -> str:
+    return f"m3x{step_l / 1000:g}" if step_l >= 1000 else f"Lx{step_l:g}"
+
+
+def propose_layout(
+    image: np.ndarray,
+    *,
+    reference_image: str,
+    wheel_litres: float | None = None,
+    dial_litres: tuple[float, ...] | None = None,
+) -> LayoutProposal:
+    """A layout dict for the register in `image` (coordinates in its pixels).
+
+    `wheel_litres`: litres of one step of the lowest black wheel (default 1000: m³ wheels);
+    red wheels after it go on by tenths.  `dial_litres`: litres of one division of each dial
+    found, coarse to fine (default: the next decades below the finest wheel).
+    ConfigError when no register element is found or the options do not fit what was found.
+    """
+    h, w = image.shape[:2]
+    wheels, notes = find_wheels(image)
+    dials, dial_notes = find_dials(image, wheels)
+    dials, order_note = _order_dials(dials, (w, h))
+    notes += dial_notes + ([order_note] if dials else [])
+    if not wheels and not dials:
+        raise ConfigError(f"layout propose: {reference_image}: no register found (no digit row, no red-pointer dial)")
+    blacks = [x for x in wheels if x.colour == "black"]
+    if wheels and not blacks:
+        notes.append("no black wheel: every wheel is red, the first is taken as the lowest m³ step")
+    if wheels and blacks and wheels.index(blacks[-1]) != len(blacks) - 1:
+        notes.append("red wheels before black ones: colours are unsure")
+    source = (
+        "given (--wheel-litres)" if wheel_litres is not None else "assumed (1 m³ per step of the lowest black wheel)"
+    )
+    wheel_l = DEFAULT_WHEEL_LITRES if wheel_litres is None else float(wheel_litres)
+    if not (math.isfinite(wheel_l) and wheel_l > 0):
+        raise ConfigError(f"--wheel-litres: expected litres > 0, got {wheel_litres!r}")
+    n_black = max(len(blacks), 1)
+    steps = [wheel_l * 10.0 ** (n_black - 1 - i) for i in range(len(wheels))]
+    notes.append(f"wheel litres per step: {source}")
+    if dial_litres is not None:
+        if len(dial_litres) != len(dials):
+            raise ConfigError(
+                f"--dial-litres: expected {len(dials)} values (one per dial found), got {len(dial_litres)}"
+            )
+        if steps and not math.isclose(steps[-1] / dial_litres[0], 10.0, rel_tol=1e-9):
+            raise ConfigError(
+                f"--dial-litres: expected the first dial at {steps[-1] / 10:g} L per division "
+                f"(a tenth of the finest wheel's {steps[-1]:g} L step), got {dial_litres[0]:g}"
+            )
+        dial_steps = list(dial_litres)
+        notes.append("dial litres per division: given (--dial-litres)")
+    else:
+        first = steps[-1] / 10 if steps else 100.0
+        dial_steps = [first / 10.0**i for i in range(len(dials))]
+        if dials:
+            notes.append(
+                "dial litres per division: assumed (decades below the finest wheel; printed x-factors are not read)"
+            )
+    elements, names, register_elements = [], [], []
+    for element, step in zip(wheels + dials, steps + dial_steps, strict=True):
+        name = _name(step)
+        entry: dict[str, Any] = {
+            "name": name,
+            "kind": element.kind,
+            "colour": element.colour,
+            "box_px": [round(v, 2) for v in element.box_px],
+        }
+        if element.kind == "dial":
+            entry["center_px"] = [round(v, 2) for v in element.center_px]
+            entry["radius_px"] = round(element.radius_px, 2)
+        entry["litres_per_turn"] = float(f"{step * 10:.12g}")
+        entry["coupling"] = "carry" if element.kind == "wheel" else "gear"
+        register_elements.append(entry)
+        elements.append(element)
+        names.append(name)
+    register = {
+        "plate_size_px": [int(w), int(h)],
+        "reference": {"image": reference_image},
+        "elements": register_elements,
+        "proposed": {
+            "method": "meterbench layout propose (glyph rows, profile edges, red masks, Hough circles)",
+            "notes": notes,
+            "unsure": {n: list(e.unsure) for n, e in zip(names, elements, strict=True) if e.unsure},
+        },
+    }
+    return LayoutProposal(register, elements, names, notes)
+
+
+def draw_overlay(image: np.ndarray, proposal: LayoutProposal) -> np.ndarray:
+    """The photo with every proposed element outlined and named: green sure, orange unsure ('?')."""
+    out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    scale = max(out.shape[0] / 600.0, 0.5)
+    thick = max(1, int(round(scale)))
+    for name, e in zip(proposal.names, proposal.elements, strict=True):
+        colour = (0, 140, 255) if e.unsure else (0, 200, 0)
+        x, y, w, h = e.box_px
+        if e.kind == "dial":
+            c = (int(round(e.center_px[0])), int(round(e.center_px[1])))
+            cv2.circle(out, c, int(round(e.radius_px)), colour, thick, cv2.LINE_AA)
+            cv2.drawMarker(out, c, colour, cv2.MARKER_CROSS, int(8 * scale), thick)
+        else:
+            cv2.rectangle(out, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), colour, thick)
+        label = f"{name} {e.colour[0]}" + (" ?" if e.unsure else "")
+        org = (int(round(x)), int(round(y + h + 12 * scale)))
+        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, colour, thick, cv2.LINE_AA)
+    n_unsure = sum(1 for e in proposal.elements if e.unsure)
+    legend = f"proposed: {len(proposal.elements)} elements, {n_unsure} unsure (orange, ?): check before use"
+    cv2.putText(out, legend, (6, int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (0, 0, 0), thick + 2)
+    cv2.putText(out, legend, (6, int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 255, 255), thick)
+    return out
+
+
+def write_proposal(
+    image_path: Path,
+    out_path: Path,
+    *,
+    overlay_path: Path | None = None,
+    wheel_litres: float | None = None,
+    dial_litres: tuple[float, ...] | None = None,
+) -> LayoutProposal:
+    """Propose a layout for the photo at `image_path`; write LAYOUT.json with the photo copied
+    beside it (`<layout stem>-reference<ext>`, referenced by a relative path) and the overlay.
+
+    Refuses to overwrite an existing layout (OutputError-free: ConfigError naming the file)."""
+    image_path, out_path = Path(image_path), Path(out_path)
+    image = read_image(image_path)
+    if out_path.exists():
+        raise ConfigError(f"{out_path}: exists already, expected a new layout file (layouts are never overwritten)")
+    reference = out_path.with_name(f"{out_path.stem}-reference{image_path.suffix.lower() or '.png'}")
+    proposal = propose_layout(image, reference_image=reference.name, wheel_litres=wheel_litres, dial_litres=dial_litres)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if reference.resolve() != image_path.resolve():
+        shutil.copyfile(image_path, reference)
+    import json
+
+    out_path.write_text(json.dumps(proposal.register, indent=2) + "\n", encoding="utf-8")
+    if overlay_path is not None:
+        overlay_path = Path(overlay_path)
+        overlay_path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(overlay_path), draw_overlay(image, proposal)):
+            raise ConfigError(f"{overlay_path}: could not write the overlay image (expected a .png or .jpg path)")
+    return proposal
+
+
+def project_layout(register: dict, image_from_plate: np.ndarray, image_size: tuple[int, int]) -> list[dict]:
+    """The elements of a plate layout mapped into an image by a homography (plate px -> image
+    px, edge convention both sides): boxes as the bounding box of the mapped corners, dial
+    centres mapped, radii scaled by the local area scale.  Turns an ArUco layout and one
+    aligned frame into reference-image coordinates (and gives the renders' true boxes)."""
+    out = []
+    hom = np.asarray(image_from_plate, np.float64)
+    for element in register["elements"]:
+        x, y, w, h = element["box_px"]
+        corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
+        mapped = cv2.perspectiveTransform(corners[None], hom)[0]
+        x0, y0 = mapped.min(axis=0)
+        x1, y1 = mapped.max(axis=0)
+        entry = dict(element, box_px=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)])
+        if "center_px" in element:
+            cx, cy = element["center_px"]
+            c = cv2.perspectiveTransform(np.array([[[cx, cy]]], np.float64), hom)[0, 0]
+            jac = _jacobian(hom, cx, cy)
+            entry["center_px"] = [float(c[0]), float(c[1])]
+            entry["radius_px"] = float(element["radius_px"] * math.sqrt(abs(np.linalg.det(jac))))
+        out.append(entry)
+    return out
+
+
+def _jacobian(hom: np.ndarray, x: float, y: float) -> np.ndarray:
+    d = hom[2, 0] * x + hom[2, 1] * y + hom[2, 2]
+    u = (hom[0, 0] * x + hom[0, 1] * y + hom[0, 2]) / d
+    v = (hom[1, 0] * x + hom[1, 1] * y + hom[1, 2]) / d
+    return np.array(
+        [
+            [(hom[0, 0] - u * hom[2, 0]) / d, (hom[0, 1] - u * hom[2, 1]) / d],
+            [(hom[1, 0] - v * hom[2, 0]) / d, (hom[1, 1] - v * hom[2, 1]) / d],
+        ]
+    )
