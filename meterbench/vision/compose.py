@@ -43,12 +43,21 @@ CLASS_POSITIONS = np.arange(N_CLASSES) / 10.0  # steps: position of each tenth c
 
 
 class Composition(NamedTuple):
-    """Result of `compose_register`: volume (L), its standard uncertainty (L), ok, reason."""
+    """Result of `compose_register`: volume (L), its standard uncertainty (L), ok, reason.
+
+    `partial_l` / `partial_modulus_l` (L): what the elements that could be resolved
+    from the finest upwards say even when a higher one could not: the volume
+    modulo one turn of the highest resolved element (nan / nan when not even the
+    finest was read; volume_l / inf when ok).  Across frames the missing turns are
+    known from other frames (`meterbench.verify.fusion.complete_partial_readings`).
+    """
 
     volume_l: float
     resolution_l: float
     ok: bool
     reason: str
+    partial_l: float = float("nan")
+    partial_modulus_l: float = float("nan")
 
 
 def expected_fraction(coupling: str, lower_position: float) -> float:
@@ -153,10 +162,14 @@ def _check_inputs(
         raise ValueError(f"compose_register: finest_element: expected 0..{n_el - 1}, got {finest}")
 
 
-def _element_trouble(element: RegisterElement, value: float, confidence: float, min_confidence: float) -> str:
+def _element_trouble(
+    element: RegisterElement, value: float, confidence: float, min_confidence: float, readable: bool, why: str
+) -> str:
     """Reason an element's raw reading cannot be used ("" when it can)."""
     if not (math.isfinite(value) and 0.0 <= value < 10.0):
         return f"{element.kind} {element.name} not read (value {value!r})"
+    if not readable:
+        return f"{element.kind} {element.name} unreadable" + (f" ({why})" if why else "")
     if not confidence >= min_confidence:
         return f"{element.kind} {element.name} confidence {confidence:.2f} < {min_confidence:.2f}"
     return ""
@@ -169,6 +182,8 @@ def compose_register(
     probs: np.ndarray | None = None,
     finest_element: int | None = None,
     *,
+    readable: np.ndarray | None = None,
+    reasons: tuple[str, ...] | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     max_residual: float = DEFAULT_MAX_RESIDUAL,
     min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
@@ -186,6 +201,11 @@ def compose_register(
         chosen digit must carry at least `min_digit_prob` of the element's mass and
         the finest element's spread sets the uncertainty.
     finest_element : index of the finest element used (None = the last one).
+    readable : (E,) bool, optional: the reader's own verdict per element (its
+        calibrated abstention); an element it abstains on is not used, whatever
+        its confidence.  `reasons` (E,) say why, for the flag.
+    min_confidence : confidence below which an element is not used; with
+        `readable` from a calibrated reader pass 0 (the reader already decided).
     max_residual : steps; a reading further than this from `digit + expected
         fraction` is flagged as inconsistent with the element below.
     position_std : steps; precision of the finest reading when no probs are given.
@@ -195,7 +215,8 @@ def compose_register(
     Composition(volume_l, resolution_l, ok, reason): volume and its standard
     uncertainty in L (finest element's precision × its litres per step, plus the
     truncation of the unread elements when the finest is a carry wheel); when not
-    ok, volume_l is nan and reason names the first element that failed.
+    ok, volume_l is nan and reason names the first element that failed, and
+    partial_l / partial_modulus_l keep what the elements below it gave.
     """
     vals = np.asarray(values, dtype=np.float64)
     confs = np.asarray(confidences, dtype=np.float64)
@@ -213,33 +234,47 @@ def compose_register(
         std = math.hypot(std, 1.0 / math.sqrt(12.0))
     resolution_l = std * step_l
 
-    def flagged(reason: str) -> Composition:
-        return Composition(float("nan"), resolution_l, False, reason)
+    read_ok = np.ones(len(elements), bool) if readable is None else np.asarray(readable, bool)
+    why = ("",) * len(elements) if reasons is None else tuple(reasons)
+    if read_ok.shape != (len(elements),) or len(why) != len(elements):
+        raise ValueError(f"compose_register: readable/reasons: expected {len(elements)} entries each")
 
-    trouble = _element_trouble(finest_el, vals[finest], confs[finest], min_confidence)
+    def trouble_of(i: int) -> str:
+        return _element_trouble(elements[i], vals[i], confs[i], min_confidence, bool(read_ok[i]), why[i])
+
+    trouble = trouble_of(finest)
     if trouble:
-        return flagged(trouble)
+        return Composition(float("nan"), resolution_l, False, trouble)
     lower_position = float(vals[finest])
     volume_l = lower_position * step_l
+
+    def flagged(reason: str, top: int) -> Composition:
+        # elements top+1..finest are resolved: the volume modulo one turn of element top+1
+        return Composition(
+            float("nan"), resolution_l, False, reason, float(volume_l), elements[top + 1].litres_per_turn
+        )
+
     for i in range(finest - 1, -1, -1):
         element, lower = elements[i], elements[i + 1]
-        trouble = _element_trouble(element, vals[i], confs[i], min_confidence)
+        trouble = trouble_of(i)
         if trouble:
-            return flagged(trouble)
+            return flagged(trouble, i)
         digit, fraction, residual = resolve_digit(element.coupling, vals[i], lower_position)
         if abs(residual) > max_residual:
             return flagged(
                 f"{element.kind} {element.name} reads {vals[i]:.2f}, inconsistent "
                 f"with {lower.name} at {lower_position:.2f} "
-                f"(residual {residual:+.2f} step)"
+                f"(residual {residual:+.2f} step)",
+                i,
             )
         if prob_arr is not None:
             p_digit = _digit_probability(prob_arr[i], digit, fraction)
             if p_digit < min_digit_prob:
                 return flagged(
                     f"{element.kind} {element.name} digit {digit} ambiguous "
-                    f"(probability {p_digit:.2f} < {min_digit_prob:.2f})"
+                    f"(probability {p_digit:.2f} < {min_digit_prob:.2f})",
+                    i,
                 )
         lower_position = digit + fraction
         volume_l += digit * element.litres_per_turn / 10.0
-    return Composition(float(volume_l), resolution_l, True, "")
+    return Composition(float(volume_l), resolution_l, True, "", float(volume_l), math.inf)

@@ -4,8 +4,12 @@ One `RegisterReader` per camera.  `read_frames` aligns every frame to the plate
 (ArUco markers), cuts each element's box straight out of the camera frame (one
 small perspective warp per element), reads all wheel crops of all frames in one
 `DigitReader.read` call and all dial crops in one `DialReader.read` call, then
-resolves the carry right to left (`compose_register`).  A frame that cannot be
-trusted comes back with ok False and a reason, never with a guessed volume.
+resolves the carry right to left (`compose_register`).  An element is used only
+when its reader says it is `readable` (the models' calibrated abstention), never
+on a confidence guess.  A frame that cannot be trusted comes back with ok False
+and a reason, never with a guessed volume; what its lower elements did say is
+kept (`partial_l` modulo `partial_modulus_l`) so that the frames of a test
+point can complete each other (`meterbench.verify.fusion`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ __all__ = ["CropReader", "RegisterReader", "RegisterReading", "StageTimes"]
 class CropReader(Protocol):
     """What `RegisterReader` needs of a model (meterbench.models.DigitReader, DialReader)."""
 
-    def read(self, crops: Sequence[np.ndarray]):  # -> WheelReadings (value, confidence, probs)
+    def read(self, crops: Sequence[np.ndarray]):  # -> WheelReadings (value, confidence, probs[, readable, reason])
         ...
 
 
@@ -52,7 +56,10 @@ class RegisterReading:
     and element_confidence (E,) are nan / 0 for elements not read (below
     `finest_element`, or no alignment); resolution_l (L) is the standard
     uncertainty of volume_l.  homography_ok / markers_found / alignment_message
-    tell how the plate was found.
+    tell how the plate was found.  element_readable (E,) is the readers' own
+    verdict per element; partial_l (L) is the volume modulo partial_modulus_l (L,
+    one turn of the highest element resolved from the finest up) when a higher
+    element could not be used (inf when ok, nan when not even the finest was).
     """
 
     ok: bool
@@ -65,6 +72,9 @@ class RegisterReading:
     markers_found: tuple[int, ...] = ()
     alignment_message: str = ""
     finest_element: int = -1
+    element_readable: np.ndarray | None = None
+    partial_l: float = float("nan")
+    partial_modulus_l: float = float("nan")
 
 
 @dataclass
@@ -94,7 +104,9 @@ class RegisterReader:
     layout : RegisterLayout (plate, markers, elements most significant first).
     digit_reader, dial_reader : objects with `.read(crops)` returning value,
         confidence, probs (meterbench.models.DigitReader / DialReader).
-    min_confidence : element confidence below which the frame is not trusted.
+    min_confidence : element confidence below which an element is not used; None
+        (default): 0 for readers that say `readable` themselves (calibrated
+        abstention: their verdict is used, not a fixed cut), else 0.5.
     max_residual : steps; carry inconsistency tolerated between an element and
         the one below (see `compose_register`).
     min_digit_prob : probability mass that must back each resolved digit.
@@ -110,7 +122,7 @@ class RegisterReader:
         digit_reader: CropReader,
         dial_reader: CropReader | None = None,
         *,
-        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        min_confidence: float | None = None,
         max_residual: float = DEFAULT_MAX_RESIDUAL,
         min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
         position_std: float = DEFAULT_POSITION_STD,
@@ -124,8 +136,8 @@ class RegisterReader:
         self.layout = layout
         self.digit_reader = digit_reader
         self.dial_reader = dial_reader
+        self.min_confidence = min_confidence
         self.compose_options = {
-            "min_confidence": min_confidence,
             "max_residual": max_residual,
             "min_digit_prob": min_digit_prob,
             "position_std": position_std,
@@ -215,40 +227,69 @@ class RegisterReader:
             raise ValueError(f"RegisterReader: finest_element: expected 0..{n_el - 1}, got {finest_element}")
         return int(finest_element)
 
-    @staticmethod
-    def _run(reader: CropReader | None, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, reader: CropReader | None, crops: list[np.ndarray]) -> tuple:
+        """(value, confidence, probs, readable, reason, min_confidence) of one model call."""
         if not crops:
-            return np.zeros(0), np.zeros(0), np.zeros((0, N_CLASSES))
+            return np.zeros(0), np.zeros(0), np.zeros((0, N_CLASSES)), np.zeros(0, bool), (), 0.0
         res = reader.read(crops)
+        own_verdict = getattr(res, "readable", None)
+        readable = np.ones(len(crops), bool) if own_verdict is None else np.asarray(own_verdict, bool)
+        reasons = tuple(getattr(res, "reason", None) or ("",) * len(crops))
+        if self.min_confidence is not None:
+            min_confidence = self.min_confidence
+        else:
+            min_confidence = DEFAULT_MIN_CONFIDENCE if own_verdict is None else 0.0
         return (
             np.asarray(res.value, np.float64),
             np.asarray(res.confidence, np.float64),
             np.asarray(res.probs, np.float64),
+            readable,
+            reasons,
+            min_confidence,
         )
 
     def _compose_all(
         self,
         alignments: list[PlateAlignment],
         slots: list[tuple[int, int, str, int]],
-        results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+        results: dict[str, tuple],
         finest: int,
     ) -> list[RegisterReading]:
         n_frames, n_el = len(alignments), len(self.layout.elements)
         values = np.full((n_frames, n_el), np.nan)
         confidence = np.zeros((n_frames, n_el))
         probs = np.zeros((n_frames, n_el, N_CLASSES))
+        readable = np.zeros((n_frames, n_el), bool)
+        reasons = [[""] * n_el for _ in range(n_frames)]
+        # the element's own confidence cut: 0 where its reader abstains by itself
+        min_confidence = np.full(n_el, DEFAULT_MIN_CONFIDENCE if self.min_confidence is None else self.min_confidence)
         for f, e, kind, k in slots:
-            values[f, e] = results[kind][0][k]
-            confidence[f, e] = results[kind][1][k]
-            probs[f, e] = results[kind][2][k]
-        return [self._reading(alignments[f], values[f], confidence[f], probs[f], finest) for f in range(n_frames)]
+            value, conf, prob, read_ok, why, min_conf = results[kind]
+            values[f, e], confidence[f, e], probs[f, e], readable[f, e] = value[k], conf[k], prob[k], read_ok[k]
+            reasons[f][e] = why[k]
+            min_confidence[e] = min_conf
+        return [
+            self._reading(
+                alignments[f], values[f], confidence[f], probs[f], readable[f], reasons[f], min_confidence, finest
+            )
+            for f in range(n_frames)
+        ]
 
     def _reading(
-        self, alignment: PlateAlignment, values: np.ndarray, confidence: np.ndarray, probs: np.ndarray, finest: int
+        self,
+        alignment: PlateAlignment,
+        values: np.ndarray,
+        confidence: np.ndarray,
+        probs: np.ndarray,
+        readable: np.ndarray,
+        reasons: list[str],
+        min_confidence: np.ndarray,
+        finest: int,
     ) -> RegisterReading:
         common = {
             "element_values": values,
             "element_confidence": confidence,
+            "element_readable": readable,
             "homography_ok": bool(alignment),
             "markers_found": alignment.markers_found,
             "alignment_message": alignment.message,
@@ -259,8 +300,32 @@ class RegisterReader:
                 False, f"markers not found: {alignment.message}", float("nan"), resolution_l=float("nan"), **common
             )
         corrected, shifted_probs = self._remove_offsets(values, probs)
-        result = compose_register(self.layout, corrected, confidence, shifted_probs, finest, **self.compose_options)
-        return RegisterReading(result.ok, result.reason, result.volume_l, resolution_l=result.resolution_l, **common)
+        # a reader's own verdict replaces the confidence cut: confidences below the cut count as unreadable
+        usable = readable & (confidence >= min_confidence)
+        why = [
+            r or (f"confidence {c:.2f} < {m:.2f}" if not c >= m else "")
+            for r, c, m in zip(reasons, confidence, min_confidence, strict=True)
+        ]
+        result = compose_register(
+            self.layout,
+            corrected,
+            confidence,
+            shifted_probs,
+            finest,
+            readable=usable,
+            reasons=tuple(why),
+            min_confidence=0.0,
+            **self.compose_options,
+        )
+        return RegisterReading(
+            result.ok,
+            result.reason,
+            result.volume_l,
+            resolution_l=result.resolution_l,
+            partial_l=result.partial_l,
+            partial_modulus_l=result.partial_modulus_l,
+            **common,
+        )
 
     def _grey_frame_reason(self, reading: RegisterReading) -> RegisterReading:
         """Say why the dials of a grey frame were not read (instead of "value nan")."""
