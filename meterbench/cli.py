@@ -148,6 +148,61 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(config=Path(args.config) if args.config else None)
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from meterbench.certificates import generate_keys
+
+    key = generate_keys(Path(args.out))
+    print(f"{Path(args.out) / 'lab.key'} (private, mode 0600), {Path(args.out) / 'lab.pub'}")
+    print(f"fingerprint {key.fingerprint}  (put it in LAB.toml [lab] key_fingerprint)")
+    return 0
+
+
+def _cmd_certify(args: argparse.Namespace) -> int:
+    from meterbench.certificates import certify_run
+
+    issued = certify_run(
+        Path(args.run_dir),
+        Path(args.key),
+        Path(args.lab),
+        Path(args.out) if args.out else None,
+        bench_id=args.bench,
+        technician_id=args.technician,
+        reference_ids=args.reference,
+        session_dir=Path(args.session) if args.session else None,
+        instrument_ids=args.instrument,
+    )
+    for cert in issued:
+        print(f"{cert.verification_code}  certificate {cert.number}, instrument {cert.instrument_id}: {cert.verdict}")
+        print(f"  {', '.join(str(p) for p in cert.files)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from meterbench.certificates import verify_code, verify_file
+
+    if args.db:
+        raise ConfigError("--db: not supported yet (the central store is not built); use --code CODE --lab LAB.toml")
+    if (args.file is None) == (args.code is None):
+        raise ConfigError("expected a FILE or --code CODE (one of them)")
+    lab = Path(args.lab) if args.lab else None
+    key = Path(args.public_key) if args.public_key else None
+    verdicts = [verify_code(args.code, lab, key)] if args.code is not None else verify_file(Path(args.file), key, lab)
+    for verdict in verdicts:
+        print(verdict.line)
+    return 0 if all(v.valid for v in verdicts) else 1
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from meterbench.certificates import audit_verify
+
+    lines, intact = audit_verify(
+        Path(args.log), Path(args.public_key) if args.public_key else None, Path(args.lab) if args.lab else None
+    )
+    for line in lines:
+        print(line)
+    return 0 if intact else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command; each argument has a help line and shows its default."""
     parser = argparse.ArgumentParser(
@@ -223,6 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="wall-clock limit per session (s): a stuck session's worker is killed and the session listed as failed",
     )
+
+    p = command("keygen", _cmd_keygen, "make the lab's Ed25519 signing key pair (lab.key, lab.pub)")
+    p.add_argument("--out", required=True, metavar="KEYDIR", help="folder for lab.key and lab.pub (never overwritten)")
+
+    p = command("certify", _cmd_certify, "sign a certificate (PDF, HTML, JSON record) per instrument of a run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder holding the run's report.json (meterbench run --out)")
+    p.add_argument("--key", required=True, metavar="KEYDIR/lab.key", help="the lab's private key")
+    p.add_argument("--lab", required=True, metavar="LAB.toml", help="the lab file (identity, benches, references)")
+    p.add_argument("--out", metavar="DIR", help="folder for certificate-<number>.pdf|.html|.json (default: RUN_DIR)")
+    p.add_argument("--session", metavar="SESSION", help="the run's session folder: bench, technician, identity")
+    p.add_argument("--bench", metavar="ID", help="bench id of LAB.toml (default: the session's, or the only one)")
+    p.add_argument("--technician", metavar="ID", help="technician id of LAB.toml (default: the session's)")
+    p.add_argument(
+        "--reference", action="append", metavar="ID", help="reference standard id (repeatable; default: the bench's)"
+    )
+    p.add_argument("--instrument", action="append", metavar="ID", help="certify only this instrument (repeatable)")
+
+    p = command("verify", _cmd_verify, "check a certificate, its record, a report.json or a verification code")
+    p.add_argument("file", nargs="?", metavar="FILE", help="certificate PDF/HTML, its JSON record, or a report.json")
+    p.add_argument("--code", metavar="CODE", help="a verification code, looked up in the lab's register (--lab)")
+    p.add_argument("--public-key", metavar="PUB", help="the lab's public key (lab.pub) to trust")
+    p.add_argument("--lab", metavar="LAB.toml", help="the lab file: its register and the key it names")
+    p.add_argument("--db", metavar="URL", help="central store (not supported yet)")
+
+    p = command("audit", _cmd_audit_verify, "check the lab's hash-chained audit log")
+    p.add_argument("action", choices=["verify"], help="what to do with the log")
+    p.add_argument("log", metavar="LOG", help="audit.jsonl of the lab's register")
+    p.add_argument("--public-key", metavar="PUB", help="the lab's public key: check every entry's signature too")
+    p.add_argument("--lab", metavar="LAB.toml", help="the lab file: its key, and its stored records against the log")
 
     p = command("doctor", _cmd_doctor, "check the installation and the bench's devices")
     p.add_argument("--config", metavar="BENCH.toml", help="bench configuration whose devices to check")

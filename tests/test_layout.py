@@ -35,6 +35,7 @@ ALLOWED = {
     "health": {"models", "bench", "devices", "calibration", "session", "testing"},
     "logs": set(),
     "progress": set(),
+    "certificates": {"calibration", "session", "protocols"},
     "cli": {
         "batch",
         "bench",
@@ -47,6 +48,7 @@ ALLOWED = {
         "vision",
         "calibration",
         "progress",
+        "certificates",
     },
     "__main__": {"cli"},
     "__init__": set(),

@@ -1,0 +1,323 @@
+"""`meterbench certify`: a signed certificate (PDF, HTML, JSON record) per instrument of a verified run.
+
+Everything is checked before anything is written: the lab file, the key against its fingerprint,
+report.json (present, well-formed, its verdicts following from its numbers), the session when
+given (its session.json must be the one the report hashed), the bench, technician and reference
+standards against the lab file, and traceability (no reference standard past its due date on
+the test date, no understated reference uncertainty). Then, under the register's lock, each
+certificate gets the next number, is sealed, drawn, written (never over an existing file) and
+logged in the audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from meterbench import __version__
+from meterbench.errors import ConfigError, OutputError, SessionError
+from meterbench.protocols import strict_json_loads
+
+from ._canonical import record_file_text, sha256_hex
+from ._keys import LabKey, load_private_key
+from ._lab import Lab, ReferenceStandard, Technician, load_lab
+from ._record import (
+    certificate_fields,
+    report_problems,
+    seal_documents,
+    seal_record,
+    traceability_problems,
+)
+from ._register import LabRegister
+from ._render import render_html, render_pdf
+
+__all__ = ["IssuedCertificate", "certify_run", "software_identity"]
+
+_MAX_REPORT_BYTES = 256 * 1024 * 1024
+KEYS_DIR = "keys"
+"""Folder of the register holding the lab's public key(s) by fingerprint (``<fingerprint>.pub``)."""
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """One certificate written by certify."""
+
+    number: int
+    verification_code: str
+    instrument_id: str
+    verdict: str
+    files: tuple[Path, ...]
+
+
+def _read_json(path: Path, what: str) -> tuple[Any, bytes]:
+    try:
+        if path.stat().st_size > _MAX_REPORT_BYTES:
+            raise SessionError(f"{path}: larger than {_MAX_REPORT_BYTES // 2**20} MiB (expected a {what})")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SessionError(f"{path}: missing (expected a {what})") from None
+    except OSError as exc:
+        raise SessionError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        return strict_json_loads(raw), raw
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SessionError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _git_revision() -> str:
+    """The git commit of the meterbench source in use, '+local changes' when it differs; or why unknown."""
+    source = Path(__file__).resolve().parents[2]
+    if not (source / ".git").exists():
+        return "unknown (meterbench is not installed from a git checkout)"
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "diff", "--quiet", "HEAD", "--", "meterbench"], capture_output=True, timeout=10
+        ).returncode
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    return head + (" + local changes to meterbench/" if dirty else "")
+
+
+def software_identity(report: dict[str, Any]) -> dict[str, Any]:
+    """Software identity for the certificate (OIML D 31): version, git revision, SHA-256 of models and tables.
+
+    The models are those report.json recorded for the run; the version and git revision and the MPE /
+    decision tables are those installed at certification (report.json does not record them)."""
+    data = resources.files("meterbench.calibration").joinpath("data")
+    tables = {
+        item.name.removesuffix(".json"): hashlib.sha256(item.read_bytes()).hexdigest()
+        for item in sorted(data.iterdir(), key=lambda x: x.name)
+        if item.name.endswith(".json")
+    }
+    return {
+        "version": str(report.get("software") or "unknown"),
+        "certified_with": f"meterbench {__version__}",
+        "git_revision": _git_revision(),
+        "models": dict(report.get("models") or {}),
+        "tables": tables,
+        "note": "models as recorded by the run; git revision and tables as installed at certification",
+    }
+
+
+def _session_facts(session_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """session.json of the run, after checking it is the file the report hashed."""
+    path = session_dir / "session.json"
+    manifest, raw = _read_json(path, "session manifest")
+    recorded = (report.get("inputs") or {}).get("session.json")
+    if recorded != sha256_hex(raw):
+        raise SessionError(f"{path}: not the session.json this report verified (SHA-256 differs from report.json)")
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _pick(option: str | None, from_session: Any, choices: dict[str, Any], what: str, flag: str, lab: Lab) -> Any:
+    chosen = option if option is not None else from_session if isinstance(from_session, str) else None
+    if chosen is None and len(choices) == 1:
+        chosen = next(iter(choices))
+    if chosen is None:
+        raise ConfigError(f"{flag}: which {what}? expected one of {', '.join(sorted(choices))} (from {lab.path})")
+    if chosen not in choices:
+        raise ConfigError(
+            f"{flag}: {what} {chosen!r} is not in {lab.path} (expected one of {', '.join(sorted(choices))})"
+        )
+    return choices[chosen]
+
+
+def _now_utc() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _write_new_files(files: dict[Path, bytes]) -> None:
+    """Write files as a unit, each created only where no file is (link of an fsynced temporary)."""
+    done: list[Path] = []
+    temps: list[Path] = []
+    try:
+        for path, data in files.items():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append(Path(tmp))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for tmp, path in zip(temps, files, strict=True):
+            os.link(tmp, path)  # fails if the name exists: never overwrites
+            done.append(path)
+        dir_fd = os.open(next(iter(files)).parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        for path in done:
+            path.unlink(missing_ok=True)
+        where = exc.filename if isinstance(exc, FileExistsError) else next(iter(files)).parent
+        raise OutputError(f"{where}: cannot write the certificate: {exc.strerror or exc}") from None
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create the output folder: {exc.strerror or exc}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"{out_dir}: not writable")
+
+
+def _store_public_key(register: LabRegister, key: LabKey) -> None:
+    """Keep the lab's public key in the register (keys/<fingerprint>.pub) for `verify --lab`."""
+    folder = register.folder / KEYS_DIR
+    path = folder / f"{key.public.fingerprint}.pub"
+    if path.exists():
+        return
+    folder.mkdir(mode=0o700, exist_ok=True)
+    _write_new_files({path: key.public.pem()})
+
+
+def certify_run(
+    run_dir: Path,
+    key_path: Path,
+    lab_path: Path,
+    out_dir: Path | None = None,
+    *,
+    bench_id: str | None = None,
+    technician_id: str | None = None,
+    reference_ids: list[str] | None = None,
+    session_dir: Path | None = None,
+    instrument_ids: list[str] | None = None,
+    issued_utc: str | None = None,
+) -> list[IssuedCertificate]:
+    """Certify every (or each named) instrument of the run in ``run_dir``; see the module docstring."""
+    lab, lab_bytes = load_lab(lab_path)
+    key = load_private_key(key_path)
+    if key.public.fingerprint != lab.key_fingerprint:
+        raise ConfigError(
+            f"{key_path}: key fingerprint {key.public.fingerprint} does not match {lab.path} [lab] key_fingerprint "
+            f"{lab.key_fingerprint} (wrong key or wrong lab file)"
+        )
+    run_dir = Path(run_dir)
+    report_path = run_dir / "report.json"
+    if not run_dir.is_dir():
+        raise SessionError(f"{run_dir}: not a folder (expected a run folder holding report.json)")
+    report, report_raw = _read_json(report_path, "report.json written by `meterbench run`")
+    problems = report_problems(report, str(report_path))
+    if problems:
+        raise SessionError(problems)
+    manifest = _session_facts(Path(session_dir), report) if session_dir is not None else {}
+    bench = _pick(bench_id, manifest.get("bench_id"), lab.benches, "bench", "--bench", lab)
+    technician: Technician = _pick(
+        technician_id, manifest.get("technician"), lab.technicians, "technician", "--technician", lab
+    )
+    wanted = reference_ids or list(bench.reference_standards)
+    unknown = [r for r in wanted if r not in lab.reference_standards]
+    if unknown:
+        raise ConfigError(f"--reference: {', '.join(unknown)} not in {lab.path} [[reference_standards]]")
+    standards: list[ReferenceStandard] = [lab.reference_standards[r] for r in wanted]
+    untraceable = traceability_problems(report, standards)
+    if untraceable:
+        raise ConfigError(
+            "\n".join(f"{lab.path}: {p}: the run's points are inconclusive, not certified" for p in untraceable)
+        )
+    instruments = report["instruments"]
+    if instrument_ids:
+        known = {i.get("id") for i in instruments}
+        missing = [i for i in instrument_ids if i not in known]
+        if missing:
+            raise ConfigError(
+                f"--instrument: {', '.join(missing)} not in {report_path} (expected {', '.join(map(str, known))})"
+            )
+        instruments = [i for i in instruments if i.get("id") in instrument_ids]
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    _check_out_dir(out_dir)
+    software = software_identity(report)
+    session_instruments = {
+        e.get("id"): e
+        for e in (manifest.get("instruments") or []) + (manifest.get("tanks") or [])
+        if isinstance(e, dict)
+    }
+    report_sha = sha256_hex(report_raw)
+    register = LabRegister(lab.records)
+    who = f"{technician.id} (os user {getpass.getuser()})"
+    issued: list[IssuedCertificate] = []
+    with register.locked(key.sign, who):
+        _store_public_key(register, key)
+        register.note_config("lab file", sha256_hex(lab_bytes), {"path": str(lab.path)})
+        register.note_config("signing key", key.public.fingerprint)
+        register.note_config(
+            "software",
+            sha256_hex(f"{software['version']} {software['git_revision']}".encode()),
+            {"version": software["version"], "git_revision": software["git_revision"]},
+        )
+        for name, digest in sorted(software["models"].items()):
+            register.note_config(f"model {name}", digest)
+        for name, digest in sorted(software["tables"].items()):
+            register.note_config(f"table {name}", digest)
+        for instrument in instruments:
+            number = register.reserve_number(
+                {"session": report.get("session"), "instrument": instrument.get("id"), "report_sha256": report_sha}
+            )
+            fields = certificate_fields(
+                report,
+                instrument,
+                lab,
+                number=number,
+                bench=bench,
+                technician=technician,
+                standards=standards,
+                issued_utc=issued_utc or _now_utc(),
+                software=software,
+                report_file=str(report_path.resolve()),
+                extra_identity=session_instruments.get(instrument.get("id")),
+            )
+            if software["version"] != software["certified_with"]:
+                fields["warnings"].append(
+                    f"the run used {software['version']}; certified with {software['certified_with']}"
+                )
+            record = seal_record(fields, report_sha, key.public.fingerprint, key.sign)
+            stem = f"certificate-{number}"
+            pdf, page = render_pdf(record), render_html(record).encode("utf-8")
+            record = seal_documents(
+                record, {f"{stem}.pdf": sha256_hex(pdf), f"{stem}.html": sha256_hex(page)}, key.sign
+            )
+            text = record_file_text(record)
+            files = {
+                out_dir / f"{stem}.json": text.encode("utf-8"),
+                out_dir / f"{stem}.pdf": pdf,
+                out_dir / f"{stem}.html": page,
+            }
+            _write_new_files(files)
+            register.store_record(number, text)
+            register.append(
+                "certificate-issued",
+                f"certificate {number}",
+                None,
+                sha256_hex(text.encode("utf-8")),
+                {
+                    "number": number,
+                    "verification_code": record["verification_code"],
+                    "record": f"{stem}.json",
+                    "instrument": instrument.get("id"),
+                    "serial": fields["instrument"].get("serial"),
+                    "verdict": fields["verdict"],
+                    "written_to": str(out_dir.resolve()),
+                },
+            )
+            issued.append(
+                IssuedCertificate(
+                    number, record["verification_code"], str(instrument.get("id")), str(fields["verdict"]), tuple(files)
+                )
+            )
+    return issued

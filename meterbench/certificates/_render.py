@@ -1,0 +1,425 @@
+"""The human certificate: one list of blocks from a record, drawn as HTML and as a PDF (reportlab).
+
+Both files are drawn from the same :func:`certificate_blocks`, so they state the same content.
+The PDF embeds a TrueType font that renders Chinese as well as Latin (AR PL UMing from Debian's
+fonts-arphic-uming, or another found by :func:`find_cjk_font`); the verification code is printed
+as text and as a QR code (segno), drawn as vector squares.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from meterbench.errors import ConfigError
+
+__all__ = [
+    "FONT_ENV",
+    "Block",
+    "certificate_blocks",
+    "find_cjk_font",
+    "render_html",
+    "render_pdf",
+]
+
+FONT_ENV = "METERBENCH_CERT_FONT"
+"""Environment variable: a TrueType font file (.ttf/.ttc) to use instead of the Debian ones."""
+# (path, TTC face name wanted): TrueType outlines only (reportlab cannot embed CFF/OpenType-PS,
+# so Noto Sans CJK's .ttc is not usable); the TW face for a Taiwanese lab's traditional characters.
+_FONT_CANDIDATES = (
+    ("/usr/share/fonts/truetype/arphic/uming.ttc", b"UMingTW"),
+    ("/usr/share/fonts/truetype/arphic/ukai.ttc", b"UKaiTW"),
+    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", None),
+    ("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf", None),
+)
+_FONT_NAME = "MeterbenchCJK"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One part of a certificate: ``kind`` "pairs" (label, value rows), "table" (header + rows) or "text"."""
+
+    kind: str
+    title: str
+    rows: tuple[tuple[str, ...], ...] = ()
+    header: tuple[str, ...] = ()
+    text: str = ""
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+_IDENTITY_LABELS = (
+    ("kind", "kind"),
+    ("type", "type"),
+    ("serial", "serial number"),
+    ("id", "position on the bench"),
+    ("dn", "DN"),
+    ("q3_m3h", "Q3 (m³/h)"),
+    ("r", "R (Q3/Q1)"),
+    ("q2_q1", "Q2/Q1"),
+    ("accuracy_class", "accuracy class"),
+    ("temperature_class", "temperature class"),
+    ("nominal_volume_l", "nominal volume (L)"),
+    ("material", "material"),
+    ("manufacturer", "manufacturer"),
+)
+
+
+def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
+    """What a certificate shows, in order (both renderers draw exactly these)."""
+    cert = record["certificate"]
+    lab, session, software = cert["lab"], cert["session"], cert["software"]
+    instrument = cert["instrument"]
+    blocks = [
+        Block(
+            "pairs",
+            "Certificate",
+            (
+                ("certificate number", str(cert["number"])),
+                ("verification code", record["verification_code"]),
+                ("issued (UTC)", cert["issued_utc"]),
+                ("place", cert["place"]),
+                ("laboratory", lab["name"]),
+                ("address", lab["address"]),
+                ("accreditation number", lab["accreditation_number"]),
+                *((k, lab[k]) for k in ("phone", "email") if k in lab),
+            ),
+        ),
+        Block(
+            "pairs",
+            "Instrument",
+            tuple((label, _num(instrument[key])) for key, label in _IDENTITY_LABELS if key in instrument),
+        ),
+        Block(
+            "pairs",
+            "Test",
+            (
+                ("test started (UTC)", str(cert["test_start_utc"])),
+                ("bench", " ".join(x for x in (cert["bench"]["id"], cert["bench"]["name"]) if x)),
+                ("bench location", cert["bench"]["location"] or "-"),
+                ("technician", f"{cert['technician']['name']} ({cert['technician']['id']})"),
+                ("session", str(session["id"])),
+                (
+                    "simulated",
+                    "YES: SIMULATED SESSION, NOT A TEST OF A REAL INSTRUMENT" if session["simulated"] else "no",
+                ),
+            ),
+        ),
+        Block(
+            "table",
+            "Reference standards",
+            tuple(
+                (
+                    s["id"],
+                    s["serial"],
+                    s["calibration_certificate"] + (f" ({s['calibrated_by']})" if s.get("calibrated_by") else ""),
+                    f"{_num(s['expanded_uncertainty_pct'])} % (k = {_num(s['coverage_factor'])})",
+                    s["due_date"],
+                )
+                for s in cert["reference_standards"]
+            ),
+            header=("id", "serial", "calibration certificate", "U", "due date"),
+        ),
+        Block(
+            "table",
+            "Results (E: error of indication; MPE: maximum permissible error; U: expanded uncertainty, k = 2)",
+            tuple(
+                (
+                    str(p["name"]),
+                    _num(p["flow_rate_m3h"]),
+                    _num(p["water_temperature_c"], 3),
+                    _num(p["water_pressure_bar"], 3),
+                    _num(p["reference_volume_l"], 6),
+                    _num(p["indicated_volume_l"], 6),
+                    _num(p["error_pct"], 3),
+                    _num(p["mpe_pct"], 3),
+                    _num(p["uncertainty_pct"], 2),
+                    str(p["verdict"]).upper(),
+                )
+                for p in cert["points"]
+            ),
+            header=(
+                "point",
+                "flow (m³/h)",
+                "water (°C)",
+                "pressure (bar)",
+                "reference (L)",
+                "indicated (L)",
+                "E (%)",
+                "MPE (%)",
+                "U (%)",
+                "verdict",
+            ),
+        ),
+        Block(
+            "table",
+            "Reasons",
+            tuple((str(p["name"]), str(p["reason"])) for p in cert["points"]),
+            header=("point", "reason"),
+        ),
+        Block("text", "Overall verdict", text=str(cert["verdict"]).upper()),
+        Block("text", f"Decision rule ({cert['decision_rule']['name']})", text=cert["decision_rule"]["statement"]),
+        Block(
+            "pairs",
+            "Software (OIML D 31)",
+            (
+                ("software", str(software.get("version"))),
+                ("git revision", str(software.get("git_revision"))),
+                *((f"model {name} (SHA-256)", digest) for name, digest in sorted(software.get("models", {}).items())),
+                *((f"table {name} (SHA-256)", digest) for name, digest in sorted(software.get("tables", {}).items())),
+            ),
+        ),
+        Block(
+            "table",
+            "Input files of the session (SHA-256)",
+            tuple((path, digest) for path, digest in sorted(session["inputs"].items()))
+            + (("report", f"{session['report_file']}: {record['report_sha256']}"),),
+            header=("file", "SHA-256"),
+        ),
+        Block("table", "Warnings", tuple((w,) for w in cert["warnings"]) or (("none",),), header=("warning",)),
+        Block(
+            "pairs",
+            "Verification",
+            (
+                ("verification code", record["verification_code"]),
+                ("signing key fingerprint", record["key_fingerprint"]),
+                (
+                    "how to check",
+                    "meterbench verify --code CODE --lab LAB.toml, or meterbench verify this file "
+                    "with its .json record beside it; the signed record is the authority",
+                ),
+            ),
+        ),
+    ]
+    return blocks
+
+
+def _title(record: Mapping[str, Any]) -> str:
+    cert = record["certificate"]
+    return f"Verification certificate {cert['number']}"
+
+
+def _qr(code: str):
+    try:
+        import segno
+    except ImportError:
+        raise ConfigError("certificates need the 'segno' package: pip install 'meterbench[cert]'") from None
+    return segno.make(code, error="m", micro=False)
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def render_html(record: Mapping[str, Any]) -> str:
+    """The HTML certificate (UTF-8, self-contained, printable on A4)."""
+    cert = record["certificate"]
+    esc = html.escape
+    simulated = cert["session"]["simulated"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<meta name='meterbench-verification-code' content='{esc(record['verification_code'])}'>",
+        f"<title>{esc(_title(record))}</title><style>",
+        "body{font-family:'Noto Sans CJK TC','AR PL UMing TW',sans-serif;max-width:60em;margin:2em auto}",
+        "table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #999;padding:2px 6px;font-size:90%}",
+        ".sim{color:#b00;font-size:160%;font-weight:bold;border:3px solid #b00;padding:.3em;text-align:center}",
+        ".verdict{font-size:220%;font-weight:bold}.pass{color:#060}.fail{color:#b00}.inconclusive{color:#a60}",
+        "@page{size:A4}@media print{.sim{position:running(x)}}</style></head><body>",
+    ]
+    if simulated:
+        parts.append("<div class='sim'>SIMULATED SESSION — NOT A TEST OF A REAL INSTRUMENT</div>")
+    verdict = str(cert["verdict"])
+    parts.append(f"<h1>{esc(cert['lab']['name'])}</h1><h2>{esc(_title(record))}</h2>")
+    parts.append(f"<p class='verdict {esc(verdict)}'>{esc(verdict.upper())}</p>")
+    for block in certificate_blocks(record):
+        parts.append(f"<h3>{esc(block.title)}</h3>")
+        if block.kind == "text":
+            parts.append(f"<p>{esc(block.text)}</p>")
+        elif block.kind == "pairs":
+            parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in block.rows))
+            parts.append("</table>")
+        else:
+            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
+            body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+    parts.append(_qr(record["verification_code"]).svg_inline(scale=4, title="verification code"))
+    parts.append(f"<p>{esc(record['verification_code'])}</p></body></html>\n")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- PDF
+
+
+def find_cjk_font() -> tuple[Path, int]:
+    """(font file, TTC face index) of a TrueType font with Chinese and Latin glyphs; ConfigError if none."""
+    override = os.environ.get(FONT_ENV)
+    candidates = ((override, None),) if override else _FONT_CANDIDATES
+    from reportlab.pdfbase.ttfonts import TTFError, TTFontFile
+
+    for path, face in candidates:
+        if not Path(path).is_file():
+            continue
+        for index in range(8 if path.lower().endswith(".ttc") else 1):
+            try:
+                font = TTFontFile(path, subfontIndex=index)
+            except (TTFError, OSError, IndexError):
+                break
+            if face is None or font.name == face:
+                return Path(path), index
+    looked = override or ", ".join(p for p, _ in _FONT_CANDIDATES)
+    raise ConfigError(
+        f"no TrueType font with Chinese glyphs found (looked for {looked}): apt-get install -y fonts-arphic-uming, "
+        f"or set {FONT_ENV} to a .ttf/.ttc file"
+    )
+
+
+@cache
+def _register_font() -> str:
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    path, index = find_cjk_font()
+    pdfmetrics.registerFont(TTFont(_FONT_NAME, str(path), subfontIndex=index))
+    return _FONT_NAME
+
+
+def _reportlab():
+    try:
+        import reportlab  # noqa: F401
+    except ImportError:
+        raise ConfigError("certificates need the 'reportlab' package: pip install 'meterbench[cert]'") from None
+
+
+def render_pdf(record: Mapping[str, Any]) -> bytes:
+    """The PDF certificate (A4), deterministic for the same record (reportlab invariant mode)."""
+    _reportlab()
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    font = _register_font()
+    cert = record["certificate"]
+    simulated = cert["session"]["simulated"]
+    base = ParagraphStyle("base", fontName=font, fontSize=7.5, leading=9.2, wordWrap="CJK")
+    small = ParagraphStyle("small", parent=base, fontSize=6, leading=7.2)
+    heading = ParagraphStyle("heading", parent=base, fontSize=9.5, leading=12, spaceBefore=4)
+    big = ParagraphStyle("big", parent=base, fontSize=15, leading=19)
+    verdict_colour = {"pass": colors.HexColor("#006600"), "fail": colors.HexColor("#bb0000")}.get(
+        str(cert["verdict"]), colors.HexColor("#aa6600")
+    )
+    verdict_style = ParagraphStyle("verdict", parent=base, fontSize=22, leading=26, textColor=verdict_colour)
+
+    def para(text: str, style: ParagraphStyle = base) -> Paragraph:
+        return Paragraph(html.escape(str(text)), style)
+
+    class QrCode(Flowable):
+        def __init__(self, code: str, size: float) -> None:
+            super().__init__()
+            self.matrix = _qr(code).matrix
+            self.width = self.height = size
+
+        def draw(self) -> None:
+            modules = len(self.matrix) + 8  # 4-module quiet zone each side
+            step = self.width / modules
+            self.canv.setFillColor(colors.black)
+            for y, row in enumerate(self.matrix):
+                for x, dark in enumerate(row):
+                    if dark:
+                        self.canv.rect((x + 4) * step, self.height - (y + 5) * step, step, step, stroke=0, fill=1)
+
+    width = A4[0] - 30 * mm
+    grid = TableStyle(
+        [
+            ("GRID", (0, 0), (-1, -1), 0.3, colors.grey),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LEFTPADDING", (0, 0), (-1, -1), 2),
+            ("RIGHTPADDING", (0, 0), (-1, -1), 2),
+            ("TOPPADDING", (0, 0), (-1, -1), 1),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+        ]
+    )
+    story: list[Any] = []
+    head = Table(
+        [
+            [
+                [
+                    para(cert["lab"]["name"], big),
+                    para(_title(record), heading),
+                    para(str(cert["verdict"]).upper(), verdict_style),
+                ],
+                QrCode(record["verification_code"], 28 * mm),
+            ]
+        ],
+        colWidths=[width - 30 * mm, 30 * mm],
+    )
+    story.append(head)
+    for block in certificate_blocks(record):
+        story.append(para(block.title, heading))
+        if block.kind == "text":
+            story.append(para(block.text, big if block.title == "Overall verdict" else base))
+            continue
+        style = small if block.title.startswith(("Input files", "Software")) else base
+        if block.kind == "pairs":
+            rows = [[para(k, style), para(v, style)] for k, v in block.rows]
+            widths: Sequence[float] = [45 * mm, width - 45 * mm]
+        else:
+            rows = [[para(h, style) for h in block.header]] + [[para(c, style) for c in row] for row in block.rows]
+            widths = _column_widths(block, width)
+        if rows:
+            table = Table(rows, colWidths=widths, repeatRows=0 if block.kind == "pairs" else 1)
+            table.setStyle(grid)
+            story.append(table)
+        story.append(Spacer(1, 1.5 * mm))
+
+    def decorate(canvas, doc) -> None:
+        canvas.saveState()
+        canvas.setFont(font, 6.5)
+        canvas.drawString(15 * mm, 8 * mm, f"{_title(record)} · {record['verification_code']} · page {doc.page}")
+        if simulated:
+            canvas.setFillColor(colors.HexColor("#bb0000"))
+            canvas.setFont(font, 14)
+            canvas.drawCentredString(A4[0] / 2, A4[1] - 9 * mm, "SIMULATED SESSION — NOT A TEST OF A REAL INSTRUMENT")
+        canvas.restoreState()
+
+    buffer = io.BytesIO()
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=14 * mm,
+        bottomMargin=13 * mm,
+        title=_title(record),
+        author=cert["lab"]["name"],
+        subject=f"meterbench certificate {record['verification_code']}",
+        creator=f"{cert['software'].get('version')}",
+        invariant=1,
+    )
+    doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
+    return buffer.getvalue()
+
+
+def _column_widths(block: Block, width: float) -> list[float]:
+    """Column widths (pt) of a table block: fixed shapes for the known tables, else equal."""
+    n = len(block.header)
+    if block.header[:2] == ("point", "reason"):
+        return [18 * 2.835, width - 18 * 2.835]
+    if block.header == ("file", "SHA-256"):
+        return [width * 0.34, width * 0.66]
+    if block.header and block.header[0] == "point" and n == 10:
+        share = [0.07, 0.09, 0.09, 0.1, 0.12, 0.12, 0.1, 0.09, 0.08, 0.14]
+        return [width * s for s in share]
+    return [width / n] * n
