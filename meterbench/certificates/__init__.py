@@ -35,7 +35,7 @@ from ._record import (
 )
 from ._register import AUDIT_FILE, LabRegister, RegisterEntry, audit_problems, register_gaps
 from ._render import FONT_ENV, Block, certificate_blocks, find_cjk_font, render_html, render_pdf
-from ._verify import Verdict, audit_verify, trusted_key, verify_code, verify_file
+from ._verify import Verdict, audit_verify, check_record_bytes, trusted_key, verify_code, verify_file
 
 __all__ = [
     "AUDIT_FILE",
@@ -62,6 +62,7 @@ __all__ = [
     "certificate_fields",
     "certify_run",
     "check_record",
+    "check_record_bytes",
     "code_from_digest",
     "decision_rule_statement",
     "find_cjk_font",

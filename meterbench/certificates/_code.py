@@ -46,7 +46,7 @@ def parse_code(text: str) -> str:
         if char not in _DECODE:
             raise ValueError(f"character {position} {char!r} is not a Crockford base32 character")
         value = value * 32 + _DECODE[char]
-    check = compact[-1]
+    check = {"O": "0", "I": "1", "L": "1"}.get(compact[-1], compact[-1])
     if check not in _CHECK_SYMBOLS:
         raise ValueError(f"check character {check!r} is not one of 0-9, A-Z (no I, L, O), *, ~, $, =, U")
     if check != _check_symbol(value):

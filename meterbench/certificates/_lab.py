@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import tomllib
 from dataclasses import dataclass
@@ -148,8 +149,9 @@ def parse_lab(data: dict[str, Any], path: Path) -> Lab:
     for i, item in enumerate(standards):
         due = item["due_date"]
         if not isinstance(due, dt.date) or isinstance(due, dt.datetime):
+            got = json.dumps(due) if isinstance(due, str) else f"a {type(due).__name__}"
             problems.append(
-                f"{label}: reference_standards[{i}].due_date: expected a TOML date (YYYY-MM-DD, unquoted), got {due!r}"
+                f"{label}: reference_standards[{i}].due_date: expected a TOML date (YYYY-MM-DD, unquoted), got {got}"
             )
     for table in ("benches", "technicians", "reference_standards"):
         problems += _duplicates(data[table], table, label)

@@ -24,7 +24,7 @@ from ._lab import Lab, load_lab
 from ._record import RECORD_FORMAT, check_record, summary_line
 from ._register import LabRegister, register_gaps
 
-__all__ = ["Verdict", "audit_verify", "trusted_key", "verify_code", "verify_file"]
+__all__ = ["Verdict", "audit_verify", "check_record_bytes", "trusted_key", "verify_code", "verify_file"]
 
 _MAX_FILE_BYTES = 256 * 1024 * 1024
 _PDF_CODE = re.compile(rb"meterbench certificate ([0-9A-Z*~$=]{5}-[0-9A-Z]{5}-[0-9A-Z*~$=U])\)")
@@ -70,8 +70,8 @@ def _check(record: Any, key: PublicKey | None) -> str:
     return check_record(record, key.verify if key else None, key.fingerprint if key else None)
 
 
-def _check_record_bytes(raw: bytes, key: PublicKey | None) -> tuple[dict | None, str]:
-    """(record, reason) of a record file's bytes; reason "" when valid."""
+def check_record_bytes(raw: bytes, key: PublicKey | None) -> tuple[dict | None, str]:
+    """(record, reason) of a record file's bytes, reason "" when valid: the record's checks, then its exact bytes."""
     try:
         record = strict_json_loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -110,7 +110,7 @@ def _verify_document(path: Path, raw: bytes, code: str | None, key: PublicKey | 
     record_path, why = _record_for_document(path, code, lab)
     if record_path is None:
         return _not_valid(f"{path.name}: {why}")
-    record, reason = _check_record_bytes(_read(record_path), key)
+    record, reason = check_record_bytes(_read(record_path), key)
     if reason:
         return _not_valid(f"{record_path.name}: {reason}")
     assert record is not None
@@ -133,7 +133,7 @@ def _verify_report(path: Path, raw: bytes, report: dict, key: PublicKey | None, 
     digest = sha256_hex(raw)
     verdicts, seen = [], set()
     for candidate in candidates:
-        record, reason = _check_record_bytes(_read(candidate), key)
+        record, reason = check_record_bytes(_read(candidate), key)
         if not isinstance(record, dict) or (record.get("certificate") or {}).get("session", {}).get("id") != session:
             continue
         number = record["certificate"].get("number")
@@ -176,7 +176,7 @@ def verify_file(path: Path, public_key: Path | None = None, lab_path: Path | Non
     if isinstance(data, dict) and data.get("format") == "meterbench-report":
         return _verify_report(path, raw, data, key, lab)
     if isinstance(data, dict) and data.get("format") == RECORD_FORMAT:
-        _, reason = _check_record_bytes(raw, key)
+        _, reason = check_record_bytes(raw, key)
         return [_not_valid(f"{path.name}: {reason}") if reason else Verdict(True, "valid: " + summary_line(data))]
     return [_not_valid(f"{path.name}: not a certificate record or report.json (no known 'format')")]
 
@@ -194,7 +194,7 @@ def verify_code(code: str, lab_path: Path | None, public_key: Path | None = None
     stored = LabRegister(lab.records).find_code(normalized)
     if stored is None:
         return _not_valid(f"verification code {normalized} was not issued by {lab.name} (not in its register)")
-    record, reason = _check_record_bytes(_read(stored), key)
+    record, reason = check_record_bytes(_read(stored), key)
     if reason:
         return _not_valid(f"{stored.name}: {reason}")
     assert record is not None
