@@ -203,6 +203,40 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if intact else 1
 
 
+def _cmd_layout_propose(args: argparse.Namespace) -> int:
+    from meterbench.vision.propose import parse_dial_litres, write_proposal
+
+    dial_litres = parse_dial_litres(args.dial_litres) if args.dial_litres is not None else None
+    proposal = write_proposal(
+        Path(args.image),
+        Path(args.out),
+        overlay_path=Path(args.overlay) if args.overlay else None,
+        wheel_litres=args.wheel_litres,
+        dial_litres=dial_litres,
+    )
+    for note in proposal.notes:
+        print(f"layout propose: {note}", file=sys.stderr)
+    for line in proposal.unsure_lines():
+        print(f"layout propose: unsure: {line}", file=sys.stderr)
+    print(f"{args.out}: {len(proposal.elements)} elements, {len(proposal.unsure_lines())} unsure")
+    return 0
+
+
+def _cmd_layout_teach(args: argparse.Namespace) -> int:
+    from meterbench.verify.teach import teach_session
+
+    result = teach_session(Path(args.session), args.instrument, Path(args.out))
+    for e in result.elements:
+        state = "applied" if e.applied else "not applied"
+        print(
+            f"{e.name}: offset {e.offset_steps:+.3f} step ({state}; {e.frames} frames, "
+            f"SE {e.standard_error_steps:.3f}; {e.reason})",
+            file=sys.stderr,
+        )
+    print(f"{args.out}: taught from {result.frames_used} of {result.frames_read} frames")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command; each argument has a help line and shows its default."""
     parser = argparse.ArgumentParser(
@@ -307,6 +341,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", metavar="LOG", help="audit.jsonl of the lab's register")
     p.add_argument("--public-key", metavar="PUB", help="the lab's public key: check every entry's signature too")
     p.add_argument("--lab", metavar="LAB.toml", help="the lab file: its key, and its stored records against the log")
+
+    p = command("layout", None, "propose a register layout from a photo, or teach one from a bench run")
+    layout_sub = p.add_subparsers(dest="layout_command", required=True, metavar="ACTION")
+    q = layout_sub.add_parser(
+        "propose", help="propose a marker-free layout from one photo of the register", formatter_class=_HelpFormatter
+    )
+    q.set_defaults(func=_cmd_layout_propose)
+    q.add_argument("image", metavar="IMAGE", help="photo of the register, as the fixed camera sees it")
+    q.add_argument(
+        "--out", required=True, metavar="LAYOUT.json", help="layout to write; the photo is copied next to it"
+    )
+    q.add_argument("--overlay", metavar="OVERLAY.png", help="write the photo with the proposed elements drawn on it")
+    q.add_argument(
+        "--wheel-litres",
+        type=_positive_float,
+        metavar="L",
+        help="litres of one step of the lowest black wheel (1000 for m³; default: assumed 1000)",
+    )
+    q.add_argument(
+        "--dial-litres",
+        metavar="L,L,...",
+        help="litres of one division of each dial, coarse to fine (e.g. 100,10,1,0.1; default: assumed decades)",
+    )
+    q = layout_sub.add_parser(
+        "teach", help="teach a layout's element offsets from a recorded bench run", formatter_class=_HelpFormatter
+    )
+    q.set_defaults(func=_cmd_layout_teach)
+    q.add_argument("session", metavar="SESSION", help="recorded session folder of the meter type's first run")
+    q.add_argument("--instrument", required=True, metavar="ID", help="the instrument whose register to teach")
+    q.add_argument("--out", required=True, metavar="LAYOUT.json", help="taught layout to write (never overwritten)")
 
     p = command("doctor", _cmd_doctor, "check the installation and the bench's devices")
     p.add_argument("--config", metavar="BENCH.toml", help="bench configuration whose devices to check")
