@@ -37,7 +37,9 @@ CHECK_RMS_PX = 0.7  # plate px: above this, look for one inconsistent marker
 SEARCH_PAD_MIN_PX = 10.0  # camera px around a marker's expected place (tracking)
 SEARCH_PAD_FRACTION = 0.4  # ... or this fraction of its size, whichever is larger
 WINDOW_CLEARANCE_PX = 3.0  # a tracked marker closer than this to its window edge is redone
-MAX_PREDICT_PX = 4.0  # plate px: a marker the other three place further off is bad
+MAX_PREDICT_PX = 4.0  # plate px: a marker the other three place further off may be bad ...
+DROP_RMS_RATIO = 0.5  # ... and is dropped only if the other three then fit this much better
+DETECTORS = ("tuned", "default", "wide")  # parameter sets tried in turn until every marker is found
 _HALF = np.array([0.5, 0.5])  # pixel-centre <-> pixel-edge coordinates
 
 
@@ -129,13 +131,27 @@ def element_crop_box(
     return (x - wheel_margin * w, y - wheel_margin * h, w * (1 + 2 * wheel_margin), h * (1 + 2 * wheel_margin))
 
 
-def _detector_parameters() -> cv2.aruco.DetectorParameters:
-    """Tuned for ~25–80 px markers in a 640×360 frame: one threshold window
-    (instead of three) and sub-pixel corners; ~1.5 ms per frame on one core."""
+def _detector_parameters(kind: str = "tuned") -> cv2.aruco.DetectorParameters:
+    """ArUco detector parameters, both with sub-pixel corners.
+
+    "tuned": for ~25–80 px markers in a 640×360 frame, one threshold window
+    (instead of three); ~1.5 ms per frame on one core, but it misses small
+    blurred markers.  "default": OpenCV's defaults (three threshold windows,
+    3..23 px), which find those (benchmarks/aruco.py); ~2× slower, so tried
+    only for the markers the tuned set missed.  "wide": six windows, 3..33 px,
+    for markers blurred over ~2 px (~4 ms), tried last.
+    """
     params = cv2.aruco.DetectorParameters()
-    params.adaptiveThreshWinSizeMin = 9
-    params.adaptiveThreshWinSizeMax = 9
-    params.minMarkerPerimeterRate = 0.05
+    if kind == "tuned":
+        params.adaptiveThreshWinSizeMin = 9
+        params.adaptiveThreshWinSizeMax = 9
+        params.minMarkerPerimeterRate = 0.05
+    elif kind == "wide":
+        params.adaptiveThreshWinSizeMin = 3
+        params.adaptiveThreshWinSizeMax = 33
+        params.adaptiveThreshWinSizeStep = 6
+    elif kind != "default":
+        raise ValueError(f"detector parameters: expected one of {DETECTORS}, got {kind!r}")
     params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
     params.cornerRefinementWinSize = 3
     return params
@@ -180,7 +196,13 @@ class MarkerAligner:
 
     `max_rms_px`: plate px; a corner fit worse than this fails.  `max_predict_px`:
     plate px; with 4 markers, one that the other three place further off than
-    this is dropped.  `min_markers`: markers needed (default 3 of 4).
+    this is dropped, if the other three then fit `drop_rms_ratio` times better
+    (a displaced marker; noisy corners of small blurred markers spread over all
+    four, and dropping one of them would only move the boxes: all four kept).
+    `min_markers`: markers needed (default 3 of 4).  `detectors`: parameter sets
+    tried in turn ("tuned", "default", "wide"), the later ones only for markers
+    the earlier ones missed.  `scale_limits`: limits scaled for plates seen
+    smaller than 1:1 (see `fit`).
     """
 
     def __init__(
@@ -191,9 +213,16 @@ class MarkerAligner:
         max_predict_px: float = MAX_PREDICT_PX,
         check_rms_px: float = CHECK_RMS_PX,
         min_markers: int = MIN_MARKERS,
+        drop_rms_ratio: float = DROP_RMS_RATIO,
+        detectors: tuple[str, ...] = DETECTORS,
+        scale_limits: bool = True,
     ) -> None:
         dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, layout.marker_dictionary))
-        self._detector = cv2.aruco.ArucoDetector(dictionary, _detector_parameters())
+        if not detectors:
+            raise ValueError(f"MarkerAligner: detectors: expected some of {DETECTORS}, got none")
+        self._detectors = [cv2.aruco.ArucoDetector(dictionary, _detector_parameters(k)) for k in detectors]
+        self.drop_rms_ratio = drop_rms_ratio
+        self.scale_limits = scale_limits
         self._plate_corners = {m.id: np.array(m.corners_px, np.float64) for m in layout.markers}
         self.max_rms_px = max_rms_px
         self.max_predict_px = max_predict_px
@@ -216,7 +245,17 @@ class MarkerAligner:
         return self._detect_in(grey)
 
     def _detect_in(self, grey: np.ndarray) -> dict[int, np.ndarray]:
-        corners, ids, _ = self._detector.detectMarkers(grey)
+        """Markers found by the first parameter set, completed by the next ones."""
+        found: dict[int, np.ndarray] = {}
+        for detector in self._detectors:
+            for marker_id, corners in self._detect_with(detector, grey).items():
+                found.setdefault(marker_id, corners)
+            if len(found) == len(self._plate_corners):
+                break
+        return found
+
+    def _detect_with(self, detector: cv2.aruco.ArucoDetector, grey: np.ndarray) -> dict[int, np.ndarray]:
+        corners, ids, _ = detector.detectMarkers(grey)
         if ids is None:
             return {}
         flat = [int(i) for i in ids.ravel()]
@@ -286,7 +325,11 @@ class MarkerAligner:
         When the fit residual exceeds `check_rms_px` (good frames: 0.3–0.5 px) and
         4 markers are found, each one is predicted from the other three; a marker
         predicted more than `max_predict_px` away is dropped (a projective fit to
-        all 4 absorbs most of a displaced marker, leaving only a small residual).
+        all 4 absorbs most of a displaced marker, leaving only a small residual)
+        if the other three then fit `drop_rms_ratio` times better.  All limits are
+        plate px at a plate seen at least 1:1; a plate seen smaller (small markers,
+        each camera px covering several plate px) gets them scaled by that ratio,
+        as its corners cannot be found better than to a camera pixel.
         """
         expected = sorted(self._plate_corners)
         missing = tuple(i for i in expected if i not in found)
@@ -298,14 +341,20 @@ class MarkerAligner:
             )
             return PlateAlignment(None, tuple(sorted(found)), missing, message=what)
         used = tuple(sorted(found))
+        scale = self._plate_px_per_camera_px(found) if self.scale_limits else 1.0
+        max_rms = self.max_rms_px * scale
         homography, rms = self._fit_ids(found, used)
-        dropped = self._worst_marker(found, used) if rms > self.check_rms_px else None
+        dropped = self._worst_marker(found, used, scale) if rms > self.check_rms_px * scale else None
         if dropped is not None:
-            used = tuple(i for i in used if i != dropped)
-            homography, rms = self._fit_ids(found, used)
-        if homography is None or rms > self.max_rms_px:
+            fewer = tuple(i for i in used if i != dropped)
+            homography_fewer, rms_fewer = self._fit_ids(found, fewer)
+            if homography_fewer is not None and rms_fewer <= self.drop_rms_ratio * rms:
+                used, homography, rms = fewer, homography_fewer, rms_fewer
+            else:
+                dropped = None  # noisy all over, not one displaced marker: keep all four
+        if homography is None or rms > max_rms:
             return PlateAlignment(
-                None, used, missing, rms, f"markers inconsistent (fit residual {rms:.2f} px > {self.max_rms_px:.2f} px)"
+                None, used, missing, rms, f"markers inconsistent (fit residual {rms:.2f} px > {max_rms:.2f} px)"
             )
         notes = [f"marker {i} missing" for i in missing]
         if dropped is not None:
@@ -313,8 +362,20 @@ class MarkerAligner:
             missing = missing + (dropped,)
         return PlateAlignment(homography, used, missing, rms, "; ".join(notes))
 
-    def _worst_marker(self, found: dict[int, np.ndarray], ids: tuple[int, ...]) -> int | None:
-        """The marker the others place more than `max_predict_px` off (None if none)."""
+    def _plate_px_per_camera_px(self, found: dict[int, np.ndarray]) -> float:
+        """How many plate px one camera px spans at the markers (≥ 1: never tighter than the limits)."""
+        camera_side = np.mean([np.linalg.norm(np.diff(c, axis=0, append=c[:1]), axis=1).mean() for c in found.values()])
+        plate_side = np.mean(
+            [
+                np.linalg.norm(np.diff(c, axis=0, append=c[:1]), axis=1).mean()
+                for i, c in self._plate_corners.items()
+                if i in found
+            ]
+        )
+        return max(1.0, float(plate_side / max(camera_side, 1e-9)))
+
+    def _worst_marker(self, found: dict[int, np.ndarray], ids: tuple[int, ...], scale: float = 1.0) -> int | None:
+        """The marker the others place more than `max_predict_px` × `scale` off (None if none)."""
         if len(ids) - 1 < max(self.min_markers, 3):
             return None
         errors = {}
@@ -327,7 +388,7 @@ class MarkerAligner:
         if not errors:
             return None
         worst = max(errors, key=errors.get)
-        return worst if errors[worst] > self.max_predict_px else None
+        return worst if errors[worst] > self.max_predict_px * scale else None
 
     def _fit_ids(self, found: dict[int, np.ndarray], ids: tuple[int, ...]) -> tuple[np.ndarray | None, float]:
         camera_pts = np.concatenate([found[i] for i in ids])
