@@ -161,7 +161,7 @@ def _write_new_files(files: dict[Path, bytes]) -> None:
     except OSError as exc:
         for path in done:
             path.unlink(missing_ok=True)
-        where = exc.filename if isinstance(exc, FileExistsError) else next(iter(files)).parent
+        where = (exc.filename2 or exc.filename) if isinstance(exc, FileExistsError) else next(iter(files)).parent
         raise OutputError(f"{where}: cannot write the certificate: {exc.strerror or exc}") from None
     finally:
         for tmp in temps:

@@ -45,7 +45,7 @@ def _edited(lab, old: str, new: str) -> str:
         (
             "due_date = 2027-06-30",
             'due_date = "2027-06-30"',
-            "reference_standards[0].due_date: expected a TOML date (YYYY-MM-DD, unquoted), got \"2027-06-30\"",
+            'reference_standards[0].due_date: expected a TOML date (YYYY-MM-DD, unquoted), got "2027-06-30"',
         ),
         (
             "due_date = 2027-06-30",
@@ -70,7 +70,7 @@ def _edited(lab, old: str, new: str) -> str:
         ('place = "Fictional City"', 'plaice = "Fictional City"', "lab.plaice: unknown key"),
         (
             "[[reference_standards]]",
-            "[[technicians]]\nid = \"tech-01\"\nname = \"Other\"\n\n[[reference_standards]]",
+            '[[technicians]]\nid = "tech-01"\nname = "Other"\n\n[[reference_standards]]',
             "technicians[1].id: 'tech-01' is used twice",
         ),
     ],
@@ -86,7 +86,7 @@ def test_key_fingerprint_must_be_32_hex_digits(lab):
     message = _edited(lab, f'key_fingerprint = "{lab.fingerprint}"', 'key_fingerprint = "abc"')
     assert (
         message
-        == f"{lab.toml}: lab.key_fingerprint: expected the 32 hex digits printed by `meterbench keygen` (colons allowed), got \"abc\""
+        == f'{lab.toml}: lab.key_fingerprint: expected the 32 hex digits printed by `meterbench keygen` (colons allowed), got "abc"'
     )
 
 
