@@ -31,6 +31,7 @@ from meterbench.vision.layout import RegisterLayout
 
 __all__ = [
     "MIN_OFFSET_STEPS",
+    "TEACH_MAX_RESIDUAL",
     "ElementTeaching",
     "TeachResult",
     "self_taught_reason",
@@ -38,7 +39,8 @@ __all__ = [
     "teach_offsets",
 ]
 
-MIN_OFFSET_STEPS = 0.02  # steps: smaller offsets are below the models' tenth classes' resolution, not applied
+MIN_OFFSET_STEPS = 0.05  # steps: half a tenth class of the models; smaller offsets are within their quantisation
+TEACH_MAX_RESIDUAL = 0.5  # steps: wider than the reader's 0.35, so an offset near it is still seen whole
 SIGNIFICANCE = 3.0  # an offset is applied when it exceeds this many standard errors
 MIN_FRAMES = 20
 BLOCKS = 8  # the standard error comes from the spread of the medians of this many blocks of frames
@@ -133,33 +135,33 @@ def _standard_error(residuals: np.ndarray) -> float:
 
 
 def _carry_check(layout: RegisterLayout, values: np.ndarray, reference_l: np.ndarray, index: int) -> dict:
-    """Element `index` against the one below over whole turns: the lower element's 9 -> 0 wraps
-    counted on consecutive usable frames, the upper element's digit changes on the same frames,
-    and the turns the reference track says passed (a check, not a fit: any meter error of a few
-    % leaves the counts equal)."""
-    lower_lpt = layout.elements[index + 1].litres_per_turn
-    both = np.isfinite(values[:, index]) & np.isfinite(values[:, index + 1]) & np.isfinite(reference_l)
-    rows = np.flatnonzero(both)
-    wraps = steps = 0
-    pairs = 0
+    """Element `index` against the one below over whole turns.
+
+    Between consecutive frames where the lower element stands clear of its 9 -> 0 roll-over (so
+    the upper digit is unambiguous), the upper digit must advance by as many steps as the lower
+    element made whole turns; those turns come from the lower element's two readings and the
+    reference advance between the frames (less than one turn, so a meter error of a few % cannot
+    change the count).  A check, not a fit: nothing here is taught from the reference."""
+    upper, lower = layout.elements[index], layout.elements[index + 1]
+    u, lo = values[:, index], values[:, index + 1]
+    clean = np.isfinite(u) & np.isfinite(lo) & np.isfinite(reference_l) & (lo >= 0.5) & (lo <= 8.5)
+    rows = np.flatnonzero(clean)
+    pairs = disagree = steps = 0
     for a, b in zip(rows, rows[1:], strict=False):
-        advance_turns = (reference_l[b] - reference_l[a]) / lower_lpt
-        if not 0 <= advance_turns < 0.4:  # the lower element must move less than half a turn between frames
+        advance = (reference_l[b] - reference_l[a]) / lower.litres_per_turn * 10.0  # lower steps
+        if not 0.0 <= advance < 9.0:
             continue
+        turns = int(round((lo[a] + advance - lo[b]) / 10.0))
+        digit_a = resolve_digit(upper.coupling, u[a], lo[a])[0]
+        digit_b = resolve_digit(upper.coupling, u[b], lo[b])[0]
         pairs += 1
-        lower_a, lower_b = values[a, index + 1], values[b, index + 1]
-        wraps += int(lower_b < lower_a - 5.0)
-        coupling = layout.elements[index].coupling
-        digit_a = resolve_digit(coupling, values[a, index], lower_a)[0]
-        digit_b = resolve_digit(coupling, values[b, index], lower_b)[0]
-        steps += int(digit_a != digit_b)
-    expected = (reference_l[rows[-1]] - reference_l[rows[0]]) / lower_lpt if rows.size else 0.0
+        steps += (digit_b - digit_a) % 10
+        disagree += int((digit_b - digit_a) % 10 != turns % 10)
     return {
         "frame_pairs": pairs,
-        "lower_wraps": wraps,
         "upper_steps": int(steps),
-        "reference_turns_of_lower": round(float(expected), 3),
-        "agree": bool(pairs > 0 and wraps == steps),
+        "disagreeing_pairs": int(disagree),
+        "agree": None if pairs == 0 else disagree == 0,
     }
 
 
@@ -170,7 +172,7 @@ def teach_offsets(
     reference_l: np.ndarray,
     *,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    max_residual: float = DEFAULT_MAX_RESIDUAL,
+    max_residual: float = TEACH_MAX_RESIDUAL,
     min_frames: int = MIN_FRAMES,
 ) -> TeachResult:
     """Offsets (steps) of every element from a run's raw readings.
@@ -234,10 +236,13 @@ def teach_offsets(
             continue
         frames, offset, applied, se, iqr, reason = teachings[i]  # type: ignore[misc]
         seen = np.isfinite(before[:, i])
-        consistent_before = float(np.mean(np.abs(before[seen, i]) <= max_residual)) if seen.any() else float("nan")
+        # consistency as the reader judges it (its own residual limit), before and after the offsets
+        consistent_before = (
+            float(np.mean(np.abs(before[seen, i]) <= DEFAULT_MAX_RESIDUAL)) if seen.any() else float("nan")
+        )
         seen_after = np.isfinite(after[:, i])
         consistent_after = (
-            float(np.mean(np.abs(after[seen_after, i]) <= max_residual)) if seen_after.any() else float("nan")
+            float(np.mean(np.abs(after[seen_after, i]) <= DEFAULT_MAX_RESIDUAL)) if seen_after.any() else float("nan")
         )
         out.append(
             ElementTeaching(
