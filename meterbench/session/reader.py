@@ -155,7 +155,7 @@ def _cross_problems(manifest: dict[str, Any], folder: Path) -> list[str]:
                 f"entry of devices[], got {short(device)}"
             )
     problems += _bench_kind_problems(manifest, units, points)
-    problems += _file_problems(folder, cameras, devices)
+    problems += _file_problems(folder, cameras, devices, units)
     return problems
 
 
@@ -190,7 +190,12 @@ def _bench_kind_problems(
     return problems
 
 
-def _file_problems(folder: Path, cameras: list[tuple[int, dict]], devices: list[tuple[int, dict]]) -> list[str]:
+def _file_problems(
+    folder: Path,
+    cameras: list[tuple[int, dict]],
+    devices: list[tuple[int, dict]],
+    units: list[tuple[str, int, dict]] = (),
+) -> list[str]:
     """Every file or folder the manifest names must exist in the session folder (a FIFO, a device,
     a link leading out or a file over its size cap is found when it is opened, and stays local
     to its camera or device)."""
@@ -202,6 +207,11 @@ def _file_problems(folder: Path, cameras: list[tuple[int, dict]], devices: list[
             (f"cameras[{i}].frame_times", camera.get("frame_times"), False),
         ]
     wanted += [(f"devices[{i}].log", device.get("log"), False) for i, device in devices]
+    for key, i, unit in units:  # the reference photo of a marker-free register layout
+        register = unit.get("register")
+        reference = register.get("reference") if isinstance(register, dict) else None
+        if isinstance(reference, dict):
+            wanted.append((f"{key}[{i}].register.reference.image", reference.get("image"), False))
     problems = []
     for where, relpath, is_dir in wanted:
         if not isinstance(relpath, str) or relpath.startswith("/") or ".." in relpath.split("/"):
@@ -766,6 +776,30 @@ class Session:
         """The stretches of ``device_id``'s log that cannot be trusted (reads the log if not read yet)."""
         self.device_events(device_id)
         return list(self._gaps[device_id])
+
+    def reference_image(self, relpath: str) -> np.ndarray:
+        """The reference photo ``relpath`` of a marker-free register layout (BGR uint8), read like
+        every input (inside the session, size cap, hashed, checked against hashes.json).
+
+        SessionError naming the file when it cannot be read, was changed, or is not an image.
+        """
+        import cv2
+
+        where = f"register.reference.image {short(relpath)}"
+        if relpath.startswith("/") or ".." in relpath.split("/"):
+            raise SessionError([f"{where}: expected a path inside the session folder"], self.path)
+        try:
+            data, changed = self._files.read(relpath, MAX_IMAGE_BYTES)
+        except UnsafeFile as exc:
+            raise SessionError([f"{where}: {exc}"], self.path) from None
+        except OSError as exc:
+            raise SessionError([f"{where}: cannot be read ({exc.strerror or exc})"], self.path) from None
+        if changed is not None:
+            raise SessionError([f"{where}: {changed}; the register is not read against it"], self.path)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        if image is None:
+            raise SessionError([f"{where}: not a readable PNG or JPEG image"], self.path)
+        return image
 
     def file_hashes(self) -> dict[str, str]:
         """SHA-256 (hex) of every input file read so far, from the very bytes read, keyed by relative

@@ -452,6 +452,35 @@ def _encode_params(image_format: str, quality: int) -> list[int]:
     raise ValueError(f"image_format: expected 'jpg' or 'png', got {image_format!r}")
 
 
+def reference_image_path(camera_id: str) -> str:
+    """Where a session keeps the reference photo of a camera's marker-free register layout."""
+    return f"cameras/{camera_id}-reference.png"
+
+
+def _encode_png(image: np.ndarray, camera_id: str) -> bytes:
+    import cv2
+
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(
+            f"reference_images[{camera_id!r}]: expected an H×W[×3] uint8 image, got {type(image).__name__}"
+        )
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"reference_images[{camera_id!r}]: cannot be encoded as PNG")
+    return data.tobytes()
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a synced temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 class SessionRecorder:
     """Writer of one session folder; create it with :meth:`SessionRecorder.create`.
 
@@ -479,6 +508,7 @@ class SessionRecorder:
         manifest: dict[str, Any],
         *,
         fsync_interval_s: float = _DEFAULT_FSYNC_INTERVAL_S,
+        reference_images: dict[str, np.ndarray] | None = None,
     ) -> SessionRecorder:
         """Create the session folder ``out_dir`` and write ``manifest`` as session.json.
 
@@ -487,6 +517,9 @@ class SessionRecorder:
         ``devices`` given here are templates: each appears in session.json
         only when its writer is opened, so session.json never names a file
         that does not exist yet.
+        ``reference_images`` (camera id -> BGR image): the reference photos of
+        marker-free register layouts, written as ``cameras/<camera_id>-reference.png``
+        before session.json (whose layouts name them) so the session stays self-contained.
         ``fsync_interval_s`` bounds what a power loss may cost (a kill -9 costs
         at most the line being written, whatever it is).
         """
@@ -511,8 +544,14 @@ class SessionRecorder:
         problems = schema_problems("session.json", {**manifest, "cameras": [], "devices": []}, "session-v1.json")
         if problems:  # checked before anything is created
             raise SessionError(problems, path)
+        encoded = {
+            _check_id("reference_images", camera_id): _encode_png(image, camera_id)
+            for camera_id, image in (reference_images or {}).items()
+        }
         (path / "cameras").mkdir(parents=True, exist_ok=True)
         (path / "devices").mkdir(exist_ok=True)
+        for camera_id, data in encoded.items():
+            _write_bytes_atomic(path / reference_image_path(camera_id), data)
         recorder = cls(path, manifest, fsync_interval_s)
         recorder._write_manifest()
         _fsync_dir(path)

@@ -8,20 +8,54 @@ from 0 at the top, smeared over the exposure when `motion` is given.  The plate
 is then warped into the camera frame (fixed perspective + per-frame shake),
 lit unevenly, glared, blurred and given sensor noise.
 
-Deterministic for a given `rng` and call sequence; ~2–4 ms per 640×360 frame.
+Two render styles.  "classic" (the default): Hershey digits, one drum
+curvature, a glare blob anywhere in the frame (60 % of cameras), Gaussian
+noise.  "varied" (issue 17: what real registers show): digits in a TrueType
+font picked per register from the Debian fonts installed (DejaVu, Liberation,
+FreeFont; Pillow draws them), a stronger and varied drum curvature, varied red
+shades of the fraction wheels, a reflection fixed to the camera over one
+element for the whole session (`RenderStyle.glare_element`), and sensor noise
+on a Bayer mosaic (RGGB, shot + read noise, then demosaiced).
+
+Deterministic for a given `rng`, style and call sequence; ~2–4 ms per 640×360
+frame (classic), ~6 ms (varied).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from meterbench.errors import ConfigError
 from meterbench.vision.layout import RegisterElement, RegisterLayout
 
-__all__ = ["CameraModel", "RegisterRenderer"]
+__all__ = ["RENDER_STYLES", "CameraModel", "RegisterRenderer", "RenderStyle", "truetype_fonts"]
+
+RENDER_STYLES = ("classic", "varied")
+FONT_DIR = Path("/usr/share/fonts/truetype")
+# Bold and regular sans, serif and mono faces of the Debian font packages fonts-dejavu-core,
+# fonts-liberation and fonts-freefont-ttf (all free licences), as far as installed.
+TRUETYPE_FONTS = (
+    "dejavu/DejaVuSans-Bold.ttf",
+    "dejavu/DejaVuSans.ttf",
+    "dejavu/DejaVuSansCondensed-Bold.ttf",
+    "dejavu/DejaVuSansMono-Bold.ttf",
+    "dejavu/DejaVuSerif-Bold.ttf",
+    "dejavu/DejaVuSerifCondensed-Bold.ttf",
+    "liberation/LiberationSans-Bold.ttf",
+    "liberation/LiberationSans-Regular.ttf",
+    "liberation/LiberationSansNarrow-Bold.ttf",
+    "liberation/LiberationMono-Bold.ttf",
+    "liberation/LiberationSerif-Bold.ttf",
+    "freefont/FreeSansBold.ttf",
+    "freefont/FreeSans.ttf",
+    "freefont/FreeMonoBold.ttf",
+    "freefont/FreeSerifBold.ttf",
+)
 
 FONT = cv2.FONT_HERSHEY_DUPLEX
 DIGIT_PITCH = 0.8  # strip pitch between digits, fraction of the window height
@@ -149,14 +183,62 @@ def _glyph(
     return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _digit_strip(window_w: int, window_h: int, style: str) -> np.ndarray:
-    """Vertical strip of digits 0..9 (one turn), cell pitch DIGIT_PITCH × window height; float32."""
-    background, ink = WHEEL_STYLES[style]
+def truetype_fonts(font_dir: Path = FONT_DIR) -> list[Path]:
+    """The TrueType fonts of `TRUETYPE_FONTS` installed under `font_dir` (may be empty)."""
+    return [font_dir / name for name in TRUETYPE_FONTS if (font_dir / name).is_file()]
+
+
+def _truetype_glyphs(font_path: Path, glyph_h: int, max_w: int) -> list[np.ndarray]:
+    """Coverage masks (float32 0..1, glyph_h rows) of the digits 0..9 in a TrueType font, each
+    as wide as the font draws it at that height (a "1" is narrow), at most `max_w` px."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise ConfigError(
+            "render style 'varied': needs Pillow to draw TrueType digits (pip install pillow, or the [train] extra)"
+        ) from None
+    size = 4 * glyph_h
+    font = ImageFont.truetype(str(font_path), size)
+    masks = []
+    for d in range(10):
+        canvas = Image.new("L", (3 * size, 2 * size), 0)
+        ImageDraw.Draw(canvas).text((size // 2, size // 4), str(d), fill=255, font=font)
+        mask = np.asarray(canvas, np.uint8)
+        ys, xs = np.nonzero(mask)
+        mask = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        width = max(2, min(max_w, int(round(mask.shape[1] * glyph_h / mask.shape[0]))))
+        masks.append(cv2.resize(mask, (width, glyph_h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)
+    return masks
+
+
+def _digit_strip(
+    window_w: int,
+    window_h: int,
+    style: str,
+    *,
+    colours: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
+    font_path: Path | None = None,
+    glyph_height: float = DIGIT_HEIGHT,
+) -> np.ndarray:
+    """Vertical strip of digits 0..9 (one turn), cell pitch DIGIT_PITCH × window height; float32.
+
+    Hershey digits by default; with `font_path` the digits of that TrueType font, and
+    `colours` (background, ink) BGR instead of the style's."""
+    background, ink = colours if colours is not None else WHEEL_STYLES[style]
     pitch = int(round(DIGIT_PITCH * window_h))
-    glyph_h = int(round(DIGIT_HEIGHT * window_h))
+    glyph_h = int(round(glyph_height * window_h))
     glyph_w = int(round(0.62 * window_w))
     strip = np.empty((10 * pitch, window_w, 3), np.uint8)
     strip[:] = background
+    if font_path is not None:
+        masks = _truetype_glyphs(font_path, glyph_h, int(round(0.8 * window_w)))
+        bg, fg = np.array(background, np.float32), np.array(ink, np.float32)
+        for d, mask in enumerate(masks):
+            y = d * pitch + (pitch - glyph_h) // 2
+            x = (window_w - mask.shape[1]) // 2
+            cell = bg + (fg - bg) * mask[:, :, None]
+            strip[y : y + glyph_h, x : x + mask.shape[1]] = np.clip(cell + 0.5, 0, 255).astype(np.uint8)
+        return strip.astype(np.float32)
     for d in range(10):
         glyph = _glyph(str(d), glyph_w, glyph_h, ink, background)
         y = d * pitch + (pitch - glyph_h) // 2
@@ -165,25 +247,97 @@ def _digit_strip(window_w: int, window_h: int, style: str) -> np.ndarray:
     return strip.astype(np.float32)
 
 
-def _cylinder_rows(window_h: int, pitch: int) -> tuple[np.ndarray, np.ndarray]:
+def _cylinder_rows(
+    window_h: int, pitch: int, radius_fraction: float = CYLINDER_RADIUS, shade_power: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
     """Strip row offset (relative to the window centre) and shading factor per window row."""
-    radius = CYLINDER_RADIUS * window_h
+    radius = radius_fraction * window_h
     y = np.arange(window_h) + 0.5 - window_h / 2
     theta = np.arcsin(np.clip(y / radius, -0.999, 0.999))
     offset = radius * theta + pitch / 2
-    shade = np.cos(theta) ** 0.8
+    shade = np.cos(theta) ** shade_power
     return offset.astype(np.float32), shade.astype(np.float32)[:, None, None]
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How a register is drawn beyond its camera (see the module docstring).
+
+    `font_path` None: Hershey digits.  `drum_radius`: wheel radius / window height
+    (smaller = more curved), `drum_shade_power`: darkening towards the window's
+    edges.  `red_colours`: (background, ink) BGR of the red wheels (None: the
+    red-wheel style's).  `glare_element`: index of the element a reflection fixed
+    to the camera covers for the whole session, `glare_strength` 0..1 and
+    `glare_radius` (× the element's width in the frame); None: the camera's own
+    glare.  `bayer_noise`: sensor noise on an RGGB mosaic (read noise
+    `read_noise` grey levels, shot noise `shot_gain` × sqrt(signal)).
+    """
+
+    name: str = "classic"
+    font_path: Path | None = None
+    glyph_height: float = DIGIT_HEIGHT
+    drum_radius: float = CYLINDER_RADIUS
+    drum_shade_power: float = 0.8
+    red_colours: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+    glare_element: int | None = None
+    glare_strength: float = 0.0
+    glare_radius: float = 0.0
+    bayer_noise: bool = False
+    read_noise: float = 0.0
+    shot_gain: float = 0.0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def varied(cls, rng: np.random.Generator, layout: RegisterLayout, red_wheel_style: str) -> RenderStyle:
+        """A random real-looking style: font, drum, red shade, one glared element, Bayer noise."""
+        fonts = truetype_fonts()
+        if not fonts:
+            raise ConfigError(
+                f"render style 'varied': no TrueType font found under {FONT_DIR} "
+                "(apt-get install -y fonts-dejavu-core fonts-liberation fonts-freefont-ttf)"
+            )
+        font = fonts[int(rng.integers(len(fonts)))]
+        red = (int(rng.integers(20, 60)), int(rng.integers(20, 55)), int(rng.integers(150, 215)))
+        light = (int(rng.integers(215, 245)),) * 3
+        red_colours = (red, light) if red_wheel_style == "red" else (light, red)
+        return cls(
+            name="varied",
+            font_path=font,
+            glyph_height=float(rng.uniform(0.58, 0.72)),
+            drum_radius=float(rng.uniform(0.5, 0.58)),
+            drum_shade_power=float(rng.uniform(1.0, 2.0)),
+            red_colours=red_colours,
+            glare_element=int(rng.integers(len(layout.elements))),
+            glare_strength=float(rng.uniform(0.5, 0.85)),
+            glare_radius=float(rng.uniform(0.35, 0.6)),
+            bayer_noise=True,
+            read_noise=float(rng.uniform(1.0, 2.5)),
+            shot_gain=float(rng.uniform(0.15, 0.35)),
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (for truth.json)."""
+        return {
+            "name": self.name,
+            "font": self.font_path.name if self.font_path else "hershey",
+            "drum_radius": self.drum_radius,
+            "glare_element": self.glare_element,
+            "glare_strength": self.glare_strength,
+            "bayer_noise": self.bayer_noise,
+        }
 
 
 class _Wheel:
     """A digit wheel: its strip, window box and cylinder mapping (plate frame)."""
 
-    def __init__(self, element: RegisterElement, style: str):
+    def __init__(self, element: RegisterElement, style: str, render_style: RenderStyle | None = None):
         x, y, w, h = (int(round(v)) for v in element.box_px)
         self.box = (x, y, w, h)
-        self.strip = _digit_strip(w, h, style)
+        rs = render_style or RenderStyle()
+        colours = rs.red_colours if style != "black" else None
+        self.strip = _digit_strip(w, h, style, colours=colours, font_path=rs.font_path, glyph_height=rs.glyph_height)
         self.pitch = self.strip.shape[0] // 10
-        self.offset, self.shade = _cylinder_rows(h, self.pitch)
+        self.offset, self.shade = _cylinder_rows(h, self.pitch, rs.drum_radius, rs.drum_shade_power)
 
     def draw(self, plate: np.ndarray, position: float, motion: float) -> None:
         x, y, w, h = self.box
@@ -295,8 +449,11 @@ class RegisterRenderer:
         camera: CameraModel | None = None,
         label: str = "SIM-0001",
         red_wheel_style: str | None = None,
+        markers: bool = True,
+        style: str = "classic",
     ):
         self.layout = layout
+        self.markers = markers  # False: a plate without fiducials (read by a reference image)
         self.rng = rng
         self.camera = camera if camera is not None else CameraModel.random(rng, layout.plate_size_px)
         if red_wheel_style is None:
@@ -306,8 +463,13 @@ class RegisterRenderer:
                 f"RegisterRenderer: red_wheel_style: expected 'red' or 'red-on-white', got {red_wheel_style!r}"
             )
         self.red_wheel_style = red_wheel_style
+        if style not in RENDER_STYLES:
+            raise ConfigError(f"RegisterRenderer: style: expected one of {', '.join(RENDER_STYLES)}, got {style!r}")
+        self.style = RenderStyle.varied(rng, layout, red_wheel_style) if style == "varied" else RenderStyle()
         self._parts = [
-            _Wheel(e, "black" if e.colour == "black" else red_wheel_style) if e.kind == "wheel" else _Dial(e)
+            _Wheel(e, "black" if e.colour == "black" else red_wheel_style, self.style)
+            if e.kind == "wheel"
+            else _Dial(e)
             for e in layout.elements
         ]
         self._plate = self._draw_plate(label)
@@ -318,6 +480,7 @@ class RegisterRenderer:
         )
         centre_to_edge = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
         self._homography = np.linalg.inv(centre_to_edge) @ edge_homography @ centre_to_edge
+        self._glare_spec = self.camera.glare if self.style.glare_element is None else self._element_glare()
         self._background = self._draw_background()
         self._light = self._light_map()
         self._noise = self._noise_bank()
@@ -330,7 +493,7 @@ class RegisterRenderer:
         plate = np.empty((h, w, 3), np.uint8)
         plate[:] = PLATE_WHITE
         dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.layout.marker_dictionary))
-        for marker in self.layout.markers:
+        for marker in self.layout.markers if self.markers else ():
             corners = np.array(marker.corners_px)
             x0, y0 = np.round(corners.min(axis=0)).astype(int)
             x1, y1 = np.round(corners.max(axis=0)).astype(int)
@@ -399,18 +562,38 @@ class RegisterRenderer:
         rr = ((xx - fw / 2) ** 2 + (yy - fh / 2) ** 2) / ((fw / 2) ** 2 + (fh / 2) ** 2)
         gain = 0.95 * (1 + cam.light_gradient * u) * (1 - cam.vignette * rr)
         self._glare = None
-        if cam.glare is not None:
-            gx, gy, radius, strength = cam.glare
+        if self._glare_spec is not None:
+            gx, gy, radius, strength = self._glare_spec
             blob = np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius**2))
             self._glare = np.clip(255 * strength * blob, 0, 255).astype(np.uint8)
             self._glare = np.repeat(self._glare[:, :, None], 3, axis=2)
             gain = gain * (1 - 0.5 * strength * blob)  # glare washes out the contrast
         return np.repeat(np.clip(gain * 128, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
+    def _element_glare(self) -> tuple[float, float, float, float]:
+        """(x, y, radius px, strength) of a reflection over the style's glare element, in the frame."""
+        element = self.layout.elements[self.style.glare_element]
+        x, y, w, h = element.box_px
+        pts = np.array([[[x + w / 2, y + h / 2], [x, y + h / 2], [x + w, y + h / 2]]], np.float32)
+        edge = cv2.getPerspectiveTransform(
+            np.array(_plate_corners(self.layout), np.float32), np.array(self.camera.plate_corners_px, np.float32)
+        )
+        centre, left, right = cv2.perspectiveTransform(pts, edge)[0]
+        width_px = float(np.linalg.norm(right - left))
+        jitter = self.rng.normal(0.0, 0.1 * width_px, 2)
+        return (
+            float(centre[0] + jitter[0]),
+            float(centre[1] + jitter[1]),
+            self.style.glare_radius * width_px,
+            self.style.glare_strength,
+        )
+
     def _noise_bank(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """A few frames of Gaussian noise, split into (+, −) uint8 parts for saturating adds."""
         fw, fh = self.camera.frame_size_px
         bank = []
+        if self.style.bayer_noise:
+            return bank  # drawn per frame on the mosaic instead
         for _ in range(NOISE_BANK_FRAMES):
             noise = self.rng.normal(0, self.camera.noise_sigma, (fh + 16, fw + 16, 3))
             noise = np.clip(np.round(noise), -255, 255)
@@ -432,16 +615,22 @@ class RegisterRenderer:
             part.draw(plate, float(pos), float(move))
         return plate
 
-    def render(self, positions: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
+    def render(
+        self, positions: np.ndarray, motion: np.ndarray | None = None, *, plate_motion: np.ndarray | None = None
+    ) -> np.ndarray:
         """A camera frame (H×W×3 BGR uint8) of the register at element `positions` ([0, 10)).
 
         `motion` (E,): how far each element advances during the exposure (same units),
-        smeared into the image; None = still.
+        smeared into the image; None = still.  `plate_motion` (3×3, frame px): where
+        the meter has moved in the frame since the camera was set up (shift,
+        rotation, drift), applied before the shake; None = not moved.
         """
         plate = self.render_plate(positions, motion)
         cam = self.camera
         fw, fh = cam.frame_size_px
         shake = self._shake_matrix()
+        if plate_motion is not None:
+            shake = shake @ np.asarray(plate_motion, np.float64)
         frame = self._background.copy()
         cv2.warpPerspective(
             plate,
@@ -456,10 +645,25 @@ class RegisterRenderer:
             frame = cv2.add(frame, self._glare)
         if cam.blur_sigma > 0:
             frame = cv2.GaussianBlur(frame, (0, 0), cam.blur_sigma)
+        if self.style.bayer_noise:
+            return self._bayer_sensor(frame)
         plus, minus = self._noise[int(self.rng.integers(NOISE_BANK_FRAMES))]
         dx, dy = (int(v) for v in self.rng.integers(0, 16, 2))
         frame = cv2.add(frame, plus[dy : dy + fh, dx : dx + fw])
         return cv2.subtract(frame, minus[dy : dy + fh, dx : dx + fw])
+
+    def _bayer_sensor(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as a colour sensor records it: an RGGB mosaic with shot and read noise,
+        demosaiced (bilinear) back to BGR (colour fringes at edges, correlated noise)."""
+        mosaic = np.empty(frame.shape[:2], np.float32)
+        mosaic[0::2, 0::2] = frame[0::2, 0::2, 2]
+        mosaic[0::2, 1::2] = frame[0::2, 1::2, 1]
+        mosaic[1::2, 0::2] = frame[1::2, 0::2, 1]
+        mosaic[1::2, 1::2] = frame[1::2, 1::2, 0]
+        sigma = np.sqrt(self.style.read_noise**2 + self.style.shot_gain**2 * mosaic)
+        mosaic += sigma * self.rng.standard_normal(mosaic.shape, np.float32)
+        raw = np.clip(mosaic + 0.5, 0, 255).astype(np.uint8)
+        return cv2.cvtColor(raw, cv2.COLOR_BayerBG2BGR)
 
     def _shake_matrix(self) -> np.ndarray:
         """The current shake (3×3, frame px): held for a random number of frames."""

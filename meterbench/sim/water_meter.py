@@ -30,6 +30,7 @@ from meterbench.devices.serial_totaliser import format_totaliser_line, parse_tot
 from meterbench.errors import ConfigError
 from meterbench.progress import ProgressFn
 from meterbench.session.writer import SessionRecorder
+from meterbench.sim.markerless import LightChange, PlateMotion, frontal_camera, reference_layout, reference_photo
 from meterbench.sim.physics import (
     BenchRun,
     ErrorCurve,
@@ -129,6 +130,7 @@ class SimulatedMeter:
     start_volume_l: float
     camera: CameraModel
     near: NearTarget | None = None
+    markers: bool = True  # False: a plate without fiducials, read against a reference photo
 
     @property
     def id(self) -> str:
@@ -137,6 +139,42 @@ class SimulatedMeter:
     @property
     def camera_id(self) -> str:
         return f"cam-{self.id}"
+
+    @property
+    def reference_image(self) -> str:
+        """Where the session keeps this meter's reference photo (markerless registers)."""
+        return f"cameras/{self.camera_id}-reference.png"
+
+    def register(self) -> dict:
+        """The session.json `register` object: the ArUco plate layout, or the marker-free layout
+        in the reference photo's pixels."""
+        if self.markers:
+            return self.layout.to_dict()
+        return reference_layout(self.layout, self.camera, self.reference_image)
+
+
+@dataclass(frozen=True)
+class MarkerlessScene:
+    """What a markerless camera adds: the reference photo, the meter's motion since it was
+    taken, the changing light, and the red wheel style both share."""
+
+    photo: np.ndarray
+    motion: PlateMotion
+    light: LightChange
+    red_wheel_style: str
+
+
+def _markerless_scene(meter: SimulatedMeter, seed: int, duration_s: float) -> MarkerlessScene:
+    """The reference photo (register at its start volume, camera at rest) and the run's motion and
+    light, from a stream of their own (seed, meter): the other streams draw as with markers."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EF, meter.index]))
+    style = "red" if rng.random() < 0.6 else "red-on-white"
+    positions = positions_from_volume(meter.layout, meter.start_volume_l % meter.layout.capacity_l)
+    label = f"SIM-{meter.index + 1:04d}"
+    photo = reference_photo(meter.layout, meter.camera, positions, rng, label=label, red_wheel_style=style)
+    corners = np.array(meter.camera.plate_corners_px)
+    centre = tuple(float(v) for v in corners.mean(axis=0))
+    return MarkerlessScene(photo, PlateMotion.random(rng, centre, duration_s), LightChange.random(rng), style)
 
 
 def _mpe_pct(flow_m3h: float, water_c: float = NOMINAL_WATER_C) -> float:
@@ -207,16 +245,20 @@ def _make_meters(
     statuses: list[str],
     flows_m3h: dict[str, float],
     variants: tuple[str, str],
+    markers: bool = True,
 ) -> list[SimulatedMeter]:
     meters = []
     for k, (rng, status) in enumerate(zip(rngs, statuses, strict=True)):
         variant = variants[0] if rng.random() < 0.5 else variants[1]
         errors, near = _node_errors(rng, near_rng, status, flows_m3h)
         layout = RegisterLayout.from_dict(default_register_layout(variant))
-        camera = CameraModel.random(rng, layout.plate_size_px, FRAME_SIZE_PX)
+        if markers:
+            camera = CameraModel.random(rng, layout.plate_size_px, FRAME_SIZE_PX)
+        else:  # a fixture holds the camera square to the register
+            camera = frontal_camera(rng, layout.plate_size_px, FRAME_SIZE_PX)
         start = round(float(rng.uniform(0.0, 99_000.0)), 4)
         meters.append(
-            SimulatedMeter(k, variant, layout, _curve(flows_m3h, errors), errors, status, start, camera, near)
+            SimulatedMeter(k, variant, layout, _curve(flows_m3h, errors), errors, status, start, camera, near, markers)
         )
     return meters
 
@@ -362,8 +404,10 @@ def _write_camera(
     register_l: np.ndarray,
     fps: float,
     rng: np.random.Generator,
+    scene: MarkerlessScene | None = None,
 ) -> int:
-    """Render and record the camera of `meter`; frames at `fps` with ±2 ms jitter."""
+    """Render and record the camera of `meter`; frames at `fps` with ±2 ms jitter.  A markerless
+    `scene` moves the meter and changes the light frame by frame."""
     n = int(run.t_end_s * fps)
     t = (np.arange(n) + rng.uniform(0.0, 1.0)) / fps + np.clip(rng.normal(0, 0.001, n), -0.004, 0.004)
     t = t[t < run.t_end_s]
@@ -372,10 +416,27 @@ def _write_camera(
     opening = positions_from_volume(meter.layout, run.at(register_l, t - half) % capacity)
     closing = positions_from_volume(meter.layout, run.at(register_l, t + half) % capacity)
     motion = (closing - opening) % 10.0
-    renderer = RegisterRenderer(meter.layout, rng=rng, camera=meter.camera, label=f"SIM-{meter.index + 1:04d}")
+    label = f"SIM-{meter.index + 1:04d}"
+    if scene is None:
+        renderer = RegisterRenderer(meter.layout, rng=rng, camera=meter.camera, label=label)
+    else:
+        renderer = RegisterRenderer(
+            meter.layout,
+            rng=rng,
+            camera=meter.camera,
+            label=label,
+            red_wheel_style=scene.red_wheel_style,
+            markers=False,
+        )
     writer = recorder.camera_writer(meter.camera_id, fps, FRAME_SIZE_PX, kind="video")
     for k in range(t.size):
-        writer.write(renderer.render(opening[k], motion[k]), round(float(t[k]), 4))
+        t_s = float(t[k])
+        if scene is None:
+            frame = renderer.render(opening[k], motion[k])
+        else:
+            frame = renderer.render(opening[k], motion[k], plate_motion=scene.motion.matrix(t_s))
+            frame = scene.light.apply(frame, t_s)
+        writer.write(frame, round(t_s, 4))
     return int(t.size)
 
 
@@ -386,8 +447,10 @@ def _truth(
     flows_m3h: dict[str, float],
     seed: int,
     profile: str,
+    scenes: dict[str, MarkerlessScene] | None = None,
 ) -> dict:
     band_pct = PROFILES[profile].near_band_pct
+    scenes = scenes or {}
     instruments = []
     for meter, track in zip(meters, tracks, strict=True):
         points = []
@@ -420,7 +483,15 @@ def _truth(
                 "register_start_volume_l": meter.start_volume_l,
                 "true_verdict": "fail" if any(q["true_verdict"] == "fail" for q in points) else "pass",
                 "error_curve": meter.curve.to_dict(),
-                "camera": meter.camera.to_dict(),
+                "camera": meter.camera.to_dict()
+                | (
+                    {
+                        "plate_motion": scenes[meter.id].motion.to_dict(),
+                        "light_change": scenes[meter.id].light.to_dict(),
+                    }
+                    if meter.id in scenes
+                    else {}
+                ),
                 "points": points,
             }
         )
@@ -476,7 +547,7 @@ def _manifest(seed: int, profile: str, meters: list[SimulatedMeter], plan: list[
                 "q2_q1": Q2_Q1,
                 "temperature_class": "T30",
                 "camera": m.camera_id,
-                "register": m.layout.to_dict(),
+                "register": m.register(),
             }
             for m in meters
         ],
@@ -505,6 +576,7 @@ def simulate_water_meter(
     profile: str = "standard",
     fps: float = 10.0,
     progress: ProgressFn | None = None,
+    markers: bool = True,
 ) -> Path:
     """Write a complete simulated water-meter session folder to `out_dir`; return it.
 
@@ -512,7 +584,11 @@ def simulate_water_meter(
 
     `meters` DN15 meters (1–50) in series, test plan Q3, Q2, Q1 with the
     `profile`'s volumes ("standard" or "short"), one camera per meter at `fps`
-    (frames/s).  The same `seed` gives the same session.
+    (frames/s).  The same `seed` gives the same session.  `markers` False: registers
+    without fiducials, each with a reference photo in the session
+    (cameras/<camera_id>-reference.png) and a layout in its pixels; the meter sits
+    up to ±15 px and ±3° off where the photo shows it, drifts slowly, and the light
+    changes.
     """
     if profile not in PROFILES:
         raise ConfigError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
@@ -536,21 +612,26 @@ def simulate_water_meter(
         settle_s=spec.settle_s,
     )
     statuses = _meter_statuses(plan_rng, meters)
-    sim_meters = _make_meters(meter_rngs, near_rng, statuses, flows, spec.register_variants)
+    sim_meters = _make_meters(meter_rngs, near_rng, statuses, flows, spec.register_variants, markers)
     q3_mid = (run.points[0].t_start_s + run.points[0].t_stop_s) / 2
     advance_mid_q3 = float(run.at(run.volume_l, q3_mid))
     sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m for m in sim_meters]
     sim_meters = [_aim_near_mpe(run, m, flows, spec.near_band_pct) for m in sim_meters]
     tracks = [_register_track(run, m) for m in sim_meters]
     manifest = _manifest(seed, profile, sim_meters, plan, run)
-    with SessionRecorder.create(out_dir, manifest) as recorder:
-        recorder.write_truth(_truth(run, sim_meters, tracks, flows, seed, profile))
+    scenes = {m.id: _markerless_scene(m, seed, run.t_end_s) for m in sim_meters if not m.markers}
+    photos = {m.camera_id: scenes[m.id].photo for m in sim_meters if m.id in scenes}
+    if not markers:
+        manifest["session_id"] += "-markerless"
+        manifest["simulated"]["markers"] = False
+    with SessionRecorder.create(out_dir, manifest, reference_images=photos) as recorder:
+        recorder.write_truth(_truth(run, sim_meters, tracks, flows, seed, profile, scenes))
         _write_serial(recorder, run, serial_rng)
         _write_controller(recorder, run, controller_rng)
         if progress is not None:
             progress(0, len(sim_meters), "")
         for done, (meter, track, rng) in enumerate(zip(sim_meters, tracks, camera_rngs, strict=True), start=1):
-            _write_camera(recorder, run, meter, track, fps, rng)
+            _write_camera(recorder, run, meter, track, fps, rng, scenes.get(meter.id))
             if progress is not None:
                 progress(done, len(sim_meters), f"meter {meter.id}")
     return Path(out_dir)

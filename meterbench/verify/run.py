@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from meterbench import __version__
@@ -23,13 +24,16 @@ class RegisterReaders:
         self.digit_reader = DigitReader(model_dir / "digit_wheel.onnx" if model_dir else None)
         self.dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None)
 
-    def __call__(self, instrument: dict):
-        """The register reader of one session.json water meter; SessionError naming it for a bad layout."""
+    def __call__(self, instrument: dict, session=None):
+        """The register reader of one session.json water meter; SessionError naming it for a bad layout.
+
+        A marker-free layout's reference photo is read from `session` (its folder)."""
         from meterbench.vision import RegisterLayout, RegisterReader
 
+        read_image = session.reference_image if session is not None else None
         try:
-            layout = RegisterLayout.from_dict(instrument["register"])
-        except ValueError as exc:  # from_dict's one-line "register layout: <field>: expected ..., got ..."
+            layout = RegisterLayout.from_dict(instrument["register"], read_image=read_image)
+        except ValueError as exc:  # "register layout: <field>: expected ..., got ..." or the reference photo's
             raise SessionError(f"session.json: instrument {instrument['id']!r}: {exc}") from None
         return RegisterReader(layout, self.digit_reader, self.dial_reader)
 
@@ -58,7 +62,7 @@ def verify_session(
         instruments = _all_inconclusive(session, "; ".join(session.tampered))
     elif manifest["bench_kind"] == "water-meter":
         readers = readers or RegisterReaders()
-        instruments = evaluate_water_meter_session(session, readers, options, progress)
+        instruments = evaluate_water_meter_session(session, partial(readers, session=session), options, progress)
         models = readers.model_hashes
     else:
         from meterbench.verify.tank import evaluate_tank_session, tank_figures

@@ -321,6 +321,9 @@ class RegisterFrameCache:
         self.batch_frames = batch_frames
         self._results: dict[tuple[int, int], _FrameResult] = {}
         self.frames_read = 0  # frames decoded and read so far (a measure of the work done)
+        from meterbench.vision.reference_align import AlignmentWatch
+
+        self.watch = AlignmentWatch()  # frames a reference layout's aligner refused, and when
 
     def read(self, indices, finest_element: int) -> None:
         """Read the frames not read yet at this finest element."""
@@ -341,6 +344,7 @@ class RegisterFrameCache:
 
     def _flush(self, batch: list, finest_element: int) -> None:
         readings = self.register_reader.read_frames([f for _, _, f in batch], finest_element=finest_element)
+        self.watch.note_readings([t_s for _, t_s, _ in batch], readings)
         for (index, t_s, _), reading in zip(batch, readings, strict=True):
             self._results[(index, finest_element)] = (
                 _FrameResult(t_s, reading.volume_l, reading.resolution_l, "")
@@ -659,8 +663,9 @@ def _evaluate_meter(
         evaluate_point(session, instrument, p, timings[p["name"]], track, cache, options, gaps, rule)
         for p in manifest["test_plan"]["points"]
     ]
+    alignment_warnings = cache.watch.warnings(instrument["camera"])  # when refused stretches began
     return InstrumentResult.from_points(
-        instrument["id"], "water-meter", points, identity=identity, warnings=instrument_warnings
+        instrument["id"], "water-meter", points, identity=identity, warnings=instrument_warnings + alignment_warnings
     )
 
 

@@ -13,6 +13,7 @@ from meterbench.vision.compose import (  # noqa: F401
     estimate_offsets,
 )
 from meterbench.vision.layout import (  # noqa: F401
+    ReferenceImage,
     RegisterLayout,
     default_register_layout,
     positions_from_volume,
@@ -22,5 +23,12 @@ from meterbench.vision.neck_scale import (  # noqa: F401
     NeckScaleGeometry,
     NeckScaleReading,
     read_neck_scale,
+)
+from meterbench.vision.reference_align import (  # noqa: F401
+    AlignmentQuality,
+    AlignmentWatch,
+    ReferenceAligner,
+    ReferenceAlignment,
+    plate_aligner,
 )
 from meterbench.vision.register import RegisterReader, RegisterReading  # noqa: F401

@@ -10,8 +10,11 @@ logic inverts it.  See docs/INTERFACES.md, "Register layout".
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,7 @@ from meterbench.errors import ConfigError
 
 __all__ = [
     "MarkerSpec",
+    "ReferenceImage",
     "RegisterElement",
     "RegisterLayout",
     "default_register_layout",
@@ -94,6 +98,43 @@ class MarkerSpec:
 
 
 @dataclass(frozen=True)
+class ReferenceImage:
+    """The reference photo a marker-free layout is drawn on (plate = that image).
+
+    `image` is the path as written in the layout (relative to the layout file or
+    to the session folder); `pixels` the decoded BGR uint8 image once loaded
+    (None for a layout only checked for its structure); `source` names where it
+    was read from, for messages.
+    """
+
+    image: str
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {"image": self.image}
+
+
+def decode_reference_image(data: bytes, where: str, source: str) -> np.ndarray:
+    """Decode an encoded reference image (PNG, JPEG, ...) to BGR uint8; ConfigError naming `source`."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise _fail(where, "a readable image file (PNG or JPEG)", f"{source}: cannot be decoded")
+    return image
+
+
+def read_reference_file(path: Path, where: str) -> np.ndarray:
+    """Read and decode the reference image file `path`; ConfigError naming it and the field."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(where, "a readable image file", f"{path}: {exc.strerror or exc}") from None
+    return decode_reference_image(data, where, str(path))
+
+
+@dataclass(frozen=True)
 class RegisterElement:
     """One digit wheel or pointer dial of the register.
 
@@ -152,50 +193,95 @@ class RegisterElement:
 
 @dataclass(frozen=True)
 class RegisterLayout:
-    """Register plate: size (px), ArUco markers and elements, most significant first.
+    """Register plate: size (px), how it is found, and elements, most significant first.
 
-    Every element turns exactly 10× slower than the next lower one
-    (`litres_per_turn` ratio 10), so register values are exact decimal odometers.
+    The plate is found either by ArUco markers printed on it (`markers`) or, on
+    a meter without fiducials, by a reference photo of the fixed camera
+    (`reference`; plate = that image, every box in its pixels).  Exactly one
+    of the two is set.  Every element turns exactly 10× slower than the next
+    lower one (`litres_per_turn` ratio 10), so register values are exact
+    decimal odometers.
     """
 
     plate_size_px: tuple[int, int]
     marker_dictionary: str
     markers: tuple[MarkerSpec, ...]
     elements: tuple[RegisterElement, ...]
+    reference: ReferenceImage | None = None
 
     @classmethod
-    def from_dict(cls, data: Any) -> RegisterLayout:
-        """Validate a `register` object; raises ConfigError (a ValueError) naming the bad field."""
-        data = _mapping(data, "register", ("plate_size_px", "markers", "elements"))
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        base_dir: str | Path | None = None,
+        read_image: Callable[[str], np.ndarray] | None = None,
+    ) -> RegisterLayout:
+        """Validate a `register` object; raises ConfigError (a ValueError) naming the bad field.
+
+        A `reference` image is loaded when `read_image` (relative path -> BGR
+        image, e.g. a session's safe reader) or `base_dir` (the folder of the
+        layout file) is given, and must then be `plate_size_px` large;
+        without either only its path is checked.
+        """
+        data = _mapping(data, "register", ("plate_size_px", "elements"))
         size = _numbers(data["plate_size_px"], "register.plate_size_px", 2, positive=True)
         if any(s != int(s) for s in size):
             raise _fail("register.plate_size_px", "2 integers", data["plate_size_px"])
-        markers = _mapping(data["markers"], "register.markers", ("dictionary", "items"))
-        dictionary = _choice(markers["dictionary"], "register.markers.dictionary", ARUCO_DICTIONARIES)
-        items = markers["items"]
-        if not isinstance(items, list) or len(items) < 1:
-            raise _fail("register.markers.items", "a non-empty list", items)
-        marker_specs = tuple(MarkerSpec.from_dict(m, f"register.markers.items[{i}]") for i, m in enumerate(items))
-        if len({m.id for m in marker_specs}) != len(marker_specs):
-            raise _fail("register.markers.items", "distinct marker ids", [m.id for m in marker_specs])
+        plate_size = (int(size[0]), int(size[1]))
+        has_markers, has_reference = "markers" in data, "reference" in data
+        if has_markers == has_reference:
+            got = "both" if has_markers else f"neither (keys {sorted(data)})"
+            raise _fail("register", "either 'markers' or 'reference' (not both)", got)
+        dictionary, marker_specs, reference = "", (), None
+        if has_markers:
+            dictionary, marker_specs = _markers(data["markers"])
+        else:
+            reference = _reference(data["reference"], plate_size, base_dir, read_image)
         elements = data["elements"]
         if not isinstance(elements, list) or len(elements) < 1:
             raise _fail("register.elements", "a non-empty list", elements)
         element_specs = tuple(RegisterElement.from_dict(e, f"register.elements[{i}]") for i, e in enumerate(elements))
         _check_decades(element_specs)
         return cls(
-            plate_size_px=(int(size[0]), int(size[1])),
+            plate_size_px=plate_size,
             marker_dictionary=dictionary,
             markers=marker_specs,
             elements=element_specs,
+            reference=reference,
         )
 
+    @classmethod
+    def load(cls, path: str | Path) -> RegisterLayout:
+        """Read a layout file (JSON: one `register` object); a reference image is
+        resolved relative to the file.  ConfigError naming the file and field."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a JSON layout file: {exc}") from None
+        try:
+            return cls.from_dict(data, base_dir=path.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
     def to_dict(self) -> dict:
-        return {
-            "plate_size_px": list(self.plate_size_px),
-            "markers": {"dictionary": self.marker_dictionary, "items": [m.to_dict() for m in self.markers]},
-            "elements": [e.to_dict() for e in self.elements],
-        }
+        out: dict[str, Any] = {"plate_size_px": list(self.plate_size_px)}
+        if self.reference is not None:
+            out["reference"] = self.reference.to_dict()
+        else:
+            out["markers"] = {"dictionary": self.marker_dictionary, "items": [m.to_dict() for m in self.markers]}
+        out["elements"] = [e.to_dict() for e in self.elements]
+        return out
+
+    def with_reference_image(self, image: str) -> RegisterLayout:
+        """The same layout with its reference image path rewritten (the pixels kept), e.g. as a
+        session copies the image to cameras/<camera_id>-reference.png."""
+        if self.reference is None:
+            raise ValueError("with_reference_image: the layout has markers, not a reference image")
+        return replace(self, reference=replace(self.reference, image=image))
 
     @property
     def finest(self) -> RegisterElement:
@@ -206,6 +292,53 @@ class RegisterLayout:
     def capacity_l(self) -> float:
         """Volume after which the register wraps to zero (L): one turn of the top element."""
         return self.elements[0].litres_per_turn
+
+
+def _markers(value: Any) -> tuple[str, tuple[MarkerSpec, ...]]:
+    markers = _mapping(value, "register.markers", ("dictionary", "items"))
+    dictionary = _choice(markers["dictionary"], "register.markers.dictionary", ARUCO_DICTIONARIES)
+    items = markers["items"]
+    if not isinstance(items, list) or len(items) < 1:
+        raise _fail("register.markers.items", "a non-empty list", items)
+    marker_specs = tuple(MarkerSpec.from_dict(m, f"register.markers.items[{i}]") for i, m in enumerate(items))
+    if len({m.id for m in marker_specs}) != len(marker_specs):
+        raise _fail("register.markers.items", "distinct marker ids", [m.id for m in marker_specs])
+    return dictionary, marker_specs
+
+
+def _reference(
+    value: Any,
+    plate_size: tuple[int, int],
+    base_dir: str | Path | None,
+    read_image: Callable[[str], np.ndarray] | None,
+) -> ReferenceImage:
+    """The `reference` object, its image loaded (and checked against plate_size_px) when it can be."""
+    where = "register.reference.image"
+    image = _mapping(value, "register.reference", ("image",))["image"]
+    if not isinstance(image, str) or not image.strip():
+        raise _fail(where, "a path to an image file", image)
+    if read_image is None and base_dir is None:
+        return ReferenceImage(image)
+    if read_image is not None:
+        source, pixels = image, read_image(image)
+    else:
+        path = Path(image) if Path(image).is_absolute() else Path(base_dir) / image
+        source, pixels = str(path), read_reference_file(path, where)
+    if not isinstance(pixels, np.ndarray) or pixels.ndim not in (2, 3) or pixels.dtype != np.uint8:
+        raise _fail(where, "an 8-bit image", f"{source}: {getattr(pixels, 'shape', type(pixels))}")
+    height, width = pixels.shape[:2]
+    if (width, height) != plate_size:
+        raise _fail(
+            where,
+            f"an image of plate_size_px {plate_size[0]}×{plate_size[1]} px",
+            f"{source}: {width}×{height} px",
+        )
+    if pixels.ndim == 2:
+        import cv2
+
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    pixels.setflags(write=False)
+    return ReferenceImage(image, pixels, source)
 
 
 def _check_decades(elements: tuple[RegisterElement, ...]) -> None:

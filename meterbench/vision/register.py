@@ -24,7 +24,6 @@ import numpy as np
 from meterbench.vision.align import (
     DEFAULT_DIAL_MARGIN,
     DEFAULT_WHEEL_MARGIN,
-    MarkerAligner,
     PlateAlignment,
     element_crop_box,
 )
@@ -37,6 +36,7 @@ from meterbench.vision.compose import (
     compose_register,
 )
 from meterbench.vision.layout import RegisterLayout
+from meterbench.vision.reference_align import ReferenceAlignment, plate_aligner
 
 __all__ = ["CropReader", "RegisterReader", "RegisterReading", "StageTimes"]
 
@@ -75,6 +75,7 @@ class RegisterReading:
     element_readable: np.ndarray | None = None
     partial_l: float = float("nan")
     partial_modulus_l: float = float("nan")
+    alignment_refusal: str = ""  # reference layouts: "unregistered", "moved" or "scene" when refused
 
 
 @dataclass
@@ -150,7 +151,7 @@ class RegisterReader:
                 f"offsets in (-1, 1) steps, got {element_offsets!r}"
             )
         self.element_offsets = offsets
-        self.aligner = MarkerAligner(layout)
+        self.aligner = plate_aligner(layout)  # ArUco markers or the layout's reference photo
         self.crop_boxes = [
             element_crop_box(e, wheel_margin=wheel_margin, dial_margin=dial_margin) for e in layout.elements
         ]
@@ -295,10 +296,15 @@ class RegisterReader:
             "alignment_message": alignment.message,
             "finest_element": finest,
         }
+        if isinstance(alignment, ReferenceAlignment):
+            common["alignment_refusal"] = alignment.refusal
         if not alignment:
-            return RegisterReading(
-                False, f"markers not found: {alignment.message}", float("nan"), resolution_l=float("nan"), **common
+            reason = (
+                alignment.message
+                if isinstance(alignment, ReferenceAlignment)
+                else f"markers not found: {alignment.message}"
             )
+            return RegisterReading(False, reason, float("nan"), resolution_l=float("nan"), **common)
         corrected, shifted_probs = self._remove_offsets(values, probs)
         # a reader's own verdict replaces the confidence cut: confidences below the cut count as unreadable
         usable = readable & (confidence >= min_confidence)

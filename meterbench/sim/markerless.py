@@ -1,0 +1,158 @@
+"""Registers without fiducials, as a fixed bench camera sees them.
+
+The camera is set up square to the register (a fixture above the meter); one
+frame of it, taken before the run, is the layout's reference photo, and the
+layout's boxes are the plate's boxes in that photo's pixels.  During the run
+the meter sits a little differently in the fixture (a shift of up to ±15 px
+and a rotation of up to ±3° since the reference was taken), creeps slowly
+(drift), and the light changes (overall gain and its gradient).  Plain data
+and pure functions of a numpy Generator: the same seed gives the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.vision.layout import RegisterLayout
+
+__all__ = ["LightChange", "PlateMotion", "frontal_camera", "reference_layout", "reference_photo"]
+
+MAX_SHIFT_PX = 15.0
+MAX_ROTATION_DEG = 3.0
+MAX_DRIFT_PX = 3.0  # creep of the meter over the whole run
+MAX_DRIFT_DEG = 0.4
+
+
+def frontal_camera(
+    rng: np.random.Generator, plate_size_px: tuple[int, int], frame_size_px: tuple[int, int] = (640, 360)
+) -> CameraModel:
+    """A camera square to the plate (no tilt, no rotation), the plate 74–84 % of the frame
+    width, otherwise as varied as `CameraModel.random` (light, glare, noise, blur, shake)."""
+    base = CameraModel.random(rng, plate_size_px, frame_size_px)
+    fw, fh = frame_size_px
+    pw, ph = plate_size_px
+    scale = float(rng.uniform(0.74, 0.84)) * fw / pw
+    cx = fw / 2 + float(rng.uniform(-0.02, 0.02)) * fw
+    cy = fh / 2 + float(rng.uniform(-0.02, 0.02)) * fh
+    x0, y0, x1, y1 = cx - pw * scale / 2, cy - ph * scale / 2, cx + pw * scale / 2, cy + ph * scale / 2
+    return replace(base, plate_corners_px=((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
+
+
+def _plate_to_frame(camera: CameraModel, plate_size_px: tuple[int, int]) -> tuple[float, float, float]:
+    """(scale, x0, y0) of a frontal camera: frame px = plate px × scale + (x0, y0)."""
+    (x0, y0), (x1, _), _, _ = camera.plate_corners_px
+    return (x1 - x0) / plate_size_px[0], x0, y0
+
+
+def reference_layout(plate_layout: RegisterLayout, camera: CameraModel, image: str) -> dict:
+    """The `register` dict of a marker-free layout: the plate's elements in the reference
+    photo's pixels (a frontal camera: scale and shift), plate = the frame, `image` its path."""
+    scale, x0, y0 = _plate_to_frame(camera, plate_layout.plate_size_px)
+    elements = []
+    for element in plate_layout.elements:
+        item = element.to_dict()
+        x, y, w, h = element.box_px
+        item["box_px"] = [round(x * scale + x0, 3), round(y * scale + y0, 3), round(w * scale, 3), round(h * scale, 3)]
+        if element.center_px is not None:
+            cx, cy = element.center_px
+            item["center_px"] = [round(cx * scale + x0, 3), round(cy * scale + y0, 3)]
+            item["radius_px"] = round(float(element.radius_px) * scale, 3)
+        elements.append(item)
+    return {"plate_size_px": list(camera.frame_size_px), "reference": {"image": image}, "elements": elements}
+
+
+def reference_photo(
+    plate_layout: RegisterLayout,
+    camera: CameraModel,
+    positions: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    label: str,
+    red_wheel_style: str,
+) -> np.ndarray:
+    """The reference photo: one still frame of the camera at rest (no shake, no motion)."""
+    still = replace(camera, shake_px=0.0, shake_deg=0.0)
+    renderer = RegisterRenderer(
+        plate_layout, rng=rng, camera=still, label=label, red_wheel_style=red_wheel_style, markers=False
+    )
+    return renderer.render(positions)
+
+
+@dataclass(frozen=True)
+class PlateMotion:
+    """Where the meter sits in the frame relative to the reference photo: an offset (`shift_px`
+    (x, y), `rotation_deg` about `centre_px`) plus a drift growing linearly to `drift_px` and
+    `drift_deg` at `duration_s`."""
+
+    centre_px: tuple[float, float]
+    shift_px: tuple[float, float]
+    rotation_deg: float
+    drift_px: tuple[float, float]
+    drift_deg: float
+    duration_s: float
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, centre_px: tuple[float, float], duration_s: float) -> PlateMotion:
+        """Offset up to ±15 px and ±3°, drift up to 3 px and 0.4° over the run."""
+        angle = float(rng.uniform(0, 2 * math.pi))
+        drift = float(rng.uniform(0.5, 1.0)) * MAX_DRIFT_PX
+        return cls(
+            centre_px=centre_px,
+            shift_px=tuple(float(v) for v in rng.uniform(-MAX_SHIFT_PX, MAX_SHIFT_PX, 2)),
+            rotation_deg=float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)),
+            drift_px=(drift * math.cos(angle), drift * math.sin(angle)),
+            drift_deg=float(rng.uniform(-MAX_DRIFT_DEG, MAX_DRIFT_DEG)),
+            duration_s=max(float(duration_s), 1e-9),
+        )
+
+    def matrix(self, t_s: float) -> np.ndarray:
+        """3×3 frame-px transform at time `t_s` (s)."""
+        k = min(max(t_s / self.duration_s, 0.0), 1.0)
+        m = cv2.getRotationMatrix2D(self.centre_px, self.rotation_deg + k * self.drift_deg, 1.0)
+        m[:, 2] += (self.shift_px[0] + k * self.drift_px[0], self.shift_px[1] + k * self.drift_px[1])
+        return np.vstack([m, [0.0, 0.0, 1.0]])
+
+    def to_dict(self) -> dict:
+        return {
+            "shift_px": list(self.shift_px),
+            "rotation_deg": self.rotation_deg,
+            "drift_px": list(self.drift_px),
+            "drift_deg": self.drift_deg,
+        }
+
+
+@dataclass(frozen=True)
+class LightChange:
+    """Light that changes during the run: overall gain 1 ± `gain_amplitude` (period `period_s`)
+    and a horizontal gradient of ± `gradient_amplitude` sweeping with it."""
+
+    gain_amplitude: float
+    gradient_amplitude: float
+    period_s: float
+    phase: float
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> LightChange:
+        return cls(
+            float(rng.uniform(0.1, 0.25)),
+            float(rng.uniform(0.05, 0.15)),
+            float(rng.uniform(20.0, 90.0)),
+            float(rng.uniform(0, 2 * math.pi)),
+        )
+
+    def apply(self, frame: np.ndarray, t_s: float) -> np.ndarray:
+        """`frame` (BGR uint8) lit as at `t_s` (s)."""
+        phase = 2 * math.pi * t_s / self.period_s + self.phase
+        gain = 1.0 + self.gain_amplitude * math.sin(phase)
+        width = frame.shape[1]
+        ramp = 1.0 + self.gradient_amplitude * math.cos(phase) * np.linspace(-1.0, 1.0, width, dtype=np.float32)
+        lit = frame.astype(np.float32) * (gain * ramp)[None, :, None]
+        return np.clip(lit, 0, 255).astype(np.uint8)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
