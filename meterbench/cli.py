@@ -87,6 +87,22 @@ def _cmd_dials(args: argparse.Namespace) -> int:
     return _cmd_read_crops(args, "dial")
 
 
+def _cmd_read(args: argparse.Namespace) -> int:
+    from meterbench.models import DialReader, DigitReader
+    from meterbench.vision import RegisterLayout
+    from meterbench.vision.read_images import read_image_files
+
+    layout = RegisterLayout.load(args.layout)  # ConfigError naming the file and field
+    dial_reader = DialReader() if any(e.kind == "dial" for e in layout.elements) else None
+    for record in read_image_files(args.images, layout, DigitReader(), dial_reader):
+        if args.json:
+            print(json.dumps(record, allow_nan=False))
+        else:
+            volume = f"{record['volume_l']:.4f}" if record["ok"] else "-"
+            print(f"{record['path']}\t{volume}\t{'ok' if record['ok'] else record['reason']}")
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from meterbench.progress import terminal_progress
     from meterbench.sim import PROFILES, simulate_tank, simulate_water_meter
@@ -101,6 +117,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             profile=args.profile,
             fps=args.fps,
             progress=terminal_progress("simulate", "camera"),
+            markers=not args.markerless,
         )
     else:
         path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs)
@@ -282,6 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="standard",
         help="water-meter: 'standard' (full plan), 'short' (small volumes, a few MB) "
         "or 'coarse' (ordinary registers, standard volumes)",
+    )
+    p.add_argument(
+        "--markerless",
+        action="store_true",
+        help="water-meter: registers without ArUco markers, read against a reference photo kept in the session "
+        "(the meter sits up to ±15 px and ±3° off it, drifts, and the light changes)",
+    )
+
+    p = command("read", _cmd_read, "read register volumes (L) of photos with a layout (ArUco or reference photo)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the register, one reading each")
+    p.add_argument(
+        "--layout", required=True, metavar="LAYOUT.json", help="register layout (markers, or a reference photo)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per photo: {"path", "ok", "volume_l", "reason", "elements"}',
     )
 
     p = command("run", _cmd_run, "verify a recorded session: report.json + report.html")
