@@ -85,8 +85,8 @@ def test_a_bad_field_is_one_line_naming_the_file_and_field(lab, old, new, expect
 def test_key_fingerprint_must_be_32_hex_digits(lab):
     message = _edited(lab, f'key_fingerprint = "{lab.fingerprint}"', 'key_fingerprint = "abc"')
     assert (
-        message
-        == f'{lab.toml}: lab.key_fingerprint: expected the 32 hex digits printed by `meterbench keygen` (colons allowed), got "abc"'
+        message == f"{lab.toml}: lab.key_fingerprint: expected the 32 hex digits printed by `meterbench keygen` "
+        '(colons allowed), got "abc"'
     )
 
 
