@@ -1,0 +1,104 @@
+"""The pure parts of records: report checks, traceability, marking untraceable points, sealing."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+
+import pytest
+
+from meterbench.certificates import (
+    ReferenceStandard,
+    canonical_json,
+    check_record,
+    mark_untraceable_points,
+    report_problems,
+    seal_documents,
+    seal_record,
+    traceability_problems,
+)
+
+
+@pytest.fixture
+def report(water_run_master) -> dict:
+    return json.loads((water_run_master / "report.json").read_text(encoding="utf-8"))
+
+
+def _standard(due: dt.date, u_pct: float = 0.1, k: float = 2.0) -> ReferenceStandard:
+    return ReferenceStandard("ref-1", "REF-1", "CAL-1", u_pct, k, due)
+
+
+def test_an_unchanged_report_has_no_problems_and_a_swapped_verdict_is_found(report):
+    assert report_problems(report) == []
+    changed = copy.deepcopy(report)
+    changed["verdict"] = "pass"
+    assert report_problems(changed) == [
+        "report.json: verdict: 'pass' does not combine the instruments' (expected 'fail'): the report was changed"
+    ]
+    changed = copy.deepcopy(report)
+    changed["instruments"][0]["points"][2]["mpe_pct"] = 0.1  # a pass that the MPE no longer allows
+    [problem] = report_problems(changed)
+    assert problem.startswith("report.json: instruments[0].points[2].verdict: 'pass' does not follow from E, MPE and U")
+    assert report_problems({"format": "other"}) == [
+        "report.json: not a meterbench report (expected format 'meterbench-report', report_version 1)"
+    ]
+
+
+def test_traceability_by_due_date_and_stated_uncertainty(report):
+    test_day = dt.date(2026, 11, 27)
+    assert traceability_problems(report, [_standard(test_day)]) == []
+    [expired] = traceability_problems(report, [_standard(test_day - dt.timedelta(days=1))])
+    assert "past its calibration due date 2026-11-26 on the test date 2026-11-27" in expired
+    assert traceability_problems(report, [_standard(test_day, u_pct=0.1, k=2.0)]) == []  # u 0.05 % = the run's
+    understated = traceability_problems(report, [_standard(test_day, u_pct=0.1, k=1.9)])  # u 0.0526 % > 0.05 %
+    assert len(understated) == 6  # 2 meters x 3 points
+
+
+def test_an_expired_standard_makes_every_point_inconclusive_with_that_reason(report):
+    marked = mark_untraceable_points(report, [_standard(dt.date(2026, 1, 1))])
+    assert marked["verdict"] == "inconclusive"
+    for instrument in marked["instruments"]:
+        assert instrument["verdict"] == "inconclusive"
+        for point in instrument["points"]:
+            assert point["verdict"] == "inconclusive"
+            assert point["reason"] == (
+                "reference standard ref-1 (serial REF-1) past its calibration due date 2026-01-01"
+            )
+    assert report["verdict"] == "fail"  # the input is not changed
+    assert mark_untraceable_points(report, [_standard(dt.date(2027, 1, 1))]) == report
+
+
+class _Key:
+    """A stand-in signer with a real Ed25519 key (from cryptography)."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        self.key = ed25519.Ed25519PrivateKey.generate()
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            self.key.public_key().verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+def test_seal_and_check_a_record_and_its_documents():
+    key = _Key()
+    record = seal_record({"number": 7, "verdict": "pass", "lab": {"name": "實驗室"}}, "ab" * 32, "f" * 32, key.sign)
+    record = seal_documents(record, {"certificate-7.pdf": "cd" * 32}, key.sign)
+    assert check_record(record, key.verify, "f" * 32) == ""
+    assert canonical_json(record) == canonical_json(json.loads(canonical_json(record)))
+    changed = {**record, "documents": {"certificate-7.pdf": "ce" * 32}}
+    assert check_record(changed, key.verify, "f" * 32).startswith("signature of the document digests mismatch")
+    assert check_record(record, key.verify, "e" * 32) == f"signed by key {'f' * 32}, not by the trusted key {'e' * 32}"
+    assert check_record(record, None, None).startswith(f"unknown key {'f' * 32}")
+    other = _Key()
+    assert check_record(record, other.verify, "f" * 32).startswith("signature mismatch")
