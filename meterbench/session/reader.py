@@ -795,7 +795,7 @@ class Session:
         except OSError as exc:
             raise SessionError([f"{where}: cannot be read ({exc.strerror or exc})"], self.path) from None
         if changed is not None:
-            raise SessionError([f"{where}: {changed}; the register is not read against it"], self.path)
+            raise SessionError([f"register.reference.image: {changed}; the register is not read against it"], self.path)
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if image is None:
             raise SessionError([f"{where}: not a readable PNG or JPEG image"], self.path)

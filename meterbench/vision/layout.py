@@ -231,8 +231,8 @@ class RegisterLayout:
         plate_size = (int(size[0]), int(size[1]))
         has_markers, has_reference = "markers" in data, "reference" in data
         if has_markers == has_reference:
-            got = "both" if has_markers else f"neither (keys {sorted(data)})"
-            raise _fail("register", "either 'markers' or 'reference' (not both)", got)
+            got = "both" if has_markers else f"neither (keys: {', '.join(sorted(map(str, data)))})"
+            raise ConfigError(f"register layout: register: expected either 'markers' or 'reference', got {got}")
         dictionary, marker_specs, reference = "", (), None
         if has_markers:
             dictionary, marker_specs = _markers(data["markers"])
