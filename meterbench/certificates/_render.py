@@ -154,7 +154,7 @@ def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
                 "point",
                 "flow (m³/h)",
                 "water (°C)",
-                "pressure (bar)",
+                "p (bar)",
                 "reference (L)",
                 "indicated (L)",
                 "E (%)",
@@ -194,12 +194,8 @@ def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
             "Verification",
             (
                 ("verification code", record["verification_code"]),
-                ("signing key fingerprint", record["key_fingerprint"]),
-                (
-                    "how to check",
-                    "meterbench verify --code CODE --lab LAB.toml, or meterbench verify this file "
-                    "with its .json record beside it; the signed record is the authority",
-                ),
+                ("key fingerprint", record["key_fingerprint"]),
+                ("how to check", "meterbench verify --code CODE; the signed record (.json) is the authority"),
             ),
         ),
     ]
@@ -313,14 +309,15 @@ def render_pdf(record: Mapping[str, Any]) -> bytes:
     font = _register_font()
     cert = record["certificate"]
     simulated = cert["session"]["simulated"]
-    base = ParagraphStyle("base", fontName=font, fontSize=7.5, leading=9.2, wordWrap="CJK")
-    small = ParagraphStyle("small", parent=base, fontSize=6, leading=7.2)
-    heading = ParagraphStyle("heading", parent=base, fontSize=9.5, leading=12, spaceBefore=4)
-    big = ParagraphStyle("big", parent=base, fontSize=15, leading=19)
+    base = ParagraphStyle("base", fontName=font, fontSize=7.0, leading=8.2, wordWrap="CJK")
+    small = ParagraphStyle("small", parent=base, fontSize=5.6, leading=6.6)
+    heading = ParagraphStyle("heading", parent=base, fontSize=8.6, leading=10.5, spaceBefore=1.5)
+    big = ParagraphStyle("big", parent=base, fontSize=13, leading=16)
     verdict_colour = {"pass": colors.HexColor("#006600"), "fail": colors.HexColor("#bb0000")}.get(
         str(cert["verdict"]), colors.HexColor("#aa6600")
     )
-    verdict_style = ParagraphStyle("verdict", parent=base, fontSize=22, leading=26, textColor=verdict_colour)
+    verdict_style = ParagraphStyle("verdict", parent=base, fontSize=22, leading=25, textColor=verdict_colour)
+    verdict_line = ParagraphStyle("verdict_line", parent=base, fontSize=11, leading=13, textColor=verdict_colour)
 
     def para(text: str, style: ParagraphStyle = base) -> Paragraph:
         return Paragraph(html.escape(str(text)), style)
@@ -360,29 +357,66 @@ def render_pdf(record: Mapping[str, Any]) -> bytes:
                     para(_title(record), heading),
                     para(str(cert["verdict"]).upper(), verdict_style),
                 ],
-                QrCode(record["verification_code"], 28 * mm),
+                QrCode(record["verification_code"], 24 * mm),
             ]
         ],
-        colWidths=[width - 30 * mm, 30 * mm],
+        colWidths=[width - 26 * mm, 26 * mm],
     )
     story.append(head)
-    for block in certificate_blocks(record):
-        story.append(para(block.title, heading))
+
+    def flowables(block: Block, box: float) -> list[Any]:
+        """A block as a heading and a table (or paragraph) ``box`` points wide."""
+        out: list[Any] = [para(block.title, heading)]
         if block.kind == "text":
-            story.append(para(block.text, big if block.title == "Overall verdict" else base))
-            continue
+            return [*out, para(block.text, verdict_line if block.title == "Overall verdict" else base)]
         style = small if block.title.startswith(("Input files", "Software")) else base
         if block.kind == "pairs":
+            label = min(40 * mm, box * 0.36)
             rows = [[para(k, style), para(v, style)] for k, v in block.rows]
-            widths: Sequence[float] = [45 * mm, width - 45 * mm]
+            widths: Sequence[float] = [label, box - label]
         else:
             rows = [[para(h, style) for h in block.header]] + [[para(c, style) for c in row] for row in block.rows]
-            widths = _column_widths(block, width)
+            widths = _column_widths(block, box)
         if rows:
             table = Table(rows, colWidths=widths, repeatRows=0 if block.kind == "pairs" else 1)
             table.setStyle(grid)
-            story.append(table)
-        story.append(Spacer(1, 1.5 * mm))
+            out.append(table)
+        return out
+
+    blocks = certificate_blocks(record)
+    # Certificate and Test on the left, Instrument on the right: the page's top half, side by side
+    half = (width - 4 * mm) / 2
+    side_by_side = Table(
+        [[flowables(blocks[0], half) + flowables(blocks[2], half), flowables(blocks[1], half)]],
+        colWidths=[half + 4 * mm, half],
+        style=TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (0, 0), 4 * mm),
+                ("RIGHTPADDING", (1, 0), (1, 0), 0),
+            ]
+        ),
+    )
+    story.append(side_by_side)
+    for block in blocks[3:-2]:
+        story.extend(flowables(block, width))
+        story.append(Spacer(1, 0.5 * mm))
+    # Warnings and Verification side by side at the foot
+    story.append(
+        Table(
+            [[flowables(blocks[-2], half), flowables(blocks[-1], half)]],
+            colWidths=[half + 4 * mm, half],
+            style=TableStyle(
+                [
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                    ("RIGHTPADDING", (0, 0), (0, 0), 4 * mm),
+                    ("RIGHTPADDING", (1, 0), (1, 0), 0),
+                ]
+            ),
+        )
+    )
 
     def decorate(canvas, doc) -> None:
         canvas.saveState()
@@ -400,7 +434,7 @@ def render_pdf(record: Mapping[str, Any]) -> bytes:
         pagesize=A4,
         leftMargin=15 * mm,
         rightMargin=15 * mm,
-        topMargin=14 * mm,
+        topMargin=13 * mm,
         bottomMargin=13 * mm,
         title=_title(record),
         author=cert["lab"]["name"],
@@ -419,6 +453,8 @@ def _column_widths(block: Block, width: float) -> list[float]:
         return [18 * 2.835, width - 18 * 2.835]
     if block.header == ("file", "SHA-256"):
         return [width * 0.34, width * 0.66]
+    if block.header == ("id", "serial", "calibration certificate", "U", "due date"):
+        return [width * share for share in (0.15, 0.15, 0.42, 0.15, 0.13)]
     if block.header and block.header[0] == "point" and n == 10:
         share = [0.07, 0.09, 0.09, 0.1, 0.12, 0.12, 0.1, 0.09, 0.08, 0.14]
         return [width * s for s in share]
