@@ -36,6 +36,7 @@ from meterbench.errors import ConfigError
 __all__ = [
     "DEFAULT_WHEEL_LITRES",
     "project_layout",
+    "score_proposal",
     "LayoutProposal",
     "ProposedElement",
     "draw_overlay",
@@ -57,6 +58,7 @@ WINDOW_WIDTH_PER_PITCH = 0.8  # prior: window width / wheel pitch
 RED_MIN_CHROMA = 45.0  # R - max(G, B) (grey levels) of a red pixel
 RED_WHEEL_FRACTION = 0.06  # fraction of red pixels (red digits or background) that makes a wheel red
 DIAL_RADIUS_RANGE = (0.035, 0.2)  # fraction of min(image w, h)
+HOUGH_SIZE_PX = 320  # the Hough search runs on a copy with this shorter side (px)
 HUB_MAX_OFFSET = 0.45  # hub distance from the circle centre allowed, fraction of the radius
 
 
@@ -146,18 +148,25 @@ def _glyph_candidates(grey: np.ndarray) -> list[_Glyph]:
     h_img = grey.shape[0]
     block = max(15, int(h_img / 8) | 1)
     found: list[_Glyph] = []
+    seen: set[_Glyph] = set()
     for inverse, c in ((True, 12), (False, -12)):
         kind = cv2.THRESH_BINARY_INV if inverse else cv2.THRESH_BINARY
         binary = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, kind, block, c)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        for x, y, w, h, area in stats[1:n]:
-            if not GLYPH_HEIGHT_RANGE[0] * h_img <= h <= GLYPH_HEIGHT_RANGE[1] * h_img:
-                continue
-            if not GLYPH_ASPECT_RANGE[0] <= w / h <= GLYPH_ASPECT_RANGE[1]:
-                continue
-            if not GLYPH_FILL_RANGE[0] <= area / (w * h) <= GLYPH_FILL_RANGE[1]:
-                continue
-            found.append(_Glyph(int(x), int(y), int(w), int(h)))
+        # opened too: thin window frames touching a bold digit would otherwise join it to them
+        opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        for plane in (binary, opened):
+            n, _, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=8)
+            for x, y, w, h, area in stats[1:n]:
+                if not GLYPH_HEIGHT_RANGE[0] * h_img <= h <= GLYPH_HEIGHT_RANGE[1] * h_img:
+                    continue
+                if not GLYPH_ASPECT_RANGE[0] <= w / h <= GLYPH_ASPECT_RANGE[1]:
+                    continue
+                if not GLYPH_FILL_RANGE[0] <= area / (w * h) <= GLYPH_FILL_RANGE[1]:
+                    continue
+                glyph = _Glyph(int(x), int(y), int(w), int(h))
+                if glyph not in seen:
+                    seen.add(glyph)
+                    found.append(glyph)
     return found
 
 
@@ -377,17 +386,20 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     size = min(grey.shape)
     r_min, r_max = (int(f * size) for f in DIAL_RADIUS_RANGE)
+    # Hough on a copy about 320 px high (cost grows with pixels x radii); the ring fit refines
+    scale = min(1.0, HOUGH_SIZE_PX / size)
+    small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else grey
     circles = cv2.HoughCircles(
-        cv2.GaussianBlur(grey, (0, 0), 1.5),
+        cv2.GaussianBlur(small, (0, 0), 1.5 * scale),
         cv2.HOUGH_GRADIENT,
         dp=1,
-        minDist=max(r_min, 8),
+        minDist=max(r_min * scale, 8),
         param1=120,
         param2=22,
-        minRadius=r_min,
-        maxRadius=r_max,
+        minRadius=max(int(r_min * scale), 4),
+        maxRadius=int(r_max * scale),
     )
-    circles = [] if circles is None else [tuple(map(float, c)) for c in circles[0]]
+    circles = [] if circles is None else [(c[0] / scale, c[1] / scale, c[2] / scale) for c in circles[0]]
     mask = _red_mask(image)
     for e in exclude:
         x, y, w, h = (int(round(v)) for v in e.box_px)
@@ -664,3 +676,35 @@ def _jacobian(hom: np.ndarray, x: float, y: float) -> np.ndarray:
             [(hom[1, 0] - v * hom[2, 0]) / d, (hom[1, 1] - v * hom[2, 1]) / d],
         ]
     )
+
+
+def score_proposal(proposed: list[dict], truth: list[dict], tolerance_px: float = 3.0) -> list[dict]:
+    """Each true element matched to the proposed one nearest its centre: found when it is of the
+    same kind and name and within `tolerance_px` (wheels: every box edge; dials: the centre and
+    the radius).  One dict per true element: name, found, centre and edge/radius errors (px)."""
+    out = []
+    for t in truth:
+        tc = _box_centre(t["box_px"])
+        best = min(proposed, key=lambda p: math.dist(_box_centre(p["box_px"]), tc), default=None)
+        row = {"name": t["name"], "kind": t["kind"], "found": False, "centre_px": None, "error_px": None}
+        if best is not None and best["kind"] == t["kind"]:
+            if t["kind"] == "dial":
+                centre = math.dist(best["center_px"], t["center_px"])
+                error = max(centre, abs(best["radius_px"] - t["radius_px"]))
+            else:
+                centre = math.dist(_box_centre(best["box_px"]), tc)
+                error = max(abs(a - b) for a, b in zip(_edges(best["box_px"]), _edges(t["box_px"]), strict=True))
+            row.update(centre_px=round(centre, 2), error_px=round(error, 2), proposed_name=best["name"])
+            row["found"] = error <= tolerance_px and best["name"] == t["name"]
+        out.append(row)
+    return out
+
+
+def _box_centre(box) -> tuple[float, float]:
+    x, y, w, h = box
+    return (x + w / 2, y + h / 2)
+
+
+def _edges(box) -> tuple[float, float, float, float]:
+    x, y, w, h = box
+    return (x, y, x + w, y + h)

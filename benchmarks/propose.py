@@ -1,0 +1,115 @@
+"""`meterbench layout propose` against known boxes: simulated renders and hand-checked real photos.
+
+    /tmp/venv/bin/python benchmarks/propose.py [--renders 40] [--seed 0]
+
+Renders: the simulator's registers (all four variants, random camera, tilt up to 3 deg, light,
+glare, blur, noise; with ArUco markers and, when the renderer supports it, without), the true
+boxes mapped into the frame through the render's homography.  Real photos:
+tests/data/meter_photos (boxes.json, hand-checked).  An element is found when its proposal has
+the right kind and name (significance order) and lies within 3 px (wheels: every box edge;
+dials: centre and radius).  A photo "needs a manual fix" when any element is not found or an
+extra one was proposed.  The baseline is the same count for the renders, measured in the same
+run: real photos are reported as a ratio to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.vision.layout import REGISTER_VARIANTS, RegisterLayout, default_register_layout, positions_from_volume
+from meterbench.vision.propose import project_layout, propose_layout, score_proposal
+
+PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "meter_photos"
+
+
+def render_case(seed: int, markers: bool) -> tuple[np.ndarray, list[dict]]:
+    """A still frame of a simulated register and its true elements in frame px."""
+    rng = np.random.default_rng(seed)
+    register = default_register_layout(REGISTER_VARIANTS[seed % len(REGISTER_VARIANTS)])
+    layout = RegisterLayout.from_dict(register)
+    camera = replace(CameraModel.random(rng, layout.plate_size_px), shake_px=0.0, shake_deg=0.0)
+    kwargs = {} if markers else {"markers": False}
+    renderer = RegisterRenderer(layout, rng=rng, camera=camera, **kwargs)
+    frame = renderer.render(positions_from_volume(layout, float(rng.uniform(0, 99_000))))
+    w, h = layout.plate_size_px
+    plate = np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float32)
+    hom = cv2.getPerspectiveTransform(plate, np.array(camera.plate_corners_px, np.float32))
+    return frame, project_layout(register, hom, camera.frame_size_px)
+
+
+def score_case(image: np.ndarray, truth: list[dict], **litres) -> tuple[list[dict], int, float]:
+    """(per-element rows, number of extra proposed elements, seconds)."""
+    t0 = time.perf_counter()
+    try:
+        proposal = propose_layout(image, reference_image="x.png", **litres)
+        proposed = proposal.register["elements"]
+    except Exception as exc:  # noqa: BLE001 - a benchmark counts a refusal as all missed
+        print(f"    refused: {exc}")
+        proposed = []
+    seconds = time.perf_counter() - t0
+    rows = score_proposal(proposed, truth)
+    return rows, max(len(proposed) - len(truth), 0), seconds
+
+
+def summarise(label: str, cases: list[tuple[str, list[dict], int, float]]) -> tuple[int, int, int, int]:
+    found = sum(r["found"] for _, rows, _, _ in cases for r in rows)
+    total = sum(len(rows) for _, rows, _, _ in cases)
+    fix = sum(1 for _, rows, extra, _ in cases if extra or not all(r["found"] for r in rows))
+    ms = 1e3 * np.mean([s for *_, s in cases])
+    by_kind = {
+        k: (
+            sum(r["found"] for _, rows, _, _ in cases for r in rows if r["kind"] == k),
+            sum(1 for _, rows, _, _ in cases for r in rows if r["kind"] == k),
+        )
+        for k in ("wheel", "dial")
+    }
+    print(
+        f"{label}: {found}/{total} elements within 3 px ({100 * found / max(total, 1):.1f} %; "
+        f"wheels {by_kind['wheel'][0]}/{by_kind['wheel'][1]}, dials {by_kind['dial'][0]}/{by_kind['dial'][1]}), "
+        f"{fix}/{len(cases)} images need a manual fix, {ms:.0f} ms per image"
+    )
+    return found, total, fix, len(cases)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renders", type=int, default=40, help="simulated frames per marker setting")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="per-element errors of the real photos")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    settings = [True] + ([False] if "markers" in inspect.signature(RegisterRenderer.__init__).parameters else [])
+    baseline = None
+    for markers in settings:
+        cases = []
+        for k in range(args.renders):
+            frame, truth = render_case(args.seed + k, markers)
+            cases.append((f"render {k}", *score_case(frame, truth)))
+        figures = summarise(f"renders {'with' if markers else 'without'} markers", cases)
+        baseline = baseline or figures
+    truth = json.loads((PHOTOS / "boxes.json").read_text())
+    cases = []
+    for name, photo in truth["photos"].items():
+        image = cv2.imread(str(PHOTOS / name))
+        litres = {"wheel_litres": photo["wheel_litres"], "dial_litres": None}
+        rows, extra, seconds = score_case(image, photo["elements"], **litres)
+        cases.append((name, rows, extra, seconds))
+        if args.verbose:
+            print(f"  {name}: " + ", ".join(f"{r['name']} {r['error_px']}{'' if r['found'] else '!'}" for r in rows))
+    found, total, fix, n = summarise("real photos (hand-checked)", cases)
+    if baseline:
+        ratio = (found / max(total, 1)) / (baseline[0] / max(baseline[1], 1))
+        print(f"real photos / renders with markers (elements within 3 px): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
