@@ -20,7 +20,15 @@ import numpy as np
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
 from meterbench.vision.layout import RegisterLayout
 
-__all__ = ["LightChange", "PlateMotion", "frontal_camera", "reference_layout", "reference_photo"]
+__all__ = [
+    "LightChange",
+    "PlateMotion",
+    "cover_with_hand",
+    "fog",
+    "frontal_camera",
+    "reference_layout",
+    "reference_photo",
+]
 
 MAX_SHIFT_PX = 15.0
 MAX_ROTATION_DEG = 3.0
@@ -156,3 +164,47 @@ class LightChange:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def cover_with_hand(frame: np.ndarray, rng: np.random.Generator, fraction: float = 0.3) -> np.ndarray:
+    """`frame` with a hand (a skin-coloured palm and fingers, softly shaded) reaching in from one
+    side over about `fraction` of its width."""
+    out = frame.copy()
+    h, w = frame.shape[:2]
+    side = int(rng.integers(4))
+    reach = fraction * (w if side < 2 else h)
+    skin = tuple(int(v) for v in (rng.uniform(90, 140), rng.uniform(130, 170), rng.uniform(180, 225)))
+    layer = np.zeros((h, w), np.uint8)
+    along = float(rng.uniform(0.3, 0.7))
+    if side == 0:  # from the left
+        centre, axes, finger_dir = (0, int(along * h)), (int(reach), int(0.28 * h)), (1.0, 0.0)
+    elif side == 1:  # from the right
+        centre, axes, finger_dir = (w, int(along * h)), (int(reach), int(0.28 * h)), (-1.0, 0.0)
+    elif side == 2:  # from the top
+        centre, axes, finger_dir = (int(along * w), 0), (int(0.18 * w), int(reach)), (0.0, 1.0)
+    else:  # from the bottom
+        centre, axes, finger_dir = (int(along * w), h), (int(0.18 * w), int(reach)), (0.0, -1.0)
+    cv2.ellipse(layer, centre, axes, 0, 0, 360, 255, -1, cv2.LINE_AA)
+    for k in range(4):  # fingers beyond the palm
+        offset = (k - 1.5) * 0.09 * (h if side < 2 else w)
+        base = np.array(centre, np.float64) + np.array(finger_dir) * (0.8 * max(axes))
+        base += np.array([-finger_dir[1], finger_dir[0]]) * offset
+        tip = base + np.array(finger_dir) * float(rng.uniform(0.25, 0.45)) * reach
+        cv2.line(layer, _point(base), _point(tip), 255, max(6, int(0.05 * min(h, w))), cv2.LINE_AA)
+    alpha = cv2.GaussianBlur(layer, (0, 0), 2.0).astype(np.float32)[:, :, None] / 255.0
+    shade = np.linspace(0.85, 1.05, w, dtype=np.float32)[None, :, None]
+    hand = np.empty_like(out, np.float32)
+    hand[:] = skin
+    out = out.astype(np.float32) * (1 - alpha) + hand * shade * alpha
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _point(p: np.ndarray) -> tuple[int, int]:
+    return int(round(p[0])), int(round(p[1]))
+
+
+def fog(frame: np.ndarray, strength: float = 0.6) -> np.ndarray:
+    """`frame` seen through fogged glass: washed towards light grey by `strength` (0..1) and blurred."""
+    veil = cv2.GaussianBlur(frame, (0, 0), 1.0 + 4.0 * strength).astype(np.float32)
+    out = veil * (1.0 - strength) + 205.0 * strength
+    return np.clip(out, 0, 255).astype(np.uint8)

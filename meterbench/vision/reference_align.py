@@ -7,7 +7,7 @@ band-passed images (difference of Gaussians: the light's gain and gradient
 drop out), over the static print only (element windows masked: wheels and
 pointers move): a rotation and shift at 1/8 and 1/4 scale from the identity
 (the camera is fixed: ±15 px and ±3° are well inside the basin there), then a
-homography at 1/2 and full scale.  With the previous frame's alignment only
+homography at 1/2 scale.  With the previous frame's alignment only
 the last two levels run, from it.  ORB features + RANSAC were measured too
 (benchmarks/alignment.py, `method="features+ecc"`): on a plate whose print is
 thin and partly repetitive (dial numerals, ticks) most nearest-neighbour
@@ -50,15 +50,15 @@ __all__ = [
     "plate_aligner",
 ]
 
-#: ECC pyramid: (scale, motion model, iterations, DoG inner and outer sigma in level px)
+#: ECC pyramid: (scale, motion model, iterations, DoG inner and outer sigma in level px).  A full-
+#: resolution level was measured too: box error p95 0.25 -> 0.23 px for ~6x the time; not worth it.
 PYRAMID = (
-    (0.125, cv2.MOTION_EUCLIDEAN, 40, 1.5, 6.0),
-    (0.25, cv2.MOTION_EUCLIDEAN, 20, 1.0, 4.0),
-    (0.5, cv2.MOTION_HOMOGRAPHY, 20, 0.7, 4.0),
-    (1.0, cv2.MOTION_HOMOGRAPHY, 10, 0.7, 4.0),
+    (0.125, cv2.MOTION_EUCLIDEAN, 20, 1.5, 6.0),
+    (0.25, cv2.MOTION_EUCLIDEAN, 10, 1.0, 4.0),
+    (0.5, cv2.MOTION_HOMOGRAPHY, 12, 0.7, 4.0),
 )
-TRACK_LEVELS = 2  # from the previous frame: only the last levels ...
-TRACK_FULL_ITERATIONS = 4  # ... and few iterations at full scale (the camera held still)
+TRACK_LEVELS = 1  # from the previous frame: only the last level ...
+TRACK_ITERATIONS = 8  # ... with fewer iterations (the camera held still)
 MAX_STEP_PX = 2.5  # the last ECC level may move the element crops by at most this (else it ran off)
 N_FEATURES = 1500  # ORB keypoints per image
 FAST_THRESHOLD = 12  # ORB's FAST threshold (grey levels): low, the print is thin
@@ -69,10 +69,15 @@ SEARCH_PX = 60.0  # a frame feature is matched only to reference features this c
 RANSAC_PX = 3.0  # reference px: inlier distance for the RANSAC fit
 MIN_INLIERS = 20  # consistent matches needed to trust a feature homography
 CONTEXT_FRACTION = 0.35  # the static print looked at: element hull + this fraction each side
-MIN_NCC = 0.55  # photometric agreement over the whole static print (good frames: 0.8-0.95)
-MIN_TILE_NCC = 0.3  # ... and in each textured tile (a hand, a wet patch)
+MIN_NCC = 0.7  # photometric agreement over the whole static print (clean frames: 0.82-0.99)
+MIN_TILE_NCC = 0.6  # ... and in each textured tile (a hand, a wet patch; clean frames >= 0.82)
 TILE_GRID = (4, 3)  # tiles (columns, rows) over the static print
 MIN_CONTRAST = 0.5  # band-passed std of the frame / the reference's (fog, glare, defocus)
+#: An element window is covered (a hand, a finger, a reflection) when more than this fraction of
+#: its pixels has a colour its reference window does not have anywhere (digits and pointers move,
+#: but keep their colours); colours binned by luminance (light gain removed) and chroma.
+MAX_FOREIGN_FRACTION = 0.03  # clean frames: <= 0.002 (benchmarks/alignment.py)
+COLOUR_BINS = 8
 MAX_SCALE_CHANGE = 0.15  # local scale of the homography: 1 ± this
 MAX_SHEAR = 0.08  # anisotropy of the local Jacobian (singular value ratio − 1)
 MAX_ROTATION_DEG = 15.0
@@ -95,7 +100,8 @@ class AlignmentQuality:
     warped frame with the reference over the static print (1 = identical up to
     gain and light gradient), `tile_ncc`: the worst textured tile's;
     `contrast`: the frame's band-passed contrast over the reference's; `shift_px`,
-    `rotation_deg`, `scale`: the motion of the plate centre since the reference.
+    `rotation_deg` (counter-clockwise in the image), `scale`: the motion of the plate
+    centre since the reference.
     """
 
     method: str
@@ -199,14 +205,21 @@ class ReferenceAligner:
             )
             for scale, motion, iterations, inner, outer in PYRAMID
         ]
-        full = self._levels[-1][4]
-        ys, xs = np.nonzero(self._static)
+        # photometric agreement at the finest level's scale (cheap; the print is still resolved)
+        self._check_scale = PYRAMID[-1][0]
+        check_ref, check_mask = self._levels[-1][4], self._levels[-1][5]
+        self._check_size = (check_ref.shape[1], check_ref.shape[0])
+        ys, xs = np.nonzero(check_mask)
         if ys.size == 0:
             raise ValueError("ReferenceAligner: layout: the element windows cover the whole reference image")
         self._mask_index = (ys, xs)
-        self._ref_values = full[ys, xs]
+        self._ref_values = check_ref[ys, xs]
         self._ref_std = float(self._ref_values.std())
         self._tiles = self._tile_index(ys, xs)
+        self._static_index = (ys, xs)
+        small = cv2.resize(layout.reference.pixels, self._check_size, interpolation=cv2.INTER_AREA)
+        self._ref_static_luma = float(small[ys, xs].mean())
+        self._windows = self._element_windows(small)
         self._crop_corners = self._element_corners()
         w, h = self._size
         self._centre = np.array([w / 2.0, h / 2.0])
@@ -254,9 +267,49 @@ class ReferenceAligner:
         for k in range(cols * rows):
             index = np.nonzero(row * cols + col == k)[0]
             # a tile of plain plate has no texture to compare: its NCC is noise
-            if index.size > 200 and float(self._ref_values[index].std()) > 0.5 * self._ref_std:
+            if index.size > 50 and float(self._ref_values[index].std()) > 0.5 * self._ref_std:
                 tiles.append(index)
         return tiles
+
+    def _element_windows(self, small: np.ndarray) -> list[tuple[str, tuple[slice, slice], np.ndarray]]:
+        """(name, window slices at the check scale, reference colour bins dilated by one) per element."""
+        scale = self._check_scale
+        height, width = small.shape[:2]
+        windows = []
+        for element in self.layout.elements:
+            x, y, w, h = element.box_px
+            rows = slice(max(0, int(y * scale)), min(height, int(math.ceil((y + h) * scale))))
+            cols = slice(max(0, int(x * scale)), min(width, int(math.ceil((x + w) * scale))))
+            occupied = np.zeros((COLOUR_BINS,) * 3, bool)
+            occupied[tuple(self._colour_bins(small[rows, cols], 1.0).T)] = True
+            dilated = occupied.copy()
+            for axis in range(3):
+                dilated |= np.roll(occupied, 1, axis) | np.roll(occupied, -1, axis)
+            windows.append((element.name, (rows, cols), dilated))
+        return windows
+
+    @staticmethod
+    def _colour_bins(pixels: np.ndarray, gain: float) -> np.ndarray:
+        """(N, 3) bin indices (luminance / gain, blue − green, red − green) of BGR pixels."""
+        bgr = pixels.reshape(-1, 3).astype(np.float32)
+        luma = bgr.mean(axis=1) / gain
+        blue, red = bgr[:, 0] - bgr[:, 1], bgr[:, 2] - bgr[:, 1]
+        bins = np.stack([luma / 256.0, (blue / gain + 128.0) / 256.0, (red / gain + 128.0) / 256.0], axis=1)
+        return np.clip((bins * COLOUR_BINS).astype(np.int64), 0, COLOUR_BINS - 1)
+
+    def _covered_element(self, frame: np.ndarray, homography: np.ndarray) -> tuple[str, float]:
+        """(name, foreign-colour fraction) of the element window most unlike its reference's colours."""
+        if frame.ndim == 2:
+            return "", 0.0
+        warped = cv2.warpPerspective(frame, homography, self._check_size, flags=cv2.INTER_LINEAR)
+        gain = float(warped[self._static_index].mean()) / max(self._ref_static_luma, 1e-6)
+        worst = ("", 0.0)
+        for name, (rows, cols), allowed in self._windows:
+            bins = self._colour_bins(warped[rows, cols], max(gain, 1e-3))
+            foreign = 1.0 - float(allowed[tuple(bins.T)].mean()) if bins.size else 0.0
+            if foreign > worst[1]:
+                worst = (name, foreign)
+        return worst
 
     def _element_corners(self) -> np.ndarray:
         """(4E, 2) corners of every element crop (reference px, pixel-centre convention)."""
@@ -279,11 +332,11 @@ class ReferenceAligner:
             start = np.linalg.inv(_EDGE_TO_CENTRE @ near.homography @ _CENTRE_TO_EDGE)
             levels = [
                 *self._levels[-TRACK_LEVELS:-1],
-                (*self._levels[-1][:2], TRACK_FULL_ITERATIONS, *self._levels[-1][3:]),
+                (*self._levels[-1][:2], TRACK_ITERATIONS, *self._levels[-1][3:]),
             ]
             tracked = self._ecc(grey, prepared, start, levels)
             if tracked is not None:
-                result = self._checked(grey, prepared, tracked[0], "track", 0, 0, tracked[1])
+                result = self._checked(frame, grey, prepared, tracked[0], "track", 0, 0, tracked[1])
                 if result:
                     return result
         matches = inliers = 0
@@ -297,7 +350,7 @@ class ReferenceAligner:
         fitted = self._ecc(grey, prepared, start, levels)
         if fitted is None:
             return _refused("unregistered", "not registered to the reference: ECC did not converge")
-        return self._checked(grey, prepared, fitted[0], method, matches, inliers, fitted[1])
+        return self._checked(frame, grey, prepared, fitted[0], method, matches, inliers, fitted[1])
 
     def _ecc(
         self, grey: np.ndarray, prepared: dict[float, np.ndarray], warp: np.ndarray, levels: list
@@ -370,7 +423,8 @@ class ReferenceAligner:
         w = p[2]
         jacobian = (inverse[:2, :2] * w - np.outer(p[:2], inverse[2, :2])) / w**2
         singular = np.linalg.svd(jacobian, compute_uv=False)
-        rotation = math.degrees(math.atan2(jacobian[1, 0] - jacobian[0, 1], jacobian[0, 0] + jacobian[1, 1]))
+        # counter-clockwise as seen in the image (y down), as cv2.getRotationMatrix2D counts it
+        rotation = math.degrees(math.atan2(jacobian[0, 1] - jacobian[1, 0], jacobian[0, 0] + jacobian[1, 1]))
         shift = float(np.hypot(*(p[:2] / w - c)))
         return (
             shift,
@@ -381,6 +435,7 @@ class ReferenceAligner:
 
     def _checked(
         self,
+        frame: np.ndarray,
         grey: np.ndarray,
         prepared: dict[float, np.ndarray],
         homography: np.ndarray,
@@ -414,10 +469,12 @@ class ReferenceAligner:
         low, high = camera_corners.reshape(-1, 2).min(axis=0), camera_corners.reshape(-1, 2).max(axis=0)
         if low.min() < EDGE_CLEARANCE_PX or high[0] > width - EDGE_CLEARANCE_PX or high[1] > height - EDGE_CLEARANCE_PX:
             return _refused("moved", "moved: an element of the register is outside the camera frame", quality())
-        full = self._levels[-1]
-        if 1.0 not in prepared:
-            prepared[1.0] = _dog(grey, 1.0, *full[3])
-        ncc, tile_ncc, contrast = self._agreement(prepared[1.0], homography)
+        check_scale = self._check_scale
+        if check_scale not in prepared:
+            prepared[check_scale] = _dog(grey, check_scale, *self._levels[-1][3])
+        s = _scaling(check_scale)
+        check_homography = s @ homography @ np.linalg.inv(s)
+        ncc, tile_ncc, contrast = self._agreement(prepared[check_scale], check_homography)
         if ncc < self.min_ncc or tile_ncc < self.min_tile_ncc or contrast < self.min_contrast:
             return _refused(
                 "scene",
@@ -426,13 +483,21 @@ class ReferenceAligner:
                 f"contrast {contrast:.2f} (min {self.min_contrast:.2f})",
                 quality(ncc, tile_ncc, contrast),
             )
+        covered, foreign = self._covered_element(frame, s @ homography)  # full-res frame -> check scale
+        if foreign > MAX_FOREIGN_FRACTION:
+            return _refused(
+                "scene",
+                f"element {covered} covered or changed (a hand, a reflection?): {100 * foreign:.0f} % of its window "
+                f"in colours its reference window has nowhere (max {100 * MAX_FOREIGN_FRACTION:.0f} %)",
+                quality(ncc, tile_ncc, contrast),
+            )
         edge = _CENTRE_TO_EDGE @ homography @ _EDGE_TO_CENTRE
         return ReferenceAlignment(edge / edge[2, 2], rms_px=step, quality=quality(ncc, tile_ncc, contrast))
 
     def _agreement(self, band: np.ndarray, homography: np.ndarray) -> tuple[float, float, float]:
         """(NCC over the static print, worst textured tile's NCC, contrast ratio) of the band-passed
         frame warped onto the reference; pixels from outside the frame count as disagreeing (0)."""
-        warped = cv2.warpPerspective(band, homography, self._size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+        warped = cv2.warpPerspective(band, homography, self._check_size, flags=cv2.INTER_LINEAR, borderValue=0.0)
         values = warped[self._mask_index]
         ncc = _ncc(values, self._ref_values)
         tiles = [_ncc(values[index], self._ref_values[index]) for index in self._tiles]
