@@ -34,7 +34,7 @@ from ._record import (
     traceability_problems,
 )
 from ._register import AUDIT_FILE, LabRegister, RegisterEntry, audit_problems, register_gaps
-from ._render import FONT_ENV, Block, certificate_blocks, find_cjk_font, render_html, render_pdf
+from ._render import FONT_ENV, Block, certificate_blocks, check_renderers, find_cjk_font, render_html, render_pdf
 from ._verify import Verdict, audit_verify, check_record_bytes, trusted_key, verify_code, verify_file
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "certify_run",
     "check_record",
     "check_record_bytes",
+    "check_renderers",
     "code_from_digest",
     "decision_rule_statement",
     "find_cjk_font",

@@ -37,7 +37,7 @@ from ._record import (
     traceability_problems,
 )
 from ._register import LabRegister
-from ._render import render_html, render_pdf
+from ._render import check_renderers, render_html, render_pdf
 
 __all__ = ["IssuedCertificate", "certify_run", "software_identity"]
 
@@ -203,6 +203,7 @@ def certify_run(
     """Certify every (or each named) instrument of the run in ``run_dir``; see the module docstring."""
     lab, lab_bytes = load_lab(lab_path)
     key = load_private_key(key_path)
+    check_renderers()
     if key.public.fingerprint != lab.key_fingerprint:
         raise ConfigError(
             f"{key_path}: key fingerprint {key.public.fingerprint} does not match {lab.path} [lab] key_fingerprint "

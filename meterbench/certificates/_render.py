@@ -23,6 +23,7 @@ __all__ = [
     "FONT_ENV",
     "Block",
     "certificate_blocks",
+    "check_renderers",
     "find_cjk_font",
     "render_html",
     "render_pdf",
@@ -288,6 +289,13 @@ def _register_font() -> str:
     path, index = find_cjk_font()
     pdfmetrics.registerFont(TTFont(_FONT_NAME, str(path), subfontIndex=index))
     return _FONT_NAME
+
+
+def check_renderers() -> None:
+    """ConfigError now (before any number is reserved) if the PDF/QR libraries or a CJK font are missing."""
+    _reportlab()
+    _qr("0")
+    find_cjk_font()
 
 
 def _reportlab():

@@ -18,7 +18,9 @@ from meterbench.certificates import (
 )
 from meterbench.errors import ConfigError, SessionError
 
-from .conftest import WATER_SESSION, edit_report
+from .conftest import WATER_SESSION, edit_report, require_cert
+
+require_cert()
 
 
 def _certify(lab, run: Path, out: Path | None = None, **kwargs):

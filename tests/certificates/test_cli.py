@@ -9,7 +9,9 @@ import sys
 
 from meterbench.cli import main
 
-from .conftest import PLACEHOLDER, SAMPLE_LAB, WATER_SESSION
+from .conftest import PLACEHOLDER, SAMPLE_LAB, WATER_SESSION, require_cert
+
+require_cert()
 
 
 def test_keygen_writes_a_private_key_only_its_owner_can_read_and_never_overwrites(tmp_path, capsys):

@@ -9,7 +9,9 @@ import pytest
 from meterbench.certificates import load_lab
 from meterbench.errors import ConfigError
 
-from .conftest import SAMPLE_LAB
+from .conftest import SAMPLE_LAB, require_cert
+
+require_cert()
 
 
 def test_sample_lab_file_parses_with_its_chinese_name_and_dated_reference(lab):

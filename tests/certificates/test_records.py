@@ -19,6 +19,10 @@ from meterbench.certificates import (
     traceability_problems,
 )
 
+from .conftest import require_cert
+
+require_cert()
+
 
 @pytest.fixture
 def report(water_run_master) -> dict:

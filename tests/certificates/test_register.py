@@ -12,7 +12,9 @@ import pytest
 
 from meterbench.certificates import LabRegister, audit_problems, audit_verify, load_private_key, load_public_key
 
-from .conftest import WATER_SESSION
+from .conftest import WATER_SESSION, require_cert
+
+require_cert()
 
 ROUNDS = 3
 
