@@ -10,6 +10,7 @@ offsets and the figures behind them, plus the session it was taught from.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ def teach_session(
     """Teach the register layout of `instrument_id` from the session in `session_dir` and write
     it to `out_path` (never overwritten); returns the `TeachResult`.
 
-    The layout written is the session's `register` object (its reference image path, if any,
-    is kept as recorded) with a `taught` block: session id, offsets (steps) and evidence.
+    The layout written is the session's `register` object with a `taught` block (session id,
+    offsets in steps, evidence); a reference photo is copied next to it (`<stem>-reference.png`).
     """
     from meterbench.session.reader import load_session
     from meterbench.verify.run import RegisterReaders
@@ -95,5 +96,10 @@ def teach_session(
     result = teach_offsets(layout, np.array(values), np.array(confidences), np.array(reference))
     register["taught"] = result.taught_block(session_id, instrument_id)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(register.get("reference"), dict):  # the photo goes with the layout, path relative to it
+        source = Path(session_dir) / register["reference"]["image"]
+        copy = out_path.with_name(f"{out_path.stem}-reference{source.suffix or '.png'}")
+        shutil.copyfile(source, copy)
+        register["reference"] = {**register["reference"], "image": copy.name}
     out_path.write_text(json.dumps(register, indent=2) + "\n", encoding="utf-8")
     return result

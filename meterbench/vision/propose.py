@@ -306,6 +306,8 @@ def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
     w, h = right_off - left_off, bottom_off - top_off
     cos, sin = 1 / math.sqrt(1 + slope * slope), abs(slope) / math.sqrt(1 + slope * slope)
     bw, bh = w * cos + h * sin, h * cos + w * sin  # axis-aligned box around the tilted window
+    if not (w > 0.2 * pitch and 0 < h < 4 * gh and abs(slope) <= 0.11):
+        return [], [f"digit row found but its windows are implausible ({w:.0f} x {h:.0f} px): no wheels proposed"]
     wheels = []
     for k in slots:
         cx = x0 + k * pitch + (left_off + right_off) / 2
@@ -399,7 +401,9 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
         minRadius=max(int(r_min * scale), 4),
         maxRadius=int(r_max * scale),
     )
-    circles = [] if circles is None else [(c[0] / scale, c[1] / scale, c[2] / scale) for c in circles[0]]
+    circles = (
+        [] if circles is None else [(float(c[0]) / scale, float(c[1]) / scale, float(c[2]) / scale) for c in circles[0]]
+    )
     mask = _red_mask(image)
     for e in exclude:
         x, y, w, h = (int(round(v)) for v in e.box_px)
