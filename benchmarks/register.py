@@ -13,7 +13,14 @@ and the shipped ONNX models on one thread, and prints:
   frequent misreads (true digit -> read digit);
 - ms per frame: alignment, crops, model, composition, total.
 
-    python benchmarks/register.py --frames 300 [--seed 0] [--json out.json]
+Render styles (`--styles`): "classic" (the simulator's default) and "varied"
+(TrueType fonts, curved drums, red shades, a reflection over one element of each
+camera, Bayer noise: `meterbench.sim.register_render.RenderStyle`).  Each style is
+read twice in the same run: "old" (the fixed 0.5 confidence cut, readers'
+`readable` ignored, the aligner before issue 17) and "new" (the defaults), so
+the two can be compared frame for frame.
+
+    python benchmarks/register.py --frames 300 [--seed 0] [--styles classic varied] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from meterbench.vision import (  # noqa: E402
     default_register_layout,
     positions_from_volume,
 )
+from meterbench.vision.align import MarkerAligner  # noqa: E402
 
 FRAMES_PER_CAMERA = 10
 MAX_FLOW_L_S = 0.7  # ~Q3 of a DN15 meter (2.5 m³/h)
@@ -68,7 +76,7 @@ def occlude_marker(
 
 
 def render_frames(
-    layout: RegisterLayout, n: int, rng: np.random.Generator, occlude_share: float = 0.0
+    layout: RegisterLayout, n: int, rng: np.random.Generator, occlude_share: float = 0.0, style: str = "classic"
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
     """Frames, true volumes (L) and positions (N, E) at mid-exposure, red wheel style per frame.
 
@@ -83,7 +91,7 @@ def render_frames(
     renderer = None
     for k in range(n):
         if k % FRAMES_PER_CAMERA == 0:
-            renderer = RegisterRenderer(layout, rng=rng)
+            renderer = RegisterRenderer(layout, rng=rng, style=style)
         flow_l_s = rng.uniform(0, MAX_FLOW_L_S)
         exposure_l = flow_l_s * renderer.camera.exposure_s
         frame = renderer.render(positions[k], exposure_l / lpt * 10.0)
@@ -146,13 +154,27 @@ def element_report(layout: RegisterLayout, values: np.ndarray, truth: np.ndarray
     return out
 
 
+OLD_READER = {"use_readable": False, "min_confidence": 0.5}
+OLD_ALIGNER = {"detectors": ("tuned",), "drop_rms_ratio": float("inf"), "scale_limits": False}
+
+
 def run_variant(
-    variant: str, n: int, seed: int, digit_reader, dial_reader, batch_frames: int, occlude_share: float = 0.0
+    variant: str,
+    n: int,
+    seed: int,
+    digit_reader,
+    dial_reader,
+    batch_frames: int,
+    occlude_share: float = 0.0,
+    style: str = "classic",
+    old: bool = False,
 ) -> dict:
     layout = RegisterLayout.from_dict(default_register_layout(variant))
     rng = np.random.default_rng(seed)
-    frames, volumes, positions, styles = render_frames(layout, n, rng, occlude_share)
-    reader = RegisterReader(layout, digit_reader, dial_reader)
+    frames, volumes, positions, styles = render_frames(layout, n, rng, occlude_share, style)
+    reader = RegisterReader(layout, digit_reader, dial_reader, **(OLD_READER if old else {}))
+    if old:
+        reader.aligner = MarkerAligner(layout, **OLD_ALIGNER)
     reader.read_frames(frames[:batch_frames])  # warm-up, not timed
     reader.times.__init__()
     readings = []
@@ -168,7 +190,7 @@ def run_variant(
     resolution = np.array([r.resolution_l for r in readings])[ok]
     pct = (50, 90, 99, 100)
     return {
-        "variant": variant,
+        "variant": f"{variant} {style} {'old' if old else 'new'}",
         "frames": n,
         "finest_step_l": step_l,
         "share_ok": float(ok.mean()),
@@ -232,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-frames", type=int, default=16)
     parser.add_argument("--variants", nargs="+", default=["dials", "wheels"])
+    parser.add_argument("--styles", nargs="+", default=["classic", "varied"], help="render styles")
+    parser.add_argument("--new-only", action="store_true", help="skip the old reader configuration")
     parser.add_argument(
         "--occlude-share",
         type=float,
@@ -252,11 +276,28 @@ def main(argv: list[str] | None = None) -> int:
     dial_reader = DialReader(model_dir / "pointer_dial.onnx" if model_dir else None, num_threads=1)
     results = []
     for i, variant in enumerate(args.variants):
-        res = run_variant(
-            variant, args.frames, args.seed + i, digit_reader, dial_reader, args.batch_frames, args.occlude_share
+        for style in args.styles:
+            for old in (False,) if args.new_only else (True, False):
+                res = run_variant(
+                    variant,
+                    args.frames,
+                    args.seed + i,
+                    digit_reader,
+                    dial_reader,
+                    args.batch_frames,
+                    args.occlude_share,
+                    style,
+                    old,
+                )
+                print_report(res)
+                results.append(res)
+    print("summary: variant style reader | read ok | wrong among ok | |error| p99 steps")
+    for res in results:
+        p99 = (res["abs_error_steps_pct"] or {}).get("99")
+        print(
+            f"  {res['variant']:<22} | {100 * res['share_ok']:5.1f} % | {res['n_wrong']:3d} "
+            f"({100 * (res['wrong_among_ok'] or 0):.2f} %) | {p99}"
         )
-        print_report(res)
-        results.append(res)
     if args.json:
         Path(args.json).write_text(
             json.dumps(

@@ -24,7 +24,7 @@ frame (classic), ~6 ms (varied).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -38,12 +38,12 @@ __all__ = ["RENDER_STYLES", "CameraModel", "RegisterRenderer", "RenderStyle", "t
 RENDER_STYLES = ("classic", "varied")
 FONT_DIR = Path("/usr/share/fonts/truetype")
 # Bold and regular sans, serif and mono faces of the Debian font packages fonts-dejavu-core,
-# fonts-liberation and fonts-freefont-ttf (all free licences), as far as installed.
+# fonts-liberation and fonts-freefont-ttf (all free licences), as far as installed.  DejaVu Sans
+# Mono is left out: its zero is dotted, which no register wheel prints.
 TRUETYPE_FONTS = (
     "dejavu/DejaVuSans-Bold.ttf",
     "dejavu/DejaVuSans.ttf",
     "dejavu/DejaVuSansCondensed-Bold.ttf",
-    "dejavu/DejaVuSansMono-Bold.ttf",
     "dejavu/DejaVuSerif-Bold.ttf",
     "dejavu/DejaVuSerifCondensed-Bold.ttf",
     "liberation/LiberationSans-Bold.ttf",
@@ -268,8 +268,8 @@ class RenderStyle:
     edges.  `red_colours`: (background, ink) BGR of the red wheels (None: the
     red-wheel style's).  `glare_element`: index of the element a reflection fixed
     to the camera covers for the whole session, `glare_strength` 0..1 and
-    `glare_radius` (× the element's width in the frame); None: the camera's own
-    glare.  `bayer_noise`: sensor noise on an RGGB mosaic (read noise
+    `glare_radius` (× the element's width in the frame; a specular patch with a
+    saturated core); None: the camera's own glare.  `bayer_noise`: sensor noise on an RGGB mosaic (read noise
     `read_noise` grey levels, shot noise `shot_gain` × sqrt(signal)).
     """
 
@@ -285,7 +285,6 @@ class RenderStyle:
     bayer_noise: bool = False
     read_noise: float = 0.0
     shot_gain: float = 0.0
-    extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def varied(cls, rng: np.random.Generator, layout: RegisterLayout, red_wheel_style: str) -> RenderStyle:
@@ -308,8 +307,8 @@ class RenderStyle:
             drum_shade_power=float(rng.uniform(1.0, 2.0)),
             red_colours=red_colours,
             glare_element=int(rng.integers(len(layout.elements))),
-            glare_strength=float(rng.uniform(0.5, 0.85)),
-            glare_radius=float(rng.uniform(0.35, 0.6)),
+            glare_strength=float(rng.uniform(0.85, 1.0)),
+            glare_radius=float(rng.uniform(0.5, 0.7)),
             bayer_noise=True,
             read_noise=float(rng.uniform(1.0, 2.5)),
             shot_gain=float(rng.uniform(0.15, 0.35)),
@@ -439,6 +438,9 @@ class RegisterRenderer:
     >>> layout = RegisterLayout.from_dict(default_register_layout("dials"))
     >>> renderer = RegisterRenderer(layout, rng=np.random.default_rng(0))
     >>> frame = renderer.render(positions_from_volume(layout, 1234.5))   # (360, 640, 3) uint8
+
+    `style`: "classic" (default, unchanged), "varied" (a random `RenderStyle.varied`
+    drawn from `rng`), or a `RenderStyle`.
     """
 
     def __init__(
@@ -450,7 +452,7 @@ class RegisterRenderer:
         label: str = "SIM-0001",
         red_wheel_style: str | None = None,
         markers: bool = True,
-        style: str = "classic",
+        style: str | RenderStyle = "classic",
     ):
         self.layout = layout
         self.markers = markers  # False: a plate without fiducials (read by a reference image)
@@ -463,9 +465,12 @@ class RegisterRenderer:
                 f"RegisterRenderer: red_wheel_style: expected 'red' or 'red-on-white', got {red_wheel_style!r}"
             )
         self.red_wheel_style = red_wheel_style
-        if style not in RENDER_STYLES:
+        if isinstance(style, RenderStyle):
+            self.style = style
+        elif style in RENDER_STYLES:
+            self.style = RenderStyle.varied(rng, layout, red_wheel_style) if style == "varied" else RenderStyle()
+        else:
             raise ConfigError(f"RegisterRenderer: style: expected one of {', '.join(RENDER_STYLES)}, got {style!r}")
-        self.style = RenderStyle.varied(rng, layout, red_wheel_style) if style == "varied" else RenderStyle()
         self._parts = [
             _Wheel(e, "black" if e.colour == "black" else red_wheel_style, self.style)
             if e.kind == "wheel"
@@ -564,7 +569,9 @@ class RegisterRenderer:
         self._glare = None
         if self._glare_spec is not None:
             gx, gy, radius, strength = self._glare_spec
-            blob = np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius**2))
+            d2 = ((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius**2)
+            # a specular reflection: flat saturated core, steep rim (super-Gaussian); else a soft blob
+            blob = np.exp(-(d2**2)) if self.style.glare_element is not None else np.exp(-d2)
             self._glare = np.clip(255 * strength * blob, 0, 255).astype(np.uint8)
             self._glare = np.repeat(self._glare[:, :, None], 3, axis=2)
             gain = gain * (1 - 0.5 * strength * blob)  # glare washes out the contrast

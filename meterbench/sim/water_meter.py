@@ -39,7 +39,7 @@ from meterbench.sim.physics import (
     simulate_bench_run,
     solve_for_target,
 )
-from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.sim.register_render import RENDER_STYLES, CameraModel, RegisterRenderer
 from meterbench.vision.layout import (
     RegisterLayout,
     default_register_layout,
@@ -405,9 +405,11 @@ def _write_camera(
     fps: float,
     rng: np.random.Generator,
     scene: MarkerlessScene | None = None,
+    render_style: str = "classic",
 ) -> int:
     """Render and record the camera of `meter`; frames at `fps` with ±2 ms jitter.  A markerless
-    `scene` moves the meter and changes the light frame by frame."""
+    `scene` moves the meter and changes the light frame by frame.  `render_style`: see
+    `RegisterRenderer` ("varied": TrueType digits, curved drums, a reflection over one element)."""
     n = int(run.t_end_s * fps)
     t = (np.arange(n) + rng.uniform(0.0, 1.0)) / fps + np.clip(rng.normal(0, 0.001, n), -0.004, 0.004)
     t = t[t < run.t_end_s]
@@ -418,7 +420,7 @@ def _write_camera(
     motion = (closing - opening) % 10.0
     label = f"SIM-{meter.index + 1:04d}"
     if scene is None:
-        renderer = RegisterRenderer(meter.layout, rng=rng, camera=meter.camera, label=label)
+        renderer = RegisterRenderer(meter.layout, rng=rng, camera=meter.camera, label=label, style=render_style)
     else:
         renderer = RegisterRenderer(
             meter.layout,
@@ -577,6 +579,7 @@ def simulate_water_meter(
     fps: float = 10.0,
     progress: ProgressFn | None = None,
     markers: bool = True,
+    render_style: str = "classic",
 ) -> Path:
     """Write a complete simulated water-meter session folder to `out_dir`; return it.
 
@@ -588,10 +591,17 @@ def simulate_water_meter(
     without fiducials, each with a reference photo in the session
     (cameras/<camera_id>-reference.png) and a layout in its pixels; the meter sits
     up to ±15 px and ±3° off where the photo shows it, drifts slowly, and the light
-    changes.
+    changes.  `render_style` "varied" draws the registers as real ones look (TrueType
+    digits, curved drums, a reflection over one element of each register for the whole
+    session, Bayer noise; `meterbench.sim.register_render.RenderStyle`); "classic" is
+    the default and gives the same session as before for the same seed.
     """
     if profile not in PROFILES:
         raise ConfigError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    if render_style not in RENDER_STYLES:
+        raise ConfigError(
+            f"simulate water-meter: render_style: expected one of {', '.join(RENDER_STYLES)}, got {render_style!r}"
+        )
     if isinstance(meters, bool) or not isinstance(meters, int) or not 1 <= meters <= 50:
         raise ConfigError(f"simulate water-meter: meters: expected an integer 1..50, got {meters!r}")
     if not (math.isfinite(fps) and 1.0 <= fps <= 60.0):
@@ -631,7 +641,7 @@ def simulate_water_meter(
         if progress is not None:
             progress(0, len(sim_meters), "")
         for done, (meter, track, rng) in enumerate(zip(sim_meters, tracks, camera_rngs, strict=True), start=1):
-            _write_camera(recorder, run, meter, track, fps, rng, scenes.get(meter.id))
+            _write_camera(recorder, run, meter, track, fps, rng, scenes.get(meter.id), render_style)
             if progress is not None:
                 progress(done, len(sim_meters), f"meter {meter.id}")
     return Path(out_dir)

@@ -108,6 +108,8 @@ class RegisterReader:
     min_confidence : element confidence below which an element is not used; None
         (default): 0 for readers that say `readable` themselves (calibrated
         abstention: their verdict is used, not a fixed cut), else 0.5.
+    use_readable : False ignores the readers' own verdict (the behaviour before
+        issue 17, for benchmarks comparing the two).
     max_residual : steps; carry inconsistency tolerated between an element and
         the one below (see `compose_register`).
     min_digit_prob : probability mass that must back each resolved digit.
@@ -124,6 +126,7 @@ class RegisterReader:
         dial_reader: CropReader | None = None,
         *,
         min_confidence: float | None = None,
+        use_readable: bool = True,
         max_residual: float = DEFAULT_MAX_RESIDUAL,
         min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
         position_std: float = DEFAULT_POSITION_STD,
@@ -138,6 +141,7 @@ class RegisterReader:
         self.digit_reader = digit_reader
         self.dial_reader = dial_reader
         self.min_confidence = min_confidence
+        self.use_readable = use_readable
         self.compose_options = {
             "max_residual": max_residual,
             "min_digit_prob": min_digit_prob,
@@ -233,9 +237,11 @@ class RegisterReader:
         if not crops:
             return np.zeros(0), np.zeros(0), np.zeros((0, N_CLASSES)), np.zeros(0, bool), (), 0.0
         res = reader.read(crops)
-        own_verdict = getattr(res, "readable", None)
+        own_verdict = getattr(res, "readable", None) if self.use_readable else None
         readable = np.ones(len(crops), bool) if own_verdict is None else np.asarray(own_verdict, bool)
-        reasons = tuple(getattr(res, "reason", None) or ("",) * len(crops))
+        reasons = (
+            tuple(getattr(res, "reason", None) or ("",) * len(crops)) if own_verdict is not None else ("",) * len(crops)
+        )
         if self.min_confidence is not None:
             min_confidence = self.min_confidence
         else:

@@ -1,11 +1,14 @@
 """Register renderer: determinism, speed-friendly shapes, markers visible, pointers placed."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
 
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
 from meterbench.vision import RegisterLayout, default_register_layout, positions_from_volume
+from tests.conftest import require_module
 
 
 def _renderer(variant: str, seed: int) -> tuple[RegisterLayout, RegisterRenderer]:
@@ -74,3 +77,66 @@ def test_bad_positions_rejected():
     layout, renderer = _renderer("dials", 0)
     with pytest.raises(ValueError, match="positions"):
         renderer.render(np.zeros(3))
+
+
+CLASSIC_FRAME_SHA256 = {"5.0.0": "21efb0244d684532"}  # wheels, seed 5, 4321.987 L: the frame before issue 17
+
+
+def test_classic_style_draws_what_it_drew_before() -> None:
+    """The default style is unchanged (same seed -> same session as before the varied style came)."""
+    import hashlib
+
+    if cv2.__version__ not in CLASSIC_FRAME_SHA256:
+        pytest.skip(f"frame fingerprint pinned for OpenCV {sorted(CLASSIC_FRAME_SHA256)}, not {cv2.__version__}")
+    layout, renderer = _renderer("wheels", 5)
+    frame = renderer.render(positions_from_volume(layout, 4321.987))
+    assert hashlib.sha256(frame.tobytes()).hexdigest()[:16] == CLASSIC_FRAME_SHA256[cv2.__version__]
+
+
+def _varied(variant: str, seed: int) -> tuple[RegisterLayout, RegisterRenderer]:
+    from meterbench.sim.register_render import truetype_fonts
+
+    if not truetype_fonts():
+        if os.environ.get("CI"):
+            pytest.fail("no TrueType font under /usr/share/fonts/truetype: CI installs fonts-dejavu-core")
+        pytest.skip("no TrueType font installed (apt-get install -y fonts-dejavu-core fonts-liberation)")
+    require_module("PIL", "train")
+    layout = RegisterLayout.from_dict(default_register_layout(variant))
+    return layout, RegisterRenderer(layout, rng=np.random.default_rng(seed), style="varied")
+
+
+def test_varied_style_is_deterministic_and_differs_from_classic() -> None:
+    frames = []
+    for _ in range(2):
+        layout, renderer = _varied("wheels", 3)
+        frames.append(renderer.render(positions_from_volume(layout, 4321.987)))
+    np.testing.assert_array_equal(frames[0], frames[1])
+    assert renderer.style.font_path is not None and renderer.style.bayer_noise
+    classic = _renderer("wheels", 3)[1].render(positions_from_volume(layout, 4321.987))
+    assert np.abs(classic.astype(int) - frames[0]).mean() > 5
+
+
+def test_varied_glare_stays_on_its_element() -> None:
+    """The reflection is fixed to the camera over one element: that element's window is washed out in
+    every frame, the others keep their contrast."""
+    layout, renderer = _varied("wheels", 5)
+    glared = renderer.style.glare_element
+    homography = renderer._homography
+    for volume in (1234.5, 56789.1):
+        grey = cv2.cvtColor(renderer.render(positions_from_volume(layout, volume)), cv2.COLOR_BGR2GRAY)
+        means = []
+        for element in layout.elements:
+            x, y, w, h = element.box_px
+            centre = cv2.perspectiveTransform(np.array([[[x + w / 2, y + h / 2]]], np.float32), homography)[0, 0]
+            cx, cy = (int(round(v)) for v in centre)
+            means.append(float(grey[cy - 4 : cy + 5, cx - 4 : cx + 5].mean()))
+        assert means[glared] > 235  # saturated
+        assert sorted(means)[-2] < means[glared] - 20
+
+
+def test_bad_style_rejected() -> None:
+    from meterbench.errors import ConfigError
+
+    layout = RegisterLayout.from_dict(default_register_layout("dials"))
+    with pytest.raises(ConfigError, match="style: expected one of classic, varied, got 'fancy'"):
+        RegisterRenderer(layout, rng=np.random.default_rng(0), style="fancy")
