@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meterbench.models._calibrate import ABSTAIN_SHARE, HIT_TOLERANCE, fit_abstention  # noqa: E402
+from meterbench.models._calibrate import ABSTAIN_SHARE, HIT_TOLERANCE, MAX_WRONG_READABLE, fit_abstention  # noqa: E402
 from meterbench.models._metrics import abstain_metrics, expected_calibration_error  # noqa: E402
 from meterbench.models._runtime import (  # noqa: E402
     DEFAULT_INPUT,
@@ -124,6 +124,7 @@ def run_folds(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 synthetic_share=args.synthetic,
                 frame_p=args.frame,
                 reject_share=args.reject,
+                zoom=args.zoom,
                 log=lambda *a, **kw: None,
             )
             np.savez_compressed(
@@ -176,19 +177,39 @@ def _readings(logits: np.ndarray, params: Abstention, contrast: np.ndarray, geom
     return value, confidence, readable
 
 
+def _fitted_rules(results: list[dict], table: dict, kind: str) -> dict[str, list[Abstention]]:
+    """Per fold, the abstention of each fitted rule:
+
+    calibrated: quantile threshold fitted on the fold's inner units (read by the fold's model);
+    crossfit: the same fit on the OTHER folds' held-out readings (each read by its own fold's
+        model, which never saw it): how the model family does on meters it never saw; the
+        fold's own labels are never used;
+    crossfit-risk: as crossfit, with the risk-control threshold (wrong & readable ≤ the target).
+    """
+    rules: dict[str, list[Abstention]] = {"calibrated": [], "crossfit": [], "crossfit-risk": []}
+    for k, fold in enumerate(results):
+        rules["calibrated"].append(
+            fit_abstention(fold["inner_logits"], table["tenths"][fold["inner"]], ABSTAIN_SHARE[kind])
+        )
+        others = [f for j, f in enumerate(results) if j != k]
+        logits = np.concatenate([f["test_logits"] for f in others])
+        tenths = table["tenths"][np.concatenate([f["test"] for f in others])]
+        rules["crossfit"].append(fit_abstention(logits, tenths, ABSTAIN_SHARE[kind]))
+        rules["crossfit-risk"].append(fit_abstention(logits, tenths, 0.0, MAX_WRONG_READABLE[kind]))
+    return rules
+
+
 def evaluate(results: list[dict], table: dict, kind: str) -> dict:
     """Pooled and per-group figures on the held-out folds for each rule: "old" (confidence ≥ 0.5),
-    "calibrated" (fitted abstention, reject class) and, for dials, "calibrated+geometry"."""
-    rules = ["old", "calibrated"] + (["calibrated+geometry"] if "geometry" in table else [])
+    the fitted rules of _fitted_rules (with the reject class) and, for dials, each with the geometry."""
+    fitted = _fitted_rules(results, table, kind)
+    rules = ["old", *fitted] + ([f"{r}+geometry" for r in fitted] if "geometry" in table else [])
     n = len(table["tenths"])
     out = {rule: {"value": np.zeros(n), "confidence": np.zeros(n), "readable": np.zeros(n, bool)} for rule in rules}
     negative_readable = {rule: [] for rule in rules}
-    chosen = []
-    for fold in results:
-        abstention = fit_abstention(fold["inner_logits"], table["tenths"][fold["inner"]], ABSTAIN_SHARE[kind])
-        chosen.append(abstention)
+    for k, fold in enumerate(results):
         for rule in rules:
-            params = OLD_RULE if rule == "old" else abstention
+            params = OLD_RULE if rule == "old" else fitted[rule.removesuffix("+geometry")][k]
             use_geometry = rule.endswith("geometry")
             geometry = _geometry(table, "geometry", fold["test"]) if use_geometry else None
             value, confidence, readable = _readings(
@@ -203,7 +224,11 @@ def evaluate(results: list[dict], table: dict, kind: str) -> dict:
             )
     groups = table["groups"]
     wheel = np.array([table["display"][g] != "lcd" for g in groups])
-    figures = {"rules": rules, "abstention_per_fold": [vars(a) for a in chosen], "groups": {}}
+    figures = {
+        "rules": rules,
+        "abstention_per_fold": {r: [vars(a) for a in f] for r, f in fitted.items()},
+        "groups": {},
+    }
     for rule in rules:
         o = out[rule]
         hit = circular_distance(o["value"], table["tenths"] / 10) <= HIT_TOLERANCE + 1e-6
@@ -232,7 +257,7 @@ def _pct(x: float) -> str:
 
 def print_figures(figures: dict) -> None:
     cols = ("within_0_1", "within_0_2", "wrong", "wrong_readable", "abstained", "integer_acc")
-    best = figures["rules"][-1]
+    best = figures.get("show", figures["rules"][-1])
     print(f"per group (held out), {best} / old rule, % of crops:")
     print(f"  {'group':46s} {'fold':>4s} {'n':>5s}  " + "  ".join(f"{c:>14s}" for c in cols))
     for group, f in figures["groups"].items():
@@ -254,9 +279,13 @@ def print_figures(figures: dict) -> None:
             f"  non-wheel images unreadable {_pct(figures[rule]['non_wheel_unreadable'])} %: "
             + ", ".join(f"{k} {_pct(v)}" for k, v in figures[rule]["non_wheel_by_kind"].items())
         )
-    print("abstention chosen per fold on its inner units:")
-    for k, a in enumerate(figures["abstention_per_fold"]):
-        print(f"  fold {k}: T {a['temperature']:.3f} min_confidence {a['min_confidence']:.3f}")
+    for rule, chosen in figures["abstention_per_fold"].items():
+        print(
+            f"abstention per fold, {rule}: "
+            + "; ".join(
+                f"{k}: T {a['temperature']:.3f} min_confidence {a['min_confidence']:.3f}" for k, a in enumerate(chosen)
+            )
+        )
 
 
 def main() -> int:
@@ -267,11 +296,13 @@ def main() -> int:
     parser.add_argument("--frame", type=float, default=0.7, help="digits: share of framed rendered wheels")
     parser.add_argument("--reject", type=float, default=0.0, help='share of "not a wheel" images (0: no such class)')
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zoom", type=float, default=0.1, help="augmentation scale range (train --zoom)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folds", type=int, help="default: 5 (digits), 4 (dials)")
     parser.add_argument("--inner-max", type=int, help="most crops in a fold's inner calibration set (1200; dials 1300)")
     parser.add_argument("--cache", required=True, help="folder for the per-fold logits")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--show", help="the rule of the per-group table (default: the last)")
     args = parser.parse_args()
     args.folds = args.folds or (5 if args.kind == "digit" else 4)
     if args.synthetic is None:
@@ -279,6 +310,7 @@ def main() -> int:
     args.inner_max = args.inner_max or (1200 if args.kind == "digit" else 1300)
     results, table = run_folds(args)
     figures = evaluate(results, table, args.kind)
+    figures["show"] = args.show or figures["rules"][-1]
     figures["recipe"] = {k: v for k, v in vars(args).items() if k not in ("cache", "json")}
     print_figures(figures)
     if args.json:

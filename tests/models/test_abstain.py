@@ -230,3 +230,14 @@ def test_cli_json_says_a_noise_image_is_not_readable(tmp_path):
     assert [set(line) for line in lines] == [{"path", "value", "confidence", "readable"}] * 3
     assert [line["readable"] for line in lines] == [True, False, False]
     assert all(isinstance(line["value"], float) for line in lines)
+
+
+def test_risk_threshold_keeps_silent_misreads_under_the_bound():
+    from meterbench.models._calibrate import risk_threshold
+
+    confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
+    wrong = np.array([False, False, True, False, True, False])
+    # keeping the two most confident: no wrong one; a third (wrong) would be 1/6 > 0.1
+    assert risk_threshold(confidence, wrong, 0.1) == 0.95
+    assert risk_threshold(confidence, wrong, 0.2) == 0.8  # one wrong of six kept is allowed
+    assert risk_threshold(confidence, np.ones(6, bool), 0.1) > 0.99  # nothing is safe: abstain on all

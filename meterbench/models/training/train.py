@@ -179,11 +179,14 @@ def augment(
     tenths: float,
     kind: str,
     rng: np.random.Generator,
+    zoom: float = 0.1,
 ) -> tuple[np.ndarray, float]:
     """Random bench-camera distortion of one crop; returns (image, label in tenths).
 
     Digits: small rotation/shift/scale (label kept: the vertical shift stays
-    ≤ 1.5 % of the height, < 0.05 step). Dials: any rotation about the centre,
+    ≤ 1.5 % of the height, < 0.05 step; scaling about the crop centre keeps the
+    digit at the centre line). `zoom`: scale range ±zoom; above 0.1 (digits) the
+    width is also stretched by ±zoom on its own (narrow and wide digit styles). Dials: any rotation about the centre,
     the label turning with it (a counter-clockwise θ° lowers it by θ/3.6 tenths).
     """
     h, w = image.shape[:2]
@@ -194,8 +197,11 @@ def augment(
     else:
         angle = rng.uniform(-4, 4)
         shift = (rng.uniform(-0.07, 0.07) * w, rng.uniform(-0.015, 0.015) * h)
-    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, rng.uniform(0.9, 1.1))
+    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, rng.uniform(1 - zoom, 1 + zoom))
     matrix[:, 2] += shift
+    if kind == "digit" and zoom > 0.1:
+        stretch = rng.uniform(1 - zoom, 1 + zoom)
+        matrix[0] = stretch * matrix[0] + [0, 0, (1 - stretch) * (w / 2 - 0.5)]
     warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     out = _photometric(_colour_jitter(warped, rng, mix=kind == "digit"), rng, invert_p=0.2 if kind == "digit" else 0.0)
     return out, float(tenths)
@@ -293,6 +299,7 @@ def _augmented_batch(
     frame_p: float = 0.0,
     negatives: NegativeSource | None = None,
     reject_share: float = 0.0,
+    zoom: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented model inputs and soft labels; a `synthetic_share` of them drawn by `render`
     (rng, (h, w)) -> (BGR crop, tenths) when given, a `reject_share` images from `negatives`
@@ -306,7 +313,7 @@ def _augmented_batch(
             source, label = render(rng, base_hw)
         else:
             source, label = crops.images[i], crops.tenths[i]
-        image, turned = augment(source, max(label, 0.0), kind, rng)
+        image, turned = augment(source, max(label, 0.0), kind, rng, zoom)
         images.append(preprocess_crop(image, spec))
         labels.append(REJECT_LABEL if label < 0 else turned)
     return np.stack(images), soft_labels(np.array(labels), sigma, reject_class=negatives is not None)
@@ -394,6 +401,7 @@ def train_model(
     frame_p: float = 0.0,
     reject_share: float = 0.0,
     negative_seed: int = 0,
+    zoom: float = 0.1,
 ):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
@@ -404,7 +412,8 @@ def train_model(
     `frame_p` of the rendered wheels sit in a register window frame;
     `balance` > 0 draws crops with probability ∝ (share of their tenth digit)^-balance;
     `reject_share` > 0 adds a "not a wheel" class and puts that share of non-wheel
-    images (TRAIN_NEGATIVE_KINDS, training half of the photos) in each batch.
+    images (TRAIN_NEGATIVE_KINDS, training half of the photos) in each batch;
+    `zoom` is the augmentation's scale range (see augment).
     """
     import torch
 
@@ -433,7 +442,7 @@ def train_model(
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
             x, y = _augmented_batch(
-                train, idx, kind, spec, rng, render, synthetic_share, sigma, frame_p, negatives, reject_share
+                train, idx, kind, spec, rng, render, synthetic_share, sigma, frame_p, negatives, reject_share, zoom
             )
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
@@ -543,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help='share of each batch replaced by non-wheel images, with a 101st "not a wheel" class (0: none)',
     )
+    parser.add_argument(
+        "--zoom", type=float, default=0.1, help="augmentation scale range ±ZOOM (digits > 0.1: also width ±ZOOM)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -582,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         balance=args.balance,
         frame_p=args.frame,
         reject_share=args.reject,
+        zoom=args.zoom,
     )
     train_seconds = time.time() - started
     out_dir = Path(args.out)
@@ -627,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             "synthetic_framed": args.frame,
             "balance": args.balance,
             "reject_share": args.reject,
+            "zoom": args.zoom,
             "reject_negative_kinds": list(TRAIN_NEGATIVE_KINDS) if args.reject > 0 else [],
             "threads": args.threads,
             "all_data": args.all_data,
