@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def _read_json(path: Path, what: str) -> tuple[Any, bytes]:
         raise SessionError(f"{path}: not valid JSON ({exc})") from None
 
 
+@cache
 def _git_revision() -> str:
     """The git commit of the meterbench source in use, '+local changes' when it differs; or why unknown."""
     source = Path(__file__).resolve().parents[2]

@@ -58,15 +58,19 @@ class LabFixture:
         return self.toml
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> LabFixture:
-    folder = tmp_path / "lab"
+def make_lab(folder: Path) -> LabFixture:
+    """A new key pair in folder/keys and the sample LAB.toml naming its fingerprint (no register yet)."""
     public = generate_keys(folder / "keys")
     fixture = LabFixture(
         folder, folder / "keys/lab.key", folder / "keys/lab.pub", folder / "LAB.toml", public.fingerprint
     )
     fixture.write_toml(SAMPLE_LAB.read_text(encoding="utf-8"))
     return fixture
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> LabFixture:
+    return make_lab(tmp_path / "lab")
 
 
 def _run(session: Path, out: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 
 from meterbench.certificates import LabRegister, audit_problems, audit_verify, load_private_key, load_public_key
 
-from .conftest import WATER_SESSION, require_cert
+from .conftest import WATER_SESSION, LabFixture, make_lab, require_cert
 
 require_cert()
 
@@ -50,13 +51,31 @@ def test_two_concurrent_certify_processes_never_share_a_number(lab, water_run, t
                                 "checked hash chain and signatures"]  # fmt: skip
 
 
-@pytest.fixture
-def issued_log(lab, water_run) -> Path:
-    """A register with two certificates issued (run certified twice: 4 certificates)."""
+@pytest.fixture(scope="module")
+def master(tmp_path_factory: pytest.TempPathFactory, water_run_master: Path) -> tuple[LabFixture, Path]:
+    """A lab (keys, LAB.toml) and, apart, a register in which it issued 4 certificates (the run twice), once."""
     from meterbench.certificates import certify_run
 
+    folder = tmp_path_factory.mktemp("master")
+    lab = make_lab(folder / "lab")
+    run = Path(shutil.copytree(water_run_master, folder / "run"))
     for out in ("a", "b"):
-        certify_run(water_run, lab.key, lab.toml, water_run / out, technician_id="tech-01")
+        certify_run(run, lab.key, lab.toml, run / out, technician_id="tech-01")
+    return lab, Path(shutil.move(lab.register, folder / "issued-register"))
+
+
+@pytest.fixture
+def lab(master, tmp_path: Path) -> LabFixture:
+    """A private copy of the master lab (same key), with no register: overrides conftest's (a new key each)."""
+    source = master[0]
+    folder = Path(shutil.copytree(source.folder, tmp_path / "lab"))  # copy2 keeps lab.key at 0600
+    return LabFixture(folder, folder / "keys/lab.key", folder / "keys/lab.pub", folder / "LAB.toml", source.fingerprint)
+
+
+@pytest.fixture
+def issued_log(master, lab) -> Path:
+    """The lab's register with the 4 certificates issued."""
+    shutil.copytree(master[1], lab.register)
     return lab.register / "audit.jsonl"
 
 
