@@ -34,7 +34,16 @@ from ._record import (
     traceability_problems,
 )
 from ._register import AUDIT_FILE, LabRegister, RegisterEntry, audit_problems, register_gaps
-from ._render import FONT_ENV, Block, certificate_blocks, check_renderers, find_cjk_font, render_html, render_pdf
+from ._render import (
+    FONT_ENV,
+    Block,
+    certificate_blocks,
+    check_renderers,
+    find_cjk_font,
+    input_rows,
+    render_html,
+    render_pdf,
+)
 from ._verify import Verdict, audit_verify, check_record_bytes, trusted_key, verify_code, verify_file
 
 __all__ = [
@@ -69,6 +78,7 @@ __all__ = [
     "find_cjk_font",
     "format_code",
     "generate_keys",
+    "input_rows",
     "load_lab",
     "load_private_key",
     "load_public_key",

@@ -19,12 +19,15 @@ from typing import Any
 
 from meterbench.errors import ConfigError
 
+from ._canonical import canonical_json, sha256_hex
+
 __all__ = [
     "FONT_ENV",
     "Block",
     "certificate_blocks",
     "check_renderers",
     "find_cjk_font",
+    "input_rows",
     "render_html",
     "render_pdf",
 ]
@@ -76,6 +79,25 @@ _IDENTITY_LABELS = (
     ("material", "material"),
     ("manufacturer", "manufacturer"),
 )
+
+
+_GROUP_ABOVE = 3  # a folder with more input files than this is one row (an image-folder camera: hundreds)
+
+
+def input_rows(inputs: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(file, SHA-256) rows of the session's inputs; a folder of many files is one row whose hash is
+    the SHA-256 of the canonical JSON of its {path: SHA-256} map (every file is in the signed record)."""
+    folders: dict[str, dict[str, str]] = {}
+    for path, digest in inputs.items():
+        folders.setdefault(path.rpartition("/")[0], {})[path] = digest
+    rows = []
+    for folder, files in sorted(folders.items()):
+        if len(files) > _GROUP_ABOVE:
+            digest = sha256_hex(canonical_json(files))
+            rows.append((f"{folder}/ ({len(files)} files)", f"{digest} (SHA-256 of the list of their SHA-256)"))
+        else:
+            rows += sorted(files.items())
+    return tuple(rows)
 
 
 def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
@@ -185,8 +207,7 @@ def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
         Block(
             "table",
             "Input files of the session (SHA-256)",
-            tuple((path, digest) for path, digest in sorted(session["inputs"].items()))
-            + (("report", f"{session['report_file']}: {record['report_sha256']}"),),
+            input_rows(session["inputs"]) + (("report", f"{session['report_file']}: {record['report_sha256']}"),),
             header=("file", "SHA-256"),
         ),
         Block("table", "Warnings", tuple((w,) for w in cert["warnings"]) or (("none",),), header=("warning",)),

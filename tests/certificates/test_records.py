@@ -106,3 +106,19 @@ def test_seal_and_check_a_record_and_its_documents():
     assert check_record(record, None, None).startswith(f"unknown key {'f' * 32}")
     other = _Key()
     assert check_record(record, other.verify, "f" * 32).startswith("signature mismatch")
+
+
+def test_a_folder_of_many_input_files_is_one_row_hashing_their_list():
+    from meterbench.certificates import input_rows, sha256_hex
+
+    frames = {f"cameras/cam-T1/{i:06d}.jpg": f"{i:064x}" for i in range(5)}
+    inputs = {"session.json": "a" * 64, "cameras/cam-T1.csv": "b" * 64, **frames}
+    rows = input_rows(inputs)
+    assert rows[0] == ("cameras/cam-T1.csv", "b" * 64)
+    assert rows[1] == (
+        "cameras/cam-T1/ (5 files)",
+        f"{sha256_hex(canonical_json(frames))} (SHA-256 of the list of their SHA-256)",
+    )
+    assert rows[2] == ("session.json", "a" * 64)
+    three = dict(list(frames.items())[:3])
+    assert input_rows(three) == tuple(sorted(three.items()))  # up to 3 files: listed one by one
