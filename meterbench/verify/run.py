@@ -29,18 +29,36 @@ class RegisterReaders:
 
         A marker-free layout's reference photo is read from `session` (its folder)."""
         from meterbench.vision import RegisterLayout, RegisterReader
+        from meterbench.vision.teach import self_taught_reason, taught_offsets
 
         read_image = session.reference_image if session is not None else None
         try:
             layout = RegisterLayout.from_dict(instrument["register"], read_image=read_image)
+            offsets = taught_offsets(instrument["register"])  # `layout teach`'s corrections, if any
         except ValueError as exc:  # "register layout: <field>: expected ..., got ..." or the reference photo's
             raise SessionError(f"session.json: instrument {instrument['id']!r}: {exc}") from None
-        return RegisterReader(layout, self.digit_reader, self.dial_reader)
+        reader = RegisterReader(layout, self.digit_reader, self.dial_reader, element_offsets=offsets)
+        refusal = self_taught_reason(instrument["register"], session.manifest["session_id"]) if session else ""
+        return _RefusedReader(reader, refusal) if refusal else reader
 
     @property
     def model_hashes(self) -> dict[str, str]:
         """SHA-256 of each ONNX model used, for the report."""
         return {"digit_wheel": self.digit_reader.model_sha256, "pointer_dial": self.dial_reader.model_sha256}
+
+
+class _RefusedReader:
+    """A register reader that reads nothing: its layout's corrections were taught from the very
+    session it would verify (docs/layouts.md), so every point is inconclusive with that reason."""
+
+    def __init__(self, reader, reason: str) -> None:
+        self.layout = reader.layout
+        self.reason = reason
+
+    def read_frames(self, frames, finest_element=None):
+        from meterbench.verify.results import Inconclusive
+
+        raise Inconclusive(self.reason)
 
 
 def verify_session(

@@ -57,7 +57,7 @@ def teach_session(
         register = dict(instrument["register"])
         register.pop("taught", None)  # re-teaching starts from the raw readings, never from older offsets
         layout = RegisterLayout.from_dict(register)
-        reader = (readers or RegisterReaders())({**instrument, "register": register})
+        reader = (readers or RegisterReaders())({**instrument, "register": register}, session=session)
         camera = session.camera(instrument["camera"])
         times = np.asarray(camera.frame_times, np.float64)
         if times.size < 2:
