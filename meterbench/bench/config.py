@@ -21,7 +21,7 @@ from typing import Any
 
 from meterbench.devices.mqtt import MqttConfig
 from meterbench.errors import ConfigError
-from meterbench.session import schema_problems
+from meterbench.session import reference_image_path, schema_problems
 from meterbench.vision import RegisterLayout, default_register_layout
 
 __all__ = [
@@ -132,6 +132,8 @@ class BenchConfig:
     mqtt_security: str = "tls"  # one of MQTT_SECURITY
     min_free_disk_mb: float = DEFAULT_MIN_FREE_DISK_MB
     stop_free_disk_mb: float = DEFAULT_STOP_FREE_DISK_MB
+    reference_images: dict[str, Any] = field(default_factory=dict)
+    """camera id -> reference photo (BGR) of a marker-free layout file, copied into each session."""
 
     @property
     def reference_device_id(self) -> str:
@@ -159,10 +161,13 @@ def load_bench_config(path: Path | str) -> BenchConfig:
         raise BenchConfigError(_name_items(problems, data, label))
     problems = _cross_check(data, label)
     instruments = [dict(inst) for inst in data["instruments"]]
+    reference_images = {}
     for i, inst in enumerate(instruments):
-        inst["register"], register_problem = _register(inst["register"])
+        inst["register"], register_problem, photo = _register(inst["register"], path.parent, inst["camera"])
         if register_problem:
             problems.append(f"{label}: instruments[{i}].register: {register_problem}")
+        elif photo is not None:
+            reference_images[inst["camera"]] = photo
     if problems:
         raise BenchConfigError(_name_items(problems, data, label))
     bench = data["bench"]
@@ -184,6 +189,7 @@ def load_bench_config(path: Path | str) -> BenchConfig:
         mqtt_security=_mqtt_security(data),
         min_free_disk_mb=min_free_disk_mb,
         stop_free_disk_mb=float(bench.get("stop_free_disk_mb", min(DEFAULT_STOP_FREE_DISK_MB, min_free_disk_mb))),
+        reference_images=reference_images,
         simulator=None
         if simulator is None
         else SimulatorConfig(
@@ -224,15 +230,26 @@ def _name_items(problems: list[str], data: dict, label: str) -> list[str]:
     return named
 
 
-def _register(value: str | dict) -> tuple[dict, str | None]:
-    """A register table, or the default layout a name like "default-dials" stands for."""
+def _register(value: str | dict, base_dir: Path, camera_id: str) -> tuple[dict, str | None, Any]:
+    """A register table, the default layout a name like "default-dials" stands for, or a layout
+    file ("LAYOUT.json", relative to BENCH.toml); with the problem (None) and, for a marker-free
+    layout file, its reference photo (the register then names the session's copy of it)."""
+    if isinstance(value, str) and value.endswith(".json"):
+        try:
+            layout = RegisterLayout.load(base_dir / value)
+        except ValueError as exc:
+            return {}, str(exc), None
+        if layout.reference is None:
+            return layout.to_dict(), None, None
+        session_copy = layout.with_reference_image(reference_image_path(camera_id))
+        return session_copy.to_dict(), None, layout.reference.pixels
     if isinstance(value, str):  # the schema allows only the names of default layouts
-        return default_register_layout(value.removeprefix("default-")), None
+        return default_register_layout(value.removeprefix("default-")), None, None
     try:
         RegisterLayout.from_dict(value)
     except ValueError as exc:
-        return value, str(exc)
-    return value, None
+        return value, str(exc), None
+    return value, None, None
 
 
 def _duplicates(items: list[dict], key: str) -> list[str]:

@@ -530,7 +530,7 @@ def _record_run(
     stopped: str | None = None
     failures: list[str] = []
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
-    recorder = SessionRecorder.create(session_dir, _manifest(cfg, run_dir.name))
+    recorder = SessionRecorder.create(session_dir, _manifest(cfg, run_dir.name), reference_images=cfg.reference_images)
     bench: _Bench | None = None
     devices: BenchDevices | None = None
     with ExitStack() as stack:
