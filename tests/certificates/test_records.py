@@ -114,11 +114,11 @@ def test_a_folder_of_many_input_files_is_one_row_hashing_their_list():
     frames = {f"cameras/cam-T1/{i:06d}.jpg": f"{i:064x}" for i in range(5)}
     inputs = {"session.json": "a" * 64, "cameras/cam-T1.csv": "b" * 64, **frames}
     rows = input_rows(inputs)
-    assert rows[0] == ("cameras/cam-T1.csv", "b" * 64)
-    assert rows[1] == (
+    assert rows[0] == ("session.json", "a" * 64)  # by folder: the session's top level first
+    assert rows[1] == ("cameras/cam-T1.csv", "b" * 64)
+    assert rows[2] == (
         "cameras/cam-T1/ (5 files)",
         f"{sha256_hex(canonical_json(frames))} (SHA-256 of the list of their SHA-256)",
     )
-    assert rows[2] == ("session.json", "a" * 64)
     three = dict(list(frames.items())[:3])
     assert input_rows(three) == tuple(sorted(three.items()))  # up to 3 files: listed one by one
