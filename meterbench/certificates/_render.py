@@ -253,7 +253,8 @@ def render_html(record: Mapping[str, Any]) -> str:
         "table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #999;padding:2px 6px;font-size:90%}",
         ".sim{color:#b00;font-size:160%;font-weight:bold;border:3px solid #b00;padding:.3em;text-align:center}",
         ".verdict{font-size:220%;font-weight:bold}.pass{color:#060}.fail{color:#b00}.inconclusive{color:#a60}",
-        "@page{size:A4}@media print{.sim{position:running(x)}}</style></head><body>",
+        "@page{size:A4}@media print{body{margin:3em 1em 1em 1em}",  # the banner on every printed page
+        ".sim{position:fixed;top:0;left:0;right:0;background:#fff;print-color-adjust:exact}}</style></head><body>",
     ]
     if simulated:
         parts.append("<div class='sim'>SIMULATED SESSION — NOT A TEST OF A REAL INSTRUMENT</div>")
