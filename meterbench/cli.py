@@ -119,6 +119,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             fps=args.fps,
             progress=terminal_progress("simulate", "camera"),
             markers=not args.markerless,
+            render_style=args.render_style,
         )
     else:
         path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs)
@@ -308,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="water-meter: registers without ArUco markers, read against a reference photo kept in the session "
         "(the meter sits up to ±15 px and ±3° off it, drifts, and the light changes)",
+    )
+    p.add_argument(
+        "--render-style",
+        choices=["classic", "varied"],
+        default="classic",
+        help="water-meter: how the registers are drawn: 'classic' (default) or 'varied' (TrueType digits, curved "
+        "drums, a reflection over one element for the whole session, Bayer noise; needs Pillow)",
     )
 
     p = command("read", _cmd_read, "read register volumes (L) of photos with a layout (ArUco or reference photo)")
