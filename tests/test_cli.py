@@ -217,3 +217,64 @@ def test_help_of_run_shows_the_defaults_on_the_real_command_line():
     flat = " ".join(done.stdout.split())
     for shown in ("--seed SEED random seed", "(default: 0)", "(default: 3)", "(default: 10.0)", "(default: standard)"):
         assert shown in flat
+
+
+def _register_photos(tmp_path: Path) -> tuple[Path, Path, dict[str, float]]:
+    """An ArUco layout file, a marker-free one (reference photo beside it) and photos of each
+    register at known volumes (L): {photo path: volume}."""
+    from dataclasses import replace
+
+    import cv2
+    import numpy as np
+
+    from meterbench.sim.markerless import PlateMotion, frontal_camera, reference_layout, reference_photo
+    from meterbench.sim.register_render import RegisterRenderer
+    from meterbench.vision import RegisterLayout, default_register_layout, positions_from_volume
+
+    rng = np.random.default_rng(5)
+    plate_dict = default_register_layout("dials")
+    plate = RegisterLayout.from_dict(plate_dict)
+    aruco = tmp_path / "aruco.json"
+    aruco.write_text(json.dumps(plate_dict))
+    camera = replace(frontal_camera(rng, plate.plate_size_px), shake_px=0.0, shake_deg=0.0)
+    photo = reference_photo(plate, camera, positions_from_volume(plate, 500.0), rng, label="X", red_wheel_style="red")
+    cv2.imwrite(str(tmp_path / "reference.png"), photo)
+    marker_free = tmp_path / "markerless.json"
+    marker_free.write_text(json.dumps(reference_layout(plate, camera, "reference.png")))
+    volumes = {}
+    centre = tuple(np.array(camera.plate_corners_px).mean(axis=0))
+    for name, markers, volume, shift in (("a", True, 1234.56, 0.0), ("b", False, 4321.09, 12.0)):
+        renderer = RegisterRenderer(plate, rng=rng, camera=camera, label="X", red_wheel_style="red", markers=markers)
+        motion = PlateMotion(centre, (shift, -shift / 2), 2.0 if shift else 0.0, (0.0, 0.0), 0.0, 1.0).matrix(0.0)
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), renderer.render(positions_from_volume(plate, volume), plate_motion=motion))
+        volumes[str(path)] = volume
+    return aruco, marker_free, volumes
+
+
+def test_read_prints_per_photo_the_volume_and_each_element_with_either_kind_of_layout(tmp_path):
+    aruco, marker_free, volumes = _register_photos(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    for layout, photo in ((aruco, tmp_path / "a.png"), (marker_free, tmp_path / "b.png")):
+        done = meterbench("read", str(photo), str(tmp_path / "broken.png"), "--layout", str(layout), "--json")
+        assert done.returncode == 0, done.stderr
+        good, broken = (json.loads(line) for line in done.stdout.splitlines())
+        assert set(good) == {"path", "ok", "volume_l", "reason", "elements"}
+        assert good["path"] == str(photo) and good["ok"] and good["reason"] == ""
+        assert abs(good["volume_l"] - volumes[str(photo)]) <= 0.1  # the finest division of the "dials" register
+        assert [e["name"] for e in good["elements"]][-1] == "Lx0.1"
+        assert all(e["readable"] and 0 <= e["value"] < 10 and 0 < e["confidence"] <= 1 for e in good["elements"])
+        assert not broken["ok"] and broken["volume_l"] is None and "not a readable image" in broken["reason"]
+        assert all(e["value"] is None and not e["readable"] for e in broken["elements"])
+
+
+def test_read_refuses_a_layout_with_markers_and_reference_naming_file_and_field(tmp_path):
+    aruco, marker_free, _ = _register_photos(tmp_path)
+    both = json.loads(aruco.read_text()) | {"reference": {"image": "reference.png"}}
+    bad = tmp_path / "both.json"
+    bad.write_text(json.dumps(both))
+    done = meterbench("read", str(tmp_path / "a.png"), "--layout", str(bad))
+    assert done.returncode == EXIT_USER_ERROR and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"meterbench read: {bad}: register layout: register: expected either 'markers' or 'reference', got both"
+    ]
