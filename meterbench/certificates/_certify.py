@@ -119,7 +119,14 @@ def _session_facts(session_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     recorded = (report.get("inputs") or {}).get("session.json")
     if recorded != sha256_hex(raw):
         raise SessionError(f"{path}: not the session.json this report verified (SHA-256 differs from report.json)")
-    return manifest if isinstance(manifest, dict) else {}
+    manifest = manifest if isinstance(manifest, dict) else {}
+    simulated = "simulated" in manifest or (session_dir / "truth.json").exists()
+    if simulated and report.get("simulated") is not True:
+        raise SessionError(
+            f"{path}: the session is simulated but its report.json says simulated = {report.get('simulated')!r} "
+            "(the report was changed): a simulated session is never certified as a real one"
+        )
+    return manifest
 
 
 def _pick(option: str | None, from_session: Any, choices: dict[str, Any], what: str, flag: str, lab: Lab) -> Any:

@@ -286,6 +286,24 @@ def test_a_session_that_is_not_the_one_the_report_hashed_is_refused(lab, water_r
     _nothing_written(lab, water_run)
 
 
+def test_a_simulated_session_is_never_certified_as_a_real_one(lab, water_run):
+    edit_report(water_run, lambda r: r.__setitem__("simulated", False))
+    with pytest.raises(SessionError, match=r"the session is simulated but its report.json says simulated = False"):
+        _certify(lab, water_run)
+    _nothing_written(lab, water_run)
+
+
+def test_a_real_session_has_no_simulated_mark(lab, water_run):
+    from pypdf import PdfReader
+
+    edit_report(water_run, lambda r: r.__setitem__("simulated", False))  # as a real run's report reads
+    _certify(lab, water_run, session_dir=None, instrument_ids=["M1"])
+    text = "".join(p.extract_text() for p in PdfReader(water_run / "certificate-1.pdf").pages)
+    assert "SIMULATED" not in text and "SIMULATED" not in (water_run / "certificate-1.html").read_text("utf-8")
+    assert "simulated no" in re.sub(r"\s+", " ", text)
+    assert "SIMULATED" not in verify_file(water_run / "certificate-1.json", lab.pub)[0].line
+
+
 def test_unknown_technician_or_none_named_is_refused(lab, water_run):
     with pytest.raises(ConfigError, match=r"--technician: technician 'nobody' is not in .*LAB.toml"):
         _certify(lab, water_run, technician_id="nobody")
