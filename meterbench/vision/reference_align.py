@@ -57,6 +57,9 @@ PYRAMID = (
     (0.25, cv2.MOTION_EUCLIDEAN, 10, 1.0, 4.0),
     (0.5, cv2.MOTION_HOMOGRAPHY, 12, 0.7, 4.0),
 )
+WORK_SIZE_PX = 640  # the pyramid's scales are for a reference this large (longer side); a larger
+# photo is first scaled down to it: the ±15 px of a 640 px frame are a fraction of the field of
+# view, and ECC's cost grows with the pixels (a 4000 px photo at 1/2 would take seconds)
 TRACK_LEVELS = 1  # from the previous frame: only the last level ...
 TRACK_ITERATIONS = 8  # ... with fewer iterations (the camera held still)
 MAX_STEP_PX = 2.5  # the last ECC level may move the element crops by at most this (else it ran off)
@@ -192,6 +195,7 @@ class ReferenceAligner:
         reference = _grey(layout.reference.pixels)
         self._size = (reference.shape[1], reference.shape[0])
         self._static = self._static_mask()
+        base = self._base = min(1.0, WORK_SIZE_PX / max(self._size))
         self._levels = [
             (
                 scale,
@@ -203,10 +207,10 @@ class ReferenceAligner:
                 if scale == 1.0
                 else cv2.resize(self._static, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST),
             )
-            for scale, motion, iterations, inner, outer in PYRAMID
+            for scale, motion, iterations, inner, outer in ((s * base, *rest) for s, *rest in PYRAMID)
         ]
         # photometric agreement at the finest level's scale (cheap; the print is still resolved)
-        self._check_scale = PYRAMID[-1][0]
+        self._check_scale = self._levels[-1][0]
         check_ref, check_mask = self._levels[-1][4], self._levels[-1][5]
         self._check_size = (check_ref.shape[1], check_ref.shape[0])
         ys, xs = np.nonzero(check_mask)
@@ -451,10 +455,11 @@ class ReferenceAligner:
         def quality(ncc: float = math.nan, tile: float = math.nan, contrast: float = math.nan) -> AlignmentQuality:
             return AlignmentQuality(method, matches, inliers, step, ncc, tile, contrast, shift, rotation, scale)
 
-        if step > self.max_step_px:
+        if step * self._base > self.max_step_px:  # in px of the working size (WORK_SIZE_PX)
             return _refused(
                 "unregistered",
-                f"not registered to the reference: ECC still moving ({step:.2f} px > {self.max_step_px:.2f} px)",
+                f"not registered to the reference: ECC still moving ({step * self._base:.2f} px > "
+                f"{self.max_step_px:.2f} px)",
                 quality(),
             )
         if abs(scale - 1.0) > MAX_SCALE_CHANGE or shear > MAX_SHEAR or abs(rotation) > MAX_ROTATION_DEG:
