@@ -252,6 +252,7 @@ def _register_photos(tmp_path: Path) -> tuple[Path, Path, dict[str, float]]:
     return aruco, marker_free, volumes
 
 
+@pytest.mark.slow
 def test_read_prints_per_photo_the_volume_and_each_element_with_either_kind_of_layout(tmp_path):
     aruco, marker_free, volumes = _register_photos(tmp_path)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")

@@ -30,6 +30,7 @@ def session(tmp_path_factory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_the_session_is_markerless_and_self_contained(session):
     manifest = json.loads((session / "session.json").read_text())
     assert manifest["session_id"].endswith("-markerless") and manifest["simulated"]["markers"] is False
@@ -50,6 +51,7 @@ def test_the_session_is_markerless_and_self_contained(session):
         assert facts["camera"]["light_change"]["gain_amplitude"] >= 0.1
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_reference_photos(session, tmp_path):
     again = simulate_water_meter(tmp_path / "again", seed=SEED, meters=2, profile="short", fps=1.0, markers=False)
     for name in ("cam-M1-reference.png", "cam-M2-reference.png"):  # the photos do not depend on the frame rate
