@@ -177,6 +177,16 @@ def test_pdf_contains_the_certificate_text_with_an_embedded_cjk_font(lab, water_
                 assert "/FontFile2" in descriptor  # TrueType outlines embedded (a subset), not a reference
                 fonts.add(str(font["/BaseFont"]))
     assert fonts and all("UMing" in name or "WenQuanYi" in name or "Droid" in name for name in fonts), fonts
+    # and the embedded font has a glyph for every character printed (no tofu boxes)
+    from reportlab.pdfbase.ttfonts import TTFontFile
+
+    from meterbench.certificates import find_cjk_font
+
+    path, index = find_cjk_font()
+    glyphs = TTFontFile(str(path), subfontIndex=index).charToGlyph
+    printed = set(text) - set(" \n\t")
+    assert not {c for c in printed if ord(c) not in glyphs}, "characters without a glyph"
+    assert {"示", "範", "驗", "王"} <= printed
 
 
 def test_html_states_the_same_blocks_as_the_pdf(lab, water_run):
