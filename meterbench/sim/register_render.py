@@ -497,8 +497,10 @@ class RegisterRenderer:
         w, h = self.layout.plate_size_px
         plate = np.empty((h, w, 3), np.uint8)
         plate[:] = PLATE_WHITE
-        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.layout.marker_dictionary))
-        for marker in self.layout.markers if self.markers else ():
+        markers = self.layout.markers if self.markers else ()
+        if markers:
+            dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.layout.marker_dictionary))
+        for marker in markers:
             corners = np.array(marker.corners_px)
             x0, y0 = np.round(corners.min(axis=0)).astype(int)
             x1, y1 = np.round(corners.max(axis=0)).astype(int)
