@@ -29,7 +29,7 @@ from meterbench.protocols import strict_json_loads
 
 from ._canonical import record_file_text, sha256_hex
 from ._keys import LabKey, load_private_key
-from ._lab import Lab, ReferenceStandard, Technician, load_lab
+from ._lab import Bench, Lab, ReferenceStandard, Technician, load_lab
 from ._record import (
     certificate_fields,
     report_problems,
@@ -196,20 +196,37 @@ def _store_public_key(register: LabRegister, key: LabKey) -> None:
     _write_new_files({path: key.public.pem()})
 
 
-def certify_run(
+@dataclass(frozen=True)
+class _Plan:
+    """Everything certify checked before writing: what to certify, by whom, with what."""
+
+    lab: Lab
+    lab_bytes: bytes
+    key: LabKey
+    report: dict[str, Any]
+    report_path: Path
+    report_sha256: str
+    bench: Bench
+    technician: Technician
+    standards: tuple[ReferenceStandard, ...]
+    instruments: tuple[dict[str, Any], ...]
+    session_instruments: dict[str, dict[str, Any]]
+    software: dict[str, Any]
+    out_dir: Path
+
+
+def _plan(
     run_dir: Path,
     key_path: Path,
     lab_path: Path,
-    out_dir: Path | None = None,
-    *,
-    bench_id: str | None = None,
-    technician_id: str | None = None,
-    reference_ids: list[str] | None = None,
-    session_dir: Path | None = None,
-    instrument_ids: list[str] | None = None,
-    issued_utc: str | None = None,
-) -> list[IssuedCertificate]:
-    """Certify every (or each named) instrument of the run in ``run_dir``; see the module docstring."""
+    out_dir: Path | None,
+    bench_id: str | None,
+    technician_id: str | None,
+    reference_ids: list[str] | None,
+    session_dir: Path | None,
+    instrument_ids: list[str] | None,
+) -> _Plan:
+    """Every check of certify (module docstring), in order; the first failure raises, nothing is written."""
     lab, lab_bytes = load_lab(lab_path)
     key = load_private_key(key_path)
     check_renderers()
@@ -228,14 +245,12 @@ def certify_run(
         raise SessionError(problems)
     manifest = _session_facts(Path(session_dir), report) if session_dir is not None else {}
     bench = _pick(bench_id, manifest.get("bench_id"), lab.benches, "bench", "--bench", lab)
-    technician: Technician = _pick(
-        technician_id, manifest.get("technician"), lab.technicians, "technician", "--technician", lab
-    )
+    technician = _pick(technician_id, manifest.get("technician"), lab.technicians, "technician", "--technician", lab)
     wanted = reference_ids or list(bench.reference_standards)
     unknown = [r for r in wanted if r not in lab.reference_standards]
     if unknown:
         raise ConfigError(f"--reference: {', '.join(unknown)} not in {lab.path} [[reference_standards]]")
-    standards: list[ReferenceStandard] = [lab.reference_standards[r] for r in wanted]
+    standards = tuple(lab.reference_standards[r] for r in wanted)
     untraceable = traceability_problems(report, standards)
     if untraceable:
         raise ConfigError(
@@ -252,82 +267,114 @@ def certify_run(
         instruments = [i for i in instruments if i.get("id") in instrument_ids]
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     _check_out_dir(out_dir)
-    software = software_identity(report)
-    session_instruments = {
-        e.get("id"): e
-        for e in (manifest.get("instruments") or []) + (manifest.get("tanks") or [])
-        if isinstance(e, dict)
+    entries = (manifest.get("instruments") or []) + (manifest.get("tanks") or [])
+    return _Plan(
+        lab=lab,
+        lab_bytes=lab_bytes,
+        key=key,
+        report=report,
+        report_path=report_path,
+        report_sha256=sha256_hex(report_raw),
+        bench=bench,
+        technician=technician,
+        standards=standards,
+        instruments=tuple(instruments),
+        session_instruments={e.get("id"): e for e in entries if isinstance(e, dict)},
+        software=software_identity(report),
+        out_dir=out_dir,
+    )
+
+
+def _note_configuration(register: LabRegister, plan: _Plan) -> None:
+    """Log the lab file, key, software, models and tables when first seen or changed (audit trail)."""
+    software = plan.software
+    register.note_config("lab file", sha256_hex(plan.lab_bytes), {"path": str(plan.lab.path)})
+    register.note_config("signing key", plan.key.public.fingerprint)
+    register.note_config(
+        "software",
+        sha256_hex(f"{software['version']} {software['git_revision']}".encode()),
+        {"version": software["version"], "git_revision": software["git_revision"]},
+    )
+    for name, digest in sorted(software["models"].items()):
+        register.note_config(f"model {name}", digest)
+    for name, digest in sorted(software["tables"].items()):
+        register.note_config(f"table {name}", digest)
+
+
+def _issue(register: LabRegister, plan: _Plan, instrument: dict[str, Any], issued_utc: str) -> IssuedCertificate:
+    """Reserve the next number, seal, draw, write and log one instrument's certificate (under the lock)."""
+    key, software = plan.key, plan.software
+    number = register.reserve_number(
+        {"session": plan.report.get("session"), "instrument": instrument.get("id"), "report_sha256": plan.report_sha256}
+    )
+    fields = certificate_fields(
+        plan.report,
+        instrument,
+        plan.lab,
+        number=number,
+        bench=plan.bench,
+        technician=plan.technician,
+        standards=plan.standards,
+        issued_utc=issued_utc,
+        software=software,
+        report_file=str(plan.report_path.resolve()),
+        extra_identity=plan.session_instruments.get(instrument.get("id")),
+    )
+    if software["version"] != software["certified_with"]:
+        fields["warnings"].append(f"the run used {software['version']}; certified with {software['certified_with']}")
+    record = seal_record(fields, plan.report_sha256, key.public.fingerprint, key.sign)
+    stem = f"certificate-{number}"
+    pdf, page = render_pdf(record), render_html(record).encode("utf-8")
+    record = seal_documents(record, {f"{stem}.pdf": sha256_hex(pdf), f"{stem}.html": sha256_hex(page)}, key.sign)
+    text = record_file_text(record)
+    files = {
+        plan.out_dir / f"{stem}.json": text.encode("utf-8"),
+        plan.out_dir / f"{stem}.pdf": pdf,
+        plan.out_dir / f"{stem}.html": page,
     }
-    report_sha = sha256_hex(report_raw)
-    register = LabRegister(lab.records)
-    who = f"{technician.id} (os user {getpass.getuser()})"
-    issued: list[IssuedCertificate] = []
-    with register.locked(key.sign, who):
-        _store_public_key(register, key)
-        register.note_config("lab file", sha256_hex(lab_bytes), {"path": str(lab.path)})
-        register.note_config("signing key", key.public.fingerprint)
-        register.note_config(
-            "software",
-            sha256_hex(f"{software['version']} {software['git_revision']}".encode()),
-            {"version": software["version"], "git_revision": software["git_revision"]},
-        )
-        for name, digest in sorted(software["models"].items()):
-            register.note_config(f"model {name}", digest)
-        for name, digest in sorted(software["tables"].items()):
-            register.note_config(f"table {name}", digest)
-        for instrument in instruments:
-            number = register.reserve_number(
-                {"session": report.get("session"), "instrument": instrument.get("id"), "report_sha256": report_sha}
-            )
-            fields = certificate_fields(
-                report,
-                instrument,
-                lab,
-                number=number,
-                bench=bench,
-                technician=technician,
-                standards=standards,
-                issued_utc=issued_utc or _now_utc(),
-                software=software,
-                report_file=str(report_path.resolve()),
-                extra_identity=session_instruments.get(instrument.get("id")),
-            )
-            if software["version"] != software["certified_with"]:
-                fields["warnings"].append(
-                    f"the run used {software['version']}; certified with {software['certified_with']}"
-                )
-            record = seal_record(fields, report_sha, key.public.fingerprint, key.sign)
-            stem = f"certificate-{number}"
-            pdf, page = render_pdf(record), render_html(record).encode("utf-8")
-            record = seal_documents(
-                record, {f"{stem}.pdf": sha256_hex(pdf), f"{stem}.html": sha256_hex(page)}, key.sign
-            )
-            text = record_file_text(record)
-            files = {
-                out_dir / f"{stem}.json": text.encode("utf-8"),
-                out_dir / f"{stem}.pdf": pdf,
-                out_dir / f"{stem}.html": page,
-            }
-            _write_new_files(files)
-            register.store_record(number, text)
-            register.append(
-                "certificate-issued",
-                f"certificate {number}",
-                None,
-                sha256_hex(text.encode("utf-8")),
-                {
-                    "number": number,
-                    "verification_code": record["verification_code"],
-                    "record": f"{stem}.json",
-                    "instrument": instrument.get("id"),
-                    "serial": fields["instrument"].get("serial"),
-                    "verdict": fields["verdict"],
-                    "written_to": str(out_dir.resolve()),
-                },
-            )
-            issued.append(
-                IssuedCertificate(
-                    number, record["verification_code"], str(instrument.get("id")), str(fields["verdict"]), tuple(files)
-                )
-            )
-    return issued
+    _write_new_files(files)
+    register.store_record(number, text)
+    register.append(
+        "certificate-issued",
+        f"certificate {number}",
+        None,
+        sha256_hex(text.encode("utf-8")),
+        {
+            "number": number,
+            "verification_code": record["verification_code"],
+            "record": f"{stem}.json",
+            "instrument": instrument.get("id"),
+            "serial": fields["instrument"].get("serial"),
+            "verdict": fields["verdict"],
+            "written_to": str(plan.out_dir.resolve()),
+        },
+    )
+    return IssuedCertificate(
+        number, record["verification_code"], str(instrument.get("id")), str(fields["verdict"]), tuple(files)
+    )
+
+
+def certify_run(
+    run_dir: Path,
+    key_path: Path,
+    lab_path: Path,
+    out_dir: Path | None = None,
+    *,
+    bench_id: str | None = None,
+    technician_id: str | None = None,
+    reference_ids: list[str] | None = None,
+    session_dir: Path | None = None,
+    instrument_ids: list[str] | None = None,
+    issued_utc: str | None = None,
+) -> list[IssuedCertificate]:
+    """Certify every (or each named) instrument of the run in ``run_dir``; see the module docstring.
+
+    ``issued_utc`` (ISO 8601, default now) is the issue time printed on the certificates."""
+    plan = _plan(
+        run_dir, key_path, lab_path, out_dir, bench_id, technician_id, reference_ids, session_dir, instrument_ids
+    )
+    register = LabRegister(plan.lab.records)
+    with register.locked(plan.key.sign, f"{plan.technician.id} (os user {getpass.getuser()})"):
+        _store_public_key(register, plan.key)
+        _note_configuration(register, plan)
+        return [_issue(register, plan, instrument, issued_utc or _now_utc()) for instrument in plan.instruments]
