@@ -122,3 +122,36 @@ def test_a_folder_of_many_input_files_is_one_row_hashing_their_list():
     )
     three = dict(list(frames.items())[:3])
     assert input_rows(three) == tuple(sorted(three.items()))  # up to 3 files: listed one by one
+
+
+def test_hostile_records_give_a_reason_never_an_exception():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from meterbench.certificates import RECORD_FORMAT, check_record_bytes
+
+    key = _Key()
+    sealed = seal_documents(
+        seal_record({"number": 1, "lab": {"name": "x"}}, "ab" * 32, "f" * 32, key.sign), {"a.pdf": "c" * 64}, key.sign
+    )
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=8,
+    )
+
+    class Trusted:
+        fingerprint = "f" * 32
+        verify = staticmethod(key.verify)
+
+    @settings(max_examples=300, deadline=None)
+    @given(field=st.sampled_from(sorted(sealed)), value=values)
+    def check(field, value):
+        hostile = {**sealed, field: value, "format": RECORD_FORMAT if field != "format" else value}
+        raw = json.dumps(hostile).encode()
+        _, reason = check_record_bytes(raw, Trusted())
+        assert isinstance(reason, str) and (reason or hostile == sealed)
+
+    check()
+    for raw in (b"", b"[]", b"nul", b'{"format": "meterbench-certificate-record"}', b"1e999", b"\xff\xfe"):
+        assert check_record_bytes(raw, Trusted())[1]
