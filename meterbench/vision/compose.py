@@ -184,7 +184,7 @@ def compose_register(
     *,
     readable: np.ndarray | None = None,
     reasons: tuple[str, ...] | None = None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | np.ndarray = DEFAULT_MIN_CONFIDENCE,
     max_residual: float = DEFAULT_MAX_RESIDUAL,
     min_digit_prob: float = DEFAULT_MIN_DIGIT_PROB,
     position_std: float = DEFAULT_POSITION_STD,
@@ -204,8 +204,9 @@ def compose_register(
     readable : (E,) bool, optional: the reader's own verdict per element (its
         calibrated abstention); an element it abstains on is not used, whatever
         its confidence.  `reasons` (E,) say why, for the flag.
-    min_confidence : confidence below which an element is not used; with
-        `readable` from a calibrated reader pass 0 (the reader already decided).
+    min_confidence : confidence below which an element is not used, one for all
+        or (E,) per element; with `readable` from a calibrated reader pass 0 for
+        its elements (the reader already decided).
     max_residual : steps; a reading further than this from `digit + expected
         fraction` is flagged as inconsistent with the element below.
     position_std : steps; precision of the finest reading when no probs are given.
@@ -236,11 +237,12 @@ def compose_register(
 
     read_ok = np.ones(len(elements), bool) if readable is None else np.asarray(readable, bool)
     why = ("",) * len(elements) if reasons is None else tuple(reasons)
+    min_conf = np.broadcast_to(np.asarray(min_confidence, dtype=np.float64), (len(elements),))
     if read_ok.shape != (len(elements),) or len(why) != len(elements):
         raise ValueError(f"compose_register: readable/reasons: expected {len(elements)} entries each")
 
     def trouble_of(i: int) -> str:
-        return _element_trouble(elements[i], vals[i], confs[i], min_confidence, bool(read_ok[i]), why[i])
+        return _element_trouble(elements[i], vals[i], confs[i], float(min_conf[i]), bool(read_ok[i]), why[i])
 
     trouble = trouble_of(finest)
     if trouble:

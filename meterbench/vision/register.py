@@ -312,21 +312,15 @@ class RegisterReader:
             )
             return RegisterReading(False, reason, float("nan"), resolution_l=float("nan"), **common)
         corrected, shifted_probs = self._remove_offsets(values, probs)
-        # a reader's own verdict replaces the confidence cut: confidences below the cut count as unreadable
-        usable = readable & (confidence >= min_confidence)
-        why = [
-            r or (f"confidence {c:.2f} < {m:.2f}" if not c >= m else "")
-            for r, c, m in zip(reasons, confidence, min_confidence, strict=True)
-        ]
         result = compose_register(
             self.layout,
             corrected,
             confidence,
             shifted_probs,
             finest,
-            readable=usable,
-            reasons=tuple(why),
-            min_confidence=0.0,
+            readable=readable,
+            reasons=tuple(reasons),
+            min_confidence=min_confidence,
             **self.compose_options,
         )
         return RegisterReading(

@@ -255,3 +255,38 @@ def test_offsets_are_estimated_from_carry_residuals_and_fix_the_cascade() -> Non
         if fixed.ok:
             assert abs(fixed.volume_l - volume_l) < 0.2 * FINEST_STEP_L
     assert corrected_ok == 300 and raw_ok < 300
+
+
+@pytest.mark.parametrize("variant", ["dials", "wheels"])
+@pytest.mark.parametrize("unreadable", [0, 3, 5])
+def test_an_element_the_reader_abstains_on_is_not_used_and_the_elements_below_keep_their_part(
+    variant: str, unreadable: int
+) -> None:
+    """The reader's own verdict, whatever the confidence: its element is named, and what the elements
+    below it resolved is kept (the volume modulo one turn of the element just below)."""
+    layout = LAYOUTS[variant]
+    volume_l = 45_678.93
+    readable = np.ones(len(layout.elements), bool)
+    readable[unreadable] = False
+    reasons = tuple("unsure (confidence 0.97 < 0.98)" if not r else "" for r in readable)
+    result = compose_register(
+        layout, positions_from_volume(layout, volume_l), _ones(layout), readable=readable, reasons=reasons
+    )
+    element = layout.elements[unreadable]
+    assert not result.ok and math.isnan(result.volume_l)
+    assert result.reason == f"{element.kind} {element.name} unreadable (unsure (confidence 0.97 < 0.98))"
+    modulus = layout.elements[unreadable + 1].litres_per_turn
+    assert result.partial_modulus_l == modulus
+    assert _circular_error(result.partial_l, volume_l % modulus, modulus) < 1e-6
+
+
+def test_per_element_confidence_cut_and_whole_readings_keep_partial_as_the_volume() -> None:
+    layout = LAYOUTS["dials"]
+    positions = positions_from_volume(layout, 1234.56)
+    confidences = np.full(len(layout.elements), 0.6)
+    cut = np.zeros(len(layout.elements))
+    cut[2] = 0.7  # only element 2 has a confidence cut, and fails it
+    result = compose_register(layout, positions, confidences, min_confidence=cut)
+    assert result.reason == f"wheel {layout.elements[2].name} confidence 0.60 < 0.70"
+    whole = compose_register(layout, positions, confidences, min_confidence=0.0)
+    assert whole.ok and whole.partial_l == whole.volume_l and whole.partial_modulus_l == math.inf
