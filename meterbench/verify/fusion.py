@@ -8,6 +8,11 @@ averaged in) and the register value *at the instant* is the fit's intercept,
 with its standard uncertainty. Between the two instants, sparse readings must
 follow the same line: a register that stalls, jumps or runs backwards makes
 the point untrustworthy.
+
+A frame in which an upper element cannot be read (a reflection over it for the
+whole session) still says what its lower elements show; the frames of a point
+complete each other (`complete_partial_readings`): between the carries the
+lower elements announce, the upper ones stand still.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "Completion",
+    "complete_partial_readings",
     "ReferenceTrack",
     "InstantEstimate",
     "estimate_at_instant",
@@ -24,6 +31,8 @@ __all__ = [
     "TrackCheck",
 ]
 
+#: Stretches (most recent first) a frame may chain to, so that one misread does not cut the chain.
+LINK_STRETCHES = 3
 #: Robust scale of a normal distribution from the median absolute deviation.
 _MAD_TO_SIGMA = 1.4826
 
@@ -245,3 +254,159 @@ def check_track(
             f"between start and stop (max {result.max_deviation_l:.4f} L off)"
         )
     return result
+
+
+@dataclass
+class Completion:
+    """Register volumes of a point's frames after the frames have completed each other.
+
+    volume_l (N,): the whole register volume (L) per frame, nan where it cannot be
+    known; completed (N,): frames whose upper elements came from other frames;
+    corrected: frames read whole whose upper elements the other frames outvoted
+    (a misread high wheel, replaced); offset_known False: no frame read the whole
+    register, so the volumes are only known up to a constant multiple of
+    modulus_l (enough for stop − start while the unread elements do not move);
+    unread_carries: the unread elements moved during the frames (the elements
+    below turned over) and no frame read them: the volume needs them;
+    reason says what made frames unusable ("" when none).
+    """
+
+    volume_l: np.ndarray
+    completed: np.ndarray
+    modulus_l: float = float("inf")
+    corrected: int = 0
+    offset_known: bool = True
+    unread_carries: bool = False
+    reason: str = ""
+
+
+def complete_partial_readings(
+    t_s: np.ndarray,
+    volume_l: np.ndarray,
+    partial_l: np.ndarray,
+    modulus_l: np.ndarray,
+    u_l: np.ndarray,
+    reference: ReferenceTrack,
+    *,
+    max_slope: float = 1.5,
+    min_coverage: float = 0.9,
+    min_vote_share: float = 0.75,
+) -> Completion:
+    """Complete frames whose upper register elements could not be read from the other frames.
+
+    Per frame: `volume_l` the whole register (nan unless every element was read),
+    `partial_l` what the elements resolved from the finest up say, modulo
+    `modulus_l` (one turn of the highest of them; inf for whole readings, nan when
+    not even the finest element was read), `u_l` the reading uncertainty (L).
+
+    During a test point the upper elements stand still except at the carries the
+    lower ones announce.  So: (1) every usable frame is reduced to its volume
+    modulo M, the common modulus (the largest that `min_coverage` of the frames
+    reach); (2) consecutive frames are chained when the volume between them,
+    bounded by `max_slope` × the reference meter's volume over that time, leaves
+    exactly one number of turnovers of M (the register never runs backwards); a
+    gap or an ambiguous step starts a new stretch; (3) in each stretch the
+    frames read whole vote on the upper part, which must win `min_vote_share` of
+    the votes; every frame of the stretch then gets it (frames read whole that
+    lost the vote are corrected).  A stretch without votes stays unknown, except
+    when it is the only one: then the volumes are relative (offset_known False),
+    and if the unread part moved inside it, `unread_carries` is set and nothing
+    is returned (the volume would need the unread elements).
+    """
+    t = np.asarray(t_s, dtype=np.float64)
+    whole = np.asarray(volume_l, dtype=np.float64)
+    part = np.asarray(partial_l, dtype=np.float64)
+    modulus = np.asarray(modulus_l, dtype=np.float64)
+    u = np.asarray(u_l, dtype=np.float64)
+    n = t.size
+    out = whole.copy()
+    completed = np.zeros(n, dtype=bool)
+    usable = np.isfinite(part) & ~np.isnan(modulus)
+    finite_moduli = np.sort(modulus[usable & np.isfinite(modulus)])
+    if finite_moduli.size == 0:
+        return Completion(out, completed)  # every usable frame was read whole
+    # the largest modulus that min_coverage of the usable frames reach (whole readings reach any)
+    reach = np.where(np.isfinite(modulus[usable]), modulus[usable], np.inf)
+    candidates = np.unique(finite_moduli)[::-1]
+    common = next((m for m in candidates if np.mean(reach >= m) >= min_coverage), candidates[-1])
+    usable &= modulus >= common
+    order = np.flatnonzero(usable)[np.argsort(t[usable], kind="stable")]
+    if order.size == 0:
+        return Completion(out, completed, common, reason="no frame read far enough up the register")
+    low = np.mod(part[order], common)
+    tolerance = 6.0 * max(float(np.nanmedian(u[order])) if np.isfinite(u[order]).any() else 0.0, 1e-4)
+    # (2) chain frames into stretches, counting turnovers of the common modulus; a frame that
+    # links to none of the last few stretches (a misread, a gap) starts its own
+    stretch = np.full(order.size, -1, dtype=np.int64)
+    turns = np.zeros(order.size, dtype=np.int64)
+    ref = reference.volume_at(t[order])
+    tails: list[int] = []  # per stretch: its latest member (index into order)
+    for k in range(order.size):
+        for s in sorted(range(len(tails)), key=lambda i: -tails[i])[:LINK_STRETCHES]:
+            j = tails[s]
+            advance_max = max_slope * (ref[k] - ref[j]) + tolerance
+            step = (low[k] - low[j]) % common  # 0 <= step < M
+            options = [step + m * common for m in (-1, 0, 1, 2) if -tolerance <= step + m * common <= advance_max]
+            if np.isfinite(advance_max) and len(options) == 1:
+                stretch[k], tails[s] = s, k
+                turns[k] = turns[j] + int(round((options[0] - (low[k] - low[j])) / common))
+                break
+        else:
+            stretch[k] = len(tails)
+            tails.append(k)
+    relative = low + turns * common
+    reasons = []
+    corrected = 0
+    offset_known = True
+    unread_carries = False
+    has_votes = [bool(np.isfinite(whole[order[stretch == s]]).any()) for s in range(len(tails))]
+    relative_stretch = -1  # without any frame read whole: the largest stretch, relative volumes
+    if not any(has_votes):
+        relative_stretch = int(np.argmax(np.bincount(stretch)))
+    for s in range(len(tails)):
+        members = np.flatnonzero(stretch == s)
+        frames = order[members]
+        voters = members[np.isfinite(whole[frames])]
+        span = f"frames at {t[frames[0]]:.2f}-{t[frames[-1]]:.2f} s"
+        if voters.size:
+            votes = np.round((whole[order[voters]] - relative[voters]) / common).astype(np.int64)
+            values, counts = np.unique(votes, return_counts=True)
+            best = int(np.argmax(counts))
+            if counts[best] < min_vote_share * voters.size or np.sum(counts == counts[best]) > 1:
+                reasons.append(
+                    f"{span} disagree on the upper elements ({counts[best]} of {voters.size} frames read whole agree)"
+                )
+                out[frames] = np.nan
+                continue
+            offset = float(values[best]) * common
+            corrected += int(voters.size - counts[best])
+        elif s == relative_stretch:
+            if np.ptp(turns[members]) > 0:
+                return Completion(
+                    np.full(n, np.nan),
+                    np.zeros(n, dtype=bool),
+                    common,
+                    offset_known=False,
+                    unread_carries=True,
+                    reason=f"the elements above {common:g} L per turn were never read and turn over during the frames",
+                )
+            offset, offset_known = 0.0, False
+        else:
+            reasons.append(f"{span}: no frame read the whole register and they cannot be chained to frames that did")
+            out[frames] = np.nan
+            continue
+        completed[frames] = ~np.isfinite(whole[frames])
+        out[frames] = relative[members] + offset
+    if not offset_known:
+        keep = np.zeros(n, dtype=bool)
+        keep[order[stretch == relative_stretch]] = True
+        out[~keep] = np.nan
+    return Completion(
+        out,
+        completed,
+        common,
+        corrected=corrected,
+        offset_known=offset_known,
+        unread_carries=unread_carries,
+        reason="; ".join(reasons),
+    )

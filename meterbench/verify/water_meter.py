@@ -28,9 +28,11 @@ from meterbench.progress import ProgressFn
 from meterbench.session import EvidenceGap
 from meterbench.session.format import short
 from meterbench.verify.fusion import (
+    Completion,
     InstantEstimate,
     ReferenceTrack,
     check_track,
+    complete_partial_readings,
     estimate_at_instant,
 )
 from meterbench.verify.results import (
@@ -86,6 +88,9 @@ class ReadingOptions:
     line_tolerance_l: float = 0.00015  # latched volume vs the totaliser line it names (L): that line's 0.1 mL rounding
     temperature_u_c: float = 0.2  # standard uncertainty of the water temperature (°C)
     coarser_fallbacks: int = 1  # coarser register elements tried when the finest cannot be read
+    # frames whose upper elements are unreadable (a reflection) completed from the point's other frames
+    # (fusion.complete_partial_readings); False: only frames read whole are used (before issue 17)
+    cross_frame: bool = True
 
 
 @dataclass
@@ -298,6 +303,7 @@ class _Readings:
     n_frames: int
     n_unreadable: int
     reasons: ReasonCounts
+    completion: Completion | None = None  # how the frames completed each other (cross_frame)
 
 
 @dataclass(frozen=True)
@@ -306,6 +312,8 @@ class _FrameResult:
     volume_l: float  # nan when not read
     u_l: float
     reason: str  # "" when read
+    partial_l: float = math.nan  # volume modulo modulus_l from the elements resolved from the finest up
+    modulus_l: float = math.nan  # inf when read whole, nan when not even the finest element was read
 
 
 class RegisterFrameCache:
@@ -347,25 +355,54 @@ class RegisterFrameCache:
         self.watch.note_readings([t_s for _, t_s, _ in batch], readings)
         for (index, t_s, _), reading in zip(batch, readings, strict=True):
             self._results[(index, finest_element)] = (
-                _FrameResult(t_s, reading.volume_l, reading.resolution_l, "")
+                _FrameResult(t_s, reading.volume_l, reading.resolution_l, "", reading.volume_l, math.inf)
                 if reading.ok
-                else _FrameResult(t_s, float("nan"), float("nan"), reading.reason or "unreadable")
+                else _FrameResult(
+                    t_s,
+                    float("nan"),
+                    reading.resolution_l,
+                    reading.reason or "unreadable",
+                    getattr(reading, "partial_l", math.nan),
+                    getattr(reading, "partial_modulus_l", math.nan),
+                )
             )
         batch.clear()
 
-    def readings(self, indices, finest_element: int) -> _Readings:
-        """The readings of these frames (reading any not read yet)."""
+    def readings(self, indices, finest_element: int, track: ReferenceTrack | None = None) -> _Readings:
+        """The readings of these frames (reading any not read yet).
+
+        With the reference `track`, frames whose upper elements could not be read are
+        completed from the other frames (`complete_partial_readings`); without it only
+        the frames read whole are used."""
         self.read(indices, finest_element)
         results = [self._results[(int(i), finest_element)] for i in indices]
-        good = [r for r in results if not r.reason]
-        reasons = ReasonCounts(r.reason for r in results if r.reason)
+        if track is None:
+            good = [r for r in results if not r.reason]
+            return _Readings(
+                np.array([r.t_s for r in good]),
+                np.array([r.volume_l for r in good]),
+                np.array([r.u_l for r in good]),
+                len(results),
+                len(results) - len(good),
+                ReasonCounts(r.reason for r in results if r.reason),
+            )
+        completion = complete_partial_readings(
+            np.array([r.t_s for r in results]),
+            np.array([r.volume_l for r in results]),
+            np.array([r.partial_l for r in results]),
+            np.array([r.modulus_l for r in results]),
+            np.array([r.u_l for r in results]),
+            track,
+        )
+        good = np.isfinite(completion.volume_l)
         return _Readings(
-            np.array([r.t_s for r in good]),
-            np.array([r.volume_l for r in good]),
-            np.array([r.u_l for r in good]),
+            np.array([r.t_s for r in results])[good],
+            completion.volume_l[good],
+            np.array([r.u_l for r in results])[good],
             len(results),
-            len(results) - len(good),
-            reasons,
+            int((~good).sum()),
+            ReasonCounts(r.reason for r, g in zip(results, good, strict=True) if not g and r.reason),
+            completion,
         )
 
 
@@ -397,6 +434,10 @@ def _fuse_point(readings: _Readings, track: ReferenceTrack, t0: float, t1: float
     register must follow; with ``fit == "point"`` every reading between start and stop that lies on
     it (misreads, e.g. during a wheel roll-over, do not) then refines both instants in one fit.
     """
+
+    completion = readings.completion
+    if completion is not None and completion.unread_carries:
+        return completion.reason
 
     def window_estimate(instant: float, after_s: float) -> InstantEstimate:
         near = (readings.t_s >= instant - options.window_before_s) & (readings.t_s <= instant + after_s)
@@ -437,6 +478,32 @@ def _refine_over_point(
     args = (readings.t_s[on_line], readings.volume_l[on_line], readings.u_l[on_line], track)
     refined = estimate_at_instant(*args, t0), estimate_at_instant(*args, t1)
     return refined if all(r.ok for r in refined) else (start, stop)
+
+
+def _name_unread(layout, readings: _Readings, reason: str) -> str:
+    """The fusion's reason, naming the element never read when the volume needed it."""
+    completion = readings.completion
+    if completion is None or not completion.unread_carries:
+        return reason
+    above = [e for e in layout.elements if math.isclose(e.litres_per_turn, 10.0 * completion.modulus_l)]
+    what = f"{above[0].kind} {above[0].name}" if above else reason
+    return (
+        f"{what} unreadable in every frame of the point and it carries during the point, so the volume "
+        f"needs it (unreadable frames: {readings.reasons})"
+    )
+
+
+def _completion_details(completion: Completion | None) -> dict:
+    """report.json details of how the frames completed each other ({} when they did not need to)."""
+    if completion is None or not completion.completed.any() and completion.corrected == 0:
+        return {}
+    details = {
+        "frames_completed": int(completion.completed.sum()),
+        "frames_outvoted": completion.corrected,
+    }
+    if not completion.offset_known:
+        details["register_offset_unknown_l"] = completion.modulus_l  # start/stop known modulo this
+    return details
 
 
 def read_ahead(
@@ -578,9 +645,10 @@ def _measure_point(
     # a coarser reading widens the uncertainty and the decision rule sees that.
     failures = []
     for level in range(finest, max(finest - options.coarser_fallbacks, 0) - 1, -1):
-        fused = _fuse_point(cache.readings(indices, level), track, t0, t1, options)
+        level_readings = cache.readings(indices, level, track if options.cross_frame else None)
+        fused = _fuse_point(level_readings, track, t0, t1, options)
         if isinstance(fused, str):
-            failures.append(f"reading to {layout.elements[level].name}: {fused}")
+            failures.append(f"reading to {layout.elements[level].name}: {_name_unread(layout, level_readings, fused)}")
             continue
         start, stop, track_check, readings = fused
         break
@@ -635,6 +703,7 @@ def _measure_point(
             "register_stop_l": stop.volume_l,
             "frames_read": readings.n_frames,
             "frames_unreadable": readings.n_unreadable,
+            **_completion_details(readings.completion),
             "readings_rejected": start.n_rejected + stop.n_rejected + track_check.n_outliers,
             "uncertainty_budget": budget.as_dict(),
         },
