@@ -186,6 +186,16 @@ def run_variant(
     err_l = circular(read_l[ok], volumes[ok], layout.capacity_l)
     err_steps = err_l / step_l
     reasons = Counter(_reason_kind(r.reason) for r in readings if not r.ok)
+    # frames not read whole whose lower elements still said their part (volume modulo one turn of
+    # the highest of them): what the frames of a test point complete each other from
+    partial = np.array([not r.ok and np.isfinite(r.partial_l) for r in readings])
+    partial_err = np.array(
+        [
+            circular(np.array(r.partial_l), np.array(v % r.partial_modulus_l), r.partial_modulus_l)
+            for r, v, is_partial in zip(readings, volumes, partial, strict=True)
+            if is_partial
+        ]
+    )
     values = np.array([r.element_values for r in readings])
     resolution = np.array([r.resolution_l for r in readings])[ok]
     pct = (50, 90, 99, 100)
@@ -198,6 +208,8 @@ def run_variant(
         "share_three_markers": float(np.mean([len(r.markers_found) == 3 for r in readings])),
         "not_ok_reasons": reasons.most_common(8),
         "wrong_among_ok": float(np.mean(err_steps >= 0.5)) if ok.any() else None,
+        "share_partial": float(partial.mean()),
+        "n_partial_wrong": int(np.sum(partial_err / step_l >= 0.5)),
         "n_wrong": int(np.sum(err_steps >= 0.5)),
         "abs_error_l_pct": dict(zip(map(str, pct), np.percentile(err_l, pct).round(4).tolist(), strict=True))
         if ok.any()
@@ -226,6 +238,10 @@ def print_report(res: dict) -> None:
         f"read ok {100 * res['share_ok']:.1f} %  (aligned {100 * res['share_aligned']:.1f} %, "
         f"{100 * res['share_three_markers']:.1f} % on 3 markers);"
         f" wrong among ok {res['n_wrong']} ({100 * (res['wrong_among_ok'] or 0):.2f} %)"
+    )
+    print(
+        f"not read whole but lower elements read (partial) {100 * res['share_partial']:.1f} %, "
+        f"of them wrong {res['n_partial_wrong']}"
     )
     for reason, count in res["not_ok_reasons"]:
         print(f"   not ok x{count}: {reason}")
@@ -291,12 +307,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print_report(res)
                 results.append(res)
-    print("summary: variant style reader | read ok | wrong among ok | |error| p99 steps")
+    print("summary: variant style reader | read ok | wrong among ok | |error| p99 steps | partial (wrong)")
     for res in results:
         p99 = (res["abs_error_steps_pct"] or {}).get("99")
         print(
             f"  {res['variant']:<22} | {100 * res['share_ok']:5.1f} % | {res['n_wrong']:3d} "
-            f"({100 * (res['wrong_among_ok'] or 0):.2f} %) | {p99}"
+            f"({100 * (res['wrong_among_ok'] or 0):.2f} %) | {p99} | {100 * res['share_partial']:5.1f} % "
+            f"({res['n_partial_wrong']})"
         )
     if args.json:
         Path(args.json).write_text(

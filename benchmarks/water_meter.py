@@ -4,9 +4,14 @@ Prints, over all meters x test points: |error_pct - true_error_pct| (max, p95),
 points whose true error lies outside error ± U, wrong pass/fail verdicts
 (against the true error and the same decision rule), inconclusive points, and
 the replay speed against real time (session duration / processing time, one
-process). Usage:
+process). Each style of simulated registers (`--styles classic varied`; "varied":
+TrueType digits, curved drums, a reflection over one element of each register for
+the whole session, Bayer noise) is verified twice in the same run: "old" (frames
+used only when read whole, a fixed 0.5 confidence cut, the aligner before issue
+17) and "new" (the defaults: the readers' `readable`, frames completing each
+other). Usage:
 
-    python benchmarks/water_meter.py --sessions 7 --meters 3 --profile short
+    python benchmarks/water_meter.py --sessions 7 --meters 3 --profile short [--styles classic varied]
 """
 
 from __future__ import annotations
@@ -32,27 +37,28 @@ def session_duration_s(session) -> float:
     return max(float(t[-1] - t[0]) for t in spans if len(t))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=7)
-    parser.add_argument("--meters", type=int, default=3)
-    parser.add_argument("--profile", default="short")
-    parser.add_argument("--seed0", type=int, default=100)
-    parser.add_argument("--every-frame", action="store_true", help="read every frame (reference run)")
-    parser.add_argument("--keep", help="folder to keep the simulated sessions in")
-    args = parser.parse_args()
+class OldReaders(RegisterReaders):
+    """The register reading before issue 17: a fixed 0.5 confidence cut (the readers' own
+    `readable` ignored) and the tuned-only ArUco detector that drops noisy markers."""
 
-    readers = RegisterReaders()
-    options = ReadingOptions(every_frame=args.every_frame)
+    def __call__(self, instrument: dict, *args, **kwargs):
+        from meterbench.vision.align import MarkerAligner
+
+        reader = super().__call__(instrument, *args, **kwargs)
+        reader.use_readable, reader.min_confidence = False, 0.5
+        if reader.layout.markers:
+            reader.aligner = MarkerAligner(
+                reader.layout, detectors=("tuned",), drop_rms_ratio=math.inf, scale_limits=False
+            )
+        return reader
+
+
+def evaluate(sessions: list, options: ReadingOptions, readers: RegisterReaders) -> dict:
+    """Figures over every meter x point of the sessions for one reading configuration."""
     deltas, outside_u, wrong, inconclusive, rows = [], 0, 0, 0, []
     instant_u_l: dict[str, list[float]] = {}
     total_real_s = total_cpu_s = 0.0
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-bench-"))
-    for k in range(args.sessions):
-        folder = root / f"s{args.seed0 + k}"
-        if not (folder / "session.json").exists():
-            simulate_water_meter(folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile)
-        session = load_session(folder)
+    for folder, session in sessions:
         started = time.process_time()
         report, _ = verify_session(session, options, readers)
         total_cpu_s += time.process_time() - started
@@ -90,28 +96,91 @@ def main() -> None:
                             f"U {point['uncertainty_pct']:.4f} %",
                         )
                     )
-    n = len(deltas) + inconclusive
-    d = np.array(deltas) if deltas else np.array([math.nan])
-    print(
-        f"points: {n} ({args.sessions} sessions x {args.meters} meters x plan), profile {args.profile}, "
-        f"{'every frame' if args.every_frame else 'windows + sparse track'}"
-    )
+    return {
+        "deltas": deltas,
+        "outside_u": outside_u,
+        "wrong": wrong,
+        "inconclusive": inconclusive,
+        "rows": rows,
+        "instant_u_l": instant_u_l,
+        "real_s": total_real_s,
+        "cpu_s": total_cpu_s,
+    }
+
+
+def print_figures(label: str, res: dict) -> None:
+    n = len(res["deltas"]) + res["inconclusive"]
+    d = np.array(res["deltas"]) if res["deltas"] else np.array([math.nan])
+    print(f"== {label}: {n} points")
     print(
         f"|error - true error| (%-points): max {np.max(d):.4f}, p95 {np.percentile(d, 95):.4f}, "
         f"median {np.median(d):.4f}; points > 0.05: {int(np.sum(d > 0.05))}"
     )
-    print(f"true error outside error ± U (k=2): {outside_u} of {len(deltas)}")
-    print(f"wrong pass/fail verdicts: {wrong}; inconclusive points: {inconclusive}")
+    print(f"true error outside error ± U (k=2): {res['outside_u']} of {len(res['deltas'])}")
     print(
-        f"replay: {total_real_s:.0f} s of recording in {total_cpu_s:.1f} s CPU "
-        f"= {total_real_s / max(total_cpu_s, 1e-9):.1f}x real time (one process)"
+        f"wrong pass/fail verdicts: {res['wrong']}; inconclusive points: {res['inconclusive']} "
+        f"({100 * res['inconclusive'] / max(n, 1):.1f} %)"
     )
-    for row in rows[:30]:
+    print(
+        f"replay: {res['real_s']:.0f} s of recording in {res['cpu_s']:.1f} s CPU "
+        f"= {res['real_s'] / max(res['cpu_s'], 1e-9):.1f}x real time (one process)"
+    )
+    for row in res["rows"][:30]:
         print("  ", *row)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=7)
+    parser.add_argument("--meters", type=int, default=3)
+    parser.add_argument("--profile", default="short")
+    parser.add_argument("--seed0", type=int, default=100)
+    parser.add_argument("--every-frame", action="store_true", help="read every frame (reference run)")
+    parser.add_argument("--keep", help="folder to keep the simulated sessions in")
+    parser.add_argument(
+        "--styles", nargs="+", default=["classic"], help="render styles of the simulated registers (classic, varied)"
+    )
+    parser.add_argument("--new-only", action="store_true", help="skip the old reading configuration")
+    args = parser.parse_args()
+
+    readers = RegisterReaders()
+    configs = {"new": (ReadingOptions(every_frame=args.every_frame), readers)}
+    if not args.new_only:
+        old_options = ReadingOptions(every_frame=args.every_frame, cross_frame=False)
+        configs = {"old": (old_options, OldReaders()), **configs}
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-bench-"))
+    print(
+        f"{args.sessions} sessions x {args.meters} meters x plan, profile {args.profile}, "
+        f"{'every frame' if args.every_frame else 'windows + sparse track'}"
+    )
+    summary = []
+    for style in args.styles:
+        sessions = []
+        for k in range(args.sessions):
+            folder = root / f"{style}-s{args.seed0 + k}"
+            if not (folder / "session.json").exists():
+                simulate_water_meter(
+                    folder, seed=args.seed0 + k, meters=args.meters, profile=args.profile, render_style=style
+                )
+            sessions.append((folder, load_session(folder)))
+        for name, (options, config_readers) in configs.items():
+            res = evaluate(sessions, options, config_readers)
+            print_figures(f"{style} renders, {name} reading", res)
+            summary.append((style, name, res))
+    print("summary: style reading | points | inconclusive | wrong verdicts | max / p95 |error - truth| %-points")
+    for style, name, res in summary:
+        d = np.array(res["deltas"]) if res["deltas"] else np.array([math.nan])
+        n = len(res["deltas"]) + res["inconclusive"]
+        share = 100 * res["inconclusive"] / max(n, 1)
+        print(
+            f"  {style:>8} {name:>4} | {n:4d} | {res['inconclusive']:3d} ({share:4.1f} %)"
+            f" | {res['wrong']} | {np.max(d):.4f} / {np.percentile(d, 95):.4f}"
+        )
+    instant_u_l = summary[-1][2]["instant_u_l"]
     if instant_u_l:
         achieved = {name: float(np.percentile(v, 95)) for name, v in instant_u_l.items()}
         print(
-            "register reading achieved, u of one flying reading (p95): "
+            "register reading achieved (last configuration), u of one flying reading (p95): "
             + ", ".join(f"{k} {1000 * v:.2f} mL" for k, v in achieved.items())
         )
         equivalent_d = {k: v * math.sqrt(12) for k, v in achieved.items()}  # rectangular d with that u
