@@ -171,17 +171,18 @@ class LabRegister:
 
     @staticmethod
     def _parse(data: bytes) -> list[RegisterEntry]:
+        """The well-formed entries of a log's bytes (audit_problems reports the others)."""
         entries = []
         for line in data.split(b"\n"):
             try:
                 e = json.loads(line)
-                entries.append(
-                    RegisterEntry(
-                        e["seq"], e["event"], e["what"], e["old_hash"], e["new_hash"], e["details"], e["hash"]
-                    )
+                entry = RegisterEntry(
+                    e["seq"], e["event"], e["what"], e["old_hash"], e["new_hash"], e["details"], e["hash"]
                 )
             except (ValueError, KeyError, TypeError):
                 continue
+            if isinstance(entry.details, dict) and isinstance(entry.event, str) and isinstance(entry.what, str):
+                entries.append(entry)
         return entries
 
     def find_code(self, code: str) -> Path | None:

@@ -171,3 +171,19 @@ def test_audit_entries_are_signed_by_the_lab_key(lab, issued_log):
     import base64
 
     assert key.public.verify(base64.b64decode(entry["signature"]), entry["hash"].encode())
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"[1, 2]", b"NaN", b'{"seq": 1}', b"\xff\xfe", b"{}" * 3],
+)
+def test_a_hostile_audit_line_is_reported_never_an_exception(lab, issued_log, line):
+    lines = issued_log.read_bytes().splitlines(keepends=True)
+    entry = json.loads(lines[4])
+    entry["details"] = []  # the right keys, a wrong type
+    lines[4] = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    issued_log.write_bytes(b"".join(lines[:6] + [line + b"\n"] + lines[6:]))
+    report, intact = audit_verify(issued_log, lab.pub, lab.toml)
+    assert not intact
+    assert any(r.startswith("NOT intact: ") and ": line 7: " in r for r in report)
+    assert any(": line 5: " in r for r in report)
