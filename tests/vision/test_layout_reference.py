@@ -93,7 +93,8 @@ def test_a_reference_photo_of_the_wrong_size_names_both_sizes(tmp_path):
     cv2.imwrite(str(tmp_path / "ref.png"), _photo((300, 180)))
     message = _error(tmp_path, _reference_register())
     assert message.endswith(
-        f"register.reference.image: expected an image of plate_size_px 320×180 px, got '{tmp_path / 'ref.png'}: 300×180 px'"
+        "register.reference.image: expected an image of plate_size_px 320×180 px, "
+        f"got '{tmp_path / 'ref.png'}: 300×180 px'"
     )
 
 
@@ -197,3 +198,10 @@ def test_a_register_with_both_markers_and_reference_is_a_schema_error(tmp_path):
     (folder / "session.json").write_text(json.dumps(manifest))
     with pytest.raises(SessionError, match=r"instruments\[0\]\.register"):
         load_session(folder)
+
+
+def test_the_recorder_refuses_a_reference_photo_that_is_not_an_image_before_writing(tmp_path):
+    register = _reference_register(reference_image_path("cam-M1"))
+    with pytest.raises(ValueError, match=r"reference_images\['cam-M1'\]: expected an H×W\[×3\] uint8 image, got str"):
+        SessionRecorder.create(tmp_path / "s", _manifest(register), reference_images={"cam-M1": "photo.png"})
+    assert not (tmp_path / "s").exists()
