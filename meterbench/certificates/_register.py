@@ -290,7 +290,11 @@ class LabRegister:
 
     def reserve_number(self, details: dict[str, Any]) -> int:
         """The next certificate number, reserved in the log (never given twice, never reused)."""
-        numbers = [e.details.get("number", 0) for e in self.entries if e.event == "certificate-number-reserved"]
+        numbers = [
+            n
+            for e in self.entries
+            if e.event == "certificate-number-reserved" and isinstance(n := e.details.get("number"), int)
+        ]
         number = max(numbers, default=0) + 1
         stored = [int(m.group(1)) for p in self.records_dir.iterdir() if (m := _RECORD_NAME.match(p.name))]
         if stored and max(stored) >= number:
