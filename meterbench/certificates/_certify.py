@@ -142,6 +142,15 @@ def _pick(option: str | None, from_session: Any, choices: dict[str, Any], what: 
     return choices[chosen]
 
 
+def _utc(text: str) -> dt.datetime:
+    """An ISO 8601 time (Z or an offset) as an aware UTC datetime; ConfigError if it is not one."""
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"expected an ISO 8601 time, got {text!r}") from None
+    return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 def _now_utc() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -373,8 +382,13 @@ def certify_run(
     plan = _plan(
         run_dir, key_path, lab_path, out_dir, bench_id, technician_id, reference_ids, session_dir, instrument_ids
     )
+    issued = _utc(issued_utc) if issued_utc else _utc(_now_utc())
+    issued_utc = issued.isoformat().replace("+00:00", "Z")
+    start = str(plan.report.get("start_time_utc"))
+    if issued < _utc(start):
+        raise ConfigError(f"issue time {issued_utc} is before the test started ({start}): is the clock right?")
     register = LabRegister(plan.lab.records)
     with register.locked(plan.key.sign, f"{plan.technician.id} (os user {getpass.getuser()})"):
         _store_public_key(register, plan.key)
         _note_configuration(register, plan)
-        return [_issue(register, plan, instrument, issued_utc or _now_utc()) for instrument in plan.instruments]
+        return [_issue(register, plan, instrument, issued_utc) for instrument in plan.instruments]

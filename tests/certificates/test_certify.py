@@ -367,3 +367,12 @@ def test_an_existing_certificate_file_is_never_overwritten_and_the_number_stays_
     [reserved] = [e.seq for e in entries if e.event == "certificate-number-reserved" and e.details["number"] == 1]
     assert register_gaps(entries) == [f"certificate number 1: reserved (audit seq {reserved}) but never issued"]
     assert [e.details["number"] for e in entries if e.event == "certificate-issued"] == [2]
+
+
+def test_an_issue_time_before_the_test_is_refused(lab, water_run):
+    with pytest.raises(ConfigError, match=r"issue time 2026-11-26T23:00:00Z is before the test started"):
+        _certify(lab, water_run, issued_utc="2026-11-26T23:00:00Z")
+    _nothing_written(lab, water_run)
+    [first, _] = _certify(lab, water_run, issued_utc="2026-11-28T08:00:00+08:00")
+    record = json.loads((water_run / "certificate-1.json").read_text(encoding="utf-8"))
+    assert record["certificate"]["issued_utc"] == "2026-11-28T00:00:00Z" and first.number == 1
