@@ -4,7 +4,10 @@ Prints, over all meters x test points: |error_pct - true_error_pct| (max, p95),
 points whose true error lies outside error ± U, wrong pass/fail verdicts
 (against the true error and the same decision rule), inconclusive points, and
 the replay speed against real time (session duration / processing time, one
-process). Each style of simulated registers (`--styles classic varied`; "varied":
+process); with a reflection in the frames, the points are also split by whether the glared
+element stands still during the point ("glare still": it can be known from the other frames)
+or turns ("glare moving": the volume needs it; inconclusive when it is never read). Each style
+of simulated registers (`--styles classic varied`; "varied":
 TrueType digits, curved drums, a reflection over one element of each register for
 the whole session, Bayer noise) is verified twice in the same run: "old" (frames
 used only when read whole, a fixed 0.5 confidence cut, the aligner before issue
@@ -53,10 +56,46 @@ class OldReaders(RegisterReaders):
         return reader
 
 
+def glared_element(session, instrument: dict) -> str | None:
+    """The element a reflection covers in this meter's camera (its centre saturated in the first
+    frame, the others not), found in the recorded video; None when there is none."""
+    import cv2
+
+    from meterbench.vision import RegisterLayout
+    from meterbench.vision.align import MarkerAligner
+
+    layout = RegisterLayout.from_dict(instrument["register"])
+    if not layout.markers:
+        return None
+    [(_, _, frame)] = list(session.camera(instrument["camera"]).iter_frames([0]))
+    alignment = MarkerAligner(layout).align(frame) if frame is not None else None
+    if not alignment:
+        return None
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    centres = np.array([[[x + w / 2, y + h / 2] for x, y, w, h in (e.box_px for e in layout.elements)]])
+    means = []
+    for cx, cy in cv2.perspectiveTransform(centres, alignment.camera_from_plate)[0]:
+        x, y = int(round(cx)), int(round(cy))
+        means.append(float(grey[y - 4 : y + 5, x - 4 : x + 5].mean()))
+    order = np.argsort(means)
+    return layout.elements[order[-1]].name if means[order[-1]] > 235 and means[order[-2]] < 215 else None
+
+
+def glare_category(instrument: dict, glared: str | None, true_point: dict) -> str:
+    """'no glare', 'glare still' (the glared element shows one digit all point long) or 'glare moving'."""
+    if glared is None:
+        return "no glare"
+    element = next(e for e in instrument["register"]["elements"] if e["name"] == glared)
+    step_l = element["litres_per_turn"] / 10.0
+    start, stop = true_point["register_start_l"], true_point["register_stop_l"]
+    return "glare moving" if math.floor(start / step_l) != math.floor(stop / step_l) else "glare still"
+
+
 def evaluate(sessions: list, options: ReadingOptions, readers: RegisterReaders) -> dict:
     """Figures over every meter x point of the sessions for one reading configuration."""
     deltas, outside_u, wrong, inconclusive, rows = [], 0, 0, 0, []
     instant_u_l: dict[str, list[float]] = {}
+    by_glare: dict[str, dict] = {}
     total_real_s = total_cpu_s = 0.0
     for folder, session in sessions:
         started = time.process_time()
@@ -64,10 +103,16 @@ def evaluate(sessions: list, options: ReadingOptions, readers: RegisterReaders) 
         total_cpu_s += time.process_time() - started
         total_real_s += session_duration_s(session)
         truth = {(i["id"], p["name"]): p for i in session.truth["instruments"] for p in i["points"]}
+        declared = {i["id"]: i for i in session.manifest["instruments"]}
         for instrument in report["instruments"]:
+            glared = glared_element(session, declared[instrument["id"]])
             for point in instrument["points"]:
                 true_error = truth[(instrument["id"], point["name"])]["true_error_pct"]
+                category = glare_category(declared[instrument["id"]], glared, truth[(instrument["id"], point["name"])])
+                counts = by_glare.setdefault(category, {"points": 0, "inconclusive": 0, "wrong": 0, "deltas": []})
+                counts["points"] += 1
                 if point["verdict"] == "inconclusive":
+                    counts["inconclusive"] += 1
                     inconclusive += 1
                     rows.append((folder.name, instrument["id"], point["name"], "inconclusive", point["reason"]))
                     continue
@@ -85,6 +130,8 @@ def evaluate(sessions: list, options: ReadingOptions, readers: RegisterReaders) 
                 outside_u += abs(delta) > point["uncertainty_pct"]
                 true_verdict = "pass" if abs(true_error) <= point["mpe_pct"] else "fail"
                 wrong += point["verdict"] != true_verdict
+                counts["wrong"] += point["verdict"] != true_verdict
+                counts["deltas"].append(abs(delta))
                 if point["verdict"] != true_verdict or abs(delta) > 0.05:
                     rows.append(
                         (
@@ -105,6 +152,7 @@ def evaluate(sessions: list, options: ReadingOptions, readers: RegisterReaders) 
         "instant_u_l": instant_u_l,
         "real_s": total_real_s,
         "cpu_s": total_cpu_s,
+        "by_glare": by_glare,
     }
 
 
@@ -125,6 +173,12 @@ def print_figures(label: str, res: dict) -> None:
         f"replay: {res['real_s']:.0f} s of recording in {res['cpu_s']:.1f} s CPU "
         f"= {res['real_s'] / max(res['cpu_s'], 1e-9):.1f}x real time (one process)"
     )
+    for category, counts in sorted(res["by_glare"].items()):
+        d = np.array(counts["deltas"]) if counts["deltas"] else np.array([math.nan])
+        print(
+            f"   {category}: {counts['points']} points, inconclusive {counts['inconclusive']}, "
+            f"wrong {counts['wrong']}, |error - truth| max {np.max(d):.4f}, points > 0.05: {int(np.sum(d > 0.05))}"
+        )
     for row in res["rows"][:30]:
         print("  ", *row)
 
