@@ -7,17 +7,19 @@ Only the command line, the tests and the bench's device factory import this pack
 from meterbench.sim.live import SimMeter, SimulatedBenchPeer, SimulatedCamera
 from meterbench.sim.markerless import LightChange, PlateMotion
 from meterbench.sim.modbus_slave import ModbusSlave
-from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.sim.register_render import RENDER_STYLES, CameraModel, RegisterRenderer, RenderStyle
 from meterbench.sim.tank import simulate_tank
 from meterbench.sim.water_meter import PROFILES, simulate_water_meter
 
 __all__ = [
     "PROFILES",
+    "RENDER_STYLES",
     "CameraModel",
     "LightChange",
     "ModbusSlave",
     "PlateMotion",
     "RegisterRenderer",
+    "RenderStyle",
     "SimMeter",
     "SimulatedBenchPeer",
     "SimulatedCamera",
