@@ -22,6 +22,13 @@ when the meter moved 120 px (an element leaves the frame); and the cost per
 frame when tracking a session-like sequence (a fixed pose that drifts).
 
     python benchmarks/alignment.py --meters 8 --frames 60 [--seed 0] [--method ecc|features+ecc]
+
+``--sessions 4,5`` instead simulates whole sessions with each seed (``--profile``,
+``--session-meters``) with and without markers, verifies them (``run``) and prints per
+session the largest |error − true error| over its points (%-points), wrong verdicts,
+inconclusive points and the CPU time of the run:
+
+    python benchmarks/alignment.py --sessions 4 --profile standard --session-meters 2
 """
 
 from __future__ import annotations
@@ -152,7 +159,12 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", default="ecc", choices=["ecc", "features+ecc"])
+    parser.add_argument("--sessions", help="comma-separated seeds: whole sessions with and without markers")
+    parser.add_argument("--profile", default="standard")
+    parser.add_argument("--session-meters", type=int, default=2)
     args = parser.parse_args()
+    if args.sessions:
+        return _sessions([int(v) for v in args.sessions.split(",")], args.profile, args.session_meters)
     cv2.setNumThreads(1)
     digits, dials = DigitReader(num_threads=1), DialReader(num_threads=1)
     paths = {"reference": _new_stats(), "aruco": _new_stats()}
@@ -234,6 +246,48 @@ def main() -> int:
     )
     for case, (refused, total) in refusals.items():
         print(f"refused ({case}): {refused}/{total} ({100 * refused / total:.1f} %)")
+    return 0
+
+
+def _sessions(seeds: list[int], profile: str, meters: int) -> int:
+    """Simulated sessions with and without markers through `run`: error vs truth, verdicts, CPU s."""
+    import json
+    import resource
+    import tempfile
+
+    from meterbench.sim import simulate_water_meter
+    from meterbench.verify import run_session
+
+    def cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for markers in (True, False):
+                name = f"seed {seed} {'markers' if markers else 'markerless'}"
+                folder = simulate_water_meter(
+                    Path(tmp) / f"{seed}-{markers}", seed=seed, meters=meters, profile=profile, markers=markers
+                )
+                t0 = cpu_s()
+                report = run_session(folder, Path(tmp) / f"{seed}-{markers}-out")
+                cpu = cpu_s() - t0
+                truth = json.loads((folder / "truth.json").read_text())
+                true = {(i["id"], p["name"]): p for i in truth["instruments"] for p in i["points"]}
+                deltas, wrong, inconclusive = [], 0, 0
+                for instrument in report["instruments"]:
+                    for point in instrument["points"]:
+                        facts = true[(instrument["id"], point["name"])]
+                        if point["verdict"] == "inconclusive":
+                            inconclusive += 1
+                            continue
+                        deltas.append(abs(point["error_pct"] - facts["true_error_pct"]))
+                        wrong += point["verdict"] != facts["true_verdict"]
+                largest = max(deltas) if deltas else float("nan")
+                print(
+                    f"{name}: max |error - truth| {largest:.4f} %-points over {len(deltas)} points, "
+                    f"wrong verdicts {wrong}, inconclusive {inconclusive}, run CPU {cpu:.0f} s"
+                )
     return 0
 
 
