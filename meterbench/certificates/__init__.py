@@ -44,7 +44,7 @@ from ._render import (
     render_html,
     render_pdf,
 )
-from ._verify import Verdict, audit_verify, check_record_bytes, trusted_key, verify_code, verify_file
+from ._verify import Trust, Verdict, audit_verify, check_record_bytes, trusted_key, verify_code, verify_file
 
 __all__ = [
     "AUDIT_FILE",
@@ -63,6 +63,7 @@ __all__ = [
     "ReferenceStandard",
     "RegisterEntry",
     "Technician",
+    "Trust",
     "Verdict",
     "audit_problems",
     "audit_verify",

@@ -105,6 +105,7 @@ class Lab:
     technicians: dict[str, Technician]
     reference_standards: dict[str, ReferenceStandard]
     contact: dict[str, str]
+    previous_keys: dict[str, dt.date]  # normalized fingerprint -> the day from which it signs nothing
 
     def identity(self) -> dict[str, str]:
         """The lab's identity as printed on a certificate."""
@@ -153,6 +154,13 @@ def parse_lab(data: dict[str, Any], path: Path) -> Lab:
             problems.append(
                 f"{label}: reference_standards[{i}].due_date: expected a TOML date (YYYY-MM-DD, unquoted), got {got}"
             )
+    for i, item in enumerate(data["lab"].get("previous_keys", [])):
+        retired = item["retired"]
+        if not isinstance(retired, dt.date) or isinstance(retired, dt.datetime):
+            got = json.dumps(retired) if isinstance(retired, str) else f"a {type(retired).__name__}"
+            problems.append(
+                f"{label}: lab.previous_keys[{i}].retired: expected a TOML date (YYYY-MM-DD, unquoted), got {got}"
+            )
     for table in ("benches", "technicians", "reference_standards"):
         problems += _duplicates(data[table], table, label)
     known = {item["id"] for item in standards}
@@ -194,6 +202,7 @@ def parse_lab(data: dict[str, Any], path: Path) -> Lab:
             for s in standards
         },
         contact={key: lab[key] for key in ("phone", "email") if key in lab},
+        previous_keys={normalize_fingerprint(k["fingerprint"]): k["retired"] for k in lab.get("previous_keys", [])},
     )
 
 

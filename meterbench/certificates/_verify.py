@@ -8,8 +8,9 @@ Each result is one line: "valid: certificate N, ..." or "NOT valid: <reason>".
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ._lab import Lab, load_lab
 from ._record import RECORD_FORMAT, check_record, summary_line
 from ._register import LabRegister, register_gaps
 
-__all__ = ["Verdict", "audit_verify", "check_record_bytes", "trusted_key", "verify_code", "verify_file"]
+__all__ = ["Trust", "Verdict", "audit_verify", "check_record_bytes", "trusted_key", "verify_code", "verify_file"]
 
 _MAX_FILE_BYTES = 256 * 1024 * 1024
 _PDF_CODE = re.compile(rb"meterbench certificate ([0-9A-Z*~$=]{5}-[0-9A-Z]{5}-[0-9A-Z*~$=U])\)")
@@ -43,8 +44,39 @@ def _not_valid(reason: str) -> Verdict:
     return Verdict(False, f"NOT valid: {reason}")
 
 
-def trusted_key(public_key: Path | None, lab: Lab | None) -> PublicKey | None:
-    """The key to trust: --public-key, else the register's copy of the lab file's key (checked against it)."""
+@dataclass(frozen=True)
+class Trust:
+    """The keys a verifier trusts: the lab's current key, and its retired keys with the day each was retired
+    (LAB.toml ``previous_keys``): a retired key's signature counts only on what was issued before that day."""
+
+    current: PublicKey
+    retired: dict[str, tuple[PublicKey, dt.date]] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """The current key's fingerprint."""
+        return self.current.fingerprint
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True when any trusted key (current or retired) made ``signature`` of ``message`` (audit entries)."""
+        return self.current.verify(signature, message) or any(
+            k.verify(signature, message) for k, _ in self.retired.values()
+        )
+
+
+def _register_key(lab: Lab, fingerprint: str) -> PublicKey | None:
+    """The register's copy of the lab's public key with ``fingerprint`` (keys/<fingerprint>.pub), if any."""
+    path = lab.records / KEYS_DIR / f"{fingerprint}.pub"
+    if not path.is_file():
+        return None
+    key = load_public_key(path)
+    if key.fingerprint != fingerprint:
+        raise ConfigError(f"{path}: holds key {key.fingerprint}, not {fingerprint} (register edited)")
+    return key
+
+
+def trusted_key(public_key: Path | None, lab: Lab | None) -> Trust | None:
+    """The keys to trust: --public-key, else the register's copies of the lab file's key and retired keys."""
     if public_key is not None:
         key = load_public_key(public_key)
         if lab is not None and key.fingerprint != lab.key_fingerprint:
@@ -52,25 +84,41 @@ def trusted_key(public_key: Path | None, lab: Lab | None) -> PublicKey | None:
                 f"{public_key}: fingerprint {key.fingerprint} is not the key_fingerprint {lab.key_fingerprint} "
                 f"of {lab.path}"
             )
-        return key
-    if lab is None:
+    elif lab is None:
         return None
-    path = lab.records / KEYS_DIR / f"{lab.key_fingerprint}.pub"
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: the register has no public key for {lab.path}'s key_fingerprint (give --public-key lab.pub)"
-        )
-    key = load_public_key(path)
-    if key.fingerprint != lab.key_fingerprint:
-        raise ConfigError(f"{path}: holds key {key.fingerprint}, not {lab.key_fingerprint} (register edited)")
-    return key
+    else:
+        key = _register_key(lab, lab.key_fingerprint)
+        if key is None:
+            raise ConfigError(
+                f"{lab.records / KEYS_DIR / (lab.key_fingerprint + '.pub')}: the register has no public key for "
+                f"{lab.path}'s key_fingerprint (give --public-key lab.pub)"
+            )
+    retired = {}
+    for fingerprint, day in (lab.previous_keys if lab is not None else {}).items():
+        old = _register_key(lab, fingerprint)
+        if old is not None:
+            retired[fingerprint] = (old, day)
+    return Trust(key, retired)
 
 
-def _check(record: Any, key: PublicKey | None) -> str:
-    return check_record(record, key.verify if key else None, key.fingerprint if key else None)
+def _check(record: Any, trust: Trust | PublicKey | None) -> str:
+    """check_record with the trusted key the record names (a retired one only for what it signed before)."""
+    if trust is None:
+        return check_record(record, None, None)
+    retired = getattr(trust, "retired", {})
+    fingerprint = record.get("key_fingerprint") if isinstance(record, dict) else None
+    if isinstance(fingerprint, str) and fingerprint in retired:
+        key, day = retired[fingerprint]
+        reason = check_record(record, key.verify, key.fingerprint)
+        issued = str((record.get("certificate") or {}).get("issued_utc", ""))[:10]
+        if not reason and not issued < day.isoformat():
+            reason = f"signed by key {fingerprint}, retired on {day.isoformat()} (issued {issued or 'on no date'})"
+        return reason
+    current = getattr(trust, "current", trust)
+    return check_record(record, current.verify, current.fingerprint)
 
 
-def check_record_bytes(raw: bytes, key: PublicKey | None) -> tuple[dict | None, str]:
+def check_record_bytes(raw: bytes, key: Trust | PublicKey | None) -> tuple[dict | None, str]:
     """(record, reason) of a record file's bytes, reason "" when valid: the record's checks, then its exact bytes."""
     try:
         record = strict_json_loads(raw)

@@ -10,6 +10,7 @@ import pytest
 
 from meterbench.certificates import (
     LabRegister,
+    audit_verify,
     certify_run,
     check_record_bytes,
     load_public_key,
@@ -376,3 +377,48 @@ def test_an_issue_time_before_the_test_is_refused(lab, water_run):
     [first, _] = _certify(lab, water_run, issued_utc="2026-11-28T08:00:00+08:00")
     record = json.loads((water_run / "certificate-1.json").read_text(encoding="utf-8"))
     assert record["certificate"]["issued_utc"] == "2026-11-28T00:00:00Z" and first.number == 1
+
+
+def test_a_retired_key_still_verifies_what_it_signed_before_its_retirement_day(lab, water_run, tmp_path):
+    """Key rotation: the old key listed in [lab] previous_keys counts for certificates issued before it retired."""
+    from meterbench.certificates import generate_keys
+
+    _certify(lab, water_run, instrument_ids=["M1"], issued_utc="2026-11-30T10:00:00Z")
+    old = lab.fingerprint
+    new = generate_keys(tmp_path / "new-keys").fingerprint
+    text = lab.toml.read_text(encoding="utf-8").replace(old, new)
+    text = text.replace(
+        'place = "Fictional City"',
+        f'place = "Fictional City"\nprevious_keys = [{{fingerprint = "{old}", retired = 2026-12-01}}]',
+    )
+    lab.toml.write_text(text, encoding="utf-8")
+    certify_run(
+        water_run,
+        tmp_path / "new-keys" / "lab.key",
+        lab.toml,
+        technician_id="tech-01",
+        session_dir=WATER_SESSION,
+        instrument_ids=["M2"],
+        issued_utc="2026-12-02T10:00:00Z",
+    )
+    for number in (1, 2):
+        [verdict] = verify_file(water_run / f"certificate-{number}.json", lab_path=lab.toml)
+        assert verdict.valid, verdict.line
+    assert verify_code(
+        json.loads((water_run / "certificate-1.json").read_text("utf-8"))["verification_code"], lab.toml
+    ).valid
+    lines, intact = audit_verify(lab.register / "audit.jsonl", lab_path=lab.toml)
+    assert intact, lines
+    # the same old key's signature on something it signed on or after its retirement day does not count
+    lab.toml.write_text(text.replace("retired = 2026-12-01", "retired = 2026-11-30"), encoding="utf-8")
+    [verdict] = verify_file(water_run / "certificate-1.json", lab_path=lab.toml)
+    assert (
+        verdict.line == f"NOT valid: certificate-1.json: signed by key {old}, retired on 2026-11-30 (issued 2026-11-30)"
+    )
+    # dropped from previous_keys (compromised): its certificates are no longer valid
+    lab.toml.write_text(
+        lab.toml.read_text("utf-8").replace(f'\nprevious_keys = [{{fingerprint = "{old}", retired = 2026-11-30}}]', ""),
+        encoding="utf-8",
+    )
+    [verdict] = verify_file(water_run / "certificate-1.json", lab_path=lab.toml)
+    assert verdict.line == f"NOT valid: certificate-1.json: signed by key {old}, not by the trusted key {new}"
