@@ -71,6 +71,16 @@ def _edited(lab, old: str, new: str) -> str:
         ),
         ('place = "Fictional City"', 'plaice = "Fictional City"', "lab.plaice: unknown key"),
         (
+            'place = "Fictional City"',
+            'previous_keys = [{fingerprint = "' + "ab" * 16 + '", retired = "2026-01-01"}]',
+            'lab.previous_keys[0].retired: expected a TOML date (YYYY-MM-DD, unquoted), got "2026-01-01"',
+        ),
+        (
+            'place = "Fictional City"',
+            'previous_keys = [{fingerprint = "xyz", retired = 2026-01-01}]',
+            "lab.previous_keys[0].fingerprint: expected the 32 hex digits printed by `meterbench keygen`",
+        ),
+        (
             "[[reference_standards]]",
             '[[technicians]]\nid = "tech-01"\nname = "Other"\n\n[[reference_standards]]',
             "technicians[1].id: 'tech-01' is used twice",
