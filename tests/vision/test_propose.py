@@ -97,6 +97,8 @@ def test_real_photos_load_and_their_zr_dials_are_found_within_3_px() -> None:
     truth = json.loads((PHOTOS / "boxes.json").read_text())["photos"]
     zr_dials = zr_found = 0
     for name, photo in truth.items():
+        if photo["split"] != "dev":  # the test split is held out: evaluated by benchmarks/propose.py only
+            continue
         image = cv2.imread(str(PHOTOS / name))
         proposal = propose_layout(image, reference_image=name)
         RegisterLayout.from_dict(proposal.register)
