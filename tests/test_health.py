@@ -176,6 +176,7 @@ def test_wheel_carries_models_tables_and_licences(tmp_path):
         "meterbench/models/LICENSE-data-apache-2.0",
         "meterbench/session/schemas/session-v1.json",
         "meterbench/bench/schemas/bench-config-v1.json",
+        "meterbench/certificates/schemas/lab-v1.json",
     ):
         assert needed in names, needed
     assert any(n.startswith("meterbench/calibration/data/") and n.endswith(".json") for n in names)
