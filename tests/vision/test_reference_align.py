@@ -188,3 +188,17 @@ def test_the_watch_says_when_each_refused_stretch_began():
         "cam-M1: frames refused by the reference alignment from t = 8.00 s to 9.50 s (4 frames read; moved at 8.0)",
     ]
     assert AlignmentWatch().warnings("cam-M1") == []
+
+
+def test_features_then_ecc_is_available_for_comparison(scene):
+    """The measured alternative: ORB + RANSAC seed the last ECC level.  On this plate's thin,
+    repetitive print it registers an unmoved frame and refuses moved ones (never a wrong fit)."""
+    aligner = ReferenceAligner(scene.layout, method="features+ecc")
+    still = scene.motion(0, 0, 0)
+    alignment = aligner.align(scene.frame(still))
+    assert alignment and alignment.quality.method == "features+ecc" and alignment.quality.inliers >= 20
+    assert scene.box_error_px(alignment, still) < 0.5
+    moved = aligner.align(scene.frame(scene.motion(10, 5, 2)))
+    assert not moved and moved.refusal == "unregistered" and moved.message.startswith("not registered")
+    with pytest.raises(ValueError, match="method: expected 'ecc' or 'features\\+ecc', got 'sift'"):
+        ReferenceAligner(scene.layout, method="sift")
