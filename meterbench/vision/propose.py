@@ -60,6 +60,13 @@ RED_WHEEL_FRACTION = 0.06  # fraction of red pixels (red digits or background) t
 DIAL_RADIUS_RANGE = (0.035, 0.2)  # fraction of min(image w, h)
 HOUGH_SIZE_PX = 320  # the Hough search runs on a copy with this shorter side (px)
 HUB_MAX_OFFSET = 0.45  # hub distance from the circle centre allowed, fraction of the radius
+DIAL_DIVISIONS = 10  # ticks (and digits) around a sub-dial
+TICK_POINTER_REACH = 0.7  # first guess of a tick radius: pointer reach / this
+TICK_SEARCH = 0.3  # the dial centre is searched this far (fraction of the radius) around the pointer hub
+TICK_MIN_AMPLITUDE = 6.0  # grey levels of the ten-fold pattern below which no tick ring is taken
+TICK_MIN_CONTRAST = 25.0  # grey levels between a tick and the face
+TICK_RING_GAP = 1.4  # a printed ring outside the ticks is searched up to this many tick radii
+RING_MIN_CONTRAST = 40.0  # grey levels by which a printed ring is darker than the face
 
 
 @dataclass(frozen=True)
@@ -410,6 +417,7 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
         pad_x, pad_y = 2 + w // 8, 2 + h // 3  # rolling digits show parts of their neighbours
         mask[max(y - pad_y, 0) : y + h + pad_y, max(x - pad_x, 0) : x + w + pad_x] = 0
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    tick_plane = _tick_plane(grey, _red_mask(image))
     dials: list[ProposedElement] = []
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < max(20, (0.012 * size) ** 2):
@@ -422,15 +430,23 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
         reach = float(np.max(np.hypot(xs + 0.5 - hub[0], ys + 0.5 - hub[1])))
         near = [c for c in circles if math.hypot(c[0] + 0.5 - hub[0], c[1] + 0.5 - hub[1]) < HUB_MAX_OFFSET * c[2]]
         near = [c for c in near if reach < 1.1 * c[2]]
+        centre, r, reasons = None, 0.0, []
         if near:
             cx, cy, r = min(near, key=lambda c: math.hypot(c[0] + 0.5 - hub[0], c[1] + 0.5 - hub[1]))
-            centre, reasons = (cx + 0.5, cy + 0.5), []
+            centre = (cx + 0.5, cy + 0.5)
             ring = _fit_ring(grey, centre, r)
-            if ring is None:
-                reasons = ["dial ring not traced: centre and radius from the Hough circle"]
-            else:
+            if ring is not None:
                 centre, r = ring
-        else:
+            else:
+                reasons = ["dial ring not traced: centre and radius from the Hough circle"]
+        if centre is None or reasons:
+            # no dark ring (tick-only scales, wedge pointers): the ring of ten ticks around the pivot
+            ticks = _fit_tick_ring(tick_plane, hub, r if centre is not None else reach / TICK_POINTER_REACH, r_max)
+            if ticks is not None:
+                (tx, ty), tr, tick_reasons = ticks
+                ring_r = _ring_outside(tick_plane, (tx, ty), tr)  # a printed ring just outside the ticks?
+                centre, r, reasons = (tx, ty), (tr if ring_r is None else ring_r), tick_reasons
+        if centre is None:
             r = reach / 0.88
             centre, reasons = hub, ["no dial circle found: centre at the pointer hub, radius from its length"]
         if r < r_min:
@@ -442,6 +458,135 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
         )
     dials = _drop_overlapping(dials)
     return dials, [f"{len(dials)} red-pointer dials ({len(circles)} circles, {n - 1} red blobs)"]
+
+
+def _tick_plane(grey: np.ndarray, red: np.ndarray) -> np.ndarray:
+    """The grey image for tick search: red pointers painted over with the face's light grey
+    (a wedge pointer would mask the ticks behind it), slightly blurred, float32."""
+    plane = grey.copy()
+    plane[cv2.dilate(red, np.ones((5, 5), np.uint8)) > 0] = int(np.percentile(grey, 75))
+    return cv2.GaussianBlur(plane.astype(np.float32), (0, 0), 1.0)
+
+
+def _polar(plane: np.ndarray, centre: tuple[float, float], rhos: np.ndarray, step_deg: float) -> np.ndarray:
+    """Samples of `plane` on circles of radii `rhos` around `centre` (px, edge convention): rho x angle."""
+    angles = np.radians(np.arange(0.0, 360.0, step_deg))
+    xs = centre[0] - 0.5 + np.cos(angles)[None, :] * rhos[:, None]
+    ys = centre[1] - 0.5 + np.sin(angles)[None, :] * rhos[:, None]
+    map_x, map_y = xs.astype(np.float32), ys.astype(np.float32)
+    return cv2.remap(plane, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _tick_strength(plane: np.ndarray, centre: tuple[float, float], rhos: np.ndarray) -> np.ndarray:
+    """Per radius, the amplitude (grey levels) of the 10-fold pattern around `centre`: ten ticks
+    (or digits) evenly spaced show as the 10th angular harmonic, smeared when the centre is off."""
+    samples = _polar(plane, centre, rhos, 1.0)
+    return np.abs(np.fft.rfft(samples, axis=1))[:, DIAL_DIVISIONS] * 2.0 / samples.shape[1]
+
+
+def _fit_tick_ring(
+    plane: np.ndarray, hub: tuple[float, float], radius: float, r_max: float
+) -> tuple[tuple[float, float], float, list[str]] | None:
+    """Centre and radius (outer ends of the ticks, px) of a ten-tick dial scale near a pointer hub.
+
+    The centre is where the ten-fold angular pattern is sharpest (grid search, 2 px then 0.5 px,
+    within TICK_SEARCH of the radius around the hub); the radius where that pattern fades
+    outward (half its peak); then a circle is fitted through the outer end of each tick found
+    (twice; ends > 2 px off dropped).  None when no ten-fold pattern is found; reasons when the
+    fit is weak (fewer than 7 tick ends, or ends far off the circle)."""
+    radius = float(np.clip(radius, 4.0, r_max))
+    rhos = np.arange(0.5 * radius, 1.45 * radius, 0.5, dtype=np.float64)
+    best, centre = -1.0, np.array(hub, np.float64)
+    span = TICK_SEARCH * radius
+    for reach, step in ((span, 2.0), (2.0, 0.5)):
+        base = centre.copy()
+        for dx in np.arange(-reach, reach + 1e-6, step):
+            for dy in np.arange(-reach, reach + 1e-6, step):
+                strength = _tick_strength(plane, (base[0] + dx, base[1] + dy), rhos)
+                score = float(np.mean(np.sort(strength)[-10:]))
+                if score > best:
+                    best, centre = score, base + (dx, dy)
+    if best < TICK_MIN_AMPLITUDE:
+        return None
+    strength = np.convolve(_tick_strength(plane, tuple(centre), rhos), np.ones(3) / 3, mode="same")
+    i = int(np.argmax(strength))
+    half = 0.5 * strength[i]
+    while i + 1 < strength.size and strength[i + 1] >= half:
+        i += 1
+    if i + 1 >= strength.size:
+        return None
+    r = float(rhos[i] + (strength[i] - half) / (strength[i] - strength[i + 1] + 1e-9) * (rhos[i + 1] - rhos[i]))
+    fit, ends, spread = (float(centre[0]), float(centre[1])), 0, 0.0
+    for _ in range(2):
+        refined = _fit_tick_ends(plane, fit, r)
+        if refined is None:
+            break
+        fit, r, ends, spread = refined
+    reasons = []
+    if ends < 7 or spread > 2.0:
+        reasons.append(f"dial from its ticks, weak fit ({ends} tick ends, {spread:.1f} px off the circle)")
+    if not 0.3 * radius <= r <= r_max:
+        return None
+    return fit, r, reasons
+
+
+def _ring_outside(plane: np.ndarray, centre: tuple[float, float], tick_radius: float) -> float | None:
+    """Radius (px) of a dark printed ring concentric with a tick ring, within TICK_RING_GAP of
+    its radius outside it (the scale's outer circle on ringed dials), or None (ticks only)."""
+    rhos = np.arange(1.02 * tick_radius, TICK_RING_GAP * tick_radius, 0.25)
+    samples = _polar(plane, centre, rhos, 1.0)
+    dark = np.percentile(samples, 40, axis=1)
+    j = int(np.argmin(dark))
+    if float(np.median(samples)) - dark[j] < RING_MIN_CONTRAST or j in (0, rhos.size - 1):
+        return None
+    denom = dark[j - 1] - 2 * dark[j] + dark[j + 1]
+    shift = 0.5 * (dark[j - 1] - dark[j + 1]) / denom if denom > 0 else 0.0
+    return float(rhos[j] + shift * (rhos[1] - rhos[0]))
+
+
+def _fit_tick_ends(
+    plane: np.ndarray, centre: tuple[float, float], radius: float
+) -> tuple[tuple[float, float], float, int, float] | None:
+    """A circle through the outer ends of the ten ticks around `centre`: each tick's angle from
+    the phase of the 10th harmonic, its end where it fades to half its contrast along the ray.
+    (centre, radius, ends used, largest distance of a used end from the circle) or None (< 6 ends)."""
+    rhos = np.arange(0.7 * radius, 1.25 * radius, 0.25)
+    step = 0.5
+    samples = _polar(plane, centre, rhos, step)
+    band = (rhos > 0.85 * radius) & (rhos < radius)
+    harmonic = np.fft.rfft(samples[band].mean(axis=0))[DIAL_DIVISIONS]
+    n_angles = samples.shape[1]
+    points = []
+    for k in range(DIAL_DIVISIONS):
+        theta = ((math.pi - np.angle(harmonic)) / DIAL_DIVISIONS + k * 2 * math.pi / DIAL_DIVISIONS) % (2 * math.pi)
+        cols = [(int(round(math.degrees(theta) / step)) + d) % n_angles for d in range(-4, 5)]
+        darkest = samples[:, cols].min(axis=1)
+        background = float(np.percentile(samples[:, cols], 90))
+        if background - darkest.min() < TICK_MIN_CONTRAST:
+            continue
+        level = darkest.min() + 0.5 * (background - darkest.min())
+        i = int(np.argmin(darkest))
+        while i + 1 < rhos.size and darkest[i + 1] < level:
+            i += 1
+        if i + 1 >= rhos.size:
+            continue
+        rho = rhos[i] + (level - darkest[i]) / (darkest[i + 1] - darkest[i] + 1e-9) * (rhos[i + 1] - rhos[i])
+        angle = math.radians(cols[int(np.argmin(samples[i, cols]))] * step)
+        points.append((centre[0] + math.cos(angle) * rho, centre[1] + math.sin(angle) * rho))
+    pts = np.array(points)
+    keep = np.ones(len(pts), bool)
+    for _ in range(2):
+        if keep.sum() < 6:
+            return None
+        a = np.c_[pts[keep], np.ones(int(keep.sum()))]
+        sol, *_ = np.linalg.lstsq(a, (pts[keep] ** 2).sum(axis=1), rcond=None)
+        cx, cy = sol[0] / 2, sol[1] / 2
+        r = math.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0))
+        off = np.abs(np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) - r)
+        keep = off <= 2.0
+    if keep.sum() < 6:
+        return None
+    return (float(cx), float(cy)), float(r), int(keep.sum()), float(off[keep].max())
 
 
 def _fit_ring(grey: np.ndarray, centre: tuple[float, float], radius: float) -> tuple[tuple[float, float], float] | None:
