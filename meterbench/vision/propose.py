@@ -66,7 +66,7 @@ TICK_SEARCH = 0.3  # the dial centre is searched this far (fraction of the radiu
 TICK_MIN_AMPLITUDE = 6.0  # grey levels of the ten-fold pattern below which no tick ring is taken
 TICK_MIN_CONTRAST = 25.0  # grey levels between a tick and the face
 TICK_RING_GAP = 1.4  # a printed ring outside the ticks is searched up to this many tick radii
-RING_MIN_CONTRAST = 40.0  # grey levels by which a printed ring is darker than the face
+RING_MIN_CONTRAST = 30.0  # grey levels by which a printed ring is darker than the face
 
 
 @dataclass(frozen=True)
@@ -446,6 +446,10 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
                 (tx, ty), tr, tick_reasons = ticks
                 ring_r = _ring_outside(tick_plane, (tx, ty), tr)  # a printed ring just outside the ticks?
                 centre, r, reasons = (tx, ty), (tr if ring_r is None else ring_r), tick_reasons
+                if ring_r is not None:  # the ring's own circle fit, when it agrees
+                    ring = _fit_ring(grey, centre, ring_r)
+                    if ring is not None and math.dist(ring[0], centre) < 2.0 and abs(ring[1] - ring_r) < 2.0:
+                        centre, r = ring
         if centre is None:
             r = reach / 0.88
             centre, reasons = hub, ["no dial circle found: centre at the pointer hub, radius from its length"]
@@ -489,20 +493,21 @@ def _fit_tick_ring(
 ) -> tuple[tuple[float, float], float, list[str]] | None:
     """Centre and radius (outer ends of the ticks, px) of a ten-tick dial scale near a pointer hub.
 
-    The centre is where the ten-fold angular pattern is sharpest (grid search, 2 px then 0.5 px,
+    The centre is where the ten-fold angular pattern is sharpest (grid search, 3, 1 then 0.5 px,
     within TICK_SEARCH of the radius around the hub); the radius where that pattern fades
     outward (half its peak); then a circle is fitted through the outer end of each tick found
     (twice; ends > 2 px off dropped).  None when no ten-fold pattern is found; reasons when the
     fit is weak (fewer than 7 tick ends, or ends far off the circle)."""
     radius = float(np.clip(radius, 4.0, r_max))
+    coarse = np.arange(0.5 * radius, 1.45 * radius, 1.0, dtype=np.float64)
     rhos = np.arange(0.5 * radius, 1.45 * radius, 0.5, dtype=np.float64)
     best, centre = -1.0, np.array(hub, np.float64)
     span = TICK_SEARCH * radius
-    for reach, step in ((span, 2.0), (2.0, 0.5)):
-        base = centre.copy()
+    for reach, step, radii in ((span, 3.0, coarse), (3.0, 1.0, rhos), (1.0, 0.5, rhos)):
+        base, best = centre.copy(), -1.0  # scores compare within a pass (its radii)
         for dx in np.arange(-reach, reach + 1e-6, step):
             for dy in np.arange(-reach, reach + 1e-6, step):
-                strength = _tick_strength(plane, (base[0] + dx, base[1] + dy), rhos)
+                strength = _tick_strength(plane, (base[0] + dx, base[1] + dy), radii)
                 score = float(np.mean(np.sort(strength)[-10:]))
                 if score > best:
                     best, centre = score, base + (dx, dy)
