@@ -402,7 +402,8 @@ class ReferenceAligner:
     def _features(self, grey: np.ndarray) -> tuple[np.ndarray, int, int] | ReferenceAlignment:
         """ORB matches near their reference place, RANSAC: (reference -> frame warp, matches,
         inliers), or a refusal."""
-        keypoints, descriptors = self._orb.detectAndCompute(grey, self._search_mask)
+        search = self._search_mask if self._search_mask.shape == grey.shape else None
+        keypoints, descriptors = self._orb.detectAndCompute(grey, search)
         if descriptors is None or len(keypoints) < self.min_inliers:
             return _refused("unregistered", f"not registered to the reference: {len(keypoints)} features in the frame")
         frame_pts = np.array([k.pt for k in keypoints], np.float32)
