@@ -53,6 +53,13 @@ GLYPH_HEIGHT_RANGE = (0.035, 0.25)  # fraction of the image height
 GLYPH_ASPECT_RANGE = (0.12, 0.95)  # width / height ("1" is narrow)
 GLYPH_FILL_RANGE = (0.12, 0.80)  # ink fraction of the glyph's bounding box
 ROW_MIN_GLYPHS = 3
+DIGIT_PER_WINDOW = 0.65  # digit height / window height (when the row's glyphs are the windows)
+WINDOW_SEARCH = 1.5  # window edges are searched this many digit heights above and below the row
+FRAME_STEP = 0.2  # a window edge: the frame's grey falls by this fraction of the frame-to-ink contrast
+FRAME_STEP_MIN = 10.0  # ... and by at least these grey levels
+FRAME_PLATEAU = 6  # samples (0.5 px) of frame passed before a top/bottom edge counts
+DIGIT_CLEARANCE = 0.6  # top/bottom edges lie at least this many digit heights from the row's centre line
+COUNTER_MIN_PITCH = 0.8  # counter wheels: pitch / glyph height at least this (print is set tighter)
 WINDOW_HEIGHT_PER_GLYPH = 1.55  # prior: window height / digit height (when no edge is found)
 WINDOW_WIDTH_PER_PITCH = 0.8  # prior: window width / wheel pitch
 RED_MIN_CHROMA = 45.0  # R - max(G, B) (grey levels) of a red pixel
@@ -253,8 +260,10 @@ def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
     rows = _rows(glyphs)
     if not rows:
         return [], ["no row of digit wheels found"]
-    row = rows[0]
+    row = max(rows, key=lambda r: _counter_score(r, glyphs))
     gh = float(np.median([g.h for g in row]))
+    if len(_window_glyphs(row, glyphs)) >= max(2, len(row) / 3):
+        gh *= DIGIT_PER_WINDOW  # the row's glyphs are the windows: the digits inside are smaller
     xs, ys = np.array([g.cx for g in row]), np.array([g.cy for g in row])
     gaps = np.diff(xs)
     pitch = float(np.median(gaps / np.maximum(np.round(gaps / np.median(gaps)), 1)))
@@ -275,6 +284,9 @@ def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
                 break
             slots.insert(0, k) if direction < 0 else slots.append(k)
             unsure[k] = ["only part of a digit seen (rolling?)"]
+    framed = _window_offsets(grey, [x0 + k * pitch for k in slots], x0, y0, pitch, slope, gh)
+    if framed is not None:
+        return _place_wheels(image, slots, unsure, framed, x0, y0, pitch, slope, gh, "window frame", [])
     # window edges: first grey steps outward from the digits, glyph pixels (dilated) masked out
     pad = max(1, int(round(0.08 * gh)))
     mask = np.zeros(grey.shape, bool)
@@ -310,6 +322,26 @@ def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
     else:
         top_off, bottom_off = -WINDOW_HEIGHT_PER_GLYPH * gh / 2, WINDOW_HEIGHT_PER_GLYPH * gh / 2
         notes.append("wheel window top/bottom not found: height from the digits")
+    offsets = (left_off, right_off, top_off, bottom_off)
+    return _place_wheels(image, slots, unsure, offsets, x0, y0, pitch, slope, gh, "digit", notes)
+
+
+def _place_wheels(
+    image: np.ndarray,
+    slots: list[int],
+    unsure: dict[int, list[str]],
+    offsets: tuple[float, float, float, float],
+    x0: float,
+    y0: float,
+    pitch: float,
+    slope: float,
+    gh: float,
+    found_by: str,
+    notes: list[str],
+) -> tuple[list[ProposedElement], list[str]]:
+    """One box per slot from the window's edges (left, right, top, bottom, px from the slot's
+    centre on the row line); [] and a note when the windows are implausible."""
+    left_off, right_off, top_off, bottom_off = offsets
     w, h = right_off - left_off, bottom_off - top_off
     cos, sin = 1 / math.sqrt(1 + slope * slope), abs(slope) / math.sqrt(1 + slope * slope)
     bw, bh = w * cos + h * sin, h * cos + w * sin  # axis-aligned box around the tilted window
@@ -323,9 +355,180 @@ def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
         reasons = list(unsure[k]) + [n.split(":")[0] for n in notes]
         wheels.append(ProposedElement("wheel", _wheel_colour(image, box), box, unsure=tuple(reasons)))
     tilt = math.degrees(math.atan(slope))
-    notes.insert(
-        0, f"digit row: {len(wheels)} wheels, pitch {pitch:.1f} px, digit height {gh:.1f} px, tilt {tilt:+.1f} deg"
-    )
+    notes = [
+        f"digit row: {len(wheels)} wheels, pitch {pitch:.1f} px, digit height {gh:.1f} px, tilt {tilt:+.1f} deg, "
+        f"windows {w:.0f} x {h:.0f} px from the {found_by} edges",
+        *notes,
+    ]
+    return wheels, notes
+
+
+def _slot_stack(
+    grey: np.ndarray, centres: list[float], y0: float, slope: float, pitch: float, half_height: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, median): the wheel slots cut out pitch-wide around their centres on the row line,
+    rotated with the row, at 0.5 px steps, and their pixel-wise median (the frame is the same at
+    every slot, the digits differ).  u across, v down, px from the slot centre."""
+    u = np.arange(-pitch / 2, pitch / 2 + 1e-6, 0.5)
+    v = np.arange(-half_height, half_height + 1e-6, 0.5)
+    plane = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.7)
+    crops = []
+    for cx in centres:
+        cy = y0 + slope * cx
+        map_x = (cx + u[None, :] - v[:, None] * slope - 0.5).astype(np.float32)
+        map_y = (cy + v[:, None] + u[None, :] * slope - 0.5).astype(np.float32)
+        crops.append(cv2.remap(plane, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return u, v, np.median(np.array(crops), axis=0)
+
+
+def _departure(
+    profile: np.ndarray, pos: np.ndarray, start: int, stop: int, level: float, plateau: int, inner: float = 0.0
+) -> float | None:
+    """Walking `profile` from index `start` towards `stop`: a fall below `level` after at least
+    `plateau` samples at or above it (leaving the frame), as a sub-sample position; of several,
+    the last one at |pos| >= `inner` (the one nearest the slot centre outside the digit); None if none."""
+    step = 1 if stop > start else -1
+    run, found = 0, None
+    for i in range(start, stop, step):
+        if profile[i] >= level:
+            run += 1
+            continue
+        if run >= plateau:
+            j = i - step
+            edge = float(pos[j] + (profile[j] - level) / (profile[j] - profile[i] + 1e-9) * (pos[i] - pos[j]))
+            if abs(edge) >= inner:
+                found = edge
+            if inner == 0.0:
+                return found
+        run = 0
+    return found
+
+
+def _window_offsets(
+    grey: np.ndarray, centres: list[float], x0: float, y0: float, pitch: float, slope: float, gh: float
+) -> tuple[float, float, float, float] | None:
+    """The digit window's edges (left, right, top, bottom; px from the slot centre) from the frame
+    around it, on the median of all slots: sides where the separator between windows (the frame's
+    grey) first falls by FRAME_STEP walking in from the middle between two slots; top and bottom
+    where the window columns first differ by as much from the separator columns beside them,
+    walking in from above and below the row.  None when an edge is not found or the window is
+    implausible (narrower than 0.4 or wider than 0.98 pitches, lower than 1 or higher than 2.6
+    digit heights)."""
+    if len(centres) < 2:
+        return None
+    u, v, median = _slot_stack(grey, centres, y0, slope, pitch, WINDOW_SEARCH * gh)
+    middle = median[np.abs(v) <= 0.4 * gh]
+    profile = np.median(middle, axis=0)
+    ink = float(np.percentile(middle, 5))
+    centre_u, centre_v = int(np.argmin(np.abs(u))), int(np.argmin(np.abs(v)))
+    frame = [float(np.median(profile[np.abs(u - side * pitch / 2) <= 1.5])) for side in (-1, 1)]
+    step = [max(FRAME_STEP_MIN, FRAME_STEP * (f - ink)) for f in frame]
+    left = _departure(profile, u, 0, centre_u, frame[0] - step[0], 1)
+    right = _departure(profile, u, u.size - 1, centre_u, frame[1] - step[1], 1)
+    if left is None or right is None:
+        return None
+    inner = (u > left + 0.15 * (right - left)) & (u < right - 0.15 * (right - left))
+    separator = (u < left - 1.5) | (u > right + 1.5)
+    if not inner.any() or not separator.any():
+        return None
+    difference = -np.abs(np.median(median[:, inner], axis=1) - np.median(median[:, separator], axis=1))
+    threshold = -max(FRAME_STEP_MIN, FRAME_STEP * (float(np.mean(frame)) - ink))
+    top = _departure(difference, v, 0, centre_v, threshold, FRAME_PLATEAU, DIGIT_CLEARANCE * gh)
+    bottom = _departure(difference, v, v.size - 1, centre_v, threshold, FRAME_PLATEAU, DIGIT_CLEARANCE * gh)
+    if top is None or bottom is None:
+        return None
+    if not (0.4 * pitch <= right - left <= 0.98 * pitch and 1.0 * gh <= bottom - top <= 2.6 * gh):
+        return None
+    return left, right, top, bottom
+
+
+def _row_geometry(row: list[_Glyph]) -> tuple[float, float, float, float, np.ndarray]:
+    """(pitch, x of slot 0, y0, slope, slot index per glyph) of a glyph row: centres on a line at a
+    regular pitch (a missing glyph leaves a gap of whole pitches)."""
+    xs, ys = np.array([g.cx for g in row]), np.array([g.cy for g in row])
+    gaps = np.diff(xs)
+    pitch = float(np.median(gaps / np.maximum(np.round(gaps / np.median(gaps)), 1)))
+    ks = np.round((xs - xs[0]) / pitch).astype(int)
+    pitch, x0 = (float(v) for v in np.polyfit(ks, xs, 1)) if len(set(ks)) > 1 else (pitch, float(xs[0]))
+    slope, y0 = (float(v) for v in np.polyfit(xs, ys, 1))
+    return pitch, x0, y0, slope, ks
+
+
+def _window_glyphs(row: list[_Glyph], glyphs: list[_Glyph]) -> list[_Glyph]:
+    """The glyphs of `row` that are wheel windows, not digits: a smaller digit-like glyph (0.45-0.9
+    of its height) sits inside them, centred across."""
+    out = []
+    for w in row:
+        for g in glyphs:
+            if not 0.45 * w.h <= g.h <= 0.9 * w.h or g.w >= w.w:
+                continue
+            inside = w.x <= g.x and g.x + g.w <= w.x + w.w and w.y <= g.y and g.y + g.h <= w.y + w.h
+            if inside and abs(g.cx - w.cx) < 0.3 * w.w:
+                out.append(w)
+                break
+    return out
+
+
+def _counter_score(row: list[_Glyph], glyphs: list[_Glyph]) -> float:
+    """How much a glyph row looks like the register's counter rather than printed text (serial
+    number, type marks): its height x slots, less when set tight like print (pitch < 0.8 glyph
+    heights: wheels sit in windows with frames between them), when it has fewer than 4 or more than
+    8 slots, and more when its glyphs are windows with a digit inside."""
+    pitch, *_, ks = _row_geometry(row)
+    h = float(np.median([g.h for g in row]))
+    slots = int(ks.max() - ks.min()) + 1
+    score = h * slots
+    if pitch < COUNTER_MIN_PITCH * h:
+        score *= 0.3
+    if not 4 <= slots <= 8:
+        score *= 0.6
+    windows = len(_window_glyphs(row, glyphs))
+    return score * (1.0 + windows / len(row))
+
+
+def _wheels_from_windows(
+    image: np.ndarray, row: list[_Glyph], windows: list[_Glyph], glyphs: list[_Glyph]
+) -> tuple[list[ProposedElement], list[str]]:
+    """Wheels from a row of window outlines (each with a digit inside): one size for all (the
+    median window), each slot at its window's centre, or on the row's line where no window was
+    traced (marked unsure)."""
+    pitch, x0, y0, slope, ks = _row_geometry(row)
+    w = float(np.median([g.w for g in windows]))
+    h = float(np.median([g.h for g in windows]))
+    by_slot = {int(k): g for k, g in zip(ks, row, strict=True) if g in windows}
+    # the line and pitch of the windows alone (digits and windows have their centres apart)
+    sized = {k: g for k, g in by_slot.items() if abs(g.w - w) <= 2 and abs(g.h - h) <= 2}
+    if len(sized) >= 2:
+        k_arr = np.array(sorted(sized), np.float64)
+        cxs = np.array([sized[int(k)].cx for k in k_arr])
+        cys = np.array([sized[int(k)].cy for k in k_arr])
+        pitch, x0 = (float(v) for v in np.polyfit(k_arr, cxs, 1))
+        slope, y0 = (float(v) for v in np.polyfit(cxs, cys, 1))
+    slots = list(range(int(ks.min()), int(ks.max()) + 1))
+    # a rolling or glared wheel at either end: a digit-like glyph there on the row's line
+    for direction in (-1, 1):
+        k = (slots[0] - 1) if direction < 0 else (slots[-1] + 1)
+        cx = x0 + k * pitch
+        if cx - w / 2 < 0 or cx + w / 2 > image.shape[1]:
+            continue
+        cy = y0 + slope * cx
+        if any(abs(g.cx - cx) < 0.25 * pitch and abs(g.cy - cy) < 0.3 * h and 0.3 * h <= g.h <= h for g in glyphs):
+            slots.insert(0, k) if direction < 0 else slots.append(k)
+    wheels = []
+    for k in slots:
+        g = sized.get(k) if len(sized) >= 2 else by_slot.get(k)
+        if g is not None:
+            cx, cy, reasons = g.cx, g.cy, []
+        else:
+            cx = x0 + k * pitch
+            cy, reasons = y0 + slope * cx, ["window not traced: placed on the row at the pitch"]
+        box = (cx - w / 2, cy - h / 2, w, h)
+        wheels.append(ProposedElement("wheel", _wheel_colour(image, box), box, unsure=tuple(reasons)))
+    tilt = math.degrees(math.atan(slope))
+    notes = [
+        f"digit row: {len(wheels)} wheels in traced windows, pitch {pitch:.1f} px, window {w:.0f} x {h:.0f} px, "
+        f"tilt {tilt:+.1f} deg"
+    ]
     return wheels, notes
 
 
