@@ -29,6 +29,7 @@ the refused frames of a camera into warnings saying when each stretch began.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ MIN_CONTRAST = 0.5  # band-passed std of the frame / the reference's (fog, glare
 #: its pixels has a colour its reference window does not have anywhere (digits and pointers move,
 #: but keep their colours); colours binned by luminance (light gain removed) and chroma.
 MAX_FOREIGN_FRACTION = 0.03  # clean frames: <= 0.002 (benchmarks/alignment.py)
-COLOUR_BINS = 8
+COLOUR_BINS = (8, 16, 16)  # luminance, blue − green, red − green: a bin and its neighbours are allowed
 MAX_SCALE_CHANGE = 0.15  # local scale of the homography: 1 ± this
 MAX_SHEAR = 0.08  # anisotropy of the local Jacobian (singular value ratio − 1)
 MAX_ROTATION_DEG = 15.0
@@ -280,7 +281,7 @@ class ReferenceAligner:
         return tiles
 
     def _element_windows(self, small: np.ndarray) -> list[tuple[str, tuple[slice, slice], np.ndarray]]:
-        """(name, window slices at the check scale, reference colour bins dilated by one) per element."""
+        """(name, window slices at the check scale, reference colour bins and their neighbours) per element."""
         scale = self._check_scale
         height, width = small.shape[:2]
         windows = []
@@ -288,11 +289,12 @@ class ReferenceAligner:
             x, y, w, h = element.box_px
             rows = slice(max(0, int(y * scale)), min(height, int(math.ceil((y + h) * scale))))
             cols = slice(max(0, int(x * scale)), min(width, int(math.ceil((x + w) * scale))))
-            occupied = np.zeros((COLOUR_BINS,) * 3, bool)
+            occupied = np.zeros(COLOUR_BINS, bool)
             occupied[tuple(self._colour_bins(small[rows, cols], 1.0).T)] = True
-            dilated = occupied.copy()
-            for axis in range(3):
-                dilated |= np.roll(occupied, 1, axis) | np.roll(occupied, -1, axis)
+            padded = np.pad(occupied, 1)
+            dilated = np.zeros_like(occupied)
+            for dl, db, dr in itertools.product(range(3), repeat=3):  # every neighbouring bin
+                dilated |= padded[dl : dl + COLOUR_BINS[0], db : db + COLOUR_BINS[1], dr : dr + COLOUR_BINS[2]]
             windows.append((element.name, (rows, cols), dilated))
         return windows
 
@@ -303,7 +305,8 @@ class ReferenceAligner:
         luma = bgr.mean(axis=1) / gain
         blue, red = bgr[:, 0] - bgr[:, 1], bgr[:, 2] - bgr[:, 1]
         bins = np.stack([luma / 256.0, (blue / gain + 128.0) / 256.0, (red / gain + 128.0) / 256.0], axis=1)
-        return np.clip((bins * COLOUR_BINS).astype(np.int64), 0, COLOUR_BINS - 1)
+        counts = np.array(COLOUR_BINS)
+        return np.clip((bins * counts).astype(np.int64), 0, counts - 1)
 
     def _covered_element(self, frame: np.ndarray, homography: np.ndarray) -> tuple[str, float]:
         """(name, foreign-colour fraction) of the element window most unlike its reference's colours."""
@@ -371,16 +374,22 @@ class ReferenceAligner:
                 prepared[scale] = _dog(grey, scale, inner, outer)
             s = _scaling(scale)
             level_warp = (s @ warp @ np.linalg.inv(s)).astype(np.float32)
+            frame_level = prepared[scale]
+            # ECC's mask says which pixels of the *frame* to use: the static print, where the current
+            # warp (reference -> frame) puts it
+            frame_mask = cv2.warpPerspective(
+                mask, level_warp.astype(np.float64), frame_level.shape[::-1], flags=cv2.INTER_NEAREST
+            )
             if motion != cv2.MOTION_HOMOGRAPHY:
                 level_warp = level_warp[:2].copy()
             try:
                 _, level_warp = cv2.findTransformECC(
                     ref_level,
-                    prepared[scale],
+                    frame_level,
                     level_warp,
                     motion,
                     (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-4),
-                    mask,
+                    frame_mask,
                     1,
                 )
             except cv2.error:
