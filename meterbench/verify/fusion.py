@@ -291,6 +291,7 @@ def complete_partial_readings(
     max_slope: float = 1.5,
     min_coverage: float = 0.9,
     min_vote_share: float = 0.75,
+    min_votes: int = 3,
 ) -> Completion:
     """Complete frames whose upper register elements could not be read from the other frames.
 
@@ -308,7 +309,9 @@ def complete_partial_readings(
     gap or an ambiguous step starts a new stretch; (3) in each stretch the
     frames read whole vote on the upper part, which must win `min_vote_share` of
     the votes; every frame of the stretch then gets it (frames read whole that
-    lost the vote are corrected).  A stretch without votes stays unknown, except
+    lost the vote are corrected).  A stretch with fewer than `min_votes` frames
+    read whole counts as one without votes (one misread high wheel must not set
+    a whole stretch).  A stretch without votes stays unknown, except
     when it is the only one: then the volumes are relative (offset_known False),
     and if the unread part moved inside it, `unread_carries` is set and nothing
     is returned (the volume would need the unread elements).
@@ -359,7 +362,7 @@ def complete_partial_readings(
     corrected = 0
     offset_known = True
     unread_carries = False
-    has_votes = [bool(np.isfinite(whole[order[stretch == s]]).any()) for s in range(len(tails))]
+    has_votes = [int(np.isfinite(whole[order[stretch == s]]).sum()) >= min_votes for s in range(len(tails))]
     relative_stretch = -1  # without any frame read whole: the largest stretch, relative volumes
     if not any(has_votes):
         relative_stretch = int(np.argmax(np.bincount(stretch)))
@@ -368,7 +371,7 @@ def complete_partial_readings(
         frames = order[members]
         voters = members[np.isfinite(whole[frames])]
         span = f"frames at {t[frames[0]]:.2f}-{t[frames[-1]]:.2f} s"
-        if voters.size:
+        if has_votes[s]:
             votes = np.round((whole[order[voters]] - relative[voters]) / common).astype(np.int64)
             values, counts = np.unique(votes, return_counts=True)
             best = int(np.argmax(counts))

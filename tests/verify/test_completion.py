@@ -79,3 +79,14 @@ def test_one_misread_partial_frame_does_not_cut_the_chain() -> None:
     good = np.arange(T.size) != 100
     np.testing.assert_allclose(result.volume_l[good], TRUE_L[good], atol=1e-9)
     assert np.isnan(result.volume_l[100])
+
+
+def test_one_frame_read_whole_does_not_set_the_upper_part_of_a_stretch() -> None:
+    """A single frame read whole, its m3 wheel three digits off: fewer than 3 votes, so the point's
+    volumes stay relative (stop - start exact) instead of taking that frame's upper part."""
+    whole, partial, modulus = _frames(1000.0, whole_every=None)
+    whole[50], modulus[50] = TRUE_L[50] + 3000.0, math.inf
+    partial[50] = whole[50]
+    result = complete_partial_readings(T, whole, partial, modulus, U, REFERENCE)
+    assert not result.offset_known
+    np.testing.assert_allclose(result.volume_l - result.volume_l[0], TRUE_L - TRUE_L[0], atol=1e-9)
