@@ -199,6 +199,17 @@ def _fitted_rules(results: list[dict], table: dict, kind: str) -> dict[str, list
     return rules
 
 
+def pooled_abstention(results: list[dict], table: dict, kind: str) -> dict[str, dict]:
+    """The crossfit rules fitted on ALL folds' held-out readings: what a model trained on every
+    unit ships (train --abstain-json), as it meets a meter none of the folds' models saw."""
+    logits = np.concatenate([f["test_logits"] for f in results])
+    tenths = table["tenths"][np.concatenate([f["test"] for f in results])]
+    return {
+        "crossfit": vars(fit_abstention(logits, tenths, ABSTAIN_SHARE[kind])),
+        "crossfit-risk": vars(fit_abstention(logits, tenths, 0.0, MAX_WRONG_READABLE[kind])),
+    }
+
+
 def evaluate(results: list[dict], table: dict, kind: str) -> dict:
     """Pooled and per-group figures on the held-out folds for each rule: "old" (confidence ≥ 0.5),
     the fitted rules of _fitted_rules (with the reject class) and, for dials, each with the geometry."""
@@ -311,6 +322,7 @@ def main() -> int:
     results, table = run_folds(args)
     figures = evaluate(results, table, args.kind)
     figures["show"] = args.show or figures["rules"][-1]
+    figures["pooled_abstention"] = pooled_abstention(results, table, args.kind)
     figures["recipe"] = {k: v for k, v in vars(args).items() if k not in ("cache", "json")}
     print_figures(figures)
     if args.json:

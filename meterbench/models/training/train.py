@@ -555,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--zoom", type=float, default=0.1, help="augmentation scale range ±ZOOM (digits > 0.1: also width ±ZOOM)"
     )
+    parser.add_argument("--abstain-json", help="crossval.py --json output: ship its pooled out-of-fold abstention")
+    parser.add_argument("--abstain-rule", default="crossfit-risk", choices=["crossfit", "crossfit-risk"])
     args = parser.parse_args(argv)
 
     import torch
@@ -603,6 +605,14 @@ def main(argv: list[str] | None = None) -> int:
     figures = _json_safe(evaluate(model, spec, data_dir, dev, out_dir / "dev_probs.npz") if len(dev.tenths) else {})
     calibration = val if len(val.tenths) else (dev if not args.all_data else val)
     abstain = calibrate(model, spec, data_dir, calibration, kind)
+    if args.abstain_json:  # the abstention the recipe's cross-validation fitted on meters its models never saw
+        cv = json.loads(Path(args.abstain_json).read_text(encoding="utf-8"))
+        abstain = {
+            **cv["pooled_abstention"][args.abstain_rule],
+            "chosen_on": sorted(cv["fold_of_group"]),
+            "rule": f"{args.abstain_rule}: fitted on the out-of-fold readings of benchmarks/crossval.py "
+            f"({json.dumps(cv['recipe'], sort_keys=True)})",
+        }
     print("validation:", json.dumps(val_figures))
     print("dev:", json.dumps(figures))
 
