@@ -125,3 +125,37 @@ def test_reject_class_training_gives_a_101_output_model_with_a_fitted_abstention
     assert result.probs.shape == (2, 100) and result.reject.shape == (2,)
     np.testing.assert_allclose(result.probs.sum(1), 1.0, atol=1e-5)
     assert not result.readable.any()
+
+
+def test_drum_windows_keep_the_digit_on_the_centre_line():
+    """At a whole-digit position the ink box of the digit in view is centred vertically, on flat
+    and curved drums alike (the drum mapping is symmetric about the window centre), for the
+    Hershey, seven-segment and TrueType strips."""
+    from meterbench.models.training.synthetic import _wheel_window, digit_strips
+
+    strips = digit_strips()
+    rng = np.random.default_rng(3)
+    offsets = []
+    for k in range(120):
+        strip = strips[k * 7 % len(strips)]
+        rows = _wheel_window(strip, 10.0 * (k % 10), (64, 40), rng).max(axis=1) > 0.5
+        # the digit in view: the inked run of rows that holds the centre line, or the nearest one
+        runs = np.split(np.arange(64), np.flatnonzero(np.diff(rows.astype(int))) + 1)
+        inked = [r for r in runs if rows[r[0]]]
+        run = min(inked, key=lambda r: 0 if r[0] <= 31.5 <= r[-1] else min(abs(r[0] - 31.5), abs(r[-1] - 31.5)))
+        offsets.append((run[0] + run[-1]) / 2 - 31.5)
+    assert np.abs(offsets).max() <= 2.5, offsets
+
+
+def test_synthetic_dials_point_where_their_label_says():
+    from meterbench.models.dial_geometry import read_dial_geometry
+    from meterbench.models.training.synthetic_dials import POINTER_STYLES, render_dial
+
+    rng = np.random.default_rng(5)
+    crops, tenths = zip(*[render_dial(rng, (64, 64), POINTER_STYLES[k % 5], "none") for k in range(40)], strict=True)
+    assert all(c.shape == (64, 64, 3) and c.dtype == np.uint8 for c in crops)
+    geometry = read_dial_geometry(list(crops))
+    sure = geometry.tip_sure
+    assert sure.mean() > 0.8
+    error = np.abs((geometry.value - np.array(tenths) / 10 + 5) % 10 - 5)
+    assert error[sure].max() < 0.5, error[sure]

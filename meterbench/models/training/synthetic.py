@@ -55,8 +55,12 @@ def _hershey_strip(font: int, thickness: int, italic: bool) -> np.ndarray:
     strip = np.zeros((PITCH_PX * len(STRIP_DIGITS), width), np.uint8)
     for j, digit in enumerate(STRIP_DIGITS):
         (dw, dh), _ = cv2.getTextSize(str(digit), face, scale, thickness)
-        org = ((width - dw) // 2, int((j + 0.5) * PITCH_PX + dh / 2))
-        cv2.putText(strip, str(digit), org, face, scale, 255, thickness, cv2.LINE_AA)
+        tile = np.zeros((2 * PITCH_PX, width), np.uint8)
+        cv2.putText(tile, str(digit), ((width - dw) // 2, PITCH_PX + dh // 2), face, scale, 255, thickness, cv2.LINE_AA)
+        rows = np.flatnonzero(tile.max(axis=1) > 0)
+        shift = int(round(PITCH_PX - (rows[0] + rows[-1] + 1) / 2))  # centre the ink (Hershey glyphs sit low)
+        tile = np.roll(tile, shift, axis=0)[PITCH_PX // 2 : PITCH_PX // 2 + PITCH_PX]
+        strip[j * PITCH_PX : (j + 1) * PITCH_PX] = np.maximum(strip[j * PITCH_PX : (j + 1) * PITCH_PX], tile)
     return strip
 
 
