@@ -137,6 +137,8 @@ def _summary(name: str, stats: dict) -> None:
         f"{'':>12}  ms per frame (one core): align {1e3 * stats['align_s'] / n:.2f}, "
         f"align + read {1e3 * stats['total_s'] / n:.2f}"
     )
+    for message in stats["refusals"]:
+        print(f"{'':>12}  not registered: {message}")
 
 
 def _read(reader: RegisterReader, frame: np.ndarray):
@@ -194,6 +196,8 @@ def main() -> int:
                 stats["frames"] += 1
                 stats["align_s"] += align_s
                 stats["total_s"] += total_s
+                if not alignment:
+                    stats["refusals"].append(alignment.message)
                 if alignment:
                     stats["registered"] += 1
                     layout = meter.layout if name == "reference" else meter.plate
@@ -301,6 +305,7 @@ def _new_stats() -> dict:
         "total_s": 0.0,
         "division_errors": [],
         "box_errors": [],
+        "refusals": [],
     }
 
 
