@@ -35,12 +35,12 @@ BETWEEN_DIGITS = (0.2, 0.8)  # a wheel fraction in this range shows two digits
 LOOK_ALIKES = {0: "0Oo", 1: "1lI|"}  # characters that stand for a digit on a lone glyph
 
 
-def ocr_model_path() -> Path | None:
-    """The recogniser ONNX file of the installed rapidocr-onnxruntime package (not imported), or None."""
+def ocr_model_path(model: Path = REC_MODEL) -> Path | None:
+    """An ONNX file (default: the recogniser) of the installed rapidocr-onnxruntime package (not imported), or None."""
     spec = importlib.util.find_spec(OCR_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / REC_MODEL
+    path = Path(next(iter(spec.submodule_search_locations))) / model
     return path if path.is_file() else None
 
 

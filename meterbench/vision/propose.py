@@ -45,6 +45,8 @@ __all__ = [
     "parse_dial_litres",
     "propose_layout",
     "read_image",
+    "text_detector",
+    "TextDetector",
     "write_proposal",
 ]
 
@@ -56,8 +58,13 @@ ROW_MIN_GLYPHS = 3
 DIGIT_PER_WINDOW = 0.65  # digit height / window height (when the row's glyphs are the windows)
 WINDOW_SEARCH = 1.5  # window edges are searched this many digit heights above and below the row
 FRAME_STEP = 0.2  # a window edge: the frame's grey falls by this fraction of the frame-to-ink contrast
+FRAME_STEP_ACROSS = 0.2  # top/bottom: window and separator columns part by this fraction of it
 FRAME_STEP_MIN = 10.0  # ... and by at least these grey levels
 FRAME_PLATEAU = 6  # samples (0.5 px) of frame passed before a top/bottom edge counts
+ALIGN_PASSES = 2
+ALIGN_ACROSS_ONLY = True  # slots move along the row only (the row's line comes from its glyphs)
+ALIGN_MIN_GAIN = 0.03  # moves taken only when they cut the frame mismatch by this fraction
+ALIGN_REACH = 3.0  # px a slot may move to match the median slot's frame
 DIGIT_CLEARANCE = 0.6  # top/bottom edges lie at least this many digit heights from the row's centre line
 COUNTER_MIN_PITCH = 0.8  # counter wheels: pitch / glyph height at least this (print is set tighter)
 WINDOW_HEIGHT_PER_GLYPH = 1.55  # prior: window height / digit height (when no edge is found)
@@ -118,6 +125,7 @@ class _Glyph:
     y: int
     w: int
     h: int
+    dark: bool = True  # darker than its surround (found on the inverse threshold)
 
     @property
     def cx(self) -> float:
@@ -157,10 +165,14 @@ def parse_dial_litres(text: str) -> tuple[float, ...]:
 
 
 # -- digit wheels ---------------------------------------------------------------------------------
-def _glyph_candidates(grey: np.ndarray) -> list[_Glyph]:
-    """Digit-like connected components of both polarities."""
+def _glyph_candidates(
+    grey: np.ndarray, *, height_range: tuple[float, float] | None = None, offset: tuple[int, int] = (0, 0)
+) -> list[_Glyph]:
+    """Digit-like connected components of both polarities (image px, shifted by `offset` when
+    `grey` is a crop).  Glyph heights: `height_range` px, default a fraction of the image height."""
     h_img = grey.shape[0]
     block = max(15, int(h_img / 8) | 1)
+    low, high = height_range or (GLYPH_HEIGHT_RANGE[0] * h_img, GLYPH_HEIGHT_RANGE[1] * h_img)
     found: list[_Glyph] = []
     seen: set[_Glyph] = set()
     for inverse, c in ((True, 12), (False, -12)):
@@ -171,13 +183,13 @@ def _glyph_candidates(grey: np.ndarray) -> list[_Glyph]:
         for plane in (binary, opened):
             n, _, stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=8)
             for x, y, w, h, area in stats[1:n]:
-                if not GLYPH_HEIGHT_RANGE[0] * h_img <= h <= GLYPH_HEIGHT_RANGE[1] * h_img:
+                if not low <= h <= high:
                     continue
                 if not GLYPH_ASPECT_RANGE[0] <= w / h <= GLYPH_ASPECT_RANGE[1]:
                     continue
                 if not GLYPH_FILL_RANGE[0] <= area / (w * h) <= GLYPH_FILL_RANGE[1]:
                     continue
-                glyph = _Glyph(int(x), int(y), int(w), int(h))
+                glyph = _Glyph(int(x) + offset[0], int(y) + offset[1], int(w), int(h), inverse)
                 if glyph not in seen:
                     seen.add(glyph)
                     found.append(glyph)
@@ -253,14 +265,27 @@ def _wheel_colour(image: np.ndarray, box: tuple[float, float, float, float]) -> 
     return "red" if float(np.mean(chroma > RED_MIN_CHROMA)) > RED_WHEEL_FRACTION else "black"
 
 
-def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
-    """Digit wheels left to right (image px) and notes; [] and a note when no digit row is found."""
+def find_wheels(
+    image: np.ndarray, text_boxes: list[tuple[float, float, float, float]] = ()
+) -> tuple[list[ProposedElement], list[str]]:
+    """Digit wheels left to right (image px) and notes; [] and a note when no digit row is found.
+
+    `text_boxes` (x, y, w, h px; a text detector's lines, optional): glyphs are also looked for
+    inside each at its own scale, and a row inside one counts as text rather than marks."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     glyphs = _glyph_candidates(grey)
+    known = set(glyphs)
+    for x, y, w, h in text_boxes:
+        x0, y0 = max(int(x - 0.5 * h), 0), max(int(y - 0.5 * h), 0)
+        crop = grey[y0 : int(y + 1.5 * h) + 1, x0 : int(x + w + 0.5 * h) + 1]
+        if min(crop.shape) >= 8:
+            extra = _glyph_candidates(crop, height_range=(0.45 * h, 1.4 * h), offset=(x0, y0))
+            glyphs += [g for g in extra if g not in known]
+            known.update(extra)
     rows = _rows(glyphs)
     if not rows:
         return [], ["no row of digit wheels found"]
-    row = max(rows, key=lambda r: _counter_score(r, glyphs))
+    row = max(rows, key=lambda r: _counter_score(r, glyphs, text_boxes))
     gh = float(np.median([g.h for g in row]))
     if len(_window_glyphs(row, glyphs)) >= max(2, len(row) / 3):
         gh *= DIGIT_PER_WINDOW  # the row's glyphs are the windows: the digits inside are smaller
@@ -286,6 +311,12 @@ def find_wheels(image: np.ndarray) -> tuple[list[ProposedElement], list[str]]:
             unsure[k] = ["only part of a digit seen (rolling?)"]
     framed = _window_offsets(grey, [x0 + k * pitch for k in slots], x0, y0, pitch, slope, gh)
     if framed is not None:
+        for _ in range(ALIGN_PASSES):
+            aligned = _align_slots(grey, slots, framed, x0, y0, pitch, slope, gh)
+            if aligned is None:
+                break
+            x0, y0, pitch, slope = aligned
+            framed = _window_offsets(grey, [x0 + k * pitch for k in slots], x0, y0, pitch, slope, gh) or framed
         return _place_wheels(image, slots, unsure, framed, x0, y0, pitch, slope, gh, "window frame", [])
     # window edges: first grey steps outward from the digits, glyph pixels (dilated) masked out
     pad = max(1, int(round(0.08 * gh)))
@@ -381,6 +412,63 @@ def _slot_stack(
     return u, v, np.median(np.array(crops), axis=0)
 
 
+def _align_slots(
+    grey: np.ndarray,
+    slots: list[int],
+    offsets: tuple[float, float, float, float],
+    x0: float,
+    y0: float,
+    pitch: float,
+    slope: float,
+    gh: float,
+) -> tuple[float, float, float, float] | None:
+    """The row's line and pitch refitted to where each slot's window frame really is: every slot
+    shifted (up to ALIGN_REACH px, 0.5 px steps) to best match the median slot on a band around
+    the window's edges (the digits inside differ, the frame does not).  (x0, y0, pitch, slope), or
+    None (fewer than 3 slots, or the frames match less than ALIGN_MIN_GAIN better for the moves)."""
+    if len(slots) < 3:
+        return None
+    margin = ALIGN_REACH
+    u, v, template = _slot_stack(grey, [x0 + k * pitch for k in slots], y0, slope, pitch, WINDOW_SEARCH * gh)
+    left, right, top, bottom = offsets
+    uu, vv = np.meshgrid(u, v)
+    inside_v, inside_u = (vv > top - 3) & (vv < bottom + 3), (uu > left - 3) & (uu < right + 3)
+    ring = (((np.abs(uu - left) < 3) | (np.abs(uu - right) < 3)) & inside_v) | (
+        ((np.abs(vv - top) < 3) | (np.abs(vv - bottom) < 3)) & inside_u
+    )
+    if ring.sum() < 20:
+        return None
+    n = int(round(2 * margin))  # samples of 0.5 px
+    big_u = np.arange(u[0] - margin, u[-1] + margin + 1e-6, 0.5)
+    big_v = np.arange(v[0] - margin, v[-1] + margin + 1e-6, 0.5)
+    plane = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.7)
+    found_x, found_y, gain = [], [], [0.0, 0.0]
+    for k in slots:
+        cx = x0 + k * pitch
+        cy = y0 + slope * cx
+        map_x = (cx + big_u[None, :] - big_v[:, None] * slope - 0.5).astype(np.float32)
+        map_y = (cy + big_v[:, None] + big_u[None, :] * slope - 0.5).astype(np.float32)
+        crop = cv2.remap(plane, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        best = (math.inf, 0, 0)
+        for dy in (n,) if ALIGN_ACROSS_ONLY else range(2 * n + 1):
+            for dx in range(2 * n + 1):
+                window = crop[dy : dy + template.shape[0], dx : dx + template.shape[1]]
+                cost = float(np.mean(np.abs(window[ring] - template[ring])))
+                if cost < best[0]:
+                    best = (cost, dx - n, dy - n)
+        found_x.append(cx + 0.5 * best[1])
+        found_y.append(cy + 0.5 * best[2])
+        unmoved = crop[n : n + template.shape[0], n : n + template.shape[1]]
+        gain[0] += float(np.mean(np.abs(unmoved[ring] - template[ring])))
+        gain[1] += best[0]
+    if gain[1] > (1.0 - ALIGN_MIN_GAIN) * gain[0]:
+        return None  # the slots sit where the row says already
+    ks = np.array(slots, np.float64)
+    new_pitch, new_x0 = (float(q) for q in np.polyfit(ks, found_x, 1))
+    new_slope, new_y0 = (float(q) for q in np.polyfit(found_x, found_y, 1))
+    return new_x0, new_y0, new_pitch, new_slope
+
+
 def _departure(
     profile: np.ndarray, pos: np.ndarray, start: int, stop: int, level: float, plateau: int, inner: float = 0.0
 ) -> float | None:
@@ -432,7 +520,7 @@ def _window_offsets(
     if not inner.any() or not separator.any():
         return None
     difference = -np.abs(np.median(median[:, inner], axis=1) - np.median(median[:, separator], axis=1))
-    threshold = -max(FRAME_STEP_MIN, FRAME_STEP * (float(np.mean(frame)) - ink))
+    threshold = -max(FRAME_STEP_MIN, FRAME_STEP_ACROSS * (float(np.mean(frame)) - ink))
     top = _departure(difference, v, 0, centre_v, threshold, FRAME_PLATEAU, DIGIT_CLEARANCE * gh)
     bottom = _departure(difference, v, v.size - 1, centre_v, threshold, FRAME_PLATEAU, DIGIT_CLEARANCE * gh)
     if top is None or bottom is None:
@@ -456,12 +544,12 @@ def _row_geometry(row: list[_Glyph]) -> tuple[float, float, float, float, np.nda
 
 def _window_glyphs(row: list[_Glyph], glyphs: list[_Glyph]) -> list[_Glyph]:
     """The glyphs of `row` that are wheel windows, not digits: a smaller digit-like glyph (0.45-0.9
-    of its height) sits inside them, centred across."""
+    of its height, of the same polarity: not a hole in a digit) sits inside them, centred across."""
     out = []
     for w in row:
         for g in glyphs:
-            if not 0.45 * w.h <= g.h <= 0.9 * w.h or g.w >= w.w:
-                continue
+            if not 0.45 * w.h <= g.h <= 0.9 * w.h or g.w >= w.w or g.dark != w.dark:
+                continue  # (a digit's hole is of the other polarity)
             inside = w.x <= g.x and g.x + g.w <= w.x + w.w and w.y <= g.y and g.y + g.h <= w.y + w.h
             if inside and abs(g.cx - w.cx) < 0.3 * w.w:
                 out.append(w)
@@ -469,11 +557,14 @@ def _window_glyphs(row: list[_Glyph], glyphs: list[_Glyph]) -> list[_Glyph]:
     return out
 
 
-def _counter_score(row: list[_Glyph], glyphs: list[_Glyph]) -> float:
+def _counter_score(
+    row: list[_Glyph], glyphs: list[_Glyph], text_boxes: list[tuple[float, float, float, float]] = ()
+) -> float:
     """How much a glyph row looks like the register's counter rather than printed text (serial
     number, type marks): its height x slots, less when set tight like print (pitch < 0.8 glyph
     heights: wheels sit in windows with frames between them), when it has fewer than 4 or more than
-    8 slots, and more when its glyphs are windows with a digit inside."""
+    8 slots, and more when its glyphs are windows with a digit inside or a text detector saw its
+    glyphs as one line of text (ticks and marks are not)."""
     pitch, *_, ks = _row_geometry(row)
     h = float(np.median([g.h for g in row]))
     slots = int(ks.max() - ks.min()) + 1
@@ -483,7 +574,11 @@ def _counter_score(row: list[_Glyph], glyphs: list[_Glyph]) -> float:
     if not 4 <= slots <= 8:
         score *= 0.6
     windows = len(_window_glyphs(row, glyphs))
-    return score * (1.0 + windows / len(row))
+    in_text = any(
+        sum(1 for g in row if x <= g.cx <= x + w and y <= g.cy <= y + h) >= TEXT_ROW_SHARE * len(row)
+        for x, y, w, h in text_boxes
+    )
+    return score * (1.0 + windows / len(row)) * (TEXT_ROW_BONUS if in_text else 1.0)
 
 
 def _wheels_from_windows(
@@ -853,6 +948,74 @@ def _order_dials(dials: list[ProposedElement], image_size: tuple[int, int]) -> t
     return [dials[i] for i in order], "dials on an arc: ordered clockwise from the widest gap (check the x-factors)"
 
 
+# -- the optional text detector (PP-OCRv4, the [ocr] extra) --------------------------------------
+DET_MODEL = Path("models") / "ch_PP-OCRv4_det_infer.onnx"
+TEXT_DETECTOR_MISSING = "rapidocr-onnxruntime not installed (pip install --no-deps rapidocr-onnxruntime==1.4.4)"
+DET_MAX_SIDE_PX = 960  # the detector runs on a copy no larger than this (px, a multiple of 32)
+DET_PIXEL_THRESHOLD = 0.3  # DB post-processing: text probability of a pixel
+DET_BOX_THRESHOLD = 0.5  # ... mean probability inside a kept box
+DET_UNCLIP = 1.5  # ... a box is grown by area * this / perimeter (the shrunk text kernel back to the line)
+TEXT_ROW_SHARE = 0.6  # a glyph row is text when this share of its glyphs lie in one text box
+TEXT_ROW_BONUS = 1.5
+
+
+class TextDetector:
+    """The PP-OCRv4 text detector (Apache-2.0, PaddleOCR; the ONNX file inside the
+    rapidocr-onnxruntime 1.4.4 wheel, installed --no-deps and never imported) with its DB
+    post-processing: threshold the probability map, one box per connected region, grown back
+    by the unclip ratio.  Boxes are axis-aligned (x, y, w, h) in image px."""
+
+    def __init__(self, model_path: str | Path | None = None, *, num_threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        from meterbench.models._ocr import OCR_PACKAGE, ocr_model_path
+
+        path = Path(model_path) if model_path else ocr_model_path(DET_MODEL)
+        if path is None or not path.is_file():
+            raise ConfigError(f"text detector: {path or OCR_PACKAGE}: model not found ({TEXT_DETECTOR_MISSING})")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def probability(self, image: np.ndarray) -> np.ndarray:
+        """The text probability map (0..1) at the detector's input size (multiples of 32 px)."""
+        h, w = image.shape[:2]
+        scale = min(1.0, DET_MAX_SIDE_PX / max(h, w))
+        size = (max(32, int(round(w * scale / 32)) * 32), max(32, int(round(h * scale / 32)) * 32))
+        bgr = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        rgb = cv2.resize(bgr, size)[:, :, ::-1].astype(np.float32) / 255.0
+        rgb = (rgb - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+        return self._session.run(None, {self._input: rgb.transpose(2, 0, 1)[None]})[0][0, 0]
+
+    def boxes(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Text lines as (x, y, w, h) image px, top to bottom."""
+        prob = self.probability(image)
+        fx, fy = image.shape[1] / prob.shape[1], image.shape[0] / prob.shape[0]
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((prob > DET_PIXEL_THRESHOLD).astype(np.uint8))
+        out = []
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if min(w, h) < 3 or float(prob[labels == i].mean()) < DET_BOX_THRESHOLD:
+                continue
+            grow = area * DET_UNCLIP / (2.0 * (w + h))
+            out.append(((x - grow) * fx, (y - grow) * fy, (w + 2 * grow) * fx, (h + 2 * grow) * fy))
+        return sorted(out, key=lambda b: (b[1], b[0]))
+
+
+_DETECTOR: list[TextDetector | None] = []
+
+
+def text_detector() -> TextDetector | None:
+    """The shared text detector, or None when the [ocr] extra (rapidocr-onnxruntime) is absent."""
+    if not _DETECTOR:
+        from meterbench.models._ocr import ocr_model_path
+
+        _DETECTOR.append(TextDetector() if ocr_model_path(DET_MODEL) is not None else None)
+    return _DETECTOR[0]
+
+
 # -- the layout -----------------------------------------------------------------------------------
 def _name(step_l: float) -> str:
     return f"m3x{step_l / 1000:g}" if step_l >= 1000 else f"Lx{step_l:g}"
@@ -864,8 +1027,12 @@ def propose_layout(
     reference_image: str,
     wheel_litres: float | None = None,
     dial_litres: tuple[float, ...] | None = None,
+    text: bool | None = None,
 ) -> LayoutProposal:
     """A layout dict for the register in `image` (coordinates in its pixels).
+
+    `text`: use the PP-OCRv4 text detector to find the counter (True: required, False: never,
+    None: when the `[ocr]` extra is installed).
 
     `wheel_litres`: litres of one step of the lowest black wheel (default 1000: m³ wheels);
     red wheels after it go on by tenths.  `dial_litres`: litres of one division of each dial
@@ -873,7 +1040,16 @@ def propose_layout(
     ConfigError when no register element is found or the options do not fit what was found.
     """
     h, w = image.shape[:2]
-    wheels, notes = find_wheels(image)
+    detector = text_detector() if text is not False else None
+    if text is True and detector is None:
+        raise ConfigError(f"text detector: {TEXT_DETECTOR_MISSING}")
+    text_boxes = detector.boxes(image) if detector is not None else []
+    wheels, notes = find_wheels(image, text_boxes)
+    notes.append(
+        f"text detector (PP-OCRv4): {len(text_boxes)} text lines"
+        if detector is not None
+        else "text detector: not used" + ("" if text is False else f" ({TEXT_DETECTOR_MISSING})")
+    )
     dials, dial_notes = find_dials(image, wheels)
     dials, order_note = _order_dials(dials, (w, h))
     notes += dial_notes + ([order_note] if dials else [])
@@ -974,6 +1150,7 @@ def write_proposal(
     overlay_path: Path | None = None,
     wheel_litres: float | None = None,
     dial_litres: tuple[float, ...] | None = None,
+    text: bool | None = None,
 ) -> LayoutProposal:
     """Propose a layout for the photo at `image_path`; write LAYOUT.json with the photo copied
     beside it (`<layout stem>-reference<ext>`, referenced by a relative path) and the overlay.
@@ -984,7 +1161,9 @@ def write_proposal(
     if out_path.exists():
         raise ConfigError(f"{out_path}: exists already, expected a new layout file (layouts are never overwritten)")
     reference = out_path.with_name(f"{out_path.stem}-reference{image_path.suffix.lower() or '.png'}")
-    proposal = propose_layout(image, reference_image=reference.name, wheel_litres=wheel_litres, dial_litres=dial_litres)
+    proposal = propose_layout(
+        image, reference_image=reference.name, wheel_litres=wheel_litres, dial_litres=dial_litres, text=text
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if reference.resolve() != image_path.resolve():
         shutil.copyfile(image_path, reference)
