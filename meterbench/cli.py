@@ -232,6 +232,7 @@ def _cmd_layout_propose(args: argparse.Namespace) -> int:
         overlay_path=Path(args.overlay) if args.overlay else None,
         wheel_litres=args.wheel_litres,
         dial_litres=dial_litres,
+        text=args.text_detector,
     )
     for note in proposal.notes:
         print(f"layout propose: {note}", file=sys.stderr)
@@ -408,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dial-litres",
         metavar="L,L,...",
         help="litres of one division of each dial, coarse to fine (e.g. 100,10,1,0.1; default: assumed decades)",
+    )
+    q.add_argument(
+        "--text-detector",
+        action="store_true",
+        help="also use the PP-OCRv4 text detector to find the counter ([ocr] extra: rapidocr-onnxruntime --no-deps)",
     )
     q = layout_sub.add_parser(
         "teach", help="teach a layout's element offsets from a recorded bench run", formatter_class=_HelpFormatter

@@ -1027,12 +1027,13 @@ def propose_layout(
     reference_image: str,
     wheel_litres: float | None = None,
     dial_litres: tuple[float, ...] | None = None,
-    text: bool | None = None,
+    text: bool | None = False,
 ) -> LayoutProposal:
     """A layout dict for the register in `image` (coordinates in its pixels).
 
-    `text`: use the PP-OCRv4 text detector to find the counter (True: required, False: never,
-    None: when the `[ocr]` extra is installed).
+    `text`: use the PP-OCRv4 text detector to find the counter (True: required, ConfigError when the
+    `[ocr]` extra is absent; None: when it is installed; False, the default: never; on the dev photos
+    it found fewer wheels, benchmarks/propose.py).
 
     `wheel_litres`: litres of one step of the lowest black wheel (default 1000: m³ wheels);
     red wheels after it go on by tenths.  `dial_litres`: litres of one division of each dial
@@ -1150,7 +1151,7 @@ def write_proposal(
     overlay_path: Path | None = None,
     wheel_litres: float | None = None,
     dial_litres: tuple[float, ...] | None = None,
-    text: bool | None = None,
+    text: bool | None = False,
 ) -> LayoutProposal:
     """Propose a layout for the photo at `image_path`; write LAYOUT.json with the photo copied
     beside it (`<layout stem>-reference<ext>`, referenced by a relative path) and the overlay.
