@@ -134,6 +134,9 @@ class BenchConfig:
     stop_free_disk_mb: float = DEFAULT_STOP_FREE_DISK_MB
     reference_images: dict[str, Any] = field(default_factory=dict)
     """camera id -> reference photo (BGR) of a marker-free layout file, copied into each session."""
+    technician_id: str | None = None
+    """``[bench] technician_id``: the technician running the bench (a lab file's technician id), written
+    into every session; ``reference_instruments[].standard_id`` name the lab file's reference standards."""
 
     @property
     def reference_device_id(self) -> str:
@@ -190,6 +193,7 @@ def load_bench_config(path: Path | str) -> BenchConfig:
         min_free_disk_mb=min_free_disk_mb,
         stop_free_disk_mb=float(bench.get("stop_free_disk_mb", min(DEFAULT_STOP_FREE_DISK_MB, min_free_disk_mb))),
         reference_images=reference_images,
+        technician_id=bench.get("technician_id"),
         simulator=None
         if simulator is None
         else SimulatorConfig(

@@ -173,6 +173,8 @@ def _manifest(cfg: BenchConfig, session_id: str) -> dict:
         },
         "decision_rule": cfg.decision_rule,
         "bench": {"config": cfg.path.name, "bench_id": cfg.bench_id, "live": True},
+        "bench_id": cfg.bench_id,  # the lab file's bench, technician and reference standards (standard_id)
+        **({"technician_id": cfg.technician_id} if cfg.technician_id else {}),
     }
 
 

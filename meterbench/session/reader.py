@@ -721,6 +721,22 @@ class Session:
         return self.manifest.get("reference_instruments", [])
 
     @property
+    def bench_id(self) -> str | None:
+        """session.json ``bench_id``: the bench that recorded it (a lab file's bench id), None when not named."""
+        return self.manifest.get("bench_id")
+
+    @property
+    def technician_id(self) -> str | None:
+        """session.json ``technician_id``: who ran the test (a lab file's technician id), None when not named."""
+        return self.manifest.get("technician_id")
+
+    @property
+    def reference_standard_ids(self) -> list[str]:
+        """The ``standard_id`` of each reference instrument that names one (lab file reference standards), in order."""
+        ids = [r["standard_id"] for r in self.reference_instruments if "standard_id" in r]
+        return list(dict.fromkeys(ids))
+
+    @property
     def test_plan_points(self) -> list[dict[str, Any]]:
         return self.manifest["test_plan"]["points"]
 

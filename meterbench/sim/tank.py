@@ -44,6 +44,7 @@ from meterbench.sim.tank_render import (
     random_conditions,
     render_neck,
 )
+from meterbench.sim.water_meter import name_lab_ids
 from meterbench.vision.neck_scale import NeckScaleGeometry
 
 __all__ = ["TankRunTruth", "simulate_tank", "sample_tank_error_pct", "NEAR_BAND_PCT"]
@@ -244,7 +245,14 @@ def _write_logs(recorder: SessionRecorder, bench: _Bench) -> None:
 
 
 def simulate_tank(
-    out_dir: Path, *, seed: int = 0, runs: int = 3, conditions: NeckRenderConditions | None = None
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    runs: int = 3,
+    conditions: NeckRenderConditions | None = None,
+    bench_id: str | None = None,
+    technician_id: str | None = None,
+    standard_id: str | None = None,
 ) -> Path:
     """Write a simulated tank-verification session folder to ``out_dir``; return its path.
 
@@ -252,6 +260,8 @@ def simulate_tank(
     20 mL), a seeded tank error (sometimes outside MPE), ``runs`` fill–settle–
     read–drain runs at 2.4 m³/h. ``conditions`` fixes the camera's imaging
     conditions (default: random for the seed, with tilt, glare, tint, bubbles).
+    ``bench_id``, ``technician_id``, ``standard_id``: the lab file's ids for session.json
+    (``meterbench.sim.water_meter.name_lab_ids``; default the simulator's, marked "sim").
     """
     if runs < 1:
         raise ConfigError(f"runs: expected >= 1, got {runs}")
@@ -274,7 +284,9 @@ def simulate_tank(
     )
     meter_c = float(rng.uniform(17.0, 23.0))
     tank_c = meter_c + float(rng.uniform(-0.4, 0.4))
-    manifest = _tank_manifest(seed, hint, runs, fill_m3h, nominal_l, material)
+    manifest = name_lab_ids(
+        _tank_manifest(seed, hint, runs, fill_m3h, nominal_l, material), bench_id, technician_id, standard_id
+    )
     spec = (runs, nominal_l, fill_m3h, beta, material, meter_c, tank_c)
     state = rng.bit_generator.state
     bench, truths, frames = _run_sequence(rng, v0_l, *spec)

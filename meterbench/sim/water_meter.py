@@ -50,6 +50,10 @@ __all__ = ["simulate_water_meter", "PROFILES", "NEAR_KINDS", "NearTarget"]
 
 START_TIME_UTC = "2026-11-27T09:00:00Z"
 BENCH_ID = "sim-bench"
+SIM_TECHNICIAN_ID = "sim-technician"
+"""The default ``technician_id`` of simulated sessions (marked simulated: no lab has such a technician)."""
+SIM_STANDARD_ID = "sim-reference-standard"
+"""The default reference instruments' ``standard_id`` of simulated sessions (marked simulated)."""
 Q3_M3H, R_RATIO, Q2_Q1, ACCURACY_CLASS = 2.5, 100, 1.6, 2
 NOMINAL_WATER_C = 20.0
 PULSE_VOLUME_L = 0.0001
@@ -530,6 +534,16 @@ def _truth(
     }
 
 
+def name_lab_ids(manifest: dict, bench_id: str | None, technician_id: str | None, standard_id: str | None) -> dict:
+    """Put the lab file's ids into a simulated manifest: ``bench_id``, ``technician_id`` and each reference
+    instrument's ``standard_id`` (None: the simulator's defaults, marked "sim")."""
+    manifest["bench_id"] = bench_id or manifest["bench_id"]
+    manifest["technician_id"] = technician_id or SIM_TECHNICIAN_ID
+    for reference in manifest.get("reference_instruments", []):
+        reference["standard_id"] = standard_id or SIM_STANDARD_ID
+    return manifest
+
+
 def _manifest(seed: int, profile: str, meters: list[SimulatedMeter], plan: list[PlannedPoint], run: BenchRun) -> dict:
     suffix = "" if profile == "standard" else f"-{profile}"
     return {
@@ -580,6 +594,9 @@ def simulate_water_meter(
     progress: ProgressFn | None = None,
     markers: bool = True,
     render_style: str = "classic",
+    bench_id: str | None = None,
+    technician_id: str | None = None,
+    standard_id: str | None = None,
 ) -> Path:
     """Write a complete simulated water-meter session folder to `out_dir`; return it.
 
@@ -594,7 +611,9 @@ def simulate_water_meter(
     changes.  `render_style` "varied" draws the registers as real ones look (TrueType
     digits, curved drums, a reflection over one element of each register for the whole
     session, Bayer noise; `meterbench.sim.register_render.RenderStyle`); "classic" is
-    the default and gives the same session as before for the same seed.
+    the default and gives the same session as before for the same seed.  `bench_id`,
+    `technician_id` and `standard_id` (the reference's) are the lab file's ids written into
+    session.json (default: "sim-bench", "sim-technician", "sim-reference-standard").
     """
     if profile not in PROFILES:
         raise ConfigError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
@@ -628,7 +647,7 @@ def simulate_water_meter(
     sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m for m in sim_meters]
     sim_meters = [_aim_near_mpe(run, m, flows, spec.near_band_pct) for m in sim_meters]
     tracks = [_register_track(run, m) for m in sim_meters]
-    manifest = _manifest(seed, profile, sim_meters, plan, run)
+    manifest = name_lab_ids(_manifest(seed, profile, sim_meters, plan, run), bench_id, technician_id, standard_id)
     scenes = {m.id: _markerless_scene(m, seed, run.t_end_s) for m in sim_meters if not m.markers}
     photos = {m.camera_id: scenes[m.id].photo for m in sim_meters if m.id in scenes}
     if not markers:

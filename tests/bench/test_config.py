@@ -209,3 +209,28 @@ def test_free_disk_limits_are_configured_and_cross_checked(tmp_path):
     ]
     negative = _real_bench(tmp_path, _REAL_MQTT + "insecure = true\n", "min_free_disk_mb = -1")
     assert "bench.min_free_disk_mb: expected a number of MB, 0..10000000, got -1" in _problems(negative)[0]
+
+
+def test_the_technician_and_the_reference_standards_are_named_by_the_lab_files_ids(tmp_path):
+    from meterbench.bench.engine import _manifest
+    from meterbench.session.format import schema_problems
+
+    path = _variant(
+        tmp_path, 'session_id = "live-sim-bench"', 'session_id = "live-sim-bench"\ntechnician_id = "tech-01"'
+    )
+    path.write_text(
+        path.read_text().replace('device = "ref-meter"', 'device = "ref-meter"\nstandard_id = "ref-meter-1"', 1)
+    )
+    cfg = load_bench_config(path)
+    assert cfg.technician_id == "tech-01" and cfg.reference_instruments[0]["standard_id"] == "ref-meter-1"
+    manifest = _manifest(cfg, "live-1")  # what the bench writes into every session it records
+    assert (manifest["bench_id"], manifest["technician_id"]) == ("sim1", "tech-01")
+    assert manifest["reference_instruments"][0]["standard_id"] == "ref-meter-1"
+    full = {**manifest, "format": "meterbench-session", "format_version": 1, "start_time_utc": "2026-11-27T09:00:00Z"}
+    assert schema_problems("session.json", {**full, "cameras": [], "devices": []}, "session-v1.json") == []
+    assert "technician_id" not in _manifest(load_bench_config(SAMPLE), "live-1")  # not configured: not invented
+    bad = _variant(tmp_path, 'session_id = "live-sim-bench"', 'session_id = "live-sim-bench"\ntechnician_id = "a b"')
+    assert _problems(bad) == [
+        f"{bad}: bench.technician_id: expected an id of letters, digits, '.', '_', '-' (starting with a letter "
+        'or digit), got "a b"'
+    ]

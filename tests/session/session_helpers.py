@@ -101,9 +101,13 @@ def totaliser_line(index: int) -> bytes:
     return format_totaliser_line(index, index * 10, index * 0.01, 2400.0, 20.12)
 
 
-def record_session(out_dir: Path, *, kind: str = "video", image_format: str = "jpg", truth: bool = True) -> Path:
-    """Record a small complete session (one camera, two devices) and return its folder."""
-    with SessionRecorder.create(out_dir, water_meter_manifest()) as rec:
+def record_session(
+    out_dir: Path, *, kind: str = "video", image_format: str = "jpg", truth: bool = True, manifest: dict | None = None
+) -> Path:
+    """Record a small complete session (one camera, two devices) and return its folder.
+
+    ``manifest``: instead of ``water_meter_manifest()`` (the same instruments, camera and devices)."""
+    with SessionRecorder.create(out_dir, manifest or water_meter_manifest()) as rec:
         ref = rec.device_log("ref-meter", kind="serial-totaliser")
         controller = rec.device_log("controller", kind="mqtt")
         camera = rec.camera_writer("cam-M1", FPS, FRAME_SIZE_WH, kind=kind, image_format=image_format)
