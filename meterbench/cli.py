@@ -120,11 +120,42 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             progress=terminal_progress("simulate", "camera"),
             markers=not args.markerless,
             render_style=args.render_style,
+            **_simulated_lab_ids(args),
         )
     else:
-        path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs)
+        path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs, **_simulated_lab_ids(args))
     print(path)
     return 0
+
+
+def _simulated_lab_ids(args: argparse.Namespace) -> dict[str, str | None]:
+    """`simulate --bench-id/--technician-id/--standard-id` (None: the simulator's defaults, marked "sim")."""
+    return {"bench_id": args.bench_id, "technician_id": args.technician_id, "standard_id": args.standard_id}
+
+
+def _lab_check(args: argparse.Namespace):
+    """`run --lab [--key]`: the report check (traceability against LAB.toml, and with --key the audit
+    trail of the configuration the run saw), loaded before the work so a bad file fails first; or None."""
+    if args.lab is None:
+        if args.key is not None:
+            raise ConfigError("--key: needs --lab LAB.toml (the register whose audit log it signs)")
+        return None
+    from meterbench import certificates as cert
+
+    lab, lab_bytes = cert.load_lab(Path(args.lab))
+    key = cert.load_private_key(Path(args.key)) if args.key is not None else None
+    if key is not None:
+        cert.check_lab_key(lab, key, "--key")
+
+    def check(report: dict) -> dict:
+        checked = cert.lab_traceability(report, lab, cert.sha256_hex(lab_bytes))
+        if key is not None:
+            entries = cert.log_run_configuration(lab, lab_bytes, key, checked)
+            changed = ", ".join(f"{e.what} ({e.event})" for e in entries) or "nothing new"
+            print(f"audit log {lab.records}: {changed}", file=sys.stderr)
+        return checked
+
+    return check
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -132,7 +163,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from meterbench.verify import check_report_folder, run_session
 
     check_report_folder(Path(args.out), Path(args.session))  # before the work: never overwrite, never fail late
-    report = run_session(Path(args.session), Path(args.out), progress=terminal_progress("run", "meter"))
+    check = _lab_check(args)
+    report = run_session(Path(args.session), Path(args.out), progress=terminal_progress("run", "meter"), check=check)
     print(f"{report['session']}: {report['verdict']} -> {Path(args.out) / 'report.json'}")
     _print_summary(report)
     return 0
@@ -312,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(the meter sits up to ±15 px and ±3° off it, drifts, and the light changes)",
     )
     p.add_argument(
+        "--bench-id", metavar="ID", help="the lab file's bench id for session.json (default: the simulator's)"
+    )
+    p.add_argument(
+        "--technician-id", metavar="ID", help="the lab file's technician id for session.json (default sim-technician)"
+    )
+    p.add_argument(
+        "--standard-id",
+        metavar="ID",
+        help="the lab file's reference standard id of the reference meter (default sim-reference-standard)",
+    )
+    p.add_argument(
         "--render-style",
         choices=["classic", "varied"],
         default="classic",
@@ -338,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder for report.json and report.html: new or without reports (nothing is overwritten), "
         "outside the session",
+    )
+    p.add_argument(
+        "--lab",
+        metavar="LAB.toml",
+        help="the lab file: a reference standard the session names that is unknown to it or past its due date "
+        "on the test date makes every point inconclusive",
+    )
+    p.add_argument(
+        "--key",
+        metavar="KEYDIR/lab.key",
+        help="with --lab: log the configuration the run saw (lab file, software, models, tables) in the lab's "
+        "signed audit log when it changed",
     )
 
     p = command("bench", _cmd_bench, "run a live test sequence from a bench config")

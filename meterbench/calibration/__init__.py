@@ -28,7 +28,7 @@ from ._planning import (
     plan_test_volumes,
     round_up_to_series,
 )
-from ._tables import Sourced, load_table, provenance_notes, unconfirmed_values
+from ._tables import Sourced, load_table, provenance_notes, table_sha256, unconfirmed_values
 from ._uncertainty import UncertaintyBudget, UncertaintyComponent
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "provenance_notes",
     "round_up_to_series",
     "same_sign_check",
+    "table_sha256",
     "tank_error",
     "tank_mpe",
     "tank_volume_at_20c",

@@ -10,6 +10,7 @@ the lab's setting, not the package default.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ def _load_default(name: str) -> dict[str, Any]:
         raise ValueError(f"table name {name!r} unknown; expected one of {', '.join(TABLE_NAMES)}")
     text = resources.files("meterbench.calibration").joinpath("data", f"{name}.json").read_text(encoding="utf-8")
     return json.loads(text)
+
+
+@cache
+def table_sha256() -> dict[str, str]:
+    """SHA-256 (hex) of each shipped table file (``data/<name>.json``) by name, for the software identity."""
+    data = resources.files("meterbench.calibration").joinpath("data")
+    return {name: hashlib.sha256(data.joinpath(f"{name}.json").read_bytes()).hexdigest() for name in TABLE_NAMES}
 
 
 def _override_leaf(default: Mapping[str, Any], override: Any, where: str) -> dict[str, Any]:

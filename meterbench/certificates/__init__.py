@@ -8,7 +8,7 @@ from the I/O (_keys, _certify, _verify, LabRegister). Needs the [cert] extra.
 """
 
 from ._canonical import canonical_json, record_file_text, sha256_hex
-from ._certify import IssuedCertificate, certify_run, software_identity
+from ._certify import IssuedCertificate, certify_run, check_lab_key, log_run_configuration, software_identity
 from ._code import code_from_digest, format_code, parse_code
 from ._keys import (
     PRIVATE_KEY_FILE,
@@ -25,6 +25,8 @@ from ._record import (
     certificate_fields,
     check_record,
     decision_rule_statement,
+    lab_traceability,
+    mark_points_inconclusive,
     mark_untraceable_points,
     report_problems,
     report_test_date,
@@ -71,6 +73,7 @@ __all__ = [
     "certificate_blocks",
     "certificate_fields",
     "certify_run",
+    "check_lab_key",
     "check_record",
     "check_record_bytes",
     "check_renderers",
@@ -80,9 +83,12 @@ __all__ = [
     "format_code",
     "generate_keys",
     "input_rows",
+    "lab_traceability",
     "load_lab",
     "load_private_key",
     "load_public_key",
+    "log_run_configuration",
+    "mark_points_inconclusive",
     "mark_untraceable_points",
     "normalize_fingerprint",
     "parse_code",

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from meterbench import __version__
+from meterbench import __version__, source_revision
+from meterbench.calibration import table_sha256
 from meterbench.errors import ConfigError, OutputError, SessionError
 from meterbench.protocols import strict_json_loads
 
@@ -37,10 +34,10 @@ from ._record import (
     seal_record,
     traceability_problems,
 )
-from ._register import LabRegister
+from ._register import LabRegister, RegisterEntry
 from ._render import check_renderers, render_html, render_pdf
 
-__all__ = ["IssuedCertificate", "certify_run", "software_identity"]
+__all__ = ["IssuedCertificate", "certify_run", "check_lab_key", "log_run_configuration", "software_identity"]
 
 _MAX_REPORT_BYTES = 256 * 1024 * 1024
 KEYS_DIR = "keys"
@@ -73,42 +70,31 @@ def _read_json(path: Path, what: str) -> tuple[Any, bytes]:
         raise SessionError(f"{path}: not valid JSON ({exc})") from None
 
 
-@cache
-def _git_revision() -> str:
-    """The git commit of the meterbench source in use, '+local changes' when it differs; or why unknown."""
-    source = Path(__file__).resolve().parents[2]
-    if not (source / ".git").exists():
-        return "unknown (meterbench is not installed from a git checkout)"
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "diff", "--quiet", "HEAD", "--", "meterbench"], capture_output=True, timeout=10
-        ).returncode
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
-    return head + (" + local changes to meterbench/" if dirty else "")
-
-
 def software_identity(report: dict[str, Any]) -> dict[str, Any]:
     """Software identity for the certificate (OIML D 31): version, git revision, SHA-256 of models and tables.
 
-    The models are those report.json recorded for the run; the version and git revision and the MPE /
-    decision tables are those installed at certification (report.json does not record them)."""
-    data = resources.files("meterbench.calibration").joinpath("data")
-    tables = {
-        item.name.removesuffix(".json"): hashlib.sha256(item.read_bytes()).hexdigest()
-        for item in sorted(data.iterdir(), key=lambda x: x.name)
-        if item.name.endswith(".json")
-    }
+    All as report.json recorded them for the run (``software``, ``git_revision``, ``models``, ``tables``).
+    A report of an older meterbench records no git revision or tables: those are then taken from the
+    installation at certification, and the note says so."""
+    recorded = "git_revision" in report and isinstance(report.get("tables"), dict) and bool(report["tables"])
+    if recorded:
+        revision = report["git_revision"] or "unknown (the run's meterbench was not a git checkout)"
+        tables = dict(report["tables"])
+        note = "version, git revision, models and tables as recorded by the run (report.json)"
+    else:
+        revision = source_revision() or "unknown (meterbench is not installed from a git checkout, or no git)"
+        tables = table_sha256()
+        note = (
+            "models as recorded by the run; git revision and tables as installed at certification "
+            "(report.json of this run does not record them)"
+        )
     return {
         "version": str(report.get("software") or "unknown"),
         "certified_with": f"meterbench {__version__}",
-        "git_revision": _git_revision(),
+        "git_revision": revision,
         "models": dict(report.get("models") or {}),
         "tables": tables,
-        "note": "models as recorded by the run; git revision and tables as installed at certification",
+        "note": note,
     }
 
 
@@ -129,8 +115,34 @@ def _session_facts(session_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def _pick(option: str | None, from_session: Any, choices: dict[str, Any], what: str, flag: str, lab: Lab) -> Any:
-    chosen = option if option is not None else from_session if isinstance(from_session, str) else None
+def check_lab_key(lab: Lab, key: LabKey, where: str) -> None:
+    """ConfigError (naming ``where``) unless ``key`` is the one the lab file names ([lab] key_fingerprint)."""
+    if key.public.fingerprint != lab.key_fingerprint:
+        raise ConfigError(
+            f"{where}: key fingerprint {key.public.fingerprint} does not match {lab.path} [lab] key_fingerprint "
+            f"{lab.key_fingerprint} (wrong key or wrong lab file)"
+        )
+
+
+def _pick(
+    option: str | None,
+    recorded: Any,
+    from_session: Any,
+    choices: dict[str, Any],
+    what: str,
+    flag: str,
+    lab: Lab,
+) -> Any:
+    """The lab file's entry: ``flag``'s, else the one report.json recorded, else the session's, else the
+    lab's only one. An option that contradicts what the run recorded is refused (a certificate names who
+    and what did the test, never something else)."""
+    recorded = recorded if isinstance(recorded, str) else None
+    if option is not None and recorded is not None and option != recorded:
+        raise ConfigError(
+            f"{flag}: {what} {option!r}, but report.json records {what} {recorded!r} for this run "
+            f"(a certificate names the {what} of the test; leave {flag} out)"
+        )
+    chosen = option or recorded or (from_session if isinstance(from_session, str) else None)
     if chosen is None and len(choices) == 1:
         chosen = next(iter(choices))
     if chosen is None:
@@ -239,11 +251,7 @@ def _plan(
     lab, lab_bytes = load_lab(lab_path)
     key = load_private_key(key_path)
     check_renderers()
-    if key.public.fingerprint != lab.key_fingerprint:
-        raise ConfigError(
-            f"{key_path}: key fingerprint {key.public.fingerprint} does not match {lab.path} [lab] key_fingerprint "
-            f"{lab.key_fingerprint} (wrong key or wrong lab file)"
-        )
+    check_lab_key(lab, key, str(key_path))
     run_dir = Path(run_dir)
     report_path = run_dir / "report.json"
     if not run_dir.is_dir():
@@ -253,9 +261,24 @@ def _plan(
     if problems:
         raise SessionError(problems)
     manifest = _session_facts(Path(session_dir), report) if session_dir is not None else {}
-    bench = _pick(bench_id, manifest.get("bench_id"), lab.benches, "bench", "--bench", lab)
-    technician = _pick(technician_id, manifest.get("technician"), lab.technicians, "technician", "--technician", lab)
-    wanted = reference_ids or list(bench.reference_standards)
+    bench = _pick(bench_id, report.get("bench_id"), manifest.get("bench_id"), lab.benches, "bench", "--bench", lab)
+    session_technician = manifest.get("technician_id", manifest.get("technician"))
+    technician = _pick(
+        technician_id,
+        report.get("technician_id"),
+        session_technician,
+        lab.technicians,
+        "technician",
+        "--technician",
+        lab,
+    )
+    recorded_refs = list(report.get("reference_standard_ids") or [])
+    if reference_ids and recorded_refs and sorted(set(reference_ids)) != sorted(set(recorded_refs)):
+        raise ConfigError(
+            f"--reference: {', '.join(reference_ids)}, but report.json records the reference standards "
+            f"{', '.join(recorded_refs)} for this run (leave --reference out)"
+        )
+    wanted = reference_ids or recorded_refs or list(bench.reference_standards)
     unknown = [r for r in wanted if r not in lab.reference_standards]
     if unknown:
         raise ConfigError(f"--reference: {', '.join(unknown)} not in {lab.path} [[reference_standards]]")
@@ -294,20 +317,43 @@ def _plan(
     )
 
 
-def _note_configuration(register: LabRegister, plan: _Plan) -> None:
-    """Log the lab file, key, software, models and tables when first seen or changed (audit trail)."""
-    software = plan.software
-    register.note_config("lab file", sha256_hex(plan.lab_bytes), {"path": str(plan.lab.path)})
-    register.note_config("signing key", plan.key.public.fingerprint)
-    register.note_config(
-        "software",
-        sha256_hex(f"{software['version']} {software['git_revision']}".encode()),
-        {"version": software["version"], "git_revision": software["git_revision"]},
-    )
-    for name, digest in sorted(software["models"].items()):
-        register.note_config(f"model {name}", digest)
-    for name, digest in sorted(software["tables"].items()):
-        register.note_config(f"table {name}", digest)
+def _note_configuration(
+    register: LabRegister,
+    lab: Lab,
+    lab_bytes: bytes,
+    fingerprint: str,
+    software: dict[str, Any],
+    context: dict[str, Any] | None = None,
+) -> list[RegisterEntry]:
+    """Log the lab file, key, software, models and tables when first seen or changed (audit trail).
+
+    ``context`` (who saw it: certify, or the run of a session) goes into each new entry's details."""
+    context = context or {}
+    noted = [
+        register.note_config("lab file", sha256_hex(lab_bytes), {"path": str(lab.path), **context}),
+        register.note_config("signing key", fingerprint, dict(context)),
+        register.note_config(
+            "software",
+            sha256_hex(f"{software['version']} {software['git_revision']}".encode()),
+            {"version": software["version"], "git_revision": software["git_revision"], **context},
+        ),
+    ]
+    noted += [register.note_config(f"model {n}", d, dict(context)) for n, d in sorted(software["models"].items())]
+    noted += [register.note_config(f"table {n}", d, dict(context)) for n, d in sorted(software["tables"].items())]
+    return [entry for entry in noted if entry is not None]
+
+
+def log_run_configuration(lab: Lab, lab_bytes: bytes, key: LabKey, report: dict[str, Any]) -> list[RegisterEntry]:
+    """`meterbench run --lab --key`: log, in the lab's register, the configuration this run saw (lab file,
+    signing key, software, each model and each MPE/decision table, as report.json recorded them) where it
+    differs from the last seen; returns the entries written (signed and chained like certify's)."""
+    check_lab_key(lab, key, "--key")
+    register = LabRegister(lab.records)
+    who = f"{report.get('technician_id') or 'technician not named'} (os user {getpass.getuser()})"
+    context = {"seen_by": "meterbench run", "session": report.get("session")}
+    with register.locked(key.sign, who):
+        _store_public_key(register, key)
+        return _note_configuration(register, lab, lab_bytes, key.public.fingerprint, software_identity(report), context)
 
 
 def _issue(register: LabRegister, plan: _Plan, instrument: dict[str, Any], issued_utc: str) -> IssuedCertificate:
@@ -390,5 +436,5 @@ def certify_run(
     register = LabRegister(plan.lab.records)
     with register.locked(plan.key.sign, f"{plan.technician.id} (os user {getpass.getuser()})"):
         _store_public_key(register, plan.key)
-        _note_configuration(register, plan)
+        _note_configuration(register, plan.lab, plan.lab_bytes, plan.key.public.fingerprint, plan.software)
         return [_issue(register, plan, instrument, issued_utc) for instrument in plan.instruments]

@@ -35,6 +35,8 @@ __all__ = [
     "certificate_fields",
     "check_record",
     "decision_rule_statement",
+    "lab_traceability",
+    "mark_points_inconclusive",
     "mark_untraceable_points",
     "report_problems",
     "report_test_date",
@@ -94,6 +96,7 @@ def report_problems(report: Any, label: str = "report.json") -> list[str]:
         report_test_date(report)
     except ValueError as exc:
         problems.append(f"{label}: {exc}")
+    problems += _recorded_identity_problems(report, label)
     rule = report.get("decision_rule", "simple")
     instruments = report.get("instruments")
     if not isinstance(instruments, list) or not instruments:
@@ -122,6 +125,39 @@ def report_problems(report: Any, label: str = "report.json") -> list[str]:
             problems.append(
                 f"{label}: verdict: {report.get('verdict')!r} does not combine the instruments' "
                 f"(expected {expected!r}): the report was changed"
+            )
+    return problems
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _recorded_identity_problems(report: Mapping[str, Any], label: str) -> list[str]:
+    """The shape of the keys a run records for certify (all optional: older reports lack them)."""
+    problems = []
+    for key in ("git_revision", "bench_id", "technician_id"):
+        if key in report and report[key] is not None and not (isinstance(report[key], str) and report[key]):
+            problems.append(f"{label}: {key}: expected a non-empty string or null, got {report[key]!r}")
+    ids = report.get("reference_standard_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        problems.append(f"{label}: reference_standard_ids: expected a list of ids, got {ids!r}")
+    tables = report.get("tables", {})
+    if not isinstance(tables, dict) or not all(isinstance(k, str) and _is_sha256(v) for k, v in tables.items()):
+        problems.append(f"{label}: tables: expected {{table name: SHA-256 hex}}, got {tables!r}")
+    if "test_date" in report:
+        try:
+            recorded = dt.date.fromisoformat(report["test_date"])
+        except (TypeError, ValueError):
+            recorded = None
+        try:
+            start = report_test_date(report)
+        except ValueError:
+            start = recorded  # reported above
+        if recorded is None or recorded != start:
+            problems.append(
+                f"{label}: test_date: {report['test_date']!r} is not the UTC date of start_time_utc "
+                "(the report was changed)"
             )
     return problems
 
@@ -192,27 +228,74 @@ def traceability_problems(report: Mapping[str, Any], standards: Sequence[Referen
     return problems
 
 
-def mark_untraceable_points(report: Mapping[str, Any], standards: Sequence[ReferenceStandard]) -> dict[str, Any]:
-    """A copy of ``report`` in which every point is inconclusive when a standard was past its due date.
-
-    For verify/ to apply when a run names its reference standards: the reason names the
-    standard and its due date; the instrument and session verdicts are combined again."""
-    when = report_test_date(report)
-    expired = [s for s in standards if s.due_date < when]
-    out = dict(report)
-    if not expired:
-        return out
-    reason = "; ".join(
-        f"reference standard {s.id} (serial {s.serial}) past its calibration due date {s.due_date.isoformat()}"
-        for s in expired
-    )
+def mark_points_inconclusive(report: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """A copy of ``report`` with every point inconclusive for ``reason``; instrument and session verdicts
+    combined again (``calibration.decide_instrument``), so the copy is a consistent report."""
     instruments = []
     for instrument in report.get("instruments") or []:
         points = [{**p, "verdict": "inconclusive", "reason": reason} for p in instrument.get("points") or []]
         verdict = decide_instrument({p["name"]: p["verdict"] for p in points}).verdict
         instruments.append({**instrument, "points": points, "verdict": verdict})
-    out["instruments"] = instruments
-    out["verdict"] = decide_instrument([i["verdict"] for i in instruments]).verdict
+    return {
+        **report,
+        "instruments": instruments,
+        "verdict": decide_instrument([i["verdict"] for i in instruments]).verdict,
+    }
+
+
+def _expired_reason(standards: Sequence[ReferenceStandard], when: dt.date) -> str:
+    return "; ".join(
+        f"reference standard {s.id} (serial {s.serial}, calibration certificate {s.calibration_certificate}) "
+        f"past its calibration due date {s.due_date.isoformat()} on the test date {when.isoformat()}"
+        for s in standards
+    )
+
+
+def mark_untraceable_points(report: Mapping[str, Any], standards: Sequence[ReferenceStandard]) -> dict[str, Any]:
+    """A copy of ``report`` in which every point is inconclusive when a standard was past its due date.
+
+    The reason names the standard, its certificate and due date; the instrument and session verdicts
+    are combined again. A standard due on the test day itself is still valid that day."""
+    when = report_test_date(report)
+    expired = [s for s in standards if s.due_date < when]
+    return mark_points_inconclusive(report, _expired_reason(expired, when)) if expired else dict(report)
+
+
+def lab_traceability(report: Mapping[str, Any], lab: Lab, lab_sha256: str) -> dict[str, Any]:
+    """``report`` checked against the lab file (`meterbench run --lab`): a copy with key ``lab_traceability``.
+
+    The reference standards are those the session names (``reference_standard_ids``), else its
+    bench's in the lab file. One unknown to the lab file, or past its due date on the test date,
+    makes every point inconclusive with that reason (a lab must not certify with it). When neither
+    names a standard, nothing can be checked: the verdicts stand, with a warning saying so."""
+    named = list(report.get("reference_standard_ids") or [])
+    bench = lab.benches.get(report.get("bench_id"))  # type: ignore[arg-type]
+    ids = named or (list(bench.reference_standards) if bench else [])
+    source = "the session" if named else f"bench {bench.id} in {lab.path}" if bench else "nobody"
+    unknown = [i for i in ids if i not in lab.reference_standards]
+    standards = [lab.reference_standards[i] for i in ids if i in lab.reference_standards]
+    when = report_test_date(report)
+    expired = [s for s in standards if s.due_date < when]
+    reasons = [
+        f"reference standard {i} (named by {source}) is not in {lab.path} [[reference_standards]]: not traceable"
+        for i in unknown
+    ]
+    if expired:
+        reasons.append(_expired_reason(expired, when))
+    out = mark_points_inconclusive(report, "; ".join(reasons)) if reasons else dict(report)
+    if not ids:
+        out["warnings"] = [
+            *(report.get("warnings") or []),
+            f"{lab.path}: the session names no reference standard and its bench {report.get('bench_id')!r} is not "
+            "in the lab file: traceability not checked",
+        ]
+    out["lab_traceability"] = {
+        "lab": lab.name,
+        "lab_file_sha256": lab_sha256,
+        "reference_standards": {s.id: s.due_date.isoformat() for s in standards},
+        "named_by": source,
+        "problems": reasons,
+    }
     return out
 
 

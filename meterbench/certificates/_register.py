@@ -305,13 +305,14 @@ class LabRegister:
         self.append("certificate-number-reserved", f"certificate {number}", None, None, {"number": number, **details})
         return number
 
-    def note_config(self, what: str, new_hash: str, details: dict[str, Any] | None = None) -> None:
-        """Log ``what`` (lab file, key, model, table) when first seen or when its hash changed."""
+    def note_config(self, what: str, new_hash: str, details: dict[str, Any] | None = None) -> RegisterEntry | None:
+        """Log ``what`` (lab file, key, model, table) when first seen or when its hash changed; the entry or None."""
         last = next((e for e in reversed(self.entries) if e.what == what and e.event.startswith("config-")), None)
         if last is None:
-            self.append("config-first-seen", what, None, new_hash, details or {})
-        elif last.new_hash != new_hash:
-            self.append("config-changed", what, last.new_hash, new_hash, details or {})
+            return self.append("config-first-seen", what, None, new_hash, details or {})
+        if last.new_hash != new_hash:
+            return self.append("config-changed", what, last.new_hash, new_hash, details or {})
+        return None
 
     def store_record(self, number: int, text: str) -> Path:
         """Write the lab's copy of record ``number`` (exclusive create, fsynced)."""

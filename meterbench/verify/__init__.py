@@ -10,7 +10,7 @@ from meterbench.verify.report import (
     write_reports,
 )
 from meterbench.verify.results import Inconclusive, InstrumentResult, PointResult, session_decision
-from meterbench.verify.run import RegisterReaders, run_session, verify_session
+from meterbench.verify.run import RegisterReaders, ReportCheck, run_session, verify_session
 from meterbench.verify.tank import evaluate_tank_session
 from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
 
@@ -20,6 +20,7 @@ __all__ = [
     "PointResult",
     "ReadingOptions",
     "RegisterReaders",
+    "ReportCheck",
     "check_report_folder",
     "evaluate_tank_session",
     "evaluate_water_meter_session",

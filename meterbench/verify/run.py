@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from meterbench import __version__
+from meterbench import __version__, source_revision
+from meterbench.calibration import table_sha256
 from meterbench.errors import SessionError
 from meterbench.progress import ProgressFn
 from meterbench.verify.report import write_reports
 from meterbench.verify.results import InstrumentResult, instrument_identity, session_decision
 from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
 
-__all__ = ["run_session", "verify_session", "RegisterReaders"]
+__all__ = ["ReportCheck", "run_session", "verify_session", "RegisterReaders"]
 
 
 class RegisterReaders:
@@ -101,8 +104,26 @@ def verify_session(
         "models": models,
         "inputs": session.file_hashes(),
         "warnings": list(session.warnings) + _bench_warnings(manifest),
+        **_traceability_keys(session),
     }
     return report, figures
+
+
+def _traceability_keys(session) -> dict:
+    """report.json keys added for `meterbench certify` (DESIGN.md's contract extended, never changed):
+    the software identity (git revision or null, SHA-256 of each shipped table; the models are in
+    ``models``) and who tested with what: the session's bench, technician and reference standard ids
+    (null / [] when session.json names none) and the test date (UTC date of the start)."""
+    start = session.manifest["start_time_utc"]
+    test_date = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(dt.UTC).date()
+    return {
+        "git_revision": source_revision(),
+        "tables": table_sha256(),
+        "bench_id": session.bench_id,
+        "technician_id": session.technician_id,
+        "reference_standard_ids": session.reference_standard_ids,
+        "test_date": test_date.isoformat(),
+    }
 
 
 def _all_inconclusive(session, reason: str) -> list[InstrumentResult]:
@@ -129,15 +150,28 @@ def _provenance_notes() -> list[str]:
     return list(notes()) if callable(notes) else []
 
 
+ReportCheck = Callable[[dict], dict]
+"""Applied to a verified report before it is written: returns the report to write (e.g. the lab
+file's traceability check of `meterbench run --lab`, which may make points inconclusive); raising
+a MeterbenchError writes nothing."""
+
+
 def run_session(
-    session_dir: Path, out_dir: Path, options: ReadingOptions | None = None, progress: ProgressFn | None = None
+    session_dir: Path,
+    out_dir: Path,
+    options: ReadingOptions | None = None,
+    progress: ProgressFn | None = None,
+    check: ReportCheck | None = None,
 ) -> dict:
     """Verify the session in ``session_dir``; write report.json and report.html (as a pair) into ``out_dir``.
 
-    ``progress(done, total, instrument id)`` is called as each instrument is verified."""
+    ``progress(done, total, instrument id)`` is called as each instrument is verified; ``check``
+    (see :data:`ReportCheck`) is applied to the report before it is written."""
     from meterbench.session.reader import load_session
 
     with load_session(session_dir) as session:
         report, figures = verify_session(session, options, progress=progress)
+    if check is not None:
+        report = check(report)
     write_reports(report, out_dir, figures, _provenance_notes())
     return report

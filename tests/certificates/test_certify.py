@@ -212,7 +212,7 @@ def test_html_states_the_same_blocks_as_the_pdf(lab, water_run):
 
 TANK_BENCH = """
 [[benches]]
-id = "tank-bench"
+id = "tank-bench-1"
 reference_standards = ["ref-meter-2"]
 
 [[reference_standards]]
@@ -227,8 +227,12 @@ due_date = 2027-01-31
 
 def test_tank_certificate_states_nominal_volume_and_material(lab, tank_run):
     lab.write_toml(lab.toml.read_text(encoding="utf-8") + TANK_BENCH)
-    [issued] = certify_run(tank_run, lab.key, lab.toml, technician_id="tech-01", bench_id="tank-bench")
+    with pytest.raises(ConfigError, match=r"--bench: bench 'tank-bench', but report.json records bench 'tank-bench-1'"):
+        certify_run(tank_run, lab.key, lab.toml, technician_id="tech-01", bench_id="tank-bench")
+    [issued] = certify_run(tank_run, lab.key, lab.toml, technician_id="tech-01")  # the bench report.json records
     record = json.loads((tank_run / "certificate-1.json").read_text(encoding="utf-8"))
+    assert record["certificate"]["bench"]["id"] == "tank-bench-1"
+    assert record["certificate"]["reference_standards"][0]["id"] == "ref-meter-2"  # that bench's, in LAB.toml
     assert record["certificate"]["instrument"]["nominal_volume_l"] == 20.0
     assert record["certificate"]["instrument"]["material"] == "stainless-steel"
     assert issued.verdict == record["certificate"]["verdict"] == "fail"

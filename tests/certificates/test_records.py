@@ -67,7 +67,8 @@ def test_an_expired_standard_makes_every_point_inconclusive_with_that_reason(rep
         for point in instrument["points"]:
             assert point["verdict"] == "inconclusive"
             assert point["reason"] == (
-                "reference standard ref-1 (serial REF-1) past its calibration due date 2026-01-01"
+                "reference standard ref-1 (serial REF-1, calibration certificate CAL-1) past its calibration "
+                "due date 2026-01-01 on the test date 2026-11-27"
             )
     assert report["verdict"] == "fail"  # the input is not changed
     assert mark_untraceable_points(report, [_standard(dt.date(2027, 1, 1))]) == report
