@@ -792,10 +792,10 @@ def _fit_tick_ring(
     """Centre and radius (outer ends of the ticks, px) of a ten-tick dial scale near a pointer hub.
 
     The centre is where the ten-fold angular pattern is sharpest (grid search, 3, 1 then 0.5 px,
-    within TICK_SEARCH of the radius around the hub); the radius where that pattern fades
-    outward (half its peak); then a circle is fitted through the outer end of each tick found
-    (twice; ends > 2 px off dropped).  None when no ten-fold pattern is found; reasons when the
-    fit is weak (fewer than 7 tick ends, or ends far off the circle)."""
+    within TICK_SEARCH of the radius around the hub); the radius where that pattern fades for the
+    last time outward (below half its peak: the ticks lie outside the digits); then a circle is
+    fitted through the outer end of each tick found (twice; ends > 2 px off dropped).  None when
+    no ten-fold pattern is found; reasons when the fit is weak (fewer than 7 tick ends, or ends far off the circle)."""
     radius = float(np.clip(radius, 4.0, r_max))
     coarse = np.arange(0.5 * radius, 1.45 * radius, 1.0, dtype=np.float64)
     rhos = np.arange(0.5 * radius, 1.45 * radius, 0.5, dtype=np.float64)
@@ -812,10 +812,8 @@ def _fit_tick_ring(
     if best < TICK_MIN_AMPLITUDE:
         return None
     strength = np.convolve(_tick_strength(plane, tuple(centre), rhos), np.ones(3) / 3, mode="same")
-    i = int(np.argmax(strength))
-    half = 0.5 * strength[i]
-    while i + 1 < strength.size and strength[i + 1] >= half:
-        i += 1
+    half = 0.5 * float(strength.max())
+    i = int(np.flatnonzero(strength >= half)[-1])  # the outermost ten-fold band (ticks outside the digits)
     if i + 1 >= strength.size:
         return None
     r = float(rhos[i] + (strength[i] - half) / (strength[i] - strength[i + 1] + 1e-9) * (rhos[i + 1] - rhos[i]))
