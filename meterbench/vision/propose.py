@@ -66,6 +66,8 @@ ALIGN_ACROSS_ONLY = True  # slots move along the row only (the row's line comes 
 ALIGN_MIN_GAIN = 0.03  # moves taken only when they cut the frame mismatch by this fraction
 ALIGN_REACH = 3.0  # px a slot may move to match the median slot's frame
 DIGIT_CLEARANCE = 0.6  # top/bottom edges lie at least this many digit heights from the row's centre line
+OUTLINE_AGREEMENT_PX = 3.0  # frame edges and traced window outlines must agree this well (size)
+RIVAL_ROW_SHARE = 0.75  # a second row scoring this share of the counter's makes its choice unsure
 COUNTER_MIN_PITCH = 0.8  # counter wheels: pitch / glyph height at least this (print is set tighter)
 WINDOW_HEIGHT_PER_GLYPH = 1.55  # prior: window height / digit height (when no edge is found)
 WINDOW_WIDTH_PER_PITCH = 0.8  # prior: window width / wheel pitch
@@ -285,8 +287,20 @@ def find_wheels(
     rows = _rows(glyphs)
     if not rows:
         return [], ["no row of digit wheels found"]
-    row = max(rows, key=lambda r: _counter_score(r, glyphs, text_boxes))
+    scores = [_counter_score(r, glyphs, text_boxes) for r in rows]
+    best = int(np.argmax(scores))
+    row = rows[best]
     gh = float(np.median([g.h for g in row]))
+    row_y = float(np.median([g.cy for g in row]))
+    rivals = [
+        (score, float(np.median([g.cy for g in r])))
+        for r, score in zip(rows, scores, strict=True)
+        if not set(r) & set(row) and abs(float(np.median([g.cy for g in r])) - row_y) > 0.5 * gh
+    ]
+    rival = max(rivals, default=None)
+    doubt = []
+    if rival is not None and rival[0] >= RIVAL_ROW_SHARE * scores[best]:
+        doubt = [f"counter choice: another glyph row (y {rival[1]:.0f} px) looks almost as much like one"]
     if len(_window_glyphs(row, glyphs)) >= max(2, len(row) / 3):
         gh *= DIGIT_PER_WINDOW  # the row's glyphs are the windows: the digits inside are smaller
     xs, ys = np.array([g.cx for g in row]), np.array([g.cy for g in row])
@@ -310,6 +324,15 @@ def find_wheels(
             slots.insert(0, k) if direction < 0 else slots.append(k)
             unsure[k] = ["only part of a digit seen (rolling?)"]
     framed = _window_offsets(grey, [x0 + k * pitch for k in slots], x0, y0, pitch, slope, gh)
+    outlines = _window_glyphs(row, glyphs)
+    if framed is not None and outlines:
+        # the row's glyphs are window outlines: the frame's edges must agree with their size
+        off = max(
+            abs((framed[1] - framed[0]) - float(np.median([g.w for g in outlines]))),
+            abs((framed[3] - framed[2]) - float(np.median([g.h for g in outlines]))),
+        )
+        if off > OUTLINE_AGREEMENT_PX:
+            doubt.append(f"window frame edges and window outlines differ by {off:.0f} px in size")
     if framed is not None:
         for _ in range(ALIGN_PASSES):
             aligned = _align_slots(grey, slots, framed, x0, y0, pitch, slope, gh)
@@ -317,7 +340,7 @@ def find_wheels(
                 break
             x0, y0, pitch, slope = aligned
             framed = _window_offsets(grey, [x0 + k * pitch for k in slots], x0, y0, pitch, slope, gh) or framed
-        return _place_wheels(image, slots, unsure, framed, x0, y0, pitch, slope, gh, "window frame", [])
+        return _place_wheels(image, slots, unsure, framed, x0, y0, pitch, slope, gh, "window frame", doubt)
     # window edges: first grey steps outward from the digits, glyph pixels (dilated) masked out
     pad = max(1, int(round(0.08 * gh)))
     mask = np.zeros(grey.shape, bool)
@@ -354,7 +377,8 @@ def find_wheels(
         top_off, bottom_off = -WINDOW_HEIGHT_PER_GLYPH * gh / 2, WINDOW_HEIGHT_PER_GLYPH * gh / 2
         notes.append("wheel window top/bottom not found: height from the digits")
     offsets = (left_off, right_off, top_off, bottom_off)
-    return _place_wheels(image, slots, unsure, offsets, x0, y0, pitch, slope, gh, "digit", notes)
+    notes.append("window frame not traced: windows from the grey steps beside the digits, check their edges")
+    return _place_wheels(image, slots, unsure, offsets, x0, y0, pitch, slope, gh, "digit", notes + doubt)
 
 
 def _place_wheels(
