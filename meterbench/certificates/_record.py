@@ -214,26 +214,44 @@ def traceability_problems(report: Mapping[str, Any], standards: Sequence[Referen
         for s in standards
         if s.due_date < when
     ]
-    if standards:
-        least = min(s.standard_uncertainty_pct for s in standards)
-        for instrument in report.get("instruments") or []:
-            for point in instrument.get("points") or []:
-                used = _reference_u_pct(point)
-                if used is not None and used < least * (1 - 1e-9):
-                    problems.append(
-                        f"instrument {instrument.get('id')} point {point.get('name')}: the run took the reference's "
-                        f"standard uncertainty as {used:.4g} %, below the calibration certificates' "
-                        f"{least:.4g} % (U / k): its U is understated"
-                    )
+    problems += [
+        f"instrument {instrument_id} point {name}: {reason}"
+        for (instrument_id, name), reason in _understated_points(report, standards).items()
+    ]
     return problems
 
 
-def mark_points_inconclusive(report: Mapping[str, Any], reason: str) -> dict[str, Any]:
-    """A copy of ``report`` with every point inconclusive for ``reason``; instrument and session verdicts
-    combined again (``calibration.decide_instrument``), so the copy is a consistent report."""
+def _understated_points(
+    report: Mapping[str, Any], standards: Sequence[ReferenceStandard]
+) -> dict[tuple[Any, Any], str]:
+    """(instrument id, point name) -> why: points whose budget gave the reference a standard uncertainty
+    below every standard's U / k (the run's U is understated, so its verdict is not supported)."""
+    if not standards:
+        return {}
+    least = min(s.standard_uncertainty_pct for s in standards)
+    found = {}
+    for instrument in report.get("instruments") or []:
+        for point in instrument.get("points") or []:
+            used = _reference_u_pct(point)
+            if used is not None and used < least * (1 - 1e-9):
+                found[(instrument.get("id"), point.get("name"))] = (
+                    f"the run took the reference's standard uncertainty as {used:.4g} %, below the calibration "
+                    f"certificates' {least:.4g} % (U / k): its U is understated"
+                )
+    return found
+
+
+def mark_points_inconclusive(report: Mapping[str, Any], reason: str | Mapping[tuple[Any, Any], str]) -> dict[str, Any]:
+    """A copy of ``report`` with points inconclusive: every point for a ``reason`` text, or those a
+    ``{(instrument id, point name): reason}`` map names; instrument and session verdicts combined again
+    (``calibration.decide_instrument``), so the copy is a consistent report."""
+    reasons = (lambda i, p: reason) if isinstance(reason, str) else (lambda i, p: reason.get((i, p)))
     instruments = []
     for instrument in report.get("instruments") or []:
-        points = [{**p, "verdict": "inconclusive", "reason": reason} for p in instrument.get("points") or []]
+        points = [
+            {**p, "verdict": "inconclusive", "reason": why} if (why := reasons(instrument.get("id"), p["name"])) else p
+            for p in instrument.get("points") or []
+        ]
         verdict = decide_instrument({p["name"]: p["verdict"] for p in points}).verdict
         instruments.append({**instrument, "points": points, "verdict": verdict})
     return {
@@ -266,7 +284,9 @@ def lab_traceability(report: Mapping[str, Any], lab: Lab, lab_sha256: str) -> di
 
     The reference standards are those the session names (``reference_standard_ids``), else its
     bench's in the lab file. One unknown to the lab file, or past its due date on the test date,
-    makes every point inconclusive with that reason (a lab must not certify with it). When neither
+    makes every point inconclusive with that reason (a lab must not certify with it); else a point
+    whose budget took the reference's uncertainty below the standards' U / k (understated) is
+    inconclusive with that reason. When neither
     names a standard, nothing can be checked: the verdicts stand, with a warning saying so."""
     named = list(report.get("reference_standard_ids") or [])
     bench = lab.benches.get(report.get("bench_id"))  # type: ignore[arg-type]
@@ -282,7 +302,12 @@ def lab_traceability(report: Mapping[str, Any], lab: Lab, lab_sha256: str) -> di
     ]
     if expired:
         reasons.append(_expired_reason(expired, when))
-    out = mark_points_inconclusive(report, "; ".join(reasons)) if reasons else dict(report)
+    understated = {} if reasons else _understated_points(report, standards)
+    reasons += [f"instrument {i} point {name}: {why}" for (i, name), why in understated.items()]
+    if understated:
+        out = mark_points_inconclusive(report, understated)
+    else:
+        out = mark_points_inconclusive(report, "; ".join(reasons)) if reasons else dict(report)
     if not ids:
         out["warnings"] = [
             *(report.get("warnings") or []),

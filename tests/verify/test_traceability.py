@@ -25,14 +25,35 @@ TANK_SAMPLE = REPO / "samples" / "tank-sim-seed2"  # an old session: names its b
 
 @pytest.fixture(scope="module")
 def tank_session(tmp_path_factory) -> Path:
-    """A simulated 2-run tank session naming technician tech-01 and reference standard ref-meter-1."""
+    """`meterbench simulate tank --runs 2 --technician-id tech-01 --standard-id ref-meter-1` (seed 3)."""
     folder = tmp_path_factory.mktemp("traceability") / "tank"
-    return simulate_tank(folder, seed=3, runs=2, technician_id="tech-01", standard_id="ref-meter-1")
+    args = ["simulate", "tank", "--out", str(folder), "--seed", "3", "--runs", "2"]
+    assert cli.main([*args, "--technician-id", "tech-01", "--standard-id", "ref-meter-1"]) == 0
+    return folder
 
 
-def _lab(folder: Path, due: str = "2027-06-30", standard_id: str = "ref-meter-1", fingerprint: str | None = None):
+def test_simulate_names_the_ids_it_is_given_and_marks_its_defaults(tank_session, tmp_path):
+    manifest = json.loads((tank_session / "session.json").read_text(encoding="utf-8"))
+    assert (manifest["bench_id"], manifest["technician_id"]) == ("tank-bench-1", "tech-01")
+    assert [r["standard_id"] for r in manifest["reference_instruments"]] == ["ref-meter-1"]
+    default = json.loads((simulate_tank(tmp_path / "d", seed=3, runs=1) / "session.json").read_text(encoding="utf-8"))
+    assert default["technician_id"] == "sim-technician"
+    assert [r["standard_id"] for r in default["reference_instruments"]] == ["sim-reference-standard"]
+
+
+def _lab(
+    folder: Path,
+    due: str = "2027-06-30",
+    standard_id: str = "ref-meter-1",
+    fingerprint: str | None = None,
+    u_pct: float = 0.02,
+):
+    """The sample lab file with its reference standard's due date, id and U (%, k = 2) changed; 0.02 % is the
+    U the simulated tank bench's reference meter states (session.json), so its budgets are not understated."""
     folder.mkdir(parents=True, exist_ok=True)
     text = SAMPLE_LAB.read_text(encoding="utf-8").replace("due_date = 2027-06-30", f"due_date = {due}")
+    assert "expanded_uncertainty_pct = 0.1 " in text
+    text = text.replace("expanded_uncertainty_pct = 0.1 ", f"expanded_uncertainty_pct = {u_pct} ")
     text = text.replace('id = "ref-meter-1"', f'id = "{standard_id}"').replace(
         'reference_standards = ["ref-meter-1"]', f'reference_standards = ["{standard_id}"]'
     )
@@ -86,6 +107,18 @@ def test_an_expired_standard_makes_every_point_inconclusive_and_a_valid_one_keep
     assert [(p["verdict"], p["reason"]) for p in points] == [("inconclusive", reason)] * 2
     assert [p["error_pct"] for p in points] == [p["error_pct"] for i in plain["instruments"] for p in i["points"]]
     assert expired["lab_traceability"]["problems"] == [reason]
+
+
+def test_a_standard_less_accurate_than_the_run_assumed_makes_its_points_inconclusive(tank_session, tmp_path):
+    report = _run(tank_session, tmp_path / "out", "--lab", str(_lab(tmp_path / "lab", u_pct=0.1)))
+    assert report["verdict"] == "inconclusive"
+    reasons = [(p["name"], p["verdict"], p["reason"]) for i in report["instruments"] for p in i["points"]]
+    why = (
+        "the run took the reference's standard uncertainty as 0.01 %, below the calibration certificates' "
+        "0.05 % (U / k): its U is understated"
+    )
+    assert reasons == [("R1", "inconclusive", why), ("R2", "inconclusive", why)]
+    assert report["lab_traceability"]["problems"] == [f"instrument T1 point {n}: {why}" for n in ("R1", "R2")]
 
 
 def test_a_standard_unknown_to_the_lab_file_makes_every_point_inconclusive(tank_session, tmp_path):
@@ -188,3 +221,22 @@ def test_a_key_that_is_not_the_lab_files_is_refused_before_the_work_and_nothing_
         f"{'0' * 32} (wrong key or wrong lab file)"
     )
     assert not out.exists() and not (tmp_path / "lab" / "LAB-records").exists()
+
+
+def test_the_runs_ids_carry_to_the_certificate_without_options(tank_session, tmp_path):
+    from tests.certificates.conftest import make_lab, require_cert
+
+    require_cert()
+    from meterbench.certificates import certify_run
+
+    lab = make_lab(tmp_path / "lab")
+    lab.write_toml(_lab(tmp_path / "lab-text").read_text(encoding="utf-8"))
+    text = lab.toml.read_text(encoding="utf-8").replace('id = "sim-bench"', 'id = "tank-bench-1"')
+    lab.write_toml(text + '\n[[technicians]]\nid = "tech-02"\nname = "Second"\n')  # two: the run says which
+    run = tmp_path / "run"
+    _run(tank_session, run, "--lab", str(lab.toml), "--key", str(lab.key))
+    [issued] = certify_run(run, lab.key, lab.toml, session_dir=tank_session)
+    cert = json.loads((run / f"certificate-{issued.number}.json").read_text(encoding="utf-8"))["certificate"]
+    assert (cert["bench"]["id"], cert["technician"]["id"]) == ("tank-bench-1", "tech-01")
+    assert [s["id"] for s in cert["reference_standards"]] == ["ref-meter-1"]
+    assert cert["software"]["note"] == "version, git revision, models and tables as recorded by the run (report.json)"
