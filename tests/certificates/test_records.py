@@ -12,6 +12,7 @@ from meterbench.certificates import (
     ReferenceStandard,
     canonical_json,
     check_record,
+    mark_points_inconclusive,
     mark_untraceable_points,
     report_problems,
     seal_documents,
@@ -156,3 +157,12 @@ def test_hostile_records_give_a_reason_never_an_exception():
     check()
     for raw in (b"", b"[]", b"nul", b'{"format": "meterbench-certificate-record"}', b"1e999", b"\xff\xfe"):
         assert check_record_bytes(raw, Trusted())[1]
+
+
+def test_points_named_by_a_map_are_marked_and_the_others_kept(report):
+    marked = mark_points_inconclusive(report, {("M1", "Q2"): "U understated"})
+    m1, m2 = marked["instruments"]
+    assert [(p["name"], p["verdict"]) for p in m1["points"]] == [("Q3", "pass"), ("Q2", "inconclusive"), ("Q1", "pass")]
+    assert m1["points"][1]["reason"] == "U understated" and m1["verdict"] == "inconclusive"
+    assert m2 == report["instruments"][1] and marked["verdict"] == "fail"  # M2 fails whatever M1 is
+    assert report_problems(marked) == []  # a consistent report
