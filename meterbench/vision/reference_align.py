@@ -84,7 +84,7 @@ MIN_CONTRAST = 0.5  # band-passed std of the frame / the reference's (fog, glare
 #: An element window is covered (a hand, a finger, a reflection) when more than this fraction of
 #: its pixels has a colour its reference window does not have anywhere (digits and pointers move,
 #: but keep their colours); colours binned by luminance (light gain removed) and chroma.
-MAX_FOREIGN_FRACTION = 0.03  # clean frames: <= 0.002 (benchmarks/alignment.py)
+MAX_FOREIGN_FRACTION = 0.03  # clean frames: <= 0.05 % (benchmarks/alignment.py); hands mostly 5-98 %
 COLOUR_BINS = (8, 16, 16)  # luminance, blue − green, red − green: a bin and its neighbours are allowed
 MAX_SCALE_CHANGE = 0.15  # local scale of the homography: 1 ± this
 MAX_SHEAR = 0.08  # anisotropy of the local Jacobian (singular value ratio − 1)
@@ -291,6 +291,12 @@ class ReferenceAligner:
             cols = slice(max(0, int(x * scale)), min(width, int(math.ceil((x + w) * scale))))
             occupied = np.zeros(COLOUR_BINS, bool)
             occupied[tuple(self._colour_bins(small[rows, cols], 1.0).T)] = True
+            # blends of any two colours present (a moved pointer's anti-aliased edge over a numeral,
+            # motion smear) are colours of the window too: the bin coordinates are linear in BGR
+            centres = np.argwhere(occupied) + 0.5
+            for t in (0.25, 0.5, 0.75):
+                blends = t * centres[:, None, :] + (1 - t) * centres[None, :, :]
+                occupied[tuple(blends.reshape(-1, 3).astype(np.int64).T)] = True
             padded = np.pad(occupied, 1)
             dilated = np.zeros_like(occupied)
             for dl, db, dr in itertools.product(range(3), repeat=3):  # every neighbouring bin
