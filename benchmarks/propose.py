@@ -1,6 +1,6 @@
 """`meterbench layout propose` against known boxes: simulated renders and hand-checked real photos.
 
-    /tmp/venv/bin/python benchmarks/propose.py [--renders 40] [--seed 0]
+    /tmp/venv/bin/python benchmarks/propose.py [--renders 40] [--seed 0] [--compare-with REV] [--verbose]
 
 Renders: the simulator's registers (all four variants, random camera, tilt up to 3 deg, light,
 glare, blur, noise; with ArUco markers and, when the renderer supports it, without), the true
@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import subprocess
+import sys
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,10 +29,12 @@ import cv2
 import numpy as np
 
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.vision import propose
 from meterbench.vision.layout import REGISTER_VARIANTS, RegisterLayout, default_register_layout, positions_from_volume
-from meterbench.vision.propose import project_layout, propose_layout, score_proposal, text_detector
+from meterbench.vision.propose import project_layout, score_proposal, text_detector
 
-PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "meter_photos"
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT / "tests" / "data" / "meter_photos"
 
 
 def render_case(seed: int, markers: bool) -> tuple[np.ndarray, list[dict]]:
@@ -48,24 +53,35 @@ def render_case(seed: int, markers: bool) -> tuple[np.ndarray, list[dict]]:
 
 
 def score_case(
-    image: np.ndarray, truth: list[dict], text: bool | None = False, **litres
+    image: np.ndarray, truth: list[dict], text: bool | None = False, module=None, **litres
 ) -> tuple[list[dict], int, float]:
-    """(per-element rows, number of extra proposed elements, seconds)."""
+    """(per-element rows, number of extra proposed elements, seconds).  Each row also says whether
+    a missed element was proposed without any unsure reason (a silent wrong box).  `module`: the
+    propose module to run (default: this tree's; --compare-with loads an older one)."""
+    module = module or propose
+    kwargs = {"text": text} if "text" in inspect.signature(module.propose_layout).parameters else {}
     t0 = time.perf_counter()
+    unsure: dict = {}
     try:
-        proposal = propose_layout(image, reference_image="x.png", text=text, **litres)
+        proposal = module.propose_layout(image, reference_image="x.png", **kwargs, **litres)
         proposed = proposal.register["elements"]
+        unsure = proposal.register.get("proposed", {}).get("unsure", {})
     except Exception as exc:  # noqa: BLE001 - a benchmark counts a refusal as all missed
         print(f"    refused: {exc}")
         proposed = []
     seconds = time.perf_counter() - t0
     rows = score_proposal(proposed, truth)
+    for row in rows:
+        row["silent"] = (
+            not row["found"] and row.get("proposed_name") is not None and not unsure.get(row["proposed_name"])
+        )
     return rows, max(len(proposed) - len(truth), 0), seconds
 
 
 def summarise(label: str, cases: list[tuple[str, list[dict], int, float]]) -> tuple[int, int, int, int]:
     found = sum(r["found"] for _, rows, _, _ in cases for r in rows)
     total = sum(len(rows) for _, rows, _, _ in cases)
+    silent = sum(r.get("silent", False) for _, rows, _, _ in cases for r in rows)
     fix = sum(1 for _, rows, extra, _ in cases if extra or not all(r["found"] for r in rows))
     ms = 1e3 * np.mean([s for *_, s in cases])
     by_kind = {
@@ -78,9 +94,45 @@ def summarise(label: str, cases: list[tuple[str, list[dict], int, float]]) -> tu
     print(
         f"{label}: {found}/{total} elements within 3 px ({100 * found / max(total, 1):.1f} %; "
         f"wheels {by_kind['wheel'][0]}/{by_kind['wheel'][1]}, dials {by_kind['dial'][0]}/{by_kind['dial'][1]}), "
-        f"{fix}/{len(cases)} images need a manual fix, {ms:.0f} ms per image"
+        f"{silent} missed without an unsure mark, {fix}/{len(cases)} images need a manual fix, {ms:.0f} ms per image"
     )
     return found, total, fix, len(cases)
+
+
+def load_revision(revision: str):
+    """meterbench/vision/propose.py as it was at a git revision, as a module (for before/after)."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:meterbench/vision/propose.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"propose_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:meterbench/vision/propose.py", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def real_photos(label: str, truth: dict, module, text: bool, verbose: bool, baseline) -> None:
+    """The hand-checked photos, dev and test split apart."""
+    for split in ("dev", "test"):
+        cases = []
+        for name, photo in truth["photos"].items():
+            if photo.get("split", "dev") != split:
+                continue
+            image = cv2.imread(str(PHOTOS / name))
+            litres = {"wheel_litres": photo["wheel_litres"], "dial_litres": None}
+            rows, extra, seconds = score_case(image, photo["elements"], text=text, module=module, **litres)
+            cases.append((name, rows, extra, seconds))
+            if verbose:
+                errors = ", ".join(f"{r['name']} {r['error_px']}{'' if r['found'] else '!'}" for r in rows)
+                print(f"  {name}: {errors}")
+        which = "dev (tuned on)" if split == "dev" else "test (held out: evaluated only)"
+        found, total, _, _ = summarise(f"{label}, {which}", cases)
+        if baseline:
+            ratio = (found / max(total, 1)) / (baseline[0] / max(baseline[1], 1))
+            print(f"    / renders with markers (elements within 3 px): {ratio:.2f}")
 
 
 def main() -> None:
@@ -88,45 +140,37 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=40, help="simulated frames per marker setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="per-element errors of the real photos")
+    parser.add_argument(
+        "--compare-with", metavar="REV", help="also run propose.py as it was at this git revision (before/after)"
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)
     settings = [True] + ([False] if "markers" in inspect.signature(RegisterRenderer.__init__).parameters else [])
     baseline = None
+    before = load_revision(args.compare_with) if args.compare_with else None
     for markers in settings:
-        cases = []
+        cases, cases_before = [], []
         for k in range(args.renders):
             frame, truth = render_case(args.seed + k, markers)
             cases.append((f"render {k}", *score_case(frame, truth)))
-        figures = summarise(f"renders {'with' if markers else 'without'} markers", cases)
+            if before is not None:
+                cases_before.append((f"render {k}", *score_case(frame, truth, module=before)))
+        label = f"renders {'with' if markers else 'without'} markers"
+        if before is not None:
+            summarise(f"{label}, propose at {args.compare_with}", cases_before)
+        figures = summarise(f"{label}, this tree", cases)
         baseline = baseline or figures
     truth = json.loads((PHOTOS / "boxes.json").read_text())
+    if before is not None:
+        real_photos(f"real photos, propose at {args.compare_with}", truth, before, False, args.verbose, baseline)
     detector = text_detector()
-    if detector is not None:
-        detector.boxes(np.zeros((64, 64, 3), np.uint8))  # the first run pays the model's start-up
-    modes = [False] + ([True] if detector is not None else [])
     if detector is None:
         print("text detector: not installed ([ocr] extra), real photos without it only")
-    for text in modes:
-        results = {}
-        for split in ("dev", "test"):
-            cases = []
-            for name, photo in truth["photos"].items():
-                if photo.get("split", "dev") != split:
-                    continue
-                image = cv2.imread(str(PHOTOS / name))
-                litres = {"wheel_litres": photo["wheel_litres"], "dial_litres": None}
-                rows, extra, seconds = score_case(image, photo["elements"], text=text, **litres)
-                cases.append((name, rows, extra, seconds))
-                if args.verbose:
-                    errors = ", ".join(f"{r['name']} {r['error_px']}{'' if r['found'] else '!'}" for r in rows)
-                    print(f"  {name}: {errors}")
-            label = "dev (tuned on)" if split == "dev" else "test (held out: evaluated only)"
-            with_text = "with" if text else "without"
-            results[split] = summarise(f"real photos {with_text} the text detector, {label}", cases)
-        if baseline:
-            for split, (found, total, _, _) in results.items():
-                ratio = (found / max(total, 1)) / (baseline[0] / max(baseline[1], 1))
-                print(f"  real photos {split} / renders with markers (elements within 3 px): {ratio:.2f}")
+    else:
+        detector.boxes(np.zeros((64, 64, 3), np.uint8))  # the first run pays the model's start-up
+    for text in [False] + ([True] if detector is not None else []):
+        label = f"real photos, this tree, {'with' if text else 'without'} the text detector"
+        real_photos(label, truth, None, text, args.verbose, baseline)
 
 
 if __name__ == "__main__":
