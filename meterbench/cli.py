@@ -65,7 +65,7 @@ def _cmd_read_crops(args: argparse.Namespace, kind: str) -> int:
     from meterbench.models import DigitReader, read_crop_files
 
     failed = 0
-    reader = DigitReader(ocr=True) if getattr(args, "ocr", False) else None  # ConfigError without the [ocr] extra
+    reader = DigitReader(ocr=True) if getattr(args, "ocr", False) else None  # ConfigError without the OCR model
     for result in read_crop_files(args.images, kind=kind, batch_size=args.batch_size, reader=reader):
         if result.error:
             failed += 1
@@ -322,7 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text")
         p.add_argument("--batch-size", type=_positive_int, default=64, help="crops per model call")
         if name == "digits":
-            p.add_argument("--ocr", action="store_true", help="OCR second opinion on whole digits ([ocr] extra; slow)")
+            p.add_argument(
+                "--ocr",
+                action="store_true",
+                help="OCR second opinion on whole digits (pip install --no-deps rapidocr-onnxruntime==1.4.4; slow)",
+            )
 
     p = command("simulate", _cmd_simulate, "write a simulated bench session folder")
     p.add_argument("bench_kind", choices=["water-meter", "tank"], help="what the simulated bench verifies")
