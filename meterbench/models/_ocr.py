@@ -1,8 +1,8 @@
 """Optional second reader of whole digits: the PP-OCRv4 text recogniser, as a second opinion.
 
 The recogniser (Apache-2.0, PaddleOCR, trained on far more text than our wheel
-crops) is the ONNX file inside the `rapidocr-onnxruntime` 1.4.4 wheel (the
-`[ocr]` extra). That package declares opencv-python, which must not sit beside
+crops) is the ONNX file inside the `rapidocr-onnxruntime` 1.4.4 wheel (no
+pyproject extra: it would pull in opencv-python). That package declares opencv-python, which must not sit beside
 opencv-python-headless, so it is installed with `pip install --no-deps` and
 never imported: only its ONNX file is located and run with our onnxruntime.
 Nothing is downloaded at run time; without the package there is no OCR opinion.

@@ -381,8 +381,8 @@ class _WheelModel:
 class DigitReader(_WheelModel):
     """Reads digit-wheel crops (meterbench/models/digit_wheel.onnx).
 
-    With `ocr`, a general text recogniser (models._ocr, the [ocr] extra) gives a
-    second opinion on the whole digit: where it is sure of a digit the reading
+    With `ocr`, a general text recogniser (models._ocr; rapidocr-onnxruntime
+    installed --no-deps) gives a second opinion on the whole digit: where it is sure of a digit the reading
     cannot show, the crop is not readable. It costs about 200 crops/s on one
     thread (the wheel model alone: about 18,000), so it is off by default.
     """
