@@ -278,6 +278,7 @@ class Completion:
     offset_known: bool = True
     unread_carries: bool = False
     reason: str = ""
+    n_whole: int = 0  # frames read whole among those used
 
 
 def complete_partial_readings(
@@ -391,6 +392,7 @@ def complete_partial_readings(
                     common,
                     offset_known=False,
                     unread_carries=True,
+                    n_whole=int(np.isfinite(whole[order]).sum()),
                     reason=f"the elements above {common:g} L per turn were never read and turn over during the frames",
                 )
             offset, offset_known = 0.0, False

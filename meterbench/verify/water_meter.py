@@ -487,9 +487,13 @@ def _name_unread(layout, readings: _Readings, reason: str) -> str:
         return reason
     above = [e for e in layout.elements if math.isclose(e.litres_per_turn, 10.0 * completion.modulus_l)]
     what = f"{above[0].kind} {above[0].name}" if above else reason
+    seen = (
+        "unreadable in every frame of the point"
+        if completion.n_whole == 0
+        else f"read in only {completion.n_whole} frame(s) of the point (3 needed to know it)"
+    )
     return (
-        f"{what} unreadable in every frame of the point and it carries during the point, so the volume "
-        f"needs it (unreadable frames: {readings.reasons})"
+        f"{what} {seen} and it carries during the point, so the volume needs it (unreadable frames: {readings.reasons})"
     )
 
 
