@@ -195,6 +195,11 @@ def main() -> None:
         "--styles", nargs="+", default=["classic"], help="render styles of the simulated registers (classic, varied)"
     )
     parser.add_argument("--new-only", action="store_true", help="skip the old reading configuration")
+    parser.add_argument(
+        "--count-unread-turns",
+        action="store_true",
+        help="also a 'turns' configuration: turnovers of never-read elements counted along the chained frames",
+    )
     args = parser.parse_args()
 
     readers = RegisterReaders()
@@ -202,6 +207,8 @@ def main() -> None:
     if not args.new_only:
         old_options = ReadingOptions(every_frame=args.every_frame, cross_frame=False)
         configs = {"old": (old_options, OldReaders()), **configs}
+    if args.count_unread_turns:
+        configs["turns"] = (ReadingOptions(every_frame=args.every_frame, count_unread_turns=True), readers)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="meterbench-bench-"))
     print(
         f"{args.sessions} sessions x {args.meters} meters x plan, profile {args.profile}, "

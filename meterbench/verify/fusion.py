@@ -293,6 +293,7 @@ def complete_partial_readings(
     min_coverage: float = 0.9,
     min_vote_share: float = 0.75,
     min_votes: int = 3,
+    count_unread_turns: bool = False,
 ) -> Completion:
     """Complete frames whose upper register elements could not be read from the other frames.
 
@@ -315,7 +316,9 @@ def complete_partial_readings(
     a whole stretch).  A stretch without votes stays unknown, except
     when it is the only one: then the volumes are relative (offset_known False),
     and if the unread part moved inside it, `unread_carries` is set and nothing
-    is returned (the volume would need the unread elements).
+    is returned (the volume would need the unread elements); with
+    `count_unread_turns` the turnovers counted along the chain give the
+    relative volumes instead (off by default: issue 17's rule is to abstain).
     """
     t = np.asarray(t_s, dtype=np.float64)
     whole = np.asarray(volume_l, dtype=np.float64)
@@ -385,7 +388,7 @@ def complete_partial_readings(
             offset = float(values[best]) * common
             corrected += int(voters.size - counts[best])
         elif s == relative_stretch:
-            if np.ptp(turns[members]) > 0:
+            if np.ptp(turns[members]) > 0 and not count_unread_turns:
                 return Completion(
                     np.full(n, np.nan),
                     np.zeros(n, dtype=bool),

@@ -91,6 +91,9 @@ class ReadingOptions:
     # frames whose upper elements are unreadable (a reflection) completed from the point's other frames
     # (fusion.complete_partial_readings); False: only frames read whole are used (before issue 17)
     cross_frame: bool = True
+    # an element never read that turns during the point: count its turnovers along the chained frames
+    # instead of abstaining (off: issue 17 wants such points inconclusive; for measuring the trade)
+    count_unread_turns: bool = False
 
 
 @dataclass
@@ -368,7 +371,9 @@ class RegisterFrameCache:
             )
         batch.clear()
 
-    def readings(self, indices, finest_element: int, track: ReferenceTrack | None = None) -> _Readings:
+    def readings(
+        self, indices, finest_element: int, track: ReferenceTrack | None = None, count_unread_turns: bool = False
+    ) -> _Readings:
         """The readings of these frames (reading any not read yet).
 
         With the reference `track`, frames whose upper elements could not be read are
@@ -393,6 +398,7 @@ class RegisterFrameCache:
             np.array([r.modulus_l for r in results]),
             np.array([r.u_l for r in results]),
             track,
+            count_unread_turns=count_unread_turns,
         )
         good = np.isfinite(completion.volume_l)
         return _Readings(
@@ -649,7 +655,9 @@ def _measure_point(
     # a coarser reading widens the uncertainty and the decision rule sees that.
     failures = []
     for level in range(finest, max(finest - options.coarser_fallbacks, 0) - 1, -1):
-        level_readings = cache.readings(indices, level, track if options.cross_frame else None)
+        level_readings = cache.readings(
+            indices, level, track if options.cross_frame else None, options.count_unread_turns
+        )
         fused = _fuse_point(level_readings, track, t0, t1, options)
         if isinstance(fused, str):
             failures.append(f"reading to {layout.elements[level].name}: {_name_unread(layout, level_readings, fused)}")

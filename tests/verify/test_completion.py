@@ -90,3 +90,10 @@ def test_one_frame_read_whole_does_not_set_the_upper_part_of_a_stretch() -> None
     result = complete_partial_readings(T, whole, partial, modulus, U, REFERENCE)
     assert not result.offset_known
     np.testing.assert_allclose(result.volume_l - result.volume_l[0], TRUE_L - TRUE_L[0], atol=1e-9)
+
+
+def test_counting_the_turns_of_a_never_read_element_is_only_done_when_asked() -> None:
+    whole, partial, modulus = _frames(10.0, whole_every=None)
+    result = complete_partial_readings(T, whole, partial, modulus, U, REFERENCE, count_unread_turns=True)
+    assert not result.unread_carries and not result.offset_known
+    np.testing.assert_allclose(result.volume_l - result.volume_l[0], TRUE_L - TRUE_L[0], atol=1e-9)
