@@ -23,7 +23,9 @@ from meterbench.models._runtime import (  # noqa: E402
     circular_distance,
     preprocess_crops,
 )
+from meterbench.models.dial_geometry import read_dial_geometry  # noqa: E402
 from meterbench.models.training.negatives import negative_crops  # noqa: E402
+from meterbench.models.training.synthetic_dials import POINTER_STYLES, render_dial  # noqa: E402
 from meterbench.models.training.train import DATA_DIR, DATA_ROOT, DEV_UNITS, _split_units  # noqa: E402
 
 N_NEGATIVES = 1200
@@ -106,6 +108,30 @@ def _print_figures(title: str, figures: dict[str, float]) -> None:
         print(f"  {key:26s} {text}")
 
 
+RENDERED_STYLES = [(style, "none") for style in POINTER_STYLES] + [("wedge", "metal"), ("needle", "metal")]
+RENDER_SEED = 12345  # never used for a choice
+
+
+def rendered_dial_styles(reader, n: int = 200) -> dict[str, dict[str, float]]:
+    """Per rendered pointer style (training/synthetic_dials.py): the reader's figures, and the geometric
+    reader's tip-sure share and share sure of the wrong end (the tail). Same renderer as training's
+    synthetic dials (a model trained with --synthetic has seen the styles, not these crops)."""
+    out = {}
+    for style, hub in RENDERED_STYLES:
+        rng = np.random.default_rng(RENDER_SEED)
+        crops, tenths = zip(*[render_dial(rng, (94, 94), style, hub) for _ in range(n)], strict=True)
+        truth = np.array(tenths) / 10.0
+        readings = reader.read(list(crops))
+        geometry = read_dial_geometry(list(crops))
+        geometry_error = circular_distance(geometry.value, truth)
+        out[f"{style}/{hub}"] = {
+            **abstain_metrics(readings.value, readings.readable, np.rint(np.array(tenths)).astype(int) % 100),
+            "geometry_tip_sure": float(geometry.tip_sure.mean()),
+            "geometry_wrong_end": float(np.mean(geometry.tip_sure & (geometry_error >= 4.5))),
+        }
+    return out
+
+
 def main(kind: str) -> int:
     parser = argparse.ArgumentParser(description=f"{kind} reader benchmark on the dev split")
     parser.add_argument("--model", help="ONNX file (default: the shipped one)")
@@ -147,6 +173,8 @@ def main(kind: str) -> int:
         result[group]["labels"] = near_duplicate_label_spread(
             [im for im, k in zip(images, keep, strict=True) if k], tenths[keep]
         )
+    if kind == "dial":
+        result["rendered_styles"] = rendered_dial_styles(reader)
     result["speed"] = speed(reader)
     result["speed"]["end_to_end_crops_per_s_incl_preprocessing"] = end_to_end
     if args.json:
@@ -172,5 +200,13 @@ def main(kind: str) -> int:
             f"    label check: {spread['n_pairs']} look-alike pairs, labels 1 tenth apart "
             f"{spread['label_gap_1_tenth']:.3f}, ≥2 apart {spread['label_gap_ge_2_tenths']:.3f}"
         )
+    if kind == "dial":
+        print(f"rendered pointer styles ({RENDER_SEED=}, % of crops; geometry: tip sure, sure of the wrong end):")
+        for name, f in result["rendered_styles"].items():
+            print(
+                f"  {name:16s} ±0.2 {100 * f['within_0_2']:5.1f} wrong {100 * f['wrong']:5.1f}"
+                f" w&r {100 * f['wrong_readable']:5.1f} abstained {100 * f['abstained']:5.1f}"
+                f" | tip sure {100 * f['geometry_tip_sure']:5.1f} wrong end {100 * f['geometry_wrong_end']:5.1f}"
+            )
     _print_figures("ONNX Runtime, 1 thread:", result["speed"])
     return 0
