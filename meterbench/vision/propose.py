@@ -767,11 +767,12 @@ def find_dials(image: np.ndarray, exclude: list[ProposedElement] = ()) -> tuple[
             if ticks is not None:
                 (tx, ty), tr, tick_reasons = ticks
                 ring_r = _ring_outside(tick_plane, (tx, ty), tr)  # a printed ring just outside the ticks?
-                centre, r, reasons = (tx, ty), (tr if ring_r is None else ring_r), tick_reasons
+                centre, r, reasons = (tx, ty), tr, tick_reasons
                 if ring_r is not None:  # the ring's own circle fit, when it agrees
+                    r, reasons = ring_r, ["dial ring: the darkest circle outside the ticks, not traced all round"]
                     ring = _fit_ring(grey, centre, ring_r)
                     if ring is not None and math.dist(ring[0], centre) < 2.0 and abs(ring[1] - ring_r) < 2.0:
-                        centre, r = ring
+                        (centre, r), reasons = ring, []
         if centre is None:
             r = reach / 0.88
             centre, reasons = hub, ["no dial circle found: centre at the pointer hub, radius from its length"]
@@ -848,7 +849,9 @@ def _fit_tick_ring(
             break
         fit, r, ends, spread = refined
     reasons = []
-    if ends < 7 or spread > 2.0:
+    if ends == 0:
+        reasons.append("dial from its ticks, their ends not traced: radius where the ten-fold pattern fades")
+    elif ends < 7 or spread > 2.0:
         reasons.append(f"dial from its ticks, weak fit ({ends} tick ends, {spread:.1f} px off the circle)")
     if not 0.3 * radius <= r <= r_max:
         return None
