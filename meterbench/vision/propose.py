@@ -587,8 +587,8 @@ def _counter_score(
     """How much a glyph row looks like the register's counter rather than printed text (serial
     number, type marks): its height x slots, less when set tight like print (pitch < 0.8 glyph
     heights: wheels sit in windows with frames between them), when it has fewer than 4 or more than
-    8 slots, and more when its glyphs are windows with a digit inside or a text detector saw its
-    glyphs as one line of text (ticks and marks are not)."""
+    8 slots, and more when its glyphs are windows with a digit inside (at least half of them: one
+    window among digits is a mixed row) or a text detector saw its glyphs as one line of text."""
     pitch, *_, ks = _row_geometry(row)
     h = float(np.median([g.h for g in row]))
     slots = int(ks.max() - ks.min()) + 1
@@ -598,6 +598,7 @@ def _counter_score(
     if not 4 <= slots <= 8:
         score *= 0.6
     windows = len(_window_glyphs(row, glyphs))
+    windows = windows if windows >= max(2, len(row) / 2) else 0  # a row of windows, not one among digits
     in_text = any(
         sum(1 for g in row if x <= g.cx <= x + w and y <= g.cy <= y + h) >= TEXT_ROW_SHARE * len(row)
         for x, y, w, h in text_boxes
