@@ -294,6 +294,7 @@ def complete_partial_readings(
     min_vote_share: float = 0.75,
     min_votes: int = 3,
     count_unread_turns: bool = False,
+    needed_s: tuple[float, float] | None = None,
 ) -> Completion:
     """Complete frames whose upper register elements could not be read from the other frames.
 
@@ -319,6 +320,9 @@ def complete_partial_readings(
     is returned (the volume would need the unread elements); with
     `count_unread_turns` the turnovers counted along the chain give the
     relative volumes instead (off by default: issue 17's rule is to abstain).
+    `needed_s` (t0, t1): the span whose volume is wanted (the point, flying start
+    to stop); unread elements turning only outside it (in the window read before
+    the start) cost just the frames on the far side of that turnover.
     """
     t = np.asarray(t_s, dtype=np.float64)
     whole = np.asarray(volume_l, dtype=np.float64)
@@ -388,6 +392,11 @@ def complete_partial_readings(
             offset = float(values[best]) * common
             corrected += int(voters.size - counts[best])
         elif s == relative_stretch:
+            if np.ptp(turns[members]) > 0 and not count_unread_turns and needed_s is not None:
+                inside = members[(t[frames] >= needed_s[0]) & (t[frames] <= needed_s[1])]
+                if inside.size and np.ptp(turns[inside]) == 0:  # turned only outside the needed span
+                    members = members[turns[members] == turns[inside[0]]]
+                    frames = order[members]
             if np.ptp(turns[members]) > 0 and not count_unread_turns:
                 return Completion(
                     np.full(n, np.nan),
@@ -398,17 +407,18 @@ def complete_partial_readings(
                     n_whole=int(np.isfinite(whole[order]).sum()),
                     reason=f"the elements above {common:g} L per turn were never read and turn over during the frames",
                 )
-            offset, offset_known = 0.0, False
+            offset, offset_known, relative_frames = 0.0, False, frames
         else:
             reasons.append(f"{span}: no frame read the whole register and they cannot be chained to frames that did")
             out[frames] = np.nan
             continue
         completed[frames] = ~np.isfinite(whole[frames])
         out[frames] = relative[members] + offset
-    if not offset_known:
+    if not offset_known:  # only the relative stretch's frames (on the needed side of any turnover)
         keep = np.zeros(n, dtype=bool)
-        keep[order[stretch == relative_stretch]] = True
+        keep[relative_frames] = True
         out[~keep] = np.nan
+        completed &= keep
     return Completion(
         out,
         completed,

@@ -372,7 +372,12 @@ class RegisterFrameCache:
         batch.clear()
 
     def readings(
-        self, indices, finest_element: int, track: ReferenceTrack | None = None, count_unread_turns: bool = False
+        self,
+        indices,
+        finest_element: int,
+        track: ReferenceTrack | None = None,
+        count_unread_turns: bool = False,
+        needed_s: tuple[float, float] | None = None,
     ) -> _Readings:
         """The readings of these frames (reading any not read yet).
 
@@ -399,6 +404,7 @@ class RegisterFrameCache:
             np.array([r.u_l for r in results]),
             track,
             count_unread_turns=count_unread_turns,
+            needed_s=needed_s,
         )
         good = np.isfinite(completion.volume_l)
         return _Readings(
@@ -656,7 +662,7 @@ def _measure_point(
     failures = []
     for level in range(finest, max(finest - options.coarser_fallbacks, 0) - 1, -1):
         level_readings = cache.readings(
-            indices, level, track if options.cross_frame else None, options.count_unread_turns
+            indices, level, track if options.cross_frame else None, options.count_unread_turns, (t0, t1)
         )
         fused = _fuse_point(level_readings, track, t0, t1, options)
         if isinstance(fused, str):

@@ -97,3 +97,18 @@ def test_counting_the_turns_of_a_never_read_element_is_only_done_when_asked() ->
     result = complete_partial_readings(T, whole, partial, modulus, U, REFERENCE, count_unread_turns=True)
     assert not result.unread_carries and not result.offset_known
     np.testing.assert_allclose(result.volume_l - result.volume_l[0], TRUE_L - TRUE_L[0], atol=1e-9)
+
+
+def test_a_never_read_element_turning_only_before_the_needed_span_costs_only_the_frames_before() -> None:
+    """The 10 L wheel turns at 12,350 L (t = 6.25 s), before the span needed (10-20 s): only the frames
+    before the turnover are lost; a span that contains it needs the wheel."""
+    whole, partial, modulus = _frames(10.0, whole_every=None)
+    needed = (10.0, 20.0)  # 12,352.7 .. 12,359.9 L: no turnover inside
+    keep = T <= 20.0
+    args = (T[keep], whole[keep], partial[keep], modulus[keep], U[keep], REFERENCE)
+    result = complete_partial_readings(*args, needed_s=needed)
+    assert not result.unread_carries and not result.offset_known
+    after = T[keep] >= 6.25
+    assert np.isnan(result.volume_l[~after]).all()
+    np.testing.assert_allclose(np.diff(result.volume_l[after]), np.diff(TRUE_L[keep][after]), atol=1e-9)
+    assert complete_partial_readings(*args, needed_s=(5.0, 20.0)).unread_carries  # inside: needed
