@@ -27,6 +27,17 @@ def require_module(name: str, extra: str) -> ModuleType:
         pytest.skip(f"{name} not installed (pip install -e '.[{extra}]')", allow_module_level=True)
 
 
+def require_ocr_models() -> None:
+    """The PP-OCRv4 ONNX files of rapidocr-onnxruntime (installed --no-deps): skipped where absent, a CI failure."""
+    from meterbench.models._ocr import ocr_model_path
+
+    if ocr_model_path() is not None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("rapidocr-onnxruntime is not installed: CI installs it with --no-deps", pytrace=False)
+    pytest.skip("rapidocr-onnxruntime not installed (pip install --no-deps rapidocr-onnxruntime==1.4.4)")
+
+
 @pytest.fixture
 def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """A fresh broker on a free port of 127.0.0.1 for one test (restartable)."""

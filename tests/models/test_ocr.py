@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from meterbench.models._ocr import OcrDigits, ocr_disagrees, ocr_model_path
+from meterbench.models._ocr import OcrDigits, ocr_disagrees
+from tests.conftest import require_ocr_models
 
 
 def _sure_of(digits: list[int], p: float = 0.9) -> np.ndarray:
@@ -26,8 +27,8 @@ def _drawn_digit(digit: int) -> np.ndarray:
     return image
 
 
-@pytest.mark.skipif(ocr_model_path() is None, reason="rapidocr-onnxruntime (--no-deps) not installed")
 def test_recogniser_reads_drawn_digits():
+    require_ocr_models()
     probs = OcrDigits().digit_probs([_drawn_digit(d) for d in range(10)])
     assert probs.argmax(axis=1).tolist() == list(range(10))
     assert probs[2:].max(axis=1).min() > 0.9  # a lone Hershey 0 or 1 is no sure digit to it (< 0.5): no veto

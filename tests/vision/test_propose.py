@@ -24,6 +24,7 @@ from meterbench.vision.propose import (
     text_detector,
     write_proposal,
 )
+from tests.conftest import require_ocr_models
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "meter_photos"
 VARIANTS = ("dials", "wheels", "fine", "fine-wheels")
@@ -203,8 +204,8 @@ def test_without_the_text_detector_it_is_said_and_requiring_it_is_a_one_line_err
         TextDetector(PHOTOS / "missing.onnx")
 
 
-@pytest.mark.skipif(text_detector() is None, reason="rapidocr-onnxruntime (--no-deps) not installed")
 def test_the_text_detector_boxes_the_counter_and_the_serial_number_of_a_real_photo() -> None:
+    require_ocr_models()
     photo = json.loads((PHOTOS / "boxes.json").read_text())["photos"]["zr-2019-12-17.jpg"]
     boxes = text_detector().boxes(cv2.imread(str(PHOTOS / "zr-2019-12-17.jpg")))
     wheels = [e["box_px"] for e in photo["elements"] if e["kind"] == "wheel"]
