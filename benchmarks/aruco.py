@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meterbench.sim.register_render import CameraModel, RegisterRenderer  # noqa: E402
+from meterbench.sim.register_render import CameraModel, RegisterRenderer, tilted_plate_corners  # noqa: E402
 from meterbench.vision import RegisterLayout, default_register_layout, positions_from_volume  # noqa: E402
 from meterbench.vision.align import MarkerAligner, element_crop_box  # noqa: E402
 
@@ -54,13 +54,7 @@ def small_marker_camera(
     scale = marker_px / side
     w, h = pw * scale, ph * scale
     cx, cy = 320 + rng.uniform(-30, 30), 180 + rng.uniform(-20, 20)
-    base = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    tilt_x, tilt_y = rng.uniform(-0.04, 0.04, 2)
-    base[:, 1] *= 1 + tilt_x * np.sign(base[:, 0])
-    base[:, 0] *= 1 + tilt_y * np.sign(base[:, 1])
-    angle = math.radians(rng.uniform(-3.0, 3.0))
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    corners = base @ rot.T + [cx, cy]
+    corners = tilted_plate_corners(rng, w, h, cx, cy)
     glare = None
     if glare_on_marker:  # centred near one marker of the plate
         marker = layout.markers[int(rng.integers(len(layout.markers)))]

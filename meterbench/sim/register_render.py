@@ -75,6 +75,18 @@ WHEEL_STYLES = {  # (background, digit) BGR
 NEEDLE_RED = (28, 30, 215)
 
 
+def tilted_plate_corners(rng: np.random.Generator, w: float, h: float, cx: float, cy: float) -> np.ndarray:
+    """Camera px of a w x h plate centred at (cx, cy), seen with a small keystone (each side up to
+    4 % shorter) and rotated up to ±3°: (4, 2), clockwise from top-left."""
+    base = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    tilt_x, tilt_y = rng.uniform(-0.04, 0.04, 2)  # keystone: one side shorter
+    base[:, 1] *= 1 + tilt_x * np.sign(base[:, 0])
+    base[:, 0] *= 1 + tilt_y * np.sign(base[:, 1])
+    angle = math.radians(rng.uniform(-3.0, 3.0))
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return base @ rot.T + [cx, cy]
+
+
 @dataclass(frozen=True)
 class CameraModel:
     """A bench camera looking at one register (all lengths px in the camera frame).
@@ -116,13 +128,7 @@ class CameraModel:
         w, h = pw * scale, ph * scale
         cx = fw / 2 + rng.uniform(-0.04, 0.04) * fw
         cy = fh / 2 + rng.uniform(-0.04, 0.04) * fh
-        base = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-        tilt_x, tilt_y = rng.uniform(-0.04, 0.04, 2)  # keystone: one side shorter
-        base[:, 1] *= 1 + tilt_x * np.sign(base[:, 0])
-        base[:, 0] *= 1 + tilt_y * np.sign(base[:, 1])
-        angle = math.radians(rng.uniform(-3.0, 3.0))
-        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        corners = base @ rot.T + [cx, cy]
+        corners = tilted_plate_corners(rng, w, h, cx, cy)
         glare = None
         if rng.random() < 0.6:
             glare = (
