@@ -414,28 +414,12 @@ def render_pdf(record: Mapping[str, Any]) -> bytes:
         return out
 
     blocks = certificate_blocks(record)
-    # Certificate and Test on the left, Instrument on the right: the page's top half, side by side
     half = (width - 4 * mm) / 2
-    side_by_side = Table(
-        [[flowables(blocks[0], half) + flowables(blocks[2], half), flowables(blocks[1], half)]],
-        colWidths=[half + 4 * mm, half],
-        style=TableStyle(
-            [
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                ("RIGHTPADDING", (0, 0), (0, 0), 4 * mm),
-                ("RIGHTPADDING", (1, 0), (1, 0), 0),
-            ]
-        ),
-    )
-    story.append(side_by_side)
-    for block in blocks[3:-2]:
-        story.extend(flowables(block, width))
-        story.append(Spacer(1, 0.5 * mm))
-    # Warnings and Verification side by side at the foot
-    story.append(
-        Table(
-            [[flowables(blocks[-2], half), flowables(blocks[-1], half)]],
+
+    def side_by_side(left: list, right: list) -> Table:
+        """Two columns of flowables, half the text width each, 4 mm apart, tops aligned."""
+        return Table(
+            [[left, right]],
             colWidths=[half + 4 * mm, half],
             style=TableStyle(
                 [
@@ -446,7 +430,14 @@ def render_pdf(record: Mapping[str, Any]) -> bytes:
                 ]
             ),
         )
-    )
+
+    # Certificate and Test on the left, Instrument on the right: the page's top half, side by side
+    story.append(side_by_side(flowables(blocks[0], half) + flowables(blocks[2], half), flowables(blocks[1], half)))
+    for block in blocks[3:-2]:
+        story.extend(flowables(block, width))
+        story.append(Spacer(1, 0.5 * mm))
+    # Warnings and Verification side by side at the foot
+    story.append(side_by_side(flowables(blocks[-2], half), flowables(blocks[-1], half)))
 
     def decorate(canvas, doc) -> None:
         canvas.saveState()
