@@ -27,6 +27,18 @@ def require_module(name: str, extra: str) -> ModuleType:
         pytest.skip(f"{name} not installed (pip install -e '.[{extra}]')", allow_module_level=True)
 
 
+def require_varied_renders() -> None:
+    """What the simulator's 'varied' register style needs (a Debian TrueType font, Pillow): skipped where
+    absent, a CI failure."""
+    from meterbench.sim.register_render import truetype_fonts
+
+    if not truetype_fonts():
+        if os.environ.get("CI"):
+            pytest.fail("no TrueType font under /usr/share/fonts/truetype: CI installs fonts-dejavu-core")
+        pytest.skip("no TrueType font installed (apt-get install -y fonts-dejavu-core fonts-liberation)")
+    require_module("PIL", "train")
+
+
 def require_ocr_models() -> None:
     """The PP-OCRv4 ONNX files of rapidocr-onnxruntime (installed --no-deps): skipped where absent, a CI failure."""
     from meterbench.models._ocr import ocr_model_path

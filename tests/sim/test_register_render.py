@@ -1,14 +1,12 @@
 """Register renderer: determinism, speed-friendly shapes, markers visible, pointers placed."""
 
-import os
-
 import cv2
 import numpy as np
 import pytest
 
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
 from meterbench.vision import RegisterLayout, default_register_layout, positions_from_volume
-from tests.conftest import require_module
+from tests.conftest import require_varied_renders
 
 
 def _renderer(variant: str, seed: int) -> tuple[RegisterLayout, RegisterRenderer]:
@@ -94,13 +92,7 @@ def test_classic_style_draws_what_it_drew_before() -> None:
 
 
 def _varied(variant: str, seed: int) -> tuple[RegisterLayout, RegisterRenderer]:
-    from meterbench.sim.register_render import truetype_fonts
-
-    if not truetype_fonts():
-        if os.environ.get("CI"):
-            pytest.fail("no TrueType font under /usr/share/fonts/truetype: CI installs fonts-dejavu-core")
-        pytest.skip("no TrueType font installed (apt-get install -y fonts-dejavu-core fonts-liberation)")
-    require_module("PIL", "train")
+    require_varied_renders()
     layout = RegisterLayout.from_dict(default_register_layout(variant))
     return layout, RegisterRenderer(layout, rng=np.random.default_rng(seed), style="varied")
 

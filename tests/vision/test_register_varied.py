@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from meterbench.sim.register_render import CameraModel, RegisterRenderer, RenderStyle, truetype_fonts
+from meterbench.sim.register_render import CameraModel, RegisterRenderer, RenderStyle
 from meterbench.vision import RegisterLayout, RegisterReader, default_register_layout
 from meterbench.vision.layout import positions_from_volume
-from tests.conftest import require_module
+from tests.conftest import require_varied_renders
 
 VOLUMES_L = [12.34, 4_567.8, 31_415.9, 99_999.98]
 
@@ -25,11 +24,7 @@ def models():
 
 
 def _varied(variant: str, seed: int, glare: bool = True) -> tuple[RegisterLayout, RegisterRenderer]:
-    if not truetype_fonts():
-        if os.environ.get("CI"):
-            pytest.fail("no TrueType font under /usr/share/fonts/truetype: CI installs fonts-dejavu-core")
-        pytest.skip("no TrueType font installed (apt-get install -y fonts-dejavu-core fonts-liberation)")
-    require_module("PIL", "train")
+    require_varied_renders()
     layout = RegisterLayout.from_dict(default_register_layout(variant))
     rng = np.random.default_rng(seed)
     style = RenderStyle.varied(rng, layout, "red")
