@@ -40,9 +40,10 @@ class RegisterReaders:
             offsets = taught_offsets(instrument["register"])  # `layout teach`'s corrections, if any
         except ValueError as exc:  # "register layout: <field>: expected ..., got ..." or the reference photo's
             raise SessionError(f"session.json: instrument {instrument['id']!r}: {exc}") from None
-        reader = RegisterReader(layout, self.digit_reader, self.dial_reader, element_offsets=offsets)
         refusal = self_taught_reason(instrument["register"], session.manifest["session_id"]) if session else ""
-        return _RefusedReader(reader, refusal) if refusal else reader
+        if refusal:
+            return _RefusedReader(layout, refusal)
+        return RegisterReader(layout, self.digit_reader, self.dial_reader, element_offsets=offsets)
 
     @property
     def model_hashes(self) -> dict[str, str]:
@@ -54,8 +55,8 @@ class _RefusedReader:
     """A register reader that reads nothing: its layout's corrections were taught from the very
     session it would verify (docs/layouts.md), so every point is inconclusive with that reason."""
 
-    def __init__(self, reader, reason: str) -> None:
-        self.layout = reader.layout
+    def __init__(self, layout, reason: str) -> None:
+        self.layout = layout
         self.reason = reason
 
     def read_frames(self, frames, finest_element=None):
