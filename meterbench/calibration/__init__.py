@@ -1,6 +1,6 @@
 """meterbench.calibration: MPE tables, volume and temperature corrections, uncertainty,
-decision rules and test planning. Pure computation: no I/O except its own data tables
-(data/*.json, each value tagged SRC/MEM/DER with its source)."""
+decision rules and test planning, helmet impact signal processing (impact). Pure computation:
+no I/O except its own data tables (data/*.json, each value tagged SRC/MEM/DER with its source)."""
 
 from ._decision import Decision, decide, decide_instrument, same_sign_check
 from ._density import (
@@ -30,28 +30,52 @@ from ._planning import (
 )
 from ._tables import Sourced, load_table, provenance_notes, table_sha256, unconfirmed_values
 from ._uncertainty import UncertaintyBudget, UncertaintyComponent
+from .impact import (
+    HicResult,
+    ImpactFeatures,
+    ImpactSignalError,
+    analyse_impact,
+    cfc_filter,
+    dwell_time_s,
+    hic,
+    impact_velocity_m_s,
+    peak_g,
+    resultant_g,
+    velocity_from_flag_m_s,
+    velocity_from_gates_m_s,
+)
 
 __all__ = [
     "CUBIC_EXPANSION",
-    "REFERENCE_TEMPERATURE_C",
     "Decision",
     "Flows",
+    "HicResult",
+    "ImpactFeatures",
+    "ImpactSignalError",
     "MpeResult",
     "NonStandardRatingWarning",
     "PlannedPoint",
+    "REFERENCE_TEMPERATURE_C",
     "Sourced",
     "TankError",
     "TestPlan",
     "UncertaintyBudget",
     "UncertaintyComponent",
+    "analyse_impact",
+    "cfc_filter",
     "cubic_expansion",
     "decide",
     "decide_instrument",
     "dispenser_mpe",
+    "dwell_time_s",
     "format_test_plan",
+    "hic",
+    "impact_velocity_m_s",
     "load_table",
+    "peak_g",
     "plan_test_volumes",
     "provenance_notes",
+    "resultant_g",
     "round_up_to_series",
     "same_sign_check",
     "table_sha256",
@@ -60,6 +84,8 @@ __all__ = [
     "tank_volume_at_20c",
     "transfer_volume",
     "unconfirmed_values",
+    "velocity_from_flag_m_s",
+    "velocity_from_gates_m_s",
     "verification_flow_window",
     "water_density",
     "water_expansion_coefficient",
