@@ -289,6 +289,29 @@ def _cmd_layout_teach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_impact(args: argparse.Namespace) -> int:
+    from meterbench.calibration import analyse_impact
+    from meterbench.session import read_trace
+
+    trace = read_trace(args.trace, fs_hz=args.fs, sensitivity_mv_per_g=args.sensitivity)
+    features = analyse_impact(trace.accel_g, trace.fs_hz, cfc=None if args.cfc == "none" else int(args.cfc))
+    summary = features.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            shown = (
+                ", ".join(f"{k} g: {v:.3f}" for k, v in value.items()) if isinstance(value, dict) else f"{value:.3f}"
+            )
+            print(f"{key}\t{shown}")
+    warnings = [features.precondition_problem] if features.precondition_problem else []
+    warnings += ["clipped: a channel is flat at its extreme"] if features.clipped else []
+    warnings += [f"dead channel(s): {features.dead_channels}"] if features.dead_channels else []
+    for warning in warnings:
+        print(f"meterbench impact: {trace.source}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command; each argument has a help line and shows its default."""
     parser = argparse.ArgumentParser(
@@ -481,6 +504,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("session", metavar="SESSION", help="recorded session folder of the meter type's first run")
     q.add_argument("--instrument", required=True, metavar="ID", help="the instrument whose register to teach")
     q.add_argument("--out", required=True, metavar="LAYOUT.json", help="taught layout to write (never overwritten)")
+
+    p = command("impact", _cmd_impact, "analyse one helmet drop trace: peak, HIC, HIC15, HIC36, dwell times")
+    p.add_argument(
+        "trace", metavar="TRACE", help="trace file: CSV (header line; accel_g or time_s,ax_g,ay_g,az_g) or TDMS"
+    )
+    p.add_argument("--fs", type=_positive_float, metavar="HZ", help="sample rate (default: from the time_s column)")
+    p.add_argument(
+        "--cfc", choices=["1000", "600", "180", "60", "none"], default="1000", help="SAE J211 channel filter class"
+    )
+    p.add_argument(
+        "--sensitivity", type=_positive_float, metavar="MV_PER_G", help="accelerometer sensitivity, for traces in V"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text lines")
 
     p = command("doctor", _cmd_doctor, "check the installation and the bench's devices")
     p.add_argument("--config", metavar="BENCH.toml", help="bench configuration whose devices to check")

@@ -6,6 +6,7 @@ The writer checks what it writes with the same JSON Schemas the reader enforces
 
 from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, schema_problems
 from meterbench.session.reader import CameraSource, DeviceEvent, EvidenceGap, Session, load_session
+from meterbench.session.traces import Trace, TraceError, read_trace
 from meterbench.session.writer import (
     CameraWriter,
     DeviceLog,
@@ -27,7 +28,10 @@ __all__ = [
     "EvidenceGap",
     "Session",
     "SessionRecorder",
+    "Trace",
+    "TraceError",
     "load_session",
+    "read_trace",
     "reference_image_path",
     "schema_problems",
     "write_json_atomic",
