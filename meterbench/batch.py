@@ -7,6 +7,11 @@ rewritten after every session. Output order never depends on `--jobs`. A
 session that takes longer than the per-session timeout (a hang, e.g. a damaged
 file) has its worker killed and is listed as failed; a worker that dies is
 replaced; the first Ctrl-C stops the batch at once, keeping what was finished.
+
+With ``cluster=ADDRESS`` (``--cluster``) the same sessions are verified on the workers of a running
+Dask distributed scheduler instead, one task per session, with the same reports and summary byte for
+byte. The workers must run the same meterbench (checked: :func:`engine_identity`) and see the session
+and output folders at the same paths (a shared filesystem; checked per session).
 """
 
 from __future__ import annotations
@@ -14,14 +19,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import math
+import os
 import re
+import secrets
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -30,7 +40,7 @@ from meterbench.errors import ConfigError
 from meterbench.progress import ProgressFn
 from meterbench.verify.report import atomic_write_text, clean_for_json
 
-__all__ = ["find_sessions", "run_batch", "compare_summaries", "configuration_hash"]
+__all__ = ["find_sessions", "run_batch", "compare_summaries", "configuration_hash", "engine_identity"]
 
 SUMMARY_FIELDS = (
     "session",
@@ -54,6 +64,8 @@ DEFAULT_SESSION_TIMEOUT_S = 1800.0
 #: Time a new worker may take to start (import, load models) before its first session's clock runs (s).
 WORKER_START_ALLOWANCE_S = 120.0
 _STARTED = "started"
+#: Time `--cluster` waits for its scheduler to answer and for a first worker to join (s).
+CLUSTER_CONNECT_TIMEOUT_S = 10.0
 
 
 def find_sessions(paths: list[Path]) -> list[Path]:
@@ -190,6 +202,262 @@ class _Worker:
         self.kill()
 
 
+def _verify_locally(
+    sessions: list[Path],
+    names: dict[Path, str],
+    out_dir: Path,
+    options,
+    jobs: int,
+    timeout_s: float,
+    finished: Callable[[Path, dict], None],
+) -> None:
+    """Verify every session in ``jobs`` local worker processes; ``finished(path, result)`` as each ends."""
+    context = get_context("spawn")
+    queue = list(sessions)
+    workers = [_Worker(context, options) for _ in range(max(1, min(jobs, len(sessions))))]
+    try:
+        for worker in workers:
+            if queue:
+                path = queue.pop(0)
+                worker.give(path, out_dir / names[path], timeout_s)
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            next_deadline = min(w.deadline for w in busy) - time.monotonic()
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=max(0.0, min(next_deadline, 1.0)))
+            for index, worker in enumerate(workers):
+                ended = worker.outcome(timeout_s) if worker.task is not None else None
+                if ended is None:
+                    continue
+                result, usable = ended
+                task, worker.task = worker.task, None
+                finished(task, result)
+                if not usable:
+                    worker.kill()
+                    worker = workers[index] = _Worker(context, options)
+                if queue:
+                    path = queue.pop(0)
+                    worker.give(path, out_dir / names[path], timeout_s)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+@functools.cache
+def engine_identity() -> dict[str, str]:
+    """What a report depends on besides the session, the reading options and the models' inputs: the
+    meterbench version, a SHA-256 over every file of the package in use (code, models, calibration
+    tables), and the versions of Python and the numeric libraries. Computed once per process.
+
+    Two processes with equal identities write the same report bytes for the same session (the
+    revision is one of them: reports record it); `batch --cluster` refuses a worker whose identity differs."""
+    import cv2
+    import numpy
+    import onnxruntime
+    import scipy
+
+    from meterbench import __version__, source_revision
+
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return {
+        "meterbench": __version__,
+        "files_sha256": digest.hexdigest(),
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "opencv": cv2.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "revision": source_revision() or "unknown",
+    }
+
+
+def _identity_difference(there: dict[str, str], here: dict[str, str]) -> str:
+    """'' when two engine identities match; else what differs, one clause per field."""
+    width = {"files_sha256": 12}  # a hash is told apart by its first digits; a revision is shown whole
+    return "; ".join(
+        f"{k} {str(there.get(k))[: width.get(k)]} there, {here[k][: width.get(k)]} here"
+        for k in here
+        if there.get(k) != here[k]
+    )
+
+
+def _verify_on_cluster_worker(session_dir: str, out_dir: str, options, identity: dict, marker: str, token: str) -> dict:
+    """Dask task: check that this worker is the same engine and sees the batch's folders, then verify
+    one session like a local worker does (its models stay loaded in the worker process)."""
+    failed = {"path": session_dir, "status": "failed", "seconds": None}
+    difference = _identity_difference(engine_identity(), identity)
+    if difference:
+        return {**failed, "reason": f"worker on {socket.gethostname()}: a different meterbench: {difference}"}
+    try:
+        seen = Path(marker).read_text()
+    except OSError:
+        seen = None
+    if seen != token:
+        return {
+            **failed,
+            "reason": f"worker on {socket.gethostname()} does not see the output folder {Path(marker).parent} "
+            "(batch --cluster needs the sessions and the output folder on a filesystem shared at the same paths)",
+        }
+    if not (Path(session_dir) / "session.json").is_file():
+        return {
+            **failed,
+            "reason": f"worker on {socket.gethostname()} does not see {session_dir}/session.json "
+            "(batch --cluster needs the sessions on a filesystem shared at the same paths)",
+        }
+    return _verify_one(session_dir, out_dir, options)
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0]
+
+
+def _connect(address: str, connect_timeout_s: float):
+    """A Dask client of the scheduler at ``address`` with at least one worker whose engine is this one."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigError(
+            "batch --cluster: needs Dask distributed (pip install 'meterbench[cluster]'): " + _first_line(exc)
+        ) from None
+    try:
+        client = Client(address, timeout=connect_timeout_s, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"batch --cluster: no Dask scheduler answered at {address} within {connect_timeout_s:g} s "
+            f"({_first_line(exc)})"
+        ) from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=connect_timeout_s)
+        except TimeoutError:
+            raise ConfigError(
+                f"batch --cluster: the scheduler at {address} has no worker "
+                f"(none joined within {connect_timeout_s:g} s)"
+            ) from None
+        here = engine_identity()
+        for worker, there in sorted(client.run(engine_identity, on_error="return").items()):
+            if isinstance(there, BaseException):
+                raise ConfigError(
+                    f"batch --cluster: worker {worker} cannot run meterbench ({_first_line(there)}): "
+                    "install the same meterbench there"
+                )
+            difference = _identity_difference(there, here)
+            if difference:
+                raise ConfigError(
+                    f"batch --cluster: worker {worker} runs a different meterbench ({difference}): its reports "
+                    "could differ from this engine's; install the same meterbench there"
+                )
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _cluster_result(future, path: Path, address: str) -> dict:
+    """A finished task's result, or the session listed as failed with the reason."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        import dask
+
+        tries = dask.config.get("distributed.scheduler.allowed-failures") + 1
+        reason = f"worker died while verifying it, {tries} times (on {address}; a session that crashes its worker?)"
+    except Exception as exc:  # e.g. the task could not be unpickled on its worker
+        reason = f"on the cluster: {_first_line(exc)}"
+    return {"path": str(path), "status": "failed", "reason": reason, "seconds": None}
+
+
+def _verify_on_cluster(
+    client,
+    address: str,
+    sessions: list[Path],
+    names: dict[Path, str],
+    out_dir: Path,
+    options,
+    timeout_s: float,
+    connect_timeout_s: float,
+    finished: Callable[[Path, dict], None],
+) -> None:
+    """Verify every session as one Dask task each with ``client`` (of the scheduler at ``address``, closed
+    at the end); ``finished(path, result)``
+    as each ends. As many tasks run at once as the workers have threads, so a session's time limit runs
+    from its submission. A worker that dies mid-task has its session retried by the scheduler on another
+    worker (Dask's allowed-failures; then the session is listed as failed); a session over its time
+    limit is cancelled and its worker process ended (as the local pool kills its worker; a nanny
+    restarts it)."""
+    from distributed import wait
+
+    out_dir = out_dir.resolve()
+    token = secrets.token_hex(16)
+    marker = out_dir / f".meterbench-cluster-{token}"  # a worker that cannot read it does not share the folder
+    atomic_write_text(marker, token)
+    identity = engine_identity()
+    pending: dict = {}  # future -> (session, deadline)
+    queue = list(sessions)
+    no_worker_since: float | None = None
+    try:
+        while queue or pending:
+            threads = sum(client.nthreads().values())
+            while queue and len(pending) < max(1, threads):
+                path = queue.pop(0)
+                future = client.submit(
+                    _verify_on_cluster_worker,
+                    str(path),
+                    str(out_dir / names[path]),
+                    options,
+                    identity,
+                    str(marker),
+                    token,
+                    key=f"meterbench-batch-{token}-{len(sessions) - len(queue)}",
+                    pure=False,
+                )
+                pending[future] = (path, time.monotonic() + timeout_s)
+            next_deadline = min(deadline for _, deadline in pending.values()) - time.monotonic()
+            with contextlib.suppress(TimeoutError), client.as_current():
+                wait(list(pending), timeout=max(0.05, min(next_deadline, 1.0)), return_when="FIRST_COMPLETED")
+            for future in [f for f in pending if f.done()]:
+                path, _ = pending.pop(future)
+                finished(path, _cluster_result(future, path, address))
+            now = time.monotonic()
+            for future, (path, deadline) in list(pending.items()):
+                if now > deadline:
+                    finished(path, _end_timed_out_task(client, future, path, timeout_s))
+                    del pending[future]
+            no_worker_since = None if threads else (no_worker_since or now)
+            if no_worker_since is not None and now - no_worker_since > connect_timeout_s:
+                reason = f"no worker left on the cluster at {address} for {connect_timeout_s:g} s"
+                for path in [p for p, _ in pending.values()] + queue:
+                    finished(path, {"path": str(path), "status": "failed", "reason": reason, "seconds": None})
+                pending.clear()
+                queue.clear()
+    finally:
+        with contextlib.suppress(Exception):  # a scheduler that went away: nothing left to cancel
+            client.cancel(list(pending))
+        marker.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def _end_timed_out_task(client, future, path: Path, timeout_s: float) -> dict:
+    """Cancel a session over its time limit and end the worker process stuck on it."""
+    workers = [w for w, keys in client.processing().items() if future.key in keys]
+    client.cancel([future])
+    if workers:
+        client.run(os._exit, 1, workers=workers, wait=False)
+    where = f"its worker {workers[0]} ended" if workers else "cancelled"
+    return {
+        "path": str(path),
+        "status": "failed",
+        "reason": f"timed out after {timeout_s:g} s: {where} (stuck on a damaged file?)",
+        "seconds": None,
+    }
+
+
 def _unique_names(sessions: list[Path]) -> dict[Path, str]:
     names: dict[Path, str] = {}
     used: set[str] = set()
@@ -320,51 +588,43 @@ def run_batch(
     options=None,
     progress: ProgressFn | None = None,
     timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
+    cluster: str | None = None,
+    connect_timeout_s: float = CLUSTER_CONNECT_TIMEOUT_S,
 ) -> int:
     """Re-verify every session under ``paths`` into ``out_dir``; exit status 0 only if all completed.
 
     ``options`` (a ReadingOptions) replaces the default reading options; its hash is in the summary.
     ``progress(done, total, session name)`` is called as each session finishes. A session not
     verified within ``timeout_s`` (s, wall clock) has its worker killed and is listed as failed.
+    ``cluster`` (a Dask scheduler address, e.g. ``tcp://10.0.0.5:8786``) verifies on that cluster's
+    workers instead of ``jobs`` local processes; a scheduler that does not answer within
+    ``connect_timeout_s`` (s), or a worker with another meterbench, is a ConfigError.
     """
     if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
         raise ConfigError(f"batch: timeout: expected a number of seconds > 0, got {timeout_s!r}")
     sessions = find_sessions(paths)
     if not sessions:
         raise FileNotFoundError("no session.json found under " + ", ".join(str(p) for p in paths))
+    client = _connect(cluster, connect_timeout_s) if cluster is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _unique_names(sessions)
     config_hash = configuration_hash(options)
     results: dict[Path, dict] = {}
     progress = progress or (lambda done, total, label: None)
     interrupted = False
-    context = get_context("spawn")
-    queue = list(sessions)
-    workers = [_Worker(context, options) for _ in range(max(1, min(jobs, len(sessions))))]
+
+    def finished(path: Path, result: dict) -> None:
+        results[path] = result
+        progress(len(results), len(sessions), names[path])
+        _write_summary(out_dir, results, sessions, config_hash, interrupted=False)
+
     try:
-        for worker in workers:
-            if queue:
-                path = queue.pop(0)
-                worker.give(path, out_dir / names[path], timeout_s)
-        while any(w.task is not None for w in workers):
-            busy = [w for w in workers if w.task is not None]
-            next_deadline = min(w.deadline for w in busy) - time.monotonic()
-            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=max(0.0, min(next_deadline, 1.0)))
-            for index, worker in enumerate(workers):
-                ended = worker.outcome(timeout_s) if worker.task is not None else None
-                if ended is None:
-                    continue
-                result, usable = ended
-                results[worker.task] = result
-                progress(len(results), len(sessions), names[worker.task])
-                _write_summary(out_dir, results, sessions, config_hash, interrupted=False)
-                worker.task = None
-                if not usable:
-                    worker.kill()
-                    worker = workers[index] = _Worker(context, options)
-                if queue:
-                    path = queue.pop(0)
-                    worker.give(path, out_dir / names[path], timeout_s)
+        if client is None:
+            _verify_locally(sessions, names, out_dir, options, jobs, timeout_s, finished)
+        else:
+            _verify_on_cluster(
+                client, cluster, sessions, names, out_dir, options, timeout_s, connect_timeout_s, finished
+            )
     except KeyboardInterrupt:
         interrupted = True
         print(
@@ -372,9 +632,6 @@ def run_batch(
             f"and kept in {out_dir}",
             file=sys.stderr,
         )
-    finally:
-        for worker in workers:
-            worker.stop()
     _write_summary(out_dir, results, sessions, config_hash, interrupted)
 
     failed = [r for r in results.values() if r["status"] != "done"]

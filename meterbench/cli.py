@@ -183,13 +183,17 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from meterbench.batch import run_batch
     from meterbench.progress import terminal_progress
 
+    if args.cluster and args.jobs is not None:
+        raise ConfigError("batch: --jobs is for local worker processes; with --cluster the workers' threads decide")
     return run_batch(
         [Path(p) for p in args.paths],
         Path(args.out),
-        jobs=args.jobs,
+        jobs=args.jobs or 1,
         compare=Path(args.compare) if args.compare else None,
         progress=terminal_progress("batch", "session"),
         timeout_s=args.timeout,
+        cluster=args.cluster,
+        connect_timeout_s=args.connect_timeout,
     )
 
 
@@ -426,12 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="BENCH.toml", help="bench configuration (devices, plan)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the recorded session and its reports")
 
-    from meterbench.batch import DEFAULT_SESSION_TIMEOUT_S
+    from meterbench.batch import CLUSTER_CONNECT_TIMEOUT_S, DEFAULT_SESSION_TIMEOUT_S
 
     p = command("batch", _cmd_batch, "re-verify many recorded sessions")
     p.add_argument("paths", nargs="+", metavar="PATH", help="session folders, or folders to search for them")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for one report folder per session and summary")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="sessions verified in parallel (processes)")
+    p.add_argument("--jobs", type=_positive_int, help="sessions verified in parallel (local processes; default 1)")
     p.add_argument("--compare", metavar="DIR", help="earlier batch output folder to compare the verdicts against")
     p.add_argument(
         "--timeout",
@@ -439,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SESSION_TIMEOUT_S,
         metavar="S",
         help="wall-clock limit per session (s): a stuck session's worker is killed and the session listed as failed",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="verify on the workers of this Dask scheduler (e.g. tcp://10.0.0.5:8786) instead of local processes; "
+        "they need the same meterbench and the sessions and --out on a filesystem shared at the same paths",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=CLUSTER_CONNECT_TIMEOUT_S,
+        metavar="S",
+        help="--cluster: time for the scheduler to answer and a worker to be there (s)",
     )
 
     p = command("keygen", _cmd_keygen, "make the lab's Ed25519 signing key pair (lab.key, lab.pub)")
