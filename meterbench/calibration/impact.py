@@ -216,28 +216,52 @@ class HicResult:
     t2_s: float
 
 
-def _hic_by_lag(accel_g: np.ndarray, fs_hz: float, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each lag m = 1..max_lag samples: the largest (t2 - t1) mean^2.5 and its first sample."""
-    period = 1.0 / fs_hz
-    n = accel_g.shape[0]
-    integral = np.concatenate([[0.0], np.cumsum((accel_g[1:] + accel_g[:-1]) * (period / 2.0))])
+def _hic_lags(integral: np.ndarray, fs_hz: float, first_lag: int, last_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each lag m = first_lag..last_lag samples: the largest (t2 - t1) mean^2.5, its first sample."""
+    n = integral.shape[0]
+    lags = last_lag - first_lag + 1
     # past the end, repeat the last value: such a "pair" has the same integral as (i, n-1) over a
     # longer time, so it never beats a real pair of a shorter lag (it only ties at 0)
-    extended = np.concatenate([integral, np.full(max_lag, integral[-1])])
-    windows = sliding_window_view(extended, max_lag + 1)[:n]  # windows[i, m] = integral[i + m]
-    duration_factor = (np.arange(1, max_lag + 1) * period) ** -1.5  # (dt)(I/dt)^2.5 = I^2.5 dt^-1.5
-    best = np.zeros(max_lag)
-    start = np.zeros(max_lag, dtype=np.int64)
-    rows = max(1, _PAIRS_PER_BLOCK // max_lag)
-    for first in range(0, n - 1, rows):
+    extended = np.concatenate([integral, np.full(last_lag, integral[-1])])
+    windows = sliding_window_view(extended, last_lag + 1)[: n - first_lag]  # windows[i, m] = integral[i + m]
+    duration_factor = (np.arange(first_lag, last_lag + 1) / fs_hz) ** -1.5  # dt (I/dt)^2.5 = I^2.5 dt^-1.5
+    best = np.zeros(lags)
+    start = np.zeros(lags, dtype=np.int64)
+    rows = max(1, _PAIRS_PER_BLOCK // lags)
+    for first in range(0, windows.shape[0], rows):
         block = windows[first : first + rows]
-        rise = np.maximum(block[:, 1:] - block[:, :1], 0.0)
+        rise = np.maximum(block[:, first_lag:] - block[:, :1], 0.0)
         values = rise * rise * np.sqrt(rise) * duration_factor
         row = np.argmax(values, axis=0)
-        top = values[row, np.arange(max_lag)]
+        top = values[row, np.arange(lags)]
         better = top > best
         best[better] = top[better]
         start[better] = row[better] + first
+    return best, start
+
+
+def _hic_by_lag(accel_g: np.ndarray, fs_hz: float, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each lag m = 1..max_lag samples: the largest (t2 - t1) mean^2.5 and its first sample.
+
+    Exact, with a proven skip: any window's integral is at most P, the sum of the positive
+    trapezoids, so a window longer than (P^2.5 / H)^(2/3) cannot beat an HIC H already found;
+    the lags up to 15 ms are searched first, the longer ones only up to that bound (their
+    entries stay 0, below the best found).
+    """
+    period = 1.0 / fs_hz
+    segments = (accel_g[1:] + accel_g[:-1]) * (period / 2.0)
+    integral = np.concatenate([[0.0], np.cumsum(segments)])
+    best = np.zeros(max_lag)
+    start = np.zeros(max_lag, dtype=np.int64)
+    first_stage = min(max_lag, max(1, int(HIC15_WINDOW_S * fs_hz)))
+    best[:first_stage], start[:first_stage] = _hic_lags(integral, fs_hz, 1, first_stage)
+    found = float(best[:first_stage].max())
+    if first_stage < max_lag and found > 0.0:
+        positive = float(np.sum(np.maximum(segments, 0.0)))
+        bound = int(math.floor((positive**2.5 / found) ** (2.0 / 3.0) * fs_hz * (1 + 1e-9))) + 1
+        last = min(max_lag, bound)
+        if last > first_stage:
+            best[first_stage:last], start[first_stage:last] = _hic_lags(integral, fs_hz, first_stage + 1, last)
     return best, start
 
 

@@ -127,6 +127,19 @@ def test_hic_equals_the_double_loop_reference_over_all_pairs():
         assert (round(found.t1_s * fs), round(found.t2_s * fs)) == (i, j)
 
 
+def test_hic_beyond_15_ms_skips_only_windows_that_cannot_win():
+    # 5 kHz, 80 ms: the search does lags <= 15 ms first, then longer ones up to its proven bound
+    rng = np.random.default_rng(2)
+    fs = 5000.0
+    slow = half_sine(50.0, 0.045, fs=fs, start_s=0.010, total_s=0.080)
+    for trace in (slow, slow + 3.0 + rng.normal(0, 2, slow.size), half_sine(200.0, 0.004, fs=fs, total_s=0.080)):
+        for window in (None, 0.036):
+            expected, i, j = reference.hic_pairs(list(trace), fs, window)
+            found = hic(trace, fs, window)
+            assert found.hic == pytest.approx(expected, rel=1e-11)
+            assert (round(found.t1_s * fs), round(found.t2_s * fs)) == (i, j)
+
+
 def test_hic_is_zero_without_a_positive_window_and_rejects_bad_windows():
     assert hic(-np.ones(50), FS, None).hic == 0.0
     with pytest.raises(ImpactSignalError, match="max_window_s"):
