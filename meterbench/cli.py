@@ -176,6 +176,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(Path(args.config), Path(args.out))
     print(f"{report['session']}: {report['verdict']}")
     _print_summary(report)
+    if args.db:
+        from meterbench.store import ingest_or_queue
+
+        print(ingest_or_queue(args.db, Path(args.out)).message)
     return 0
 
 
@@ -190,11 +194,96 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         Path(args.out),
         jobs=args.jobs or 1,
         compare=Path(args.compare) if args.compare else None,
-        progress=terminal_progress("batch", "session"),
+        progress=_store_progress(args.db, Path(args.out), terminal_progress("batch", "session")),
         timeout_s=args.timeout,
         cluster=args.cluster,
         connect_timeout_s=args.connect_timeout,
     )
+
+
+def _store_progress(db: str | None, out_dir: Path, progress):
+    """batch --db: the progress callback that also stores (or queues) each run folder as it finishes."""
+    if not db:
+        return progress
+    from meterbench.store import ingest_or_queue
+
+    def store_then_progress(done: int, total: int, label: str) -> None:
+        if (out_dir / label / "report.json").is_file():
+            try:
+                print(ingest_or_queue(db, out_dir / label).message, file=sys.stderr)
+            except MeterbenchError as exc:
+                print(f"meterbench batch: --db: {exc}", file=sys.stderr)
+        progress(done, total, label)
+
+    return store_then_progress
+
+
+def _store_trust(args: argparse.Namespace):
+    if not (getattr(args, "lab", None) or getattr(args, "public_key", None)):
+        return None
+    from meterbench.certificates import load_lab, trusted_key
+
+    lab = load_lab(Path(args.lab))[0] if args.lab else None
+    return trusted_key(Path(args.public_key) if args.public_key else None, lab)
+
+
+def _cmd_db_ingest(args: argparse.Namespace) -> int:
+    from meterbench.store import ingest_paths
+
+    results, refused = ingest_paths(args.db, [Path(p) for p in args.paths], _store_trust(args))
+    for result in results:
+        print(result.message)
+    for line in refused:
+        print(f"refused: {line}", file=sys.stderr)
+    stored = sum(r.status == "stored" for r in results)
+    queued = sum(r.status == "queued" for r in results)
+    print(
+        f"{stored} stored, {sum(r.status == 'already stored' for r in results)} already stored, {queued} queued, "
+        f"{len(refused)} refused"
+    )
+    return EXIT_USER_ERROR if refused else (1 if queued else 0)
+
+
+def _cmd_db_flush(args: argparse.Namespace) -> int:
+    from meterbench.store import flush, queued
+
+    results = flush(args.db, _store_trust(args))
+    for result in results:
+        print(result.message)
+    print(f"{len(results)} sent, {len(queued(args.db))} still queued")
+    return 0
+
+
+def _cmd_db_query(args: argparse.Namespace) -> int:
+    from meterbench import store
+
+    with store.Store(args.db) as db, db.engine.connect() as connection:
+        if args.question == "error-curves":
+            rows = store.error_curves(connection, args.type, args.lot)
+        elif args.question == "rates":
+            rows = store.rates(connection, args.by)
+        elif args.question == "history":
+            if not args.serial:
+                raise ConfigError("db query history: give --serial SERIAL")
+            rows = store.history(connection, args.serial)
+        elif args.question == "drift":
+            rows = store.drift(connection, args.min_runs)
+        else:
+            rows = store.tanks(connection)
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+    else:
+        for row in rows:
+            print(" ".join(f"{k}={v}" for k, v in row.items() if k not in ("points", "values", "times")))
+    return 0
+
+
+def _cmd_db_report(args: argparse.Namespace) -> int:
+    from meterbench.store import Store, write_dashboard
+
+    with Store(args.db) as db, db.engine.connect() as connection:
+        print(write_dashboard(connection, Path(args.out)))
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -235,10 +324,16 @@ def _cmd_certify(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from meterbench.certificates import verify_code, verify_file
 
-    if args.db:
-        raise ConfigError("--db: not supported yet (the central store is not built); use --code CODE --lab LAB.toml")
     if (args.file is None) == (args.code is None):
         raise ConfigError("expected a FILE or --code CODE (one of them)")
+    if args.db:
+        if args.code is None:
+            raise ConfigError("--db: give --code CODE (the store resolves verification codes)")
+        from meterbench.store import verify_code_in_store
+
+        verdict = verify_code_in_store(args.code, args.db, _store_trust(args))
+        print(verdict.line)
+        return 0 if verdict.valid else 1
     lab = Path(args.lab) if args.lab else None
     key = Path(args.public_key) if args.public_key else None
     verdicts = [verify_code(args.code, lab, key)] if args.code is not None else verify_file(Path(args.file), key, lab)
@@ -429,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", _cmd_bench, "run a live test sequence from a bench config")
     p.add_argument("--config", required=True, metavar="BENCH.toml", help="bench configuration (devices, plan)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the recorded session and its reports")
+    p.add_argument("--db", metavar="URL", help="store the run in the central store when it finishes (queued if down)")
 
     from meterbench.batch import CLUSTER_CONNECT_TIMEOUT_S, DEFAULT_SESSION_TIMEOUT_S
 
@@ -437,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for one report folder per session and summary")
     p.add_argument("--jobs", type=_positive_int, help="sessions verified in parallel (local processes; default 1)")
     p.add_argument("--compare", metavar="DIR", help="earlier batch output folder to compare the verdicts against")
+    p.add_argument("--db", metavar="URL", help="store each run in the central store as it finishes (queued if down)")
     p.add_argument(
         "--timeout",
         type=_positive_float,
@@ -479,13 +576,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code", metavar="CODE", help="a verification code, looked up in the lab's register (--lab)")
     p.add_argument("--public-key", metavar="PUB", help="the lab's public key (lab.pub) to trust")
     p.add_argument("--lab", metavar="LAB.toml", help="the lab file: its register and the key it names")
-    p.add_argument("--db", metavar="URL", help="central store (not supported yet)")
+    p.add_argument("--db", metavar="URL", help="with --code: resolve the code through the central store (db ingest)")
 
     p = command("audit", _cmd_audit_verify, "check the lab's hash-chained audit log")
     p.add_argument("action", choices=["verify"], help="what to do with the log")
     p.add_argument("log", metavar="LOG", help="audit.jsonl of the lab's register")
     p.add_argument("--public-key", metavar="PUB", help="the lab's public key: check every entry's signature too")
     p.add_argument("--lab", metavar="LAB.toml", help="the lab file: its key, and its stored records against the log")
+
+    p = command("db", None, "the central results store: ingest runs, ask questions, draw the dashboard")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_help = (
+        "store URL: sqlite:///FILE, a file path, or postgresql+psycopg://USER@HOST/DB (default: $MB_DB_URL, else "
+        "~/.local/share/meterbench/store.sqlite)"
+    )
+    q = db_sub.add_parser(
+        "ingest", help="store run folders, batch folders or report.json files", formatter_class=_HelpFormatter
+    )
+    q.set_defaults(func=_cmd_db_ingest)
+    q.add_argument("paths", nargs="+", metavar="PATH", help="run folders, batch folders or report.json files")
+    for action in ("flush",):
+        r = db_sub.add_parser(
+            action, help="send the runs queued while the store was down", formatter_class=_HelpFormatter
+        )
+        r.set_defaults(func=_cmd_db_flush)
+    for parser_ in (q, r):
+        parser_.add_argument("--db", metavar="URL", help=db_help)
+        parser_.add_argument(
+            "--lab", metavar="LAB.toml", help="the lab file: its key checks certificate records' signatures"
+        )
+        parser_.add_argument("--public-key", metavar="PUB", help="the lab's public key (instead of --lab)")
+    q = db_sub.add_parser("query", help="answer a question over the store", formatter_class=_HelpFormatter)
+    q.set_defaults(func=_cmd_db_query)
+    q.add_argument("question", choices=["error-curves", "rates", "history", "drift", "tanks"])
+    q.add_argument("--db", metavar="URL", help=db_help)
+    q.add_argument("--json", action="store_true", help="print the answer as JSON")
+    q.add_argument("--by", default="type", choices=["type", "lot", "bench", "technician", "month"], help="rates: group")
+    q.add_argument("--type", metavar="TYPE", help="error-curves: only this meter type")
+    q.add_argument("--lot", metavar="LOT", help="error-curves: only this lot")
+    q.add_argument("--serial", metavar="SERIAL", help="history: the meter's serial")
+    q.add_argument("--min-runs", type=_positive_int, default=5, metavar="N", help="drift: tests of a check meter")
+    q = db_sub.add_parser("report", help="write the HTML dashboard", formatter_class=_HelpFormatter)
+    q.set_defaults(func=_cmd_db_report)
+    q.add_argument("--db", metavar="URL", help=db_help)
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and data.json")
 
     p = command("layout", None, "propose a register layout from a photo, or teach one from a bench run")
     layout_sub = p.add_subparsers(dest="layout_command", required=True, metavar="ACTION")

@@ -36,6 +36,7 @@ ALLOWED = {
     "logs": set(),
     "progress": set(),
     "certificates": {"calibration", "session", "protocols"},
+    "store": {"session", "verify", "certificates", "calibration", "protocols"},
     "cli": {
         "batch",
         "bench",
@@ -49,6 +50,7 @@ ALLOWED = {
         "calibration",
         "progress",
         "certificates",
+        "store",
     },
     "__main__": {"cli"},
     "__init__": set(),

@@ -1,0 +1,272 @@
+"""The quality engineer's questions over the store; each returns JSON-ready rows (lists of dicts).
+
+- ``error_curves``: per meter type, lot and test point: n, median error, quartiles, min/max, MPE.
+- ``rates``: pass / fail / inconclusive of instruments per type, lot, bench, technician or month,
+  each share with its Wilson 95 % interval.
+- ``history``: every run of one serial, with its points.
+- ``drift``: I-MR charts of repeated check meters per bench and per reference standard.
+- ``tanks``: tanks per capacity class: verdict counts with Wilson intervals, median error.
+Medians and quartiles are computed by PostgreSQL (percentile_cont) or, on SQLite, here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from ._schema import instruments, points, reference_standards, run_reference_standards, runs
+from ._stats import imr_chart, quantile, wilson_interval
+
+QUESTIONS = ("error-curves", "rates", "history", "drift", "tanks")
+RATE_GROUPS = {
+    "type": instruments.c.meter_type,
+    "lot": instruments.c.lot,
+    "bench": runs.c.bench_id,
+    "technician": runs.c.technician_id,
+    "month": runs.c.month,
+}
+VERDICTS = ("pass", "fail", "inconclusive")
+
+
+def _is_postgres(connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def error_curves(connection, meter_type: str | None = None, lot: str | None = None) -> list[dict[str, Any]]:
+    """Per (meter type, lot, point name): n, median, q1, q3, min, max of error_pct (%) and the MPE (%)."""
+    keys = (instruments.c.meter_type, instruments.c.lot, points.c.name)
+    where = [points.c.error_pct.is_not(None), instruments.c.kind != "tank"]
+    if meter_type is not None:
+        where.append(instruments.c.meter_type == meter_type)
+    if lot is not None:
+        where.append(instruments.c.lot == lot)
+    joined = points.join(instruments, points.c.instrument_pk == instruments.c.id)
+    rows: list[dict[str, Any]] = []
+    if _is_postgres(connection):
+        e = points.c.error_pct
+        query = (
+            select(
+                *keys,
+                func.count().label("n"),
+                func.percentile_cont(0.5).within_group(e).label("median"),
+                func.percentile_cont(0.25).within_group(e).label("q1"),
+                func.percentile_cont(0.75).within_group(e).label("q3"),
+                func.min(e),
+                func.max(e),
+                func.max(points.c.mpe_pct),
+                func.avg(points.c.flow_rate),
+            )
+            .select_from(joined)
+            .where(and_(*where))
+            .group_by(*keys)
+        )
+        for t, lt, name, n, median, q1, q3, lo, hi, mpe, flow in connection.execute(query):
+            rows.append(_curve_row(t, lt, name, n, median, q1, q3, lo, hi, mpe, flow))
+    else:
+        groups: dict[tuple, list[float]] = defaultdict(list)
+        extra: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+        query = select(*keys, points.c.error_pct, points.c.mpe_pct, points.c.flow_rate).select_from(joined)
+        for t, lt, name, e, mpe, flow in connection.execute(query.where(and_(*where))):
+            groups[(t, lt, name)].append(e)
+            stats = extra[(t, lt, name)]
+            stats[0] = max(stats[0], mpe or 0.0)
+            stats[1] += flow or 0.0
+            stats[2] += 1
+        for (t, lt, name), values in groups.items():
+            values.sort()
+            mpe, flow_sum, count = extra[(t, lt, name)]
+            rows.append(
+                _curve_row(
+                    t,
+                    lt,
+                    name,
+                    len(values),
+                    quantile(values, 0.5),
+                    quantile(values, 0.25),
+                    quantile(values, 0.75),
+                    values[0],
+                    values[-1],
+                    mpe,
+                    flow_sum / count,
+                )
+            )
+    return sorted(rows, key=lambda r: (str(r["meter_type"]), str(r["lot"]), -(r["mean_flow_rate"] or 0), r["point"]))
+
+
+def _curve_row(t, lt, name, n, median, q1, q3, lo, hi, mpe, flow) -> dict[str, Any]:
+    return {
+        "meter_type": t,
+        "lot": lt,
+        "point": name,
+        "n": int(n),
+        "median_error_pct": float(median),
+        "q1_error_pct": float(q1),
+        "q3_error_pct": float(q3),
+        "min_error_pct": float(lo),
+        "max_error_pct": float(hi),
+        "mpe_pct": float(mpe) if mpe is not None else None,
+        "mean_flow_rate": float(flow) if flow is not None else None,
+    }
+
+
+def _rate_row(key: str, value: Any, counts: dict[str, int]) -> dict[str, Any]:
+    n = sum(counts.values())
+    row: dict[str, Any] = {key: value, "n": n}
+    for verdict in VERDICTS:
+        k = counts.get(verdict, 0)
+        low, high = wilson_interval(k, n)
+        row[verdict] = {"count": k, "rate": k / n if n else None, "wilson95": [low, high]}
+    return row
+
+
+def rates(connection, by: str = "type", kind: str | None = None) -> list[dict[str, Any]]:
+    """Instrument verdict rates per ``by`` (type, lot, bench, technician, month) with Wilson 95 % intervals."""
+    if by not in RATE_GROUPS:
+        raise ValueError(f"by: expected one of {', '.join(RATE_GROUPS)}, got {by!r}")
+    column = RATE_GROUPS[by]
+    query = (
+        select(column, instruments.c.verdict, func.count())
+        .select_from(instruments.join(runs, instruments.c.run_id == runs.c.id))
+        .group_by(column, instruments.c.verdict)
+    )
+    if kind is not None:
+        query = query.where(instruments.c.kind == kind)
+    counts: dict[Any, dict[str, int]] = defaultdict(dict)
+    for value, verdict, count in connection.execute(query):
+        counts[value][verdict] = int(count)
+    return [_rate_row(by, value, c) for value, c in sorted(counts.items(), key=lambda kv: str(kv[0]))]
+
+
+def history(connection, serial: str) -> list[dict[str, Any]]:
+    """Every run of the instrument with this serial, oldest first, with its points."""
+    query = (
+        select(
+            runs.c.id,
+            runs.c.session_id,
+            runs.c.test_date,
+            runs.c.start_time_utc,
+            runs.c.bench_id,
+            runs.c.technician_id,
+            instruments.c.id,
+            instruments.c.instrument_id,
+            instruments.c.meter_type,
+            instruments.c.lot,
+            instruments.c.verdict,
+        )
+        .select_from(instruments.join(runs, instruments.c.run_id == runs.c.id))
+        .where(instruments.c.serial == serial)
+        .order_by(runs.c.start_time_utc, runs.c.id)
+    )
+    out = []
+    for _, session, day, start, bench, technician, pk, iid, mtype, lot, verdict in connection.execute(query).all():
+        pts = connection.execute(
+            select(points.c.name, points.c.error_pct, points.c.uncertainty_pct, points.c.mpe_pct, points.c.verdict)
+            .where(points.c.instrument_pk == pk)
+            .order_by(points.c.ordinal)
+        )
+        out.append(
+            {
+                "session": session,
+                "test_date": day.isoformat() if day else None,
+                "start_time_utc": start,
+                "bench_id": bench,
+                "technician_id": technician,
+                "instrument": iid,
+                "meter_type": mtype,
+                "lot": lot,
+                "verdict": verdict,
+                "points": [
+                    {"name": n, "error_pct": e, "uncertainty_pct": u, "mpe_pct": m, "verdict": v}
+                    for n, e, u, m, v in pts
+                ],
+            }
+        )
+    return out
+
+
+def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
+    """I-MR charts of check meters: series of one serial's error at one point, tested >= ``min_runs`` times,
+    per bench and per reference standard, in test order."""
+    repeated = (
+        select(instruments.c.serial)
+        .where(instruments.c.serial.is_not(None))
+        .group_by(instruments.c.serial)
+        .having(func.count() >= min_runs)
+        .subquery()
+    )
+    base = (
+        points.join(instruments, points.c.instrument_pk == instruments.c.id)
+        .join(runs, points.c.run_id == runs.c.id)
+        .join(repeated, repeated.c.serial == instruments.c.serial)
+    )
+    scopes = {
+        "bench": (runs.c.bench_id, base),
+        "reference_standard": (
+            reference_standards.c.standard_id,
+            base.join(run_reference_standards, run_reference_standards.c.run_id == runs.c.id).join(
+                reference_standards, reference_standards.c.id == run_reference_standards.c.standard_pk
+            ),
+        ),
+    }
+    charts = []
+    for scope, (owner, joined) in scopes.items():
+        query = (
+            select(owner, instruments.c.serial, points.c.name, points.c.error_pct, runs.c.start_time_utc)
+            .select_from(joined)
+            .where(points.c.error_pct.is_not(None))
+            .order_by(owner, instruments.c.serial, points.c.name, runs.c.start_time_utc, runs.c.id)
+        )
+        series: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
+        for who, serial, name, error, start in connection.execute(query):
+            series[(who, serial, name)].append((start, error))
+        for (who, serial, name), items in series.items():
+            if len(items) < min_runs:
+                continue
+            chart = imr_chart([e for _, e in items])
+            charts.append(
+                {
+                    "scope": scope,
+                    "id": who,
+                    "serial": serial,
+                    "point": name,
+                    "n": len(items),
+                    "times": [t for t, _ in items],
+                    "values": list(chart.values),
+                    "centre": chart.centre,
+                    "mr_bar": chart.mr_bar,
+                    "ucl": chart.ucl,
+                    "lcl": chart.lcl,
+                    "mr_ucl": chart.mr_ucl,
+                    "out_of_control": list(chart.out_of_control),
+                }
+            )
+    return charts
+
+
+def tanks(connection) -> list[dict[str, Any]]:
+    """Tanks per capacity class: verdict counts with Wilson 95 % intervals and the median error (%)."""
+    counts: dict[Any, dict[str, int]] = defaultdict(dict)
+    query = (
+        select(instruments.c.capacity_class, instruments.c.verdict, func.count())
+        .where(instruments.c.kind == "tank")
+        .group_by(instruments.c.capacity_class, instruments.c.verdict)
+    )
+    for klass, verdict, count in connection.execute(query):
+        counts[klass][verdict] = int(count)
+    errors: dict[Any, list[float]] = defaultdict(list)
+    query = (
+        select(instruments.c.capacity_class, points.c.error_pct)
+        .select_from(points.join(instruments, points.c.instrument_pk == instruments.c.id))
+        .where(instruments.c.kind == "tank", points.c.error_pct.is_not(None))
+    )
+    for klass, error in connection.execute(query):
+        errors[klass].append(error)
+    out = []
+    for klass, c in sorted(counts.items(), key=lambda kv: str(kv[0])):
+        row = _rate_row("capacity_class", klass, c)
+        values = sorted(errors.get(klass, []))
+        row["median_error_pct"] = quantile(values, 0.5) if values else None
+        out.append(row)
+    return out
