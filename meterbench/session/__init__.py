@@ -6,7 +6,7 @@ The writer checks what it writes with the same JSON Schemas the reader enforces
 
 from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, schema_problems
 from meterbench.session.reader import CameraSource, DeviceEvent, EvidenceGap, Session, load_session
-from meterbench.session.traces import Trace, TraceError, read_trace
+from meterbench.session.traces import Trace, TraceError, read_trace, write_trace_csv
 from meterbench.session.writer import (
     CameraWriter,
     DeviceLog,
@@ -37,4 +37,5 @@ __all__ = [
     "write_json_atomic",
     "write_text_atomic",
     "write_texts_atomic",
+    "write_trace_csv",
 ]

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from meterbench.errors import MeterbenchError
+from meterbench.session.writer import write_text_atomic
 
-__all__ = ["Trace", "TraceError", "read_trace"]
+__all__ = ["Trace", "TraceError", "read_trace", "write_trace_csv"]
 
 _AXES = ("ax", "ay", "az")
 _UNIFORM_REL_TOL = 0.01
@@ -203,3 +204,24 @@ def _sample_rate(path: Path, time_s: np.ndarray | None, fs_hz: float | None, inc
     if derived is not None and abs(derived - float(fs_hz)) > _RATE_REL_TOL * float(fs_hz):
         raise TraceError(f"{path}: the file's sample rate {derived:.6g} Hz disagrees with fs {float(fs_hz):g} Hz")
     return float(fs_hz)
+
+
+def write_trace_csv(path: str | Path, accel: np.ndarray, fs_hz: float, units: str = "g") -> None:
+    """Write a trace as :func:`read_trace` reads it: ``time_s`` then ``accel_<u>`` or ``ax_<u>,ay_<u>,az_<u>``.
+
+    ``accel`` is (N,) or (N, 3) in ``units`` ("g" or "V"); values are written exactly (repr), the
+    file atomically (never a half-written trace).
+    """
+    values = np.asarray(accel, dtype=float)
+    unit = {"g": "g", "V": "v"}.get(units)
+    if unit is None or values.ndim not in (1, 2) or (values.ndim == 2 and values.shape[1] != 3):
+        raise TraceError(
+            f"{path}: expected (N,) or (N, 3) samples in g or V, got shape {values.shape}, units {units!r}"
+        )
+    if not np.all(np.isfinite(values)) or not (math.isfinite(float(fs_hz)) and float(fs_hz) > 0):
+        raise TraceError(f"{path}: expected finite samples and a positive sample rate, got fs {fs_hz!r}")
+    columns = [f"accel_{unit}"] if values.ndim == 1 else [f"{axis}_{unit}" for axis in _AXES]
+    rows = values.reshape(len(values), -1)
+    lines = [",".join(["time_s", *columns])]
+    lines += [",".join([f"{i / float(fs_hz):.12g}", *map(repr, map(float, row))]) for i, row in enumerate(rows)]
+    write_text_atomic(Path(path), "\n".join(lines) + "\n")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from meterbench.errors import MeterbenchError
-from meterbench.session import TraceError, read_trace
+from meterbench.session import TraceError, read_trace, write_trace_csv
 from tests.conftest import require_module
 
 FS = 20_000.0
@@ -126,3 +126,16 @@ def test_tdms_unnamed_single_channel_uses_its_unit_string(tmp_path):
     broken.write_bytes(path.read_bytes()[:40])  # cut inside the lead-in / metadata
     with pytest.raises(TraceError, match=r"broken\.tdms: (not a readable TDMS file|.*found 0)"):
         read_trace(broken, fs_hz=FS)
+
+
+def test_written_trace_reads_back_exactly(tmp_path):
+    rng = np.random.default_rng(4)
+    tri = np.column_stack([0.1 * _pulse(), -0.05 * _pulse(), _pulse()]) + rng.normal(0, 0.3, (400, 3))
+    write_trace_csv(tmp_path / "tri.csv", tri, FS)
+    back = read_trace(tmp_path / "tri.csv")
+    assert np.array_equal(back.accel_g, tri) and back.fs_hz == pytest.approx(FS, rel=1e-9)
+    write_trace_csv(tmp_path / "v.csv", _pulse() * 0.01, FS, units="V")
+    assert read_trace(tmp_path / "v.csv", sensitivity_mv_per_g=10.0).accel_g == pytest.approx(_pulse(), rel=1e-12)
+    with pytest.raises(TraceError, match="expected \\(N,\\) or \\(N, 3\\) samples"):
+        write_trace_csv(tmp_path / "two.csv", tri[:, :2], FS)
+    assert not (tmp_path / "two.csv").exists()
