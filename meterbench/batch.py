@@ -32,6 +32,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -337,8 +338,11 @@ def _connect(address: str, connect_timeout_s: float):
                 f"batch --cluster: the scheduler at {address} has no worker "
                 f"(none joined within {connect_timeout_s:g} s)"
             ) from None
-        here = engine_identity()
-        for worker, there in sorted(client.run(engine_identity, on_error="return").items()):
+        with ThreadPoolExecutor(1) as pool:  # the workers' identities while this process computes its own
+            theirs = pool.submit(client.run, engine_identity, on_error="return")
+            here = engine_identity()
+            identities = theirs.result()
+        for worker, there in sorted(identities.items()):
             if isinstance(there, BaseException):
                 raise ConfigError(
                     f"batch --cluster: worker {worker} cannot run meterbench ({_first_line(there)}): "
@@ -443,12 +447,17 @@ def _verify_on_cluster(
             client.close()
 
 
+async def _end_worker_process() -> None:
+    """Run on a Dask worker (in its event loop, so the stuck task thread cannot delay it): exit at once."""
+    os._exit(1)
+
+
 def _end_timed_out_task(client, future, path: Path, timeout_s: float) -> dict:
     """Cancel a session over its time limit and end the worker process stuck on it."""
     workers = [w for w, keys in client.processing().items() if future.key in keys]
     client.cancel([future])
     if workers:
-        client.run(os._exit, 1, workers=workers, wait=False)
+        client.run(_end_worker_process, workers=workers, wait=False)
     where = f"its worker {workers[0]} ended" if workers else "cancelled"
     return {
         "path": str(path),

@@ -1,9 +1,10 @@
-"""Local services for tests and the simulated bench: a real Mosquitto broker on 127.0.0.1 and a
-socat serial pseudo-terminal pair (a null-modem cable). Both binaries come from Debian
-(``apt-get install -y mosquitto socat``); a missing one is a DeviceError saying so."""
+"""Local services for tests and the simulated bench: a real Mosquitto broker on 127.0.0.1, a
+socat serial pseudo-terminal pair (a null-modem cable) and a local Dask cluster. The mosquitto and socat
+binaries come from Debian (``apt-get install -y mosquitto socat``); a missing one is a DeviceError saying so."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from meterbench.errors import DeviceError
 
-__all__ = ["MosquittoBroker", "SocatPtyPair", "free_tcp_port", "require_binary"]
+__all__ = ["LocalDaskCluster", "MosquittoBroker", "SocatPtyPair", "free_tcp_port", "require_binary"]
 
 
 def require_binary(name: str) -> str:
@@ -165,3 +166,116 @@ class SocatPtyPair:
         """Make a new pair under the same link names."""
         self.unplug()
         self.plug()
+
+
+class LocalDaskCluster:
+    """A Dask distributed scheduler and worker processes on 127.0.0.1 (for `batch --cluster`), each a
+    process of its own with its log in ``workdir``; every worker has one thread and runs under a nanny
+    that restarts it if it dies. Needs the [cluster] extra (Dask distributed) in this Python."""
+
+    def __init__(self, workdir: Path, workers: int = 2) -> None:
+        import sys
+
+        self.python = sys.executable
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_tcp_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.workers_wanted = workers
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self._logs: dict[int, Path] = {}  # worker pid -> its log
+
+    def _spawn(self, args: list[str], log: Path, env: dict[str, str] | None) -> subprocess.Popen:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [self.python, "-m", *args],
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **(env or {})},
+                cwd=self.workdir,
+                start_new_session=True,  # its nanny and worker are stopped as one group
+            )
+
+    def start(self, timeout_s: float = 60.0) -> LocalDaskCluster:
+        """Start the scheduler and the workers; wait until every worker has registered."""
+        self.scheduler = self._spawn(
+            ["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+            self.workdir / "scheduler.log",
+            None,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not _port_open(self.port):
+            self._check_alive(self.scheduler, self.workdir / "scheduler.log", deadline)
+            time.sleep(0.05)
+        for _ in range(self.workers_wanted):
+            self.add_worker(timeout_s=max(1.0, deadline - time.monotonic()), wait=False)
+        for worker in self.workers:
+            self.wait_registered(worker, max(1.0, deadline - time.monotonic()))
+        return self
+
+    def add_worker(
+        self, env: dict[str, str] | None = None, *, timeout_s: float = 60.0, wait: bool = True
+    ) -> subprocess.Popen:
+        """Start one more worker (``env`` added to its environment, e.g. another PYTHONPATH)."""
+        index = len(self._logs)
+        log = self.workdir / f"worker-{index}.log"
+        worker = self._spawn(
+            [
+                "distributed.cli.dask_worker",
+                self.address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--name",
+                f"worker-{index}",
+            ],
+            log,
+            env,
+        )
+        self.workers.append(worker)
+        self._logs[worker.pid] = log
+        if wait:
+            self.wait_registered(worker, timeout_s)
+        return worker
+
+    def wait_registered(self, worker: subprocess.Popen, timeout_s: float) -> None:
+        """Wait until ``worker`` has registered with the scheduler (its log says so)."""
+        log = self._logs[worker.pid]
+        deadline = time.monotonic() + timeout_s
+        while "Registered to:" not in log.read_text(errors="replace"):
+            self._check_alive(worker, log, deadline)
+            time.sleep(0.05)
+
+    @staticmethod
+    def _check_alive(process: subprocess.Popen, log: Path, deadline: float) -> None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+            raise DeviceError(f"a local Dask process did not start ({log.name}): {tail}")
+
+    def stop_worker(self, worker: subprocess.Popen) -> None:
+        """Stop one worker (its nanny and worker process)."""
+        self._stop(worker)
+        self.workers.remove(worker)
+
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):  # a worker process its nanny left behind
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the workers, then the scheduler."""
+        for worker in list(self.workers):
+            self.stop_worker(worker)
+        if self.scheduler is not None:
+            self._stop(self.scheduler)
+            self.scheduler = None
