@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from meterbench.errors import ConfigError, MeterbenchError
@@ -18,6 +19,7 @@ DEFAULT_TIMEOUT_S = 5.0
 """How long (s) to wait for a SQLite write lock or a PostgreSQL connection before the store counts as down."""
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATE_LOCK = threading.Lock()
 
 
 class StoreUnavailableError(MeterbenchError):
@@ -69,7 +71,7 @@ def create_store_engine(url: str | None = None, timeout_s: float = DEFAULT_TIMEO
     except ArgumentError as exc:
         raise ConfigError(f"--db {url!r}: not a database URL ({exc})") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             folder = Path(parsed.database).parent
             if not folder.is_dir():
                 try:
@@ -107,7 +109,7 @@ def migrate(engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as connection:
+    with _MIGRATE_LOCK, engine.begin() as connection:  # Alembic's op/context proxies are process-global
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
