@@ -275,6 +275,14 @@ def engine_identity() -> dict[str, str]:
     }
 
 
+def dask_setup(worker) -> None:
+    """Dask preload hook (``dask worker ADDRESS --preload meterbench.batch``): import the verification
+    code and compute :func:`engine_identity` as the worker starts, so a batch does not wait for them."""
+    import meterbench.verify.run  # noqa: F401  (imported for its start-up cost)
+
+    engine_identity()
+
+
 def _identity_difference(there: dict[str, str], here: dict[str, str]) -> str:
     """'' when two engine identities match; else what differs, one clause per field."""
     width = {"files_sha256": 12}  # a hash is told apart by its first digits; a revision is shown whole

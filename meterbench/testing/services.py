@@ -171,9 +171,11 @@ class SocatPtyPair:
 class LocalDaskCluster:
     """A Dask distributed scheduler and worker processes on 127.0.0.1 (for `batch --cluster`), each a
     process of its own with its log in ``workdir``; every worker has one thread and runs under a nanny
-    that restarts it if it dies. Needs the [cluster] extra (Dask distributed) in this Python."""
+    that restarts it if it dies. ``preload`` modules are imported by each worker as it starts (Dask's
+    ``--preload``; ``meterbench.batch`` readies the verification code). Needs the [cluster] extra (Dask
+    distributed) in this Python."""
 
-    def __init__(self, workdir: Path, workers: int = 2) -> None:
+    def __init__(self, workdir: Path, workers: int = 2, *, preload: tuple[str, ...] = ()) -> None:
         import sys
 
         self.python = sys.executable
@@ -182,6 +184,7 @@ class LocalDaskCluster:
         self.port = free_tcp_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.workers_wanted = workers
+        self.preload = preload
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
         self._logs: dict[int, Path] = {}  # worker pid -> its log
@@ -231,6 +234,7 @@ class LocalDaskCluster:
                 "--no-dashboard",
                 "--name",
                 f"worker-{index}",
+                *(arg for module in self.preload for arg in ("--preload", module)),
             ],
             log,
             env,
