@@ -56,7 +56,7 @@ def _point(name: str, flow: float, reference_l: float, error_pct: float, mpe_pct
     }
 
 
-def synthetic_report(index: int, seed: int = 0, meters: int = 4, check_meter_every: int = 10) -> dict:
+def synthetic_report(index: int, seed: int = 0, meters: int = 4, check_meter_every: int = 5) -> dict:
     """Report number ``index`` of a seeded series: ``meters`` water meters (or one tank every 7th report).
 
     Every ``check_meter_every``-th report also tests the bench's check meter (serial CHECK-<bench>),

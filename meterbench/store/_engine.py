@@ -78,7 +78,7 @@ def create_store_engine(url: str | None = None, timeout_s: float = DEFAULT_TIMEO
                     folder.mkdir(parents=True)
                 except OSError as exc:
                     raise StoreUnavailableError(f"{folder}: cannot create the store's folder: {exc.strerror}") from None
-        engine = create_engine(parsed, connect_args={"timeout": timeout_s}, poolclass=NullPool)
+        engine = create_engine(parsed, connect_args={"timeout": timeout_s})  # pooled: one open per store
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
