@@ -179,7 +179,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.db:
         from meterbench.store import ingest_or_queue
 
-        print(ingest_or_queue(args.db, Path(args.out)).message)
+        run_dir = Path(report.get("bench", {}).get("run_dir") or args.out)  # the run's own folder under --out
+        print(ingest_or_queue(args.db, run_dir).message)
     return 0
 
 

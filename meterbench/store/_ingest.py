@@ -100,7 +100,7 @@ def load_run(report_path: Path, source: str | None = None) -> RunFiles:
     report_path = Path(report_path)
     folder = report_path.parent
     certs = {p.name: _read(p) for p in sorted(folder.glob("certificate-*.json"))}
-    session = folder / "session.json"
+    session = next((p for p in (folder / "session.json", folder / "session" / "session.json") if p.is_file()), folder)
     return RunFiles(
         report_path,
         _read(report_path),
