@@ -86,18 +86,18 @@ def test_cli_compare_against_an_earlier_batch(sessions, batch_one, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(out_one, old)
     summary = json.loads((old / "summary.json").read_text())
-    row = next(r for r in summary["points"] if r.get("point") == "Q2")
+    row = next(r for r in summary["points"] if r.get("point") == "R1")
     row["verdict"] = "fail" if row["verdict"] != "fail" else "pass"
     (old / "summary.json").write_text(json.dumps(summary))
-    wm = sessions / "bench-a"
+    tank = sessions / "bench-b" / "tank-sim-seed2"  # the quick session: the comparison is what is tested
     result = subprocess.run(
-        [sys.executable, "-m", "meterbench", "batch", str(wm), "--out", str(tmp_path / "new"), "--compare", str(old)],
+        [sys.executable, "-m", "meterbench", "batch", str(tank), "--out", str(tmp_path / "new"), "--compare", str(old)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert f"changed: {row['session']} {row['instrument']} Q2" in result.stdout
+    assert f"changed: {row['session']} {row['instrument']} R1" in result.stdout
     assert "1 points changed" in result.stdout
 
 
