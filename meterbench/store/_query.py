@@ -45,14 +45,18 @@ def error_curves(connection, meter_type: str | None = None, lot: str | None = No
     joined = points.join(instruments, points.c.instrument_pk == instruments.c.id)
     rows: list[dict[str, Any]] = []
     if _is_postgres(connection):
+        from sqlalchemy import literal_column, text
+        from sqlalchemy.dialects.postgresql import ARRAY
+        from sqlalchemy.types import Float as FloatType
+
+        connection.execute(text("SET LOCAL work_mem = '64MB'"))  # the quantiles' sort in memory
         e = points.c.error_pct
+        quartiles = func.percentile_cont(literal_column("ARRAY[0.25, 0.5, 0.75]")).within_group(e)
         query = (
             select(
                 *keys,
                 func.count().label("n"),
-                func.percentile_cont(0.5).within_group(e).label("median"),
-                func.percentile_cont(0.25).within_group(e).label("q1"),
-                func.percentile_cont(0.75).within_group(e).label("q3"),
+                quartiles.cast(ARRAY(FloatType)).label("quartiles"),
                 func.min(e),
                 func.max(e),
                 func.max(points.c.mpe_pct),
@@ -62,7 +66,7 @@ def error_curves(connection, meter_type: str | None = None, lot: str | None = No
             .where(and_(*where))
             .group_by(*keys)
         )
-        for t, lt, name, n, median, q1, q3, lo, hi, mpe, flow in connection.execute(query):
+        for t, lt, name, n, (q1, median, q3), lo, hi, mpe, flow in connection.execute(query):
             rows.append(_curve_row(t, lt, name, n, median, q1, q3, lo, hi, mpe, flow))
     else:
         groups: dict[tuple, list[float]] = defaultdict(list)
@@ -159,48 +163,57 @@ def history(connection, serial: str) -> list[dict[str, Any]]:
         .where(instruments.c.serial == serial)
         .order_by(runs.c.start_time_utc, runs.c.id)
     )
-    out = []
-    for _, session, day, start, bench, technician, pk, iid, mtype, lot, verdict in connection.execute(query).all():
-        pts = connection.execute(
-            select(points.c.name, points.c.error_pct, points.c.uncertainty_pct, points.c.mpe_pct, points.c.verdict)
-            .where(points.c.instrument_pk == pk)
-            .order_by(points.c.ordinal)
+    rows = connection.execute(query).all()
+    point_rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if rows:
+        found = connection.execute(
+            select(
+                points.c.instrument_pk,
+                points.c.name,
+                points.c.error_pct,
+                points.c.uncertainty_pct,
+                points.c.mpe_pct,
+                points.c.verdict,
+            )
+            .select_from(points.join(instruments, points.c.instrument_pk == instruments.c.id))
+            .where(instruments.c.serial == serial)
+            .order_by(points.c.instrument_pk, points.c.ordinal)
         )
-        out.append(
-            {
-                "session": session,
-                "test_date": day.isoformat() if day else None,
-                "start_time_utc": start,
-                "bench_id": bench,
-                "technician_id": technician,
-                "instrument": iid,
-                "meter_type": mtype,
-                "lot": lot,
-                "verdict": verdict,
-                "points": [
-                    {"name": n, "error_pct": e, "uncertainty_pct": u, "mpe_pct": m, "verdict": v}
-                    for n, e, u, m, v in pts
-                ],
-            }
-        )
-    return out
+        for pk, n, e, u, m, v in found:
+            point_rows[pk].append({"name": n, "error_pct": e, "uncertainty_pct": u, "mpe_pct": m, "verdict": v})
+    return [
+        {
+            "session": session,
+            "test_date": day.isoformat() if day else None,
+            "start_time_utc": start,
+            "bench_id": bench,
+            "technician_id": technician,
+            "instrument": iid,
+            "meter_type": mtype,
+            "lot": lot,
+            "verdict": verdict,
+            "points": point_rows[pk],
+        }
+        for _, session, day, start, bench, technician, pk, iid, mtype, lot, verdict in rows
+    ]
 
 
 def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
     """I-MR charts of check meters: series of one serial's error at one point, tested >= ``min_runs`` times,
     per bench and per reference standard, in test order."""
-    repeated = (
-        select(instruments.c.serial)
-        .where(instruments.c.serial.is_not(None))
-        .group_by(instruments.c.serial)
-        .having(func.count() >= min_runs)
-        .subquery()
+    serials = (
+        connection.execute(
+            select(instruments.c.serial)
+            .where(instruments.c.serial.is_not(None))
+            .group_by(instruments.c.serial)
+            .having(func.count() >= min_runs)
+        )
+        .scalars()
+        .all()
     )
-    base = (
-        points.join(instruments, points.c.instrument_pk == instruments.c.id)
-        .join(runs, points.c.run_id == runs.c.id)
-        .join(repeated, repeated.c.serial == instruments.c.serial)
-    )
+    if not serials:
+        return []
+    base = points.join(instruments, points.c.instrument_pk == instruments.c.id).join(runs, points.c.run_id == runs.c.id)
     scopes = {
         "bench": (runs.c.bench_id, base),
         "reference_standard": (
@@ -215,7 +228,7 @@ def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
         query = (
             select(owner, instruments.c.serial, points.c.name, points.c.error_pct, runs.c.start_time_utc)
             .select_from(joined)
-            .where(points.c.error_pct.is_not(None))
+            .where(points.c.error_pct.is_not(None), instruments.c.serial.in_(serials))
             .order_by(owner, instruments.c.serial, points.c.name, runs.c.start_time_utc, runs.c.id)
         )
         series: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
