@@ -371,11 +371,8 @@ def test_one_bad_camera_does_not_sink_the_run(two_meters, tmp_path, damage, prob
 
 
 @pytest.mark.slow
-def test_a_fresh_simulated_session_verifies_near_the_truth(tmp_path):
-    folder = tmp_path / "wm"
-    simulate_water_meter(folder, seed=11, meters=2, profile="short")
-    run_session(folder, tmp_path / "out")
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+def test_a_fresh_simulated_session_verifies_near_the_truth(two_meters):
+    folder, report = two_meters  # simulated by this test run (seed 5), not the shipped sample
     assert _check_errors_against_truth(report, folder) == 6
 
 
