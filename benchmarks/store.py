@@ -142,6 +142,8 @@ def pg_bulk_load(url: str, target_points: int, pool_size: int = 400) -> int:
                                 p["uncertainty_pct"],
                                 p["verdict"],
                                 20.0,
+                                instrument["type"],
+                                lot,
                             )
                         )
             copy_index += 1
@@ -204,6 +206,8 @@ def pg_bulk_load(url: str, target_points: int, pool_size: int = 400) -> int:
                 "uncertainty_pct",
                 "verdict",
                 "water_temperature_c",
+                "meter_type",
+                "lot",
             ],
             point_rows,
         )

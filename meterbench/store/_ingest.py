@@ -282,6 +282,8 @@ def insert_run(connection, run: ParsedRun) -> int:
                     "water_temperature_c": _number(
                         next((details[k] for k in ("water_temperature_c", "tank_temperature_c") if k in details), None)
                     ),
+                    "meter_type": _text(instrument.get("type")),
+                    "lot": run.lots.get(str(instrument.get("id"))),
                     "pressure_bar": _number(
                         next((details[k] for k in ("water_pressure_bar", "pressure_bar") if k in details), None)
                     ),

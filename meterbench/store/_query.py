@@ -36,13 +36,13 @@ def _is_postgres(connection) -> bool:
 
 def error_curves(connection, meter_type: str | None = None, lot: str | None = None) -> list[dict[str, Any]]:
     """Per (meter type, lot, point name): n, median, q1, q3, min, max of error_pct (%) and the MPE (%)."""
-    keys = (instruments.c.meter_type, instruments.c.lot, points.c.name)
-    where = [points.c.error_pct.is_not(None), instruments.c.kind != "tank"]
+    keys = (points.c.meter_type, points.c.lot, points.c.name)  # copies of the instrument's: no join, no sort
+    where = [points.c.error_pct.is_not(None), points.c.bench_kind != "tank"]
     if meter_type is not None:
-        where.append(instruments.c.meter_type == meter_type)
+        where.append(points.c.meter_type == meter_type)
     if lot is not None:
-        where.append(instruments.c.lot == lot)
-    joined = points.join(instruments, points.c.instrument_pk == instruments.c.id)
+        where.append(points.c.lot == lot)
+    joined = points
     rows: list[dict[str, Any]] = []
     if _is_postgres(connection):
         from sqlalchemy import literal_column, text
@@ -213,48 +213,54 @@ def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
     )
     if not serials:
         return []
-    base = points.join(instruments, points.c.instrument_pk == instruments.c.id).join(runs, points.c.run_id == runs.c.id)
-    scopes = {
-        "bench": (runs.c.bench_id, base),
-        "reference_standard": (
+    joined = (
+        points.join(instruments, points.c.instrument_pk == instruments.c.id)
+        .join(runs, points.c.run_id == runs.c.id)
+        .outerjoin(run_reference_standards, run_reference_standards.c.run_id == runs.c.id)
+        .outerjoin(reference_standards, reference_standards.c.id == run_reference_standards.c.standard_pk)
+    )
+    query = (  # one pass for both scopes: a point used with k standards comes k times
+        select(
+            points.c.id,
+            runs.c.bench_id,
             reference_standards.c.standard_id,
-            base.join(run_reference_standards, run_reference_standards.c.run_id == runs.c.id).join(
-                reference_standards, reference_standards.c.id == run_reference_standards.c.standard_pk
-            ),
-        ),
-    }
-    charts = []
-    for scope, (owner, joined) in scopes.items():
-        query = (
-            select(owner, instruments.c.serial, points.c.name, points.c.error_pct, runs.c.start_time_utc)
-            .select_from(joined)
-            .where(points.c.error_pct.is_not(None), instruments.c.serial.in_(serials))
-            .order_by(owner, instruments.c.serial, points.c.name, runs.c.start_time_utc, runs.c.id)
+            instruments.c.serial,
+            points.c.name,
+            points.c.error_pct,
+            runs.c.start_time_utc,
+            runs.c.id,
         )
-        series: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
-        for who, serial, name, error, start in connection.execute(query):
-            series[(who, serial, name)].append((start, error))
-        for (who, serial, name), items in series.items():
-            if len(items) < min_runs:
-                continue
-            chart = imr_chart([e for _, e in items])
-            charts.append(
-                {
-                    "scope": scope,
-                    "id": who,
-                    "serial": serial,
-                    "point": name,
-                    "n": len(items),
-                    "times": [t for t, _ in items],
-                    "values": list(chart.values),
-                    "centre": chart.centre,
-                    "mr_bar": chart.mr_bar,
-                    "ucl": chart.ucl,
-                    "lcl": chart.lcl,
-                    "mr_ucl": chart.mr_ucl,
-                    "out_of_control": list(chart.out_of_control),
-                }
-            )
+        .select_from(joined)
+        .where(points.c.error_pct.is_not(None), instruments.c.serial.in_(serials))
+    )
+    scoped: dict[tuple, dict[int, tuple]] = defaultdict(dict)
+    for point_id, bench, standard, serial, name, error, start, run_id in connection.execute(query):
+        scoped[("bench", bench, serial, name)][point_id] = (start or "", run_id, error)
+        if standard is not None:
+            scoped[("reference_standard", standard, serial, name)][point_id] = (start or "", run_id, error)
+    charts = []
+    for (scope, who, serial, name), by_point in sorted(scoped.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        items = [(start, error) for start, _, error in sorted(by_point.values())]
+        if len(items) < min_runs:
+            continue
+        chart = imr_chart([e for _, e in items])
+        charts.append(
+            {
+                "scope": scope,
+                "id": who,
+                "serial": serial,
+                "point": name,
+                "n": len(items),
+                "times": [t for t, _ in items],
+                "values": list(chart.values),
+                "centre": chart.centre,
+                "mr_bar": chart.mr_bar,
+                "ucl": chart.ucl,
+                "lcl": chart.lcl,
+                "mr_ucl": chart.mr_ucl,
+                "out_of_control": list(chart.out_of_control),
+            }
+        )
     return charts
 
 

@@ -107,9 +107,12 @@ points = Table(
     Column("verdict", String(20), nullable=False),
     Column("water_temperature_c", Float),
     Column("pressure_bar", Float),
+    Column("meter_type", String(300)),  # the instrument's, copied: the error curves read points alone
+    Column("lot", String(200)),  # the instrument's, copied (same reason)
     UniqueConstraint("instrument_pk", "ordinal"),
     Index(None, "run_id"),
     Index(None, "instrument_pk", "name"),
+    Index("ix_points_curve", "meter_type", "lot", "name", "error_pct"),  # error curves without a sort
 )
 
 certificates = Table(

@@ -95,6 +95,8 @@ def upgrade() -> None:
         sa.Column("verdict", sa.String(20), nullable=False),
         sa.Column("water_temperature_c", sa.Float),
         sa.Column("pressure_bar", sa.Float),
+        sa.Column("meter_type", sa.String(300)),
+        sa.Column("lot", sa.String(200)),
         sa.PrimaryKeyConstraint("id", name="pk_points"),
         sa.UniqueConstraint("instrument_pk", "ordinal", name="uq_points_instrument_pk_ordinal"),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE", name="fk_points_run_id_runs"),
@@ -104,6 +106,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_points_run_id", "points", ["run_id"])
     op.create_index("ix_points_instrument_pk_name", "points", ["instrument_pk", "name"])
+    op.create_index("ix_points_curve", "points", ["meter_type", "lot", "name", "error_pct"])
     op.create_table(
         "certificates",
         sa.Column("id", sa.Integer, primary_key=True),
