@@ -115,8 +115,8 @@ def load_revision(revision: str):
 
 
 def real_photos(label: str, truth: dict, module, text: bool, verbose: bool, baseline) -> None:
-    """The hand-checked photos, dev and test split apart."""
-    for split in ("dev", "test"):
+    """The hand-checked photos, dev, test and test-new split apart."""
+    for split in ("dev", "test", "test-new"):
         cases = []
         for name, photo in truth["photos"].items():
             if photo.get("split", "dev") != split:
@@ -128,7 +128,13 @@ def real_photos(label: str, truth: dict, module, text: bool, verbose: bool, base
             if verbose:
                 errors = ", ".join(f"{r['name']} {r['error_px']}{'' if r['found'] else '!'}" for r in rows)
                 print(f"  {name}: {errors}")
-        which = "dev (tuned on)" if split == "dev" else "test (held out: evaluated only)"
+        if not cases:
+            continue
+        which = {
+            "dev": "dev (tuned on)",
+            "test": "test (held out: evaluated only)",
+            "test-new": "test-new (held out, another unit and camera: evaluated only)",
+        }[split]
         found, total, _, _ = summarise(f"{label}, {which}", cases)
         if baseline:
             ratio = (found / max(total, 1)) / (baseline[0] / max(baseline[1], 1))
