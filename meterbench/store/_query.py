@@ -50,6 +50,7 @@ def error_curves(connection, meter_type: str | None = None, lot: str | None = No
         from sqlalchemy.types import Float as FloatType
 
         connection.execute(text("SET LOCAL work_mem = '64MB'"))  # the quantiles' sort in memory
+        connection.execute(text("SET LOCAL jit = off"))  # compiling costs more than it saves here
         e = points.c.error_pct
         quartiles = func.percentile_cont(literal_column("ARRAY[0.25, 0.5, 0.75]")).within_group(e)
         query = (
@@ -213,6 +214,10 @@ def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
     )
     if not serials:
         return []
+    if _is_postgres(connection):
+        from sqlalchemy import text
+
+        connection.execute(text("SET LOCAL jit = off"))
     joined = (
         points.join(instruments, points.c.instrument_pk == instruments.c.id)
         .join(runs, points.c.run_id == runs.c.id)
