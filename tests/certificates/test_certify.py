@@ -52,7 +52,12 @@ def test_certify_writes_a_signed_certificate_per_instrument_that_verifies(lab, w
     assert cert["bench"]["id"] == "sim-bench" and cert["technician"]["id"] == "tech-01"
     assert cert["reference_standards"][0]["calibration_certificate"] == "CAL-EXAMPLE-2026-001 (fictitious)"
     assert [p["verdict"] for p in cert["points"]] == ["fail", "pass", "pass"]
-    assert cert["points"][0]["error_pct"] == pytest.approx(3.423557, abs=1e-9)
+    # The certificate carries the report's figures unchanged (the reading itself may differ in the last
+    # digits between CPUs: ONNX Runtime picks other kernels, so compare with this run's report).
+    report = json.loads((water_run / "report.json").read_text(encoding="utf-8"))
+    (m2,) = [i for i in report["instruments"] if i["id"] == "M2"]
+    assert [p["error_pct"] for p in cert["points"]] == [p["error_pct"] for p in m2["points"]]
+    assert cert["points"][0]["error_pct"] == pytest.approx(3.42356, abs=2e-5)
     assert cert["points"][0]["water_temperature_c"] == pytest.approx(19.606703, abs=1e-9)
     assert cert["points"][0]["water_pressure_bar"] is None  # not recorded by the bench: said so, not invented
     assert cert["session"]["simulated"] is True

@@ -31,8 +31,10 @@ def test_recogniser_reads_drawn_digits():
     require_ocr_models()
     probs = OcrDigits().digit_probs([_drawn_digit(d) for d in range(10)])
     assert probs.argmax(axis=1).tolist() == list(range(10))
-    assert probs[2:].max(axis=1).min() > 0.9  # a lone Hershey 0 or 1 is no sure digit to it (< 0.5): no veto
-    assert probs[:2].max(axis=1).max() < 0.5
+    # Far above the veto's MIN_OCR_PROBABILITY (0.5): measured min 0.8999 on an AMD EPYC, above 0.9
+    # elsewhere (ONNX Runtime's kernels differ between CPUs in the last digits).
+    assert probs[2:].max(axis=1).min() > 0.85
+    assert probs[:2].max(axis=1).max() < 0.5  # a lone Hershey 0 or 1 is no sure digit to it: no veto
 
 
 def test_missing_recogniser_is_a_config_error(tmp_path):
