@@ -6,7 +6,8 @@ Renders: the simulator's registers (all four variants, random camera, tilt up to
 glare, blur, noise; with ArUco markers and, when the renderer supports it, without), the true
 boxes mapped into the frame through the render's homography.  Real photos:
 tests/data/meter_photos (boxes.json, hand-checked), printed apart: the dev split (looked at
-while building) and the test split (held out: report this one).  An element is found when its proposal has
+while building), the test split (held out: report this one) and test-new (held out, added
+later: another unit and camera).  An element is found when its proposal has
 the right kind and name (significance order) and lies within 3 px (wheels: every box edge;
 dials: centre and radius).  A photo "needs a manual fix" when any element is not found or an
 extra one was proposed.  The baseline is the same count for the renders, measured in the same
