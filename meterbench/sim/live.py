@@ -23,8 +23,12 @@ import paho.mqtt.client as mqtt
 import serial
 
 from meterbench.devices.serial_totaliser import format_totaliser_line
+from meterbench.session import reference_image_path
+from meterbench.sim.markerless import LightChange, PlateMotion, frontal_camera, reference_layout, reference_photo
 from meterbench.sim.modbus_slave import ModbusSlave
 from meterbench.sim.physics import ErrorCurve
+from meterbench.sim.register_render import CameraModel, RegisterRenderer
+from meterbench.vision.layout import RegisterLayout, positions_from_volume
 
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
@@ -364,9 +368,52 @@ class SimulatedBenchPeer:
         """The truth.json content for the points run so far."""
         return {"instruments": [{"id": mid, "points": pts} for mid, pts in self.truth.items()]}
 
-    def camera(self, meter_index: int, layout_dict: dict) -> SimulatedCamera:
-        """A frame source showing meter ``meter_index``'s register (layout from the manifest)."""
-        return SimulatedCamera(self, meter_index, layout_dict, seed=int(self._rng.integers(2**31)))
+    def camera(
+        self, meter_index: int, layout_dict: dict, *, markerless_duration_s: float | None = None, camera_id: str = ""
+    ) -> SimulatedCamera:
+        """A frame source showing meter ``meter_index``'s register (layout from the manifest);
+        ``markerless_duration_s``: a plate without fiducials moving over that long (see
+        `SimulatedCamera`)."""
+        seed = int(self._rng.integers(2**31))
+        return SimulatedCamera(
+            self, meter_index, layout_dict, seed=seed, markerless_duration_s=markerless_duration_s, camera_id=camera_id
+        )
+
+
+@dataclass(frozen=True)
+class MarkerlessView:
+    """How a fixed camera sees a live register without fiducials: square to the plate
+    (`camera`), the meter shifted, slightly rotated and drifting since the reference photo
+    (`motion`, times in s since the camera opened), the light changing (`light`); `photo` is
+    the reference photo and `register` its marker-free layout (image: `image`)."""
+
+    camera: CameraModel
+    motion: PlateMotion
+    light: LightChange
+    red_wheel_style: str
+    photo: np.ndarray
+    register: dict
+
+
+def markerless_view(
+    plate_layout: RegisterLayout,
+    rng: np.random.Generator,
+    *,
+    label: str,
+    start_volume_l: float,
+    duration_s: float,
+    image: str,
+) -> MarkerlessView:
+    """Draw a `MarkerlessView` of `plate_layout` (register at `start_volume_l` L in the photo)
+    with sim/markerless.py's camera, motion and light models."""
+    camera = frontal_camera(rng, plate_layout.plate_size_px)
+    style = "red" if rng.random() < 0.6 else "red-on-white"
+    positions = positions_from_volume(plate_layout, start_volume_l % plate_layout.capacity_l)
+    photo = reference_photo(plate_layout, camera, positions, rng, label=label, red_wheel_style=style)
+    centre = tuple(float(v) for v in np.array(camera.plate_corners_px).mean(axis=0))
+    motion = PlateMotion.random(rng, centre, duration_s)
+    register = reference_layout(plate_layout, camera, image)
+    return MarkerlessView(camera, motion, LightChange.random(rng), style, photo, register)
 
 
 class SimulatedCamera:
@@ -376,16 +423,45 @@ class SimulatedCamera:
     which ``CameraCapture`` uses as its capture time (as a camera's exposure stamp).
     """
 
-    def __init__(self, peer: SimulatedBenchPeer, meter_index: int, layout_dict: dict, *, seed: int) -> None:
-        from meterbench.sim.register_render import RegisterRenderer
-        from meterbench.vision.layout import RegisterLayout, positions_from_volume
-
-        self._positions = positions_from_volume
+    def __init__(
+        self,
+        peer: SimulatedBenchPeer,
+        meter_index: int,
+        layout_dict: dict,
+        *,
+        seed: int,
+        markerless_duration_s: float | None = None,
+        camera_id: str = "",
+    ) -> None:
+        """``markerless_duration_s``: render the plate without fiducials as `MarkerlessView`
+        says, drifting over that long (s); ``camera_id`` names its reference photo."""
         self.peer = peer
         self.meter_index = meter_index
         self.meter = peer.meters[meter_index]
         self.layout = RegisterLayout.from_dict(layout_dict)
-        self.renderer = RegisterRenderer(self.layout, rng=np.random.default_rng(seed), label=self.meter.id)
+        rng = np.random.default_rng(seed)
+        self.view: MarkerlessView | None = None
+        if markerless_duration_s is None:
+            self.renderer = RegisterRenderer(self.layout, rng=rng, label=self.meter.id)
+        else:
+            start_l = peer.register_at(meter_index, time.monotonic())
+            self.view = markerless_view(
+                self.layout,
+                rng,
+                label=self.meter.id,
+                start_volume_l=start_l,
+                duration_s=markerless_duration_s,
+                image=reference_image_path(camera_id or f"cam-{self.meter.id}"),
+            )
+            self.renderer = RegisterRenderer(
+                self.layout,
+                rng=rng,
+                camera=self.view.camera,
+                label=self.meter.id,
+                red_wheel_style=self.view.red_wheel_style,
+                markers=False,
+            )
+        self._opened_monotonic = time.monotonic()
         self.frames = 0
         self.capture_monotonic: float | None = None
         self._open = True
@@ -396,7 +472,13 @@ class SimulatedCamera:
             return False, None
         instant = time.monotonic()
         register = self.peer.register_at(self.meter_index, instant)
-        frame = self.renderer.render(self._positions(self.layout, register))
+        positions = positions_from_volume(self.layout, register)
+        if self.view is None:
+            frame = self.renderer.render(positions)
+        else:
+            t_s = instant - self._opened_monotonic
+            frame = self.renderer.render(positions, plate_motion=self.view.motion.matrix(t_s))
+            frame = self.view.light.apply(frame, t_s)
         self.capture_monotonic = instant
         self.frames += 1
         counts = self.peer.counts.frames
