@@ -34,6 +34,7 @@ ALLOWED = {
     "batch": {"session", "verify", "calibration", "progress"},
     "health": {"models", "bench", "devices", "calibration", "session", "testing"},
     "logs": set(),
+    "web": {"bench", "verify", "session", "certificates", "calibration", "progress"},
     "progress": set(),
     "certificates": {"calibration", "session", "protocols"},
     "store": {"session", "verify", "certificates", "calibration", "protocols"},
