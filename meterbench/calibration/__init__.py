@@ -20,6 +20,17 @@ from ._flows import (
     verification_flow_window,
     water_meter_flows,
 )
+from ._helmet import (
+    PROFILE_NAMES,
+    HelmetProfile,
+    ImpactCheck,
+    check_reference_drops,
+    decide_impact,
+    helmet_profile,
+    helmet_provenance_notes,
+    load_helmet_table,
+    peak_uncertainty_rel_pct,
+)
 from ._mpe import MpeResult, dispenser_mpe, tank_mpe, water_meter_mpe, water_meter_zone
 from ._planning import (
     PlannedPoint,
@@ -46,6 +57,15 @@ from .impact import (
 )
 
 __all__ = [
+    "PROFILE_NAMES",
+    "HelmetProfile",
+    "ImpactCheck",
+    "check_reference_drops",
+    "decide_impact",
+    "helmet_profile",
+    "helmet_provenance_notes",
+    "load_helmet_table",
+    "peak_uncertainty_rel_pct",
     "CUBIC_EXPANSION",
     "Decision",
     "Flows",
