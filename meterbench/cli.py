@@ -184,6 +184,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from meterbench.web import EventPublisher
+    from meterbench.web.replay import replay_session
+    from meterbench.web.server import parse_bind, start_server
+
+    host, port = parse_bind(args.serve)
+    publisher = EventPublisher()
+    server = start_server(publisher, host, port)
+    print(f"live view: {server.url}/ (technician), {server.url}/display (customer)", flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="meterbench-replay-") as scratch:
+            out = Path(args.out) if args.out else Path(scratch) / "report"
+            report = replay_session(Path(args.session), out, args.speed, publisher)
+            where = f" -> {out / 'report.json'}" if args.out else ""
+            print(f"{report['session']}: {report['verdict']}{where}", flush=True)
+            _print_summary(report)
+            deadline = None if args.exit_after_s is None else time.monotonic() + args.exit_after_s
+            while deadline is None or time.monotonic() < deadline:  # keep serving until Ctrl-C
+                time.sleep(0.2)
+    finally:
+        server.stop()
+    return 0
+
+
 def _cmd_batch(args: argparse.Namespace) -> int:
     from meterbench.batch import run_batch
     from meterbench.progress import terminal_progress
@@ -526,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="BENCH.toml", help="bench configuration (devices, plan)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the recorded session and its reports")
     p.add_argument("--db", metavar="URL", help="store the run in the central store when it finishes (queued if down)")
+
+    p = command("replay", _cmd_replay, "verify a recorded session and play it back to the live view")
+    p.add_argument("session", metavar="SESSION", help="recorded session folder")
+    p.add_argument("--serve", required=True, metavar="HOST:PORT", help="where the live view listens (127.0.0.1:8080)")
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="playback speed, times real time")
+    p.add_argument("--out", metavar="DIR", help="folder for report.json and report.html (default: a temporary one)")
+    p.add_argument("--exit-after-s", type=float, metavar="S", help="stop S s after the playback (default: Ctrl-C)")
 
     from meterbench.batch import CLUSTER_CONNECT_TIMEOUT_S, DEFAULT_SESSION_TIMEOUT_S
 

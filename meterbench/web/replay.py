@@ -1,0 +1,208 @@
+"""`meterbench replay`: verify a recorded session and play it back to the live view at S × real time.
+
+What is played back (docs/live-view.md): the verdicts are those of :func:`meterbench.verify.run_session`
+(the report.json this writes into ``out_dir``, the same call as `meterbench run`); the reference track,
+telemetry and point start/stop come from the session's own device logs, paced by their timestamps.
+The engine does not expose per-frame register readings, so no running meter reading is published.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from meterbench.errors import ConfigError
+from meterbench.web.publisher import Publisher
+
+__all__ = ["replay_session", "session_timeline"]
+
+READING_INTERVAL_S = 0.1
+"""Least wall-clock time (s) between two published ``reading`` (or ``telemetry``) events of one device."""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _instruments(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = list(manifest.get("tanks", [])) + list(manifest.get("instruments", []))
+    return [
+        {
+            "id": e["id"],
+            "kind": e.get("kind", "tank" if e in manifest.get("tanks", []) else "water-meter"),
+            "serial": e.get("serial"),
+            "type": e.get("type"),
+        }
+        for e in entries
+    ]
+
+
+def session_timeline(session) -> list[tuple[float, dict[str, Any]]]:
+    """The session's device events as live-view events, (t_s on the session clock, event), in time order.
+
+    ``reading``: the reference device's totaliser (L) and, inside a point, the volume since the
+    point's start (L); ``telemetry``: the controller's flow (m³/h) and temperature (°C);
+    ``point``: a point's start and stop (with the logged reference volume, L)."""
+    reference_devices = {r.get("device") for r in session.reference_instruments}
+    timeline: list[tuple[float, dict[str, Any]]] = []
+    for device_id in session.device_ids:
+        events = [e for e in session.device_events(device_id) if e.parsed is not None]
+        for event in events:
+            parsed = event.parsed
+            if device_id in reference_devices and _number(parsed.get("volume_l")) is not None:
+                timeline.append(
+                    (
+                        event.t_s,
+                        {
+                            "type": "reading",
+                            "device": device_id,
+                            "t_s": event.t_s,
+                            "totaliser_l": parsed["volume_l"],
+                            "flow_l_h": _number(parsed.get("flow_l_h")),
+                            "temperature_c": _number(parsed.get("temperature_c")),
+                        },
+                    )
+                )
+            elif parsed.get("event") in ("point_start", "point_stop") and "point" in parsed:
+                timeline.append(
+                    (
+                        event.t_s,
+                        {
+                            "type": "point",
+                            "point": parsed["point"],
+                            "t_s": event.t_s,
+                            "phase": "running" if parsed["event"] == "point_start" else "stopped",
+                            "logged_reference_volume_l": _number(parsed.get("reference_volume_l")),
+                        },
+                    )
+                )
+            elif "flow_m3h" in parsed or "temperature_c" in parsed:
+                timeline.append(
+                    (
+                        event.t_s,
+                        {
+                            "type": "telemetry",
+                            "device": device_id,
+                            "t_s": event.t_s,
+                            "flow_m3h": _number(parsed.get("flow_m3h")),
+                            "temperature_c": _number(parsed.get("temperature_c")),
+                        },
+                    )
+                )
+    timeline.sort(key=lambda item: item[0])  # stable: a device's own order is kept at equal times
+    return timeline
+
+
+def _verdict_events(report: dict[str, Any], point: str | None) -> Iterator[dict[str, Any]]:
+    """The report's point results as ``verdict`` events (every point when ``point`` is None)."""
+    for instrument in report["instruments"]:
+        for result in instrument["points"]:
+            if point is None or result["name"] == point:
+                yield {
+                    "type": "verdict",
+                    "instrument": instrument["id"],
+                    "point": result["name"],
+                    **{
+                        k: result.get(k)
+                        for k in (
+                            "error_pct",
+                            "mpe_pct",
+                            "uncertainty_pct",
+                            "verdict",
+                            "reason",
+                            "reference_volume",
+                            "indicated_volume",
+                        )
+                    },
+                }
+
+
+def replay_session(
+    session_dir: Path,
+    out_dir: Path,
+    speed: float,
+    publisher: Publisher,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Verify ``session_dir`` (report.json/html into ``out_dir``), then publish its timeline at ``speed`` × real time.
+
+    Returns the report. A point's ``verdict`` events are published when its stop is replayed (the
+    points never stopped in the logs at the end), then a final ``state`` with the session's verdict."""
+    from meterbench.session import load_session
+    from meterbench.verify import check_report_folder, run_session
+
+    if not (speed > 0 and math.isfinite(speed)):
+        raise ConfigError(f"--speed: expected a positive factor of real time, got {speed}")
+    check_report_folder(out_dir, session_dir)
+    with load_session(session_dir) as session:
+        manifest = session.manifest
+        publisher.publish(
+            {
+                "type": "state",
+                "session": manifest["session_id"],
+                "bench_kind": manifest["bench_kind"],
+                "instruments": _instruments(manifest),
+                "points": [p["name"] for p in session.test_plan_points],
+                "phase": "verifying",
+                "speed": speed,
+                "verdict": None,
+                "simulated": session.simulated,
+            }
+        )
+        timeline = session_timeline(session)
+    report = run_session(session_dir, out_dir)
+    publisher.publish({"type": "state", "phase": "replaying"})
+    start_wall = time.monotonic()
+    t0 = timeline[0][0] if timeline else 0.0
+    last_sent: dict[tuple[str, str], float] = {}
+    announced: set[str] = set()
+    point_start_total: dict[str, float] = {}
+    for t_s, event in timeline:
+        delay = start_wall + (t_s - t0) / speed - time.monotonic()
+        if delay > 0:
+            sleep(delay)
+        if event["type"] in ("reading", "telemetry"):
+            if event["type"] == "reading":
+                start = point_start_total.get(event["device"])
+                event = {**event, "reference_volume_l": None if start is None else event["totaliser_l"] - start}
+            key = (event["type"], event["device"])
+            now = time.monotonic()
+            if now - last_sent.get(key, -math.inf) < READING_INTERVAL_S:
+                continue
+            last_sent[key] = now
+            publisher.publish(event)
+            continue
+        publisher.publish(event)
+        if event["phase"] == "running":
+            publisher.publish({"type": "state", "current_point": event["point"]})
+            point_start_total = _totals_at(timeline, t_s)
+        else:
+            point_start_total = {}
+            if event["point"] not in announced:
+                announced.add(event["point"])
+                for verdict in _verdict_events(report, event["point"]):
+                    publisher.publish(verdict)
+    for verdict in _verdict_events(report, None):
+        if verdict["point"] not in announced:
+            publisher.publish(verdict)
+    for instrument in report["instruments"]:
+        for warning in instrument.get("warnings", []):
+            publisher.publish({"type": "warning", "instrument": instrument["id"], "message": warning})
+    for warning in report.get("warnings", []):
+        publisher.publish({"type": "warning", "instrument": None, "message": warning})
+    publisher.publish({"type": "state", "phase": "done", "verdict": report["verdict"], "current_point": None})
+    return report
+
+
+def _totals_at(timeline: list[tuple[float, dict[str, Any]]], t_s: float) -> dict[str, float]:
+    """Each reference device's last totaliser value (L) at or before ``t_s``."""
+    totals: dict[str, float] = {}
+    for when, event in timeline:
+        if when > t_s:
+            break
+        if event["type"] == "reading":
+            totals[event["device"]] = event["totaliser_l"]
+    return totals
