@@ -23,6 +23,7 @@ from meterbench import __version__, source_revision
 from meterbench.calibration import table_sha256
 from meterbench.errors import ConfigError, OutputError, SessionError
 from meterbench.protocols import strict_json_loads
+from meterbench.session import read_bounded
 
 from ._canonical import record_file_text, sha256_hex
 from ._keys import LabKey, load_private_key
@@ -56,14 +57,7 @@ class IssuedCertificate:
 
 
 def _read_json(path: Path, what: str) -> tuple[Any, bytes]:
-    try:
-        if path.stat().st_size > _MAX_REPORT_BYTES:
-            raise SessionError(f"{path}: larger than {_MAX_REPORT_BYTES // 2**20} MiB (expected a {what})")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SessionError(f"{path}: missing (expected a {what})") from None
-    except OSError as exc:
-        raise SessionError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    raw = read_bounded(path, _MAX_REPORT_BYTES, SessionError, f"a {what}")
     try:
         return strict_json_loads(raw), raw
     except (ValueError, UnicodeDecodeError) as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 from meterbench.errors import ConfigError
 from meterbench.protocols import strict_json_loads
+from meterbench.session import read_bounded
 
 from ._canonical import record_file_text, sha256_hex
 from ._certify import KEYS_DIR
@@ -133,12 +134,7 @@ def check_record_bytes(raw: bytes, key: Trust | PublicKey | None) -> tuple[dict 
 
 
 def _read(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: larger than {_MAX_FILE_BYTES // 2**20} MiB (not a certificate)")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    return read_bounded(path, _MAX_FILE_BYTES, ConfigError, "a certificate record")
 
 
 def _record_for_document(path: Path, code: str | None, lab: Lab | None) -> tuple[Path | None, str]:

@@ -4,7 +4,7 @@ The writer checks what it writes with the same JSON Schemas the reader enforces
 (``format.schema_problems``). Format: docs/session-format.md.
 """
 
-from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, schema_problems
+from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, read_bounded, schema_problems
 from meterbench.session.reader import CameraSource, DeviceEvent, EvidenceGap, Session, load_session
 from meterbench.session.traces import Trace, TraceError, read_trace, write_trace_csv
 from meterbench.session.writer import (
@@ -18,6 +18,7 @@ from meterbench.session.writer import (
 )
 
 __all__ = [
+    "read_bounded",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "SCHEMA_DIR",

@@ -220,6 +220,19 @@ def read_inside(folder: Path, relpath: str, max_bytes: int) -> bytes:
     return data
 
 
+def read_bounded(path: Path, max_bytes: int, error: type[Exception], expected: str) -> bytes:
+    """The bytes of a file named by the user (a report, a certificate record), at most ``max_bytes``;
+    else ``error`` with one line naming the file and what was expected there."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise error(f"{path}: larger than {max_bytes // 2**20} MiB (expected {expected})")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: missing (expected {expected})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
 def parse_json(data: bytes, label: str) -> tuple[Any, list[str]]:
     """Strict JSON (:func:`meterbench.protocols.strict_json_loads`: no NaN/Infinity, no float
     overflow, no huge integers, no deep nesting) of a file's bytes; on failure (None, [one line])."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from meterbench.errors import ConfigError
 from meterbench.protocols import strict_json_loads
+from meterbench.session import read_bounded
 
 from ._engine import create_store_engine, migrate, resolve_db_url, unavailable
 from ._schema import certificates, instruments, points, reference_standards, run_reference_standards, runs
@@ -87,12 +88,7 @@ def find_reports(paths: Iterable[Path]) -> list[Path]:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_REPORT_BYTES // 2**20} MiB (not a report.json)")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    return read_bounded(path, MAX_REPORT_BYTES, ConfigError, "a run's report.json or certificate record")
 
 
 def load_run(report_path: Path, source: str | None = None) -> RunFiles:

@@ -63,11 +63,8 @@ def test_certify_prints_the_codes_and_verify_exits_0_or_1(lab, water_run, capsys
     assert capsys.readouterr().out.startswith("intact: ")
 
 
-def test_verify_db_is_not_supported_yet_and_needs_a_file_or_a_code(capsys):
-    assert main(["verify", "--code", "00000-00000-0", "--db", "sqlite:///x.db"]) == 2
-    assert capsys.readouterr().err == (
-        "meterbench verify: --db: not supported yet (the central store is not built); use --code CODE --lab LAB.toml\n"
-    )
+def test_verify_needs_a_file_or_a_code(capsys):
+    # (--code with --db: tests/store/test_cli.py)
     assert main(["verify"]) == 2
     assert capsys.readouterr().err == "meterbench verify: expected a FILE or --code CODE (one of them)\n"
 
