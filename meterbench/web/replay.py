@@ -8,6 +8,7 @@ The engine does not expose per-frame register readings, so no running meter read
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -129,8 +130,8 @@ def replay_session(
 ) -> dict[str, Any]:
     """Verify ``session_dir`` (report.json/html into ``out_dir``), then publish its timeline at ``speed`` × real time.
 
-    Returns the report. A point's ``verdict`` events are published when its stop is replayed (the
-    points never stopped in the logs at the end), then a final ``state`` with the session's verdict."""
+    Returns the report as written to report.json. A point's ``verdict`` events are published when its
+    stop is replayed (points never stopped in the logs: at the end), then a ``state`` with the session's verdict."""
     from meterbench.session import load_session
     from meterbench.verify import check_report_folder, run_session
 
@@ -153,7 +154,8 @@ def replay_session(
             }
         )
         timeline = session_timeline(session)
-    report = run_session(session_dir, out_dir)
+    run_session(session_dir, out_dir)
+    report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))  # as written (rounded)
     publisher.publish({"type": "state", "phase": "replaying"})
     start_wall = time.monotonic()
     t0 = timeline[0][0] if timeline else 0.0

@@ -1,0 +1,227 @@
+"""The live view served by `meterbench replay`: /events (SSE), /api/state, and both pages in headless Chromium.
+
+One replay of the tank sample (a `meterbench replay` subprocess on a free loopback port) serves the whole
+module; the browser test loads `/` and `/display` while it plays and checks the verdicts shown against the
+report.json the replay wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_module
+
+require_module("fastapi", "web")
+require_module("uvicorn", "web")
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "tank-sim-seed2"
+SPEED = 25.0  # the sample's 316 s of logs play in ~13 s
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory):
+    """(base URL, report folder, process) of a running replay; stopped at the end of the module."""
+    out = tmp_path_factory.mktemp("replay") / "report"
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterbench.cli", "replay", str(SAMPLE), "--speed", str(SPEED),
+         "--serve", f"127.0.0.1:{port}", "--out", str(out), "--exit-after-s", "40"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _get_json(url + "/api/state")
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"replay did not serve: {process.communicate()[1][-2000:]}")
+            time.sleep(0.1)
+    stream: list[dict] = []
+    reader = threading.Thread(target=_read_events, args=(url, stream, _done, 30), daemon=True)
+    reader.start()  # subscribed from the start, while the pages load
+    yield url, out, process, (reader, stream)
+    process.kill()
+    process.communicate()
+
+
+def _report_points(out: Path) -> dict[tuple[str, str], dict]:
+    deadline = time.monotonic() + 20  # written once the replay's verification is done, before the playback
+    while not (out / "report.json").exists():
+        assert time.monotonic() < deadline, "the replay wrote no report.json"
+        time.sleep(0.1)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return {(i["id"], p["name"]): p for i in report["instruments"] for p in i["points"]}
+
+
+def _done(events: list[dict]) -> bool:
+    return any(e["type"] == "state" and e.get("phase") == "done" for e in events)
+
+
+def _read_events(url: str, events: list[dict], until, timeout_s: float) -> None:
+    """Append the /events stream's JSON events, read with a plain HTTP client, until ``until(events)``."""
+    deadline = time.monotonic() + timeout_s
+    with urllib.request.urlopen(url + "/events", timeout=5) as response:
+        events.append({"type": "content-type", "value": response.headers["content-type"]})
+        while not until(events) and time.monotonic() < deadline:
+            line = response.readline().decode("utf-8")
+            if not line:
+                break
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+
+
+def _require_chromium():
+    require_module("playwright", "web")
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI installs Debian's chromium", pytrace=False)
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+
+
+@pytest.mark.slow
+def test_both_pages_show_the_reports_verdicts_in_headless_chromium(replay, tmp_path):
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    url, out, _, _ = replay
+    expected = _report_points(out)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            technician = browser.new_page(viewport={"width": 1280, "height": 720})
+            display = browser.new_page(viewport={"width": 1280, "height": 720})
+            technician.goto(url + "/")
+            display.goto(url + "/display")
+            for (instrument, point), result in expected.items():
+                cell = technician.locator(
+                    f'table[data-instrument="{instrument}"] tr[data-point="{point}"] td[data-verdict]'
+                )
+                cell.filter(has_text=result["verdict"]).wait_for(timeout=30_000)
+                row = technician.locator(f'table[data-instrument="{instrument}"] tr[data-point="{point}"]')
+                assert f"{result['error_pct']:.3f}" in row.inner_text()
+                assert f"{result['mpe_pct']:.2f}" in row.inner_text()
+            technician.locator("#verdict").filter(
+                has_text=json.loads((out / "report.json").read_text())["verdict"]
+            ).wait_for(timeout=30_000)
+            last = next(reversed(expected.items()))
+            (instrument, point), result = last
+            shown = display.locator(f'div[data-instrument="{instrument}"] [data-verdict="{result["verdict"]}"]')
+            shown.wait_for(timeout=30_000)
+            assert shown.inner_text() == result["verdict"].upper()
+            assert display.locator("#point").inner_text() == point
+            meter_text = display.locator(f'div[data-instrument="{instrument}"]').inner_text()
+            assert "SIM-T-0002" in meter_text
+            assert (
+                f"{result['indicated_volume']:.3f} L" in meter_text
+                and f"{result['reference_volume']:.3f} L" in meter_text
+            )
+            docs_img = ROOT / "docs" / "img"
+            docs_img.mkdir(exist_ok=True)
+            for name, page in (("technician", technician), ("display", display)):
+                shot = tmp_path / f"live-{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 5_000
+                shutil.copyfile(shot, docs_img / shot.name)
+        finally:
+            browser.close()
+
+
+def test_events_start_with_the_state_and_carry_readings_points_and_the_reports_verdicts(replay):
+    url, out, _, (reader, events) = replay
+    reader.join(35)
+    assert events[0]["value"].startswith("text/event-stream")
+    events = events[1:]
+    assert _done(events), f"the stream did not reach the end: {[e['type'] for e in events][-10:]}"
+    assert events[0]["type"] == "state"
+    assert all(isinstance(e["type"], str) for e in events)
+    state = {k: v for e in events if e["type"] == "state" for k, v in e.items()}
+    assert state["session"] == "sim-tank-seed2"
+    tank_type = "20 L standard capacity measure, graduated neck with gauge glass"
+    assert state["instruments"] == [{"id": "T1", "kind": "tank", "serial": "SIM-T-0002", "type": tank_type}]
+    verdicts = state["verdicts"] + [e for e in events if e["type"] == "verdict"]
+    expected = _report_points(out)
+    assert {(v["instrument"], v["point"]) for v in verdicts} == set(expected)
+    for v in verdicts:
+        point = expected[v["instrument"], v["point"]]
+        for key in ("error_pct", "mpe_pct", "uncertainty_pct", "verdict", "reference_volume", "indicated_volume"):
+            assert v[key] == point[key], key
+    readings = [e for e in events if e["type"] == "reading" and e["reference_volume_l"] is not None]
+    assert readings, "no reference reading inside a point"
+    assert all(0 <= r["reference_volume_l"] <= 20.1 for r in readings)
+    phases = [(e["point"], e["phase"]) for e in events if e["type"] == "point"]
+    if state["verdicts"] == []:  # connected before the first point: saw every start and stop
+        assert phases == [("R1", "running"), ("R1", "stopped"), ("R2", "running"), ("R2", "stopped")]
+
+
+def test_api_state_holds_the_verdicts_of_report_json(replay):
+    url, out, _, _ = replay
+    deadline = time.monotonic() + 30
+    while (state := _get_json(url + "/api/state")).get("phase") != "done":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    assert state["type"] == "state"
+    assert state["verdict"] == json.loads((out / "report.json").read_text(encoding="utf-8"))["verdict"]
+    got = {
+        (v["instrument"], v["point"]): (v["error_pct"], v["mpe_pct"], v["uncertainty_pct"], v["verdict"])
+        for v in state["verdicts"]
+    }
+    expected = {
+        k: (p["error_pct"], p["mpe_pct"], p["uncertainty_pct"], p["verdict"]) for k, p in _report_points(out).items()
+    }
+    assert got == expected  # fmt: skip
+
+
+def test_the_pages_are_read_only(replay):
+    url, _, _, _ = replay
+    for path in ("/", "/display", "/api/state", "/events"):
+        request = urllib.request.Request(url + path, data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 405, path
+
+
+def test_a_non_loopback_bind_warns_and_a_bad_bind_is_refused(capsys):
+    from meterbench.errors import ConfigError
+    from meterbench.web import EventPublisher
+    from meterbench.web.server import parse_bind, start_server
+
+    assert parse_bind("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_bind("[::1]:8080") == ("::1", 8080)
+    with pytest.raises(ConfigError, match="--serve: expected HOST:PORT"):
+        parse_bind("8080")
+    server = start_server(EventPublisher(), "0.0.0.0", 0)
+    try:
+        assert "reachable from the network" in capsys.readouterr().err
+        assert _get_json(f"http://127.0.0.1:{server.port}/api/state") == {"type": "state", "verdicts": []}
+    finally:
+        server.stop()
+    server = start_server(EventPublisher(), "127.0.0.1", 0)
+    server.stop()
+    assert capsys.readouterr().err == ""
