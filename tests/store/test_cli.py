@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,23 @@ def test_batch_db_stores_each_run_folder_as_it_finishes(tmp_path: Path, capsys, 
     assert err[1].startswith(f"{tmp_path / 'out' / 'run-0001' / 'report.json'}: stored, ")
     assert err[2].startswith(f"{tmp_path / 'out' / 'run-0001' / 'report.json'}: already stored")
     assert seen == [(1, 2, "run-0000"), (2, 2, "run-0001"), (2, 2, "run-0001")]
+
+
+def test_batch_db_on_a_real_session_stores_its_points(store_url: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The real command: batch a recorded tank session with --db, then the store holds exactly its points."""
+    monkeypatch.setenv("MB_SPOOL_DIR", str(tmp_path / "spool"))
+    sample = Path(__file__).resolve().parents[2] / "samples" / "tank-sim-seed2"
+    out = tmp_path / "batch"
+    assert main(["batch", str(sample), "--out", str(out), "--db", store_url]) == 0
+    assert ": stored, " in capsys.readouterr().err
+    (report_path,) = out.glob("*/report.json")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    errors = [p["error_pct"] for i in report["instruments"] for p in i["points"]]
+    assert main(["db", "ingest", str(out), "--db", store_url]) == 0  # a second time: nothing new
+    assert "0 stored, 1 already stored, 0 queued, 0 refused" in capsys.readouterr().out
+    assert main(["db", "query", "tanks", "--db", store_url, "--json"]) == 0
+    (tanks,) = json.loads(capsys.readouterr().out)
+    assert tanks["n"] == len(report["instruments"]) == 1
+    assert tanks["fail"]["count"] == sum(i["verdict"] == "fail" for i in report["instruments"])
+    assert tanks["median_error_pct"] == pytest.approx(statistics.median(errors), abs=1e-6)
+    assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir())
