@@ -100,11 +100,18 @@ class Disturbance:
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """``[simulator]``: the simulated bench peer (seed, true error of each meter in %, upsets)."""
+    """``[simulator]``: the simulated bench peer (seed, true error of each meter in %, upsets).
+
+    ``markerless``: its cameras show the registers without fiducials (a fixed camera, the meter
+    shifted, slightly rotated and drifting since a reference photo taken as the run starts, the
+    light changing); the drift grows over ``markerless_drift_s`` s (None: the test plan's flow time).
+    """
 
     seed: int = 0
     true_error_pct: tuple[float, ...] = ()
     disturbances: tuple[Disturbance, ...] = ()
+    markerless: bool = False
+    markerless_drift_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,8 @@ def load_bench_config(path: Path | str) -> BenchConfig:
             seed=simulator.get("seed", 0),
             true_error_pct=tuple(simulator.get("true_error_pct", [0.0] * len(instruments))),
             disturbances=tuple(Disturbance(**d) for d in simulator.get("disturbances", [])),
+            markerless=simulator.get("markerless", False),
+            markerless_drift_s=simulator.get("markerless_drift_s"),
         ),
     )
 

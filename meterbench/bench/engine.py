@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from meterbench.bench.config import BenchConfig, PointPlan, load_bench_config
-from meterbench.bench.factory import BenchDevices, open_devices
+from meterbench.bench.factory import BenchDevices, PreparedDevices, open_devices, prepare_devices
 from meterbench.bench.plausibility import SUSTAINED_REFUSALS, Latch, Plausibility, check_latch
 from meterbench.errors import DeviceError, OutputError
 from meterbench.session import SessionRecorder, write_text_atomic
@@ -492,13 +492,14 @@ def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = prin
     too little free space), and BenchStopped (flow made safe, session closed, the stop
     in session.json) when stopped.
     """
-    cfg = load_bench_config(Path(config_path))
+    prepared = prepare_devices(load_bench_config(Path(config_path)))  # the config as the session records it
+    cfg = prepared.config
     run_dir = claim_run_dir(Path(out_dir), cfg.session_base)
     _check_free_space(run_dir, cfg)
     session_dir = run_dir / "session"
     reserve = _Reserve(run_dir)
     try:
-        summary, stopped, failures, bench = _record_run(cfg, run_dir, session_dir, reserve, on_step)
+        summary, stopped, failures, bench = _record_run(prepared, run_dir, session_dir, reserve, on_step)
     finally:
         reserve.release()
     try:
@@ -522,13 +523,14 @@ def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = prin
 
 
 def _record_run(
-    cfg: BenchConfig, run_dir: Path, session_dir: Path, reserve: _Reserve, on_step: StepFn | None
+    prepared: PreparedDevices, run_dir: Path, session_dir: Path, reserve: _Reserve, on_step: StepFn | None
 ) -> tuple[dict[str, Any], str | None, list[str], _Bench | None]:
     """Open the devices, run the sequence, make the flow safe and close the session.
 
     Returns bench.json's content, the stop reason (None: completed), what the safe state could
     not do, and the bench (None when no device was opened).
     """
+    cfg = prepared.config
     stopped: str | None = None
     failures: list[str] = []
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
@@ -539,7 +541,7 @@ def _record_run(
         stack.callback(recorder.close)
         try:
             with _signals_raise():
-                devices = open_devices(cfg, recorder, stack)
+                devices = open_devices(cfg, recorder, stack, prepared.camera_views)
                 bench = _Bench(cfg, devices, recorder, on_step)
                 bench.say(
                     f"run {run_dir.name}: devices opened ({len(devices.readers)} reference, "

@@ -6,28 +6,35 @@ cameras) from a :class:`~meterbench.bench.config.BenchConfig`, each recording in
 the session. With a ``[simulator]`` table it first starts the simulated bench
 (a private Mosquitto broker, socat pty pairs and :class:`meterbench.sim.SimulatedBenchPeer`)
 and points the ``"sim"`` ports, the camera sources ``"sim"`` and mqtt port 0 at it;
-the drivers are the same in both cases. This is the only module of the bench that
-imports :mod:`meterbench.sim`: the engine never knows whether its bench is simulated.
+the drivers are the same in both cases. ``prepare_devices``, called before the session
+is created, gives the config as the session must record it: with ``markerless = true`` it
+draws each simulated camera's view without fiducials (reference photo, marker-free layout),
+which ``open_devices`` then renders. This is the only module of the bench that imports
+:mod:`meterbench.sim`: the engine never knows whether its bench is simulated.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from meterbench.bench.config import SIM, BenchConfig
 from meterbench.devices.camera import CameraCapture
 from meterbench.devices.modbus import ModbusTotaliserReader, RegisterField
 from meterbench.devices.mqtt import BenchController, MqttConfig
 from meterbench.devices.serial_totaliser import TotaliserReader
-from meterbench.session import SessionRecorder
+from meterbench.errors import ConfigError
+from meterbench.session import SessionRecorder, reference_image_path
+from meterbench.vision.layout import RegisterLayout
 
-__all__ = ["BenchDevices", "Reader", "open_devices"]
+__all__ = ["BenchDevices", "PreparedDevices", "Reader", "open_devices", "prepare_devices"]
 
 Reader = TotaliserReader | ModbusTotaliserReader
 """A reference device: gives cumulative ``volume_l`` readings (``wait_for_reading``, ``last_t_s``)."""
@@ -60,6 +67,23 @@ class BenchDevices:
         return extra
 
 
+@dataclass(frozen=True)
+class PreparedDevices:
+    """What ``prepare_devices`` gives: the config as the session records it and, per camera id,
+    what a simulated camera must show (opaque to the engine; handed on to ``open_devices``)."""
+
+    config: BenchConfig
+    camera_views: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _CameraView:
+    """A simulated camera's view without fiducials, drawn before the session exists."""
+
+    plate_register: dict  # the register the simulator renders (the layout the config named)
+    view: Any  # meterbench.sim.MarkerlessView
+
+
 @dataclass
 class _Endpoints:
     """Where each device is: serial port per device id, the MQTT table, camera source per camera id."""
@@ -70,15 +94,69 @@ class _Endpoints:
     finishers: list[Finisher] = field(default_factory=list)
 
 
-def open_devices(cfg: BenchConfig, recorder: SessionRecorder, stack: ExitStack) -> BenchDevices:
-    """Open and start every device of ``cfg`` (simulated ones first brought up); ``stack`` stops them."""
+def prepare_devices(cfg: BenchConfig) -> PreparedDevices:
+    """Before the session is created: with ``[simulator] markerless = true``, draw each simulated
+    camera's view without fiducials; its marker-free layout replaces the instrument's register and
+    its reference photo goes into ``reference_images`` (the session's ``cameras/<id>-reference.png``).
+    Raises ConfigError for a register given as a marker-free layout file (a real photo: the
+    simulator renders only scenes it generated). Without it, ``cfg`` is returned as it is."""
+    if cfg.simulator is None or not cfg.simulator.markerless:
+        return PreparedDevices(cfg)
+    from meterbench.sim import markerless_view
+
+    drift_s = cfg.simulator.markerless_drift_s or _planned_flow_s(cfg)
+    instruments = [dict(inst) for inst in cfg.instruments]
+    reference_images = dict(cfg.reference_images)
+    views: dict[str, _CameraView] = {}
+    watched = {inst["camera"]: i for i, inst in enumerate(instruments)}
+    for number, camera in enumerate(cfg.cameras):
+        if camera["source"] != SIM:
+            continue
+        index = watched[camera["id"]]
+        inst = instruments[index]
+        if camera["id"] in cfg.reference_images:
+            raise ConfigError(
+                f"{cfg.path}: instruments[{index}] ({inst['id']}).register: a marker-free layout file with its own "
+                "photo; with [simulator] markerless = true the simulator can only render scenes it generated "
+                '(name a register it renders, e.g. "default-fine", or a layout file with markers)'
+            )
+        view = markerless_view(
+            RegisterLayout.from_dict(inst["register"]),
+            np.random.default_rng([cfg.simulator.seed, number]),
+            label=inst["id"],
+            start_volume_l=_start_register_l(index),
+            duration_s=drift_s,
+            image=reference_image_path(camera["id"]),
+        )
+        views[camera["id"]] = _CameraView(plate_register=inst["register"], view=view)
+        inst["register"] = view.register
+        reference_images[camera["id"]] = view.photo
+    config = replace(cfg, instruments=instruments, reference_images=reference_images)
+    return PreparedDevices(config, views)
+
+
+def _planned_flow_s(cfg: BenchConfig) -> float:
+    """The test plan's time at flow (s): each point's volume at its flow rate."""
+    return sum(p.volume_l / (p.flow_rate_m3h / 3.6) for p in cfg.points)
+
+
+def _start_register_l(meter_index: int) -> float:
+    """A simulated meter's register at the start (L): distinct per meter."""
+    return 100.0 + 37.1 * meter_index
+
+
+def open_devices(
+    cfg: BenchConfig, recorder: SessionRecorder, stack: ExitStack, camera_views: Mapping[str, Any] | None = None
+) -> BenchDevices:
+    """Open and start every device of ``cfg`` (simulated ones first brought up); ``stack`` stops them.
+    ``camera_views``: ``prepare_devices``'s, for the simulated cameras."""
     endpoints = _Endpoints(
         ports={d["id"]: d["port"] for d in cfg.devices},
         mqtt=dict(cfg.mqtt),
         sources={c["id"]: c["source"] for c in cfg.cameras},
     )
     if cfg.simulator is not None:
-        _start_simulated_bench(cfg, endpoints, stack)
+        _start_simulated_bench(cfg, endpoints, stack, camera_views or {})
     readers = [_reader(d, endpoints.ports[d["id"]], recorder, stack) for d in cfg.devices]
     controller = BenchController(
         MqttConfig.from_dict(endpoints.mqtt, f"{cfg.path}: [mqtt]"),
@@ -129,7 +207,9 @@ def _camera(camera: dict[str, Any], source: Any, recorder: SessionRecorder, stac
     return capture
 
 
-def _start_simulated_bench(cfg: BenchConfig, endpoints: _Endpoints, stack: ExitStack) -> None:
+def _start_simulated_bench(
+    cfg: BenchConfig, endpoints: _Endpoints, stack: ExitStack, camera_views: Mapping[str, _CameraView]
+) -> None:
     """Start broker, pty pairs and the simulated peer; point the "sim" endpoints at them."""
     from meterbench.sim import SimMeter, SimulatedBenchPeer
     from meterbench.testing import MosquittoBroker, SocatPtyPair
@@ -150,7 +230,7 @@ def _start_simulated_bench(cfg: BenchConfig, endpoints: _Endpoints, stack: ExitS
         if kind in simulated:
             endpoints.ports[simulated[kind]] = pty.a
     meters = [
-        SimMeter(inst["id"], error_pct, 100.0 + 37.1 * i)  # distinct start registers (L)
+        SimMeter(inst["id"], error_pct, _start_register_l(i))
         for i, (inst, error_pct) in enumerate(zip(cfg.instruments, cfg.simulator.true_error_pct, strict=True))
     ]
     peer = SimulatedBenchPeer(
@@ -169,7 +249,13 @@ def _start_simulated_bench(cfg: BenchConfig, endpoints: _Endpoints, stack: ExitS
     for camera in cfg.cameras:
         if camera["source"] == SIM:  # the config checked that a meter watches it
             meter = watched[camera["id"]]
-            endpoints.sources[camera["id"]] = peer.camera(meter, cfg.instruments[meter]["register"])
+            drawn = camera_views.get(camera["id"])
+            if drawn is None:
+                endpoints.sources[camera["id"]] = peer.camera(meter, cfg.instruments[meter]["register"])
+            else:  # the view whose photo and layout the session holds
+                endpoints.sources[camera["id"]] = peer.camera(
+                    meter, drawn.plate_register, camera_id=camera["id"], view=drawn.view
+                )
 
     def finish(recorder: SessionRecorder) -> dict[str, Any]:
         recorder.write_truth(peer.truth_json())

@@ -4,7 +4,7 @@ the offline session simulators, the live bench peer and the Modbus slave.
 Only the command line, the tests and the bench's device factory import this package.
 """
 
-from meterbench.sim.live import SimMeter, SimulatedBenchPeer, SimulatedCamera
+from meterbench.sim.live import MarkerlessView, SimMeter, SimulatedBenchPeer, SimulatedCamera, markerless_view
 from meterbench.sim.markerless import LightChange, PlateMotion
 from meterbench.sim.modbus_slave import ModbusSlave
 from meterbench.sim.register_render import RENDER_STYLES, CameraModel, RegisterRenderer, RenderStyle
@@ -16,6 +16,7 @@ __all__ = [
     "RENDER_STYLES",
     "CameraModel",
     "LightChange",
+    "MarkerlessView",
     "ModbusSlave",
     "PlateMotion",
     "RegisterRenderer",
@@ -23,6 +24,7 @@ __all__ = [
     "SimMeter",
     "SimulatedBenchPeer",
     "SimulatedCamera",
+    "markerless_view",
     "simulate_tank",
     "simulate_water_meter",
 ]

@@ -369,14 +369,26 @@ class SimulatedBenchPeer:
         return {"instruments": [{"id": mid, "points": pts} for mid, pts in self.truth.items()]}
 
     def camera(
-        self, meter_index: int, layout_dict: dict, *, markerless_duration_s: float | None = None, camera_id: str = ""
+        self,
+        meter_index: int,
+        layout_dict: dict,
+        *,
+        markerless_duration_s: float | None = None,
+        camera_id: str = "",
+        view: MarkerlessView | None = None,
     ) -> SimulatedCamera:
         """A frame source showing meter ``meter_index``'s register (layout from the manifest);
-        ``markerless_duration_s``: a plate without fiducials moving over that long (see
-        `SimulatedCamera`)."""
+        ``markerless_duration_s``: a plate without fiducials moving over that long, or ``view``:
+        the one already drawn (see `SimulatedCamera`)."""
         seed = int(self._rng.integers(2**31))
         return SimulatedCamera(
-            self, meter_index, layout_dict, seed=seed, markerless_duration_s=markerless_duration_s, camera_id=camera_id
+            self,
+            meter_index,
+            layout_dict,
+            seed=seed,
+            markerless_duration_s=markerless_duration_s,
+            camera_id=camera_id,
+            view=view,
         )
 
 
@@ -432,27 +444,31 @@ class SimulatedCamera:
         seed: int,
         markerless_duration_s: float | None = None,
         camera_id: str = "",
+        view: MarkerlessView | None = None,
     ) -> None:
         """``markerless_duration_s``: render the plate without fiducials as `MarkerlessView`
-        says, drifting over that long (s); ``camera_id`` names its reference photo."""
+        says, drifting over that long (s); ``camera_id`` names its reference photo. ``view``:
+        render it as this view says instead (drawn before the camera, e.g. so that its photo
+        could be recorded first; its motion times count from this camera's opening)."""
         self.peer = peer
         self.meter_index = meter_index
         self.meter = peer.meters[meter_index]
         self.layout = RegisterLayout.from_dict(layout_dict)
         rng = np.random.default_rng(seed)
-        self.view: MarkerlessView | None = None
-        if markerless_duration_s is None:
+        self.view: MarkerlessView | None = view
+        if view is None and markerless_duration_s is None:
             self.renderer = RegisterRenderer(self.layout, rng=rng, label=self.meter.id)
         else:
-            start_l = peer.register_at(meter_index, time.monotonic())
-            self.view = markerless_view(
-                self.layout,
-                rng,
-                label=self.meter.id,
-                start_volume_l=start_l,
-                duration_s=markerless_duration_s,
-                image=reference_image_path(camera_id or f"cam-{self.meter.id}"),
-            )
+            if self.view is None:
+                start_l = peer.register_at(meter_index, time.monotonic())
+                self.view = markerless_view(
+                    self.layout,
+                    rng,
+                    label=self.meter.id,
+                    start_volume_l=start_l,
+                    duration_s=float(markerless_duration_s),
+                    image=reference_image_path(camera_id or f"cam-{self.meter.id}"),
+                )
             self.renderer = RegisterRenderer(
                 self.layout,
                 rng=rng,
