@@ -52,6 +52,7 @@ ALLOWED = {
         "progress",
         "certificates",
         "store",
+        "web",  # `meterbench replay --serve` (and later `bench --serve`): only the entry point wires the live view
     },
     "__main__": {"cli"},
     "__init__": set(),
