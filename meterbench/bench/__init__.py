@@ -17,7 +17,7 @@ from meterbench.bench.config import (
     load_bench_config,
 )
 from meterbench.bench.engine import BenchStopped, StepFn, claim_run_dir, print_step, run_bench
-from meterbench.bench.factory import BenchDevices, open_devices
+from meterbench.bench.factory import BenchDevices, PreparedDevices, open_devices, prepare_devices
 
 __all__ = [
     "BENCH_SCHEMA",
@@ -28,12 +28,14 @@ __all__ = [
     "BenchStopped",
     "Disturbance",
     "PointPlan",
+    "PreparedDevices",
     "SequenceOptions",
     "SimulatorConfig",
     "StepFn",
     "claim_run_dir",
     "load_bench_config",
     "open_devices",
+    "prepare_devices",
     "print_step",
     "run_bench",
 ]

@@ -178,6 +178,12 @@ def load_bench_config(path: Path | str) -> BenchConfig:
             problems.append(f"{label}: instruments[{i}].register: {register_problem}")
         elif photo is not None:
             reference_images[inst["camera"]] = photo
+            if _renders_markerless(data, inst["camera"]):
+                problems.append(
+                    f"{label}: instruments[{i}].register: a marker-free layout file (a real photo); with "
+                    "[simulator] markerless = true the simulator can only render scenes it generated "
+                    '(name a register it renders, e.g. "default-fine", or a layout file with markers)'
+                )
     if problems:
         raise BenchConfigError(_name_items(problems, data, label))
     bench = data["bench"]
@@ -263,6 +269,13 @@ def _register(value: str | dict, base_dir: Path, camera_id: str) -> tuple[dict, 
     except ValueError as exc:
         return value, str(exc), None
     return value, None, None
+
+
+def _renders_markerless(data: dict, camera_id: str) -> bool:
+    """Whether the simulator renders camera ``camera_id`` without fiducials."""
+    simulator = data.get("simulator") or {}
+    sources = {c.get("id"): c.get("source") for c in data.get("cameras", [])}
+    return bool(simulator.get("markerless")) and sources.get(camera_id) == SIM
 
 
 def _duplicates(items: list[dict], key: str) -> list[str]:

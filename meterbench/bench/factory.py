@@ -30,7 +30,6 @@ from meterbench.devices.camera import CameraCapture
 from meterbench.devices.modbus import ModbusTotaliserReader, RegisterField
 from meterbench.devices.mqtt import BenchController, MqttConfig
 from meterbench.devices.serial_totaliser import TotaliserReader
-from meterbench.errors import ConfigError
 from meterbench.session import SessionRecorder, reference_image_path
 from meterbench.vision.layout import RegisterLayout
 
@@ -97,9 +96,9 @@ class _Endpoints:
 def prepare_devices(cfg: BenchConfig) -> PreparedDevices:
     """Before the session is created: with ``[simulator] markerless = true``, draw each simulated
     camera's view without fiducials; its marker-free layout replaces the instrument's register and
-    its reference photo goes into ``reference_images`` (the session's ``cameras/<id>-reference.png``).
-    Raises ConfigError for a register given as a marker-free layout file (a real photo: the
-    simulator renders only scenes it generated). Without it, ``cfg`` is returned as it is."""
+    its reference photo goes into ``reference_images`` (the session's ``cameras/<id>-reference.png``);
+    load_bench_config has refused a marker-free layout file there (the simulator renders only
+    scenes it generated). Without it, ``cfg`` is returned as it is."""
     if cfg.simulator is None or not cfg.simulator.markerless:
         return PreparedDevices(cfg)
     from meterbench.sim import markerless_view
@@ -114,12 +113,6 @@ def prepare_devices(cfg: BenchConfig) -> PreparedDevices:
             continue
         index = watched[camera["id"]]
         inst = instruments[index]
-        if camera["id"] in cfg.reference_images:
-            raise ConfigError(
-                f"{cfg.path}: instruments[{index}] ({inst['id']}).register: a marker-free layout file with its own "
-                "photo; with [simulator] markerless = true the simulator can only render scenes it generated "
-                '(name a register it renders, e.g. "default-fine", or a layout file with markers)'
-            )
         view = markerless_view(
             RegisterLayout.from_dict(inst["register"]),
             np.random.default_rng([cfg.simulator.seed, number]),
