@@ -25,16 +25,21 @@ __all__ = ["LiveServer", "create_app", "parse_bind", "start_server"]
 
 HEARTBEAT_S = 1.0
 """An SSE comment line is sent after this many seconds without an event (keeps proxies and clients awake)."""
+POLL_S = 0.02
+"""How often (s) an idle ``/events`` stream looks for a new event: the most it adds to an event's delay."""
 
 
 def _page(name: str) -> str:
     return resources.files("meterbench.web").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def create_app(publisher: EventPublisher) -> Any:
-    """The FastAPI app serving ``publisher``'s events and state."""
+def create_app(publisher: EventPublisher, stopping: threading.Event | None = None) -> Any:
+    """The FastAPI app serving ``publisher``'s events and state; ``/events`` streams end once ``stopping`` is set."""
+    stopping = stopping or threading.Event()
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+    from meterbench.verify.report import clean_for_json  # NaN/inf -> null, floats rounded as in report.json
 
     app = FastAPI(title="meterbench live view", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -52,20 +57,27 @@ def create_app(publisher: EventPublisher) -> Any:
 
     @app.get("/api/state")
     def state() -> JSONResponse:
-        return JSONResponse(publisher.snapshot())
+        return JSONResponse(clean_for_json(publisher.snapshot()))
 
     @app.get("/events")
     async def events(request: Request) -> StreamingResponse:
         subscription = publisher.subscribe()
 
         async def stream() -> AsyncIterator[str]:
+            # Polled without blocking (no worker thread per client: the default pool is small on a
+            # 2-core PC, and a blocked get would outlive the server's shutdown).
+            quiet_since = time.monotonic()
             try:
-                while not await request.is_disconnected():
-                    event = await asyncio.to_thread(subscription.get, HEARTBEAT_S)
-                    if event is None:
+                while not stopping.is_set() and not await request.is_disconnected():
+                    event = subscription.get(timeout_s=0)
+                    if event is not None:
+                        quiet_since = time.monotonic()
+                        yield f"data: {json.dumps(clean_for_json(event), allow_nan=False, default=str)}\n\n"
+                        continue
+                    if time.monotonic() - quiet_since >= HEARTBEAT_S:
+                        quiet_since = time.monotonic()
                         yield ": keep-alive\n\n"
-                    else:
-                        yield f"data: {json.dumps(event, allow_nan=False, default=str)}\n\n"
+                    await asyncio.sleep(POLL_S)
             finally:
                 publisher.unsubscribe(subscription)
 
@@ -95,8 +107,9 @@ def _is_loopback(host: str) -> bool:
 class LiveServer:
     """A running uvicorn server (in a daemon thread); :attr:`url` once started, :meth:`stop` to end it."""
 
-    def __init__(self, server: Any, thread: threading.Thread, host: str) -> None:
+    def __init__(self, server: Any, thread: threading.Thread, host: str, stopping: threading.Event) -> None:
         self._server = server
+        self._stopping = stopping
         self._thread = thread
         self.host = host
 
@@ -111,7 +124,8 @@ class LiveServer:
         return f"http://{host}:{self.port}"
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Ask uvicorn to exit; waits up to ``timeout_s`` seconds."""
+        """End the event streams and ask uvicorn to exit; waits up to ``timeout_s`` seconds."""
+        self._stopping.set()
         self._server.should_exit = True
         self._thread.join(timeout_s)
 
@@ -131,7 +145,9 @@ def start_server(
             "(default 127.0.0.1)",
             file=sys.stderr,
         )
-    config = uvicorn.Config(create_app(publisher), host=host, port=port, log_level="warning", lifespan="off")
+    stopping = threading.Event()
+    app = create_app(publisher, stopping)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="meterbench-live-view", daemon=True)
     thread.start()
@@ -141,4 +157,4 @@ def start_server(
             server.should_exit = True
             raise ConfigError(f"--serve: could not listen on {host}:{port}")
         time.sleep(0.02)
-    return LiveServer(server, thread, host)
+    return LiveServer(server, thread, host, stopping)

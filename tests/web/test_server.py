@@ -225,3 +225,29 @@ def test_a_non_loopback_bind_warns_and_a_bad_bind_is_refused(capsys):
     server = start_server(EventPublisher(), "127.0.0.1", 0)
     server.stop()
     assert capsys.readouterr().err == ""
+
+
+def test_a_non_finite_number_is_sent_as_null_and_the_server_stops_with_a_client_connected(capsys):
+    from meterbench.web import EventPublisher
+    from meterbench.web.server import start_server
+
+    publisher = EventPublisher()
+    publisher.publish({"type": "state", "session": "s1", "flow_m3h": float("nan")})
+    server = start_server(publisher, "127.0.0.1", 0)
+    try:
+        events: list[dict] = []
+        with urllib.request.urlopen(server.url + "/events", timeout=5) as response:
+            events.append(json.loads(response.readline().decode("utf-8")[len("data: ") :]))
+            publisher.publish({"type": "reading", "totaliser_l": float("inf"), "t_s": 1.5})
+            response.readline()  # the blank line closing the first event
+            events.append(json.loads(response.readline().decode("utf-8")[len("data: ") :]))
+            assert _get_json(server.url + "/api/state")["flow_m3h"] is None
+            server.stop()  # while this client is still connected
+        assert events == [
+            {"type": "state", "session": "s1", "flow_m3h": None, "verdicts": []},
+            {"type": "reading", "totaliser_l": None, "t_s": 1.5},
+        ]
+        assert not server._thread.is_alive()
+    finally:
+        server.stop()
+    assert "Exception" not in capsys.readouterr().err
