@@ -137,8 +137,11 @@ def start_server(
 
     A bind address that is not loopback prints a warning on stderr: the pages are then reachable
     from the network (they are read-only, but show the test as it runs)."""
-    import uvicorn
-
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError(f"--serve: the live view needs the [web] extra (pip install -e '.[web]'): {exc}") from None
     if not _is_loopback(host):
         print(
             f"meterbench: warning: the live view listens on {host}:{port}, reachable from the network "
