@@ -251,3 +251,17 @@ def test_a_non_finite_number_is_sent_as_null_and_the_server_stops_with_a_client_
     finally:
         server.stop()
     assert "Exception" not in capsys.readouterr().err
+
+
+def test_replay_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    from meterbench.cli import main
+
+    assert main(["replay", str(SAMPLE), "--serve", "8080"]) == 2
+    assert capsys.readouterr().err == (
+        "meterbench replay: --serve: expected HOST:PORT (e.g. 127.0.0.1:8080), got '8080'\n"
+    )
+    (tmp_path / "report.json").write_text("{}", encoding="utf-8")
+    assert main(["replay", str(SAMPLE), "--serve", "127.0.0.1:0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "already holds report.json" in err[0]
+    assert (tmp_path / "report.json").read_text(encoding="utf-8") == "{}"
