@@ -4,7 +4,11 @@ import math
 
 import pytest
 
-from meterbench.store import imr_chart, quantile, wilson_interval
+from tests.conftest import require_module
+
+require_module("sqlalchemy", "store")  # the store package (its statistics included) needs the [store] extra
+
+from meterbench.store import imr_chart, quantile, wilson_interval  # noqa: E402
 
 
 def test_wilson_interval_matches_hand_computed_values() -> None:
