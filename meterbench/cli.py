@@ -122,6 +122,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             render_style=args.render_style,
             **_simulated_lab_ids(args),
         )
+    elif args.bench_kind == "helmet":
+        from meterbench.sim.helmet import simulate_helmet
+
+        try:
+            path = simulate_helmet(Path(args.out), seed=args.seed)
+        except FileExistsError as exc:
+            raise ConfigError(f"--out: {exc}") from None
     else:
         path = simulate_tank(Path(args.out), seed=args.seed, runs=args.runs, **_simulated_lab_ids(args))
     print(path)
@@ -479,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     p = command("simulate", _cmd_simulate, "write a simulated bench session folder")
-    p.add_argument("bench_kind", choices=["water-meter", "tank"], help="what the simulated bench verifies")
+    p.add_argument("bench_kind", choices=["water-meter", "tank", "helmet"], help="what the simulated bench verifies")
     p.add_argument("--out", required=True, metavar="DIR", help="session folder to create")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same session")
     p.add_argument("--meters", type=_positive_int, default=3, help="water-meter: meters in series")

@@ -1,0 +1,143 @@
+"""Simulated helmet impact bench: a `bench_kind: "helmet-impact"` session folder with its truth.
+
+Each drop is a skewed half-sine liner pulse (rise 40 % of the duration) along a fixed direction
+split over three axes, sampled at 20 kHz for 50 ms (pulse at 15 ms), plus a 4 kHz headform ring
+(decays in 1 ms), white noise (0.5 g rms) and a per-axis offset (<= 3 g). truth.json holds the
+noiseless pulse's features (`analyse_impact` at CFC 1000) and the true verdict under the profile
+with no guard band. Impacts: clear passes and fails, some within 2 % of the 400 g limit, one at
+a velocity outside the window, one clipped at the ADC's range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from meterbench.calibration._helmet import helmet_profile
+from meterbench.calibration.impact import analyse_impact
+from meterbench.session.traces import write_trace_csv
+from meterbench.session.writer import write_json_atomic
+
+__all__ = ["simulate_helmet", "HELMET_FS_HZ"]
+
+HELMET_FS_HZ = 20_000.0
+_TRACE_S = 0.050
+_PULSE_START_S = 0.015
+_RISE_FRACTION = 0.4
+_DIRECTION = np.array([0.30, 0.20, 0.93]) / np.linalg.norm([0.30, 0.20, 0.93])
+_RING_HZ, _RING_TAU_S, _RING_G = 4000.0, 0.001, 4.0
+_NOISE_G = 0.5
+_ADC_RANGE_G = 450.0
+PROFILE = "fmvss-218"
+
+
+@dataclass(frozen=True)
+class _Drop:
+    helmet: str
+    site: str
+    peak_g: float
+    duration_ms: float
+    velocity_m_s: float = 6.0
+    clip: bool = False
+
+
+# (helmet, site, peak g, pulse ms, velocity m/s, clipped): limit 400 g, U 1.5 %
+_DROPS = (
+    _Drop("H1", "front", 300.0, 2.6),
+    _Drop("H1", "rear", 340.0, 2.5),
+    _Drop("H1", "left", 392.5, 2.4),  # 1.9 % under the limit: a guard-banded pass
+    _Drop("H1", "right", 355.0, 2.5),
+    _Drop("H2", "front", 407.5, 2.4),  # 1.9 % over: a guard-banded fail
+    _Drop("H2", "rear", 397.0, 2.4),  # within U: inconclusive
+    _Drop("H2", "left", 440.0, 2.3),
+    _Drop("H3", "front", 330.0, 2.5, velocity_m_s=6.35),  # out of the 5.8-6.2 m/s window
+    _Drop("H3", "rear", 520.0, 2.2, clip=True),  # beyond the ADC's 450 g
+)
+
+
+def _pulse_g(peak_g: float, duration_s: float) -> np.ndarray:
+    """The noiseless resultant pulse (N,) in g: a half-sine rising for 40 % of ``duration_s``."""
+    t = np.arange(round(_TRACE_S * HELMET_FS_HZ)) / HELMET_FS_HZ - _PULSE_START_S
+    rise, fall = _RISE_FRACTION * duration_s, (1 - _RISE_FRACTION) * duration_s
+    pulse = np.zeros_like(t)
+    up = (t >= 0) & (t < rise)
+    down = (t >= rise) & (t <= duration_s)
+    pulse[up] = np.sin(0.5 * np.pi * t[up] / rise)
+    pulse[down] = np.cos(0.5 * np.pi * (t[down] - rise) / fall)
+    return peak_g * pulse
+
+
+def _true_verdict(features, velocity_m_s: float, profile) -> str:
+    low, high = profile.velocity_window_m_s.value["flat"]
+    if not low <= velocity_m_s <= high:
+        return "inconclusive"
+    over = features.peak_g > profile.peak_max_g.value
+    over |= any(features.dwell_ms[k] > v for k, v in profile.dwell_limits_ms.value.items())
+    return "fail" if over else "pass"
+
+
+def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
+    """Write a simulated helmet-impact session folder (session.json, traces/, truth.json); return it."""
+    out_dir = Path(out_dir)
+    if (out_dir / "session.json").exists():
+        raise FileExistsError(f"{out_dir}: holds a session already; choose an empty --out")
+    (out_dir / "traces").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    profile = helmet_profile(PROFILE)
+    n = round(_TRACE_S * HELMET_FS_HZ)
+    t = np.arange(n) / HELMET_FS_HZ
+    impacts, truths = [], []
+    for index, drop in enumerate(_DROPS):
+        name = f"{drop.helmet}-{drop.site}"
+        clean = np.outer(_pulse_g(drop.peak_g, drop.duration_ms / 1e3), _DIRECTION)
+        true = analyse_impact(clean, HELMET_FS_HZ, cfc=1000)
+        ring_t = np.clip(t - _PULSE_START_S, 0, None)
+        ring = _RING_G * np.sin(2 * np.pi * _RING_HZ * ring_t) * np.exp(-ring_t / _RING_TAU_S) * (ring_t > 0)
+        trace = clean + np.outer(ring, [0.0, 0.0, 1.0])
+        trace += rng.normal(0.0, _NOISE_G, trace.shape) + rng.uniform(-3.0, 3.0, 3)
+        if drop.clip:
+            trace = np.clip(trace, -_ADC_RANGE_G, _ADC_RANGE_G)
+        trace_name = f"traces/{name}.csv"
+        write_trace_csv(out_dir / trace_name, trace, HELMET_FS_HZ)
+        impacts.append(
+            {
+                "name": name,
+                "helmet": drop.helmet,
+                "site": drop.site,
+                "anvil": "flat",
+                "velocity_m_s": drop.velocity_m_s,
+                "conditioning": "ambient",
+                "trace": trace_name,
+                "fs_hz": HELMET_FS_HZ,
+                "units": "g",
+                "sequence": index + 1,
+            }
+        )
+        verdict = _true_verdict(true, drop.velocity_m_s, profile)
+        truths.append(
+            {"name": name, **true.summary(), "verdict": verdict, "clipped": drop.clip, "near_limit": _near(drop)}
+        )
+    helmets = [
+        {"id": h, "model": "SIM-FF1", "size": "medium", "lot": "L2026-11", "serial": f"SIM-{h}"}
+        for h in dict.fromkeys(d.helmet for d in _DROPS)
+    ]
+    manifest = {
+        "format": "meterbench-session",
+        "format_version": 1,
+        "session_id": f"sim-helmet-seed{seed}",
+        "bench_kind": "helmet-impact",
+        "start_time_utc": "2026-11-27T09:00:00Z",
+        "simulated": True,
+        "profile": PROFILE,
+        "helmets": helmets,
+        "impacts": impacts,
+    }
+    write_json_atomic(out_dir / "truth.json", {"bench_kind": "helmet-impact", "profile": PROFILE, "impacts": truths})
+    write_json_atomic(out_dir / "session.json", manifest)
+    return out_dir
+
+
+def _near(drop: _Drop) -> bool:
+    return abs(drop.peak_g - 400.0) <= 0.02 * 400.0
