@@ -9,12 +9,15 @@ from meterbench.verify.report import (
     write_report_json,
     write_reports,
 )
+from meterbench.verify.helmet import evaluate_helmet_session, verify_helmet_session
 from meterbench.verify.results import Inconclusive, InstrumentResult, PointResult, session_decision
 from meterbench.verify.run import RegisterReaders, ReportCheck, run_session, verify_session
 from meterbench.verify.tank import evaluate_tank_session
 from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
 
 __all__ = [
+    "evaluate_helmet_session",
+    "verify_helmet_session",
     "Inconclusive",
     "InstrumentResult",
     "PointResult",

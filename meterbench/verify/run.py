@@ -144,6 +144,17 @@ def _bench_warnings(manifest: dict) -> list[str]:
     return [f"bench: {w}" for w in said if isinstance(w, str)] if isinstance(said, list) else []
 
 
+def _bench_kind(session_dir: Path) -> str | None:
+    """session.json's bench_kind, or None when it cannot be read (load_session then says why)."""
+    import json
+
+    try:
+        manifest = json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest.get("bench_kind") if isinstance(manifest, dict) else None
+
+
 def _provenance_notes() -> list[str]:
     from meterbench import calibration
 
@@ -170,8 +181,13 @@ def run_session(
     (see :data:`ReportCheck`) is applied to the report before it is written."""
     from meterbench.session.reader import load_session
 
-    with load_session(session_dir) as session:
-        report, figures = verify_session(session, options, progress=progress)
+    if _bench_kind(Path(session_dir)) == "helmet-impact":  # not in the session schema yet: read by verify.helmet
+        from meterbench.verify.helmet import verify_helmet_session
+
+        report, figures = verify_helmet_session(Path(session_dir)), {}
+    else:
+        with load_session(session_dir) as session:
+            report, figures = verify_session(session, options, progress=progress)
     if check is not None:
         report = check(report)
     write_reports(report, out_dir, figures, _provenance_notes())
