@@ -2,6 +2,7 @@
 InstrumentResult type for every bench kind, one way to combine verdicts (session_decision),
 and reports (report.json, report.html)."""
 
+from meterbench.verify.helmet import evaluate_helmet_session, verify_helmet_session
 from meterbench.verify.report import (
     check_report_folder,
     summary_lines,
@@ -9,7 +10,6 @@ from meterbench.verify.report import (
     write_report_json,
     write_reports,
 )
-from meterbench.verify.helmet import evaluate_helmet_session, verify_helmet_session
 from meterbench.verify.results import Inconclusive, InstrumentResult, PointResult, session_decision
 from meterbench.verify.run import RegisterReaders, ReportCheck, run_session, verify_session
 from meterbench.verify.tank import evaluate_tank_session
