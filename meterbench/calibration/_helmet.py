@@ -58,21 +58,21 @@ class HelmetProfile:
 
     def provenance(self) -> dict[str, dict[str, Any]]:
         """Every value as a dict for report.json (value, provenance, source, confirmed)."""
-        return {
-            field: getattr(self, field).as_dict()
-            for field in (
-                "peak_max_g",
-                "dwell_limits_ms",
-                "hic_max",
-                "velocity_window_m_s",
-                "cfc",
-                "max_minutes_out_of_chamber",
-            )
-        }
+        return {field: getattr(self, field).as_dict() for field in _PROFILE_FIELDS}
 
     def unconfirmed(self) -> list[str]:
         """Names of the values tagged MEM or CFG, for the report's [MEM] notes."""
         return [k for k, v in self.provenance().items() if not v["confirmed"]]
+
+
+_PROFILE_FIELDS = (
+    "peak_max_g",
+    "dwell_limits_ms",
+    "hic_max",
+    "velocity_window_m_s",
+    "cfc",
+    "max_minutes_out_of_chamber",
+)
 
 
 def helmet_profile(name: str, overrides: Mapping[str, Any] | None = None) -> HelmetProfile:
@@ -83,17 +83,7 @@ def helmet_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Hel
         raise ValueError(f"profile: expected one of {', '.join(profiles)}, got {name!r}")
     return HelmetProfile(
         name=name,
-        **{
-            field: sourced(table, "profiles", name, field)
-            for field in (
-                "peak_max_g",
-                "dwell_limits_ms",
-                "hic_max",
-                "velocity_window_m_s",
-                "cfc",
-                "max_minutes_out_of_chamber",
-            )
-        },
+        **{field: sourced(table, "profiles", name, field) for field in _PROFILE_FIELDS},
     )
 
 
