@@ -25,7 +25,6 @@ def _lines(path):
 @pytest.mark.serial
 @pytest.mark.slow
 def test_no_event_or_frame_lost_across_broker_restart_and_unplug(mosquitto_broker, pty_pair, tmp_path):
-    peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b", [SimMeter("M1", 0.5, 100.0)]).start()
     recorder = SessionRecorder.create(tmp_path / "s", water_meter_manifest("t"))
     totaliser = TotaliserReader(
         pty_pair.a,
@@ -37,6 +36,9 @@ def test_no_event_or_frame_lost_across_broker_restart_and_unplug(mosquitto_broke
     controller = BenchController(
         MqttConfig("b", port=mosquitto_broker.port), recorder.device_log("controller", "mqtt"), recorder.now_s
     ).start()
+    # the peer publishes telemetry from its start: it starts after the controller subscribed, else
+    # seq 1 can reach the broker before any subscriber exists (lost by the test's order, not the bench)
+    peer = SimulatedBenchPeer(pty_pair.b, "127.0.0.1", mosquitto_broker.port, "b", [SimMeter("M1", 0.5, 100.0)]).start()
     writer = recorder.camera_writer("cam", 5.0, (640, 360), kind="images")
     camera = CameraCapture(
         "cam", peer.camera(0, default_register_layout("dials")), writer, recorder.now_s, fps=5.0
