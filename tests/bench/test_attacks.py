@@ -19,24 +19,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from meterbench.bench import run_bench
+from tests.bench.sample_config import sample_config
 
-ROOT = Path(__file__).parents[2]
-SAMPLE = ROOT / "samples" / "sim-bench.toml"
-Q3_ONLY = """[[test_plan.points]]
-name = "Q3"
-flow_rate_m3h = 2.4
-volume_l = 5.0
-window_pct = 5.0
-"""
 CONTROLLER = re.compile(r"controller 127\.0\.0\.1:(\d+)")
 
 
 def _config(tmp_path: Path) -> Path:
-    text = SAMPLE.read_text().split("[[test_plan.points]]")[0] + Q3_ONLY
-    text = text.replace("true_error_pct = [-0.4, 2.6]", "true_error_pct = [-0.4, 2.5]")
-    path = tmp_path / "bench.toml"
-    path.write_text(text)
-    return path
+    return sample_config(tmp_path, {"true_error_pct = [-0.4, 2.6]": "true_error_pct = [-0.4, 2.5]"})
 
 
 class Forger:

@@ -28,25 +28,9 @@ from meterbench.bench import BenchStopped, run_bench
 from meterbench.errors import OutputError
 from meterbench.session import load_session
 from meterbench.session.integrity import chain_breaks
+from tests.bench.sample_config import ROOT, SAMPLE, q3_point, sample_config
 
-ROOT = Path(__file__).parents[2]
-SAMPLE = ROOT / "samples" / "sim-bench.toml"
-Q3 = """[[test_plan.points]]
-name = "Q3"
-flow_rate_m3h = 2.4
-volume_l = 30.0
-window_pct = 5.0
-"""
-
-
-def _sample(tmp_path: Path, replacements: dict[str, str], points: str = Q3) -> Path:
-    text = SAMPLE.read_text().split("[[test_plan.points]]")[0] + points
-    for old, new in replacements.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "bench.toml"
-    path.write_text(text)
-    return path
+Q3 = q3_point(30.0)
 
 
 def _check_acknowledged(session_dir: Path, recorded: dict[str, int]) -> None:
@@ -71,7 +55,7 @@ def _check_acknowledged(session_dir: Path, recorded: dict[str, int]) -> None:
 
 
 def test_a_run_is_refused_below_the_free_space_minimum_before_any_device(tmp_path):
-    config = _sample(tmp_path, {"min_free_disk_mb = 200": "min_free_disk_mb = 9000000"})
+    config = sample_config(tmp_path, {"min_free_disk_mb = 200": "min_free_disk_mb = 9000000"})
     started = time.monotonic()
     with pytest.raises(OutputError, match=r"--out .*: \d+ MB free, below bench.min_free_disk_mb = 9e\+06 MB"):
         run_bench(config, tmp_path / "out", on_step=None)
@@ -113,7 +97,7 @@ def _fill(folder: Path, leave_bytes: int) -> int:
 @pytest.mark.parametrize("how", ["disk full", "below stop_free_disk_mb"])
 def test_disk_filling_up_mid_run_stops_the_bench_gracefully(small_disk, tmp_path, how):
     limits = "min_free_disk_mb = 10\nstop_free_disk_mb = " + ("0" if how == "disk full" else "8")
-    config = _sample(tmp_path, {"min_free_disk_mb = 200     #": f"{limits}  #", "stop_free_disk_mb = 50": "#"})
+    config = sample_config(tmp_path, {"min_free_disk_mb = 200     #": f"{limits}  #", "stop_free_disk_mb = 50": "#"})
     filled = threading.Event()
 
     def on_step(line: str) -> None:  # someone else fills the disk during the point

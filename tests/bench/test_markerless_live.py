@@ -17,24 +17,11 @@ import pytest
 
 from meterbench.bench import load_bench_config, prepare_devices, run_bench
 from meterbench.errors import ConfigError
-
-ROOT = Path(__file__).parents[2]
-SAMPLE = ROOT / "samples" / "sim-bench.toml"
-Q3_ONLY = """[[test_plan.points]]
-name = "Q3"
-flow_rate_m3h = 2.4
-volume_l = 5.0
-window_pct = 5.0
-"""
+from tests.bench.sample_config import ROOT, SAMPLE, sample_config
 
 
 def _markerless_config(tmp_path: Path, seed: int = 1) -> Path:
-    text = SAMPLE.read_text().split("[[test_plan.points]]")[0] + Q3_ONLY
-    text = text.replace("[simulator]\nseed = 1\n", f"[simulator]\nseed = {seed}\nmarkerless = true\n")
-    assert "markerless = true" in text
-    path = tmp_path / "bench.toml"
-    path.write_text(text)
-    return path
+    return sample_config(tmp_path, {"[simulator]\nseed = 1\n": f"[simulator]\nseed = {seed}\nmarkerless = true\n"})
 
 
 def _markers(image: np.ndarray) -> int:
