@@ -220,7 +220,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     from meterbench.batch import run_batch
-    from meterbench.progress import terminal_progress
 
     if args.cluster and args.jobs is not None:
         raise ConfigError("batch: --jobs is for local worker processes; with --cluster the workers' threads decide")
@@ -229,28 +228,23 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         Path(args.out),
         jobs=args.jobs or 1,
         compare=Path(args.compare) if args.compare else None,
-        progress=_store_progress(args.db, Path(args.out), terminal_progress("batch", "session")),
+        progress=_batch_progress(args.db, Path(args.out)),
         timeout_s=args.timeout,
         cluster=args.cluster,
         connect_timeout_s=args.connect_timeout,
     )
 
 
-def _store_progress(db: str | None, out_dir: Path, progress):
-    """batch --db: the progress callback that also stores (or queues) each run folder as it finishes."""
+def _batch_progress(db: str | None, out_dir: Path):
+    """batch's progress bar; with --db it first stores each run folder as it finishes (store.storing_progress)."""
+    from meterbench.progress import terminal_progress
+
+    progress = terminal_progress("batch", "session")
     if not db:
         return progress
-    from meterbench.store import ingest_or_queue
+    from meterbench.store import storing_progress
 
-    def store_then_progress(done: int, total: int, label: str) -> None:
-        if (out_dir / label / "report.json").is_file():
-            try:
-                print(ingest_or_queue(db, out_dir / label).message, file=sys.stderr)
-            except MeterbenchError as exc:
-                print(f"meterbench batch: --db: {exc}", file=sys.stderr)
-        progress(done, total, label)
-
-    return store_then_progress
+    return storing_progress(db, out_dir, progress)
 
 
 def _store_trust(args: argparse.Namespace):

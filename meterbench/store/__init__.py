@@ -8,7 +8,7 @@ runs that cannot reach the store wait in a local spool (``_spool``) until the ne
 """
 
 from ._dashboard import render_dashboard, write_dashboard
-from ._deliver import flush, ingest_or_queue, ingest_paths
+from ._deliver import flush, ingest_or_queue, ingest_paths, storing_progress
 from ._engine import (
     DB_URL_ENV,
     StoreUnavailableError,
@@ -46,6 +46,7 @@ __all__ = [
     "history",
     "imr_chart",
     "ingest_or_queue",
+    "storing_progress",
     "ingest_paths",
     "load_run",
     "metadata",

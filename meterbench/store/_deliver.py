@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from meterbench.errors import MeterbenchError
@@ -99,3 +100,20 @@ def ingest_or_queue(url: str | None, run_folder: Path, trust=None) -> IngestResu
 
         raise ConfigError(refused[0])
     return results[-1]  # the spool's runs come first
+
+
+def storing_progress(
+    url: str, out_dir: Path, progress: Callable[[int, int, str], None]
+) -> Callable[[int, int, str], None]:
+    """batch --db: a progress callback that first stores (or queues) each run folder ``out_dir/label`` as
+    it finishes, its one-line outcome on stderr (a refused run is said, the batch goes on)."""
+
+    def store_then_progress(done: int, total: int, label: str) -> None:
+        if (out_dir / label / "report.json").is_file():
+            try:
+                print(ingest_or_queue(url, out_dir / label).message, file=sys.stderr)
+            except MeterbenchError as exc:
+                print(f"meterbench batch: --db: {exc}", file=sys.stderr)
+        progress(done, total, label)
+
+    return store_then_progress

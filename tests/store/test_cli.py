@@ -103,12 +103,12 @@ def test_certificates_resolve_through_the_store(store_url: str, tmp_path: Path, 
 
 
 def test_batch_db_stores_each_run_folder_as_it_finishes(tmp_path: Path, capsys, monkeypatch) -> None:
-    from meterbench.cli import _store_progress
+    from meterbench.store import storing_progress
 
     monkeypatch.setenv("MB_SPOOL_DIR", str(tmp_path / "spool"))
     write_runs(tmp_path / "out", 2)
     seen = []
-    callback = _store_progress(str(tmp_path / "s.sqlite"), tmp_path / "out", lambda *a: seen.append(a))
+    callback = storing_progress(str(tmp_path / "s.sqlite"), tmp_path / "out", lambda *a: seen.append(a))
     callback(1, 2, "run-0000")
     callback(2, 2, "run-0001")
     callback(2, 2, "run-0001")  # told twice: stored once
