@@ -60,9 +60,11 @@ def _load_default(name: str) -> dict[str, Any]:
 
 @cache
 def table_sha256() -> dict[str, str]:
-    """SHA-256 (hex) of each shipped table file (``data/<name>.json``) by name, for the software identity."""
+    """SHA-256 (hex) of every shipped data file (``data/<name>.json``, the helmet profiles too) by name, sorted:
+    the software identity a report records, whichever of them its verdicts used."""
     data = resources.files("meterbench.calibration").joinpath("data")
-    return {name: hashlib.sha256(data.joinpath(f"{name}.json").read_bytes()).hexdigest() for name in TABLE_NAMES}
+    files = sorted((f for f in data.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+    return {f.name.removesuffix(".json"): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
 def _override_leaf(default: Mapping[str, Any], override: Any, where: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _record(run, number: int = 1) -> dict:
 def test_the_run_records_what_certify_needs(water_run):
     report = json.loads((water_run / "report.json").read_text(encoding="utf-8"))
     assert report["git_revision"] == source_revision()
-    assert report["tables"] == table_sha256() and len(report["tables"]) == 5
+    assert report["tables"] == table_sha256() and len(report["tables"]) == 6
     assert report["bench_id"] == "sim-bench"  # the sample session names its bench only (an old session)
     assert report["technician_id"] is None and report["reference_standard_ids"] == []
     assert report["test_date"] == "2026-11-27"
