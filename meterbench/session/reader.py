@@ -141,9 +141,11 @@ def _cross_problems(manifest: dict[str, Any], folder: Path) -> list[str]:
     problems += _duplicates(label, [(f"test_plan.points[{i}].name", p.get("name")) for i, p in points], "point name")
     camera_ids = {c.get("id") for _, c in cameras if isinstance(c.get("id"), str)}  # others: schema errors
     device_ids = {d.get("id") for _, d in devices if isinstance(d.get("id"), str)}
+    closed = os.path.lexists(folder / HASHES_FILE)
     for key, i, unit in units:
         camera = unit.get("camera")
-        if isinstance(camera, str) and camera not in camera_ids:
+        if isinstance(camera, str) and camera not in camera_ids and closed:
+            # an unclosed recording (killed before that camera's writer opened) is read: its camera has no frames
             problems.append(
                 f"{label}: {key}[{i}].camera: expected the id of an entry of cameras[], got {short(camera)}"
             )
@@ -665,6 +667,29 @@ class CameraSource:
 # ---------------------------------------------------------------- session
 
 
+class NeverOpenedCamera(CameraSource):
+    """A camera of an unclosed recording whose writer never opened (the recording stopped first):
+    no frames, and ``problems`` says why, so its instrument is inconclusive instead of the session unreadable."""
+
+    def __init__(self, camera_id: str, warnings: list[str]) -> None:
+        self.camera_id = camera_id
+        self.entry = {"id": camera_id, "frame_times": f"cameras/{camera_id}.csv"}
+        self.fps = 0.0
+        self.size_wh = (0, 0)
+        self.media = f"cameras/{camera_id}"
+        self._capture = None
+        self._video_file = None
+        self._warnings = warnings
+        self._warned = set()
+        self.problems = [
+            f"camera {camera_id}: not in session.json cameras[]: the recording stopped before this camera "
+            "opened (the session never closed); no frames"
+        ]
+        warnings.extend(self.problems)
+        self.frame_times = np.zeros(0)
+        self.frame_times.flags.writeable = False
+
+
 class Session:
     """A validated session folder. Create it with :func:`load_session`."""
 
@@ -756,11 +781,26 @@ class Session:
         raise SessionError([f"session.json: {key}: no entry with id {short(item_id)} (known: {known})"], self.path)
 
     def camera(self, camera_id: str) -> CameraSource:
-        """The frames of ``camera_id`` (opened once, then cached)."""
+        """The frames of ``camera_id`` (opened once, then cached).
+
+        In a recording that never closed (no hashes.json: killed), a camera an instrument names but
+        ``cameras[]`` lacks never opened its writer: it has no frames, and its problem says so."""
         if camera_id not in self._cameras:
-            entry = self._entry("cameras", camera_id)
-            self._cameras[camera_id] = CameraSource(self._files, entry, self.warnings)
+            if not self._closed and camera_id not in self.camera_ids and self._named_by_a_unit(camera_id):
+                self._cameras[camera_id] = NeverOpenedCamera(camera_id, self.warnings)
+            else:
+                entry = self._entry("cameras", camera_id)
+                self._cameras[camera_id] = CameraSource(self._files, entry, self.warnings)
         return self._cameras[camera_id]
+
+    @property
+    def _closed(self) -> bool:
+        """Whether the recording was closed (it wrote hashes.json)."""
+        return os.path.lexists(self.path / HASHES_FILE)
+
+    def _named_by_a_unit(self, camera_id: str) -> bool:
+        units = self.manifest.get("instruments", []) + self.manifest.get("tanks", [])
+        return any(unit.get("camera") == camera_id for unit in units)
 
     def device_events(self, device_id: str) -> list[DeviceEvent]:
         """Every readable event of ``device_id`` in file order (bad lines skipped, warned; lines not

@@ -484,6 +484,34 @@ def test_kill_9_while_recording_leaves_a_readable_session(tmp_path: Path) -> Non
     assert not any(frame is None for _, _, frame in camera.iter_frames())
 
 
+def test_a_recording_stopped_before_its_camera_opened_loads_with_that_camera_empty(tmp_path: Path) -> None:
+    """A kill between create() (session.json names the meter's camera) and camera_writer() (which lists
+    it in cameras[]): the session loads, the camera has no frames and says why, its meter is inconclusive."""
+    from meterbench.session import SessionRecorder
+    from meterbench.verify.results import Inconclusive, require_frames
+    from tests.session.session_helpers import water_meter_manifest
+
+    folder = tmp_path / "killed"
+    recorder = SessionRecorder.create(folder, water_meter_manifest())
+    recorder.device_log("ref-meter", kind="serial-totaliser")  # never closed: as a kill -9 leaves it
+    assert not (folder / "hashes.json").exists()
+    session = load_session(folder)
+    assert session.camera_ids == []
+    camera = session.camera("cam-M1")
+    assert camera.frame_count == 0 and list(camera.iter_frames()) == []
+    expected = "camera cam-M1: not in session.json cameras[]: the recording stopped before this camera opened"
+    assert camera.problems[0].startswith(expected) and camera.problems[0] in session.warnings
+    with pytest.raises(Inconclusive, match="camera cam-M1: 0 usable frame"):
+        require_frames(camera)
+    with pytest.raises(SessionError, match='no entry with id "cam-9"'):
+        session.camera("cam-9")  # a camera no unit names is still an error
+    recorder.close()  # closed (hashes.json written): the same session.json without the camera is refused
+    _edit_manifest(folder, lambda m: m.update(cameras=[]))
+    assert _problems(folder) == [
+        'session.json: instruments[0].camera: expected the id of an entry of cameras[], got "cam-M1"'
+    ]
+
+
 def test_frames_written_by_opencv_are_not_confused_with_partial_files() -> None:
     ok, encoded = cv2.imencode(".jpg", make_frame(3))
     from meterbench.session.reader import _image_is_complete
