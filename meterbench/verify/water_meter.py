@@ -159,8 +159,13 @@ def reference_track(session) -> tuple[ReferenceTrack, list[str], list[EvidenceGa
         )
     t = np.array([e.t_s for e in good], dtype=np.float64)
     v = np.array([e.parsed["volume_l"] for e in good], dtype=np.float64)
-    keep = _in_order(t, v)
-    dropped = np.flatnonzero(~keep)
+    # lines that came in one read of the port share its reception time: the last of them is the
+    # freshest volume at that instant, the earlier ones are superseded (kept raw, no gap: not suspect)
+    superseded = np.zeros(t.size, dtype=bool)
+    superseded[:-1] = (t[:-1] == t[1:]) & (v[:-1] <= v[1:])
+    keep = np.zeros(t.size, dtype=bool)
+    keep[~superseded] = _in_order(t[~superseded], v[~superseded])
+    dropped = np.flatnonzero(~keep & ~superseded)
     if dropped.size:
         kept_t = t[keep]
         for i in dropped:

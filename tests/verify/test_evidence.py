@@ -123,6 +123,22 @@ def test_a_line_that_is_no_event_is_skipped_with_a_warning(baseline, readers, tm
         assert point["error_pct"] == pytest.approx(expected[key]["error_pct"], abs=1e-4), key
 
 
+def test_reference_lines_received_in_one_read_are_no_gap(baseline, readers, tmp_path):
+    """Three reference lines inside Q2 stamped with one reception time, as a starved reader thread records
+    them (one read of the port): the last is the freshest volume, the others are superseded, not "out of
+    order" (was: each made a gap of untrusted evidence and under CI load a point went inconclusive)."""
+    folder = _copy(tmp_path)
+    t_s = json.loads((folder / "devices" / "ref-meter.jsonl").read_text().splitlines()[REF_LINE + 1])["t_s"]
+    for number in (REF_LINE, REF_LINE + 1):
+        _edit_line(folder, "ref-meter", number, lambda e: e.update(t_s=t_s))
+    report = _verify(folder, readers)
+    assert not [w for w in report["warnings"] if "out of order" in w], report["warnings"]
+    points, expected = _points(report), _points(baseline)
+    for key, point in points.items():  # two reference samples of 1090 fewer: same verdicts, errors within 1e-4 %
+        assert point["verdict"] == expected[key]["verdict"] != "inconclusive", key
+        assert point["error_pct"] == pytest.approx(expected[key]["error_pct"], abs=1e-4), key
+
+
 def test_a_parsed_value_that_raw_does_not_give_is_not_used(baseline, readers, tmp_path):
     """parsed.volume_l an object (was: used unchecked): raw gives another value, so the line is refused and
     the point whose evidence it is (Q2) is inconclusive naming it; the other points keep their verdicts."""
