@@ -6,7 +6,7 @@ The writer checks what it writes with the same JSON Schemas the reader enforces
 
 from meterbench.session.format import FORMAT_NAME, FORMAT_VERSION, SCHEMA_DIR, read_bounded, schema_problems
 from meterbench.session.reader import CameraSource, DeviceEvent, EvidenceGap, Session, load_session
-from meterbench.session.traces import Trace, TraceError, read_trace, write_trace_csv
+from meterbench.session.traces import Trace, TraceError, parse_trace, read_trace, write_trace_csv
 from meterbench.session.writer import (
     CameraWriter,
     DeviceLog,
@@ -32,6 +32,7 @@ __all__ = [
     "Trace",
     "TraceError",
     "load_session",
+    "parse_trace",
     "read_trace",
     "reference_image_path",
     "schema_problems",

@@ -131,8 +131,8 @@ def schema_problems(file_label: str, data: Any, schema_name: str) -> list[str]:
 def _error_texts(error: Any, path: list, root: dict[str, Any]) -> list[tuple[list, str]]:
     """(field path, message) pairs for one jsonschema error."""
     keyword = error.validator
-    if keyword == "required":
-        properties = error.schema.get("properties", {})
+    if keyword == "required":  # a conditional's "then" at the top names no properties: the root's say
+        properties = error.schema.get("properties") or (root.get("properties", {}) if not path else {})
         return [
             (
                 path + [name],

@@ -43,6 +43,7 @@ from meterbench.session.format import (
     short,
 )
 from meterbench.session.integrity import HASHES_FILE, HASHES_FORMAT, chain_breaks, hash_mismatches
+from meterbench.session.traces import Trace, parse_trace
 
 __all__ = ["load_session", "Session", "DeviceEvent", "CameraSource", "EvidenceGap"]
 
@@ -57,6 +58,8 @@ MAX_IMAGE_BYTES = 64 * 2**20
 """An image frame larger than this (64 MiB) is not read (the frame is unusable)."""
 MAX_VIDEO_BYTES = 64 * 2**30
 """A video larger than this (64 GiB) is not read (its camera has no frames)."""
+MAX_TRACE_BYTES = 256 * 2**20
+"""An impact trace larger than this (256 MiB) is not read (the session is refused)."""
 MAX_HASHES_BYTES = 256 * 2**20
 """hashes.json larger than this (256 MiB) is not read (warning: files not checked)."""
 MAX_ABS_T_S = 1e9
@@ -157,7 +160,42 @@ def _cross_problems(manifest: dict[str, Any], folder: Path) -> list[str]:
                 f"entry of devices[], got {short(device)}"
             )
     problems += _bench_kind_problems(manifest, units, points)
-    problems += _file_problems(folder, cameras, devices, units)
+    problems += _helmet_problems(manifest)
+    problems += _file_problems(folder, cameras, devices, units, _trace_entries(manifest))
+    return problems
+
+
+def _trace_entries(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(field path, entry) of every recorded trace of a helmet-impact session: impacts, then reference drops."""
+    return [(f"{key}[{i}]", entry) for key in ("impacts", "reference_drops") for i, entry in _items(manifest, key)]
+
+
+def _helmet_problems(manifest: dict[str, Any]) -> list[str]:
+    """A helmet-impact session: unique helmet ids and drop names, every impact's helmet listed, no
+    water meter or tank; the other kinds carry no helmets, impacts or reference drops."""
+    label = "session.json"
+    helmets = _items(manifest, "helmets")
+    drops = _trace_entries(manifest)
+    if manifest.get("bench_kind") != "helmet-impact":
+        return [
+            f"{label}: {key}: only a helmet-impact bench has {key} (bench_kind is {short(manifest.get('bench_kind'))})"
+            for key in ("helmets", "impacts", "reference_drops")
+            if key in manifest
+        ]
+    problems = _duplicates(label, [(f"helmets[{i}].id", h.get("id")) for i, h in helmets], "helmet id")
+    problems += _duplicates(label, [(f"{where}.name", d.get("name")) for where, d in drops], "impact name")
+    problems += [
+        f"{label}: {key}: expected none on a helmet-impact bench (bench_kind), got {len(manifest[key])}"
+        for key in ("instruments", "tanks")
+        if manifest.get(key)
+    ]
+    helmet_ids = {h.get("id") for _, h in helmets}
+    for i, impact in _items(manifest, "impacts"):
+        helmet = impact.get("helmet")
+        if isinstance(helmet, str) and helmet not in helmet_ids:
+            problems.append(
+                f"{label}: impacts[{i}].helmet: expected the id of an entry of helmets[], got {short(helmet)}"
+            )
     return problems
 
 
@@ -167,7 +205,7 @@ def _bench_kind_problems(
     """A water-meter bench tests water meters only, a tank bench tanks only."""
     bench_kind = manifest.get("bench_kind")
     if bench_kind not in ("water-meter", "tank"):
-        return []  # reported by the schema
+        return []  # reported by the schema, or a helmet-impact bench (_helmet_problems)
     label = "session.json"
     kinds = [(key, i, "tank" if key == "tanks" else unit.get("kind")) for key, i, unit in units]
     problems = [
@@ -197,6 +235,7 @@ def _file_problems(
     cameras: list[tuple[int, dict]],
     devices: list[tuple[int, dict]],
     units: list[tuple[str, int, dict]] = (),
+    traces: list[tuple[str, dict]] = (),
 ) -> list[str]:
     """Every file or folder the manifest names must exist in the session folder (a FIFO, a device,
     a link leading out or a file over its size cap is found when it is opened, and stays local
@@ -214,6 +253,7 @@ def _file_problems(
         reference = register.get("reference") if isinstance(register, dict) else None
         if isinstance(reference, dict):
             wanted.append((f"{key}[{i}].register.reference.image", reference.get("image"), False))
+    wanted += [(f"{where}.trace", entry.get("trace"), False) for where, entry in traces]
     problems = []
     for where, relpath, is_dir in wanted:
         if not isinstance(relpath, str) or relpath.startswith("/") or ".." in relpath.split("/"):
@@ -230,6 +270,13 @@ def _truth_problems(truth: Any, manifest: dict[str, Any]) -> list[str]:
     problems = schema_problems("truth.json", truth, "truth-v1.json")
     if problems:
         return problems
+    if manifest.get("bench_kind") == "helmet-impact":
+        names = {d.get("name") for _, d in _trace_entries(manifest)}
+        return [
+            f"truth.json: impacts[{i}].name: expected the name of an impact of session.json, got {short(item['name'])}"
+            for i, item in enumerate(truth.get("impacts", []))
+            if item["name"] not in names
+        ]
     known = {
         u.get("id")
         for key in ("instruments", "tanks")
@@ -728,13 +775,37 @@ class Session:
 
     @property
     def bench_kind(self) -> str:
-        """ "water-meter" or "tank"."""
+        """ "water-meter", "tank" or "helmet-impact"."""
         return self.manifest["bench_kind"]
 
     @property
     def instruments(self) -> list[dict[str, Any]]:
-        """Entries of session.json ``instruments`` (water meters; tanks may also appear)."""
-        return self.manifest["instruments"]
+        """Entries of session.json ``instruments`` (water meters; tanks may also appear; [] on a helmet bench)."""
+        return self.manifest.get("instruments", [])
+
+    @property
+    def helmets(self) -> list[dict[str, Any]]:
+        """Entries of session.json ``helmets`` (helmet-impact bench; [] otherwise)."""
+        return self.manifest.get("helmets", [])
+
+    @property
+    def impacts(self) -> list[dict[str, Any]]:
+        """Entries of session.json ``impacts`` in recorded order (helmet-impact bench; [] otherwise)."""
+        return self.manifest.get("impacts", [])
+
+    @property
+    def reference_drops(self) -> list[dict[str, Any]]:
+        """Entries of session.json ``reference_drops``: the rig's own check drops ([] when none)."""
+        return self.manifest.get("reference_drops", [])
+
+    def trace(self, entry: dict[str, Any]) -> Trace:
+        """The trace of an impact or reference drop of session.json, parsed from the very bytes whose
+        SHA-256 was checked against the entry's ``sha256`` (and hashes.json).
+
+        SessionError (one line) when the file changed since it was recorded; TraceError when it is
+        intact but not a readable trace."""
+        data = _checked_trace_bytes(self._files, entry, str(entry.get("name")))
+        return parse_trace(data, entry["trace"], float(entry["fs_hz"]), entry.get("sensitivity_mv_per_g"))
 
     @property
     def tanks(self) -> list[dict[str, Any]]:
@@ -763,7 +834,8 @@ class Session:
 
     @property
     def test_plan_points(self) -> list[dict[str, Any]]:
-        return self.manifest["test_plan"]["points"]
+        """Entries of session.json ``test_plan.points`` ([] on a helmet-impact bench, which has impacts)."""
+        return self.manifest.get("test_plan", {}).get("points", [])
 
     @property
     def camera_ids(self) -> list[str]:
@@ -877,6 +949,31 @@ class Session:
         self.close()
 
 
+def _checked_trace_bytes(files: _InputFiles, entry: dict[str, Any], where: str) -> bytes:
+    """The bytes of a recorded trace, their SHA-256 equal to the entry's ``sha256`` and to hashes.json;
+    else SessionError, one line naming the file (a changed or truncated trace is never analysed)."""
+    relpath = entry["trace"]
+    try:
+        data, changed = files.read(relpath, MAX_TRACE_BYTES)
+    except UnsafeFile as exc:
+        raise SessionError([f"{relpath}: {exc} (trace of {where})"], files.folder) from None
+    except OSError as exc:
+        raise SessionError(
+            [f"{relpath}: cannot be read ({exc.strerror or exc}) (trace of {where})"], files.folder
+        ) from None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise SessionError(
+            [
+                f"{relpath}: changed or truncated since it was recorded ({len(data)} bytes, SHA-256 differs "
+                f"from session.json's for {where}); the session is not verified"
+            ],
+            files.folder,
+        )
+    if changed is not None:
+        raise SessionError([f"{changed}; the session is not verified"], files.folder)
+    return data
+
+
 def _recorded_hashes(folder: Path, warnings: list[str]) -> dict[str, str] | None:
     """hashes.json's ``files`` (relative path -> hex SHA-256), or None (absent or unusable: a warning)."""
     if not os.path.lexists(folder / HASHES_FILE):
@@ -929,6 +1026,8 @@ def load_session(path: str | Path) -> Session:
         raise SessionError(problems, folder)
     if files.recorded is not None:
         warnings.extend(hash_mismatches(folder, files.recorded))
+    for where, entry in _trace_entries(manifest):  # a helmet bench's verdicts rest on its traces: check them all now
+        _checked_trace_bytes(files, entry, f"{where} {short(entry['name'])}")
     truth = None
     has_truth_file = os.path.lexists(folder / TRUTH_FILE)
     if has_truth_file:

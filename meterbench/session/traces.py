@@ -13,6 +13,7 @@ file holding exactly one or three channels (taken in order). Units from the chan
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from meterbench.errors import MeterbenchError
 from meterbench.session.writer import write_text_atomic
 
-__all__ = ["Trace", "TraceError", "read_trace", "write_trace_csv"]
+__all__ = ["Trace", "TraceError", "parse_trace", "read_trace", "trace_csv_text", "write_trace_csv"]
 
 _AXES = ("ax", "ay", "az")
 _UNIFORM_REL_TOL = 0.01
@@ -58,26 +59,44 @@ class Trace:
 def read_trace(path: str | Path, fs_hz: float | None = None, sensitivity_mv_per_g: float | None = None) -> Trace:
     """Read a CSV (``.csv``/``.txt``) or TDMS (``.tdms``) trace in g (V converted with the sensitivity)."""
     path = Path(path)
+    _check_parameters(path, fs_hz, sensitivity_mv_per_g)
+    if not path.is_file():
+        raise TraceError(f"{path}: no such trace file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return parse_trace(data, path, fs_hz, sensitivity_mv_per_g)
+
+
+def parse_trace(
+    data: bytes, path: str | Path, fs_hz: float | None = None, sensitivity_mv_per_g: float | None = None
+) -> Trace:
+    """A trace from the bytes of its file (``path`` names it in messages; ``.tdms`` is TDMS, else CSV):
+    a session hashes these very bytes before they are parsed, so no other file can be swapped in."""
+    path = Path(path)
+    _check_parameters(path, fs_hz, sensitivity_mv_per_g)
+    if path.suffix.lower() == ".tdms":
+        columns, values, increment_s = _read_tdms(path, data)
+    else:
+        columns, values = _read_csv(path, data)
+        increment_s = None
+    return _assemble(path, columns, values, fs_hz, increment_s, sensitivity_mv_per_g)
+
+
+def _check_parameters(path: Path, fs_hz: float | None, sensitivity_mv_per_g: float | None) -> None:
     if fs_hz is not None and not (math.isfinite(float(fs_hz)) and float(fs_hz) > 0):
         raise TraceError(f"{path}: expected a positive sample rate in Hz, got fs {fs_hz!r}")
     if sensitivity_mv_per_g is not None and not (
         math.isfinite(float(sensitivity_mv_per_g)) and float(sensitivity_mv_per_g) > 0
     ):
         raise TraceError(f"{path}: expected a positive sensitivity in mV/g, got {sensitivity_mv_per_g!r}")
-    if not path.is_file():
-        raise TraceError(f"{path}: no such trace file")
-    if path.suffix.lower() == ".tdms":
-        columns, values, increment_s = _read_tdms(path)
-    else:
-        columns, values = _read_csv(path)
-        increment_s = None
-    return _assemble(path, columns, values, fs_hz, increment_s, sensitivity_mv_per_g)
 
 
-def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+def _read_csv(path: Path, data: bytes) -> tuple[list[str], np.ndarray]:
     try:
-        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = [line for line in data.decode("utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
         raise TraceError(f"{path}: cannot read the trace as UTF-8 text ({exc})") from None
     if not lines:
         raise TraceError(f"{path}: empty file; expected {EXPECTED_COLUMNS}")
@@ -104,13 +123,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_tdms(path: Path) -> tuple[list[str], np.ndarray, float | None]:
+def _read_tdms(path: Path, data: bytes) -> tuple[list[str], np.ndarray, float | None]:
     try:
         from nptdms import TdmsFile
     except ImportError:
         raise TraceError(f"{path}: reading TDMS needs npTDMS (pip install 'meterbench[helmet]')") from None
     try:
-        channels = [channel for group in TdmsFile.read(path).groups() for channel in group.channels()]
+        channels = [channel for group in TdmsFile.read(io.BytesIO(data)).groups() for channel in group.channels()]
     except Exception as exc:  # npTDMS raises ValueError/KeyError/struct.error on a damaged file
         raise TraceError(f"{path}: not a readable TDMS file ({type(exc).__name__}: {exc})") from None
     channels = [channel for channel in channels if len(channel) > 0]
@@ -212,6 +231,11 @@ def write_trace_csv(path: str | Path, accel: np.ndarray, fs_hz: float, units: st
     ``accel`` is (N,) or (N, 3) in ``units`` ("g" or "V"); values are written exactly (repr), the
     file atomically (never a half-written trace).
     """
+    write_text_atomic(Path(path), trace_csv_text(path, accel, fs_hz, units))
+
+
+def trace_csv_text(path: str | Path, accel: np.ndarray, fs_hz: float, units: str = "g") -> str:
+    """The CSV text of a trace (see :func:`write_trace_csv`); ``path`` names it in messages."""
     values = np.asarray(accel, dtype=float)
     unit = {"g": "g", "V": "v"}.get(units)
     if unit is None or values.ndim not in (1, 2) or (values.ndim == 2 and values.shape[1] != 3):
@@ -224,4 +248,4 @@ def write_trace_csv(path: str | Path, accel: np.ndarray, fs_hz: float, units: st
     rows = values.reshape(len(values), -1)
     lines = [",".join(["time_s", *columns])]
     lines += [",".join([f"{i / float(fs_hz):.12g}", *map(repr, map(float, row))]) for i, row in enumerate(rows)]
-    write_text_atomic(Path(path), "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"

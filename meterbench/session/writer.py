@@ -8,6 +8,7 @@ SESSION/cameras/<id>.mp4             kind="video": compact, finalised only by cl
 SESSION/cameras/<id>/000000.jpg      kind="images": one file per frame, each renamed into place
 SESSION/cameras/<id>.csv             frame_index,t_s  (one flushed row per frame)
 SESSION/devices/<id>.jsonl           one flushed JSON line per device event
+SESSION/traces/<name>.csv            helmet-impact bench: one drop's trace, written whole and hashed
 SESSION/truth.json                   simulated sessions only
 ```
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -704,6 +706,49 @@ class SessionRecorder:
                 log.sync()
             for writer in self._camera_writers.values():
                 writer.sync()
+
+    def add_trace(
+        self,
+        key: Literal["impacts", "reference_drops"],
+        entry: dict[str, Any],
+        accel: np.ndarray | None = None,
+        *,
+        fs_hz: float,
+        units: str = "g",
+        data: bytes | None = None,
+        suffix: str = ".csv",
+    ) -> dict[str, Any]:
+        """Record one drop of a helmet-impact bench: write its trace as ``traces/<name><suffix>``
+        (``accel`` (N,) or (N, 3) in ``units`` as CSV, or the DAQ file's own ``data`` bytes, e.g.
+        a TDMS file), then list ``entry`` with ``trace``, ``fs_hz``, ``units`` and the file's
+        ``sha256`` under session.json ``key``. The reader refuses the session if the trace later
+        differs from that hash. Returns the entry as listed."""
+        from meterbench.session.traces import trace_csv_text
+
+        if key not in ("impacts", "reference_drops"):
+            raise ValueError(f"add_trace: key: expected 'impacts' or 'reference_drops', got {key!r}")
+        if (accel is None) == (data is None):
+            raise ValueError("add_trace: expected exactly one of accel (samples) or data (the DAQ file's bytes)")
+        name = _check_id(f"{key}[].name", str(entry.get("name")))
+        relpath = f"traces/{name}{suffix}"
+        if data is None:
+            data = trace_csv_text(relpath, accel, fs_hz, units).encode("utf-8")
+        with self._lock:
+            self._check_open()
+            taken = {e.get("name") for k in ("impacts", "reference_drops") for e in self._manifest.get(k, [])}
+            if name in taken:
+                raise ValueError(f"add_trace: {name!r}: a drop of this name is recorded already")
+            listed = {**entry, "trace": relpath, "fs_hz": float(fs_hz), "units": units}
+            listed["sha256"] = hashlib.sha256(data).hexdigest()
+            plain = json.loads(json.dumps(listed, default=_json_default))
+            manifest = {**self._manifest, key: [*self._manifest.get(key, []), plain]}
+            problems = schema_problems("session.json", manifest, "session-v1.json")
+            if problems:  # checked before the trace is written
+                raise SessionError(problems, self.path)
+            (self.path / "traces").mkdir(exist_ok=True)
+            _write_bytes_atomic(self.path / relpath, data)
+            self._write_manifest(manifest)
+            return plain
 
     def write_truth(self, truth: dict[str, Any]) -> None:
         """Write truth.json (simulated sessions only) atomically."""

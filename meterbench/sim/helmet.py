@@ -5,7 +5,9 @@ split over three axes, sampled at 20 kHz for 50 ms (pulse at 15 ms), plus a 4 kH
 (decays in 1 ms), white noise (0.5 g rms) and a per-axis offset (<= 3 g). truth.json holds the
 noiseless pulse's features (`analyse_impact` at CFC 1000) and the true verdict under the profile
 with no guard band. Impacts: clear passes and fails, some within 2 % of the 400 g limit, one at
-a velocity outside the window, one clipped at the ADC's range.
+a velocity outside the window, one clipped at the ADC's range, one with a dead channel.
+Written through `SessionRecorder` as a live rig would be: each trace hashed into session.json,
+hashes.json on close.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import numpy as np
 
 from meterbench.calibration._helmet import helmet_profile
 from meterbench.calibration.impact import analyse_impact
-from meterbench.session.traces import write_trace_csv
-from meterbench.session.writer import write_json_atomic
+from meterbench.session.writer import SessionRecorder
 
 __all__ = ["simulate_helmet", "HELMET_FS_HZ"]
 
@@ -41,6 +42,7 @@ class _Drop:
     duration_ms: float
     velocity_m_s: float = 6.0
     clip: bool = False
+    dead_axis: int | None = None
 
 
 # (helmet, site, peak g, pulse ms, velocity m/s, clipped): limit 400 g, U 1.5 %
@@ -54,6 +56,7 @@ _DROPS = (
     _Drop("H2", "left", 440.0, 2.3),
     _Drop("H3", "front", 330.0, 2.5, velocity_m_s=6.35),  # out of the 5.8-6.2 m/s window
     _Drop("H3", "rear", 520.0, 2.2, clip=True),  # beyond the ADC's 450 g
+    _Drop("H3", "left", 350.0, 2.5, dead_axis=1),  # the y channel stuck at its offset
 )
 
 
@@ -83,60 +86,72 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "session.json").exists():
         raise FileExistsError(f"{out_dir}: holds a session already; choose an empty --out")
-    (out_dir / "traces").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     profile = helmet_profile(PROFILE)
-    n = round(_TRACE_S * HELMET_FS_HZ)
-    t = np.arange(n) / HELMET_FS_HZ
-    impacts, truths = [], []
-    for index, drop in enumerate(_DROPS):
-        name = f"{drop.helmet}-{drop.site}"
-        clean = np.outer(_pulse_g(drop.peak_g, drop.duration_ms / 1e3), _DIRECTION)
-        true = analyse_impact(clean, HELMET_FS_HZ, cfc=1000)
-        ring_t = np.clip(t - _PULSE_START_S, 0, None)
-        ring = _RING_G * np.sin(2 * np.pi * _RING_HZ * ring_t) * np.exp(-ring_t / _RING_TAU_S) * (ring_t > 0)
-        trace = clean + np.outer(ring, [0.0, 0.0, 1.0])
-        trace += rng.normal(0.0, _NOISE_G, trace.shape) + rng.uniform(-3.0, 3.0, 3)
-        if drop.clip:
-            trace = np.clip(trace, -_ADC_RANGE_G, _ADC_RANGE_G)
-        trace_name = f"traces/{name}.csv"
-        write_trace_csv(out_dir / trace_name, trace, HELMET_FS_HZ)
-        impacts.append(
-            {
-                "name": name,
-                "helmet": drop.helmet,
-                "site": drop.site,
-                "anvil": "flat",
-                "velocity_m_s": drop.velocity_m_s,
-                "conditioning": "ambient",
-                "trace": trace_name,
-                "fs_hz": HELMET_FS_HZ,
-                "units": "g",
-                "sequence": index + 1,
-            }
-        )
-        verdict = _true_verdict(true, drop.velocity_m_s, profile)
-        truths.append(
-            {"name": name, **true.summary(), "verdict": verdict, "clipped": drop.clip, "near_limit": _near(drop)}
-        )
     helmets = [
         {"id": h, "model": "SIM-FF1", "size": "medium", "lot": "L2026-11", "serial": f"SIM-{h}"}
         for h in dict.fromkeys(d.helmet for d in _DROPS)
     ]
     manifest = {
-        "format": "meterbench-session",
-        "format_version": 1,
         "session_id": f"sim-helmet-seed{seed}",
         "bench_kind": "helmet-impact",
         "start_time_utc": "2026-11-27T09:00:00Z",
         "simulated": True,
         "profile": PROFILE,
         "helmets": helmets,
-        "impacts": impacts,
+        "impacts": [],
     }
-    write_json_atomic(out_dir / "truth.json", {"bench_kind": "helmet-impact", "profile": PROFILE, "impacts": truths})
-    write_json_atomic(out_dir / "session.json", manifest)
+    truths = []
+    with SessionRecorder.create(out_dir, manifest) as recorder:
+        for index, drop in enumerate(_DROPS):
+            name = f"{drop.helmet}-{drop.site}"
+            clean = np.outer(_pulse_g(drop.peak_g, drop.duration_ms / 1e3), _DIRECTION)
+            true = analyse_impact(clean, HELMET_FS_HZ, cfc=1000)
+            recorder.add_trace(
+                "impacts", _impact_entry(name, drop, index), _recorded(clean, drop, rng), fs_hz=HELMET_FS_HZ
+            )
+            verdict = _true_verdict(true, drop.velocity_m_s, profile)
+            truths.append(
+                {
+                    "name": name,
+                    **true.summary(),
+                    "verdict": verdict,
+                    "clipped": drop.clip,
+                    "dead_channel": drop.dead_axis is not None,
+                    "near_limit": _near(drop),
+                }
+            )
+        recorder.write_truth({"bench_kind": "helmet-impact", "profile": PROFILE, "impacts": truths})
     return out_dir
+
+
+def _impact_entry(name: str, drop: _Drop, index: int) -> dict:
+    """session.json's entry of one drop (the recorder adds trace, fs_hz, units, sha256)."""
+    return {
+        "name": name,
+        "helmet": drop.helmet,
+        "site": drop.site,
+        "anvil": "flat",
+        "velocity_m_s": drop.velocity_m_s,
+        "conditioning": "ambient",
+        "sequence": index + 1,
+    }
+
+
+def _recorded(clean: np.ndarray, drop: _Drop, rng: np.random.Generator) -> np.ndarray:
+    """What the DAQ records of a clean (N, 3) pulse: headform ring, noise, offsets, clipping, a dead channel."""
+    t = np.arange(len(clean)) / HELMET_FS_HZ
+    ring_t = np.clip(t - _PULSE_START_S, 0, None)
+    ring = _RING_G * np.sin(2 * np.pi * _RING_HZ * ring_t) * np.exp(-ring_t / _RING_TAU_S) * (ring_t > 0)
+    trace = clean + np.outer(ring, [0.0, 0.0, 1.0])
+    noise = rng.normal(0.0, _NOISE_G, trace.shape)
+    offsets = rng.uniform(-3.0, 3.0, 3)
+    trace += noise + offsets
+    if drop.clip:
+        trace = np.clip(trace, -_ADC_RANGE_G, _ADC_RANGE_G)
+    if drop.dead_axis is not None:
+        trace[:, drop.dead_axis] = offsets[drop.dead_axis]
+    return trace
 
 
 def _near(drop: _Drop) -> bool:

@@ -7,14 +7,12 @@ session.json ``peak_u_rel_pct``). A clipped trace, a dead channel, a failed J211
 an unreadable trace or a velocity outside the window make the impact inconclusive with the
 reason. A helmet's verdict combines its impacts (`decide_instrument`).
 
-session.json is read here directly: the session schema and reader know only the water-meter
-and tank kinds (docs/helmets.md).
+The session is a loaded :class:`meterbench.session.Session` (schema, cross-checks and the SHA-256
+of every trace checked by `load_session`; a changed or truncated trace refuses the session).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,50 +20,35 @@ import numpy as np
 
 from meterbench import calibration
 from meterbench.calibration import Decision, analyse_impact, decide_impact, helmet_profile, helmet_provenance_notes
-from meterbench.errors import MeterbenchError, SessionError
-from meterbench.session.integrity import hash_files
-from meterbench.session.traces import read_trace
+from meterbench.errors import SessionError
+from meterbench.session.traces import TraceError
 from meterbench.verify.results import InstrumentResult, PointResult
 
 __all__ = [
     "OFFSET_WINDOW_S",
     "evaluate_helmet_session",
     "helmet_decision",
-    "read_helmet_manifest",
+    "helmet_report_keys",
+    "inconclusive_helmets",
+    "session_profile",
     "verify_helmet_session",
 ]
 
 OFFSET_WINDOW_S = 0.010
 """Leading stretch of a trace (s) whose per-axis median is the accelerometer's zero offset."""
 
-_REQUIRED_IMPACT = ("name", "helmet", "anvil", "velocity_m_s", "trace", "fs_hz")
+_HELMET_IDENTITY = ("model", "size", "lot", "serial")
 
 
-def read_helmet_manifest(folder: Path) -> dict[str, Any]:
-    """session.json of a helmet-impact session, its helmets and impacts checked; SessionError naming the field."""
-    path = Path(folder) / "session.json"
+def session_profile(session) -> calibration.HelmetProfile:
+    """The standard profile session.json names; SessionError naming the field when it is unknown."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SessionError(f"{path}: expected a readable JSON session, got {exc}") from None
-    if manifest.get("bench_kind") != "helmet-impact":
-        raise SessionError(f"{path}: bench_kind: expected 'helmet-impact', got {manifest.get('bench_kind')!r}")
-    for key in ("session_id", "start_time_utc", "profile", "helmets", "impacts"):
-        if key not in manifest:
-            raise SessionError(f"{path}: {key}: missing")
-    ids = [h.get("id") for h in manifest["helmets"] if isinstance(h, dict)]
-    if len(ids) != len(manifest["helmets"]) or len(set(ids)) != len(ids) or None in ids:
-        raise SessionError(f"{path}: helmets: expected objects with unique ids")
-    for i, impact in enumerate(manifest["impacts"]):
-        missing = [k for k in _REQUIRED_IMPACT if not isinstance(impact, dict) or k not in impact]
-        if missing:
-            raise SessionError(f"{path}: impacts[{i}]: missing {', '.join(missing)}")
-        if impact["helmet"] not in ids:
-            raise SessionError(f"{path}: impacts[{i}].helmet: {impact['helmet']!r} is not in helmets")
-    return manifest
+        return helmet_profile(session.manifest["profile"])
+    except ValueError as exc:
+        raise SessionError(f"session.json: profile: {exc}") from None
 
 
-def _impact_point(folder: Path, impact: dict[str, Any], profile, u_pct: float) -> PointResult:
+def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> PointResult:
     """One impact's PointResult (details: peak_g, hic, dwell_ms, margins, site, velocity)."""
     name = impact["name"]
     details: dict[str, Any] = {
@@ -76,8 +59,8 @@ def _impact_point(folder: Path, impact: dict[str, Any], profile, u_pct: float) -
         "trace": impact["trace"],
     }
     try:
-        trace = read_trace(folder / impact["trace"], fs_hz=float(impact["fs_hz"]))
-    except (MeterbenchError, OSError, ValueError) as exc:
+        trace = session.trace(impact)
+    except TraceError as exc:
         return PointResult.inconclusive(name, f"trace unreadable: {exc}", details=details)
     accel = trace.accel_g
     rest = max(1, round(OFFSET_WINDOW_S * trace.fs_hz))
@@ -119,28 +102,42 @@ def _impact_point(folder: Path, impact: dict[str, Any], profile, u_pct: float) -
     return PointResult(name, decision, details=details)
 
 
-def evaluate_helmet_session(folder: Path) -> tuple[dict[str, Any], list[InstrumentResult]]:
-    """(manifest, one InstrumentResult per helmet, its points the helmet's impacts in session order)."""
-    folder = Path(folder)
-    manifest = read_helmet_manifest(folder)
-    try:
-        profile = helmet_profile(manifest["profile"])
-    except (KeyError, ValueError) as exc:
-        raise SessionError(f"{folder / 'session.json'}: profile: {exc}") from None
-    u_pct = float(manifest.get("peak_u_rel_pct", calibration.peak_uncertainty_rel_pct().value))
-    if not math.isfinite(u_pct):
-        raise SessionError(f"{folder / 'session.json'}: peak_u_rel_pct: expected a number, got {u_pct!r}")
+def _identity(helmet: dict[str, Any], profile) -> dict[str, Any]:
+    identity = {k: helmet.get(k) for k in _HELMET_IDENTITY}
+    identity["profile"] = profile.name
+    return identity
+
+
+def evaluate_helmet_session(session) -> list[InstrumentResult]:
+    """One InstrumentResult per helmet of a loaded session, its points the helmet's impacts in session order."""
+    profile = session_profile(session)
+    u_pct = float(session.manifest.get("peak_u_rel_pct", calibration.peak_uncertainty_rel_pct().value))
     helmets = []
-    for helmet in manifest["helmets"]:
+    for helmet in session.helmets:
         points = [
-            _impact_point(folder, impact, profile, u_pct)
-            for impact in manifest["impacts"]
+            _impact_point(session, impact, profile, u_pct)
+            for impact in session.impacts
             if impact["helmet"] == helmet["id"]
         ]
-        identity = {k: helmet.get(k) for k in ("model", "size", "lot", "serial")}
-        identity["profile"] = profile.name
-        helmets.append(InstrumentResult.from_points(helmet["id"], "helmet", points, identity=identity))
-    return manifest, helmets
+        helmets.append(
+            InstrumentResult.from_points(helmet["id"], "helmet", points, identity=_identity(helmet, profile))
+        )
+    return helmets
+
+
+def inconclusive_helmets(session, reason: str) -> list[InstrumentResult]:
+    """Every helmet with every impact inconclusive for ``reason`` (session.json changed since it was closed)."""
+    profile = session_profile(session)
+    return [
+        InstrumentResult.inconclusive(
+            helmet["id"],
+            "helmet",
+            [i["name"] for i in session.impacts if i["helmet"] == helmet["id"]],
+            reason,
+            identity=_identity(helmet, profile),
+        )
+        for helmet in session.helmets
+    ]
 
 
 def helmet_decision(helmets: list[InstrumentResult]) -> Decision:
@@ -154,35 +151,24 @@ def _profile_notes(profile_name: str) -> list[str]:
     return [n for n in helmet_provenance_notes() if "helmet.profiles." not in n or mine in n]
 
 
-def verify_helmet_session(folder: Path) -> dict[str, Any]:
-    """report.json of a helmet-impact session (the envelope of the other kinds; instruments =
-    helmets, points = impacts, the features and margins in each point's ``details``); the
-    unconfirmed helmet.json values are listed in ``warnings`` as [MEM] lines."""
-    from meterbench import __version__, source_revision
-
-    folder = Path(folder)
-    manifest, helmets = evaluate_helmet_session(folder)
-    start = str(manifest["start_time_utc"])
-    said = manifest.get("warnings")
-    bench = [f"bench: {w}" for w in said if isinstance(w, str)] if isinstance(said, list) else []
+def helmet_report_keys(session, helmets: list[InstrumentResult]) -> dict[str, Any]:
+    """What report.json adds or sets for a helmet-impact session: the guard-band rule, the
+    profile and its [MEM] lines (for ``warnings``)."""
+    profile = session_profile(session)
     return {
-        "session": manifest["session_id"],
-        "verdict": helmet_decision(helmets).verdict,
-        "instruments": [h.to_dict() for h in helmets],
-        "format": "meterbench-report",
-        "report_version": 1,
-        "bench_kind": "helmet-impact",
-        "simulated": bool(manifest.get("simulated", False)),
-        "start_time_utc": start,
         "decision_rule": "guard-band",
-        "software": f"meterbench {__version__}",
-        "models": {},
-        "inputs": hash_files(folder),
-        "warnings": bench + _profile_notes(manifest["profile"]),
-        "git_revision": source_revision(),
-        "tables": calibration.table_sha256(),
-        "bench_id": manifest.get("bench_id"),
-        "technician_id": manifest.get("technician_id"),
-        "reference_standard_ids": list(manifest.get("reference_standard_ids", [])),
-        "test_date": start[:10],
+        "profile": profile.name,
+        "profile_values": profile.provenance(),
+        "profile_warnings": _profile_notes(profile.name),
     }
+
+
+def verify_helmet_session(folder: Path) -> dict[str, Any]:
+    """report.json of the helmet-impact session in ``folder`` (`meterbench run` without writing it)."""
+    from meterbench.session import load_session
+    from meterbench.verify.run import verify_session
+
+    with load_session(Path(folder)) as session:
+        if session.bench_kind != "helmet-impact":
+            raise SessionError(f"{folder}: bench_kind: expected 'helmet-impact', got {session.bench_kind!r}")
+        return verify_session(session)[0]

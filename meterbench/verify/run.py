@@ -80,7 +80,16 @@ def verify_session(
     manifest = session.manifest
     figures: dict[str, dict[str, str]] = {}
     models: dict[str, str] = {}
-    if session.tampered:  # session.json changed since it was closed: no instrument's verdict rests on it
+    extra: dict = {}
+    if manifest["bench_kind"] == "helmet-impact":
+        from meterbench.verify import helmet
+
+        if session.tampered:
+            instruments = helmet.inconclusive_helmets(session, "; ".join(session.tampered))
+        else:
+            instruments = helmet.evaluate_helmet_session(session)
+        extra = helmet.helmet_report_keys(session, instruments)
+    elif session.tampered:  # session.json changed since it was closed: no instrument's verdict rests on it
         instruments = _all_inconclusive(session, "; ".join(session.tampered))
     elif manifest["bench_kind"] == "water-meter":
         readers = readers or RegisterReaders()
@@ -104,9 +113,10 @@ def verify_session(
         "software": f"meterbench {__version__}",
         "models": models,
         "inputs": session.file_hashes(),
-        "warnings": list(session.warnings) + _bench_warnings(manifest),
+        "warnings": list(session.warnings) + _bench_warnings(manifest) + extra.pop("profile_warnings", []),
         **_traceability_keys(session),
     }
+    report.update(extra)
     return report, figures
 
 
@@ -144,17 +154,6 @@ def _bench_warnings(manifest: dict) -> list[str]:
     return [f"bench: {w}" for w in said if isinstance(w, str)] if isinstance(said, list) else []
 
 
-def _bench_kind(session_dir: Path) -> str | None:
-    """session.json's bench_kind, or None when it cannot be read (load_session then says why)."""
-    import json
-
-    try:
-        manifest = json.loads((session_dir / "session.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest.get("bench_kind") if isinstance(manifest, dict) else None
-
-
 def _provenance_notes() -> list[str]:
     from meterbench import calibration
 
@@ -181,13 +180,8 @@ def run_session(
     (see :data:`ReportCheck`) is applied to the report before it is written."""
     from meterbench.session.reader import load_session
 
-    if _bench_kind(Path(session_dir)) == "helmet-impact":  # not in the session schema yet: read by verify.helmet
-        from meterbench.verify.helmet import verify_helmet_session
-
-        report, figures = verify_helmet_session(Path(session_dir)), {}
-    else:
-        with load_session(session_dir) as session:
-            report, figures = verify_session(session, options, progress=progress)
+    with load_session(session_dir) as session:
+        report, figures = verify_session(session, options, progress=progress)
     if check is not None:
         report = check(report)
     write_reports(report, out_dir, figures, _provenance_notes())

@@ -163,7 +163,7 @@ def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
         ),
         (
             lambda m: m.update(bench_kind="gas-meter"),
-            'session.json: bench_kind: expected one of "water-meter", "tank", got "gas-meter"',
+            'session.json: bench_kind: expected one of "water-meter", "tank", "helmet-impact", got "gas-meter"',
         ),
         (
             lambda m: m.update(format_version=2),
