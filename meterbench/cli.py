@@ -180,20 +180,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from meterbench.bench import run_bench
 
-    report = run_bench(Path(args.config), Path(args.out))
-    print(f"{report['session']}: {report['verdict']}")
+    if args.serve is None:
+        _bench_done(args, run_bench(Path(args.config), Path(args.out)))
+        return 0
+    from meterbench.web import EventPublisher
+    from meterbench.web.live import BenchFeed
+    from meterbench.web.server import parse_bind, start_server
+
+    host, port = parse_bind(args.serve)
+    publisher = EventPublisher()
+    server = start_server(publisher, host, port)
+    print(f"live view: {server.url}/ (technician), {server.url}/display (customer)", flush=True)
+    try:
+        _bench_done(args, run_bench(Path(args.config), Path(args.out), feed=BenchFeed(publisher)))
+        _keep_serving(args.exit_after_s)
+    finally:
+        server.stop()
+    return 0
+
+
+def _bench_done(args: argparse.Namespace, report: dict) -> None:
+    """What `meterbench bench` prints (and stores, with --db) once the run is verified."""
+    print(f"{report['session']}: {report['verdict']}", flush=True)
     _print_summary(report)
     if args.db:
         from meterbench.store import ingest_or_queue
 
         run_dir = Path(report.get("bench", {}).get("run_dir") or args.out)  # the run's own folder under --out
         print(ingest_or_queue(args.db, run_dir).message)
-    return 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     import tempfile
-    import time
 
     from meterbench.web import EventPublisher
     from meterbench.web.replay import replay_session
@@ -210,12 +228,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             where = f" -> {out / 'report.json'}" if args.out else ""
             print(f"{report['session']}: {report['verdict']}{where}", flush=True)
             _print_summary(report)
-            deadline = None if args.exit_after_s is None else time.monotonic() + args.exit_after_s
-            while deadline is None or time.monotonic() < deadline:  # keep serving until Ctrl-C
-                time.sleep(0.2)
+            _keep_serving(args.exit_after_s)
     finally:
         server.stop()
     return 0
+
+
+def _keep_serving(exit_after_s: float | None) -> None:
+    """Keep the live view up after the run: until Ctrl-C, or ``exit_after_s`` seconds."""
+    import time
+
+    deadline = None if exit_after_s is None else time.monotonic() + exit_after_s
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
@@ -554,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="BENCH.toml", help="bench configuration (devices, plan)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the recorded session and its reports")
     p.add_argument("--db", metavar="URL", help="store the run in the central store when it finishes (queued if down)")
+    p.add_argument("--serve", metavar="HOST:PORT", help="serve the live view while the bench runs (127.0.0.1:8080)")
+    p.add_argument(
+        "--exit-after-s", type=float, default=0.0, metavar="S", help="with --serve: keep serving S s after the run"
+    )
 
     p = command("replay", _cmd_replay, "verify a recorded session and play it back to the live view")
     p.add_argument("session", metavar="SESSION", help="recorded session folder")

@@ -41,6 +41,11 @@ deleted first, so session.json, bench.json and hashes.json can still be written.
 
 The devices come ready-made from :func:`meterbench.bench.factory.open_devices`:
 this module does not know whether the bench is real or simulated.
+
+With ``feed`` (a :class:`meterbench.web.live.BenchFeed`, `meterbench bench --serve`) the run is
+published to the live view as it goes: each frame is offered to the feed (it keeps the latest,
+never queues), flying starts and stops, voided attempts and warnings are published when they
+happen, the verdicts from the report.json written at the end. Publishing never blocks.
 """
 
 from __future__ import annotations
@@ -57,13 +62,16 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbench.bench.config import BenchConfig, PointPlan, load_bench_config
 from meterbench.bench.factory import BenchDevices, PreparedDevices, open_devices, prepare_devices
 from meterbench.bench.plausibility import SUSTAINED_REFUSALS, Latch, Plausibility, check_latch
 from meterbench.errors import DeviceError, OutputError
 from meterbench.session import SessionRecorder, write_text_atomic
+
+if TYPE_CHECKING:
+    from meterbench.web.live import BenchFeed
 
 __all__ = ["BenchStopped", "StepFn", "claim_run_dir", "print_step", "run_bench"]
 
@@ -205,6 +213,7 @@ class _Bench:
         devices: BenchDevices,
         recorder: SessionRecorder,
         on_step: StepFn | None,
+        feed: BenchFeed | None = None,
     ):
         self.cfg = cfg
         self.devices = devices
@@ -213,6 +222,7 @@ class _Bench:
         self.reference = devices.reference
         self.clock = recorder.now_s
         self.on_step = on_step
+        self.feed = feed
         self.log: list[str] = []
         self.started_t_s = self.clock()
         self.plausibility = Plausibility(self.reference, self.clock)
@@ -312,11 +322,13 @@ class _Bench:
             if outcome is None:
                 self._judge_point(point.name)
                 return
+            why = f"flow left ±{point.window_pct:g} %" if outcome == "flow" else outcome
+            self.say(f"{point.name}: attempt {attempt} void, {why}")
+            if self.feed is not None:
+                self.feed.point(point.name, "void", self.clock(), None, reason=why)
             if outcome == "flow":
-                self.say(f"{point.name}: attempt {attempt} void, flow left ±{point.window_pct:g} %")
                 continue
             latch_problems.append(outcome)
-            self.say(f"{point.name}: attempt {attempt} void, {outcome}")
         if not latch_problems:
             raise DeviceError(f"point {point.name}: flow did not hold its window in {opts.max_point_attempts} attempts")
         # the controller's answers cannot be trusted for this point: record it as invalid, go on
@@ -333,6 +345,8 @@ class _Bench:
             warning = f"point {name}: {status}: {reason}"
             self.warnings.append(warning)
             self.say(warning)
+            if self.feed is not None:
+                self.feed.warning(warning)
         self._save_points()
 
     def _save_points(self) -> None:
@@ -387,6 +401,8 @@ class _Bench:
             return start.problem or "no totaliser volume at the flying start"
         start_l = start.totaliser_volume_l
         self.say(f"{point.name}: flying start at reference {start_l:.4f} L")
+        if self.feed is not None:
+            self.feed.point(point.name, "running", start.t_s, start_l)
         flow_l_s = point.flow_rate_m3h * L_PER_M3 / S_PER_H
         deadline = self.clock() + opts.point_timeout_factor * point.volume_l / flow_l_s + 10.0
         out_since: float | None = None
@@ -412,6 +428,8 @@ class _Bench:
             if self.controller.conflicting(f"point_{which}", latch.cmd_id):
                 return f"point_{which} (cmd_id {latch.cmd_id}) got a second, conflicting answer"
         self.say(f"{point.name}: flying stop, {stop.totaliser_volume_l - start_l:.4f} L")
+        if self.feed is not None:
+            self.feed.point(point.name, "stopped", stop.t_s, start_l, stop.totaliser_volume_l)
         return None
 
     def open_flow_path(self) -> None:
@@ -480,7 +498,9 @@ def _check_free_space(run_dir: Path, cfg: BenchConfig) -> None:
         )
 
 
-def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = print_step) -> dict:
+def run_bench(
+    config_path: Path, out_dir: Path, *, on_step: StepFn | None = print_step, feed: BenchFeed | None = None
+) -> dict:
     """Run the bench described by ``config_path`` into a new run folder under ``out_dir``.
 
     The run folder (see :func:`claim_run_dir`) holds ``session/``, ``bench.json``,
@@ -490,7 +510,7 @@ def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = prin
     device counts, the sequence log and ``"run_dir"``. Raises ConfigError/OutputError
     before any device is opened (an unauthenticated broker without ``insecure = true``,
     too little free space), and BenchStopped (flow made safe, session closed, the stop
-    in session.json) when stopped.
+    in session.json) when stopped. ``feed``: the live view's (see the module's docstring).
     """
     prepared = prepare_devices(load_bench_config(Path(config_path)))  # the config as the session records it
     cfg = prepared.config
@@ -499,7 +519,7 @@ def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = prin
     session_dir = run_dir / "session"
     reserve = _Reserve(run_dir)
     try:
-        summary, stopped, failures, bench = _record_run(prepared, run_dir, session_dir, reserve, on_step)
+        summary, stopped, failures, bench = _record_run(prepared, run_dir, session_dir, reserve, on_step, feed)
     finally:
         reserve.release()
     try:
@@ -513,17 +533,28 @@ def run_bench(config_path: Path, out_dir: Path, *, on_step: StepFn | None = prin
         unsafe = "; safe state NOT confirmed: " + "; ".join(failures) if failures else "; valves set to safe state"
         if bench is None:
             unsafe = "; no flow was started"
+        if feed is not None:
+            feed.phase("stopped", stop_reason=stopped, current_point=None)
         raise BenchStopped(f"stopped: {stopped}{unsafe}; session saved in {session_dir}{not_written}")
     from meterbench.verify import run_session
 
+    if feed is not None:
+        feed.phase("verifying", current_point=None)
     report = run_session(session_dir, run_dir)
+    if feed is not None:
+        feed.report(run_dir)
     report["bench"] = summary
     _say_verdict(report, run_dir, on_step)
     return report
 
 
 def _record_run(
-    prepared: PreparedDevices, run_dir: Path, session_dir: Path, reserve: _Reserve, on_step: StepFn | None
+    prepared: PreparedDevices,
+    run_dir: Path,
+    session_dir: Path,
+    reserve: _Reserve,
+    on_step: StepFn | None,
+    feed: BenchFeed | None = None,
 ) -> tuple[dict[str, Any], str | None, list[str], _Bench | None]:
     """Open the devices, run the sequence, make the flow safe and close the session.
 
@@ -535,14 +566,20 @@ def _record_run(
     failures: list[str] = []
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     recorder = SessionRecorder.create(session_dir, _manifest(cfg, run_dir.name), reference_images=cfg.reference_images)
+    if feed is not None:
+        feed.announce(recorder.manifest, cfg)
     bench: _Bench | None = None
     devices: BenchDevices | None = None
     with ExitStack() as stack:
         stack.callback(recorder.close)
         try:
             with _signals_raise():
-                devices = open_devices(cfg, recorder, stack, prepared.camera_views)
-                bench = _Bench(cfg, devices, recorder, on_step)
+                frame_tap = feed.offer_frame if feed is not None else None
+                devices = open_devices(cfg, recorder, stack, prepared.camera_views, frame_tap)
+                if feed is not None:
+                    feed.start(session_dir, recorder.manifest, devices.reference, devices.controller, recorder.now_s)
+                    stack.callback(feed.stop)
+                bench = _Bench(cfg, devices, recorder, on_step, feed)
                 bench.say(
                     f"run {run_dir.name}: devices opened ({len(devices.readers)} reference, "
                     f"{len(devices.cameras)} cameras, controller {cfg.mqtt.get('host', '127.0.0.1')}:"

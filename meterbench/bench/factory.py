@@ -39,6 +39,8 @@ Reader = TotaliserReader | ModbusTotaliserReader
 """A reference device: gives cumulative ``volume_l`` readings (``wait_for_reading``, ``last_t_s``)."""
 
 Finisher = Callable[[SessionRecorder], dict[str, Any]]
+FrameTap = Callable[[str, np.ndarray, float], None]
+"""Told of each frame once it is recorded: (camera id, frame, t_s); must return at once (the live view's)."""
 
 # BENCH.toml keys passed as they are to each driver (the driver's defaults apply to the others)
 _DRIVER_OPTIONS = {
@@ -139,10 +141,15 @@ def _start_register_l(meter_index: int) -> float:
 
 
 def open_devices(
-    cfg: BenchConfig, recorder: SessionRecorder, stack: ExitStack, camera_views: Mapping[str, Any] | None = None
+    cfg: BenchConfig,
+    recorder: SessionRecorder,
+    stack: ExitStack,
+    camera_views: Mapping[str, Any] | None = None,
+    frame_tap: FrameTap | None = None,
 ) -> BenchDevices:
     """Open and start every device of ``cfg`` (simulated ones first brought up); ``stack`` stops them.
-    ``camera_views``: ``prepare_devices``'s, for the simulated cameras."""
+    ``camera_views``: ``prepare_devices``'s, for the simulated cameras; ``frame_tap``: told of each
+    recorded frame (see :data:`FrameTap`)."""
     endpoints = _Endpoints(
         ports={d["id"]: d["port"] for d in cfg.devices},
         mqtt=dict(cfg.mqtt),
@@ -158,7 +165,7 @@ def open_devices(
     )
     controller.start()
     stack.callback(controller.stop)
-    cameras = [_camera(c, endpoints.sources[c["id"]], recorder, stack) for c in cfg.cameras]
+    cameras = [_camera(c, endpoints.sources[c["id"]], recorder, stack, frame_tap) for c in cfg.cameras]
     return BenchDevices(
         readers=readers,
         reference=next(r for r in readers if r.name == cfg.reference_device_id),
@@ -183,7 +190,23 @@ def _reader(device: dict[str, Any], port: str, recorder: SessionRecorder, stack:
     return reader
 
 
-def _camera(camera: dict[str, Any], source: Any, recorder: SessionRecorder, stack: ExitStack) -> CameraCapture:
+class _TappedWriter:
+    """A camera writer that, once a frame is written, hands it to ``tap`` (which returns at once)."""
+
+    def __init__(self, writer: Any, camera_id: str, tap: FrameTap) -> None:
+        self._writer = writer
+        self._camera_id = camera_id
+        self._tap = tap
+
+    def write(self, frame: np.ndarray, t_s: float) -> int:
+        index = self._writer.write(frame, t_s)
+        self._tap(self._camera_id, frame, t_s)
+        return index
+
+
+def _camera(
+    camera: dict[str, Any], source: Any, recorder: SessionRecorder, stack: ExitStack, tap: FrameTap | None = None
+) -> CameraCapture:
     """Open one camera and start recording its frames (JPEG/PNG files) into the session."""
     width, height, _ = CameraCapture.probe(source)
     fps = float(camera.get("fps", 10.0))
@@ -195,7 +218,8 @@ def _camera(camera: dict[str, Any], source: Any, recorder: SessionRecorder, stac
         image_format=camera.get("image_format", "jpg"),
         quality=int(camera.get("quality", 90)),
     )
-    capture = CameraCapture(camera["id"], source, writer, recorder.now_s, fps=fps).start()
+    sink = writer if tap is None else _TappedWriter(writer, camera["id"], tap)
+    capture = CameraCapture(camera["id"], source, sink, recorder.now_s, fps=fps).start()
     stack.callback(capture.stop)
     return capture
 

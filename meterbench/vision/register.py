@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -76,6 +76,9 @@ class RegisterReading:
     partial_l: float = float("nan")
     partial_modulus_l: float = float("nan")
     alignment_refusal: str = ""  # reference layouts: "unregistered", "moved" or "scene" when refused
+    # the frame's plate alignment (homography, rms_px, a reference layout's quality): the live view
+    # draws the element boxes from it; not part of the reading's value (repr/compare)
+    alignment: PlateAlignment | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -301,6 +304,7 @@ class RegisterReader:
             "markers_found": alignment.markers_found,
             "alignment_message": alignment.message,
             "finest_element": finest,
+            "alignment": alignment,
         }
         if isinstance(alignment, ReferenceAlignment):
             common["alignment_refusal"] = alignment.refusal

@@ -18,7 +18,7 @@ from typing import Any
 from meterbench.errors import ConfigError
 from meterbench.web.publisher import Publisher
 
-__all__ = ["replay_session", "session_timeline"]
+__all__ = ["instruments_of", "publish_report", "replay_session", "session_timeline"]
 
 READING_INTERVAL_S = 0.1
 """Least wall-clock time (s) between two published ``reading`` (or ``telemetry``) events of one device."""
@@ -28,7 +28,8 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def _instruments(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def instruments_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """session.json's tanks and instruments as ``state``'s ``instruments`` (id, kind, serial, type, camera)."""
     entries = list(manifest.get("tanks", [])) + list(manifest.get("instruments", []))
     return [
         {
@@ -36,6 +37,7 @@ def _instruments(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             "kind": e.get("kind", "tank" if e in manifest.get("tanks", []) else "water-meter"),
             "serial": e.get("serial"),
             "type": e.get("type"),
+            "camera": e.get("camera"),
         }
         for e in entries
     ]
@@ -145,7 +147,7 @@ def replay_session(
                 "type": "state",
                 "session": manifest["session_id"],
                 "bench_kind": manifest["bench_kind"],
-                "instruments": _instruments(manifest),
+                "instruments": instruments_of(manifest),
                 "points": [p["name"] for p in session.test_plan_points],
                 "phase": "verifying",
                 "speed": speed,
@@ -187,6 +189,13 @@ def replay_session(
                 announced.add(event["point"])
                 for verdict in _verdict_events(report, event["point"]):
                     publisher.publish(verdict)
+    publish_report(publisher, report, announced)
+    return report
+
+
+def publish_report(publisher: Publisher, report: dict[str, Any], announced: set[str]) -> None:
+    """The end of a run or replay: the ``verdict`` events of the points not in ``announced``, the
+    report's warnings, and the final ``state`` (phase "done", the session's verdict)."""
     for verdict in _verdict_events(report, None):
         if verdict["point"] not in announced:
             publisher.publish(verdict)
@@ -196,7 +205,6 @@ def replay_session(
     for warning in report.get("warnings", []):
         publisher.publish({"type": "warning", "instrument": None, "message": warning})
     publisher.publish({"type": "state", "phase": "done", "verdict": report["verdict"], "current_point": None})
-    return report
 
 
 def _totals_at(timeline: list[tuple[float, dict[str, Any]]], t_s: float) -> dict[str, float]:

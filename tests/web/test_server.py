@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_module
+from tests.web.sse import done, free_port, get_json, read_events
 
 require_module("fastapi", "web")
 require_module("uvicorn", "web")
@@ -31,22 +31,11 @@ SPEED = 25.0  # the sample's 316 s of logs play in ~13 s
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
     """(base URL, report folder, process) of a running replay; stopped at the end of the module."""
     out = tmp_path_factory.mktemp("replay") / "report"
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "meterbench.cli", "replay", str(SAMPLE), "--speed", str(SPEED),
          "--serve", f"127.0.0.1:{port}", "--out", str(out), "--exit-after-s", "40"],
@@ -56,7 +45,7 @@ def replay(tmp_path_factory):
     deadline = time.monotonic() + 20
     while True:
         try:
-            _get_json(url + "/api/state")
+            get_json(url + "/api/state")
             break
         except (urllib.error.URLError, ConnectionError):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -64,7 +53,7 @@ def replay(tmp_path_factory):
                 pytest.fail(f"replay did not serve: {process.communicate()[1][-2000:]}")
             time.sleep(0.1)
     stream: list[dict] = []
-    reader = threading.Thread(target=_read_events, args=(url, stream, _done, 30), daemon=True)
+    reader = threading.Thread(target=read_events, args=(url, stream, done, 30), daemon=True)
     reader.start()  # subscribed from the start, while the pages load
     yield url, out, process, (reader, stream)
     process.kill()
@@ -78,23 +67,6 @@ def _report_points(out: Path) -> dict[tuple[str, str], dict]:
         time.sleep(0.1)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     return {(i["id"], p["name"]): p for i in report["instruments"] for p in i["points"]}
-
-
-def _done(events: list[dict]) -> bool:
-    return any(e["type"] == "state" and e.get("phase") == "done" for e in events)
-
-
-def _read_events(url: str, events: list[dict], until, timeout_s: float) -> None:
-    """Append the /events stream's JSON events, read with a plain HTTP client, until ``until(events)``."""
-    deadline = time.monotonic() + timeout_s
-    with urllib.request.urlopen(url + "/events", timeout=5) as response:
-        events.append({"type": "content-type", "value": response.headers["content-type"]})
-        while not until(events) and time.monotonic() < deadline:
-            line = response.readline().decode("utf-8")
-            if not line:
-                break
-            if line.startswith("data: "):
-                events.append(json.loads(line[len("data: ") :]))
 
 
 def _require_chromium():
@@ -159,13 +131,15 @@ def test_events_start_with_the_state_and_carry_readings_points_and_the_reports_v
     reader.join(35)
     assert events[0]["value"].startswith("text/event-stream")
     events = events[1:]
-    assert _done(events), f"the stream did not reach the end: {[e['type'] for e in events][-10:]}"
+    assert done(events), f"the stream did not reach the end: {[e['type'] for e in events][-10:]}"
     assert events[0]["type"] == "state"
     assert all(isinstance(e["type"], str) for e in events)
     state = {k: v for e in events if e["type"] == "state" for k, v in e.items()}
     assert state["session"] == "sim-tank-seed2"
     tank_type = "20 L standard capacity measure, graduated neck with gauge glass"
-    assert state["instruments"] == [{"id": "T1", "kind": "tank", "serial": "SIM-T-0002", "type": tank_type}]
+    assert state["instruments"] == [
+        {"id": "T1", "kind": "tank", "serial": "SIM-T-0002", "type": tank_type, "camera": "cam-T1"}
+    ]
     verdicts = state["verdicts"] + [e for e in events if e["type"] == "verdict"]
     expected = _report_points(out)
     assert {(v["instrument"], v["point"]) for v in verdicts} == set(expected)
@@ -184,7 +158,7 @@ def test_events_start_with_the_state_and_carry_readings_points_and_the_reports_v
 def test_api_state_holds_the_verdicts_of_report_json(replay):
     url, out, _, _ = replay
     deadline = time.monotonic() + 30
-    while (state := _get_json(url + "/api/state")).get("phase") != "done":
+    while (state := get_json(url + "/api/state")).get("phase") != "done":
         assert time.monotonic() < deadline, state
         time.sleep(0.2)
     assert state["type"] == "state"
@@ -220,7 +194,7 @@ def test_a_non_loopback_bind_warns_and_a_bad_bind_is_refused(capsys):
     server = start_server(EventPublisher(), "0.0.0.0", 0)
     try:
         assert "reachable from the network" in capsys.readouterr().err
-        assert _get_json(f"http://127.0.0.1:{server.port}/api/state") == {"type": "state", "verdicts": []}
+        assert get_json(f"http://127.0.0.1:{server.port}/api/state") == {"type": "state", "verdicts": []}
     finally:
         server.stop()
     server = start_server(EventPublisher(), "127.0.0.1", 0)
@@ -242,7 +216,7 @@ def test_a_non_finite_number_is_sent_as_null_and_the_server_stops_with_a_client_
             publisher.publish({"type": "reading", "totaliser_l": float("inf"), "t_s": 1.5})
             response.readline()  # the blank line closing the first event
             events.append(json.loads(response.readline().decode("utf-8")[len("data: ") :]))
-            assert _get_json(server.url + "/api/state")["flow_m3h"] is None
+            assert get_json(server.url + "/api/state")["flow_m3h"] is None
             server.stop()  # while this client is still connected
         assert events == [
             {"type": "state", "session": "s1", "flow_m3h": None, "verdicts": []},

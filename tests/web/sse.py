@@ -1,0 +1,41 @@
+"""Helpers of the live-view tests: a free loopback port, a JSON GET, the /events stream read with a plain client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    """GET ``url`` and parse its JSON body."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def read_events(url: str, events: list[dict], until, timeout_s: float) -> None:
+    """Append the /events stream's JSON events, read with a plain HTTP client, until ``until(events)``.
+
+    The first entry appended is ``{"type": "content-type", "value": ...}`` (the response's header)."""
+    deadline = time.monotonic() + timeout_s
+    with urllib.request.urlopen(url + "/events", timeout=5) as response:
+        events.append({"type": "content-type", "value": response.headers["content-type"]})
+        while not until(events) and time.monotonic() < deadline:
+            line = response.readline().decode("utf-8")
+            if not line:
+                break
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+
+
+def done(events: list[dict]) -> bool:
+    """The stream has reached the run's (or replay's) final state."""
+    return any(e["type"] == "state" and e.get("phase") == "done" for e in events)
