@@ -183,6 +183,34 @@ def decide_impact(
     return Decision("pass", f"within limit - U; {facts}", "guard-band", peak_limit, "pass"), checks
 
 
+AMBIENT_CONDITIONING = "ambient"
+"""The conditioning a helmet has in the lab itself: no chamber, no timer."""
+
+
+def conditioning_void_reason(
+    conditioning: str | None, out_of_chamber_s: float | None, profile: HelmetProfile
+) -> str | None:
+    """Why an impact is void for its conditioning, or None: a helmet conditioned in a chamber (hot,
+    cold, wet, ...) must be dropped within the profile's ``max_minutes_out_of_chamber`` of its removal
+    (FMVSS 218 S6.4: within 2-4 min, else re-condition). No timer recorded for such a helmet is void
+    too; an ambient-conditioned helmet (or one with no conditioning named) needs none."""
+    if conditioning in (None, AMBIENT_CONDITIONING):
+        return None
+    limit = profile.max_minutes_out_of_chamber
+    tag = f"{profile.name} max_minutes_out_of_chamber [{limit.provenance}: {limit.source}]"
+    if out_of_chamber_s is None:
+        return f"void: no conditioning timer (out_of_chamber_s) recorded for a {conditioning}-conditioned helmet"
+    minutes = float(out_of_chamber_s) / 60.0
+    if not (math.isfinite(minutes) and minutes >= 0):
+        return f"void: conditioning timer {out_of_chamber_s!r} s is not a time"
+    if limit.value is not None and minutes > float(limit.value):
+        return (
+            f"void: out of the {conditioning} conditioning {minutes:.2f} min before the drop > "
+            f"{float(limit.value):g} min ({tag}); re-condition and repeat"
+        )
+    return None
+
+
 def check_reference_drops(peaks_g: Sequence[float], overrides: Mapping[str, Any] | None = None) -> tuple[bool, str]:
     """Rig check (16 CFR 1203.17(b)(1)): the last three reference drops within 380-425 g, spread <= 20 g."""
     table = load_helmet_table(overrides)

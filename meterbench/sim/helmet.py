@@ -5,7 +5,9 @@ split over three axes, sampled at 20 kHz for 50 ms (pulse at 15 ms), plus a 4 kH
 (decays in 1 ms), white noise (0.5 g rms) and a per-axis offset (<= 3 g). truth.json holds the
 noiseless pulse's features (`analyse_impact` at CFC 1000) and the true verdict under the profile
 with no guard band. Impacts: clear passes and fails, some within 2 % of the 400 g limit, one at
-a velocity outside the window, one clipped at the ADC's range, one with a dead channel.
+a velocity outside the window, one clipped at the ADC's range, one with a dead channel; a second
+model's helmets hot- and cold-conditioned with chamber timers, one drop 4.6 min out of the chamber
+(void under FMVSS 218's 4 min).
 Written through `SessionRecorder` as a live rig would be: each trace hashed into session.json,
 hashes.json on close.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meterbench.calibration._helmet import helmet_profile
+from meterbench.calibration._helmet import conditioning_void_reason, helmet_profile
 from meterbench.calibration.impact import analyse_impact
 from meterbench.session.writer import SessionRecorder
 
@@ -43,6 +45,9 @@ class _Drop:
     velocity_m_s: float = 6.0
     clip: bool = False
     dead_axis: int | None = None
+    conditioning: str = "ambient"
+    out_of_chamber_s: float | None = None  # s from removal from the conditioning chamber to the drop
+    model: str = "SIM-FF1"
 
 
 # (helmet, site, peak g, pulse ms, velocity m/s, clipped): limit 400 g, U 1.5 %
@@ -57,6 +62,10 @@ _DROPS = (
     _Drop("H3", "front", 330.0, 2.5, velocity_m_s=6.35),  # out of the 5.8-6.2 m/s window
     _Drop("H3", "rear", 520.0, 2.2, clip=True),  # beyond the ADC's 450 g
     _Drop("H3", "left", 350.0, 2.5, dead_axis=1),  # the y channel stuck at its offset
+    _Drop("H4", "front", 320.0, 2.6, conditioning="hot", out_of_chamber_s=95.0, model="SIM-FF2"),
+    _Drop("H4", "rear", 330.0, 2.6, conditioning="hot", out_of_chamber_s=276.0, model="SIM-FF2"),  # 4.6 min: void
+    _Drop("H5", "front", 360.0, 2.5, conditioning="cold", out_of_chamber_s=140.0, model="SIM-FF2"),
+    _Drop("H5", "rear", 350.0, 2.5, conditioning="cold", out_of_chamber_s=230.0, model="SIM-FF2"),  # 3.83 min
 )
 
 
@@ -72,7 +81,10 @@ def _pulse_g(peak_g: float, duration_s: float) -> np.ndarray:
     return peak_g * pulse
 
 
-def _true_verdict(features, velocity_m_s: float, profile) -> str:
+def _true_verdict(features, drop: _Drop, profile) -> str:
+    if conditioning_void_reason(drop.conditioning, drop.out_of_chamber_s, profile) is not None:
+        return "inconclusive"
+    velocity_m_s = drop.velocity_m_s
     low, high = profile.velocity_window_m_s.value["flat"]
     if not low <= velocity_m_s <= high:
         return "inconclusive"
@@ -89,8 +101,8 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     profile = helmet_profile(PROFILE)
     helmets = [
-        {"id": h, "model": "SIM-FF1", "size": "medium", "lot": "L2026-11", "serial": f"SIM-{h}"}
-        for h in dict.fromkeys(d.helmet for d in _DROPS)
+        {"id": h, "model": model, "size": "medium", "lot": "L2026-11", "serial": f"SIM-{h}"}
+        for h, model in dict.fromkeys((d.helmet, d.model) for d in _DROPS)
     ]
     manifest = {
         "session_id": f"sim-helmet-seed{seed}",
@@ -110,7 +122,7 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
             recorder.add_trace(
                 "impacts", _impact_entry(name, drop, index), _recorded(clean, drop, rng), fs_hz=HELMET_FS_HZ
             )
-            verdict = _true_verdict(true, drop.velocity_m_s, profile)
+            verdict = _true_verdict(true, drop, profile)
             truths.append(
                 {
                     "name": name,
@@ -119,6 +131,7 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
                     "clipped": drop.clip,
                     "dead_channel": drop.dead_axis is not None,
                     "near_limit": _near(drop),
+                    "void": conditioning_void_reason(drop.conditioning, drop.out_of_chamber_s, profile) is not None,
                 }
             )
         recorder.write_truth({"bench_kind": "helmet-impact", "profile": PROFILE, "impacts": truths})
@@ -133,9 +146,9 @@ def _impact_entry(name: str, drop: _Drop, index: int) -> dict:
         "site": drop.site,
         "anvil": "flat",
         "velocity_m_s": drop.velocity_m_s,
-        "conditioning": "ambient",
+        "conditioning": drop.conditioning,
         "sequence": index + 1,
-    }
+    } | ({} if drop.out_of_chamber_s is None else {"out_of_chamber_s": drop.out_of_chamber_s})
 
 
 def _recorded(clean: np.ndarray, drop: _Drop, rng: np.random.Generator) -> np.ndarray:

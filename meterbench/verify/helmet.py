@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from meterbench import calibration
-from meterbench.calibration import Decision, analyse_impact, decide_impact, helmet_profile, helmet_provenance_notes
+from meterbench.calibration import (
+    Decision,
+    analyse_impact,
+    conditioning_void_reason,
+    decide_impact,
+    helmet_profile,
+    helmet_provenance_notes,
+)
 from meterbench.errors import SessionError
 from meterbench.session.traces import TraceError
 from meterbench.verify.results import InstrumentResult, PointResult
@@ -30,6 +37,7 @@ __all__ = [
     "helmet_decision",
     "helmet_report_keys",
     "inconclusive_helmets",
+    "model_verdicts",
     "session_profile",
     "verify_helmet_session",
 ]
@@ -40,10 +48,16 @@ OFFSET_WINDOW_S = 0.010
 _HELMET_IDENTITY = ("model", "size", "lot", "serial")
 
 
+def _table_overrides(session) -> dict[str, Any] | None:
+    """session.json ``helmet_table``: overrides of helmet.json (its nesting; overridden values are CFG)."""
+    return session.manifest.get("helmet_table")
+
+
 def session_profile(session) -> calibration.HelmetProfile:
-    """The standard profile session.json names; SessionError naming the field when it is unknown."""
+    """The standard profile session.json names, with its ``helmet_table`` overrides; SessionError
+    naming the field when the profile is unknown or an override does not fit."""
     try:
-        return helmet_profile(session.manifest["profile"])
+        return helmet_profile(session.manifest["profile"], _table_overrides(session))
     except ValueError as exc:
         raise SessionError(f"session.json: profile: {exc}") from None
 
@@ -56,8 +70,12 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
         "anvil": impact["anvil"],
         "velocity_m_s": impact["velocity_m_s"],
         "conditioning": impact.get("conditioning"),
+        "out_of_chamber_s": impact.get("out_of_chamber_s"),
         "trace": impact["trace"],
     }
+    void = conditioning_void_reason(impact.get("conditioning"), impact.get("out_of_chamber_s"), profile)
+    if void is not None:
+        details["void"] = void
     try:
         trace = session.trace(impact)
     except TraceError as exc:
@@ -84,6 +102,8 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
         problems.append(f"dead channel(s) {', '.join(map(str, features.dead_channels))}")
     if not features.preconditions_ok:
         problems.append(str(features.precondition_problem))
+    if problems and void is not None:
+        problems.insert(0, void)
     if problems:
         return PointResult.inconclusive(name, "; ".join(problems), details=details)
     try:
@@ -99,6 +119,10 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
     except ValueError as exc:
         return PointResult.inconclusive(name, f"impact {name!r}: {exc}", details=details)
     details["margins"] = {c.criterion: {"value": c.value, "limit": c.limit, "margin": c.margin} for c in checks}
+    if void is not None:  # a void impact gives no verdict, whatever its trace says (a fail included)
+        return PointResult.inconclusive(
+            name, f"{void} (measured: {decision.verdict}; {decision.reason})", details=details
+        )
     return PointResult(name, decision, details=details)
 
 
@@ -111,7 +135,9 @@ def _identity(helmet: dict[str, Any], profile) -> dict[str, Any]:
 def evaluate_helmet_session(session) -> list[InstrumentResult]:
     """One InstrumentResult per helmet of a loaded session, its points the helmet's impacts in session order."""
     profile = session_profile(session)
-    u_pct = float(session.manifest.get("peak_u_rel_pct", calibration.peak_uncertainty_rel_pct().value))
+    u_pct = float(
+        session.manifest.get("peak_u_rel_pct", calibration.peak_uncertainty_rel_pct(_table_overrides(session)).value)
+    )
     helmets = []
     for helmet in session.helmets:
         points = [
@@ -145,21 +171,48 @@ def helmet_decision(helmets: list[InstrumentResult]) -> Decision:
     return calibration.decide_instrument({h.id: h.decision for h in helmets})
 
 
-def _profile_notes(profile_name: str) -> list[str]:
-    """The [MEM] lines of helmet.json this session's verdicts rest on (its profile's, and the shared ones)."""
+def _profile_notes(profile_name: str, overrides: dict[str, Any] | None = None) -> list[str]:
+    """The [MEM]/[CFG] lines of helmet.json this session's verdicts rest on (its profile's, and the shared ones)."""
     mine = f"helmet.profiles.{profile_name}."
-    return [n for n in helmet_provenance_notes() if "helmet.profiles." not in n or mine in n]
+    return [n for n in helmet_provenance_notes(overrides) if "helmet.profiles." not in n or mine in n]
+
+
+def model_verdicts(helmets: list[InstrumentResult]) -> list[dict[str, Any]]:
+    """One verdict per helmet model: its helmets' combined as a helmet's impacts are (any fail ->
+    fail, else any inconclusive -> inconclusive), so a void or undecided impact never makes a pass.
+    Each with the helmets and the count of impacts by verdict (void counted apart, also inconclusive)."""
+    by_model: dict[str, list[InstrumentResult]] = {}
+    for helmet in helmets:
+        by_model.setdefault(str(helmet.identity.get("model")), []).append(helmet)
+    models = []
+    for model, members in by_model.items():
+        decision = calibration.decide_instrument({h.id: h.decision for h in members})
+        points = [p for h in members for p in h.points]
+        counts = {v: sum(p.verdict == v for p in points) for v in ("pass", "fail", "inconclusive")}
+        counts["void"] = sum(bool((p.details or {}).get("void")) for p in points)
+        models.append(
+            {
+                "model": model,
+                "verdict": decision.verdict,
+                "reason": decision.reason,
+                "helmets": [h.id for h in members],
+                "impacts": counts,
+            }
+        )
+    return models
 
 
 def helmet_report_keys(session, helmets: list[InstrumentResult]) -> dict[str, Any]:
     """What report.json adds or sets for a helmet-impact session: the guard-band rule, the
-    profile and its [MEM] lines (for ``warnings``)."""
+    profile, its values with their provenance, a verdict per helmet model and its [MEM]/[CFG] lines (for
+    ``warnings``)."""
     profile = session_profile(session)
     return {
         "decision_rule": "guard-band",
         "profile": profile.name,
         "profile_values": profile.provenance(),
-        "profile_warnings": _profile_notes(profile.name),
+        "helmet_models": model_verdicts(helmets),
+        "profile_warnings": _profile_notes(profile.name, _table_overrides(session)),
     }
 
 

@@ -94,3 +94,24 @@ def test_reference_drops_rig_check() -> None:
     ok, reason = check_reference_drops([381.0, 395.0, 402.0])
     assert not ok and reason == "rig check failed: reference spread 21.0 g > 20.0 g"
     assert check_reference_drops([400.0, 401.0])[0] is False
+
+
+def test_conditioning_timer_voids_an_impact_beyond_the_profiles_limit():
+    from meterbench.calibration import conditioning_void_reason
+
+    dot = helmet_profile("fmvss-218")
+    assert dot.max_minutes_out_of_chamber.value == 4.0 and dot.max_minutes_out_of_chamber.provenance == "SRC"
+    assert conditioning_void_reason("ambient", None, dot) is None
+    assert conditioning_void_reason(None, 900.0, dot) is None  # no chamber named: no timer
+    assert conditioning_void_reason("hot", 240.0, dot) is None  # exactly 4 min
+    assert conditioning_void_reason("hot", 240.6, dot).startswith(
+        "void: out of the hot conditioning 4.01 min before the drop > 4 min "
+        "(fmvss-218 max_minutes_out_of_chamber [SRC: "
+    )
+    assert conditioning_void_reason("cold", None, dot) == (
+        "void: no conditioning timer (out_of_chamber_s) recorded for a cold-conditioned helmet"
+    )
+    strict = helmet_profile("fmvss-218", {"profiles": {"fmvss-218": {"max_minutes_out_of_chamber": 3.0}}})
+    assert strict.max_minutes_out_of_chamber.provenance == "CFG"
+    assert conditioning_void_reason("hot", 180.0, strict) is None
+    assert "> 3 min (fmvss-218 max_minutes_out_of_chamber [CFG: " in conditioning_void_reason("hot", 181.0, strict)

@@ -26,8 +26,8 @@ def _copy(recorded, tmp_path):
 def test_loader_reads_a_recorded_helmet_session_and_hashes_every_trace(recorded):
     with load_session(recorded) as session:
         assert session.bench_kind == "helmet-impact" and session.simulated
-        assert [h["id"] for h in session.helmets] == ["H1", "H2", "H3"]
-        assert len(session.impacts) == 10 and session.instruments == [] and session.test_plan_points == []
+        assert [h["id"] for h in session.helmets] == ["H1", "H2", "H3", "H4", "H5"]
+        assert len(session.impacts) == 14 and session.instruments == [] and session.test_plan_points == []
         entry = session.impacts[0]
         data = (recorded / entry["trace"]).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()

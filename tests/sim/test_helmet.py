@@ -16,7 +16,8 @@ def test_session_folder_names_every_impact_and_its_trace(tmp_path):
     manifest = json.loads((folder / "session.json").read_text())
     truth = json.loads((folder / "truth.json").read_text())
     assert manifest["bench_kind"] == "helmet-impact" and manifest["profile"] == "fmvss-218"
-    assert [h["id"] for h in manifest["helmets"]] == ["H1", "H2", "H3"]
+    assert [h["id"] for h in manifest["helmets"]] == ["H1", "H2", "H3", "H4", "H5"]
+    assert [h["model"] for h in manifest["helmets"]] == ["SIM-FF1"] * 3 + ["SIM-FF2"] * 2
     assert all(h["model"] and h["size"] and h["lot"] and h["serial"] for h in manifest["helmets"])
     assert [i["name"] for i in manifest["impacts"]] == [t["name"] for t in truth["impacts"]]
     for impact in manifest["impacts"]:
@@ -24,10 +25,20 @@ def test_session_folder_names_every_impact_and_its_trace(tmp_path):
         assert impact["trace"].startswith("traces/") and impact["units"] == "g"
         assert trace.fs_hz == 20000.0 and trace.accel_g.shape == (1000, 3)  # 3 axes, 50 ms
     verdicts = [t["verdict"] for t in truth["impacts"]]
-    assert verdicts.count("pass") >= 4 and verdicts.count("fail") >= 3 and verdicts.count("inconclusive") == 1
+    assert verdicts.count("pass") >= 4 and verdicts.count("fail") >= 3 and verdicts.count("inconclusive") == 2
     assert sum(t["near_limit"] for t in truth["impacts"]) == 3
     assert [t["name"] for t in truth["impacts"] if t["clipped"]] == ["H3-rear"]
     assert [i["name"] for i in manifest["impacts"] if not 5.8 <= i["velocity_m_s"] <= 6.2] == ["H3-front"]
+    timed = {
+        i["name"]: (i["conditioning"], i["out_of_chamber_s"]) for i in manifest["impacts"] if "out_of_chamber_s" in i
+    }
+    assert timed == {
+        "H4-front": ("hot", 95.0),
+        "H4-rear": ("hot", 276.0),
+        "H5-front": ("cold", 140.0),
+        "H5-rear": ("cold", 230.0),
+    }
+    assert [t["name"] for t in truth["impacts"] if t["void"]] == ["H4-rear"]  # 4.6 min > 4 min
 
 
 def test_traces_carry_noise_offset_and_clipping_truth_is_the_clean_pulse(tmp_path):

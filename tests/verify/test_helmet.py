@@ -51,8 +51,17 @@ def test_run_gives_truths_verdicts_and_features(tmp_path, seed):
     assert points["H3-front"]["reason"].startswith("velocity out of window: 6.350 m/s not in 5.8-6.2 m/s")
     assert points["H3-rear"]["verdict"] == "inconclusive" and "trace clipped" in points["H3-rear"]["reason"]
     assert points["H3-left"]["verdict"] == "inconclusive" and points["H3-left"]["reason"] == "dead channel(s) 1"
+    assert points["H4-rear"]["verdict"] == "inconclusive"
+    assert points["H4-rear"]["reason"].startswith("void: out of the hot conditioning 4.60 min before the drop > 4 min")
+    assert "(measured: pass;" in points["H4-rear"]["reason"] and points["H4-rear"]["details"]["void"]
+    assert points["H5-rear"]["verdict"] == "pass"  # 3.83 min out: within 4 min
     verdicts = {h["id"]: h["verdict"] for h in report["instruments"]}
-    assert verdicts == {"H1": "pass", "H2": "fail", "H3": "inconclusive"}
+    assert verdicts == {"H1": "pass", "H2": "fail", "H3": "inconclusive", "H4": "inconclusive", "H5": "pass"}
+    models = {m["model"]: m for m in report["helmet_models"]}
+    assert {m: v["verdict"] for m, v in models.items()} == {"SIM-FF1": "fail", "SIM-FF2": "inconclusive"}
+    assert models["SIM-FF2"]["impacts"] == {"pass": 3, "fail": 0, "inconclusive": 1, "void": 1}
+    assert models["SIM-FF2"]["helmets"] == ["H4", "H5"]
+    assert report["profile_values"]["max_minutes_out_of_chamber"]["provenance"] == "SRC"
     h1 = report["instruments"][0]
     assert (h1["kind"], h1["model"], h1["serial"], h1["profile"]) == ("helmet", "SIM-FF1", "SIM-H1", "fmvss-218")
     assert report["bench_kind"] == "helmet-impact" and report["simulated"] is True
@@ -74,6 +83,33 @@ def test_an_unreadable_trace_costs_only_its_impact(tmp_path):
     assert points["H1-right"]["verdict"] == "inconclusive"
     assert points["H1-right"]["reason"].startswith("trace unreadable: traces/H1-right.csv: columns not,a,trace")
     assert points["H1-front"]["verdict"] == "pass"  # the others keep their verdicts
+
+
+def test_a_configured_chamber_limit_voids_more_and_a_void_fail_is_no_fail(tmp_path):
+    folder = simulate_helmet(tmp_path / "s", seed=5)
+    manifest = json.loads((folder / "session.json").read_text())
+    manifest["helmet_table"] = {"profiles": {"fmvss-218": {"max_minutes_out_of_chamber": 3.0}}}
+    by_name = {i["name"]: i for i in manifest["impacts"]}
+    by_name["H2-front"].update(conditioning="cold", out_of_chamber_s=200.0)  # a fail, 3.33 min out
+    by_name["H2-left"].update(conditioning="cold")  # a fail with no timer
+    (folder / "session.json").write_text(json.dumps(manifest))
+    (folder / "hashes.json").unlink()  # an edited session stands as an unclosed recording
+    report = verify_helmet_session(folder)
+    points = _points(report)
+    assert points["H5-rear"]["reason"].startswith("void: out of the cold conditioning 3.83 min before the drop > 3 min")
+    assert points["H5-front"]["verdict"] == "pass"  # 2.33 min
+    assert points["H2-front"]["verdict"] == "inconclusive" and "(measured: fail;" in points["H2-front"]["reason"]
+    assert points["H2-left"]["reason"].startswith("void: no conditioning timer (out_of_chamber_s) recorded")
+    verdicts = {h["id"]: h["verdict"] for h in report["instruments"]}
+    assert verdicts["H2"] == "inconclusive" and verdicts["H5"] == "inconclusive"  # not fail, not pass
+    assert report["profile_values"]["max_minutes_out_of_chamber"]["provenance"] == "CFG"
+    assert any(
+        w.startswith("[CFG] helmet.profiles.fmvss-218.max_minutes_out_of_chamber = 3.0") for w in report["warnings"]
+    )
+    assert {m["model"]: m["verdict"] for m in report["helmet_models"]} == {
+        "SIM-FF1": "inconclusive",
+        "SIM-FF2": "inconclusive",
+    }
 
 
 def test_bad_session_json_is_a_one_line_user_error(tmp_path, capsys):
