@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -54,6 +55,7 @@ __all__ = [
     "RegisterFrameCache",
     "camera_fps",
     "evaluate_point",
+    "frame_observer",
     "UntrustedEvidence",
     "evaluate_water_meter_session",
     "finest_usable_element",
@@ -65,6 +67,12 @@ __all__ = [
 
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
+
+frame_observer: ContextVar[Callable[[str, int, float, Any, Any], None] | None] = ContextVar(
+    "frame_observer", default=None
+)
+"""Set (e.g. by `meterbench replay`) to be called with (camera id, frame index, t_s, RegisterReading,
+register reader) for each frame the verification reads; None (default): nobody is told."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +369,10 @@ class RegisterFrameCache:
     def _flush(self, batch: list, finest_element: int) -> None:
         readings = self.register_reader.read_frames([f for _, _, f in batch], finest_element=finest_element)
         self.watch.note_readings([t_s for _, t_s, _ in batch], readings)
+        observer = frame_observer.get()
+        if observer is not None:
+            for (index, t_s, _), reading in zip(batch, readings, strict=True):
+                observer(self.camera.camera_id, index, t_s, reading, self.register_reader)
         for (index, t_s, _), reading in zip(batch, readings, strict=True):
             self._results[(index, finest_element)] = (
                 _FrameResult(t_s, reading.volume_l, reading.resolution_l, "", reading.volume_l, math.inf)

@@ -3,7 +3,10 @@
 What is played back (docs/live-view.md): the verdicts are those of :func:`meterbench.verify.run_session`
 (the report.json this writes into ``out_dir``, the same call as `meterbench run`); the reference track,
 telemetry and point start/stop come from the session's own device logs, paced by their timestamps.
-The engine does not expose per-frame register readings, so no running meter reading is published.
+The camera frames the verification read are played back too, each at its own time, with what the
+register reader made of it (``frame`` events, :mod:`meterbench.web.frames`): the verifier tells
+:data:`meterbench.verify.water_meter.frame_observer` of each frame it reads, and the replay only
+keeps a reference to the reading; boxes, JPEG and counters are made during the playback.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from meterbench.errors import ConfigError
+from meterbench.web.frames import FRAME_FPS, frame_event, reading_summary, refusal_key
 from meterbench.web.publisher import Publisher
 
 __all__ = ["instruments_of", "publish_report", "replay_session", "session_timeline"]
@@ -123,19 +128,40 @@ def _verdict_events(report: dict[str, Any], point: str | None) -> Iterator[dict[
                 }
 
 
+class _FrameReadings:
+    """The frames a verification read, per (camera id, frame index): (t_s, RegisterReading, reader)."""
+
+    def __init__(self) -> None:
+        self.read: dict[tuple[str, int], tuple[float, Any, Any]] = {}
+
+    def observe(self, camera_id: str, index: int, t_s: float, reading: Any, reader: Any) -> None:
+        """The verifier's call (keeps the reading read to the finest element, nothing else: no cost)."""
+        known = self.read.get((camera_id, index))
+        if known is None or reading.finest_element >= known[1].finest_element:
+            self.read[(camera_id, index)] = (t_s, reading, reader)
+
+    def timeline(self) -> list[tuple[float, dict[str, Any]]]:
+        """One private ``_frame`` entry per frame read, (t_s, entry), in time order."""
+        entries = [(t_s, {"type": "_frame", "camera": c, "index": i}) for (c, i), (t_s, _, _) in self.read.items()]
+        return sorted(entries, key=lambda item: item[0])
+
+
 def replay_session(
     session_dir: Path,
     out_dir: Path,
     speed: float,
     publisher: Publisher,
     sleep: Callable[[float], None] = time.sleep,
+    frame_fps: float = FRAME_FPS,
 ) -> dict[str, Any]:
     """Verify ``session_dir`` (report.json/html into ``out_dir``), then publish its timeline at ``speed`` × real time.
 
     Returns the report as written to report.json. A point's ``verdict`` events are published when its
-    stop is replayed (points never stopped in the logs: at the end), then a ``state`` with the session's verdict."""
+    stop is replayed (points never stopped in the logs: at the end), then a ``state`` with the session's verdict.
+    Each frame the verification read is published at its time, at most ``frame_fps`` per camera (wall clock)."""
     from meterbench.session import load_session
     from meterbench.verify import check_report_folder, run_session
+    from meterbench.verify.water_meter import frame_observer
 
     if not (speed > 0 and math.isfinite(speed)):
         raise ConfigError(f"--speed: expected a positive factor of real time, got {speed}")
@@ -156,18 +182,72 @@ def replay_session(
             }
         )
         timeline = session_timeline(session)
-    run_session(session_dir, out_dir)
+    frames = _FrameReadings()
+    token = frame_observer.set(frames.observe)
+    try:
+        run_session(session_dir, out_dir)
+    finally:
+        frame_observer.reset(token)
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))  # as written (rounded)
     publisher.publish({"type": "state", "phase": "replaying"})
-    start_wall = time.monotonic()
     t0 = timeline[0][0] if timeline else 0.0
+    timeline = sorted(timeline + frames.timeline(), key=lambda item: item[0])  # stable: equal times keep order
+    with load_session(session_dir) as session:
+        announced = _play(session, timeline, (t0, speed, frame_fps), report, frames, publisher, sleep)
+    publish_report(publisher, report, announced)
+    return report
+
+
+def _play(
+    session,
+    timeline: list[tuple[float, dict[str, Any]]],
+    pace: tuple[float, float, float],
+    report: dict[str, Any],
+    frames: _FrameReadings,
+    publisher: Publisher,
+    sleep: Callable[[float], None],
+) -> set[str]:
+    """Publish ``timeline`` at ``speed`` × real time from ``t0`` (its first device event), frames at most
+    ``frame_fps`` per camera (``pace``: t0, speed, frame_fps); returns the points whose verdicts were published."""
+    t0, speed, frame_fps = pace
+    watched = {i.get("camera"): i["id"] for i in session.manifest.get("instruments", [])}
+    start_wall = time.monotonic()
     last_sent: dict[tuple[str, str], float] = {}
     announced: set[str] = set()
     point_start_total: dict[str, float] = {}
+    refused: dict[str, Counter[str]] = {}
     for t_s, event in timeline:
-        delay = start_wall + (t_s - t0) / speed - time.monotonic()
+        due = start_wall + (t_s - t0) / speed
+        delay = due - time.monotonic()
         if delay > 0:
             sleep(delay)
+        if event["type"] == "_frame":
+            camera = event["camera"]
+            _, reading, reader = frames.read[(camera, event["index"])]
+            counts = refused.setdefault(camera, Counter())
+            if not reading.ok:
+                counts[refusal_key(reading.reason)] += 1
+            now = time.monotonic()
+            if now - last_sent.get(("frame", camera), -math.inf) < 1.0 / frame_fps:
+                continue  # rate-limited: the counters still count it
+            image = session.camera(camera).read(event["index"])
+            if image is None:
+                continue
+            last_sent[("frame", camera)] = now
+            captured_unix = time.time() - (time.monotonic() - due)  # when the frame was due on screen
+            publisher.publish(
+                frame_event(
+                    camera,
+                    watched.get(camera),
+                    t_s,
+                    image,
+                    reading_summary(reading, reader),
+                    counts,
+                    read_t_s=t_s,
+                    captured_unix=captured_unix,
+                )
+            )
+            continue
         if event["type"] in ("reading", "telemetry"):
             if event["type"] == "reading":
                 start = point_start_total.get(event["device"])
@@ -189,8 +269,7 @@ def replay_session(
                 announced.add(event["point"])
                 for verdict in _verdict_events(report, event["point"]):
                     publisher.publish(verdict)
-    publish_report(publisher, report, announced)
-    return report
+    return announced
 
 
 def publish_report(publisher: Publisher, report: dict[str, Any], announced: set[str]) -> None:
