@@ -97,6 +97,7 @@ def report_problems(report: Any, label: str = "report.json") -> list[str]:
     except ValueError as exc:
         problems.append(f"{label}: {exc}")
     problems += _recorded_identity_problems(report, label)
+    problems += _rig_check_problems(report, label)
     rule = report.get("decision_rule", "simple")
     instruments = report.get("instruments")
     if not isinstance(instruments, list) or not instruments:
@@ -126,6 +127,32 @@ def report_problems(report: Any, label: str = "report.json") -> list[str]:
                 f"{label}: verdict: {report.get('verdict')!r} does not combine the instruments' "
                 f"(expected {expected!r}): the report was changed"
             )
+    return problems
+
+
+def _rig_check_problems(report: Mapping[str, Any], label: str) -> list[str]:
+    """A helmet-impact run is certified only for days whose rig checks (reference drops before and
+    after the impacts, docs/helmets.md) passed: a failed or missing check, a report without its
+    rig_checks, or an impact marked not certifiable refuses the certificate."""
+    if report.get("bench_kind") != "helmet-impact":
+        return []
+    checks = report.get("rig_checks")
+    if not isinstance(checks, list) or not checks:
+        return [f"{label}: rig_checks: missing (a helmet-impact run records its rig checks): not certifiable"]
+    problems = [
+        f"{label}: rig check {c.get('day')}: {c.get('reason')}: that day's impacts are not certifiable"
+        for c in checks
+        if not (isinstance(c, dict) and c.get("certifiable") is True)
+    ]
+    marked = [
+        str(point.get("name"))
+        for instrument in report.get("instruments") or []
+        if isinstance(instrument, dict)
+        for point in instrument.get("points") or []
+        if isinstance(point, dict) and (point.get("details") or {}).get("certifiable") is not True
+    ]
+    if marked and not problems:
+        problems.append(f"{label}: impacts {', '.join(marked[:5])} are marked not certifiable (rig check)")
     return problems
 
 

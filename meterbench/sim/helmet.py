@@ -7,7 +7,8 @@ noiseless pulse's features (`analyse_impact` at CFC 1000) and the true verdict u
 with no guard band. Impacts: clear passes and fails, some within 2 % of the 400 g limit, one at
 a velocity outside the window, one clipped at the ADC's range, one with a dead channel; a second
 model's helmets hot- and cold-conditioned with chamber timers, one drop 4.6 min out of the chamber
-(void under FMVSS 218's 4 min).
+(void under FMVSS 218's 4 min). The day's rig check: six reference drops (5 kg sphere, about 400 g,
+2.2 ms) before the impacts and six after.
 Written through `SessionRecorder` as a live rig would be: each trace hashed into session.json,
 hashes.json on close.
 """
@@ -34,6 +35,9 @@ _RING_HZ, _RING_TAU_S, _RING_G = 4000.0, 0.001, 4.0
 _NOISE_G = 0.5
 _ADC_RANGE_G = 450.0
 PROFILE = "fmvss-218"
+_DAY = "2026-11-27"
+_REFERENCE_DROPS = 6
+_REFERENCE_PEAK_G, _REFERENCE_PULSE_S, _DRIFT_G = 400.0, 0.0022, 40.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,39 @@ def _true_verdict(features, drop: _Drop, profile) -> str:
     return "fail" if over else "pass"
 
 
-def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
-    """Write a simulated helmet-impact session folder (session.json, traces/, truth.json); return it."""
+def _reference_drops(recorder: SessionRecorder, rig: str, rng: np.random.Generator) -> list[dict]:
+    """The rig's check drops of the day (16 CFR 1203.17(b)(1): six, the last three counted), before the
+    impacts and after them; ``rig`` "drift" makes the after series read high (a failed check),
+    "missing" records no after series. Returns their truths."""
+    truths = []
+    for when, start in (("before", "08:40"), ("after", "10:30")):
+        if when == "after" and rig == "missing":
+            continue
+        for k in range(_REFERENCE_DROPS):
+            peak = _REFERENCE_PEAK_G + (_DRIFT_G if when == "after" and rig == "drift" else 0.0)
+            peak += float(rng.normal(0.0, 2.0))
+            clean = np.outer(_pulse_g(peak, _REFERENCE_PULSE_S), _DIRECTION)
+            entry = {
+                "name": f"ref-{when}-{k + 1}",
+                "when": when,
+                "day": _DAY,
+                "time_utc": f"{_DAY}T{start}:{10 * k:02d}Z",
+                "velocity_m_s": 5.44,
+            }
+            recorder.add_trace(
+                "reference_drops", entry, _recorded(clean, _Drop("REF", when, peak, 2.2), rng), fs_hz=HELMET_FS_HZ
+            )
+            truths.append({"name": entry["name"], "peak_g": analyse_impact(clean, HELMET_FS_HZ, cfc=1000).peak_g})
+    return truths
+
+
+def simulate_helmet(out_dir: Path, seed: int = 0, rig: str = "ok") -> Path:
+    """Write a simulated helmet-impact session folder (session.json, traces/, truth.json); return it.
+
+    ``rig``: "ok" (reference drops before and after the impacts, within 380-425 g), "drift" (the
+    after series reads about 440 g: the rig check fails) or "missing" (no after series)."""
+    if rig not in ("ok", "drift", "missing"):
+        raise ValueError(f"rig: expected 'ok', 'drift' or 'missing', got {rig!r}")
     out_dir = Path(out_dir)
     if (out_dir / "session.json").exists():
         raise FileExistsError(f"{out_dir}: holds a session already; choose an empty --out")
@@ -107,7 +142,7 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
     manifest = {
         "session_id": f"sim-helmet-seed{seed}",
         "bench_kind": "helmet-impact",
-        "start_time_utc": "2026-11-27T09:00:00Z",
+        "start_time_utc": f"{_DAY}T08:30:00Z",
         "simulated": True,
         "profile": PROFILE,
         "helmets": helmets,
@@ -115,6 +150,7 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
     }
     truths = []
     with SessionRecorder.create(out_dir, manifest) as recorder:
+        references = _reference_drops(recorder, rig, np.random.default_rng([seed, 1]))
         for index, drop in enumerate(_DROPS):
             name = f"{drop.helmet}-{drop.site}"
             clean = np.outer(_pulse_g(drop.peak_g, drop.duration_ms / 1e3), _DIRECTION)
@@ -134,7 +170,15 @@ def simulate_helmet(out_dir: Path, seed: int = 0) -> Path:
                     "void": conditioning_void_reason(drop.conditioning, drop.out_of_chamber_s, profile) is not None,
                 }
             )
-        recorder.write_truth({"bench_kind": "helmet-impact", "profile": PROFILE, "impacts": truths})
+        recorder.write_truth(
+            {
+                "bench_kind": "helmet-impact",
+                "profile": PROFILE,
+                "impacts": truths,
+                "reference_drops": references,
+                "rig_check_ok": rig == "ok",
+            }
+        )
     return out_dir
 
 
@@ -147,6 +191,7 @@ def _impact_entry(name: str, drop: _Drop, index: int) -> dict:
         "anvil": "flat",
         "velocity_m_s": drop.velocity_m_s,
         "conditioning": drop.conditioning,
+        "time_utc": f"{_DAY}T{9 + index // 10:02d}:{(index % 10) * 6:02d}:00Z",
         "sequence": index + 1,
     } | ({} if drop.out_of_chamber_s is None else {"out_of_chamber_s": drop.out_of_chamber_s})
 

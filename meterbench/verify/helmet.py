@@ -13,6 +13,8 @@ of every trace checked by `load_session`; a changed or truncated trace refuses t
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from meterbench import calibration
 from meterbench.calibration import (
     Decision,
     analyse_impact,
+    check_reference_drops,
     conditioning_void_reason,
     decide_impact,
     helmet_profile,
@@ -36,8 +39,11 @@ __all__ = [
     "evaluate_helmet_session",
     "helmet_decision",
     "helmet_report_keys",
+    "helmet_results",
     "inconclusive_helmets",
     "model_verdicts",
+    "rig_checks",
+    "drop_features",
     "session_profile",
     "verify_helmet_session",
 ]
@@ -62,6 +68,87 @@ def session_profile(session) -> calibration.HelmetProfile:
         raise SessionError(f"session.json: profile: {exc}") from None
 
 
+def drop_features(session, entry: dict[str, Any], profile) -> tuple[calibration.ImpactFeatures, list[str]]:
+    """The features of one recorded drop (impact or reference drop) and why they cannot be used:
+    its trace, each axis's pre-impact offset (median of the first 10 ms) removed, analysed at the
+    profile's CFC; clipping, a dead channel or a failed J211 pre-condition are the problems.
+    TraceError when the (intact) trace file is not a readable trace."""
+    trace = session.trace(entry)
+    rest = max(1, round(OFFSET_WINDOW_S * trace.fs_hz))
+    accel = trace.accel_g - np.median(trace.accel_g[:rest], axis=0)
+    features = analyse_impact(accel, trace.fs_hz, cfc=int(profile.cfc.value))
+    problems = []
+    if features.clipped:
+        problems.append("trace clipped (a channel flat at its extreme)")
+    if features.dead_channels:
+        problems.append(f"dead channel(s) {', '.join(map(str, features.dead_channels))}")
+    if not features.preconditions_ok:
+        problems.append(str(features.precondition_problem))
+    return features, problems
+
+
+def _utc_day(entry: dict[str, Any], session) -> str:
+    """The UTC date (YYYY-MM-DD) of a drop: its ``day``, else the date of its ``time_utc``, else the session's start."""
+    if entry.get("day"):
+        return str(entry["day"])
+    when = str(entry.get("time_utc") or session.manifest["start_time_utc"])
+    return dt.datetime.fromisoformat(when.replace("Z", "+00:00")).astimezone(dt.UTC).date().isoformat()
+
+
+def _series_check(session, profile, day: str, when: str) -> dict[str, Any]:
+    """One reference series (``when`` "before"/"after" the impacts of ``day``) and its 16 CFR 1203.17(b)(1) check."""
+    series = [d for d in session.reference_drops if d["when"] == when and _utc_day(d, session) == day]
+    if not series:
+        return {
+            "ok": False,
+            "reason": f"rig check missing: no reference drops {when} the impacts of {day}",
+            "drops": [],
+        }
+    drops, unusable = [], []
+    for entry in series:
+        try:
+            features, problems = drop_features(session, entry, profile)
+        except TraceError as exc:
+            features, problems = None, [f"trace unreadable: {exc}"]
+        drops.append({"name": entry["name"], "peak_g": None if features is None else features.peak_g})
+        if problems:
+            unusable.append(f"{entry['name']}: {'; '.join(problems)}")
+    if unusable:
+        reason = f"{when}: rig check failed: reference drop(s) unusable: " + " | ".join(unusable)
+        return {"ok": False, "reason": reason, "drops": drops}
+    ok, reason = check_reference_drops([d["peak_g"] for d in drops], _table_overrides(session))
+    return {"ok": ok, "reason": f"{when}: {reason}", "drops": drops}
+
+
+def rig_checks(session, profile) -> dict[str, dict[str, Any]]:
+    """The rig check of each day with impacts (UTC date -> {day, before, after, certifiable, reason}):
+    a reference series before and after the day's impacts, each passing `check_reference_drops`.
+    A failed or missing series makes the day's impacts not certifiable."""
+    days = sorted({_utc_day(i, session) for i in session.impacts})
+    checks = {}
+    for day in days:
+        before, after = (_series_check(session, profile, day, when) for when in ("before", "after"))
+        failed = [s["reason"] for s in (before, after) if not s["ok"]]
+        checks[day] = {
+            "day": day,
+            "before": before,
+            "after": after,
+            "certifiable": not failed,
+            "reason": "; ".join(failed) if failed else f"rig checks before and after the impacts of {day} passed",
+        }
+    return checks
+
+
+def _mark_certifiable(point: PointResult, check: dict[str, Any]) -> PointResult:
+    """The point with details.certifiable (and, when not, the rig check's reason in its reason and details)."""
+    details = dict(point.details or {}, certifiable=check["certifiable"], test_day=check["day"])
+    if check["certifiable"]:
+        return dataclasses.replace(point, details=details)
+    details["rig_check"] = check["reason"]
+    reason = f"{point.reason} [not certifiable: {check['reason']}]"
+    return dataclasses.replace(point, decision=dataclasses.replace(point.decision, reason=reason), details=details)
+
+
 def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> PointResult:
     """One impact's PointResult (details: peak_g, hic, dwell_ms, margins, site, velocity)."""
     name = impact["name"]
@@ -77,13 +164,9 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
     if void is not None:
         details["void"] = void
     try:
-        trace = session.trace(impact)
+        features, problems = drop_features(session, impact, profile)
     except TraceError as exc:
         return PointResult.inconclusive(name, f"trace unreadable: {exc}", details=details)
-    accel = trace.accel_g
-    rest = max(1, round(OFFSET_WINDOW_S * trace.fs_hz))
-    accel = accel - np.median(accel[:rest], axis=0)
-    features = analyse_impact(accel, trace.fs_hz, cfc=int(profile.cfc.value))
     details.update(
         {
             "peak_g": features.peak_g,
@@ -95,13 +178,6 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
             "peak_u_rel_pct": u_pct,
         }
     )
-    problems = []
-    if features.clipped:
-        problems.append("trace clipped (a channel flat at its extreme)")
-    if features.dead_channels:
-        problems.append(f"dead channel(s) {', '.join(map(str, features.dead_channels))}")
-    if not features.preconditions_ok:
-        problems.append(str(features.precondition_problem))
     if problems and void is not None:
         problems.insert(0, void)
     if problems:
@@ -134,21 +210,34 @@ def _identity(helmet: dict[str, Any], profile) -> dict[str, Any]:
 
 def evaluate_helmet_session(session) -> list[InstrumentResult]:
     """One InstrumentResult per helmet of a loaded session, its points the helmet's impacts in session order."""
+    return helmet_results(session)[0]
+
+
+def helmet_results(session) -> tuple[list[InstrumentResult], dict[str, Any]]:
+    """(one InstrumentResult per helmet, what report.json adds: :func:`helmet_report_keys`)."""
     profile = session_profile(session)
     u_pct = float(
         session.manifest.get("peak_u_rel_pct", calibration.peak_uncertainty_rel_pct(_table_overrides(session)).value)
     )
+    checks = rig_checks(session, profile)
     helmets = []
     for helmet in session.helmets:
+        mine = [impact for impact in session.impacts if impact["helmet"] == helmet["id"]]
         points = [
-            _impact_point(session, impact, profile, u_pct)
-            for impact in session.impacts
-            if impact["helmet"] == helmet["id"]
+            _mark_certifiable(_impact_point(session, impact, profile, u_pct), checks[_utc_day(impact, session)])
+            for impact in mine
         ]
+        days = dict.fromkeys(_utc_day(impact, session) for impact in mine)
+        warnings = [
+            f"impacts of {day} not certifiable: {checks[day]['reason']}"
+            for day in days
+            if not checks[day]["certifiable"]
+        ]
+        identity = _identity(helmet, profile)
         helmets.append(
-            InstrumentResult.from_points(helmet["id"], "helmet", points, identity=_identity(helmet, profile))
+            InstrumentResult.from_points(helmet["id"], "helmet", points, identity=identity, warnings=warnings)
         )
-    return helmets
+    return helmets, helmet_report_keys(session, helmets, checks)
 
 
 def inconclusive_helmets(session, reason: str) -> list[InstrumentResult]:
@@ -202,17 +291,27 @@ def model_verdicts(helmets: list[InstrumentResult]) -> list[dict[str, Any]]:
     return models
 
 
-def helmet_report_keys(session, helmets: list[InstrumentResult]) -> dict[str, Any]:
+def helmet_report_keys(
+    session, helmets: list[InstrumentResult], checks: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """What report.json adds or sets for a helmet-impact session: the guard-band rule, the
     profile, its values with their provenance, a verdict per helmet model and its [MEM]/[CFG] lines (for
     ``warnings``)."""
     profile = session_profile(session)
+    checks = list((rig_checks(session, profile) if checks is None else checks).values())
+    failed = [
+        f"rig check {c['day']}: {c['reason']}: that day's impacts are not certifiable"
+        for c in checks
+        if not c["certifiable"]
+    ]
     return {
         "decision_rule": "guard-band",
+        "rig_checks": checks,
+        "certifiable": not failed,
         "profile": profile.name,
         "profile_values": profile.provenance(),
         "helmet_models": model_verdicts(helmets),
-        "profile_warnings": _profile_notes(profile.name, _table_overrides(session)),
+        "profile_warnings": failed + _profile_notes(profile.name, _table_overrides(session)),
     }
 
 

@@ -86,9 +86,9 @@ def verify_session(
 
         if session.tampered:
             instruments = helmet.inconclusive_helmets(session, "; ".join(session.tampered))
+            extra = helmet.helmet_report_keys(session, instruments)
         else:
-            instruments = helmet.evaluate_helmet_session(session)
-        extra = helmet.helmet_report_keys(session, instruments)
+            instruments, extra = helmet.helmet_results(session)
     elif session.tampered:  # session.json changed since it was closed: no instrument's verdict rests on it
         instruments = _all_inconclusive(session, "; ".join(session.tampered))
     elif manifest["bench_kind"] == "water-meter":

@@ -35,7 +35,8 @@ def test_loader_reads_a_recorded_helmet_session_and_hashes_every_trace(recorded)
         trace = session.trace(entry)
         assert trace.accel_g.shape == (1000, 3) and trace.fs_hz == 20000.0
         hashes = session.file_hashes()
-        assert set(hashes) == {"session.json"} | {i["trace"] for i in session.impacts}
+        traces = session.impacts + session.reference_drops
+        assert len(session.reference_drops) == 12 and set(hashes) == {"session.json"} | {i["trace"] for i in traces}
         assert hashes[entry["trace"]] == entry["sha256"]
         assert session.warnings == [] and session.tampered == []
     recorded_files = json.loads((recorded / "hashes.json").read_text())["files"]
