@@ -235,20 +235,33 @@ def simulate_bench_run(
 TARGET_TOLERANCE_PCT = 1e-9
 
 
-def solve_for_target(error_of: Callable[[float], float], guess: float, target: float, what: str) -> float:
+def solve_for_target(
+    error_of: Callable[[float], float],
+    guess: float,
+    target: float,
+    what: str,
+    resolution_pct: float = 0.0,
+) -> float:
     """The parameter p with ``error_of(p) == target`` (within TARGET_TOLERANCE_PCT), by secant steps.
 
     ``error_of`` is the true error (%) a simulated instrument shows as a function of one of its
     parameters (a node of a meter's error curve, a tank's volume); it is affine or nearly so, so
-    two or three steps reach float resolution. Raises RuntimeError naming ``what`` if they do not.
+    two or three steps reach float resolution. At float resolution it is a staircase: where its
+    steps are coarser than TARGET_TOLERANCE_PCT (small volumes read off large register values), the
+    caller states them as ``resolution_pct`` (%-points) and the closest step within that is taken.
+    Raises RuntimeError naming ``what`` if neither is reached.
     """
     p0, p1 = guess, guess + 0.1 * max(abs(guess), 1.0)
     e0, e1 = error_of(p0), error_of(p1)
+    best = min((abs(e0 - target), p0), (abs(e1 - target), p1))
     for _ in range(8):
         if abs(e1 - target) <= TARGET_TOLERANCE_PCT or e1 == e0:
             break
         p0, e0, p1 = p1, e1, p1 + (target - e1) * (p1 - p0) / (e1 - e0)
         e1 = error_of(p1)
-    if not abs(e1 - target) <= TARGET_TOLERANCE_PCT:
-        raise RuntimeError(f"{what}: true error {e1!r} % did not reach the target {target!r} %")
-    return p1
+        best = min(best, (abs(e1 - target), p1))
+    if abs(e1 - target) <= TARGET_TOLERANCE_PCT:
+        return p1
+    if best[0] <= resolution_pct:
+        return best[1]
+    raise RuntimeError(f"{what}: true error {e1!r} % did not reach the target {target!r} %")

@@ -212,6 +212,23 @@ def test_near_mpe_points_are_where_truth_says(session):
     assert kinds == {("M2", "Q1"): "just-outside", ("M3", "Q1"): "at-mpe", ("M4", "Q2"): "just-inside"}
 
 
+def test_near_mpe_point_is_solved_to_the_float_steps_of_a_small_volume(tmp_path):
+    """Seed 269, one meter, short profile: its Q1 (0.3 L) is read off registers near 6e4 L, whose float
+    steps move the error by ~5e-9 %-points, coarser than TARGET_TOLERANCE_PCT (1e-9): the solve used to
+    raise "did not reach the target"; now it takes the closest step within two float steps."""
+    session = simulate_water_meter(tmp_path / "s", seed=269, meters=1, profile="short", fps=1.0)
+    [instrument] = _truth(session)["instruments"]
+    [point] = [p for p in instrument["points"] if p["near_mpe"] is not None]
+    assert (point["name"], point["near_mpe"]) == ("Q1", "just-inside")
+    reference = point["true_reference_volume_l"]
+    advance = (point["true_indicated_volume_l"] - reference) / reference * 100
+    step = float(np.spacing(max(abs(point["register_start_l"]), abs(point["register_stop_l"])))) / reference * 100
+    assert 1e-9 < step < 1e-8  # the case: one float step is coarser than the old tolerance
+    assert abs(advance - point["true_error_pct"]) <= 2 * step
+    assert point["true_error_pct"] == pytest.approx(4.684081356510672, abs=1e-12)  # the target, as before
+    assert abs(advance) < point["mpe_pct"] and point["true_verdict"] == "pass"
+
+
 def test_near_mpe_draws_keep_the_pass_fail_mix():
     """A "near" meter (it passes) gets only just-inside / at-mpe points, an "outside" meter (it fails)
     only just-outside ones, an "inside" meter none: the share of failing meters is the statuses' share."""
