@@ -4,7 +4,7 @@ the offline session simulators, the live bench peer and the Modbus slave.
 Only the command line, the tests and the bench's device factory import this package.
 """
 
-from meterbench.sim.helmet import simulate_helmet
+from meterbench.sim.helmet import SimDrop, simulate_helmet
 from meterbench.sim.live import MarkerlessView, SimMeter, SimulatedBenchPeer, SimulatedCamera, markerless_view
 from meterbench.sim.markerless import LightChange, PlateMotion
 from meterbench.sim.modbus_slave import ModbusSlave
@@ -26,6 +26,7 @@ __all__ = [
     "SimulatedBenchPeer",
     "SimulatedCamera",
     "markerless_view",
+    "SimDrop",
     "simulate_helmet",
     "simulate_tank",
     "simulate_water_meter",

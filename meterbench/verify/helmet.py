@@ -27,6 +27,7 @@ from meterbench.calibration import (
     check_reference_drops,
     conditioning_void_reason,
     decide_impact,
+    dwell_time_s,
     helmet_profile,
     helmet_provenance_notes,
 )
@@ -85,6 +86,18 @@ def drop_features(session, entry: dict[str, Any], profile) -> tuple[calibration.
     if not features.preconditions_ok:
         problems.append(str(features.precondition_problem))
     return features, problems
+
+
+def _dwell_bounds_ms(features, profile, u_pct: float) -> dict[str, tuple[float, float]]:
+    """(low, high) of each limited dwell under the peak's guard band U: the time above L/(1-U) and
+    above L/(1+U) (ms), as the decision rule asks (calibration._helmet), so a dwell within the
+    calibration's reach of its limit is inconclusive rather than decided."""
+    u = u_pct / 100.0
+    bounds = {}
+    for level in profile.dwell_limits_ms.value:
+        low, high = (dwell_time_s(features.filtered_g, features.fs_hz, float(level) / (1 + s)) for s in (-u, u))
+        bounds[level] = (low * 1e3, high * 1e3)
+    return bounds
 
 
 def _utc_day(entry: dict[str, Any], session) -> str:
@@ -191,6 +204,7 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
             velocity_m_s=float(impact["velocity_m_s"]),
             anvil=impact["anvil"],
             peak_u_rel_pct=u_pct,
+            dwell_ms_bounds=_dwell_bounds_ms(features, profile, u_pct),
         )
     except ValueError as exc:
         return PointResult.inconclusive(name, f"impact {name!r}: {exc}", details=details)
