@@ -61,6 +61,7 @@ class EventPublisher:
         self._subscribers: list[Subscription] = []
         self._state: dict[str, Any] = {}
         self._verdicts: list[dict[str, Any]] = []
+        self.published = 0  # events published so far
 
     def publish(self, event: dict[str, Any]) -> None:
         """Record ``event`` in the state snapshot and queue it for every subscriber (never blocks)."""
@@ -72,6 +73,7 @@ class EventPublisher:
             elif event["type"] == "verdict":
                 self._verdicts.append(event)
             subscribers = list(self._subscribers)
+            self.published += 1
         for subscription in subscribers:
             subscription._put(event)
 
@@ -88,6 +90,11 @@ class EventPublisher:
             )
             self._subscribers.append(subscription)
         return subscription
+
+    def drops(self) -> list[int]:
+        """Per current subscriber (in subscription order): events dropped because it was too slow."""
+        with self._lock:
+            return [s.dropped for s in self._subscribers]
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop queueing events for ``subscription``."""

@@ -34,6 +34,7 @@ def test_a_stalled_consumer_does_not_block_publish_and_counts_what_it_lost():
         publisher.publish({"type": "reading", "index": index})
     assert time.monotonic() - started < 2.0
     assert stalled.dropped == 10_000 + 1 - 4  # the initial state event was dropped too
+    assert publisher.drops() == [10_000 + 1 - 4] and publisher.published == 10_000
     assert [stalled.get(timeout_s=0)["index"] for _ in range(4)] == [9996, 9997, 9998, 9999]
 
 

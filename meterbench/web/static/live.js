@@ -12,6 +12,7 @@ const live = {
 function verdictKey(v) { return v.instrument + "\u0000" + v.point; }
 function applyEvent(ev) {
   live.events += 1;
+  if (ev.type !== "frame") live.changed = true;  // pages redraw their tables on a change, frames alone at most 4 Hz
   if (ev.type === "state") {
     for (const [k, v] of Object.entries(ev)) {
       if (k === "verdicts") { for (const x of v) live.verdicts[verdictKey(x)] = x; }
@@ -127,6 +128,15 @@ function showFrames(host) {
           el("td", {}, e.name), el("td", {}, e.value === null ? "—" : fmt(e.value, 2)),
           el("td", {}, e.confidence === null ? "—" : fmt(e.confidence, 3))))));
   }
+}
+let restDrawnAt = -1e9;
+function restDue() {
+  // whether a page redraws what is not a camera frame now: after any other event, else at most 4 times a second
+  const now = performance.now();
+  if (!live.changed && now - restDrawnAt < 250) return false;
+  live.changed = false;
+  restDrawnAt = now;
+  return true;
 }
 function startLive(render) {
   let pending = false;
