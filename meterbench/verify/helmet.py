@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,14 @@ from meterbench.calibration import (
 )
 from meterbench.errors import SessionError
 from meterbench.session.traces import TraceError
+from meterbench.verify.helmet_plot import impact_svg, svg_data_uri
 from meterbench.verify.results import InstrumentResult, PointResult
 
 __all__ = [
     "OFFSET_WINDOW_S",
     "evaluate_helmet_session",
     "helmet_decision",
+    "helmet_figures",
     "helmet_report_keys",
     "helmet_results",
     "inconclusive_helmets",
@@ -162,8 +165,9 @@ def _mark_certifiable(point: PointResult, check: dict[str, Any]) -> PointResult:
     return dataclasses.replace(point, decision=dataclasses.replace(point.decision, reason=reason), details=details)
 
 
-def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> PointResult:
-    """One impact's PointResult (details: peak_g, hic, dwell_ms, margins, site, velocity)."""
+def _impact_result(session, impact: dict[str, Any], profile, u_pct: float) -> tuple[PointResult, Any]:
+    """One impact's PointResult (details: peak_g, hic, dwell_ms, margins, site, velocity) and its
+    ImpactFeatures (None when the trace could not be read)."""
     name = impact["name"]
     details: dict[str, Any] = {
         "site": impact.get("site"),
@@ -179,7 +183,7 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
     try:
         features, problems = drop_features(session, impact, profile)
     except TraceError as exc:
-        return PointResult.inconclusive(name, f"trace unreadable: {exc}", details=details)
+        return PointResult.inconclusive(name, f"trace unreadable: {exc}", details=details), None
     details.update(
         {
             "peak_g": features.peak_g,
@@ -194,7 +198,7 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
     if problems and void is not None:
         problems.insert(0, void)
     if problems:
-        return PointResult.inconclusive(name, "; ".join(problems), details=details)
+        return PointResult.inconclusive(name, "; ".join(problems), details=details), features
     try:
         decision, checks = decide_impact(
             features.peak_g,
@@ -207,13 +211,42 @@ def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> Poi
             dwell_ms_bounds=_dwell_bounds_ms(features, profile, u_pct),
         )
     except ValueError as exc:
-        return PointResult.inconclusive(name, f"impact {name!r}: {exc}", details=details)
+        return PointResult.inconclusive(name, f"impact {name!r}: {exc}", details=details), features
     details["margins"] = {c.criterion: {"value": c.value, "limit": c.limit, "margin": c.margin} for c in checks}
     if void is not None:  # a void impact gives no verdict, whatever its trace says (a fail included)
         return PointResult.inconclusive(
             name, f"{void} (measured: {decision.verdict}; {decision.reason})", details=details
-        )
-    return PointResult(name, decision, details=details)
+        ), features
+    return PointResult(name, decision, details=details), features
+
+
+def _impact_point(session, impact: dict[str, Any], profile, u_pct: float) -> PointResult:
+    """One impact's PointResult, its ``figure`` the SVG trace plot for report.html (helmet_plot)."""
+    point, features = _impact_result(session, impact, profile, u_pct)
+    if features is None:
+        return point
+    svg = impact_svg(
+        features.filtered_g,
+        features.fs_hz,
+        title=f"{impact['helmet']} {point.name}: {point.verdict}",
+        peak_limit_g=float(profile.peak_max_g.value),
+        dwell_limits_ms=profile.dwell_limits_ms.value,
+        hic_window_s=features.hic_window_s,
+        hic_value=features.hic,
+    )
+    return dataclasses.replace(point, figure=svg)
+
+
+def helmet_figures(helmets: list[InstrumentResult]) -> dict[str, dict[str, str]]:
+    """Per helmet id: {caption: SVG data URI} of each impact's trace plot (report.html)."""
+    figures: dict[str, dict[str, str]] = {}
+    for helmet in helmets:
+        for point in helmet.points:
+            if isinstance(point.figure, str):
+                details = point.details or {}
+                caption = f"{helmet.id} {point.name}: {point.verdict}, peak {details.get('peak_g', math.nan):.1f} g"
+                figures.setdefault(helmet.id, {})[caption] = svg_data_uri(point.figure)
+    return figures
 
 
 def _identity(helmet: dict[str, Any], profile) -> dict[str, Any]:

@@ -73,7 +73,8 @@ class PointResult:
 
     ``notes`` are facts the verdict rests on that a reader must see (an
     assumed temperature): the instrument lists them in its warnings.
-    ``figure`` is an image for the human report (a BGR array), never in report.json.
+    ``figure`` is an image for the human report (a BGR array, or SVG text for a helmet impact's trace), never
+    in report.json.
     """
 
     name: str

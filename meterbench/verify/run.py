@@ -89,6 +89,7 @@ def verify_session(
             extra = helmet.helmet_report_keys(session, instruments)
         else:
             instruments, extra = helmet.helmet_results(session)
+            figures = helmet.helmet_figures(instruments)
     elif session.tampered:  # session.json changed since it was closed: no instrument's verdict rests on it
         instruments = _all_inconclusive(session, "; ".join(session.tampered))
     elif manifest["bench_kind"] == "water-meter":

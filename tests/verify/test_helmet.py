@@ -1,7 +1,9 @@
 """`meterbench run` on simulated helmet-impact sessions: verdicts and features against truth.json."""
 
+import base64
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -27,7 +29,11 @@ def test_run_gives_truths_verdicts_and_features(tmp_path, seed):
     folder = simulate_helmet(tmp_path / "s", seed=seed)
     report = run_session(folder, tmp_path / "out")
     assert json.loads((tmp_path / "out/report.json").read_text())["verdict"] == report["verdict"] == "fail"
-    assert (tmp_path / "out/report.html").stat().st_size > 0
+    page = (tmp_path / "out/report.html").read_text()
+    plots = [base64.b64decode(s).decode() for s in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page)]
+    assert len(plots) == 14 and all(p.startswith("<svg") and "peak limit 400 g" in p for p in plots)
+    assert "150 g: at most 4 ms above" in plots[0] and "200 g: at most 2 ms above" in plots[0]
+    assert "H2 H2-front: fail, peak" in page  # each plot's caption
     truth, points = _truth(folder), _points(report)
     assert set(points) == set(truth)
     for name, point in points.items():
