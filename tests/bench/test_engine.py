@@ -158,9 +158,10 @@ def test_sample_bench_is_conclusive_right_and_never_overwrites_an_earlier_run(tm
     assert {name: (out / name).read_bytes() for name in earlier} == earlier
     (run_dir,) = _run_dirs(out)
     assert sorted(p.name for p in run_dir.iterdir()) == ["bench.json", "report.html", "report.json", "session"]
-    assert stdout.startswith(f"{run_dir.name}: fail")
-
     report = json.loads((run_dir / "report.json").read_text())
+    reasons = [(i["id"], p["name"], p.get("reason")) for i in report["instruments"] for p in i["points"]]
+    assert stdout.startswith(f"{run_dir.name}: fail"), (stdout, reasons, report.get("warnings"))
+
     truth = json.loads((run_dir / "session" / "truth.json").read_text())
     true_error = {(i["id"], p["name"]): p["true_error_pct"] for i in truth["instruments"] for p in i["points"]}
     assert true_error.keys() == {(m, q) for m in ("M1", "M2") for q in ("Q3", "Q2")}
