@@ -31,6 +31,7 @@ from meterbench.calibration import (
     dwell_time_s,
     helmet_profile,
     helmet_provenance_notes,
+    load_helmet_table,
 )
 from meterbench.errors import SessionError
 from meterbench.session.traces import TraceError
@@ -354,6 +355,10 @@ def helmet_report_keys(
     return {
         "decision_rule": "guard-band",
         "rig_checks": checks,
+        "rig_check_limits": {
+            key: load_helmet_table(_table_overrides(session))["reference_drop"][key]["value"]
+            for key in ("peak_window_g", "max_spread_g")
+        },
         "certifiable": not failed,
         "profile": profile.name,
         "profile_values": profile.provenance(),

@@ -1,4 +1,5 @@
-"""Trace plots of helmet impacts for report.html: the filtered resultant with the limit lines and the HIC window.
+"""Plots of a helmet-impact run for report.html: each impact's filtered resultant with the limit lines and the
+HIC window, and the rig check's reference drops as a control chart.
 
 Each plot is an SVG document (text), embedded in report.html as a ``data:image/svg+xml`` image, so the
 report stays one self-contained file. Times in ms from the trace's first sample, accelerations in g.
@@ -15,7 +16,7 @@ import numpy as np
 
 from meterbench.verify.report import _nice_step
 
-__all__ = ["impact_svg", "svg_data_uri"]
+__all__ = ["impact_svg", "rig_check_svg", "svg_data_uri"]
 
 _W, _H = 560, 250
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 12, 22, 34
@@ -102,3 +103,52 @@ def impact_svg(
 def svg_data_uri(svg: str) -> str:
     """``svg`` as an image source for report.html (base64 data URI)."""
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def rig_check_svg(checks: list[dict], peak_window_g: tuple[float, float]) -> str:
+    """A control chart of the reference drops (report.json ``rig_checks``): each drop's peak (g) in
+    recorded order, day by day, before and after the impacts, over the accepted window shaded."""
+    series = [(c["day"], when, c[when]) for c in checks for when in ("before", "after")]
+    peaks = [d["peak_g"] for _, _, s in series for d in s["drops"] if d.get("peak_g") is not None]
+    low, high = (float(v) for v in peak_window_g)
+    bottom = min([low, *peaks]) - 15.0
+    top = max([high, *peaks]) + 15.0
+    slots = sum(max(len(s["drops"]), 1) for _, _, s in series) + len(series)  # a gap after each series
+    x0, x1, y0, y1 = _LEFT, _W - _RIGHT, _H - _BOTTOM, _TOP
+
+    def y(g: float) -> float:
+        return y0 - (g - bottom) / (top - bottom) * (y0 - y1)
+
+    def x(slot: float) -> float:
+        return x0 + (slot + 0.5) / slots * (x1 - x0)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
+        'font-family="sans-serif" font-size="10">',
+        f'<text x="{x0}" y="13" font-size="11" font-weight="bold">Reference drops (rig check): peak g</text>',
+        f'<rect x="{x0}" y="{y(high):.1f}" width="{x1 - x0}" height="{y(low) - y(high):.1f}" fill="#cfe8cf">'
+        f"<title>accepted {low:g}-{high:g} g</title></rect>",
+    ]
+    step = _nice_step((top - bottom) / 5)
+    for k in range(math.ceil(bottom / step), math.floor(top / step) + 1):
+        parts.append(f'<text x="{x0 - 4}" y="{y(k * step) + 3:.1f}" text-anchor="end">{k * step:g}</text>')
+    slot = 0
+    for day, when, result in series:
+        first = slot
+        for drop in result["drops"]:
+            if drop.get("peak_g") is not None:
+                colour = "#070" if result["ok"] else "#c00"
+                parts.append(
+                    f'<circle cx="{x(slot):.1f}" cy="{y(drop["peak_g"]):.1f}" r="3" fill="{colour}">'
+                    f"<title>{html.escape(str(drop['name']))}: {drop['peak_g']:.1f} g</title></circle>"
+                )
+            slot += 1
+        slot = max(slot, first + 1)
+        verdict = "ok" if result["ok"] else "FAILED" if result["drops"] else "MISSING"
+        parts.append(
+            f'<text x="{x((first + slot - 1) / 2):.1f}" y="{y0 + 13}" text-anchor="middle">'
+            f"{html.escape(day)} {when}: {verdict}</text>"
+        )
+        slot += 1
+    parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#888"/></svg>')
+    return "".join(parts)

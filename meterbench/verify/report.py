@@ -533,6 +533,10 @@ _IDENTITY_FIELDS = (
     ("accuracy_class", "accuracy class"),
     ("nominal_volume_l", "nominal volume (L)"),
     ("material", "material"),
+    ("model", "model"),
+    ("size", "size"),
+    ("lot", "lot"),
+    ("profile", "standard profile"),
 )
 
 
@@ -571,6 +575,26 @@ def _instrument_html(instrument: dict, figures: dict[str, str], categorical: boo
         f'<span class="{verdict}">{verdict}</span></h2>{_identity_html(instrument)}'
         f"<table><tr>{header}</tr>{''.join(rows)}</table>"
         f"{_error_plot_svg(instrument.get('points', []), categorical=categorical)}{images}{budgets}</section>"
+    )
+
+
+def _rig_checks_html(report: dict) -> str:
+    """A helmet-impact run's rig checks (report.json ``rig_checks``): one row per day and a control chart."""
+    checks = report.get("rig_checks")
+    if not isinstance(checks, list) or not checks:
+        return ""
+    from meterbench.verify.helmet_plot import rig_check_svg
+
+    rows = "".join(
+        f'<tr class="{"pass" if c.get("certifiable") else "fail"}"><td>{html.escape(str(c.get("day")))}</td>'
+        f"<td>{'certifiable' if c.get('certifiable') else 'NOT certifiable'}</td>"
+        f"<td>{html.escape(str(c.get('reason')))}</td></tr>"
+        for c in checks
+    )
+    window = (report.get("rig_check_limits") or {}).get("peak_window_g", (380.0, 425.0))
+    return (
+        "<section><h2>Rig checks (reference drops)</h2><table><tr><th>day</th><th>impacts</th><th>why</th></tr>"
+        f"{rows}</table>{rig_check_svg(checks, window)}</section>"
     )
 
 
@@ -642,7 +666,7 @@ def render_report_html(
         f"<p>Overall verdict: <b class='{verdict}'>{verdict}</b>. "
         f"Decision rule: {html.escape(str(report.get('decision_rule', 'simple')))}. "
         f"Uncertainties are expanded (k = 2). {html.escape(str(report.get('software', '')))}.</p>"
-        f"{sections}{_warnings_html(report)}<h2>Models</h2><ul>{models}</ul>"
+        f"{sections}{_rig_checks_html(report)}{_warnings_html(report)}<h2>Models</h2><ul>{models}</ul>"
         f"<h2>Metrological tables and their provenance</h2><ul>{notes}</ul>"
         f"<h2>Input files (SHA-256)</h2><table>{inputs}</table></body></html>\n"
     )

@@ -5,6 +5,7 @@ import pytest
 from meterbench.certificates._record import report_problems
 from meterbench.sim import simulate_helmet
 from meterbench.verify import verify_helmet_session
+from meterbench.verify.report import render_report_html
 
 
 def _points(report):
@@ -53,6 +54,13 @@ def test_a_failed_or_missing_rig_check_marks_the_days_verdicts_and_refuses_certi
     assert f"report.json: rig check 2026-11-27: {check['reason']}: that day's impacts are not certifiable" in (
         report_problems(report)
     )
+    page = render_report_html(report)
+    assert "<h2>Rig checks (reference drops)</h2>" in page and "<td>NOT certifiable</td>" in page
+    verdict = "FAILED" if rig == "drift" else "MISSING"
+    assert "2026-11-27 before: ok</text>" in page and f"2026-11-27 after: {verdict}</text>" in page
+    assert page.count('fill="#070"><title>ref-before-') == 6
+    assert page.count('fill="#c00"><title>ref-after-') == (6 if rig == "drift" else 0)
+    assert report["rig_check_limits"] == {"peak_window_g": [380.0, 425.0], "max_spread_g": 20.0}
     del report["rig_checks"]  # an edited report without its checks
     assert "report.json: rig_checks: missing (a helmet-impact run records its rig checks): not certifiable" in (
         report_problems(report)
