@@ -15,8 +15,9 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-from ._schema import instruments, points, reference_standards, run_reference_standards, runs
+from ._schema import CURVE_POINTS, instruments, points, reference_standards, run_reference_standards, runs
 from ._stats import imr_chart, quantile, wilson_interval
 
 QUESTIONS = ("error-curves", "rates", "history", "drift", "tanks")
@@ -37,7 +38,7 @@ def _is_postgres(connection) -> bool:
 def error_curves(connection, meter_type: str | None = None, lot: str | None = None) -> list[dict[str, Any]]:
     """Per (meter type, lot, point name): n, median, q1, q3, min, max of error_pct (%) and the MPE (%)."""
     keys = (points.c.meter_type, points.c.lot, points.c.name)  # copies of the instrument's: no join, no sort
-    where = [points.c.error_pct.is_not(None), points.c.bench_kind != "tank"]
+    where = [CURVE_POINTS]  # the partial index's predicate as written there (bound values would hide it)
     if meter_type is not None:
         where.append(points.c.meter_type == meter_type)
     if lot is not None:
@@ -201,7 +202,7 @@ def history(connection, serial: str) -> list[dict[str, Any]]:
 
 def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
     """I-MR charts of check meters: series of one serial's error at one point, tested >= ``min_runs`` times,
-    per bench and per reference standard, in test order."""
+    per bench and per reference standard, in test order (start time, then run)."""
     serials = (
         connection.execute(
             select(instruments.c.serial)
@@ -215,48 +216,20 @@ def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
     if not serials:
         return []
     if _is_postgres(connection):
-        from sqlalchemy import text
-
-        connection.execute(text("SET LOCAL jit = off"))
-    joined = (
-        points.join(instruments, points.c.instrument_pk == instruments.c.id)
-        .join(runs, points.c.run_id == runs.c.id)
-        .outerjoin(run_reference_standards, run_reference_standards.c.run_id == runs.c.id)
-        .outerjoin(reference_standards, reference_standards.c.id == run_reference_standards.c.standard_pk)
-    )
-    query = (  # one pass for both scopes: a point used with k standards comes k times
-        select(
-            points.c.id,
-            runs.c.bench_id,
-            reference_standards.c.standard_id,
-            instruments.c.serial,
-            points.c.name,
-            points.c.error_pct,
-            runs.c.start_time_utc,
-            runs.c.id,
-        )
-        .select_from(joined)
-        .where(points.c.error_pct.is_not(None), instruments.c.serial.in_(serials))
-    )
-    scoped: dict[tuple, dict[int, tuple]] = defaultdict(dict)
-    for point_id, bench, standard, serial, name, error, start, run_id in connection.execute(query):
-        scoped[("bench", bench, serial, name)][point_id] = (start or "", run_id, error)
-        if standard is not None:
-            scoped[("reference_standard", standard, serial, name)][point_id] = (start or "", run_id, error)
+        series = _drift_series_sql(connection, serials, min_runs)
+    else:
+        series = _drift_series_python(connection, serials, min_runs)
     charts = []
-    for (scope, who, serial, name), by_point in sorted(scoped.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        items = [(start, error) for start, _, error in sorted(by_point.values())]
-        if len(items) < min_runs:
-            continue
-        chart = imr_chart([e for _, e in items])
+    for (scope, who, serial, name), times, values in sorted(series, key=lambda s: tuple(map(str, s[0]))):
+        chart = imr_chart(values)
         charts.append(
             {
                 "scope": scope,
                 "id": who,
                 "serial": serial,
                 "point": name,
-                "n": len(items),
-                "times": [t for t, _ in items],
+                "n": len(values),
+                "times": list(times),
                 "values": list(chart.values),
                 "centre": chart.centre,
                 "mr_bar": chart.mr_bar,
@@ -267,6 +240,85 @@ def drift(connection, min_runs: int = 5) -> list[dict[str, Any]]:
             }
         )
     return charts
+
+
+def _check_points(serials: list[str]):
+    """The check meters' points with their run: point id, run id, bench, start time ('' if none), serial, name, E."""
+    return (
+        select(
+            points.c.id.label("point_id"),
+            points.c.run_id,
+            runs.c.bench_id,
+            func.coalesce(runs.c.start_time_utc, "").label("start"),
+            instruments.c.serial,
+            points.c.name,
+            points.c.error_pct,
+        )
+        .select_from(
+            points.join(instruments, points.c.instrument_pk == instruments.c.id).join(
+                runs, points.c.run_id == runs.c.id
+            )
+        )
+        .where(points.c.error_pct.is_not(None), instruments.c.serial.in_(serials))
+    )
+
+
+def _drift_series_sql(connection, serials: list[str], min_runs: int) -> list[tuple]:
+    """PostgreSQL: each series grouped and ordered by the server (array_agg ... ORDER BY start, run, E):
+    one row per chart instead of one per point. Start times compare as code points (COLLATE "C"),
+    as Python compares them."""
+    from sqlalchemy import literal, text, union_all
+
+    connection.execute(text("SET LOCAL jit = off"))
+    base = _check_points(serials).cte("check_points").prefix_with("MATERIALIZED")
+    order = (base.c.start.collate("C"), base.c.run_id, base.c.error_pct)
+
+    def grouped(scope: str, who, joined):
+        return (
+            select(
+                literal(scope).label("scope"),
+                who.label("who"),
+                base.c.serial,
+                base.c.name,
+                func.array_agg(aggregate_order_by(base.c.start, *order)).label("times"),
+                func.array_agg(aggregate_order_by(base.c.error_pct, *order)).label("values"),
+            )
+            .select_from(joined)
+            .group_by(who, base.c.serial, base.c.name)
+            .having(func.count() >= min_runs)
+        )
+
+    by_standard = base.join(run_reference_standards, run_reference_standards.c.run_id == base.c.run_id).join(
+        reference_standards, reference_standards.c.id == run_reference_standards.c.standard_pk
+    )
+    query = union_all(
+        grouped("bench", base.c.bench_id, base),
+        grouped("reference_standard", reference_standards.c.standard_id, by_standard),
+    )
+    return [
+        ((scope, who, serial, name), times, values)
+        for scope, who, serial, name, times, values in connection.execute(query)
+    ]
+
+
+def _drift_series_python(connection, serials: list[str], min_runs: int) -> list[tuple]:
+    """SQLite (no ordered aggregates here): the points of both scopes in one pass, grouped and ordered here."""
+    base = _check_points(serials).subquery()
+    joined = base.outerjoin(run_reference_standards, run_reference_standards.c.run_id == base.c.run_id).outerjoin(
+        reference_standards, reference_standards.c.id == run_reference_standards.c.standard_pk
+    )
+    query = select(*base.c, reference_standards.c.standard_id).select_from(joined)
+    scoped: dict[tuple, dict[int, tuple]] = defaultdict(dict)  # a point used with k standards comes k times
+    for point_id, run_id, bench, start, serial, name, error, standard in connection.execute(query):
+        scoped[("bench", bench, serial, name)][point_id] = (start, run_id, error)
+        if standard is not None:
+            scoped[("reference_standard", standard, serial, name)][point_id] = (start, run_id, error)
+    series = []
+    for key, by_point in scoped.items():
+        if len(by_point) >= min_runs:
+            items = sorted(by_point.values())
+            series.append((key, [start for start, _, _ in items], [error for _, _, error in items]))
+    return series
 
 
 def tanks(connection) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -111,8 +112,24 @@ points = Table(
     Column("lot", String(200)),  # the instrument's, copied (same reason)
     UniqueConstraint("instrument_pk", "ordinal"),
     Index(None, "run_id"),
-    Index(None, "instrument_pk", "name"),
-    Index("ix_points_curve", "meter_type", "lot", "name", "error_pct"),  # error curves without a sort
+    # drift: a check meter's points by instrument, read from the index alone on PostgreSQL (revision 0002)
+    Index(None, "instrument_pk", "name", postgresql_include=["error_pct", "run_id"]),
+)
+
+CURVE_POINTS = text("bench_kind <> 'tank' AND error_pct IS NOT NULL")
+"""The points the error curves summarise (the partial index's predicate; the query states it word for word)."""
+
+# error curves: points in (type, lot, point, error) order, the other columns they need alongside on
+# PostgreSQL: one index-only scan, no sort, no table read (revision 0002; replaces ix_points_curve)
+Index(
+    "ix_points_curve_partial",
+    points.c.meter_type,
+    points.c.lot,
+    points.c.name,
+    points.c.error_pct,
+    postgresql_include=["mpe_pct", "flow_rate"],
+    postgresql_where=CURVE_POINTS,
+    sqlite_where=CURVE_POINTS,
 )
 
 certificates = Table(

@@ -117,7 +117,7 @@ def test_migrations_create_exactly_the_declared_schema(store_url: str) -> None:
     from meterbench.store import metadata, schema_revision
 
     with Store(store_url) as store:
-        assert schema_revision(store.engine) == "0001"
+        assert schema_revision(store.engine) == "0002"
         with store.engine.connect() as connection:
             diffs = compare_metadata(MigrationContext.configure(connection), metadata)
     assert diffs == []
@@ -127,3 +127,29 @@ def test_sqlite_store_is_wal_with_foreign_keys(tmp_path: Path) -> None:
     with Store(f"sqlite:///{tmp_path / 's.sqlite'}") as store, store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_two_benches_storing_the_same_runs_at_once_store_each_once(store_url: str, tmp_path: Path) -> None:
+    import threading
+
+    folders = write_runs(tmp_path / "runs", 8)
+    Store(store_url).close()  # the schema exists before the race
+    outcomes: list[list[str]] = []
+    start = threading.Barrier(2)
+
+    def bench() -> None:
+        start.wait()
+        results, refused = ingest_paths(store_url, folders)
+        assert refused == []
+        outcomes.append([r.status for r in results])
+
+    threads = [threading.Thread(target=bench) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 2
+    for k in range(8):  # each run: stored by one bench, "already stored" for the other
+        assert sorted(o[k] for o in outcomes) == ["already stored", "stored"]
+    expected_points = sum(len(i["points"]) for f in folders for i in report_of(f)["instruments"])
+    assert _count(store_url, runs) == 8 and _count(store_url, points) == expected_points
