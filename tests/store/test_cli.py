@@ -137,3 +137,42 @@ def test_batch_db_on_a_real_session_stores_its_points(store_url: str, tmp_path: 
     assert tanks["fail"]["count"] == sum(i["verdict"] == "fail" for i in report["instruments"])
     assert tanks["median_error_pct"] == pytest.approx(statistics.median(errors), abs=1e-6)
     assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir())
+
+
+@pytest.mark.slow
+def test_a_certificate_record_with_a_broken_signature_is_refused_and_nothing_stored(
+    store_url: str, tmp_path: Path, capsys
+) -> None:
+    require_module("cryptography", "cert")
+    from meterbench.certificates import certify_run
+    from meterbench.sim.store_reports import synthetic_report
+    from meterbench.store import Store
+    from tests.certificates.conftest import make_lab
+
+    lab = make_lab(tmp_path / "lab")
+    run = tmp_path / "run"
+    run.mkdir()
+    report = synthetic_report(1, meters=2) | {
+        "bench_id": "sim-bench",
+        "technician_id": "tech-01",
+        "reference_standard_ids": ["ref-meter-1"],
+    }
+    (run / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    certify_run(run, lab.key, lab.toml, issued_utc="2026-01-10T10:00:00Z")
+    [record_path] = sorted(run.glob("certificate-*.json"))[:1]
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record["certificate"]["instrument"]["serial"] = "FORGED-1"  # signed bytes changed, signature kept
+    record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    assert main(["db", "ingest", str(run), "--db", store_url, "--lab", str(lab.toml)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"refused: {record_path}: verification code does not match the record's contents"
+        " (the record was changed after sealing)"
+    ]
+    from sqlalchemy import func, select
+
+    from meterbench.store._schema import certificates, runs
+
+    with Store(store_url) as store, store.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(runs)).scalar_one() == 0
+        assert connection.execute(select(func.count()).select_from(certificates)).scalar_one() == 0
