@@ -122,3 +122,19 @@ def test_recorder_checks_a_drop_before_writing_its_trace(tmp_path):
     assert listed["sha256"] == hashlib.sha256((tmp_path / "s/traces/d1.csv").read_bytes()).hexdigest()
     with load_session(tmp_path / "s") as session:
         assert np.array_equal(session.trace(session.impacts[0]).accel_g, accel)
+
+
+def test_a_session_json_changed_after_closing_gives_no_verdict(recorded, tmp_path):
+    from meterbench.verify import verify_helmet_session
+
+    folder = _copy(recorded, tmp_path)
+    manifest = json.loads((folder / "session.json").read_text())
+    manifest["impacts"][1]["velocity_m_s"] = 6.0  # H1-rear, a quiet edit
+    (folder / "session.json").write_text(json.dumps(manifest))
+    report = verify_helmet_session(folder)
+    points = [p for helmet in report["instruments"] for p in helmet["points"]]
+    assert len(points) == 14 and {p["verdict"] for p in points} == {"inconclusive"}
+    assert (
+        points[0]["reason"] == "session.json: changed since the session was closed (hashes.json): no verdict is given"
+    )
+    assert report["verdict"] == "inconclusive"
