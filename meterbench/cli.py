@@ -430,7 +430,8 @@ def _cmd_layout_propose(args: argparse.Namespace) -> int:
 def _cmd_layout_teach(args: argparse.Namespace) -> int:
     from meterbench.verify.teach import teach_session
 
-    result = teach_session(Path(args.session), args.instrument, Path(args.out))
+    layout = Path(args.layout) if args.layout else None
+    result = teach_session(Path(args.session), args.instrument, Path(args.out), layout_path=layout)
     for e in result.elements:
         state = "applied" if e.applied else "not applied"
         print(
@@ -720,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("session", metavar="SESSION", help="recorded session folder of the meter type's first run")
     q.add_argument("--instrument", required=True, metavar="ID", help="the instrument whose register to teach")
     q.add_argument("--out", required=True, metavar="LAYOUT.json", help="taught layout to write (never overwritten)")
+    q.add_argument(
+        "--layout",
+        metavar="LAYOUT.json",
+        help="teach this layout file (e.g. from layout propose on the fixture's photo) instead of the session's",
+    )
 
     p = command("impact", _cmd_impact, "analyse one helmet drop trace: peak, HIC, HIC15, HIC36, dwell times")
     p.add_argument(

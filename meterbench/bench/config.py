@@ -23,6 +23,7 @@ from meterbench.devices.mqtt import MqttConfig
 from meterbench.errors import ConfigError
 from meterbench.session import reference_image_path, schema_problems
 from meterbench.vision import RegisterLayout, default_register_layout
+from meterbench.vision.layout import layout_file_register
 
 __all__ = [
     "BENCH_SCHEMA",
@@ -254,14 +255,11 @@ def _register(value: str | dict, base_dir: Path, camera_id: str) -> tuple[dict, 
     file ("LAYOUT.json", relative to BENCH.toml); with the problem (None) and, for a marker-free
     layout file, its reference photo (the register then names the session's copy of it)."""
     if isinstance(value, str) and value.endswith(".json"):
-        try:
-            layout = RegisterLayout.load(base_dir / value)
+        try:  # a taught layout keeps its `taught` block (its offsets are applied in the verification)
+            register, photo = layout_file_register(base_dir / value, reference_image_path(camera_id))
         except ValueError as exc:
             return {}, str(exc), None
-        if layout.reference is None:
-            return layout.to_dict(), None, None
-        session_copy = layout.with_reference_image(reference_image_path(camera_id))
-        return session_copy.to_dict(), None, layout.reference.pixels
+        return register, None, photo
     if isinstance(value, str):  # the schema allows only the names of default layouts
         return default_register_layout(value.removeprefix("default-")), None, None
     try:

@@ -24,7 +24,15 @@ import serial
 
 from meterbench.devices.serial_totaliser import format_totaliser_line
 from meterbench.session import reference_image_path
-from meterbench.sim.markerless import LightChange, PlateMotion, frontal_camera, reference_layout, reference_photo
+from meterbench.sim.markerless import (
+    LightChange,
+    PlateMotion,
+    SceneUpset,
+    frontal_camera,
+    reference_layout,
+    reference_photo,
+    render_markerless,
+)
 from meterbench.sim.modbus_slave import ModbusSlave
 from meterbench.sim.physics import ErrorCurve
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
@@ -397,7 +405,8 @@ class MarkerlessView:
     """How a fixed camera sees a live register without fiducials: square to the plate
     (`camera`), the meter shifted, slightly rotated and drifting since the reference photo
     (`motion`, times in s since the camera opened), the light changing (`light`); `photo` is
-    the reference photo and `register` its marker-free layout (image: `image`)."""
+    the reference photo and `register` its marker-free layout (image: `image`); `upsets`: stretches
+    (times since the camera opened) where the camera is knocked or a hand is over the register."""
 
     camera: CameraModel
     motion: PlateMotion
@@ -405,6 +414,7 @@ class MarkerlessView:
     red_wheel_style: str
     photo: np.ndarray
     register: dict
+    upsets: tuple[SceneUpset, ...] = ()
 
 
 def markerless_view(
@@ -492,9 +502,8 @@ class SimulatedCamera:
         if self.view is None:
             frame = self.renderer.render(positions)
         else:
-            t_s = instant - self._opened_monotonic
-            frame = self.renderer.render(positions, plate_motion=self.view.motion.matrix(t_s))
-            frame = self.view.light.apply(frame, t_s)
+            view, t_s = self.view, instant - self._opened_monotonic
+            frame = render_markerless(self.renderer, positions, t_s, view.motion, view.light, view.upsets)
         self.capture_monotonic = instant
         self.frames += 1
         counts = self.peer.counts.frames

@@ -12,22 +12,29 @@ and pure functions of a numpy Generator: the same seed gives the same frames.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
+from meterbench.errors import ConfigError
 from meterbench.sim.register_render import CameraModel, RegisterRenderer
 from meterbench.vision.layout import RegisterLayout
 
 __all__ = [
+    "UPSET_KINDS",
     "LightChange",
     "PlateMotion",
+    "SceneUpset",
     "cover_with_hand",
     "fog",
     "frontal_camera",
     "reference_layout",
     "reference_photo",
+    "render_markerless",
+    "upset_frame",
+    "upset_matrix",
 ]
 
 MAX_SHIFT_PX = 15.0
@@ -208,3 +215,78 @@ def fog(frame: np.ndarray, strength: float = 0.6) -> np.ndarray:
     veil = cv2.GaussianBlur(frame, (0, 0), 1.0 + 4.0 * strength).astype(np.float32)
     out = veil * (1.0 - strength) + 205.0 * strength
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+UPSET_KINDS = ("jump", "hand")
+
+
+@dataclass(frozen=True)
+class SceneUpset:
+    """A stretch of a markerless camera's run that no frame should be read through.
+
+    ``kind`` "jump": the camera knocked, the plate a further `shift_px` (x, y) and `rotation_deg`
+    (about the plate centre) off from `t_from_s` to `t_to_s` (s), back in its place after (far
+    beyond what the homography of a fixed camera may follow: docs/markerless.md); "hand": a hand
+    over about `fraction` of the frame's width meanwhile, held still (its shape drawn from `seed`).
+    """
+
+    kind: str
+    t_from_s: float
+    t_to_s: float
+    shift_px: tuple[float, float] = (0.0, 0.0)
+    rotation_deg: float = 0.0
+    fraction: float = 0.45
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = f"scene upset {self.kind!r}"
+        if self.kind not in UPSET_KINDS:
+            raise ConfigError(f"scene upset: kind: expected one of {', '.join(UPSET_KINDS)}, got {self.kind!r}")
+        times = (self.t_from_s, self.t_to_s)
+        if not all(math.isfinite(t) for t in times) or not 0.0 <= self.t_from_s < self.t_to_s:
+            raise ConfigError(f"{where}: t_from_s, t_to_s: expected 0 <= t_from_s < t_to_s (s), got {times}")
+        if not (0.05 <= self.fraction <= 0.9):
+            raise ConfigError(f"{where}: fraction: expected 0.05..0.9 of the frame, got {self.fraction!r}")
+
+    def active(self, t_s: float) -> bool:
+        """Whether the upset spoils the frame at `t_s` (s)."""
+        return self.t_from_s <= t_s <= self.t_to_s
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "shift_px": list(self.shift_px)}
+
+
+def upset_matrix(upsets: Sequence[SceneUpset], t_s: float, centre_px: tuple[float, float]) -> np.ndarray:
+    """3×3 frame-px transform of the jumps active at `t_s` (s), applied after the plate's motion."""
+    out = np.eye(3)
+    for upset in upsets:
+        if upset.kind == "jump" and upset.active(t_s):
+            m = cv2.getRotationMatrix2D(centre_px, upset.rotation_deg, 1.0)
+            m[:, 2] += upset.shift_px
+            out = np.vstack([m, [0.0, 0.0, 1.0]]) @ out
+    return out
+
+
+def upset_frame(frame: np.ndarray, upsets: Sequence[SceneUpset], t_s: float) -> np.ndarray:
+    """`frame` with the hands of the upsets active at `t_s` (s) over it."""
+    for upset in upsets:
+        if upset.kind == "hand" and upset.active(t_s):
+            frame = cover_with_hand(frame, np.random.default_rng(upset.seed), fraction=upset.fraction)
+    return frame
+
+
+def render_markerless(
+    renderer: RegisterRenderer,
+    positions: np.ndarray,
+    t_s: float,
+    motion: PlateMotion,
+    light: LightChange,
+    upsets: Sequence[SceneUpset] = (),
+    blur: np.ndarray | None = None,
+) -> np.ndarray:
+    """One frame of a markerless camera at `t_s` (s): the register at `positions` (`blur`: its
+    motion during the exposure) with the plate where `motion` and the jumps of `upsets` put it,
+    their hands over it, lit by `light`."""
+    plate = upset_matrix(upsets, t_s, motion.centre_px) @ motion.matrix(t_s)
+    frame = renderer.render(positions, blur, plate_motion=plate)
+    return light.apply(upset_frame(frame, upsets, t_s), t_s)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,15 @@ from meterbench.devices.serial_totaliser import format_totaliser_line, parse_tot
 from meterbench.errors import ConfigError
 from meterbench.progress import ProgressFn
 from meterbench.session.writer import SessionRecorder
-from meterbench.sim.markerless import LightChange, PlateMotion, frontal_camera, reference_layout, reference_photo
+from meterbench.sim.markerless import (
+    LightChange,
+    PlateMotion,
+    SceneUpset,
+    frontal_camera,
+    reference_layout,
+    reference_photo,
+    render_markerless,
+)
 from meterbench.sim.physics import (
     BenchRun,
     ErrorCurve,
@@ -43,6 +52,7 @@ from meterbench.sim.register_render import RENDER_STYLES, CameraModel, RegisterR
 from meterbench.vision.layout import (
     RegisterLayout,
     default_register_layout,
+    layout_file_register,
     positions_from_volume,
 )
 
@@ -160,25 +170,40 @@ class SimulatedMeter:
 @dataclass(frozen=True)
 class MarkerlessScene:
     """What a markerless camera adds: the reference photo, the meter's motion since it was
-    taken, the changing light, and the red wheel style both share."""
+    taken, the changing light, the red wheel style both share, and the stretches upset (a jump, a hand)."""
 
     photo: np.ndarray
     motion: PlateMotion
     light: LightChange
     red_wheel_style: str
+    upsets: tuple[SceneUpset, ...] = ()
 
 
-def _markerless_scene(meter: SimulatedMeter, seed: int, duration_s: float) -> MarkerlessScene:
+def _markerless_scene(
+    meter: SimulatedMeter,
+    seed: int,
+    duration_s: float,
+    fixture_seed: int | None = None,
+    upsets: Sequence[SceneUpset] = (),
+) -> MarkerlessScene:
     """The reference photo (register at its start volume, camera at rest) and the run's motion and
-    light, from a stream of their own (seed, meter): the other streams draw as with markers."""
+    light, from a stream of their own (seed, meter): the other streams draw as with markers.  With
+    `fixture_seed` the wheel style and the photo's draws come from that fixture's stream, the
+    motion and light from this run's."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EF, meter.index]))
-    style = "red" if rng.random() < 0.6 else "red-on-white"
+    fixed = (
+        rng
+        if fixture_seed is None
+        else np.random.default_rng(np.random.SeedSequence([fixture_seed, 0x5EF, meter.index]))
+    )
+    style = "red" if fixed.random() < 0.6 else "red-on-white"
     positions = positions_from_volume(meter.layout, meter.start_volume_l % meter.layout.capacity_l)
     label = f"SIM-{meter.index + 1:04d}"
-    photo = reference_photo(meter.layout, meter.camera, positions, rng, label=label, red_wheel_style=style)
+    photo = reference_photo(meter.layout, meter.camera, positions, fixed, label=label, red_wheel_style=style)
     corners = np.array(meter.camera.plate_corners_px)
     centre = tuple(float(v) for v in corners.mean(axis=0))
-    return MarkerlessScene(photo, PlateMotion.random(rng, centre, duration_s), LightChange.random(rng), style)
+    motion = PlateMotion.random(rng, centre, duration_s)
+    return MarkerlessScene(photo, motion, LightChange.random(rng), style, tuple(upsets))
 
 
 def _mpe_pct(flow_m3h: float, water_c: float = NOMINAL_WATER_C) -> float:
@@ -250,16 +275,23 @@ def _make_meters(
     flows_m3h: dict[str, float],
     variants: tuple[str, str],
     markers: bool = True,
+    fixture_seed: int | None = None,
 ) -> list[SimulatedMeter]:
+    """The meters in series; with `fixture_seed` each position's register type and camera come from
+    that fixture's stream (seed, position) instead of the meter's (the same in every run of it)."""
     meters = []
     for k, (rng, status) in enumerate(zip(rngs, statuses, strict=True)):
         variant = variants[0] if rng.random() < 0.5 else variants[1]
         errors, near = _node_errors(rng, near_rng, status, flows_m3h)
+        fixed = rng
+        if fixture_seed is not None:
+            fixed = np.random.default_rng(np.random.SeedSequence([fixture_seed, 0xF1C, k]))
+            variant = variants[0] if fixed.random() < 0.5 else variants[1]
         layout = RegisterLayout.from_dict(default_register_layout(variant))
         if markers:
-            camera = CameraModel.random(rng, layout.plate_size_px, FRAME_SIZE_PX)
+            camera = CameraModel.random(fixed, layout.plate_size_px, FRAME_SIZE_PX)
         else:  # a fixture holds the camera square to the register
-            camera = frontal_camera(rng, layout.plate_size_px, FRAME_SIZE_PX)
+            camera = frontal_camera(fixed, layout.plate_size_px, FRAME_SIZE_PX)
         start = round(float(rng.uniform(0.0, 99_000.0)), 4)
         meters.append(
             SimulatedMeter(k, variant, layout, _curve(flows_m3h, errors), errors, status, start, camera, near, markers)
@@ -445,8 +477,7 @@ def _write_camera(
         if scene is None:
             frame = renderer.render(opening[k], motion[k])
         else:
-            frame = renderer.render(opening[k], motion[k], plate_motion=scene.motion.matrix(t_s))
-            frame = scene.light.apply(frame, t_s)
+            frame = render_markerless(renderer, opening[k], t_s, scene.motion, scene.light, scene.upsets, motion[k])
         writer.write(frame, round(t_s, 4))
     return int(t.size)
 
@@ -498,6 +529,7 @@ def _truth(
                 | (
                     {
                         "plate_motion": scenes[meter.id].motion.to_dict(),
+                        "upsets": [u.to_dict() for u in scenes[meter.id].upsets],
                         "light_change": scenes[meter.id].light.to_dict(),
                     }
                     if meter.id in scenes
@@ -602,6 +634,9 @@ def simulate_water_meter(
     bench_id: str | None = None,
     technician_id: str | None = None,
     standard_id: str | None = None,
+    fixture_seed: int | None = None,
+    registers: Mapping[str, str | Path] | None = None,
+    upsets: Mapping[str, Sequence[SceneUpset]] | None = None,
 ) -> Path:
     """Write a complete simulated water-meter session folder to `out_dir`; return it.
 
@@ -619,6 +654,14 @@ def simulate_water_meter(
     the default and gives the same session as before for the same seed.  `bench_id`,
     `technician_id` and `standard_id` (the reference's) are the lab file's ids written into
     session.json (default: "sim-bench", "sim-technician", "sim-reference-standard").
+
+    Another run of a bench fixture (markerless, docs/markerless.md): `fixture_seed` draws each
+    position's register type, camera and reference photo from that fixture alone, so every seed
+    run with it puts other meters (errors, start volumes, run, motion, light) under the same
+    cameras; `registers` (meter id -> a marker-free layout file of that fixture, e.g. from
+    `layout propose` or `layout teach`) is what the bench config would name: the session records
+    it (a `taught` block kept) and its photo as the meter's register.  `upsets` (meter id ->
+    `SceneUpset`s): stretches where that camera is knocked or a hand is over the register.
     """
     if profile not in PROFILES:
         raise ConfigError(f"simulate water-meter: profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
@@ -646,15 +689,33 @@ def simulate_water_meter(
         settle_s=spec.settle_s,
     )
     statuses = _meter_statuses(plan_rng, meters)
-    sim_meters = _make_meters(meter_rngs, near_rng, statuses, flows, spec.register_variants, markers)
+    sim_meters = _make_meters(meter_rngs, near_rng, statuses, flows, spec.register_variants, markers, fixture_seed)
     q3_mid = (run.points[0].t_start_s + run.points[0].t_stop_s) / 2
     advance_mid_q3 = float(run.at(run.volume_l, q3_mid))
     sim_meters = [_carry_start(m, advance_mid_q3, plan_rng) if plan_rng.random() < 0.35 else m for m in sim_meters]
     sim_meters = [_aim_near_mpe(run, m, flows, spec.near_band_pct) for m in sim_meters]
     tracks = [_register_track(run, m) for m in sim_meters]
     manifest = name_lab_ids(_manifest(seed, profile, sim_meters, plan, run), bench_id, technician_id, standard_id)
-    scenes = {m.id: _markerless_scene(m, seed, run.t_end_s) for m in sim_meters if not m.markers}
+    upsets = dict(upsets or {})
+    scenes = {
+        m.id: _markerless_scene(m, seed, run.t_end_s, fixture_seed, upsets.pop(m.id, ()))
+        for m in sim_meters
+        if not m.markers
+    }
     photos = {m.camera_id: scenes[m.id].photo for m in sim_meters if m.id in scenes}
+    for k, meter in enumerate(sim_meters):
+        if registers and meter.id in registers:
+            register, photo = layout_file_register(registers[meter.id], meter.reference_image)
+            if meter.markers or photo is None or photo.shape[:2] != FRAME_SIZE_PX[::-1]:
+                raise ConfigError(
+                    f"simulate water-meter: registers[{meter.id}]: {registers[meter.id]}: expected a marker-free "
+                    f"layout of a {FRAME_SIZE_PX[0]}x{FRAME_SIZE_PX[1]} photo of the fixture, with markers=False"
+                )
+            manifest["instruments"][k]["register"] = register
+            photos[meter.camera_id] = photo
+    stray = sorted(set(upsets) | (set(registers or {}) - set(scenes)))  # upsets left: not a markerless meter's
+    if stray:
+        raise ConfigError(f"simulate water-meter: upsets, registers: expected ids of markerless meters, got {stray}")
     if not markers:
         manifest["session_id"] += "-markerless"
         manifest["simulated"]["markers"] = False

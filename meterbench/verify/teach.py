@@ -30,16 +30,20 @@ def teach_session(
     *,
     readers=None,
     max_frames: int = MAX_TEACH_FRAMES,
+    layout_path: Path | None = None,
 ):
     """Teach the register layout of `instrument_id` from the session in `session_dir` and write
     it to `out_path` (never overwritten); returns the `TeachResult`.
 
     The layout written is the session's `register` object with a `taught` block (session id,
     offsets in steps, evidence); a reference photo is copied next to it (`<stem>-reference.png`).
+    `layout_path`: teach that layout file instead (e.g. one `layout propose` made from this fixture's
+    photo after the run was recorded); a marker-free one is aligned to its own photo.
     """
     from meterbench.session.reader import load_session
     from meterbench.verify.run import RegisterReaders
-    from meterbench.vision import RegisterLayout
+    from meterbench.vision import RegisterLayout, RegisterReader
+    from meterbench.vision.layout import layout_file_register
     from meterbench.vision.teach import teach_offsets
 
     out_path = Path(out_path)
@@ -54,10 +58,21 @@ def teach_session(
             raise ConfigError(f"--instrument: expected one of the session's instruments ({ids}), got {instrument_id!r}")
         if instrument.get("kind", "water-meter") != "water-meter":
             raise ConfigError(f"--instrument: {instrument_id} is a {instrument.get('kind')}, expected a water meter")
-        register = dict(instrument["register"])
+        photo_dir = Path(session_dir)  # where the register's reference photo is
+        readers = readers or RegisterReaders()
+        if layout_path is None:
+            register = dict(instrument["register"])
+        else:
+            layout = RegisterLayout.load(layout_path)  # ConfigError naming the file and field
+            image = layout.reference.image if layout.reference is not None else ""
+            register, _ = layout_file_register(layout_path, image)
+            photo_dir = Path(layout_path).parent
         register.pop("taught", None)  # re-teaching starts from the raw readings, never from older offsets
+        if layout_path is None:
+            reader = readers({**instrument, "register": register}, session=session)
+        else:
+            reader = RegisterReader(layout, readers.digit_reader, readers.dial_reader)
         layout = RegisterLayout.from_dict(register)
-        reader = (readers or RegisterReaders())({**instrument, "register": register}, session=session)
         camera = session.camera(instrument["camera"])
         times = np.asarray(camera.frame_times, np.float64)
         if times.size < 2:
@@ -97,7 +112,7 @@ def teach_session(
     register["taught"] = result.taught_block(session_id, instrument_id)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(register.get("reference"), dict):  # the photo goes with the layout, path relative to it
-        source = Path(session_dir) / register["reference"]["image"]
+        source = photo_dir / register["reference"]["image"]
         copy = out_path.with_name(f"{out_path.stem}-reference{source.suffix or '.png'}")
         shutil.copyfile(source, copy)
         register["reference"] = {**register["reference"], "image": copy.name}

@@ -27,6 +27,7 @@ __all__ = [
     "RegisterElement",
     "RegisterLayout",
     "default_register_layout",
+    "layout_file_register",
     "positions_from_volume",
     "volume_from_positions",
 ]
@@ -292,6 +293,22 @@ class RegisterLayout:
     def capacity_l(self) -> float:
         """Volume after which the register wraps to zero (L): one turn of the top element."""
         return self.elements[0].litres_per_turn
+
+
+def layout_file_register(path: str | Path, image: str) -> tuple[dict, np.ndarray | None]:
+    """The `register` object a session records for the layout file `path`, and for a marker-free
+    layout its reference photo: the photo's path rewritten to `image` (the session's copy of it,
+    e.g. cameras/<camera_id>-reference.png) and a `taught` block (`layout teach`) kept as written,
+    so that the verification applies its offsets.  ConfigError naming the file and field."""
+    layout = RegisterLayout.load(path)
+    if layout.reference is None:
+        register, photo = layout.to_dict(), None
+    else:
+        register, photo = layout.with_reference_image(image).to_dict(), layout.reference.pixels
+    taught = json.loads(Path(path).read_text(encoding="utf-8")).get("taught")
+    if taught is not None:
+        register["taught"] = taught
+    return register, photo
 
 
 def _markers(value: Any) -> tuple[str, tuple[MarkerSpec, ...]]:

@@ -82,3 +82,16 @@ def test_a_missing_layout_file_names_it(tmp_path):
 def test_a_register_name_that_is_neither_a_default_nor_a_json_file_is_refused(tmp_path):
     with pytest.raises(BenchConfigError, match=r"instruments\[0\] \(M1\)\.register"):
         load_bench_config(_variant(tmp_path, M1, 'register = "m1-layout.yaml"'))
+
+
+def test_a_taught_layout_file_keeps_its_taught_block(tmp_path):
+    """`layout teach` writes offsets in a `taught` block: the bench must record them for the verification
+    to apply (to_dict alone dropped them)."""
+    path = _reference_layout(tmp_path)
+    register = json.loads(path.read_text())
+    names = [e["name"] for e in register["elements"]]
+    register["taught"] = {"session_id": "first-run", "offsets_steps": {n: 0.0 for n in names} | {names[-2]: 0.31}}
+    path.write_text(json.dumps(register))
+    cfg = load_bench_config(_variant(tmp_path, M1, 'register = "m1-layout.json"'))
+    assert cfg.instruments[0]["register"]["taught"] == register["taught"]
+    assert cfg.instruments[0]["register"]["reference"] == {"image": "cameras/cam-M1-reference.png"}
