@@ -122,7 +122,14 @@ def _series_check(session, profile, day: str, when: str) -> dict[str, Any]:
             "drops": [],
         }
     drops, unusable = [], []
+    table = load_helmet_table(_table_overrides(session))["reference_drop"]
+    v_nominal, v_tol_pct = float(table["velocity_m_s"]["value"]), float(table["velocity_tolerance_pct"]["value"])
     for entry in series:
+        velocity = entry.get("velocity_m_s")
+        if velocity is not None and abs(float(velocity) - v_nominal) > v_nominal * v_tol_pct / 100:
+            unusable.append(
+                f"{entry['name']}: velocity {float(velocity):.3f} m/s not {v_nominal:g} m/s +- {v_tol_pct:g} %"
+            )
         try:
             features, problems = drop_features(session, entry, profile)
         except TraceError as exc:

@@ -80,3 +80,18 @@ def test_certify_refuses_a_run_whose_rig_check_failed(tmp_path):
     with pytest.raises(SessionError, match=r"rig check 2026-11-27: after: rig check failed: .*not certifiable"):
         certify_run(run, lab.key, lab.toml, run / "certs", technician_id="tech-01")
     assert not (run / "certs").exists() and sorted(p.name for p in run.iterdir()) == ["report.html", "report.json"]
+
+
+def test_a_reference_drop_outside_its_velocity_fails_the_series(tmp_path):
+    import json
+
+    folder = simulate_helmet(tmp_path / "s", seed=2)
+    manifest = json.loads((folder / "session.json").read_text())
+    manifest["reference_drops"][1]["velocity_m_s"] = 5.56  # 2.2 % over 5.44 m/s
+    (folder / "session.json").write_text(json.dumps(manifest))
+    (folder / "hashes.json").unlink()  # an edited session stands as an unclosed recording
+    [check] = verify_helmet_session(folder)["rig_checks"]
+    assert check["certifiable"] is False and check["after"]["ok"] is True
+    assert check["reason"] == (
+        "before: rig check failed: reference drop(s) unusable: ref-before-2: velocity 5.560 m/s not 5.44 m/s +- 2 %"
+    )
