@@ -178,6 +178,8 @@ def simulate_helmet(
         references = _reference_drops(recorder, rig, np.random.default_rng([seed, 1]))
         for index, drop in enumerate(drops):
             name = f"{drop.helmet}-{drop.site}"
+            repeat = sum(t["name"] == name or t["name"].startswith(f"{name}-") for t in truths)
+            name = f"{name}-{repeat + 1}" if repeat else name  # the 2nd impact at a site: "H1-front-2"
             clean = np.outer(pulse_g(drop.peak_g, drop.duration_ms / 1e3), _DIRECTION)
             true = analyse_impact(clean, HELMET_FS_HZ, cfc=1000)
             recorder.add_trace(

@@ -47,6 +47,7 @@ __all__ = [
     "helmet_results",
     "inconclusive_helmets",
     "model_verdicts",
+    "programme_gaps",
     "rig_checks",
     "drop_features",
     "session_profile",
@@ -321,10 +322,39 @@ def _profile_notes(profile_name: str, overrides: dict[str, Any] | None = None) -
     return [n for n in helmet_provenance_notes(overrides) if "helmet.profiles." not in n or mine in n]
 
 
-def model_verdicts(helmets: list[InstrumentResult]) -> list[dict[str, Any]]:
+def programme_gaps(helmet: InstrumentResult, programme: tuple[int, int] | None) -> str | None:
+    """Why a helmet's impacts fall short of the profile's test programme (``programme`` = (sites,
+    impacts per site), e.g. FMVSS 218 S7.1: 4 x 2), or None when complete or the profile sets none."""
+    if programme is None:
+        return None
+    sites, per_site = programme
+    by_site: dict[str, int] = {}
+    for point in helmet.points:
+        site = str((point.details or {}).get("site"))
+        by_site[site] = by_site.get(site, 0) + 1
+    full = sum(count >= per_site for count in by_site.values())
+    if full >= sites:
+        return None
+    return (
+        f"{helmet.id}: programme incomplete: {len(helmet.points)} impacts at {len(by_site)} site(s), "
+        f"{full} with {per_site}; the profile asks {sites} sites x {per_site} impacts"
+    )
+
+
+def _programme(session) -> tuple[int, int] | None:
+    """(sites, impacts per site) of the session's profile in helmet.json, None when it sets none."""
+    entry = load_helmet_table(_table_overrides(session))["profiles"][session.manifest["profile"]]
+    if "sites" not in entry or "impacts_per_site" not in entry:
+        return None
+    return int(entry["sites"]["value"]), int(entry["impacts_per_site"]["value"])
+
+
+def model_verdicts(helmets: list[InstrumentResult], programme: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """One verdict per helmet model: its helmets' combined as a helmet's impacts are (any fail ->
-    fail, else any inconclusive -> inconclusive), so a void or undecided impact never makes a pass.
-    Each with the helmets and the count of impacts by verdict (void counted apart, also inconclusive)."""
+    fail, else any inconclusive -> inconclusive), so a void or undecided impact never makes a pass;
+    a model that would pass is inconclusive while a helmet's impacts fall short of the profile's
+    programme (:func:`programme_gaps`). Each with the helmets, the count of impacts by verdict
+    (void counted apart, also inconclusive) and the programme gaps."""
     by_model: dict[str, list[InstrumentResult]] = {}
     for helmet in helmets:
         by_model.setdefault(str(helmet.identity.get("model")), []).append(helmet)
@@ -334,13 +364,18 @@ def model_verdicts(helmets: list[InstrumentResult]) -> list[dict[str, Any]]:
         points = [p for h in members for p in h.points]
         counts = {v: sum(p.verdict == v for p in points) for v in ("pass", "fail", "inconclusive")}
         counts["void"] = sum(bool((p.details or {}).get("void")) for p in points)
+        gaps = [gap for gap in (programme_gaps(h, programme) for h in members) if gap]
+        verdict, reason = decision.verdict, decision.reason
+        if verdict == "pass" and gaps:
+            verdict, reason = "inconclusive", "every impact passes, but " + "; ".join(gaps)
         models.append(
             {
                 "model": model,
-                "verdict": decision.verdict,
-                "reason": decision.reason,
+                "verdict": verdict,
+                "reason": reason,
                 "helmets": [h.id for h in members],
                 "impacts": counts,
+                "programme_gaps": gaps,
             }
         )
     return models
@@ -369,7 +404,7 @@ def helmet_report_keys(
         "certifiable": not failed,
         "profile": profile.name,
         "profile_values": profile.provenance(),
-        "helmet_models": model_verdicts(helmets),
+        "helmet_models": model_verdicts(helmets, _programme(session)),
         "profile_warnings": failed + _profile_notes(profile.name, _table_overrides(session)),
     }
 

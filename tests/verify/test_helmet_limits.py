@@ -41,3 +41,18 @@ def test_benchmark_population_has_500_impacts_with_each_limit_approached():
     assert len(near_peak) == 80 and all(abs(p / 401.0 - 1) <= 0.02 for p in near_peak)
     assert all(5.8 <= d.velocity_m_s <= 6.2 for g, d in fmvss if g == "broad")
     assert all(d.out_of_chamber_s > 240 for g, d in fmvss if g == "timer > 4 min")
+
+
+def test_a_model_passes_only_with_its_full_test_programme(tmp_path):
+    sites = ("front", "rear", "left", "right")
+    full = [SimDrop("H1", site, 300.0 + 5 * k, 2.5) for site in sites for k in range(2)]  # 4 sites x 2
+    short = [SimDrop("H2", site, 300.0, 2.5, model="SIM-B") for site in sites]  # 4 sites x 1
+    report = verify_helmet_session(simulate_helmet(tmp_path / "s", seed=1, drops=full + short))
+    assert {h["id"]: h["verdict"] for h in report["instruments"]} == {"H1": "pass", "H2": "pass"}
+    models = {m["model"]: m for m in report["helmet_models"]}
+    assert models["SIM-FF1"]["verdict"] == "pass" and models["SIM-FF1"]["programme_gaps"] == []
+    assert models["SIM-B"]["verdict"] == "inconclusive"
+    assert models["SIM-B"]["reason"] == (
+        "every impact passes, but H2: programme incomplete: 4 impacts at 4 site(s), 0 with 2; "
+        "the profile asks 4 sites x 2 impacts"
+    )
