@@ -78,11 +78,12 @@ function cameraCard(host, camera, ev) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "boxes");
   const info = el("div", { class: "frame-info" });
+  const stamp = el("div", { class: "small" });
   const card = el("div", { class: "camera", "data-camera": camera },
     el("div", { class: "cam-title" }, `${camera}` + (ev.instrument ? ` · ${ev.instrument}` : "")),
-    el("div", { class: "frame-wrap" }, img, svg), info);
+    el("div", { class: "frame-wrap" }, img, svg), stamp, info);
   host.append(card);
-  return (cameraCards[camera] = { img, svg, info, shown: null });
+  return (cameraCards[camera] = { img, svg, info, stamp, shown: null, readShown: undefined });
 }
 function svgNode(tag, attrs, text) {
   const node = document.createElementNS(SVG, tag);
@@ -104,8 +105,11 @@ function showFrames(host) {
         if (live.latencies.length > 100000) live.latencies.splice(0, 50000);
       })).catch(() => {});
     }
-    card.svg.setAttribute("viewBox", `0 0 ${ev.width} ${ev.height}`);
     const r = ev.reading;
+    card.stamp.textContent = `frame t = ${fmt(ev.t_s, 2)} s` + (r ? `, read at ${fmt(ev.read_t_s, 2)} s` : "");
+    if (card.readShown === ev.read_t_s) continue;  // boxes and figures change with a new reading only
+    card.readShown = ev.read_t_s;
+    card.svg.setAttribute("viewBox", `0 0 ${ev.width} ${ev.height}`);
     card.svg.replaceChildren(...(r ? r.elements.filter((e) => e.box).flatMap((e) => [
       svgNode("polygon", { points: e.box.map((p) => p.join(",")).join(" "), class: e.readable ? "ok" : "bad" }),
       svgNode("text", { x: e.box[3][0], y: e.box[3][1] + 10, class: e.readable ? "ok" : "bad" },
@@ -121,7 +125,6 @@ function showFrames(host) {
         : `alignment refused: ${a.refusal || a.message}`) : ""),
       el("div", { class: "small", "data-refused": refused.reduce((n, [, c]) => n + c, 0) },
         refused.length ? "refused: " + refused.map(([k, c]) => `${k} × ${c}`).join(", ") : "refused: none"),
-      el("div", { class: "small" }, `frame t = ${fmt(ev.t_s, 2)} s` + (r ? `, read at ${fmt(ev.read_t_s, 2)} s` : "")),
       el("table", { class: "elements" },
         el("tr", {}, ...["element", "value", "confidence"].map((h) => el("th", {}, h))),
         ...(r ? r.elements : []).map((e) => el("tr", { class: e.readable ? "" : "bad" },
