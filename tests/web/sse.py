@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import time
 import urllib.request
+
+import pytest
+
+from tests.conftest import require_module
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 def free_port() -> int:
@@ -39,3 +47,12 @@ def read_events(url: str, events: list[dict], until, timeout_s: float) -> None:
 def done(events: list[dict]) -> bool:
     """The stream has reached the run's (or replay's) final state."""
     return any(e["type"] == "state" and e.get("phase") == "done" for e in events)
+
+
+def require_chromium() -> None:
+    """Skip (fail under CI) without Playwright or Debian's Chromium."""
+    require_module("playwright", "web")
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI installs Debian's chromium", pytrace=False)
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")

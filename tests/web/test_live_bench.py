@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from meterbench.web.frames import refusal_key
 from tests.bench.sample_config import q3_point, sample_config
 from tests.conftest import require_module
-from tests.web.sse import done, free_port, get_json, read_events
+from tests.web.sse import CHROMIUM, done, free_port, get_json, read_events, require_chromium
 
 require_module("fastapi", "web")
 require_module("uvicorn", "web")
@@ -33,6 +34,9 @@ VERDICT_FIELDS = (
 @pytest.mark.serial
 @pytest.mark.slow
 def test_live_bench_publishes_its_points_frames_and_the_reports_verdicts(tmp_path):
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
     config = sample_config(tmp_path, points=q3_point(2.0))
     out = tmp_path / "out"
     port = free_port()
@@ -55,6 +59,17 @@ def test_live_bench_publishes_its_points_frames_and_the_reports_verdicts(tmp_pat
     events: list[dict] = []
     reader = threading.Thread(target=read_events, args=(url, events, done, 60), daemon=True)
     reader.start()
+    with sync_playwright() as playwright:  # the technician's page in Chromium while the bench measures
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/")
+        card = page.locator('[data-camera="cam-M1"]')
+        card.locator("polygon.ok").nth(8).wait_for(timeout=30_000)  # a frame read with its boxes drawn
+        card.locator("img").screenshot(path=tmp_path / "frame.png")
+        page_boxes = card.locator("polygon").count()
+        shown_register = card.locator("[data-register]").first.get_attribute("data-register")
+        shown_jpeg = card.locator("img").get_attribute("src")
+        browser.close()
     reader.join(60)
     state = get_json(url + "/api/state")  # served for 4 s after the run
     stdout, stderr = process.communicate(timeout=30)
@@ -133,5 +148,12 @@ def test_live_bench_publishes_its_points_frames_and_the_reports_verdicts(tmp_pat
         indicated_l_s = result["indicated_volume"] / (t1 - t0)
         assert slope_l_s == pytest.approx(indicated_l_s, rel=0.05)
         # the counters of refused frames, by reason without its figures, count every refused read
-        expected_refused = Counter(r.split(":")[0] for r in refused)
+        expected_refused = Counter(refusal_key(r) for r in refused)
         assert frames[-1]["refused"] == dict(expected_refused), (frames[-1]["refused"], refused)
+
+    # what the page drew was a frame of the stream: its JPEG, its ten boxes, its register as read
+    frames_m1 = [e for e in events if e["type"] == "frame" and e["camera"] == "cam-M1"]
+    assert page_boxes == 10
+    assert shown_jpeg.removeprefix("data:image/jpeg;base64,") in {e["jpeg"] for e in frames_m1}
+    read_m1 = {e["reading"]["volume_l"] for e in frames_m1 if e["reading"] and e["reading"]["ok"]}
+    assert shown_register == "" or float(shown_register) in read_m1

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_module
-from tests.web.sse import done, free_port, get_json, read_events
+from tests.web.sse import CHROMIUM, done, free_port, get_json, read_events, require_chromium
 
 require_module("fastapi", "web")
 require_module("uvicorn", "web")
@@ -28,7 +28,6 @@ require_module("uvicorn", "web")
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "tank-sim-seed2"
 SPEED = 25.0  # the sample's 316 s of logs play in ~13 s
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +68,9 @@ def _report_points(out: Path) -> dict[tuple[str, str], dict]:
     return {(i["id"], p["name"]): p for i in report["instruments"] for p in i["points"]}
 
 
-def _require_chromium():
-    require_module("playwright", "web")
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: CI installs Debian's chromium", pytrace=False)
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-
-
 @pytest.mark.slow
 def test_both_pages_show_the_reports_verdicts_in_headless_chromium(replay, tmp_path):
-    _require_chromium()
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     url, out, _, _ = replay
