@@ -137,7 +137,7 @@ def real_photos(label: str, truth: dict, module, text: bool, verbose: bool, base
             "test-new": "test-new (held out, another unit and camera: evaluated only)",
         }[split]
         found, total, _, _ = summarise(f"{label}, {which}", cases)
-        if baseline:
+        if baseline and baseline[0]:
             ratio = (found / max(total, 1)) / (baseline[0] / max(baseline[1], 1))
             print(f"    / renders with markers (elements within 3 px): {ratio:.2f}")
 
