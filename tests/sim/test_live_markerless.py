@@ -50,3 +50,29 @@ def test_live_markerless_frames_follow_the_plate_motion_and_align_to_the_referen
     # within the camera shake the renderer adds on top of the motion (clipped at 2 px an axis)
     assert max(errors) < 2.5, errors
     assert min(moved) > 10.0, moved  # and there was motion to follow, well beyond the shake
+
+
+def test_live_markerless_view_upsets_are_refused_while_they_last():
+    """MarkerlessView.upsets on the live camera: a hand, then the camera knocked; each frame inside a
+    stretch is refused by the aligner with its kind, frames outside align."""
+    from dataclasses import replace
+
+    from meterbench.sim.markerless import SceneUpset
+
+    peer = SimulatedBenchPeer("/dev/null", "127.0.0.1", 1, "b", [SimMeter("M1", 0.5, 100.0)], seed=2)  # not started
+    first = peer.camera(0, default_register_layout("dials"), markerless_duration_s=1.0, camera_id="cam-1")
+    upsets = (SceneUpset("hand", 0.0, 0.5, fraction=0.5, seed=3), SceneUpset("jump", 0.5, 1.0, (60.0, -25.0), 20.0))
+    view = replace(first.view, upsets=upsets)
+    camera = peer.camera(0, default_register_layout("dials"), camera_id="cam-1", view=view)
+    layout = RegisterLayout.from_dict(camera.view.register, read_image=lambda _: camera.view.photo)
+    aligner = ReferenceAligner(layout)
+    refusals, expected = [], []
+    for until_s in (0.2, 0.75, 1.3):  # inside the hand, inside the jump, after both (a late read: as it shows)
+        time.sleep(max(0.0, until_s - (time.monotonic() - camera._opened_monotonic)))
+        ok, frame = camera.read()
+        assert ok
+        t_s = camera.capture_monotonic - camera._opened_monotonic
+        kinds = zip(upsets, ("scene", "unregistered"), strict=True)
+        expected.append(next((kind for upset, kind in kinds if upset.active(t_s)), ""))
+        refusals.append(aligner.align(frame).refusal)
+    assert refusals == expected and set(expected) == {"scene", "unregistered", ""}, (refusals, expected)
