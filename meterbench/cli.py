@@ -104,6 +104,17 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registers(items: list[str] | None) -> dict[str, Path]:
+    """--register ID=LAYOUT.json (repeatable) as {meter id: layout path}."""
+    out = {}
+    for item in items or ():
+        meter, sep, path = item.partition("=")
+        if not sep or not meter or not path:
+            raise ConfigError(f"--register: expected METER=LAYOUT.json (e.g. M1=taught.json), got {item!r}")
+        out[meter] = Path(path)
+    return out
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from meterbench.progress import terminal_progress
     from meterbench.sim import PROFILES, simulate_tank, simulate_water_meter
@@ -120,6 +131,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             progress=terminal_progress("simulate", "camera"),
             markers=not args.markerless,
             render_style=args.render_style,
+            fixture_seed=args.fixture_seed,
+            registers=_registers(args.register),
             **_simulated_lab_ids(args),
         )
     elif args.bench_kind == "helmet":
@@ -523,6 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="water-meter: registers without ArUco markers, read against a reference photo kept in the session "
         "(the meter sits up to ±15 px and ±3° off it, drifts, and the light changes)",
+    )
+    p.add_argument(
+        "--fixture-seed",
+        type=int,
+        metavar="N",
+        help="water-meter, --markerless: another run under bench fixture N (each position's register type, "
+        "camera and reference photo drawn from N alone; meters, run, motion and light from --seed)",
+    )
+    p.add_argument(
+        "--register",
+        action="append",
+        metavar="METER=LAYOUT.json",
+        help="water-meter, --markerless: record this marker-free layout of the fixture (layout propose or teach) "
+        "as the meter's register, as a bench config naming it would (repeatable)",
     )
     p.add_argument(
         "--bench-id", metavar="ID", help="the lab file's bench id for session.json (default: the simulator's)"

@@ -1,9 +1,10 @@
 """Issue 11 item 6 end to end, as a user would, without fiducials: a bench fixture's first run is
-simulated (camera shift, small rotation, slow drift, changing light); `layout propose` makes the
-layout from the run's reference photo; `layout teach` teaches it on that first run; a second run of
-another meter under the same fixture, recorded with the taught layout, is verified by `run` and
-`batch`: every point within 0.05 %-points of the truth, 0 wrong verdicts, and the corrections it
-is read with were taught from another run (never the verified one)."""
+simulated (`simulate --markerless --fixture-seed`: camera shift, small rotation, slow drift,
+changing light); `layout propose` makes the layout from the run's reference photo; `layout teach
+--layout` teaches it on that first run; a second run of another meter under the same fixture,
+recorded with the taught layout (`--register M1=taught.json`), is verified by `run` and `batch`:
+every point within 0.05 %-points of the truth, 0 wrong verdicts, and the corrections it is read
+with were taught from another run (never the verified one)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from meterbench.cli import main
-from meterbench.sim import simulate_water_meter
 
-FIXTURE = 7  # the bench fixture: register type, camera and reference photo of position M1
+# the bench fixture is 7 (--fixture-seed): register type, camera and reference photo of position M1
 TEACH_FPS = 4.0  # frames/s of the first run: teaching needs frames all over the turns, not their rate
 FPS = 10.0  # the verified run: at Q3 the 1 L/turn dial turns slowly enough between frames to be read
 
@@ -26,9 +26,9 @@ def _errors(report: dict) -> dict[str, float | None]:
 
 @pytest.mark.slow
 def test_propose_teach_run_and_batch_without_fiducials(tmp_path: Path) -> None:
-    first = simulate_water_meter(
-        tmp_path / "first", seed=1, meters=1, profile="short", fps=TEACH_FPS, markers=False, fixture_seed=FIXTURE
-    )
+    first, second = tmp_path / "first", tmp_path / "second"
+    sim = ["simulate", "water-meter", "--meters", "1", "--profile", "short", "--markerless"]
+    assert main([*sim, "--out", str(first), "--seed", "1", "--fps", str(TEACH_FPS), "--fixture-seed", "7"]) == 0
     proposed, taught = tmp_path / "proposed.json", tmp_path / "taught.json"
     photo = first / "cameras" / "cam-M1-reference.png"
     # the simulated register: m³ wheels (1000 L a step of the lowest black one), dials of 0.1 and 0.01 L
@@ -47,16 +47,8 @@ def test_propose_teach_run_and_batch_without_fiducials(tmp_path: Path) -> None:
     first_id = json.loads((first / "session.json").read_text())["session_id"]
     assert block["session_id"] == first_id and block["frames_used"] > 100
 
-    second = simulate_water_meter(
-        tmp_path / "second",
-        seed=5,
-        meters=1,
-        profile="short",
-        fps=FPS,
-        markers=False,
-        fixture_seed=FIXTURE,
-        registers={"M1": taught},
-    )
+    again = ["--out", str(second), "--seed", "5", "--fps", str(FPS), "--fixture-seed", "7"]
+    assert main([*sim, *again, "--register", f"M1={taught}"]) == 0
     manifest = json.loads((second / "session.json").read_text())
     register = manifest["instruments"][0]["register"]
     assert manifest["session_id"] != first_id and register["taught"]["session_id"] == first_id

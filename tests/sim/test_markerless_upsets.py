@@ -73,10 +73,14 @@ def test_upset_frames_are_refused_and_no_verdict_is_wrong(upset) -> None:
     assert meter["verdict"] == ("fail" if truth["instruments"][0]["true_verdict"] == "fail" else "inconclusive")
 
 
-def test_a_bad_upset_is_one_line_naming_the_field(tmp_path) -> None:
+def test_a_bad_upset_is_one_line_naming_the_field(tmp_path, capsys) -> None:
     with pytest.raises(ConfigError, match=r"^scene upset 'hand': t_from_s, t_to_s: expected 0 <= t_from_s < t_to_s"):
         SceneUpset("hand", 5.0, 4.0)
     with pytest.raises(ConfigError, match=r"^scene upset: kind: expected one of jump, hand, got 'fog'$"):
         SceneUpset("fog", 1.0, 2.0)
     with pytest.raises(ConfigError, match=r"upsets, registers: expected ids of markerless meters, got \['M1'\]"):
         simulate_water_meter(tmp_path / "s", seed=1, meters=1, profile="short", upsets={"M1": (HAND,)})
+    from meterbench.cli import main
+
+    assert main(["simulate", "water-meter", "--out", str(tmp_path / "c"), "--markerless", "--register", "M1"]) == 2
+    assert "--register: expected METER=LAYOUT.json (e.g. M1=taught.json), got 'M1'" in capsys.readouterr().err
