@@ -28,6 +28,7 @@ from meterbench.calibration import decide, decide_instrument, load_table
 
 from ._canonical import canonical_json, sha256_hex
 from ._code import code_from_digest, parse_code
+from ._helmet import HELMET_BENCH_KIND, helmet_certificate_fields, helmet_decision_statement, helmet_report_problems
 from ._lab import Bench, Lab, ReferenceStandard, Technician
 
 __all__ = [
@@ -102,6 +103,9 @@ def report_problems(report: Any, label: str = "report.json") -> list[str]:
     instruments = report.get("instruments")
     if not isinstance(instruments, list) or not instruments:
         return [*problems, f"{label}: instruments: expected at least one instrument"]
+    helmet = report.get("bench_kind") == HELMET_BENCH_KIND
+    if helmet:  # impacts: peak, dwell, HIC and velocity against the profile, not E / MPE / U
+        problems += helmet_report_problems(report, label)
     for i, instrument in enumerate(instruments):
         where = f"{label}: instruments[{i}]"
         if not isinstance(instrument, dict) or not isinstance(instrument.get("points"), list):
@@ -109,7 +113,8 @@ def report_problems(report: Any, label: str = "report.json") -> list[str]:
             continue
         verdicts = {}
         for j, point in enumerate(instrument["points"]):
-            problems += _point_problems(point, f"{where}.points[{j}]", rule)
+            if not helmet:
+                problems += _point_problems(point, f"{where}.points[{j}]", rule)
             if isinstance(point, dict):
                 verdicts[str(point.get("name", j))] = point.get("verdict")
         if not all(v in _VERDICTS for v in verdicts.values()):
@@ -223,8 +228,12 @@ def _point_problems(point: Any, where: str, rule: str) -> list[str]:
 
 
 def _reference_u_pct(point: Mapping[str, Any]) -> float | None:
-    """The standard uncertainty (%) the run gave the reference standard at a point (budget 'reference')."""
-    budget = (point.get("details") or {}).get("uncertainty_budget") or {}
+    """The standard uncertainty (%) the run gave the reference standard at a point (budget 'reference';
+    for a helmet impact half its U of peak g, k = 2, which comes from the accelerometer's certificate)."""
+    details = point.get("details") or {}
+    if _finite(details.get("peak_u_rel_pct")):  # a helmet impact: U of peak g (k = 2) is the accelerometer's
+        return float(details["peak_u_rel_pct"]) / 2.0
+    budget = details.get("uncertainty_budget") or {}
     for component in budget.get("components") or []:
         if isinstance(component, dict) and component.get("name") == "reference" and _finite(component.get("u_pct")):
             return float(component["u_pct"])
@@ -414,6 +423,12 @@ def certificate_fields(
             }
         )
     rule = report.get("decision_rule", "simple")
+    statement = decision_rule_statement(rule)
+    helmet: dict[str, Any] = {}
+    if report.get("bench_kind") == HELMET_BENCH_KIND:  # impacts: peak, dwell, HIC, velocity; limits; rig checks
+        helmet = helmet_certificate_fields(report, instrument)
+        identity, points, statement = helmet["identity"], helmet["points"], helmet_decision_statement()
+        helmet = {"helmet": helmet["helmet"]}
     warnings = [str(w) for w in report.get("warnings") or []] + [str(w) for w in instrument.get("warnings") or []]
     return {
         "number": number,
@@ -427,7 +442,7 @@ def certificate_fields(
         "instrument": {"id": instrument.get("id"), "kind": instrument.get("kind"), **identity},
         "points": points,
         "verdict": instrument.get("verdict"),
-        "decision_rule": {"name": rule, "statement": decision_rule_statement(rule)},
+        "decision_rule": {"name": rule, "statement": statement},
         "software": dict(software),
         "session": {
             "id": report.get("session"),
@@ -437,6 +452,7 @@ def certificate_fields(
             "inputs": dict(report.get("inputs") or {}),
         },
         "warnings": warnings,
+        **helmet,
     }
 
 

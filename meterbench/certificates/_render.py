@@ -78,6 +78,23 @@ _IDENTITY_LABELS = (
     ("nominal_volume_l", "nominal volume (L)"),
     ("material", "material"),
     ("manufacturer", "manufacturer"),
+    ("model", "model"),
+    ("size", "size"),
+    ("lot", "lot"),
+    ("profile", "standard profile"),
+)
+_PROVENANCE = {
+    "SRC": "[SRC] from the standard's text",
+    "MEM": "[MEM] recalled, not confirmed from the standard's text",
+    "CFG": "[CFG] set by the session",
+}
+_LIMIT_LABELS = (
+    ("peak_max_g", "peak acceleration (g)"),
+    ("dwell_limits_ms", "cumulative time above a level (ms)"),
+    ("hic_max", "HIC"),
+    ("velocity_window_m_s", "impact velocity (m/s)"),
+    ("cfc", "SAE J211 channel class"),
+    ("max_minutes_out_of_chamber", "out of the conditioning chamber (min)"),
 )
 
 
@@ -98,6 +115,160 @@ def input_rows(inputs: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         else:
             rows += sorted(files.items())
     return tuple(rows)
+
+
+def _limit_text(key: str, value: Any) -> str:
+    if value is None:
+        return "none (not a criterion of this standard)"
+    if key == "dwell_limits_ms":
+        return "; ".join(f"above {level} g: <= {_num(limit)} ms" for level, limit in sorted(value.items(), key=_level))
+    if key == "velocity_window_m_s":
+        return "; ".join(f"{anvil} anvil {_num(low)}-{_num(high)} m/s" for anvil, (low, high) in sorted(value.items()))
+    return ("<= " if key in ("peak_max_g", "hic_max", "max_minutes_out_of_chamber") else "") + _num(value)
+
+
+def _level(item: tuple[str, Any]) -> float:
+    return float(item[0])
+
+
+def _helmet_blocks(cert: Mapping[str, Any]) -> list[Block]:
+    """A helmet's results: the profile's limits with provenance, per impact peak / dwell / HIC /
+    velocity and verdict, the reasons, the day's rig checks and the model's verdict."""
+    helmet = cert["helmet"]
+    levels = sorted({str(k) for p in cert["points"] for k in p["dwell_ms"]}, key=float)
+    limits = helmet["limits"]
+    rows = tuple(
+        (
+            label,
+            _limit_text(key, limits[key].get("value")),
+            _PROVENANCE.get(limits[key].get("provenance"), "?"),
+            str(limits[key].get("source", "")),
+        )
+        for key, label in _LIMIT_LABELS
+        if key in limits
+    )
+    model = helmet.get("model")
+    model_text = "not stated"
+    if model is not None:
+        model_text = (
+            f"{model['model']}: {str(model['verdict']).upper()} over helmets {', '.join(model['helmets'])}: "
+            f"{model['reason']}"
+        )
+        if model["programme_gaps"] and model["verdict"] != "fail":
+            model_text += f" (programme: {'; '.join(model['programme_gaps'])})"
+    checks = tuple(
+        (
+            str(c["day"]),
+            *(
+                f"{c[w]['reason']} (peaks {', '.join(_num(p) for p in c[w]['peaks_g']) or 'none'} g)"
+                for w in ("before", "after")
+            ),
+            "yes" if c["certifiable"] else "NO",
+        )
+        for c in helmet["rig_checks"]
+    )
+    window = helmet.get("rig_check_limits", {}).get("peak_window_g")
+    return [
+        Block(
+            "table",
+            f"Limits of the standard profile {helmet['profile']}",
+            rows,
+            header=("criterion", "limit", "provenance", "source"),
+        ),
+        Block(
+            "table",
+            "Results per impact (peak and HIC of the CFC-filtered resultant; U: expanded uncertainty of peak, k = 2)",
+            tuple(
+                (
+                    str(p["name"]),
+                    str(p["site"]),
+                    str(p["anvil"]),
+                    _num(p["velocity_m_s"], 3),
+                    str(p["conditioning"])
+                    + (f" ({_num(p['out_of_chamber_s'], 3)} s out)" if p["out_of_chamber_s"] is not None else ""),
+                    _num(p["peak_g"], 4),
+                    *(_num(p["dwell_ms"].get(level), 3) for level in levels),
+                    _num(p["hic"], 4),
+                    _num(p["peak_u_rel_pct"], 2),
+                    str(p["verdict"]).upper(),
+                )
+                for p in cert["points"]
+            ),
+            header=(
+                "impact",
+                "site",
+                "anvil",
+                "v (m/s)",
+                "conditioning",
+                "peak (g)",
+                *(f"> {level} g (ms)" for level in levels),
+                "HIC",
+                "U (%)",
+                "verdict",
+            ),
+        ),
+        Block(
+            "table",
+            "Reasons",
+            tuple((str(p["name"]), str(p["reason"])) for p in cert["points"]),
+            header=("point", "reason"),
+        ),
+        Block(
+            "table",
+            "Rig checks (reference drops before and after the day's impacts"
+            + (f"; accepted {_num(window[0])}-{_num(window[1])} g)" if window else ")"),
+            checks or (("none", "-", "-", "NO"),),
+            header=("day", "before", "after", "certifiable"),
+        ),
+        Block(
+            "text",
+            "Helmet model (all helmets of this model in the run)",
+            text=model_text,
+        ),
+    ]
+
+
+def _results_blocks(cert: Mapping[str, Any]) -> list[Block]:
+    """A meter's or tank's results: per point E, MPE, U, verdict and the reasons."""
+    return [
+        Block(
+            "table",
+            "Results (E: error of indication; MPE: maximum permissible error; U: expanded uncertainty, k = 2)",
+            tuple(
+                (
+                    str(p["name"]),
+                    _num(p["flow_rate_m3h"]),
+                    _num(p["water_temperature_c"], 3),
+                    _num(p["water_pressure_bar"], 3),
+                    _num(p["reference_volume_l"], 6),
+                    _num(p["indicated_volume_l"], 6),
+                    _num(p["error_pct"], 3),
+                    _num(p["mpe_pct"], 3),
+                    _num(p["uncertainty_pct"], 2),
+                    str(p["verdict"]).upper(),
+                )
+                for p in cert["points"]
+            ),
+            header=(
+                "point",
+                "flow (m³/h)",
+                "water (°C)",
+                "p (bar)",
+                "reference (L)",
+                "indicated (L)",
+                "E (%)",
+                "MPE (%)",
+                "U (%)",
+                "verdict",
+            ),
+        ),
+        Block(
+            "table",
+            "Reasons",
+            tuple((str(p["name"]), str(p["reason"])) for p in cert["points"]),
+            header=("point", "reason"),
+        ),
+    ]
 
 
 def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
@@ -155,43 +326,7 @@ def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
             ),
             header=("id", "serial", "calibration certificate", "U", "due date"),
         ),
-        Block(
-            "table",
-            "Results (E: error of indication; MPE: maximum permissible error; U: expanded uncertainty, k = 2)",
-            tuple(
-                (
-                    str(p["name"]),
-                    _num(p["flow_rate_m3h"]),
-                    _num(p["water_temperature_c"], 3),
-                    _num(p["water_pressure_bar"], 3),
-                    _num(p["reference_volume_l"], 6),
-                    _num(p["indicated_volume_l"], 6),
-                    _num(p["error_pct"], 3),
-                    _num(p["mpe_pct"], 3),
-                    _num(p["uncertainty_pct"], 2),
-                    str(p["verdict"]).upper(),
-                )
-                for p in cert["points"]
-            ),
-            header=(
-                "point",
-                "flow (m³/h)",
-                "water (°C)",
-                "p (bar)",
-                "reference (L)",
-                "indicated (L)",
-                "E (%)",
-                "MPE (%)",
-                "U (%)",
-                "verdict",
-            ),
-        ),
-        Block(
-            "table",
-            "Reasons",
-            tuple((str(p["name"]), str(p["reason"])) for p in cert["points"]),
-            header=("point", "reason"),
-        ),
+        *(_helmet_blocks(cert) if "helmet" in cert else _results_blocks(cert)),
         Block("text", "Overall verdict", text=str(cert["verdict"]).upper()),
         Block("text", f"Decision rule ({cert['decision_rule']['name']})", text=cert["decision_rule"]["statement"]),
         Block(
@@ -226,7 +361,8 @@ def certificate_blocks(record: Mapping[str, Any]) -> list[Block]:
 
 def _title(record: Mapping[str, Any]) -> str:
     cert = record["certificate"]
-    return f"Verification certificate {cert['number']}"
+    kind = "Test certificate (helmet impact)" if "helmet" in cert else "Verification certificate"
+    return f"{kind} {cert['number']}"
 
 
 def _qr(code: str):
@@ -476,6 +612,14 @@ def _column_widths(block: Block, width: float) -> list[float]:
         return [width * 0.34, width * 0.66]
     if block.header == ("id", "serial", "calibration certificate", "U", "due date"):
         return [width * share for share in (0.15, 0.15, 0.42, 0.15, 0.13)]
+    if block.header[:1] == ("impact",):  # name, site, anvil, v, conditioning, peak, dwell..., HIC, U, verdict
+        fixed = [0.11, 0.07, 0.07, 0.06, 0.13, 0.07]
+        rest = (1 - sum(fixed) - 0.07 - 0.05 - 0.08) / max(1, n - 9)
+        return [width * s for s in (*fixed, *([rest] * (n - 9)), 0.07, 0.05, 0.08)]
+    if block.header == ("criterion", "limit", "provenance", "source"):
+        return [width * s for s in (0.2, 0.3, 0.17, 0.33)]
+    if block.header == ("day", "before", "after", "certifiable"):
+        return [width * s for s in (0.1, 0.39, 0.39, 0.12)]
     if block.header and block.header[0] == "point" and n == 10:
         share = [0.07, 0.09, 0.09, 0.1, 0.12, 0.12, 0.1, 0.09, 0.08, 0.14]
         return [width * s for s in share]
