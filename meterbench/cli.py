@@ -212,6 +212,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_helmet_rig(args: argparse.Namespace) -> int:
+    from meterbench.bench.helmet_rig import load_rig_config, watch_drop_folder
+
+    config = load_rig_config(Path(args.config))
+    stop_file = Path(args.stop_file) if args.stop_file else None
+    watch_drop_folder(Path(args.watch), config, Path(args.out), stop_file=stop_file, poll_s=args.poll_s)
+    print(args.out, flush=True)
+    return 0
+
+
 def _bench_done(args: argparse.Namespace, report: dict) -> None:
     """What `meterbench bench` prints (and stores, with --db) once the run is verified."""
     print(f"{report['session']}: {report['verdict']}", flush=True)
@@ -611,6 +621,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exit-after-s", type=float, default=0.0, metavar="S", help="with --serve: keep serving S s after the run"
     )
+
+    p = command("helmet-rig", _cmd_helmet_rig, "record a helmet rig's DAQ drop folder into a helmet-impact session")
+    p.add_argument(
+        "--watch", required=True, metavar="DIR", help="the DAQ's drop folder (<name>.csv|.tdms + <name>.done)"
+    )
+    p.add_argument("--config", required=True, metavar="RIG.toml", help="the session's profile and helmets")
+    p.add_argument("--out", required=True, metavar="SESSION", help="new session folder to record into")
+    p.add_argument("--stop-file", metavar="FILE", help="stop when this file appears (default: DIR/STOP); or SIGTERM")
+    p.add_argument("--poll-s", type=_positive_float, default=0.2, metavar="S", help="how often to look (s)")
 
     p = command("replay", _cmd_replay, "verify a recorded session and play it back to the live view")
     p.add_argument("session", metavar="SESSION", help="recorded session folder")
