@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from meterbench.calibration import decide_instrument, helmet_profile, load_table
+from meterbench.calibration import check_reference_drops, decide_instrument, helmet_profile, load_table
 
 __all__ = [
     "HELMET_BENCH_KIND",
@@ -178,6 +178,34 @@ def _model_problems(report: Mapping[str, Any], label: str) -> list[str]:
     return problems
 
 
+def _rig_check_claims(report: Mapping[str, Any], label: str) -> list[str]:
+    """A day said certifiable must have both series ok, a series said ok must pass the 16 CFR 1203.17(b)(1)
+    check on its recorded peaks with helmet.json's window as shipped (a session that widened it, CFG, is
+    not certified), and every impact said certifiable must be of such a day."""
+    problems, good_days, refused_days = [], set(), set()
+    for k, check in enumerate(report.get("rig_checks") or []):
+        if not (isinstance(check, dict) and check.get("certifiable") is True):
+            refused_days.add(check.get("day") if isinstance(check, dict) else None)
+            continue  # refused already (_record._rig_check_problems)
+        where = f"{label}: rig_checks[{k}]"
+        for when in ("before", "after"):
+            series = check.get(when) if isinstance(check.get(when), dict) else {}
+            peaks = [d.get("peak_g") for d in series.get("drops") or [] if isinstance(d, dict)]
+            ok, why = check_reference_drops(peaks) if all(_finite(p) for p in peaks) else (False, "peaks not numbers")
+            if series.get("ok") is not True or not ok:
+                problems.append(f"{where}: certifiable, but its {when} series is not a passing rig check ({why})")
+        if not problems:
+            good_days.add(check.get("day"))
+    for i, instrument in enumerate(report.get("instruments") or []):
+        for j, point in enumerate((instrument.get("points") or []) if isinstance(instrument, dict) else []):
+            day = (point.get("details") or {}).get("test_day") if isinstance(point, dict) else None
+            if day not in good_days and day not in refused_days:
+                problems.append(
+                    f"{label}: instruments[{i}].points[{j}]: test day {day!r} has no passing rig check in rig_checks"
+                )
+    return problems[:1] if problems else []
+
+
 def helmet_report_problems(report: Mapping[str, Any], label: str) -> list[str]:
     """Why a helmet-impact report's impacts, profile values or model verdicts cannot be certified."""
     problems = _profile_problems(report, label)
@@ -187,7 +215,7 @@ def helmet_report_problems(report: Mapping[str, Any], label: str) -> list[str]:
     for i, instrument in enumerate(report.get("instruments") or []):
         for j, point in enumerate((instrument.get("points") or []) if isinstance(instrument, dict) else []):
             problems += _impact_problems(point, f"{label}: instruments[{i}].points[{j}]", limits)
-    return problems + _model_problems(report, label)
+    return problems + _model_problems(report, label) + _rig_check_claims(report, label)
 
 
 def helmet_decision_statement() -> str:

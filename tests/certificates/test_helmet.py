@@ -165,6 +165,26 @@ def test_a_day_whose_rig_check_failed_or_is_missing_is_refused(tmp_path, rig, ex
     _nothing_written(lab, tmp_path / "certs")
 
 
+def test_a_failed_rig_check_edited_into_a_pass_is_refused(tmp_path):
+    session, run = _simulated_run(tmp_path, rig="drift")
+
+    def passed(report):
+        for check in report["rig_checks"]:
+            check["certifiable"] = check["after"]["ok"] = True
+        for point in (p for i in report["instruments"] for p in i["points"]):
+            point["details"]["certifiable"] = True
+
+    edit_report(run, passed)
+    lab = _helmet_lab(tmp_path / "lab")
+    with pytest.raises(SessionError) as caught:
+        _certify(lab, run, None, tmp_path / "certs")
+    assert str(caught.value).splitlines() == [
+        f"{run}/report.json: rig_checks[0]: certifiable, but its after series is not a passing rig check "
+        "(rig check failed: reference peak(s) 437.5, 442.8, 435.1 g not in 380.0-425.0 g)"
+    ]
+    _nothing_written(lab, tmp_path / "certs")
+
+
 def _point(report, name):
     return next(p for i in report["instruments"] for p in i["points"] if p["name"] == name)
 
@@ -172,6 +192,10 @@ def _point(report, name):
 def _raise_peak(report):  # H1-front passes at 299.9 g: make it read 399 g, still "pass"
     point = _point(report, "H1-front")
     point["details"]["peak_g"] = point["details"]["margins"]["peak_g"]["value"] = 399.0
+
+
+def _impact_on_another_day(report):
+    _point(report, "H5-rear")["details"]["test_day"] = "2026-11-28"
 
 
 def _void_passes(report):
@@ -191,6 +215,7 @@ def _void_passes(report):
             lambda r: r["profile_values"]["peak_max_g"].__setitem__("value", 450.0),
             "profile_values.peak_max_g: 450.0 [SRC] is not helmet.json's 400.0 [SRC] for fmvss-218",
         ),
+        (_impact_on_another_day, "instruments[4].points[1]: test day '2026-11-28' has no passing rig check"),
         (_void_passes, "instruments[3].points[1].verdict: 'pass' for a void impact (void: out of the hot"),
         (
             lambda r: _point(r, "H1-rear")["details"].__setitem__("velocity_m_s", 6.35),
@@ -208,7 +233,8 @@ def test_a_tampered_helmet_report_is_refused(helmet_run, tmp_path, change, expec
     edit_report(run, change)
     with pytest.raises(SessionError) as caught:
         _certify(lab, run, None, tmp_path / "certs")
-    assert expected in str(caught.value).splitlines()[0]
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
     _nothing_written(lab, tmp_path / "certs")
 
 
