@@ -7,6 +7,7 @@ marker ``<name>.done``: a JSON object with the drop's session.json entry (an imp
 ``day``, ``velocity_m_s``). The marker is the completeness signal: a trace is never read before
 its marker exists (size stability would be a guess: a DAQ may pause mid-file longer than any
 window), and it carries what the trace file cannot (which helmet, site, the light gate's velocity).
+A marker that does not parse is waited for while younger than MARKER_SETTLE_S (being written), then refused.
 
 Each complete drop is parsed (``parse_trace`` of the very bytes recorded) and recorded by
 ``SessionRecorder.add_trace`` (atomic, SHA-256 in session.json); its two files are then moved into
@@ -23,6 +24,7 @@ import json
 import signal
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ __all__ = ["MARKER_SUFFIX", "RigConfig", "load_rig_config", "watch_drop_folder"]
 MARKER_SUFFIX = ".done"
 TRACE_SUFFIXES = (".csv", ".tdms")
 STOP_FILE = "STOP"
+MARKER_SETTLE_S = 2.0
+"""A marker that does not parse is refused only once unchanged this long (s): the DAQ may be writing it."""
 _SESSION_KEYS = {
     "session_id",
     "profile",
@@ -128,12 +132,22 @@ class _Watch:
     stopped_reason: str = ""
 
 
-def _marker_entry(marker: Path) -> tuple[str, dict[str, Any]]:
-    """(session.json key, entry) a marker describes; SessionError (one line) when it is not one."""
+class _MarkerPending(Exception):
+    """A marker that is not JSON yet but may still be being written (younger than MARKER_SETTLE_S)."""
+
+
+def _marker_entry(marker: Path, settled: bool = False) -> tuple[str, dict[str, Any]]:
+    """(session.json key, entry) a marker describes; SessionError (one line) when it is not one.
+
+    A marker that does not parse is taken as still being written while it changed less than
+    MARKER_SETTLE_S ago (_MarkerPending), unless ``settled`` (the rig is stopping)."""
+    stat = marker.stat()
     raw = marker.read_bytes()[: _MAX_MARKER_BYTES + 1]
     try:
         entry = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
+        if not settled and time.time() - stat.st_mtime < MARKER_SETTLE_S:
+            raise _MarkerPending from None
         raise SessionError(f"{marker.name}: not JSON ({exc})") from None
     if not isinstance(entry, dict):
         raise SessionError(f"{marker.name}: expected a JSON object (the drop's session.json entry)")
@@ -149,9 +163,9 @@ def _marker_entry(marker: Path) -> tuple[str, dict[str, Any]]:
     return ("impacts" if kind == "impact" else "reference_drops"), entry
 
 
-def _record_drop(recorder: SessionRecorder, config: RigConfig, marker: Path) -> str:
+def _record_drop(recorder: SessionRecorder, config: RigConfig, marker: Path, settled: bool) -> str:
     """Record the drop of one marker; its name. SessionError/TraceError/ValueError say why not."""
-    key, entry = _marker_entry(marker)
+    key, entry = _marker_entry(marker, settled)
     traces = [
         marker.with_name(entry["name"] + s) for s in TRACE_SUFFIXES if marker.with_name(entry["name"] + s).is_file()
     ]
@@ -231,7 +245,9 @@ def watch_drop_folder(
                     stem = marker.name[: -len(MARKER_SUFFIX)]
                     files = [marker, *(marker.with_name(stem + s) for s in TRACE_SUFFIXES)]
                     try:
-                        name = _record_drop(recorder, config, marker)
+                        name = _record_drop(recorder, config, marker, settled=stopping)
+                    except _MarkerPending:
+                        continue
                     except (SessionError, TraceError, ValueError, OSError) as exc:
                         why = " ".join(str(exc).split("\n"))
                         watch.refused[stem] = why

@@ -38,8 +38,9 @@ def _rig_toml(path: Path, helmets: list[dict]) -> Path:
     return path
 
 
-def _drop(folder: Path, source: Path, entry: dict, kind: str) -> None:
-    """Write one drop as a DAQ does: the trace in two pieces with a pause, then the marker."""
+def _drop(folder: Path, source: Path, entry: dict, kind: str, marker_pause_s: float = 0.0) -> None:
+    """Write one drop as a DAQ does: the trace in two pieces with a pause, then the marker (in two
+    pieces too with ``marker_pause_s``: a marker seen half-written is waited for, not refused)."""
     data = (source / entry["trace"]).read_bytes()
     trace = folder / Path(entry["trace"]).name
     with trace.open("wb") as f:
@@ -48,7 +49,12 @@ def _drop(folder: Path, source: Path, entry: dict, kind: str) -> None:
         time.sleep(0.06)  # longer than the rig's poll: a half-written trace sits in the folder
         f.write(data[len(data) // 2 :])
     marker = {k: v for k, v in entry.items() if k not in ("trace", "fs_hz", "units", "sha256")}
-    (folder / f"{entry['name']}.done").write_text(json.dumps({**marker, "kind": kind}), encoding="utf-8")
+    text = json.dumps({**marker, "kind": kind}).encode("utf-8")
+    with (folder / f"{entry['name']}.done").open("wb") as f:
+        f.write(text[:10])
+        f.flush()
+        time.sleep(marker_pause_s)
+        f.write(text[10:])
 
 
 def _wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -139,13 +145,13 @@ def test_the_stop_file_closes_the_session_after_the_drops_already_complete(tmp_p
 
     def daq() -> None:
         for entry in manifest["impacts"][:2]:
-            _drop(drop, sim, entry, "impact")
+            _drop(drop, sim, entry, "impact", marker_pause_s=0.3)
         (drop / "STOP").touch()  # after both markers: the rig records what is complete, then stops
 
     writer = threading.Thread(target=daq)
     writer.start()
     log = io.StringIO()
-    watch = watch_drop_folder(drop, config, tmp_path / "live", poll_s=0.5, log=log)
+    watch = watch_drop_folder(drop, config, tmp_path / "live", poll_s=0.05, log=log)
     writer.join()
     assert watch.recorded == ["H1-front", "H1-rear"] and watch.refused == {}
     assert watch.stopped_reason == "stop file"
