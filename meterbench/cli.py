@@ -247,7 +247,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="meterbench-replay-") as scratch:
             out = Path(args.out) if args.out else Path(scratch) / "report"
-            report = replay_session(Path(args.session), out, args.speed, publisher)
+            certificates = Path(args.certificates) if args.certificates else None
+            report = replay_session(Path(args.session), out, args.speed, publisher, certificates=certificates)
             where = f" -> {out / 'report.json'}" if args.out else ""
             print(f"{report['session']}: {report['verdict']}{where}", flush=True)
             _print_summary(report)
@@ -637,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive_float, default=1.0, help="playback speed, times real time")
     p.add_argument("--out", metavar="DIR", help="folder for report.json and report.html (default: a temporary one)")
     p.add_argument("--exit-after-s", type=float, metavar="S", help="stop S s after the playback (default: Ctrl-C)")
+    p.add_argument(
+        "--certificates",
+        metavar="DIR",
+        help="folder of `meterbench certify`: the session's certificates (code, QR) shown after the verdicts",
+    )
 
     from meterbench.batch import CLUSTER_CONNECT_TIMEOUT_S, DEFAULT_SESSION_TIMEOUT_S
 

@@ -50,7 +50,8 @@ class EventPublisher:
     """Fans events out to subscribers; keeps the current state for new ones.
 
     A new subscriber first receives one ``state`` event: the latest ``state`` fields merged,
-    plus ``verdicts`` (every ``verdict`` event given so far), then the live events.
+    plus ``verdicts`` (every ``verdict`` event given so far) and, once there is one,
+    ``certificates`` (every ``certificate`` event), then the live events.
     """
 
     def __init__(self, capacity: int = 256) -> None:
@@ -61,6 +62,7 @@ class EventPublisher:
         self._subscribers: list[Subscription] = []
         self._state: dict[str, Any] = {}
         self._verdicts: list[dict[str, Any]] = []
+        self._certificates: list[dict[str, Any]] = []
         self.published = 0  # events published so far
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -72,6 +74,8 @@ class EventPublisher:
                 self._state.update({k: v for k, v in event.items() if k != "type"})
             elif event["type"] == "verdict":
                 self._verdicts.append(event)
+            elif event["type"] == "certificate":
+                self._certificates.append(event)
             subscribers = list(self._subscribers)
             self.published += 1
         for subscription in subscribers:
@@ -80,14 +84,18 @@ class EventPublisher:
     def snapshot(self) -> dict[str, Any]:
         """The current state (``/api/state`` and a new subscriber's first event)."""
         with self._lock:
-            return {"type": "state", **self._state, "verdicts": list(self._verdicts)}
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        snapshot = {"type": "state", **self._state, "verdicts": list(self._verdicts)}
+        if self._certificates:  # only once one was published: a run without certificates keeps its snapshot
+            snapshot["certificates"] = list(self._certificates)
+        return snapshot
 
     def subscribe(self) -> Subscription:
         """A new consumer whose first event is :meth:`snapshot`."""
         with self._lock:
-            subscription = Subscription(
-                self.capacity, [{"type": "state", **self._state, "verdicts": list(self._verdicts)}]
-            )
+            subscription = Subscription(self.capacity, [self._snapshot()])
             self._subscribers.append(subscription)
         return subscription
 

@@ -153,21 +153,26 @@ def replay_session(
     publisher: Publisher,
     sleep: Callable[[float], None] = time.sleep,
     frame_fps: float = FRAME_FPS,
+    certificates: Path | None = None,
 ) -> dict[str, Any]:
     """Verify ``session_dir`` (report.json/html into ``out_dir``), then publish its timeline at ``speed`` × real time.
 
     Returns the report as written to report.json. A point's ``verdict`` events are published when its
     stop is replayed (points never stopped in the logs: at the end), then a ``state`` with the session's verdict.
-    Each frame the verification read is published at its time, at most ``frame_fps`` per camera (wall clock)."""
+    Each frame the verification read is published at its time, at most ``frame_fps`` per camera (wall clock).
+    With ``certificates`` (a folder `meterbench certify` wrote), the session's certificates are read before
+    the verification and one ``certificate`` event per certified instrument follows the verdicts."""
     from meterbench.session import load_session
     from meterbench.verify import check_report_folder, run_session
     from meterbench.verify.water_meter import frame_observer
+    from meterbench.web.certificates import certificate_events
 
     if not (speed > 0 and math.isfinite(speed)):
         raise ConfigError(f"--speed: expected a positive factor of real time, got {speed}")
     check_report_folder(out_dir, session_dir)
     with load_session(session_dir) as session:
         manifest = session.manifest
+        issued = [] if certificates is None else certificate_events(certificates, session_dir, manifest)
         publisher.publish(
             {
                 "type": "state",
@@ -194,7 +199,7 @@ def replay_session(
     timeline = sorted(timeline + frames.timeline(), key=lambda item: item[0])  # stable: equal times keep order
     with load_session(session_dir) as session:
         announced = _play(session, timeline, (t0, speed, frame_fps), report, frames, publisher, sleep)
-    publish_report(publisher, report, announced)
+    publish_report(publisher, report, announced, issued)
     return report
 
 
@@ -272,12 +277,20 @@ def _play(
     return announced
 
 
-def publish_report(publisher: Publisher, report: dict[str, Any], announced: set[str]) -> None:
+def publish_report(
+    publisher: Publisher,
+    report: dict[str, Any],
+    announced: set[str],
+    certificates: list[dict[str, Any]] | tuple[()] = (),
+) -> None:
     """The end of a run or replay: the ``verdict`` events of the points not in ``announced``, the
-    report's warnings, and the final ``state`` (phase "done", the session's verdict)."""
+    ``certificates`` events (after every verdict), the report's warnings, and the final ``state``
+    (phase "done", the session's verdict)."""
     for verdict in _verdict_events(report, None):
         if verdict["point"] not in announced:
             publisher.publish(verdict)
+    for certificate in certificates:
+        publisher.publish(certificate)
     for instrument in report["instruments"]:
         for warning in instrument.get("warnings", []):
             publisher.publish({"type": "warning", "instrument": instrument["id"], "message": warning})

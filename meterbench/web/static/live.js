@@ -3,7 +3,7 @@
 "use strict";
 const live = {
   session: null, phase: "connecting", verdict: null, instruments: [], points: [], current_point: null,
-  verdicts: {}, reading: null, telemetry: null, warnings: [], events: 0, lastPoint: {},
+  verdicts: {}, certificates: {}, reading: null, telemetry: null, warnings: [], events: 0, lastPoint: {},
   // frames: camera -> its latest `frame` event; register: instrument -> its latest register read
   // ({t_s, volume_l}); pointRegister: instrument -> its first read in the running point; refTrack:
   // [t_s, totaliser_l] of the reference, for the reference volume over the same span as the register
@@ -16,10 +16,13 @@ function applyEvent(ev) {
   if (ev.type === "state") {
     for (const [k, v] of Object.entries(ev)) {
       if (k === "verdicts") { for (const x of v) live.verdicts[verdictKey(x)] = x; }
+      else if (k === "certificates") { for (const x of v) live.certificates[x.instrument] = x; }
       else if (k !== "type") live[k] = v;
     }
   } else if (ev.type === "verdict") {
     live.verdicts[verdictKey(ev)] = ev;
+  } else if (ev.type === "certificate") {
+    live.certificates[ev.instrument] = ev;  // instrument -> its certificate (number, code, QR as inline SVG)
   } else if (ev.type === "frame") {
     live.frames[ev.camera] = ev;
     live.frameSeq += 1;
