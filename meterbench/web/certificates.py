@@ -37,8 +37,10 @@ def qr_svg(code: str) -> str:
 
 def _sealed_record(path: Path) -> dict[str, Any]:
     """The record in ``path`` (certificate-<n>.json), its code checked against its contents; ConfigError if not."""
-    from meterbench.certificates import check_record
-
+    try:
+        from meterbench.certificates import check_record
+    except ImportError as exc:
+        raise ConfigError(f"--certificates: needs the [cert] extra (pip install -e '.[cert]'): {exc}") from None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
