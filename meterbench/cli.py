@@ -339,13 +339,19 @@ def _cmd_db_query(args: argparse.Namespace) -> int:
         if args.question == "error-curves":
             rows = store.error_curves(connection, args.type, args.lot)
         elif args.question == "rates":
-            rows = store.rates(connection, args.by)
+            if args.by == "model":
+                raise ConfigError("db query rates: --by model is for helmets (rates: --by type)")
+            rows = store.rates(connection, args.by or "type")
         elif args.question == "history":
             if not args.serial:
                 raise ConfigError("db query history: give --serial SERIAL")
             rows = store.history(connection, args.serial)
         elif args.question == "drift":
             rows = store.drift(connection, args.min_runs)
+        elif args.question == "helmets":
+            if (args.by or "model") not in store.HELMET_GROUPS:
+                raise ConfigError(f"db query helmets: --by: expected model or lot, got {args.by!r}")
+            rows = store.helmets(connection, args.by or "model")
         else:
             rows = store.tanks(connection)
     if args.json:
@@ -726,10 +732,14 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--public-key", metavar="PUB", help="the lab's public key (instead of --lab)")
     q = db_sub.add_parser("query", help="answer a question over the store", formatter_class=_HelpFormatter)
     q.set_defaults(func=_cmd_db_query)
-    q.add_argument("question", choices=["error-curves", "rates", "history", "drift", "tanks"])
+    q.add_argument("question", choices=["error-curves", "rates", "history", "drift", "tanks", "helmets"])
     q.add_argument("--db", metavar="URL", help=db_help)
     q.add_argument("--json", action="store_true", help="print the answer as JSON")
-    q.add_argument("--by", default="type", choices=["type", "lot", "bench", "technician", "month"], help="rates: group")
+    q.add_argument(
+        "--by",
+        choices=["type", "lot", "bench", "technician", "month", "model"],
+        help="rates: group (default type); helmets: model (default) or lot",
+    )
     q.add_argument("--type", metavar="TYPE", help="error-curves: only this meter type")
     q.add_argument("--lot", metavar="LOT", help="error-curves: only this lot")
     q.add_argument("--serial", metavar="SERIAL", help="history: the meter's serial")

@@ -3,8 +3,9 @@
 Runs (report.json), their instruments and test points, certificate records and reference
 standards go in by ``ingest`` (idempotent by the report's SHA-256, one transaction per run);
 runs that cannot reach the store wait in a local spool (``_spool``) until the next ingest or flush.
-``_query`` answers the quality engineer's questions, ``_dashboard`` draws them as one HTML file,
-``_stats`` holds the pure statistics (Wilson intervals, I-MR control limits). Needs the [store] extra.
+``_query`` answers the quality engineer's questions (``_helmets``: helmet impacts by model or lot),
+``_dashboard`` draws them as one HTML file, ``_stats`` holds the pure statistics (Wilson
+intervals, I-MR control limits). Needs the [store] extra.
 """
 
 from ._dashboard import render_dashboard, write_dashboard
@@ -19,6 +20,7 @@ from ._engine import (
     safe_url,
     schema_revision,
 )
+from ._helmets import HELMET_GROUPS, helmets, impact_rows
 from ._ingest import CAPACITY_CLASSES_L, IngestResult, Store, capacity_class, find_reports, load_run, parse_run
 from ._query import QUESTIONS, RATE_GROUPS, drift, error_curves, history, rates, tanks
 from ._schema import metadata
@@ -29,6 +31,7 @@ from ._verify import verify_code_in_store
 __all__ = [
     "CAPACITY_CLASSES_L",
     "DB_URL_ENV",
+    "HELMET_GROUPS",
     "IMRChart",
     "IngestResult",
     "QUESTIONS",
@@ -43,7 +46,9 @@ __all__ = [
     "error_curves",
     "find_reports",
     "flush",
+    "helmets",
     "history",
+    "impact_rows",
     "imr_chart",
     "ingest_or_queue",
     "storing_progress",

@@ -102,16 +102,22 @@ def create_store_engine(url: str | None = None, timeout_s: float = DEFAULT_TIMEO
     raise ConfigError(f"--db {safe_url(url)}: unsupported database (expected sqlite or postgresql+psycopg)")
 
 
-def migrate(engine) -> None:
-    """Bring the store's schema to the newest Alembic revision (creates it in an empty database)."""
-    from alembic import command
+def alembic_config(connection):
+    """The Alembic config of the store's migrations, running on ``connection`` (hold _MIGRATE_LOCK)."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine) -> None:
+    """Bring the store's schema to the newest Alembic revision (creates it in an empty database)."""
+    from alembic import command
+
     with _MIGRATE_LOCK, engine.begin() as connection:  # Alembic's op/context proxies are process-global
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(alembic_config(connection), "head")
 
 
 def schema_revision(engine) -> str | None:

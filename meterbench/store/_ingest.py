@@ -22,6 +22,7 @@ from meterbench.protocols import strict_json_loads
 from meterbench.session import read_bounded
 
 from ._engine import create_store_engine, migrate, resolve_db_url, unavailable
+from ._helmets import insert_impacts
 from ._schema import certificates, instruments, points, reference_standards, run_reference_standards, runs
 
 REPORT_FILE = "report.json"
@@ -242,9 +243,10 @@ def insert_run(connection, run: ParsedRun) -> int:
             ).scalar_one()
         connection.execute(insert(run_reference_standards), {"run_id": run_id, "standard_pk": pk})
     rows = []
+    instrument_pks: dict[str, int] = {}
     for instrument in report["instruments"]:
         capacity = _number(instrument.get("nominal_volume_l"))
-        instrument_pk = connection.execute(
+        instrument_pk = instrument_pks[str(instrument.get("id"))] = connection.execute(
             insert(instruments).returning(instruments.c.id),
             {
                 "run_id": run_id,
@@ -287,6 +289,7 @@ def insert_run(connection, run: ParsedRun) -> int:
             )
     if rows:
         connection.execute(insert(points), rows)
+    insert_impacts(connection, run_id, report, run.lots, instrument_pks)
     for record in run.records:
         certificate = record["certificate"]
         connection.execute(

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from ._schema import CURVE_POINTS, instruments, points, reference_standards, run_reference_standards, runs
 from ._stats import imr_chart, quantile, wilson_interval
 
-QUESTIONS = ("error-curves", "rates", "history", "drift", "tanks")
+QUESTIONS = ("error-curves", "rates", "history", "drift", "tanks", "helmets")
 RATE_GROUPS = {
     "type": instruments.c.meter_type,
     "lot": instruments.c.lot,

@@ -3,7 +3,7 @@
 One row per run (a report.json, keyed by the SHA-256 of its bytes), per instrument of a run
 (a meter or tank with its type, serial and lot), per test point (error, uncertainty, MPE, verdict
 and the conditions; ``bench_kind`` says which bench measured it, so another kind of measurement,
-e.g. helmet impacts, gets its own table beside ``points`` without changing these), per certificate
+helmet impacts, gets its own table beside ``points`` without changing these: ``impacts``), per certificate
 (``verification_code`` unique) and per reference standard (linked to the runs that used it).
 The Alembic migrations under ``migrations/`` create exactly this schema (a test compares them).
 """
@@ -147,3 +147,39 @@ certificates = Table(
 
 Index(None, runs.c.bench_id, runs.c.test_date)
 Index(None, runs.c.month)
+
+impacts = Table(
+    "impacts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("instrument_pk", ForeignKey("instruments.id", ondelete="CASCADE"), nullable=False),
+    Column("ordinal", Integer, nullable=False),  # position in the helmet's list of impacts
+    Column("name", String(100), nullable=False),
+    Column("serial", String(200)),  # the helmet's, copied (as points copy type and lot): no join to group
+    Column("model", String(300)),
+    Column("size", String(40)),
+    Column("lot", String(200)),
+    Column("profile", String(40)),  # the standard profile the limits come from (fmvss-218, un-r22-06, ...)
+    Column("site", String(40)),
+    Column("anvil", String(40)),
+    Column("conditioning", String(40)),
+    Column("velocity_m_s", Float),
+    Column("peak_g", Float),
+    Column("hic", Float),
+    Column("dwell_150_ms", Float),  # cumulative time above 150 g, ms
+    Column("dwell_200_ms", Float),
+    Column("peak_limit_g", Float),
+    Column("margin_peak_pct", Float),  # (limit - value) / limit, %: < 0 over the limit; NULL not judged
+    Column("margin_hic_pct", Float),
+    Column("margin_dwell_150_pct", Float),
+    Column("margin_dwell_200_pct", Float),
+    Column("void", Boolean, nullable=False),  # conditioning timer exceeded: no verdict whatever the trace says
+    Column("verdict", String(20), nullable=False),
+    Column("certifiable", Boolean),  # the day's rig check passed
+    UniqueConstraint("instrument_pk", "ordinal"),
+    Index(None, "run_id"),
+    Index(None, "model", "lot"),
+    Index(None, "lot"),
+)
+"""Helmet impacts (revision 0003): one row per impact of a helmet-impact run, beside its ``points`` row."""

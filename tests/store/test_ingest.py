@@ -117,7 +117,7 @@ def test_migrations_create_exactly_the_declared_schema(store_url: str) -> None:
     from meterbench.store import metadata, schema_revision
 
     with Store(store_url) as store:
-        assert schema_revision(store.engine) == "0002"
+        assert schema_revision(store.engine) == "0003"
         with store.engine.connect() as connection:
             diffs = compare_metadata(MigrationContext.configure(connection), metadata)
     assert diffs == []
