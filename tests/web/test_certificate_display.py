@@ -99,6 +99,8 @@ def test_replay_publishes_the_certificate_and_the_display_shows_its_code_and_qr(
                 svg = display.locator('div[data-instrument="T1"] .qr svg')
                 assert svg.count() == 1 and svg.get_attribute("class") == "segno"
                 assert svg.locator("path.qrline").get_attribute("d") == _segno_path(code)
+                html = (certs / f"certificate-{number}.html").read_text(encoding="utf-8")  # the certificate's own QR
+                assert re.findall(r'class="qrline"[^>]* d="([^"]+)"', html) == [_segno_path(code)]
                 assert display.locator(f'[data-certificate="{number}"]').count() == 1
                 shot = tmp_path / "live-display.png"
                 display.screenshot(path=str(shot), full_page=True)
