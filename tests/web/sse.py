@@ -6,14 +6,19 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_module
 
 CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -27,6 +32,30 @@ def get_json(url: str) -> dict:
     """GET ``url`` and parse its JSON body."""
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
+
+
+def start_serving(args: list[str], timeout_s: float = 20.0) -> tuple[subprocess.Popen, str]:
+    """Start ``meterbench ARGS --serve 127.0.0.1:PORT`` (a replay or a bench); return (process, base URL)
+    once /api/state answers. Fails the test, with the process's stderr, if it exits or does not serve."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterbench.cli", *args, "--serve", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            get_json(url + "/api/state")
+            return process, url
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"meterbench {args[0]} did not serve: {process.communicate()[1][-2000:]}")
+            time.sleep(0.05)
 
 
 def read_events(url: str, events: list[dict], until, timeout_s: float) -> None:

@@ -10,10 +10,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from meterbench.errors import ConfigError
 from tests.certificates.conftest import TANK_SESSION, make_lab, require_cert
 from tests.certificates.test_certify import TANK_BENCH
 from tests.conftest import require_module
-from tests.web.sse import CHROMIUM, done, free_port, get_json, read_events, require_chromium
+from tests.web.sse import CHROMIUM, done, read_events, require_chromium, start_serving
 
 require_module("fastapi", "web")
 require_module("uvicorn", "web")
@@ -66,25 +62,11 @@ def test_replay_publishes_the_certificate_and_the_display_shows_its_code_and_qr(
 
     certs, record = certified
     code, number = record["verification_code"], record["certificate"]["number"]
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterbench.cli", "replay", str(TANK_SESSION), "--speed", str(SPEED),
-         "--serve", f"127.0.0.1:{port}", "--out", str(tmp_path / "report"), "--certificates", str(certs),
-         "--exit-after-s", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    process, url = start_serving(
+        ["replay", str(TANK_SESSION), "--speed", str(SPEED), "--out", str(tmp_path / "report"),
+         "--certificates", str(certs), "--exit-after-s", "30"]
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                get_json(url + "/api/state")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(f"replay did not serve: {process.communicate()[1][-2000:]}")
-                time.sleep(0.1)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
             try:

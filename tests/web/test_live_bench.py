@@ -5,13 +5,8 @@ camera frames with what the register reader made of them."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +14,11 @@ import pytest
 from meterbench.web.frames import refusal_key
 from tests.bench.sample_config import q3_point, sample_config
 from tests.conftest import require_module
-from tests.web.sse import CHROMIUM, done, free_port, get_json, read_events, require_chromium
+from tests.web.sse import CHROMIUM, done, get_json, read_events, require_chromium, start_serving
 
 require_module("fastapi", "web")
 require_module("uvicorn", "web")
 
-ROOT = Path(__file__).resolve().parents[2]
 VERDICT_FIELDS = (
     "error_pct", "mpe_pct", "uncertainty_pct", "verdict", "reason", "reference_volume", "indicated_volume",
 )  # fmt: skip
@@ -39,23 +33,7 @@ def test_live_bench_publishes_its_points_frames_and_the_reports_verdicts(tmp_pat
 
     config = sample_config(tmp_path, points=q3_point(2.0))
     out = tmp_path / "out"
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterbench.cli", "bench", "--config", str(config), "--out", str(out),
-         "--serve", f"127.0.0.1:{port}", "--exit-after-s", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            get_json(url + "/api/state")
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"bench did not serve: {process.communicate()[1][-2000:]}")
-            time.sleep(0.05)
+    process, url = start_serving(["bench", "--config", str(config), "--out", str(out), "--exit-after-s", "4"])
     events: list[dict] = []
     reader = threading.Thread(target=read_events, args=(url, events, done, 60), daemon=True)
     reader.start()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_module
-from tests.web.sse import CHROMIUM, done, free_port, get_json, read_events, require_chromium
+from tests.web.sse import CHROMIUM, done, get_json, read_events, require_chromium, start_serving
 
 require_module("fastapi", "web")
 require_module("uvicorn", "web")
@@ -34,23 +32,9 @@ SPEED = 25.0  # the sample's 316 s of logs play in ~13 s
 def replay(tmp_path_factory):
     """(base URL, report folder, process) of a running replay; stopped at the end of the module."""
     out = tmp_path_factory.mktemp("replay") / "report"
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterbench.cli", "replay", str(SAMPLE), "--speed", str(SPEED),
-         "--serve", f"127.0.0.1:{port}", "--out", str(out), "--exit-after-s", "40"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            get_json(url + "/api/state")
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"replay did not serve: {process.communicate()[1][-2000:]}")
-            time.sleep(0.1)
+    process, url = start_serving(
+        ["replay", str(SAMPLE), "--speed", str(SPEED), "--out", str(out), "--exit-after-s", "40"]
+    )
     stream: list[dict] = []
     reader = threading.Thread(target=read_events, args=(url, stream, done, 30), daemon=True)
     reader.start()  # subscribed from the start, while the pages load
