@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from meterbench.bench.config import BenchConfig, PointPlan, load_bench_config
 from meterbench.bench.factory import BenchDevices, PreparedDevices, open_devices, prepare_devices
@@ -70,10 +70,26 @@ from meterbench.bench.plausibility import SUSTAINED_REFUSALS, Latch, Plausibilit
 from meterbench.errors import DeviceError, OutputError
 from meterbench.session import SessionRecorder, write_text_atomic
 
-if TYPE_CHECKING:
-    from meterbench.web.live import BenchFeed
 
-__all__ = ["BenchStopped", "StepFn", "claim_run_dir", "print_step", "run_bench"]
+class BenchFeed(Protocol):
+    """What the run tells the live view as it goes (``meterbench.web.live.BenchFeed`` is the one there
+    is; the bench does not import the web side). Every call returns at once: the feed queues or drops."""
+
+    def announce(self, manifest: dict[str, Any], config: Any) -> None: ...
+    def offer_frame(self, camera_id: str, frame: Any, t_s: float) -> None: ...
+    def start(
+        self, session_dir: Path, manifest: dict[str, Any], reference: Any, controller: Any, clock: Callable[[], float]
+    ) -> None: ...
+    def stop(self) -> None: ...
+    def phase(self, phase: str, **fields: Any) -> None: ...
+    def point(
+        self, name: str, phase: str, t_s: float, start_l: float | None, stop_l: float | None = None, **extra: Any
+    ) -> None: ...
+    def warning(self, message: str, instrument: str | None = None) -> None: ...
+    def report(self, run_dir: Path) -> None: ...
+
+
+__all__ = ["BenchFeed", "BenchStopped", "StepFn", "claim_run_dir", "print_step", "run_bench"]
 
 L_PER_M3 = 1000.0
 S_PER_H = 3600.0
