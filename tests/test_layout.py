@@ -10,6 +10,7 @@ factory (and the tests) import ``sim``, and there is no import cycle between pac
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,11 @@ def test_public_names_are_exported():
 
     for init in sorted(PACKAGE.glob("*/__init__.py")):
         name = f"meterbench.{init.parent.name}"
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a package of an extra not installed (e.g. store without [store])
+            if os.environ.get("CI") or exc.name is None or exc.name.startswith("meterbench"):
+                raise
+            continue
         missing = [n for n in getattr(module, "__all__", []) if not hasattr(module, n)]
         assert not missing, f"{name}: {missing}"
