@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ._query import _rate_row
-from ._schema import impacts
+from ._schema import column_number, column_text, impacts
 from ._stats import quantile, wilson_interval
 
 HELMET_BENCH_KIND = "helmet-impact"
@@ -28,19 +28,11 @@ _MARGINS = {  # report's margins criterion -> impacts column
 }
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def _margin_pct(margin: Any) -> float | None:
     """(limit - value) / limit in % of one report margin {value, limit, margin}; None when absent."""
     if not isinstance(margin, Mapping):
         return None
-    limit, value = _number(margin.get("limit")), _number(margin.get("value"))
+    limit, value = column_number(margin.get("limit")), column_number(margin.get("value"))
     if limit is None or value is None or limit == 0:
         return None
     return (limit - value) / limit * 100.0
@@ -60,20 +52,20 @@ def impact_rows(report: Mapping[str, Any], lots: Mapping[str, str]) -> list[tupl
             row = {
                 "ordinal": ordinal,
                 "name": str(point.get("name", ordinal)),
-                "serial": _text(helmet.get("serial")),
-                "model": _text(helmet.get("model")),
-                "size": _text(helmet.get("size")),
+                "serial": column_text(helmet.get("serial")),
+                "model": column_text(helmet.get("model")),
+                "size": column_text(helmet.get("size")),
                 "lot": lots.get(helmet_id),
-                "profile": _text(helmet.get("profile", report.get("profile"))),
-                "site": _text(details.get("site")),
-                "anvil": _text(details.get("anvil")),
-                "conditioning": _text(details.get("conditioning")),
-                "velocity_m_s": _number(details.get("velocity_m_s")),
-                "peak_g": _number(details.get("peak_g")),
-                "hic": _number(details.get("hic")),
-                "dwell_150_ms": _number(dwell.get("150")),
-                "dwell_200_ms": _number(dwell.get("200")),
-                "peak_limit_g": _number((margins.get("peak_g") or {}).get("limit")),
+                "profile": column_text(helmet.get("profile", report.get("profile"))),
+                "site": column_text(details.get("site")),
+                "anvil": column_text(details.get("anvil")),
+                "conditioning": column_text(details.get("conditioning")),
+                "velocity_m_s": column_number(details.get("velocity_m_s")),
+                "peak_g": column_number(details.get("peak_g")),
+                "hic": column_number(details.get("hic")),
+                "dwell_150_ms": column_number(dwell.get("150")),
+                "dwell_200_ms": column_number(dwell.get("200")),
+                "peak_limit_g": column_number((margins.get("peak_g") or {}).get("limit")),
                 "void": bool(details.get("void")),
                 "verdict": str(point.get("verdict")),
                 "certifiable": details["certifiable"] if isinstance(details.get("certifiable"), bool) else None,

@@ -23,7 +23,16 @@ from meterbench.session import read_bounded
 
 from ._engine import create_store_engine, migrate, resolve_db_url, unavailable
 from ._helmets import insert_impacts
-from ._schema import certificates, instruments, points, reference_standards, run_reference_standards, runs
+from ._schema import (
+    certificates,
+    column_number,
+    column_text,
+    instruments,
+    points,
+    reference_standards,
+    run_reference_standards,
+    runs,
+)
 
 REPORT_FILE = "report.json"
 MAX_REPORT_BYTES = 64 * 2**20
@@ -196,14 +205,6 @@ def capacity_class(capacity_l: float | None) -> str | None:
     return f"> {CAPACITY_CLASSES_L[-1][0]:g} L"
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def insert_run(connection, run: ParsedRun) -> int:
     """Insert one checked run (inside the caller's transaction); its number of points."""
     from sqlalchemy import insert, select
@@ -218,16 +219,16 @@ def insert_run(connection, run: ParsedRun) -> int:
             "report_sha256": run.files.sha256,
             "session_id": report["session"],
             "bench_kind": report["bench_kind"],
-            "bench_id": _text(report.get("bench_id")),
-            "technician_id": _text(report.get("technician_id")),
+            "bench_id": column_text(report.get("bench_id")),
+            "technician_id": column_text(report.get("technician_id")),
             "test_date": day,
             "month": day.strftime("%Y-%m"),
-            "start_time_utc": _text(report.get("start_time_utc")),
+            "start_time_utc": column_text(report.get("start_time_utc")),
             "verdict": report["verdict"],
             "simulated": bool(report.get("simulated", False)),
-            "decision_rule": _text(report.get("decision_rule")),
-            "software": _text(report.get("software")),
-            "git_revision": _text(report.get("git_revision")),
+            "decision_rule": column_text(report.get("decision_rule")),
+            "software": column_text(report.get("software")),
+            "git_revision": column_text(report.get("git_revision")),
             "source_path": run.files.source,
             "ingested_at_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "report_json": run.files.report_raw.decode("utf-8"),
@@ -245,17 +246,17 @@ def insert_run(connection, run: ParsedRun) -> int:
     rows = []
     instrument_pks: dict[str, int] = {}
     for instrument in report["instruments"]:
-        capacity = _number(instrument.get("nominal_volume_l"))
+        capacity = column_number(instrument.get("nominal_volume_l"))
         instrument_pk = instrument_pks[str(instrument.get("id"))] = connection.execute(
             insert(instruments).returning(instruments.c.id),
             {
                 "run_id": run_id,
                 "instrument_id": str(instrument.get("id")),
                 "kind": str(instrument.get("kind", report["bench_kind"])),
-                "meter_type": _text(instrument.get("type")),
-                "serial": _text(instrument.get("serial")),
+                "meter_type": column_text(instrument.get("type")),
+                "serial": column_text(instrument.get("serial")),
                 "lot": run.lots.get(str(instrument.get("id"))),
-                "accuracy_class": _text(instrument.get("accuracy_class")),
+                "accuracy_class": column_text(instrument.get("accuracy_class")),
                 "capacity_l": capacity,
                 "capacity_class": capacity_class(capacity),
                 "verdict": str(instrument.get("verdict")),
@@ -270,19 +271,19 @@ def insert_run(connection, run: ParsedRun) -> int:
                     "ordinal": ordinal,
                     "bench_kind": report["bench_kind"],
                     "name": str(point.get("name", ordinal)),
-                    "flow_rate": _number(point.get("flow_rate")),
-                    "reference_volume": _number(point.get("reference_volume")),
-                    "indicated_volume": _number(point.get("indicated_volume")),
-                    "error_pct": _number(point.get("error_pct")),
-                    "mpe_pct": _number(point.get("mpe_pct")),
-                    "uncertainty_pct": _number(point.get("uncertainty_pct")),
+                    "flow_rate": column_number(point.get("flow_rate")),
+                    "reference_volume": column_number(point.get("reference_volume")),
+                    "indicated_volume": column_number(point.get("indicated_volume")),
+                    "error_pct": column_number(point.get("error_pct")),
+                    "mpe_pct": column_number(point.get("mpe_pct")),
+                    "uncertainty_pct": column_number(point.get("uncertainty_pct")),
                     "verdict": str(point.get("verdict")),
-                    "water_temperature_c": _number(
+                    "water_temperature_c": column_number(
                         next((details[k] for k in ("water_temperature_c", "tank_temperature_c") if k in details), None)
                     ),
-                    "meter_type": _text(instrument.get("type")),
+                    "meter_type": column_text(instrument.get("type")),
                     "lot": run.lots.get(str(instrument.get("id"))),
-                    "pressure_bar": _number(
+                    "pressure_bar": column_number(
                         next((details[k] for k in ("water_pressure_bar", "pressure_bar") if k in details), None)
                     ),
                 }
@@ -297,9 +298,9 @@ def insert_run(connection, run: ParsedRun) -> int:
             {
                 "verification_code": record["verification_code"],
                 "run_id": run_id,
-                "number": _text(certificate.get("number")),
-                "instrument_id": _text((certificate.get("instrument") or {}).get("id")),
-                "verdict": _text(certificate.get("verdict")),
+                "number": column_text(certificate.get("number")),
+                "instrument_id": column_text((certificate.get("instrument") or {}).get("id")),
+                "verdict": column_text(certificate.get("verdict")),
                 "report_sha256": record["report_sha256"],
                 "record_json": _record_text(record),
             },

@@ -10,6 +10,8 @@ The Alembic migrations under ``migrations/`` create exactly this schema (a test 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -183,3 +185,13 @@ impacts = Table(
     Index(None, "lot"),
 )
 """Helmet impacts (revision 0003): one row per impact of a helmet-impact run, beside its ``points`` row."""
+
+
+def column_text(value: Any) -> str | None:
+    """A report value as a text column's value (None stays NULL)."""
+    return None if value is None else str(value)
+
+
+def column_number(value: Any) -> float | None:
+    """A report value as a number column's value: a JSON number, else NULL (a bool is no number)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
