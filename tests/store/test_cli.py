@@ -63,9 +63,8 @@ def test_db_ingest_queues_when_the_store_is_down_and_flush_sends(tmp_path: Path,
     assert "unavailable" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_certificates_resolve_through_the_store(store_url: str, tmp_path: Path, capsys) -> None:
-    require_module("cryptography", "cert")
+def _certified_run(tmp_path: Path):
+    """(lab, run folder, report, certificates issued) of a synthetic 2-meter report certified by a test lab."""
     from meterbench.certificates import certify_run
     from meterbench.sim.store_reports import synthetic_report
     from tests.certificates.conftest import make_lab
@@ -80,6 +79,13 @@ def test_certificates_resolve_through_the_store(store_url: str, tmp_path: Path, 
     }
     (run / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     issued = certify_run(run, lab.key, lab.toml, issued_utc="2026-01-10T10:00:00Z")
+    return lab, run, report, issued
+
+
+@pytest.mark.slow
+def test_certificates_resolve_through_the_store(store_url: str, tmp_path: Path, capsys) -> None:
+    require_module("cryptography", "cert")
+    lab, run, report, issued = _certified_run(tmp_path)
     assert main(["db", "ingest", str(run), "--db", store_url]) == 2  # certificates but no key to check them
     assert "cannot check its signature" in capsys.readouterr().err
     assert main(["db", "ingest", str(run), "--db", store_url, "--lab", str(lab.toml)]) == 0
@@ -144,21 +150,9 @@ def test_a_certificate_record_with_a_broken_signature_is_refused_and_nothing_sto
     store_url: str, tmp_path: Path, capsys
 ) -> None:
     require_module("cryptography", "cert")
-    from meterbench.certificates import certify_run
-    from meterbench.sim.store_reports import synthetic_report
     from meterbench.store import Store
-    from tests.certificates.conftest import make_lab
 
-    lab = make_lab(tmp_path / "lab")
-    run = tmp_path / "run"
-    run.mkdir()
-    report = synthetic_report(1, meters=2) | {
-        "bench_id": "sim-bench",
-        "technician_id": "tech-01",
-        "reference_standard_ids": ["ref-meter-1"],
-    }
-    (run / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    certify_run(run, lab.key, lab.toml, issued_utc="2026-01-10T10:00:00Z")
+    lab, run, _, _ = _certified_run(tmp_path)
     [record_path] = sorted(run.glob("certificate-*.json"))[:1]
     record = json.loads(record_path.read_text(encoding="utf-8"))
     record["certificate"]["instrument"]["serial"] = "FORGED-1"  # signed bytes changed, signature kept
