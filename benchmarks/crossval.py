@@ -35,8 +35,10 @@ from meterbench.models._runtime import (  # noqa: E402
     GEOMETRY_TOLERANCE,
     Abstention,
     circular_distance,
+    combine_members,
     crop_contrast,
     decode_logits,
+    members_disagree,
     preprocess_crops,
 )
 from meterbench.models.dial_geometry import DialGeometry, disagrees, read_dial_geometry  # noqa: E402
@@ -44,6 +46,7 @@ from meterbench.models.training.negatives import negative_crops  # noqa: E402
 from meterbench.models.training.train import DATA_DIR, DATA_ROOT, load_crops, predict_logits, train_model  # noqa: E402
 
 OLD_RULE = Abstention(temperature=1.0, min_confidence=0.5, max_reject=1.0, min_contrast=0.0)
+LOGIT_KEYS = ("test_logits", "inner_logits", "negative_logits")
 N_NEGATIVES = 1200
 NEGATIVE_SEED = 1  # report set; training draws its own stream from the other half of the photos
 
@@ -125,6 +128,7 @@ def run_folds(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 frame_p=args.frame,
                 reject_share=args.reject,
                 zoom=args.zoom,
+                heavy=args.heavy,
                 log=lambda *a, **kw: None,
             )
             np.savez_compressed(
@@ -162,6 +166,26 @@ def run_folds(args: argparse.Namespace) -> tuple[list[dict], dict]:
     return results, table
 
 
+def as_ensemble(results: list[dict], caches: list[Path]) -> list[dict]:
+    """The folds read by an ensemble: each fold's model and the same fold's models of `caches`
+    (the same recipe run with other --seed values, hence the same folds); combined logits as the
+    exported ensemble computes them, the members' own kept under "<key>_members" (N, M, K)."""
+    out = []
+    for k, fold in enumerate(results):
+        others = []
+        for cache in caches:
+            path = cache / f"fold{k}.npz"
+            if not path.is_file():
+                raise SystemExit(f"--with {cache}: {path.name} missing (run crossval.py with that --cache first)")
+            others.append(np.load(path))
+        combined = dict(fold)
+        for key in LOGIT_KEYS:
+            members = np.stack([fold[key], *(o[key] for o in others)], axis=1)
+            combined[key], combined[f"{key}_members"] = combine_members(members), members
+        out.append(combined)
+    return out
+
+
 def _geometry(table: dict, key: str, idx: np.ndarray | slice) -> DialGeometry | None:
     geometry = table.get(key)
     if geometry is None:
@@ -169,9 +193,17 @@ def _geometry(table: dict, key: str, idx: np.ndarray | slice) -> DialGeometry | 
     return DialGeometry(geometry.value[idx], geometry.has_axis[idx], geometry.tip_sure[idx])
 
 
-def _readings(logits: np.ndarray, params: Abstention, contrast: np.ndarray, geometry: DialGeometry | None) -> tuple:
-    """value, confidence, readable of one rule (with the dial geometry's veto when given)."""
+def _readings(
+    logits: np.ndarray,
+    params: Abstention,
+    contrast: np.ndarray,
+    geometry: DialGeometry | None,
+    members: np.ndarray | None = None,
+) -> tuple:
+    """value, confidence, readable of one rule (with the dial geometry's and the ensemble members' veto
+    when given)."""
     value, confidence, _, _, readable, _ = decode_logits(logits, params, contrast)
+    readable = readable & ~members_disagree(members, value, params)[0]
     if geometry is not None:
         readable = readable & ~disagrees(value, geometry, GEOMETRY_TOLERANCE)
     return value, confidence, readable
@@ -192,21 +224,31 @@ def _fitted_rules(results: list[dict], table: dict, kind: str) -> dict[str, list
             fit_abstention(fold["inner_logits"], table["tenths"][fold["inner"]], ABSTAIN_SHARE[kind])
         )
         others = [f for j, f in enumerate(results) if j != k]
-        logits = np.concatenate([f["test_logits"] for f in others])
-        tenths = table["tenths"][np.concatenate([f["test"] for f in others])]
-        rules["crossfit"].append(fit_abstention(logits, tenths, ABSTAIN_SHARE[kind]))
-        rules["crossfit-risk"].append(fit_abstention(logits, tenths, 0.0, MAX_WRONG_READABLE[kind]))
+        rules["crossfit"].append(_fit_on(others, table, kind, risk=False))
+        rules["crossfit-risk"].append(_fit_on(others, table, kind, risk=True))
     return rules
+
+
+def _fit_on(folds: list[dict], table: dict, kind: str, risk: bool) -> Abstention:
+    """The crossfit abstention on these folds' held-out readings (risk: the risk-control threshold;
+    an ensemble's member disagreement counts as already abstained)."""
+    logits = np.concatenate([f["test_logits"] for f in folds])
+    tenths = table["tenths"][np.concatenate([f["test"] for f in folds])]
+    vetoed = None
+    if "test_logits_members" in folds[0]:
+        members = np.concatenate([f["test_logits_members"] for f in folds])
+        vetoed = members_disagree(members, decode_logits(logits, Abstention())[0], Abstention())[0]
+    if risk:
+        return fit_abstention(logits, tenths, 0.0, MAX_WRONG_READABLE[kind], vetoed)
+    return fit_abstention(logits, tenths, ABSTAIN_SHARE[kind])
 
 
 def pooled_abstention(results: list[dict], table: dict, kind: str) -> dict[str, dict]:
     """The crossfit rules fitted on ALL folds' held-out readings: what a model trained on every
     unit ships (train --abstain-json), as it meets a meter none of the folds' models saw."""
-    logits = np.concatenate([f["test_logits"] for f in results])
-    tenths = table["tenths"][np.concatenate([f["test"] for f in results])]
     return {
-        "crossfit": vars(fit_abstention(logits, tenths, ABSTAIN_SHARE[kind])),
-        "crossfit-risk": vars(fit_abstention(logits, tenths, 0.0, MAX_WRONG_READABLE[kind])),
+        "crossfit": vars(_fit_on(results, table, kind, risk=False)),
+        "crossfit-risk": vars(_fit_on(results, table, kind, risk=True)),
     }
 
 
@@ -223,15 +265,22 @@ def evaluate(results: list[dict], table: dict, kind: str) -> dict:
             params = OLD_RULE if rule == "old" else fitted[rule.removesuffix("+geometry")][k]
             use_geometry = rule.endswith("geometry")
             geometry = _geometry(table, "geometry", fold["test"]) if use_geometry else None
+            members = fold.get("test_logits_members") if rule != "old" else None
             value, confidence, readable = _readings(
-                fold["test_logits"], params, table["contrast"][fold["test"]], geometry
+                fold["test_logits"], params, table["contrast"][fold["test"]], geometry, members
             )
             out[rule]["value"][fold["test"]] = value
             out[rule]["confidence"][fold["test"]] = confidence
             out[rule]["readable"][fold["test"]] = readable
             negative_geometry = _geometry(table, "negative_geometry", slice(None)) if use_geometry else None
             negative_readable[rule].append(
-                _readings(fold["negative_logits"], params, table["negative_contrast"], negative_geometry)[2]
+                _readings(
+                    fold["negative_logits"],
+                    params,
+                    table["negative_contrast"],
+                    negative_geometry,
+                    fold.get("negative_logits_members") if rule != "old" else None,
+                )[2]
             )
     groups = table["groups"]
     wheel = np.array([table["display"][g] != "lcd" for g in groups])
@@ -308,11 +357,19 @@ def main() -> int:
     parser.add_argument("--reject", type=float, default=0.0, help='share of "not a wheel" images (0: no such class)')
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--zoom", type=float, default=0.1, help="augmentation scale range (train --zoom)")
+    parser.add_argument("--heavy", type=float, default=0.0, help="share of heavier digit distortions (train --heavy)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folds", type=int, help="default: 5 (digits), 4 (dials)")
     parser.add_argument("--inner-max", type=int, help="most crops in a fold's inner calibration set (1200; dials 1300)")
     parser.add_argument("--cache", required=True, help="folder for the per-fold logits")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--with",
+        dest="with_caches",
+        nargs="+",
+        default=[],
+        help="caches of the same recipe with other seeds: read the folds by the ensemble of the models",
+    )
     parser.add_argument("--show", help="the rule of the per-group table (default: the last)")
     args = parser.parse_args()
     args.folds = args.folds or (5 if args.kind == "digit" else 4)
@@ -320,6 +377,8 @@ def main() -> int:
         args.synthetic = 0.25 if args.kind == "digit" else 0.0
     args.inner_max = args.inner_max or (1200 if args.kind == "digit" else 1300)
     results, table = run_folds(args)
+    if args.with_caches:
+        results = as_ensemble(results, [Path(c) for c in args.with_caches])
     figures = evaluate(results, table, args.kind)
     figures["show"] = args.show or figures["rules"][-1]
     figures["pooled_abstention"] = pooled_abstention(results, table, args.kind)

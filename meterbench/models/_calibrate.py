@@ -55,12 +55,20 @@ def risk_threshold(confidence: np.ndarray, wrong: np.ndarray, max_wrong_readable
 
 
 def fit_abstention(
-    logits: np.ndarray, label_tenths: np.ndarray, abstain_share: float, max_wrong_readable: float | None = None
+    logits: np.ndarray,
+    label_tenths: np.ndarray,
+    abstain_share: float,
+    max_wrong_readable: float | None = None,
+    vetoed: np.ndarray | None = None,
 ) -> Abstention:
     """Abstention fitted on calibration crops (real wheels of groups the model never saw): the
-    `abstain_share` quantile threshold, or the risk-control one when `max_wrong_readable` is given."""
+    `abstain_share` quantile threshold, or the risk-control one when `max_wrong_readable` is given.
+    `vetoed` (N,) marks crops another check already makes unreadable (ensemble members disagree):
+    the risk-control threshold then only has to cover the others."""
     temperature = fit_temperature(logits, label_tenths)
     value, confidence, _, _, wheel, _ = decode_logits(logits, Abstention(temperature=temperature, min_confidence=0.0))
+    if vetoed is not None:
+        wheel = wheel & ~np.asarray(vetoed, bool)
     if max_wrong_readable is None:
         threshold = float(np.quantile(confidence, abstain_share)) if len(confidence) else 0.5
     else:

@@ -11,6 +11,14 @@ trained on noise, flat colours, text and pieces of other photos. Each reading
 says whether it may be used (`readable`) and, when not, why (`reason`): the crop
 is blank, the reject class wins, or the (temperature-calibrated) confidence is
 below the sidecar's ``abstain.min_confidence``, chosen on held-out groups.
+
+A model file may hold an ensemble: M members trained alike from other seeds,
+one graph whose first output is their combined logits (the mean of the
+members' log-probabilities) and whose second, ``member_logits`` (N, M, K), the
+members' own. Where a member reads the crop more than
+``abstain.max_member_spread`` from the combined value, the members disagree and
+the crop is not readable: a wheel style none of them has learnt is read
+differently by each, where one model alone would be confidently wrong.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ N_CLASSES = 100
 DECODE_HALF_WINDOW = 3  # classes each side of the argmax used for the circular mean
 CONFIDENCE_HALF_WIDTH = 1.5  # tenths: confidence = probability mass within ±0.15 of the value
 GEOMETRY_TOLERANCE = 0.5  # dial units: CNN and pointer geometry further apart than this -> not readable
+MEMBER_SPREAD = 0.3  # units: an ensemble member further than this from the combined value -> not readable
 
 PLANE_CHANNELS = {"grey": 1, "grey+redness": 2, "bgr": 3}  # input planes -> channels
 PLANES = tuple(PLANE_CHANNELS)
@@ -223,13 +232,15 @@ class Abstention:
     groups so that the confidence matches the share read within ±0.2);
     min_confidence: calibrated confidence below which the model is torn;
     max_reject: "not a wheel" probability above which the crop is no wheel;
-    min_contrast: grey-level standard deviation (0..255) below which a crop is blank.
+    min_contrast: grey-level standard deviation (0..255) below which a crop is blank;
+    max_member_spread: (ensemble models) units a member may read away from the combined value.
     """
 
     temperature: float = 1.0
     min_confidence: float = 0.5
     max_reject: float = 0.5
     min_contrast: float = 2.0
+    max_member_spread: float = MEMBER_SPREAD
 
     @classmethod
     def from_sidecar(cls, info: dict) -> Abstention:
@@ -238,7 +249,7 @@ class Abstention:
         if not isinstance(section, dict):
             raise ConfigError(f"abstain: expected an object, got {section!r}")
         values = {}
-        for name in ("temperature", "min_confidence", "max_reject", "min_contrast"):
+        for name in ("temperature", "min_confidence", "max_reject", "min_contrast", "max_member_spread"):
             value = section.get(name, getattr(cls, name))
             if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
                 raise ConfigError(f"abstain.{name}: expected a finite number >= 0, got {value!r}")
@@ -280,6 +291,35 @@ def decode_logits(
             reasons.append("")
     readable = ~(blank | no_wheel | torn)
     return value, confidence, probs.astype(np.float32), reject, readable, tuple(reasons)
+
+
+def combine_members(member_logits: np.ndarray) -> np.ndarray:
+    """(N, M, K) logits of M ensemble members -> (N, K) combined logits: the mean of the members'
+    log-probabilities (the same combination the exported ensemble graph computes)."""
+    z = np.asarray(member_logits, np.float64)
+    z = z - z.max(axis=2, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=2, keepdims=True))).mean(axis=1)
+
+
+def member_spread(member_logits: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """(N,) largest distance (units, circular) of a member's own reading from the combined `value`."""
+    member_logits = np.asarray(member_logits, np.float64)
+    n, m = member_logits.shape[:2]
+    if m == 0:
+        return np.zeros(n)
+    member_values = decode_probs(_wheel_part(softmax(member_logits.reshape(n * m, -1))))[0].reshape(n, m)
+    return circular_distance(member_values, np.asarray(value)[:, None]).max(axis=1)
+
+
+def members_disagree(
+    member_logits: np.ndarray | None, value: np.ndarray, abstention: Abstention
+) -> tuple[np.ndarray, list[str]]:
+    """Where the ensemble's members read a crop differently (bool (N,)), and why; none without members."""
+    if member_logits is None:
+        return np.zeros(len(value), bool), [""] * len(value)
+    spread = member_spread(member_logits, value)
+    why = [f"ensemble members disagree (up to {d:.2f} apart > {abstention.max_member_spread:g})" for d in spread]
+    return spread > abstention.max_member_spread, why
 
 
 def crop_contrast(crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -339,7 +379,9 @@ class _WheelModel:
             self.abstention = Abstention.from_sidecar(self.info)
         except ConfigError as exc:
             raise ConfigError(f"{sidecar}: {exc}") from None
-        self.n_outputs = int(self._session.get_outputs()[0].shape[1])
+        outputs = self._session.get_outputs()
+        self.n_outputs = int(outputs[0].shape[1])
+        self._member_output = next((o.name for o in outputs[1:] if o.name == "member_logits"), None)
         if self.n_outputs not in (N_CLASSES, N_CLASSES + 1):
             raise ConfigError(
                 f"{self.model_path}: model gives {self.n_outputs} outputs, expected {N_CLASSES} or {N_CLASSES + 1}"
@@ -352,8 +394,13 @@ class _WheelModel:
             )
 
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
-        """Model call on a preprocessed (N, C, H, W) batch -> (N, 100 or 101) raw logits."""
+        """Model call on a preprocessed (N, C, H, W) batch -> (N, 100 or 101) raw (combined) logits."""
         return self._session.run(None, {self._input_name: batch})[0]
+
+    def run_members(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model call -> (combined logits (N, K), members' logits (N, M, K) or None for a single model)."""
+        outputs = self._session.run(None, {self._input_name: batch})
+        return outputs[0], (outputs[1] if self._member_output else None)
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Model call on a preprocessed (N, C, H, W) batch -> (N, 100) wheel-position probabilities."""
@@ -361,17 +408,19 @@ class _WheelModel:
 
     def read(self, crops: Sequence[np.ndarray]) -> WheelReadings:
         """Read crops (any size, grey or BGR uint8) in batches of `batch_size`."""
-        logits = [
-            self.run_logits(preprocess_crops(crops[i : i + self.batch_size], self.input_spec))
+        calls = [
+            self.run_members(preprocess_crops(crops[i : i + self.batch_size], self.input_spec))
             for i in range(0, len(crops), self.batch_size)
         ]
-        all_logits = np.concatenate(logits) if logits else np.zeros((0, self.n_outputs), np.float32)
+        all_logits = np.concatenate([c[0] for c in calls]) if calls else np.zeros((0, self.n_outputs), np.float32)
+        members = np.concatenate([c[1] for c in calls]) if calls and self._member_output else None
         value, confidence, probs, reject, readable, reason = decode_logits(
             all_logits, self.abstention, crop_contrast(crops)
         )
-        disagree, why = self.second_opinion(crops, value)
-        reason = tuple(r or (w if d else "") for r, w, d in zip(reason, why, disagree, strict=True))
-        return WheelReadings(value, confidence, probs, readable & ~disagree, reason, reject)
+        for disagree, why in (members_disagree(members, value, self.abstention), self.second_opinion(crops, value)):
+            reason = tuple(r or (w if d else "") for r, w, d in zip(reason, why, disagree, strict=True))
+            readable = readable & ~disagree
+        return WheelReadings(value, confidence, probs, readable, reason, reject)
 
     def second_opinion(self, crops: Sequence[np.ndarray], value: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Where an independent reader contradicts `value` (bool (N,)), and why; none by default."""

@@ -137,3 +137,30 @@ def test_input_spec_comes_from_the_sidecar_and_must_match_the_model(tmp_path):
     crops = [np.full((50, 30, 3), 100, np.uint8)]
     assert preprocess_crops(crops, InputSpec("bgr", 24, 16)).shape == (1, 3, 24, 16)
     assert preprocess_crops(crops, InputSpec("grey+redness", 24, 16)).shape == (1, 2, 24, 16)
+
+
+def test_ensemble_members_that_read_a_crop_apart_make_it_unreadable():
+    from meterbench.models._runtime import Abstention, combine_members, members_disagree
+
+    def peaked(tenths: float) -> np.ndarray:  # logits of a member sure of one position
+        logits = np.full(101, -20.0)
+        logits[int(tenths)] = 10.0
+        return logits
+
+    members = np.stack(
+        [
+            np.stack([peaked(30), peaked(31)]),  # 3.0 and 3.1: one reading
+            np.stack([peaked(30), peaked(80)]),  # 3.0 and 8.0: a three read as an eight
+            np.stack([peaked(99), peaked(2)]),  # 9.9 and 0.2 across the wrap: 0.3 apart, not more
+        ]
+    )
+    combined = combine_members(members)
+    z = members - members.max(axis=2, keepdims=True)
+    expected = (z - np.log(np.exp(z).sum(axis=2, keepdims=True))).mean(axis=1)
+    np.testing.assert_allclose(combined, expected, atol=1e-12)
+    value = combined[:, :100].argmax(axis=1) / 10.0
+    disagree, why = members_disagree(members, value, Abstention())
+    assert disagree.tolist() == [False, True, False]
+    assert "ensemble members disagree (up to 5.00 apart > 0.3)" == why[1]
+    assert members_disagree(None, value, Abstention())[0].tolist() == [False] * 3
+    assert members_disagree(members, value, Abstention(max_member_spread=5.5))[0].tolist() == [False] * 3

@@ -159,3 +159,37 @@ def test_synthetic_dials_point_where_their_label_says():
     assert sure.mean() > 0.8
     error = np.abs((geometry.value - np.array(tenths) / 10 + 5) % 10 - 5)
     assert error[sure].max() < 0.5, error[sure]
+
+
+def test_heavy_digit_distortions_keep_size_and_label():
+    rng = np.random.default_rng(7)
+    image = np.full((64, 40, 3), 200, np.uint8)
+    image[16:48, 12:28] = 30
+    outputs = [train.augment(image, 37.0, "digit", rng, heavy=1.0) for _ in range(30)]
+    assert all(out.shape == (64, 40, 3) and out.dtype == np.uint8 and label == 37.0 for out, label in outputs)
+    # the distortions alone keep the digit where it was (dark in the centre, light at the sides)
+    for _ in range(30):
+        out = train._heavy_digit(image, rng).astype(float)
+        assert out.shape == image.shape
+        assert out[20:44, 16:24].mean() < 90 and out[20:44, :6].mean() > 120
+
+
+@pytest.mark.slow
+def test_two_member_ensemble_exports_combined_and_member_logits(tmp_path):
+    args = ["--kind", "digit", "--out", str(tmp_path), "--epochs", "1", "--limit", "96", "--batch-size", "32"]
+    assert train.main([*args, "--threads", "2", "--members", "2", "--reject", "0.2"]) == 0
+    sidecar = json.loads((tmp_path / "digit_wheel.json").read_text())
+    assert sidecar["training"]["members"] == 2 and sidecar["training"]["member_seeds"] == [0, 1]
+    from meterbench.models import DigitReader
+    from meterbench.models._runtime import combine_members, preprocess_crops
+
+    reader = DigitReader(tmp_path / "digit_wheel.onnx")
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, (40, 24, 3), dtype=np.uint8) for _ in range(8)]
+    combined, members = reader.run_members(preprocess_crops(crops, reader.input_spec))
+    assert members.shape == (8, 2, 101)
+    assert not np.allclose(members[:, 0], members[:, 1])  # two seeds, two models
+    np.testing.assert_allclose(combined, combine_members(members), atol=1e-4)
+    result = reader.read(crops)
+    spread_reasons = [r for r in result.reason if r.startswith("ensemble members disagree")]
+    assert all(not ok for ok, r in zip(result.readable, result.reason, strict=True) if r in spread_reasons)

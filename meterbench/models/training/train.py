@@ -174,12 +174,43 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, invert_p: float) -
     return out
 
 
+def _heavy_digit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Distortions of a digit crop that keep its label: another stroke weight (erode/dilate:
+    a bolder or lighter font), a slight perspective (a camera off the register's axis), a
+    band over the top or bottom edge (the window frame's shadow, a neighbouring wheel's
+    rim), local contrast equalisation (CLAHE). Each with probability 1/2."""
+    h, w = image.shape[:2]
+    out = image
+    if rng.random() < 0.5:
+        size = int(rng.choice([2, 3]))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        out = cv2.erode(out, kernel) if rng.random() < 0.5 else cv2.dilate(out, kernel)
+    if rng.random() < 0.5:
+        corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        moved = corners + rng.uniform(-0.06, 0.06, (4, 2)).astype(np.float32) * np.float32([w, h])
+        matrix = cv2.getPerspectiveTransform(corners, moved)
+        out = cv2.warpPerspective(out, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        out = out.copy()
+        band = int(rng.uniform(0.04, 0.18) * h)
+        shade = rng.uniform(0, 255, 3) if rng.random() < 0.5 else out.reshape(-1, 3).mean(0) * rng.uniform(0.2, 0.6)
+        rows = slice(0, band) if rng.random() < 0.5 else slice(h - band, h)
+        out[rows] = (0.3 * out[rows] + 0.7 * shade).astype(np.uint8)
+    if rng.random() < 0.5:
+        clahe = cv2.createCLAHE(clipLimit=float(rng.uniform(1.5, 4.0)), tileGridSize=(2, 2))
+        lab = cv2.cvtColor(out, cv2.COLOR_BGR2LAB)
+        lab[:, :, 0] = clahe.apply(lab[:, :, 0])
+        out = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    return out
+
+
 def augment(
     image: np.ndarray,
     tenths: float,
     kind: str,
     rng: np.random.Generator,
     zoom: float = 0.1,
+    heavy: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """Random bench-camera distortion of one crop; returns (image, label in tenths).
 
@@ -188,6 +219,7 @@ def augment(
     digit at the centre line). `zoom`: scale range ±zoom; above 0.1 (digits) the
     width is also stretched by ±zoom on its own (narrow and wide digit styles). Dials: any rotation about the centre,
     the label turning with it (a counter-clockwise θ° lowers it by θ/3.6 tenths).
+    `heavy`: share of digit crops that also get _heavy_digit's distortions.
     """
     h, w = image.shape[:2]
     if kind == "dial":
@@ -203,6 +235,8 @@ def augment(
         stretch = rng.uniform(1 - zoom, 1 + zoom)
         matrix[0] = stretch * matrix[0] + [0, 0, (1 - stretch) * (w / 2 - 0.5)]
     warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if kind == "digit" and heavy > 0 and rng.random() < heavy:
+        warped = _heavy_digit(warped, rng)
     out = _photometric(_colour_jitter(warped, rng, mix=kind == "digit"), rng, invert_p=0.2 if kind == "digit" else 0.0)
     return out, float(tenths)
 
@@ -300,6 +334,7 @@ def _augmented_batch(
     negatives: NegativeSource | None = None,
     reject_share: float = 0.0,
     zoom: float = 0.1,
+    heavy: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented model inputs and soft labels; a `synthetic_share` of them drawn by `render`
     (rng, (h, w)) -> (BGR crop, tenths) when given, a `reject_share` images from `negatives`
@@ -313,19 +348,23 @@ def _augmented_batch(
             source, label = render(rng, base_hw)
         else:
             source, label = crops.images[i], crops.tenths[i]
-        image, turned = augment(source, max(label, 0.0), kind, rng, zoom)
+        image, turned = augment(source, max(label, 0.0), kind, rng, zoom, heavy)
         images.append(preprocess_crop(image, spec))
         labels.append(REJECT_LABEL if label < 0 else turned)
     return np.stack(images), soft_labels(np.array(labels), sigma, reject_class=negatives is not None)
 
 
 def predict_logits(model, batch: np.ndarray) -> np.ndarray:
-    """Torch model in eval mode -> (N, 100 or 101) logits (numpy)."""
+    """Torch model in eval mode -> (N, 100 or 101) logits (numpy; an ensemble's combined ones)."""
     import torch
+
+    def call(x):
+        out = model(torch.from_numpy(x))
+        return (out[0] if isinstance(out, tuple) else out).numpy()
 
     model.eval()
     with torch.no_grad():
-        out = [model(torch.from_numpy(batch[i : i + 256])).numpy() for i in range(0, len(batch), 256)]
+        out = [call(batch[i : i + 256]) for i in range(0, len(batch), 256)]
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
 
 
@@ -402,6 +441,7 @@ def train_model(
     reject_share: float = 0.0,
     negative_seed: int = 0,
     zoom: float = 0.1,
+    heavy: float = 0.0,
 ):
     """Train from scratch with AdamW + one-cycle LR; returns the model (eval mode).
 
@@ -413,7 +453,7 @@ def train_model(
     `balance` > 0 draws crops with probability ∝ (share of their tenth digit)^-balance;
     `reject_share` > 0 adds a "not a wheel" class and puts that share of non-wheel
     images (TRAIN_NEGATIVE_KINDS, training half of the photos) in each batch;
-    `zoom` is the augmentation's scale range (see augment).
+    `zoom` is the augmentation's scale range, `heavy` the share of heavier digit distortions (see augment).
     """
     import torch
 
@@ -442,7 +482,19 @@ def train_model(
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
             x, y = _augmented_batch(
-                train, idx, kind, spec, rng, render, synthetic_share, sigma, frame_p, negatives, reject_share, zoom
+                train,
+                idx,
+                kind,
+                spec,
+                rng,
+                render,
+                synthetic_share,
+                sigma,
+                frame_p,
+                negatives,
+                reject_share,
+                zoom,
+                heavy,
             )
             logits = model(torch.from_numpy(x))
             loss = -(torch.from_numpy(y) * torch.log_softmax(logits, 1)).sum(1).mean()
@@ -458,6 +510,57 @@ def train_model(
             flush=True,
         )
     return average.model if average is not None else model.eval()
+
+
+def ensemble_model(members: list):
+    """One module of M models trained alike: forward(x) -> (combined logits (N, K): the mean of the
+    members' log-probabilities, as models._runtime.combine_members; members' logits (N, M, K))."""
+    import torch
+    import torch.nn as nn
+
+    class Ensemble(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(members)
+
+        def forward(self, x):
+            logits = torch.stack([m(x) for m in self.members], 1)
+            return torch.log_softmax(logits, 2).mean(1), logits
+
+    return Ensemble().eval()
+
+
+def _train_state(threads: int, kwargs: dict) -> dict:
+    """train_model in a worker process -> the trained weights as numpy arrays."""
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    return {k: v.numpy() for k, v in train_model(**kwargs).state_dict().items()}
+
+
+def train_members(n_members: int, threads: int, **kwargs):
+    """train_model `n_members` times with seeds seed, seed+1, ... (in parallel processes when
+    `threads` allows) -> one model, or their ensemble_model when n_members > 1."""
+    if n_members <= 1:
+        return train_model(**kwargs)
+    import concurrent.futures
+    import multiprocessing
+
+    import torch
+
+    seeds = [kwargs["seed"] + i for i in range(n_members)]
+    workers = max(1, min(n_members, threads))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_train_state, max(1, threads // workers), {**kwargs, "seed": s}) for s in seeds]
+        states = [job.result() for job in jobs]
+    members = []
+    for state in states:
+        reject_class = kwargs.get("reject_share", 0) > 0
+        member = build_model(kwargs["spec"], kwargs.get("arch", "plain"), reject_class=reject_class)
+        member.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        members.append(member.eval())
+    return ensemble_model(members)
 
 
 def calibrate(model, spec: InputSpec, data_dir: Path, held_out: CropSet, kind: str) -> dict:
@@ -477,11 +580,13 @@ def calibrate(model, spec: InputSpec, data_dir: Path, held_out: CropSet, kind: s
 
 
 def export_onnx(model, spec: InputSpec, path: Path) -> str:
-    """Export fp32 ONNX (opset 17, dynamic batch) and return its sha256."""
+    """Export fp32 ONNX (opset 17, dynamic batch; an ensemble also outputs member_logits) and return its sha256."""
     import onnx
     import torch
 
     dummy = torch.zeros(1, *spec.shape)
+    ensemble = hasattr(model, "members")
+    outputs = ["logits", "member_logits"] if ensemble else ["logits"]
     torch.onnx.export(
         model.eval(),
         dummy,
@@ -489,8 +594,8 @@ def export_onnx(model, spec: InputSpec, path: Path) -> str:
         dynamo=False,
         opset_version=17,
         input_names=["crops"],
-        output_names=["logits"],
-        dynamic_axes={"crops": {0: "batch"}, "logits": {0: "batch"}},
+        output_names=outputs,
+        dynamic_axes={"crops": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
     )
     onnx.checker.check_model(onnx.load(str(path)))
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -555,6 +660,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--zoom", type=float, default=0.1, help="augmentation scale range ±ZOOM (digits > 0.1: also width ±ZOOM)"
     )
+    parser.add_argument(
+        "--heavy", type=float, default=0.0, help="digits: share of crops with heavier distortions (stroke, perspective)"
+    )
+    parser.add_argument(
+        "--members", type=int, default=1, help="ensemble of this many models (seeds seed, seed+1, ...; 1: one model)"
+    )
     parser.add_argument("--abstain-json", help="crossval.py --json output: ship its pooled out-of-fold abstention")
     parser.add_argument("--abstain-rule", default="crossfit-risk", choices=["crossfit", "crossfit-risk"])
     args = parser.parse_args(argv)
@@ -581,14 +692,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(dev.tenths)} dev crops ({', '.join(dev_units)}); "
         f"loaded in {time.time() - started:.0f} s"
     )
-    model = train_model(
-        kind,
-        spec,
-        train,
-        args.epochs,
-        args.batch_size,
-        args.lr,
-        args.seed,
+    model = train_members(
+        args.members,
+        args.threads,
+        kind=kind,
+        spec=spec,
+        train=train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
         synthetic_share=args.synthetic,
         arch=args.arch,
         sigma=args.sigma,
@@ -597,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         frame_p=args.frame,
         reject_share=args.reject,
         zoom=args.zoom,
+        heavy=args.heavy,
     )
     train_seconds = time.time() - started
     out_dir = Path(args.out)
@@ -646,11 +760,14 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "lr": args.lr,
             "seed": args.seed,
+            "members": args.members,
+            "member_seeds": [args.seed + i for i in range(args.members)],
             "synthetic_share": args.synthetic,
             "synthetic_framed": args.frame,
             "balance": args.balance,
             "reject_share": args.reject,
             "zoom": args.zoom,
+            "heavy": args.heavy,
             "reject_negative_kinds": list(TRAIN_NEGATIVE_KINDS) if args.reject > 0 else [],
             "threads": args.threads,
             "all_data": args.all_data,
