@@ -161,6 +161,6 @@ def test_ensemble_members_that_read_a_crop_apart_make_it_unreadable():
     value = combined[:, :100].argmax(axis=1) / 10.0
     disagree, why = members_disagree(members, value, Abstention())
     assert disagree.tolist() == [False, True, False]
-    assert "ensemble members disagree (up to 5.00 apart > 0.3)" == why[1]
+    assert why[1] == "ensemble members disagree (up to 5.00 apart > 0.3)"
     assert members_disagree(None, value, Abstention())[0].tolist() == [False] * 3
     assert members_disagree(members, value, Abstention(max_member_spread=5.5))[0].tolist() == [False] * 3
