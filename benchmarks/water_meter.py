@@ -200,10 +200,18 @@ def main() -> None:
         action="store_true",
         help="also a 'turns' configuration: turnovers of never-read elements counted along the chained frames",
     )
+    parser.add_argument(
+        "--model-dir", help="folder with digit_wheel.onnx and pointer_dial.onnx for the new reading (default: shipped)"
+    )
+    parser.add_argument(
+        "--compare-model-dir", help="also a 'cmp' configuration: the new reading with the models of this folder"
+    )
     args = parser.parse_args()
 
-    readers = RegisterReaders()
+    readers = RegisterReaders(Path(args.model_dir) if args.model_dir else None)
     configs = {"new": (ReadingOptions(every_frame=args.every_frame), readers)}
+    if args.compare_model_dir:
+        configs["cmp"] = (ReadingOptions(every_frame=args.every_frame), RegisterReaders(Path(args.compare_model_dir)))
     if not args.new_only:
         old_options = ReadingOptions(every_frame=args.every_frame, cross_frame=False)
         configs = {"old": (old_options, OldReaders()), **configs}
