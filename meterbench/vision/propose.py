@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ GLYPH_HEIGHT_RANGE = (0.035, 0.25)  # fraction of the image height
 GLYPH_ASPECT_RANGE = (0.12, 0.95)  # width / height ("1" is narrow)
 GLYPH_FILL_RANGE = (0.12, 0.80)  # ink fraction of the glyph's bounding box
 ROW_MIN_GLYPHS = 3
+MIN_COUNTER_WHEELS = 4  # fewer wheels in a proposed counter: some were missed, or it is not the counter
 DIGIT_PER_WINDOW = 0.65  # digit height / window height (when the row's glyphs are the windows)
 WINDOW_SEARCH = 1.5  # window edges are searched this many digit heights above and below the row
 FRAME_STEP = 0.2  # a window edge: the frame's grey falls by this fraction of the frame-to-ink contrast
@@ -1072,6 +1073,10 @@ def propose_layout(
         raise ConfigError(f"text detector: {TEXT_DETECTOR_MISSING}")
     text_boxes = detector.boxes(image) if detector is not None else []
     wheels, notes = find_wheels(image, text_boxes)
+    if 0 < len(wheels) < MIN_COUNTER_WHEELS:
+        few = f"only {len(wheels)} wheels in the digit row (counters have {MIN_COUNTER_WHEELS} or more): look for more"
+        wheels = [replace(wheel, unsure=(*wheel.unsure, few)) for wheel in wheels]
+        notes.append(few)
     notes.append(
         f"text detector (PP-OCRv4): {len(text_boxes)} text lines"
         if detector is not None

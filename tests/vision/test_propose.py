@@ -68,6 +68,28 @@ def test_renders_give_every_element_in_order_with_its_colour_and_litres(markers)
     assert found / total >= 0.8  # measured 0.88 over 40 renders (benchmarks/propose.py); 0.82 before
 
 
+def test_a_counter_of_fewer_than_four_wheels_is_proposed_unsure() -> None:
+    """Two of the five wheels covered (plate colour painted over them): the three left are proposed,
+    each marked unsure, never silently as the whole counter."""
+    frame, _, truth = _render(4, "dials")
+    wheels = [t for t in truth if t["kind"] == "wheel"]
+    whole = propose_layout(frame, reference_image="r.png")
+    assert [e.kind for e in whole.elements].count("wheel") == 5
+    assert not any("only" in reason for e in whole.elements for reason in e.unsure)
+    x0 = int(wheels[0]["box_px"][0]) - 4
+    x1 = int(wheels[1]["box_px"][0] + wheels[1]["box_px"][2]) + 4
+    y0 = int(min(t["box_px"][1] for t in wheels)) - 12
+    y1 = int(max(t["box_px"][1] + t["box_px"][3] for t in wheels)) + 12
+    covered = frame.copy()
+    covered[y0:y1, x0:x1] = np.median(frame[y0 - 20 : y0 - 10, x0:x1].reshape(-1, 3), axis=0)
+    proposal = propose_layout(covered, reference_image="r.png")
+    found = [(n, e) for n, e in zip(proposal.names, proposal.elements, strict=True) if e.kind == "wheel"]
+    assert [n for n, _ in found] == ["m3x100", "m3x10", "m3x1"]
+    few = "only 3 wheels in the digit row (counters have 4 or more): look for more"
+    assert all(few in e.unsure for _, e in found)
+    assert few in proposal.notes
+
+
 def test_a_proposed_layout_loads_with_its_reference_photo_beside_it(tmp_path) -> None:
     frame, _, _ = _render(4, "dials", markers=False)
     photo = tmp_path / "photo.png"
