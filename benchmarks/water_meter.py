@@ -209,9 +209,10 @@ def main() -> None:
     args = parser.parse_args()
 
     readers = RegisterReaders(Path(args.model_dir) if args.model_dir else None)
-    configs = {"new": (ReadingOptions(every_frame=args.every_frame), readers)}
+    new_options = ReadingOptions(every_frame=args.every_frame)
+    configs = {"new": (new_options, readers)}
     if args.compare_model_dir:
-        configs["cmp"] = (ReadingOptions(every_frame=args.every_frame), RegisterReaders(Path(args.compare_model_dir)))
+        configs["cmp"] = (new_options, RegisterReaders(Path(args.compare_model_dir)))
     if not args.new_only:
         old_options = ReadingOptions(every_frame=args.every_frame, cross_frame=False)
         configs = {"old": (old_options, OldReaders()), **configs}

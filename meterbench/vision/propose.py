@@ -272,9 +272,23 @@ def find_wheels(
     image: np.ndarray, text_boxes: list[tuple[float, float, float, float]] = ()
 ) -> tuple[list[ProposedElement], list[str]]:
     """Digit wheels left to right (image px) and notes; [] and a note when no digit row is found.
+    A row of fewer than MIN_COUNTER_WHEELS wheels has every wheel unsure (some were missed, or
+    it is not the counter).
 
     `text_boxes` (x, y, w, h px; a text detector's lines, optional): glyphs are also looked for
     inside each at its own scale, and a row inside one counts as text rather than marks."""
+    wheels, notes = _digit_row_wheels(image, text_boxes)
+    if 0 < len(wheels) < MIN_COUNTER_WHEELS:
+        few = f"only {len(wheels)} wheels in the digit row (counters have {MIN_COUNTER_WHEELS} or more): look for more"
+        wheels = [replace(wheel, unsure=(*wheel.unsure, few)) for wheel in wheels]
+        notes.append(few)
+    return wheels, notes
+
+
+def _digit_row_wheels(
+    image: np.ndarray, text_boxes: list[tuple[float, float, float, float]]
+) -> tuple[list[ProposedElement], list[str]]:
+    """find_wheels before the wheel-count check."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     glyphs = _glyph_candidates(grey)
     known = set(glyphs)
@@ -596,7 +610,7 @@ def _counter_score(
     score = h * slots
     if pitch < COUNTER_MIN_PITCH * h:
         score *= 0.3
-    if not 4 <= slots <= 8:
+    if not MIN_COUNTER_WHEELS <= slots <= 8:
         score *= 0.6
     windows = len(_window_glyphs(row, glyphs))
     windows = windows if windows >= max(2, len(row) / 2) else 0  # a row of windows, not one among digits
@@ -1073,10 +1087,6 @@ def propose_layout(
         raise ConfigError(f"text detector: {TEXT_DETECTOR_MISSING}")
     text_boxes = detector.boxes(image) if detector is not None else []
     wheels, notes = find_wheels(image, text_boxes)
-    if 0 < len(wheels) < MIN_COUNTER_WHEELS:
-        few = f"only {len(wheels)} wheels in the digit row (counters have {MIN_COUNTER_WHEELS} or more): look for more"
-        wheels = [replace(wheel, unsure=(*wheel.unsure, few)) for wheel in wheels]
-        notes.append(few)
     notes.append(
         f"text detector (PP-OCRv4): {len(text_boxes)} text lines"
         if detector is not None
