@@ -100,7 +100,8 @@ class ReadingOptions:
     # (fusion.complete_partial_readings); False: only frames read whole are used (before issue 17)
     cross_frame: bool = True
     # an element never read that turns during the point: count its turnovers along the chained frames
-    # instead of abstaining (off: issue 17 wants such points inconclusive; for measuring the trade)
+    # instead of abstaining.  Off: the count says how far the element should have moved, not that it
+    # did; a sticking carry is a fault of the register under test (docs/registers.md). For measuring.
     count_unread_turns: bool = False
 
 
