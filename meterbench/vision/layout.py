@@ -244,6 +244,8 @@ class RegisterLayout:
             raise _fail("register.elements", "a non-empty list", elements)
         element_specs = tuple(RegisterElement.from_dict(e, f"register.elements[{i}]") for i, e in enumerate(elements))
         _check_decades(element_specs)
+        if reference is not None:  # the plate is the photo: an element beyond its edge cannot be read
+            _check_inside(element_specs, plate_size)
         return cls(
             plate_size_px=plate_size,
             marker_dictionary=dictionary,
@@ -356,6 +358,19 @@ def _reference(
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
     pixels.setflags(write=False)
     return ReferenceImage(image, pixels, source)
+
+
+def _check_inside(elements: tuple[RegisterElement, ...], plate_size: tuple[int, int]) -> None:
+    """Every element box of a marker-free layout lies inside its reference photo (px)."""
+    width, height = plate_size
+    for i, element in enumerate(elements):
+        x, y, w, h = element.box_px
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise _fail(
+                f"register.elements[{i}].box_px",
+                f"a box inside the reference photo ({width}×{height} px) for {element.name!r}",
+                list(element.box_px),
+            )
 
 
 def _check_decades(elements: tuple[RegisterElement, ...]) -> None:

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 from meterbench.errors import ConfigError
+from meterbench.vision.align import DEFAULT_DIAL_MARGIN, DEFAULT_WHEEL_MARGIN
+from meterbench.vision.reference_align import EDGE_CLEARANCE_PX
 
 __all__ = [
     "DEFAULT_WHEEL_LITRES",
@@ -1062,6 +1064,36 @@ def _name(step_l: float) -> str:
     return f"m3x{step_l / 1000:g}" if step_l >= 1000 else f"Lx{step_l:g}"
 
 
+def _readable_margin_px(kind: str, box: tuple[float, float, float, float]) -> tuple[float, float]:
+    """(x, y) px an element's box must keep from the photo's edge so that the reader's crop (the box
+    plus its margin) lies inside it with the aligner's clearance."""
+    x, y, bw, bh = box
+    slack = EDGE_CLEARANCE_PX + 0.5  # crop corners use the pixel-centre convention
+    if kind == "dial":
+        grow = DEFAULT_DIAL_MARGIN * bw / 2
+        return grow + slack, grow + slack
+    return DEFAULT_WHEEL_MARGIN * bw + slack, DEFAULT_WHEEL_MARGIN * bh + slack
+
+
+def _inside_photo(element: ProposedElement, size: tuple[int, int]) -> bool:
+    """Whether the reader can crop `element` from the photo (box plus margin inside it)."""
+    x, y, bw, bh = element.box_px
+    mx, my = _readable_margin_px(element.kind, element.box_px)
+    return x >= mx and y >= my and x + bw <= size[0] - mx and y + bh <= size[1] - my
+
+
+def _clip_to_photo(wheel: ProposedElement, size: tuple[int, int]) -> ProposedElement:
+    """A wheel whose box (with the reader's margin) runs beyond the photo, cut at its edge and marked
+    unsure: a layout's boxes lie inside its reference photo, and a crop off the photo is never read."""
+    if _inside_photo(wheel, size):
+        return wheel
+    x, y, bw, bh = wheel.box_px
+    mx, my = _readable_margin_px(wheel.kind, wheel.box_px)
+    x0, y0 = max(x, mx), max(y, my)
+    x1, y1 = min(x + bw, size[0] - mx), min(y + bh, size[1] - my)
+    return replace(wheel, box_px=(x0, y0, x1 - x0, y1 - y0), unsure=(*wheel.unsure, "box cut at the photo's edge"))
+
+
 def propose_layout(
     image: np.ndarray,
     *,
@@ -1092,8 +1124,12 @@ def propose_layout(
         if detector is not None
         else "text detector: not used" + ("" if text is False else f" ({TEXT_DETECTOR_MISSING})")
     )
+    wheels = [_clip_to_photo(x, (w, h)) for x in wheels]
     dials, dial_notes = find_dials(image, wheels)
-    dials, order_note = _order_dials(dials, (w, h))
+    inside = [d for d in dials if _inside_photo(d, (w, h))]
+    if len(inside) < len(dials):
+        dial_notes.append(f"{len(dials) - len(inside)} dial candidate(s) reaching beyond the photo's edge dropped")
+    dials, order_note = _order_dials(inside, (w, h))
     notes += dial_notes + ([order_note] if dials else [])
     if not wheels and not dials:
         raise ConfigError(f"layout propose: {reference_image}: no register found (no digit row, no red-pointer dial)")

@@ -98,6 +98,21 @@ def test_a_reference_photo_of_the_wrong_size_names_both_sizes(tmp_path):
     )
 
 
+def test_an_element_beyond_the_reference_photo_names_the_element_and_the_photo_size(tmp_path):
+    cv2.imwrite(str(tmp_path / "ref.png"), _photo())
+    register = _reference_register()
+    x, y, w, h = register["elements"][0]["box_px"]
+    register["elements"][0]["box_px"] = [x, -4.0, w, h]  # as a proposal once wrote, above the photo
+    message = _error(tmp_path, register)
+    assert message.endswith(
+        "register.elements[0].box_px: expected a box inside the reference photo (320×180 px) for "
+        f"'{register['elements'][0]['name']}', got {[x, -4.0, w, h]!r}"
+    )
+    register["elements"][0]["box_px"] = [x, y, w, h]
+    register["elements"][-1]["box_px"][0] = 320 - register["elements"][-1]["box_px"][2] + 0.5
+    assert f"register.elements[{len(register['elements']) - 1}].box_px" in _error(tmp_path, register)
+
+
 def test_both_or_neither_of_markers_and_reference_is_an_error(tmp_path):
     both = _reference_register()
     both["markers"] = default_register_layout("dials")["markers"]

@@ -107,6 +107,40 @@ def test_a_proposed_layout_loads_with_its_reference_photo_beside_it(tmp_path) ->
     assert main(["layout", "propose", str(photo), "--out", str(out)]) == 2  # never overwritten
 
 
+def test_a_dial_cut_by_the_photo_edge_is_dropped_so_the_layout_loads_and_every_crop_is_inside() -> None:
+    """A camera that sees only part of the register (here the x0.1 dial cut at the side): every
+    proposed element can still be cropped (its box plus the reader's margin inside the photo), so
+    the layout loads and is not refused frame after frame as 'moved'; the notes say what was dropped.
+    Before: the cut dial was proposed reaching 13 px beyond the photo."""
+    from meterbench.vision.align import element_crop_box
+
+    photo = cv2.imread(str(PHOTOS / "zr-2019-12-17.jpg"))[:, :620]  # dev photo; the x0.1 dial reaches x 634
+    proposal = propose.propose_layout(photo, reference_image="cut.png")
+    height, width = photo.shape[:2]
+    layout = RegisterLayout.from_dict(proposal.register)  # loads: the boxes lie inside the photo
+    assert len([e for e in layout.elements if e.kind == "dial"]) == 3
+    for element in layout.elements:
+        x, y, w, h = element_crop_box(element)
+        assert x >= 2 and y >= 2 and x + w <= width - 2 and y + h <= height - 2, element.name
+    assert "1 dial candidate(s) reaching beyond the photo's edge dropped" in proposal.notes
+
+
+def test_a_wheel_box_running_off_the_photo_is_cut_at_its_edge_and_marked_unsure() -> None:
+    """As on a held-out photo whose counter sits near the top: a window traced 190 px tall from y -5."""
+    from meterbench.vision.align import element_crop_box
+    from meterbench.vision.layout import RegisterElement
+
+    wheel = propose.ProposedElement("wheel", "black", (197.0, -5.0, 62.0, 190.0), unsure=("window frame not traced",))
+    cut = propose._clip_to_photo(wheel, (800, 600))
+    assert cut.unsure == ("window frame not traced", "box cut at the photo's edge")
+    x, y, w, h = cut.box_px
+    assert (x, w) == (197.0, 62.0) and y > 0 and y + h == pytest.approx(185.0)
+    element = RegisterElement("m3x1", "wheel", "black", cut.box_px, 1e4, "carry")
+    cx, cy, cw, ch = element_crop_box(element)
+    assert cy - 0.5 >= 2.0 - 1e-9  # the aligner's clearance, pixel-centre corners
+    assert propose._clip_to_photo(cut, (800, 600)) == cut  # inside now: unchanged
+
+
 def test_litres_given_on_the_command_line_are_used_and_said_so() -> None:
     frame, register, _ = _render(1, "wheels")
     proposal = propose_layout(frame, reference_image="r.png", wheel_litres=100.0, dial_litres=(0.01,))
