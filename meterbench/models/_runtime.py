@@ -40,6 +40,13 @@ DECODE_HALF_WINDOW = 3  # classes each side of the argmax used for the circular 
 CONFIDENCE_HALF_WIDTH = 1.5  # tenths: confidence = probability mass within ±0.15 of the value
 GEOMETRY_TOLERANCE = 0.5  # dial units: CNN and pointer geometry further apart than this -> not readable
 MEMBER_SPREAD = 0.3  # units: an ensemble member further than this from the combined value -> not readable
+# A dial crop the CNN is only torn about (confidence below its threshold, not "not a dial", not blank)
+# is readable when the independent pointer geometry is sure of the tip and reads within CONFIRM_AGREEMENT
+# of it, and the CNN's confidence is at least CONFIRM_MIN_CONFIDENCE (the fixed cut before calibration).
+# Fixed before any figure was seen (a wrong reading is >= 0.5 off; the geometry's own error ~0.1-0.2).
+CONFIRM_AGREEMENT = 0.3  # dial units
+CONFIRM_MIN_CONFIDENCE = 0.5
+UNSURE_REASON = "unsure (confidence"  # how decode_logits begins the reason of a torn crop
 
 PLANE_CHANNELS = {"grey": 1, "grey+redness": 2, "bgr": 3}  # input planes -> channels
 PLANES = tuple(PLANE_CHANNELS)
@@ -286,7 +293,7 @@ def decode_logits(
         elif no_wheel[i]:
             reasons.append(f"not a wheel (probability {reject[i]:.2f})")
         elif torn[i]:
-            reasons.append(f"unsure (confidence {confidence[i]:.2f} < {abstention.min_confidence:.2f})")
+            reasons.append(f"{UNSURE_REASON} {confidence[i]:.2f} < {abstention.min_confidence:.2f})")
         else:
             reasons.append("")
     readable = ~(blank | no_wheel | torn)
@@ -417,14 +424,23 @@ class _WheelModel:
         value, confidence, probs, reject, readable, reason = decode_logits(
             all_logits, self.abstention, crop_contrast(crops)
         )
-        for disagree, why in (members_disagree(members, value, self.abstention), self.second_opinion(crops, value)):
+        contradicts, contradiction, confirms = self.second_opinion(crops, value)
+        torn_only = np.array([r.startswith(UNSURE_REASON) for r in reason], bool)
+        confirmed = torn_only & confirms & (confidence >= CONFIRM_MIN_CONFIDENCE)
+        readable = readable | confirmed
+        reason = tuple("" if c else r for r, c in zip(reason, confirmed, strict=True))
+        for disagree, why in (members_disagree(members, value, self.abstention), (contradicts, contradiction)):
             reason = tuple(r or (w if d else "") for r, w, d in zip(reason, why, disagree, strict=True))
             readable = readable & ~disagree
         return WheelReadings(value, confidence, probs, readable, reason, reject)
 
-    def second_opinion(self, crops: Sequence[np.ndarray], value: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Where an independent reader contradicts `value` (bool (N,)), and why; none by default."""
-        return np.zeros(len(value), bool), [""] * len(value)
+    def second_opinion(
+        self, crops: Sequence[np.ndarray], value: np.ndarray
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """An independent reader's verdict on `value`: where it contradicts it (bool (N,)) and why,
+        and where it confirms it closely enough to read a crop the model alone is torn about
+        (bool (N,)); neither by default."""
+        return np.zeros(len(value), bool), [""] * len(value), np.zeros(len(value), bool)
 
 
 class DigitReader(_WheelModel):
@@ -448,7 +464,9 @@ class DigitReader(_WheelModel):
 
             self._ocr = OcrDigits(num_threads=num_threads)
 
-    def second_opinion(self, crops: Sequence[np.ndarray], value: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def second_opinion(
+        self, crops: Sequence[np.ndarray], value: np.ndarray
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
         if self._ocr is None:
             return super().second_opinion(crops, value)
         from meterbench.models._ocr import ocr_disagrees
@@ -456,7 +474,7 @@ class DigitReader(_WheelModel):
         probs = self._ocr.digit_probs(crops)
         why = [f"second opinion disagrees (OCR reads {d} with probability {p:.2f})" for d, p in
                zip(probs.argmax(axis=1), probs.max(axis=1), strict=True)]  # fmt: skip
-        return ocr_disagrees(value, probs), why
+        return ocr_disagrees(value, probs), why, np.zeros(len(value), bool)  # never confirms: not measured
 
 
 class DialReader(_WheelModel):
@@ -470,13 +488,17 @@ class DialReader(_WheelModel):
     kind = "dial"
     geometry_tolerance = GEOMETRY_TOLERANCE
 
-    def second_opinion(self, crops: Sequence[np.ndarray], value: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def second_opinion(
+        self, crops: Sequence[np.ndarray], value: np.ndarray
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
         from meterbench.models.dial_geometry import disagrees, read_dial_geometry
 
         geometry = read_dial_geometry(crops)
         disagree = disagrees(value, geometry, self.geometry_tolerance)
         why = [f"second opinion disagrees (pointer geometry reads {v:.1f})" for v in geometry.value]
-        return disagree, why
+        agrees = circular_distance(value, geometry.value) <= CONFIRM_AGREEMENT
+        confirms = geometry.has_axis & geometry.tip_sure & agrees
+        return disagree, why, confirms
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,50 @@ def test_dial_reader_vetoes_a_reading_the_geometry_contradicts(dial_reader):
     assert flipped.reason[0].startswith("second opinion disagrees (pointer geometry reads")
 
 
+class Unconfirmed(DialReader):
+    """The dial reader without the geometry's confirmation (as before it existed)."""
+
+    def second_opinion(self, crops, value):
+        contradicts, why, _ = super().second_opinion(crops, value)
+        return contradicts, why, np.zeros(len(value), bool)
+
+
+def test_a_torn_dial_reading_the_pointer_geometry_confirms_is_readable_and_right(dial_reader):
+    """Needle pointers (a shape the dial CNN never trained on; seed 7, not the benchmark's): the CNN
+    alone abstains on most of them, the geometry's confirmation reads them, none wrongly."""
+    from meterbench.models._runtime import CONFIRM_MIN_CONFIDENCE, circular_distance
+    from meterbench.models.training.synthetic_dials import render_dial
+
+    rng = np.random.default_rng(7)
+    crops, tenths = zip(*[render_dial(rng, (94, 94), "needle", "none") for _ in range(60)], strict=True)
+    truth = np.array(tenths) / 10.0
+    alone, confirmed = Unconfirmed().read(list(crops)), dial_reader.read(list(crops))
+    lifted = confirmed.readable & ~alone.readable
+    assert np.array_equal(confirmed.value, alone.value)  # the value is the CNN's either way
+    assert lifted.sum() >= 0.4 * len(crops), (alone.readable.mean(), confirmed.readable.mean())
+    assert all(alone.reason[i].startswith("unsure (confidence") for i in np.flatnonzero(lifted))
+    assert (confirmed.confidence[lifted] >= CONFIRM_MIN_CONFIDENCE).all()
+    assert all(confirmed.reason[i] == "" for i in np.flatnonzero(lifted))
+    assert circular_distance(confirmed.value[confirmed.readable], truth[confirmed.readable]).max() < 0.5
+
+
+def test_the_geometry_never_makes_a_blank_or_not_a_dial_crop_readable():
+    """Even a second opinion that confirmed everything lifts only torn readings."""
+
+    class ConfirmsAll(DialReader):
+        def second_opinion(self, crops, value):
+            contradicts, why, _ = super().second_opinion(crops, value)
+            return contradicts, why, np.ones(len(value), bool)
+
+    negatives, kinds = negative_crops("dial", 300, seed=11, data_root=DATA_ROOT)
+    alone, confirming = Unconfirmed().read(negatives), ConfirmsAll().read(negatives)
+    kept = [r for r in alone.reason if not r.startswith("unsure (confidence")]
+    assert len(kept) > 0.9 * len(negatives)  # blank / not a dial: the reasons confirmation cannot lift
+    for before, after, readable in zip(alone.reason, confirming.reason, confirming.readable, strict=True):
+        if before and not before.startswith("unsure (confidence"):
+            assert after == before and not readable
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "meterbench", *args], cwd=REPO, capture_output=True, text=True, timeout=60

@@ -60,9 +60,11 @@ def readings() -> dict:
 
 def test_no_real_photo_gives_a_wrong_volume_and_most_are_read(readings) -> None:
     """A volume is either the one a person reads (to half a division of the finest dial) or not
-    given, with the reason. Measured 2026-12-03: 6 of 10 read, 0 wrong; the 4 others are the
-    CRI meter's wedge-pointer dials below the dial model's threshold (3) and the ZR wheel that
-    carries half a digit late (zr-paulianttila-2024, the layout would need `layout teach`)."""
+    given, with the reason. Measured 2026-12-03: 8 of 10 read, 0 wrong (6 before the pointer
+    geometry could confirm a torn dial reading: the CRI meter's wedge pointers). The 2 others:
+    cri-2020-06-19, whose two highest wheels lie under a reflection (the digit model reads them
+    readably as 2.65 and 2.74; the carry check refuses the register: "digit 3 ambiguous"), and
+    zr-paulianttila-2024, whose last wheel carries half a digit late (`layout teach` learns that)."""
     read = 0
     for name, (hand, reading, _) in readings.items():
         if not reading.ok:
@@ -71,7 +73,7 @@ def test_no_real_photo_gives_a_wrong_volume_and_most_are_read(readings) -> None:
         read += 1
         assert hand["volume_l"] is not None, f"{name}: read {reading.volume_l} L, a person cannot read it"
         assert abs(reading.volume_l - hand["volume_l"]) <= VOLUME_TOLERANCE_L, (name, reading.volume_l)
-    assert read >= 6
+    assert read >= 8
 
 
 def test_every_element_a_person_can_read_is_read_near_the_hand_value_when_readable(readings) -> None:
