@@ -31,17 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from meterbench.models._calibrate import ABSTAIN_SHARE, HIT_TOLERANCE, MAX_WRONG_READABLE, fit_abstention  # noqa: E402
 from meterbench.models._metrics import abstain_metrics, expected_calibration_error  # noqa: E402
 from meterbench.models._runtime import (  # noqa: E402
+    CONFIRM_AGREEMENT,
     DEFAULT_INPUT,
     GEOMETRY_TOLERANCE,
     Abstention,
     circular_distance,
     combine_members,
+    confirmed_torn,
     crop_contrast,
     decode_logits,
     members_disagree,
     preprocess_crops,
 )
-from meterbench.models.dial_geometry import DialGeometry, disagrees, read_dial_geometry  # noqa: E402
+from meterbench.models.dial_geometry import DialGeometry, confirms, disagrees, read_dial_geometry  # noqa: E402
 from meterbench.models.training.negatives import negative_crops  # noqa: E402
 from meterbench.models.training.train import DATA_DIR, DATA_ROOT, load_crops, predict_logits, train_model  # noqa: E402
 
@@ -202,7 +204,9 @@ def _readings(
 ) -> tuple:
     """value, confidence, readable of one rule (with the dial geometry's and the ensemble members' veto
     when given)."""
-    value, confidence, _, _, readable, _ = decode_logits(logits, params, contrast)
+    value, confidence, _, _, readable, reason = decode_logits(logits, params, contrast)
+    if geometry is not None:  # as DialReader.read: confirmed torn readings, then the vetoes
+        readable = readable | confirmed_torn(reason, confidence, confirms(value, geometry, CONFIRM_AGREEMENT))
     readable = readable & ~members_disagree(members, value, params)[0]
     if geometry is not None:
         readable = readable & ~disagrees(value, geometry, GEOMETRY_TOLERANCE)

@@ -300,6 +300,13 @@ def decode_logits(
     return value, confidence, probs.astype(np.float32), reject, readable, tuple(reasons)
 
 
+def confirmed_torn(reason: Sequence[str], confidence: np.ndarray, confirms: np.ndarray) -> np.ndarray:
+    """(N,) bool: crops unreadable only because the model is torn (`decode_logits`' reason), with a
+    confidence of at least CONFIRM_MIN_CONFIDENCE, that an independent reader `confirms`."""
+    torn_only = np.array([r.startswith(UNSURE_REASON) for r in reason], bool)
+    return torn_only & np.asarray(confirms, bool) & (np.asarray(confidence) >= CONFIRM_MIN_CONFIDENCE)
+
+
 def combine_members(member_logits: np.ndarray) -> np.ndarray:
     """(N, M, K) logits of M ensemble members -> (N, K) combined logits: the mean of the members'
     log-probabilities (the same combination the exported ensemble graph computes)."""
@@ -425,8 +432,7 @@ class _WheelModel:
             all_logits, self.abstention, crop_contrast(crops)
         )
         contradicts, contradiction, confirms = self.second_opinion(crops, value)
-        torn_only = np.array([r.startswith(UNSURE_REASON) for r in reason], bool)
-        confirmed = torn_only & confirms & (confidence >= CONFIRM_MIN_CONFIDENCE)
+        confirmed = confirmed_torn(reason, confidence, confirms)
         readable = readable | confirmed
         reason = tuple("" if c else r for r, c in zip(reason, confirmed, strict=True))
         for disagree, why in (members_disagree(members, value, self.abstention), (contradicts, contradiction)):
@@ -491,14 +497,12 @@ class DialReader(_WheelModel):
     def second_opinion(
         self, crops: Sequence[np.ndarray], value: np.ndarray
     ) -> tuple[np.ndarray, list[str], np.ndarray]:
-        from meterbench.models.dial_geometry import disagrees, read_dial_geometry
+        from meterbench.models.dial_geometry import confirms, disagrees, read_dial_geometry
 
         geometry = read_dial_geometry(crops)
         disagree = disagrees(value, geometry, self.geometry_tolerance)
         why = [f"second opinion disagrees (pointer geometry reads {v:.1f})" for v in geometry.value]
-        agrees = circular_distance(value, geometry.value) <= CONFIRM_AGREEMENT
-        confirms = geometry.has_axis & geometry.tip_sure & agrees
-        return disagree, why, confirms
+        return disagree, why, confirms(value, geometry, CONFIRM_AGREEMENT)
 
 
 @dataclass(frozen=True)

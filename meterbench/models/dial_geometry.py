@@ -137,3 +137,9 @@ def disagrees(cnn_value: np.ndarray, geometry: DialGeometry, tolerance: float) -
     to_tail = circular_distance(cnn_value, np.mod(geometry.value + 5.0, 10.0))
     off = np.where(geometry.tip_sure, to_tip, np.minimum(to_tip, to_tail))
     return geometry.has_axis & (off > tolerance)
+
+
+def confirms(cnn_value: np.ndarray, geometry: DialGeometry, agreement: float) -> np.ndarray:
+    """True where the geometric reading is sure of the tip and within `agreement` (0..10 units) of the
+    CNN's: two independent readers agree, enough to read a crop the CNN alone is torn about."""
+    return geometry.has_axis & geometry.tip_sure & (circular_distance(cnn_value, geometry.value) <= agreement)
