@@ -95,7 +95,18 @@ def _cmd_read(args: argparse.Namespace) -> int:
 
     layout = RegisterLayout.load(args.layout)  # ConfigError naming the file and field
     dial_reader = DialReader() if any(e.kind == "dial" for e in layout.elements) else None
-    for record in read_image_files(args.images, layout, DigitReader(), dial_reader):
+    overlay_dir = None
+    if args.overlay:
+        stems = [Path(p).stem for p in args.images]
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        if twice:
+            raise ConfigError(f"--overlay: expected photos with distinct names, got {twice[0]!r} twice")
+        overlay_dir = Path(args.overlay)
+        try:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--overlay: {overlay_dir}: cannot be created: {exc.strerror or exc}") from None
+    for record in read_image_files(args.images, layout, DigitReader(), dial_reader, overlay_dir):
         if args.json:
             print(json.dumps(record, allow_nan=False))
         else:
@@ -596,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help='one JSON object per photo: {"path", "ok", "volume_l", "reason", "elements"}',
+    )
+    p.add_argument(
+        "--overlay",
+        metavar="DIR",
+        help="also draw each photo with its elements and readings into DIR/<photo>-read.png (green readable, "
+        "orange not): to check a layout fixed by hand",
     )
 
     p = command("run", _cmd_run, "verify a recorded session: report.json + report.html")

@@ -269,6 +269,43 @@ def test_read_prints_per_photo_the_volume_and_each_element_with_either_kind_of_l
         assert all(e["value"] is None and not e["readable"] for e in broken["elements"])
 
 
+def test_read_overlay_draws_each_photo_with_its_readings_and_refuses_clashing_names(tmp_path):
+    """A real photo read with its hand-checked layout: the overlay is the photo with each element
+    outlined (green: readable) where the alignment put it; two photos of one name are refused."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from tests.vision.test_real_photos import PHOTOS, hand_layout
+
+    name = "zr-2019-12-17.jpg"
+    photo = json.loads((PHOTOS / "boxes.json").read_text())["photos"][name]
+    layout = hand_layout(name, photo)
+    shutil.copyfile(PHOTOS / name, tmp_path / name)
+    (tmp_path / "layout.json").write_text(json.dumps(layout.to_dict()))
+    layout_file, overlay = str(tmp_path / "layout.json"), str(tmp_path / "ov")
+    done = meterbench("read", str(tmp_path / name), "--layout", layout_file, "--overlay", overlay)
+    assert done.returncode == 0, done.stderr
+    assert abs(float(done.stdout.split("\t")[1]) - 422064.75) <= 0.05  # the hand reading (readings.json)
+    drawn, image = cv2.imread(str(tmp_path / "ov" / "zr-2019-12-17-read.png")), cv2.imread(str(PHOTOS / name))
+    assert drawn.shape == image.shape
+    changed = np.any(drawn != image, axis=2)
+    green = (drawn[:, :, 1] >= 180) & (drawn[:, :, 0] < 60) & (drawn[:, :, 2] < 60)
+    for element in layout.elements:  # every element's outline is drawn green, on its box edge
+        x, y, w, h = (int(round(v)) for v in element.box_px)
+        band = green[max(y - 8, 0) : y + h + 8, max(x - 8, 0) : x + w + 8]
+        assert band.sum() > w, element.name
+    assert changed[:30, :200].any()  # the volume on top
+    other = tmp_path / "b"
+    other.mkdir()
+    shutil.copyfile(PHOTOS / name, other / name)
+    clash = meterbench("read", str(tmp_path / name), str(other / name), "--layout", layout_file, "--overlay", overlay)
+    assert clash.returncode == 2
+    expected = "meterbench read: --overlay: expected photos with distinct names, got 'zr-2019-12-17' twice"
+    assert clash.stderr.strip() == expected
+
+
 def test_read_refuses_a_layout_with_markers_and_reference_naming_file_and_field(tmp_path):
     aruco, marker_free, _ = _register_photos(tmp_path)
     both = json.loads(aruco.read_text()) | {"reference": {"image": "reference.png"}}

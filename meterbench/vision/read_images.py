@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from meterbench.errors import OutputError
 from meterbench.vision.layout import RegisterLayout
 from meterbench.vision.register import CropReader, RegisterReader, RegisterReading
 
-__all__ = ["read_image_files", "reading_record"]
+__all__ = ["draw_reading", "read_image_files", "reading_record"]
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # a photo, not a scan
 
@@ -76,13 +77,50 @@ def _load(path: Path) -> tuple[np.ndarray | None, str]:
     return image, ""
 
 
+def draw_reading(image: np.ndarray, reading: RegisterReading, reader: RegisterReader) -> np.ndarray:
+    """The photo with each element's crop outlined where the alignment put it and labelled with
+    its reading: green readable, orange not (value '?' when not read); the volume (L) or the
+    reason on top.  For checking a layout fixed by hand at a glance, and why a photo is refused."""
+    import cv2
+
+    out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    scale = max(out.shape[0] / 600.0, 0.5)
+    thick = max(1, int(round(scale)))
+
+    def text(label: str, org: tuple[int, int], colour: tuple[int, int, int], size: float) -> None:
+        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, size * scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, size * scale, colour, thick, cv2.LINE_AA)
+
+    readable = reading.element_readable
+    for e, (element, corners) in enumerate(zip(reader.layout.elements, reader.frame_corners(reading), strict=True)):
+        if corners is None:
+            continue
+        value = float(reading.element_values[e])
+        good = readable is not None and bool(readable[e]) and math.isfinite(value)
+        colour = (0, 200, 0) if good else (0, 140, 255)
+        polygon = np.round(np.asarray(corners)).astype(np.int32)
+        cv2.polylines(out, [polygon], True, colour, thick, cv2.LINE_AA)
+        label = f"{element.name} {value:.2f}" if math.isfinite(value) else f"{element.name} ?"
+        left, top, bottom = polygon[:, 0].min(), polygon[:, 1].min(), polygon[:, 1].max()
+        y = bottom + 12 * scale if e % 2 == 0 else top - 4 * scale  # neighbouring wheels: below, above
+        text(label if good else label + " (unreadable)", (int(left), int(y)), colour, 0.35)
+    headline = f"{reading.volume_l:.4f} L" if reading.ok else f"not read: {reading.reason}"
+    text(headline[:110], (6, int(16 * scale)), (255, 255, 255) if reading.ok else (0, 140, 255), 0.45)
+    return out
+
+
 def read_image_files(
     paths: Sequence[str | Path],
     layout: RegisterLayout,
     digit_reader: CropReader,
     dial_reader: CropReader | None,
+    overlay_dir: Path | None = None,
 ) -> list[dict]:
-    """One `reading_record` per photo, in order (a photo that cannot be read: ok False, reason)."""
+    """One `reading_record` per photo, in order (a photo that cannot be read: ok False, reason).
+    With `overlay_dir`, each decoded photo is also drawn there (`draw_reading`) as
+    `<photo stem>-read.png`."""
+    import cv2
+
     reader = RegisterReader(layout, digit_reader, dial_reader)
     records = []
     for path in paths:
@@ -90,5 +128,10 @@ def read_image_files(
         if image is None:
             records.append(_unread(str(path), f"{path}: {problem}", layout))
             continue
-        records.append(reading_record(str(path), reader.read_frame(image), layout))
+        reading = reader.read_frame(image)
+        records.append(reading_record(str(path), reading, layout))
+        if overlay_dir is not None:
+            target = Path(overlay_dir) / f"{Path(path).stem}-read.png"
+            if not cv2.imwrite(str(target), draw_reading(image, reading, reader)):
+                raise OutputError(f"{target}: could not write the overlay image")
     return records

@@ -226,6 +226,21 @@ class RegisterReader:
             e.name: alignment.warp_box(frame, box) for e, box in zip(self.layout.elements, self.crop_boxes, strict=True)
         }
 
+    def frame_corners(self, reading: RegisterReading) -> list[list[list[float]] | None]:
+        """Per element, the 4 corners (x, y) of its crop in the frame's px as `reading`'s alignment
+        put them (None for all when the frame was not aligned): what the live page and
+        `meterbench read --overlay` draw."""
+        alignment = reading.alignment
+        if not alignment:
+            return [None] * len(self.layout.elements)
+        import cv2
+
+        boxes = []
+        for x, y, w, h in self.crop_boxes:
+            boxes.extend([(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
+        points = cv2.perspectiveTransform(np.asarray(boxes, np.float64).reshape(-1, 1, 2), alignment.camera_from_plate)
+        return points.reshape(-1, 4, 2).tolist()
+
     # -- internals -------------------------------------------------------
     def _check_finest(self, finest_element: int | None) -> int:
         n_el = len(self.layout.elements)

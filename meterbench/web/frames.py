@@ -46,15 +46,7 @@ def refusal_key(reason: str) -> str:
 def reading_summary(reading: Any, reader: Any) -> dict[str, Any]:
     """What the page shows of one RegisterReading: elements (boxes in full-frame px), alignment, volume (L)."""
     alignment = getattr(reading, "alignment", None)
-    corners: list[Any] = [None] * len(reader.layout.elements)
-    if alignment:
-        import cv2
-
-        boxes = []
-        for x, y, w, h in reader.crop_boxes:
-            boxes.extend([(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
-        points = cv2.perspectiveTransform(np.asarray(boxes, np.float64).reshape(-1, 1, 2), alignment.camera_from_plate)
-        corners = points.reshape(-1, 4, 2).tolist()
+    corners = reader.frame_corners(reading)
     elements = []
     readable = reading.element_readable
     for e, element in enumerate(reader.layout.elements):
