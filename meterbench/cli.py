@@ -195,10 +195,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     check_report_folder(Path(args.out), Path(args.session))  # before the work: never overwrite, never fail late
     check = _lab_check(args)
-    report = run_session(Path(args.session), Path(args.out), progress=terminal_progress("run", "meter"), check=check)
+    report = run_session(
+        Path(args.session),
+        Path(args.out),
+        _reading_options(args),
+        progress=terminal_progress("run", "meter"),
+        check=check,
+    )
     print(f"{report['session']}: {report['verdict']} -> {Path(args.out) / 'report.json'}")
     _print_summary(report)
     return 0
+
+
+def _reading_options(args: argparse.Namespace):
+    """The water-meter reading options `run` / `batch` were given (None: the defaults)."""
+    if not getattr(args, "count_unread_turns", False):
+        return None
+    from meterbench.verify.water_meter import ReadingOptions
+
+    return ReadingOptions(count_unread_turns=True)
+
+
+def _add_reading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--count-unread-turns",
+        action="store_true",
+        help="water meters: where an element is never read (a reflection) but carries during a point, count its "
+        "advance from the turnovers of the elements below instead of leaving the point inconclusive; assumes its "
+        "carry / gear train is sound, and report.json says so per point (default: inconclusive)",
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -288,6 +313,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         Path(args.out),
         jobs=args.jobs or 1,
         compare=Path(args.compare) if args.compare else None,
+        options=_reading_options(args),
         progress=_batch_progress(args.db, Path(args.out)),
         timeout_s=args.timeout,
         cluster=args.cluster,
@@ -616,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("run", _cmd_run, "verify a recorded session: report.json + report.html")
+    _add_reading_options(p)
     p.add_argument("session", metavar="SESSION", help="recorded session folder (holds session.json)")
     p.add_argument(
         "--out",
@@ -670,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     from meterbench.batch import CLUSTER_CONNECT_TIMEOUT_S, DEFAULT_SESSION_TIMEOUT_S
 
     p = command("batch", _cmd_batch, "re-verify many recorded sessions")
+    _add_reading_options(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="session folders, or folders to search for them")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for one report folder per session and summary")
     p.add_argument("--jobs", type=_positive_int, help="sessions verified in parallel (local processes; default 1)")

@@ -211,6 +211,18 @@ def test_every_command_and_argument_has_a_help_line_and_shows_its_default():
     assert "(default: None)" not in parser.format_help() + "".join(c.format_help() for c in commands.values())
 
 
+def test_run_and_batch_pass_count_unread_turns_as_a_reading_option_and_default_to_inconclusive():
+    from meterbench.cli import _reading_options, build_parser
+    from meterbench.verify.water_meter import ReadingOptions
+
+    parser = build_parser()
+    for command in ("run", "batch"):
+        given = parser.parse_args([command, "s", "--out", "o", "--count-unread-turns"])
+        assert _reading_options(given) == ReadingOptions(count_unread_turns=True)
+        assert _reading_options(parser.parse_args([command, "s", "--out", "o"])) is None  # the defaults
+    assert ReadingOptions().count_unread_turns is False
+
+
 def test_help_of_run_shows_the_defaults_on_the_real_command_line():
     done = meterbench("simulate", "--help")
     assert done.returncode == 0

@@ -268,6 +268,9 @@ class Completion:
     modulus_l (enough for stop − start while the unread elements do not move);
     unread_carries: the unread elements moved during the frames (the elements
     below turned over) and no frame read them: the volume needs them;
+    turns_counted: with `count_unread_turns`, how many turnovers of modulus_l the
+    kept frames span while the elements above were never read (their advance was
+    inferred from the elements below, 0 when not);
     reason says what made frames unusable ("" when none).
     """
 
@@ -279,6 +282,7 @@ class Completion:
     unread_carries: bool = False
     reason: str = ""
     n_whole: int = 0  # frames read whole among those used
+    turns_counted: int = 0
 
 
 def complete_partial_readings(
@@ -370,6 +374,7 @@ def complete_partial_readings(
     corrected = 0
     offset_known = True
     unread_carries = False
+    turns_counted = 0
     has_votes = [int(np.isfinite(whole[order[stretch == s]]).sum()) >= min_votes for s in range(len(tails))]
     relative_stretch = -1  # without any frame read whole: the largest stretch, relative volumes
     if not any(has_votes):
@@ -408,6 +413,7 @@ def complete_partial_readings(
                     reason=f"the elements above {common:g} L per turn were never read and turn over during the frames",
                 )
             offset, offset_known, relative_frames = 0.0, False, frames
+            turns_counted = int(np.ptp(turns[members]))
         else:
             reasons.append(f"{span}: no frame read the whole register and they cannot be chained to frames that did")
             out[frames] = np.nan
@@ -427,4 +433,5 @@ def complete_partial_readings(
         offset_known=offset_known,
         unread_carries=unread_carries,
         reason="; ".join(reasons),
+        turns_counted=turns_counted,
     )

@@ -537,6 +537,13 @@ def _completion_details(completion: Completion | None) -> dict:
     }
     if not completion.offset_known:
         details["register_offset_unknown_l"] = completion.modulus_l  # start/stop known modulo this
+    if completion.turns_counted:  # ReadingOptions.count_unread_turns: an assumption the report must show
+        details["unread_turns_counted"] = {
+            "turns": completion.turns_counted,
+            "litres_per_turn": completion.modulus_l,
+            "assumption": "the elements above were never read; their advance during the point was counted "
+            "from the turnovers of the elements below (assumes their carry / gear train is sound)",
+        }
     return details
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from meterbench.session.reader import load_session
-from meterbench.verify.water_meter import evaluate_water_meter_session
+from meterbench.verify.water_meter import ReadingOptions, evaluate_water_meter_session
 from meterbench.vision import RegisterLayout, RegisterReader
 from meterbench.vision.align import MarkerAligner
 from meterbench.vision.register import RegisterReading
@@ -71,7 +71,7 @@ def models():
     return DigitReader(), DialReader()
 
 
-def _verify(meter: str, element: str, models) -> tuple[dict, dict]:
+def _verify(meter: str, element: str, models, options: ReadingOptions | None = None) -> tuple[dict, dict]:
     """Points of `meter` (by name) with `element` glared, and the truth of its points."""
     session = load_session(SAMPLE)
 
@@ -79,7 +79,7 @@ def _verify(meter: str, element: str, models) -> tuple[dict, dict]:
         layout = RegisterLayout.from_dict(instrument["register"])
         return GlaredReader(layout, models, element) if instrument["id"] == meter else ReadsNothing(layout)
 
-    results = evaluate_water_meter_session(session, reader_for)
+    results = evaluate_water_meter_session(session, reader_for, options)
     points = {p.name: p for r in results if r.id == meter for p in r.points}
     truth = json.loads((SAMPLE / "truth.json").read_text())
     true = {p["name"]: p for i in truth["instruments"] if i["id"] == meter for p in i["points"]}
@@ -107,3 +107,19 @@ def test_a_glared_wheel_that_carries_during_the_point_makes_it_inconclusive(mode
     for name in ("Q2", "Q1"):
         assert points[name].verdict == true[name]["true_verdict"], (name, points[name].reason)
         assert abs(points[name].error_pct - true[name]["true_error_pct"]) <= ERROR_TOLERANCE_PCT[name], name
+
+
+@pytest.mark.slow
+def test_counting_the_unread_turns_decides_that_point_and_says_it_assumed_the_carry(models) -> None:
+    """The same glared carry with ReadingOptions(count_unread_turns=True) (`run --count-unread-turns`):
+    Q3 is decided from the turnover of the wheels below, near the truth, and report.json says that
+    the never-read wheel's advance was counted, not read."""
+    points, true = _verify("M1", "m3x1", models, ReadingOptions(count_unread_turns=True))
+    q3 = points["Q3"]
+    assert q3.verdict == true["Q3"]["true_verdict"], q3.reason
+    assert abs(q3.error_pct - true["Q3"]["true_error_pct"]) <= ERROR_TOLERANCE_PCT["Q3"]
+    counted = q3.details["unread_turns_counted"]
+    assert counted["turns"] == 1 and counted["litres_per_turn"] == 1000.0  # 66 -> 67 m3: the 0.1 m3 wheel's turn
+    assert "assumes their carry / gear train is sound" in counted["assumption"]
+    for name in ("Q2", "Q1"):  # no unread turn there: nothing assumed
+        assert "unread_turns_counted" not in points[name].details
