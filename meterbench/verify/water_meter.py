@@ -750,8 +750,18 @@ def _measure_point(
             "readings_rejected": start.n_rejected + stop.n_rejected + track_check.n_outliers,
             "uncertainty_budget": budget.as_dict(),
         },
-        notes=[temperature.note] if temperature.assumed else [],
+        notes=([temperature.note] if temperature.assumed else []) + _counted_turns_note(readings.completion),
     )
+
+
+def _counted_turns_note(completion: Completion | None) -> list[str]:
+    """The warning a point decided with `count_unread_turns` carries (report.html, summary)."""
+    if completion is None or not completion.turns_counted:
+        return []
+    return [
+        f"register elements above {completion.modulus_l:g} L per turn never read: their advance was counted from "
+        "the turnovers below (--count-unread-turns: assumes their carry / gear train is sound)"
+    ]
 
 
 def _evaluate_meter(

@@ -121,5 +121,9 @@ def test_counting_the_unread_turns_decides_that_point_and_says_it_assumed_the_ca
     counted = q3.details["unread_turns_counted"]
     assert counted["turns"] == 1 and counted["litres_per_turn"] == 1000.0  # 66 -> 67 m3: the 0.1 m3 wheel's turn
     assert "assumes their carry / gear train is sound" in counted["assumption"]
+    assert q3.notes == (
+        "register elements above 1000 L per turn never read: their advance was counted from the turnovers "
+        "below (--count-unread-turns: assumes their carry / gear train is sound)",
+    )  # an instrument warning: report.html and the terminal summary show it
     for name in ("Q2", "Q1"):  # no unread turn there: nothing assumed
-        assert "unread_turns_counted" not in points[name].details
+        assert "unread_turns_counted" not in points[name].details and not points[name].notes
