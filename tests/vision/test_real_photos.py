@@ -86,4 +86,4 @@ def test_every_element_a_person_can_read_is_read_near_the_hand_value_when_readab
                 continue
             checked += 1
             assert circular_gap(float(value), true) <= VALUE_TOLERANCE[element.kind], (name, element.name, value)
-    assert checked >= 80  # of the 88 elements a person can read
+    assert checked >= 85  # of the 88 elements a person can read (88 readable on 2026-12-03)
