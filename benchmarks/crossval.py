@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meterbench.models._calibrate import ABSTAIN_SHARE, HIT_TOLERANCE, MAX_WRONG_READABLE, fit_abstention  # noqa: E402
 from meterbench.models._metrics import abstain_metrics, expected_calibration_error  # noqa: E402
+from meterbench.models._ocr import ocr_disagrees  # noqa: E402
 from meterbench.models._runtime import (  # noqa: E402
     CONFIRM_AGREEMENT,
     DEFAULT_INPUT,
@@ -165,6 +166,11 @@ def run_folds(args: argparse.Namespace) -> tuple[list[dict], dict]:
     if kind == "dial":
         table["geometry"] = read_dial_geometry(originals)
         table["negative_geometry"] = read_dial_geometry(negatives)
+    if kind == "digit" and args.ocr:  # the PP-OCRv4 recogniser's digit probabilities (DigitReader(ocr=True))
+        from meterbench.models._ocr import OcrDigits
+
+        ocr = OcrDigits()
+        table["ocr"], table["negative_ocr"] = ocr.digit_probs(originals), ocr.digit_probs(negatives)
     return results, table
 
 
@@ -201,15 +207,18 @@ def _readings(
     contrast: np.ndarray,
     geometry: DialGeometry | None,
     members: np.ndarray | None = None,
+    ocr_probs: np.ndarray | None = None,
 ) -> tuple:
-    """value, confidence, readable of one rule (with the dial geometry's and the ensemble members' veto
-    when given)."""
+    """value, confidence, readable of one rule (with the dial geometry's, the ensemble members' and the
+    OCR's veto when given)."""
     value, confidence, _, _, readable, reason = decode_logits(logits, params, contrast)
     if geometry is not None:  # as DialReader.read: confirmed torn readings, then the vetoes
         readable = readable | confirmed_torn(reason, confidence, confirms(value, geometry, CONFIRM_AGREEMENT))
     readable = readable & ~members_disagree(members, value, params)[0]
     if geometry is not None:
         readable = readable & ~disagrees(value, geometry, GEOMETRY_TOLERANCE)
+    if ocr_probs is not None:
+        readable = readable & ~ocr_disagrees(value, ocr_probs)
     return value, confidence, readable
 
 
@@ -261,17 +270,23 @@ def evaluate(results: list[dict], table: dict, kind: str) -> dict:
     the fitted rules of _fitted_rules (with the reject class) and, for dials, each with the geometry."""
     fitted = _fitted_rules(results, table, kind)
     rules = ["old", *fitted] + ([f"{r}+geometry" for r in fitted] if "geometry" in table else [])
+    rules += [f"{r}+ocr" for r in fitted] if "ocr" in table else []
     n = len(table["tenths"])
     out = {rule: {"value": np.zeros(n), "confidence": np.zeros(n), "readable": np.zeros(n, bool)} for rule in rules}
     negative_readable = {rule: [] for rule in rules}
     for k, fold in enumerate(results):
         for rule in rules:
-            params = OLD_RULE if rule == "old" else fitted[rule.removesuffix("+geometry")][k]
-            use_geometry = rule.endswith("geometry")
+            params = OLD_RULE if rule == "old" else fitted[rule.removesuffix("+geometry").removesuffix("+ocr")][k]
+            use_geometry, use_ocr = rule.endswith("geometry"), rule.endswith("+ocr")
             geometry = _geometry(table, "geometry", fold["test"]) if use_geometry else None
             members = fold.get("test_logits_members") if rule != "old" else None
             value, confidence, readable = _readings(
-                fold["test_logits"], params, table["contrast"][fold["test"]], geometry, members
+                fold["test_logits"],
+                params,
+                table["contrast"][fold["test"]],
+                geometry,
+                members,
+                table["ocr"][fold["test"]] if use_ocr else None,
             )
             out[rule]["value"][fold["test"]] = value
             out[rule]["confidence"][fold["test"]] = confidence
@@ -284,6 +299,7 @@ def evaluate(results: list[dict], table: dict, kind: str) -> dict:
                     table["negative_contrast"],
                     negative_geometry,
                     fold.get("negative_logits_members") if rule != "old" else None,
+                    table["negative_ocr"] if use_ocr else None,
                 )[2]
             )
     groups = table["groups"]
@@ -375,6 +391,11 @@ def main() -> int:
         help="caches of the same recipe with other seeds: read the folds by the ensemble of the models",
     )
     parser.add_argument("--show", help="the rule of the per-group table (default: the last)")
+    parser.add_argument(
+        "--ocr",
+        action="store_true",
+        help="digits: also each fitted rule with the PP-OCRv4 second opinion's veto (rapidocr-onnxruntime --no-deps)",
+    )
     args = parser.parse_args()
     args.folds = args.folds or (5 if args.kind == "digit" else 4)
     if args.synthetic is None:
