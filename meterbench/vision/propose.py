@@ -1090,7 +1090,8 @@ def _clip_to_photo(wheel: ProposedElement, size: tuple[int, int]) -> ProposedEle
     x, y, bw, bh = wheel.box_px
     mx, my = _readable_margin_px(wheel.kind, wheel.box_px)
     x0, y0 = max(x, mx), max(y, my)
-    x1, y1 = min(x + bw, size[0] - mx), min(y + bh, size[1] - my)
+    x0, y0 = min(x0, size[0] - mx - 1.0), min(y0, size[1] - my - 1.0)  # a box wholly beyond: 1 px at the edge
+    x1, y1 = max(min(x + bw, size[0] - mx), x0 + 1.0), max(min(y + bh, size[1] - my), y0 + 1.0)
     return replace(wheel, box_px=(x0, y0, x1 - x0, y1 - y0), unsure=(*wheel.unsure, "box cut at the photo's edge"))
 
 

@@ -139,6 +139,9 @@ def test_a_wheel_box_running_off_the_photo_is_cut_at_its_edge_and_marked_unsure(
     cx, cy, cw, ch = element_crop_box(element)
     assert cy - 0.5 >= 2.0 - 1e-9  # the aligner's clearance, pixel-centre corners
     assert propose._clip_to_photo(cut, (800, 600)) == cut  # inside now: unchanged
+    beyond = propose._clip_to_photo(replace(wheel, box_px=(820.0, 10.0, 40.0, 60.0)), (800, 600))
+    bx, by, bw, bh = beyond.box_px  # wholly off the photo: a sliver at its edge, still a valid (unsure) box
+    assert bw >= 1.0 and bh == 60.0 and bx >= 0 and bx + bw <= 800 and "box cut at the photo's edge" in beyond.unsure
 
 
 def test_litres_given_on_the_command_line_are_used_and_said_so() -> None:
