@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from meterbench.errors import ConfigError
-from meterbench.vision.align import DEFAULT_DIAL_MARGIN, DEFAULT_WHEEL_MARGIN
+from meterbench.vision.align import element_crop_box
 from meterbench.vision.reference_align import EDGE_CLEARANCE_PX
 
 __all__ = [
@@ -1064,21 +1064,19 @@ def _name(step_l: float) -> str:
     return f"m3x{step_l / 1000:g}" if step_l >= 1000 else f"Lx{step_l:g}"
 
 
-def _readable_margin_px(kind: str, box: tuple[float, float, float, float]) -> tuple[float, float]:
-    """(x, y) px an element's box must keep from the photo's edge so that the reader's crop (the box
-    plus its margin) lies inside it with the aligner's clearance."""
-    x, y, bw, bh = box
+def _readable_margin_px(element: ProposedElement) -> tuple[float, float]:
+    """(x, y) px an element's box must keep from the photo's edge so that the reader's crop
+    (`element_crop_box`: the box plus its margin) lies inside it with the aligner's clearance."""
+    x, y, _, _ = element.box_px
+    crop_x, crop_y, _, _ = element_crop_box(element)  # type: ignore[arg-type]  # same fields as a RegisterElement
     slack = EDGE_CLEARANCE_PX + 0.5  # crop corners use the pixel-centre convention
-    if kind == "dial":
-        grow = DEFAULT_DIAL_MARGIN * bw / 2
-        return grow + slack, grow + slack
-    return DEFAULT_WHEEL_MARGIN * bw + slack, DEFAULT_WHEEL_MARGIN * bh + slack
+    return x - crop_x + slack, y - crop_y + slack
 
 
 def _inside_photo(element: ProposedElement, size: tuple[int, int]) -> bool:
     """Whether the reader can crop `element` from the photo (box plus margin inside it)."""
     x, y, bw, bh = element.box_px
-    mx, my = _readable_margin_px(element.kind, element.box_px)
+    mx, my = _readable_margin_px(element)
     return x >= mx and y >= my and x + bw <= size[0] - mx and y + bh <= size[1] - my
 
 
@@ -1088,7 +1086,7 @@ def _clip_to_photo(wheel: ProposedElement, size: tuple[int, int]) -> ProposedEle
     if _inside_photo(wheel, size):
         return wheel
     x, y, bw, bh = wheel.box_px
-    mx, my = _readable_margin_px(wheel.kind, wheel.box_px)
+    mx, my = _readable_margin_px(wheel)
     x0, y0 = max(x, mx), max(y, my)
     x0, y0 = min(x0, size[0] - mx - 1.0), min(y0, size[1] - my - 1.0)  # a box wholly beyond: 1 px at the edge
     x1, y1 = max(min(x + bw, size[0] - mx), x0 + 1.0), max(min(y + bh, size[1] - my), y0 + 1.0)
