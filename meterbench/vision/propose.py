@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from meterbench.errors import ConfigError
+from meterbench.vision._draw import outlined_text, overlay_scale
 from meterbench.vision.align import element_crop_box
 from meterbench.vision.reference_align import EDGE_CLEARANCE_PX
 
@@ -1198,8 +1199,7 @@ def propose_layout(
 def draw_overlay(image: np.ndarray, proposal: LayoutProposal) -> np.ndarray:
     """The photo with every proposed element outlined and named: green sure, orange unsure ('?')."""
     out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    scale = max(out.shape[0] / 600.0, 0.5)
-    thick = max(1, int(round(scale)))
+    scale, thick = overlay_scale(out)
     for name, e in zip(proposal.names, proposal.elements, strict=True):
         colour = (0, 140, 255) if e.unsure else (0, 200, 0)
         x, y, w, h = e.box_px
@@ -1211,12 +1211,10 @@ def draw_overlay(image: np.ndarray, proposal: LayoutProposal) -> np.ndarray:
             cv2.rectangle(out, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), colour, thick)
         label = f"{name} {e.colour[0]}" + (" ?" if e.unsure else "")
         org = (int(round(x)), int(round(y + h + 12 * scale)))
-        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, colour, thick, cv2.LINE_AA)
+        outlined_text(out, label, org, colour, 0.35 * scale, thick)
     n_unsure = sum(1 for e in proposal.elements if e.unsure)
     legend = f"proposed: {len(proposal.elements)} elements, {n_unsure} unsure (orange, ?): check before use"
-    cv2.putText(out, legend, (6, int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (0, 0, 0), thick + 2)
-    cv2.putText(out, legend, (6, int(16 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 255, 255), thick)
+    outlined_text(out, legend, (6, int(16 * scale)), (255, 255, 255), 0.4 * scale, thick, cv2.LINE_8)
     return out
 
 

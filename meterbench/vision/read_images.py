@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from meterbench.errors import OutputError
+from meterbench.vision._draw import outlined_text, overlay_scale
 from meterbench.vision.layout import RegisterLayout
 from meterbench.vision.register import CropReader, RegisterReader, RegisterReading
 
@@ -84,12 +85,7 @@ def draw_reading(image: np.ndarray, reading: RegisterReading, reader: RegisterRe
     import cv2
 
     out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    scale = max(out.shape[0] / 600.0, 0.5)
-    thick = max(1, int(round(scale)))
-
-    def text(label: str, org: tuple[int, int], colour: tuple[int, int, int], size: float) -> None:
-        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, size * scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, size * scale, colour, thick, cv2.LINE_AA)
+    scale, thick = overlay_scale(out)
 
     readable = reading.element_readable
     for e, (element, corners) in enumerate(zip(reader.layout.elements, reader.frame_corners(reading), strict=True)):
@@ -103,9 +99,11 @@ def draw_reading(image: np.ndarray, reading: RegisterReading, reader: RegisterRe
         label = f"{element.name} {value:.2f}" if math.isfinite(value) else f"{element.name} ?"
         left, top, bottom = polygon[:, 0].min(), polygon[:, 1].min(), polygon[:, 1].max()
         y = bottom + 12 * scale if e % 2 == 0 else top - 4 * scale  # neighbouring wheels: below, above
-        text(label if good else label + " (unreadable)", (int(left), int(y)), colour, 0.35)
+        outlined_text(out, label if good else label + " (unreadable)", (int(left), int(y)), colour, 0.35 * scale, thick)
     headline = f"{reading.volume_l:.4f} L" if reading.ok else f"not read: {reading.reason}"
-    text(headline[:110], (6, int(16 * scale)), (255, 255, 255) if reading.ok else (0, 140, 255), 0.45)
+    outlined_text(
+        out, headline[:110], (6, int(16 * scale)), (255, 255, 255) if reading.ok else (0, 140, 255), 0.45 * scale, thick
+    )
     return out
 
 
