@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,28 @@ def test_synthetic_wheels_have_exact_labels_and_requested_size():
             image, tenths = render_wheel(strips, rng, (64, 40), frame_p)
             assert image.shape == (64, 40, 3) and image.dtype == np.uint8
             assert 0 <= tenths < 100
+
+
+def test_font_packages_give_at_most_eight_faces_each_spread_over_their_weights(tmp_path, monkeypatch):
+    """A package with 20 weights gives 8 of them (every 2-3rd in name order), one with a single
+    face gives it; symbol fonts are never drawn."""
+    pytest.importorskip("PIL")
+    from meterbench.models.training import synthetic
+
+    dejavu = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    if not dejavu.is_file():
+        pytest.skip("fonts-dejavu-core is not installed")
+    (tmp_path / "many").mkdir()
+    (tmp_path / "one").mkdir()
+    for k in range(20):
+        (tmp_path / "many" / f"Face{k:02d}.ttf").symlink_to(dejavu)
+    (tmp_path / "one" / "Only.ttf").symlink_to(dejavu)
+    (tmp_path / "one" / "StandardSymbolsPS.otf").symlink_to(dejavu)
+    monkeypatch.setattr(synthetic, "SYSTEM_FONT_DIRS", (tmp_path,))
+    drawn = [p for p in synthetic._font_files() if p.is_relative_to(tmp_path)]
+    assert [p.name for p in drawn] == [f"Face{k:02d}.ttf" for k in (0, 2, 5, 7, 10, 12, 15, 17)] + ["Only.ttf"]
+    inventory = synthetic.font_inventory()
+    assert (inventory[f"{tmp_path.name}/many"], inventory[f"{tmp_path.name}/one"]) == (8, 1)
 
 
 def test_balanced_epoch_flattens_the_tenth_digit_prior():

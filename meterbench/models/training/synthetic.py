@@ -22,7 +22,18 @@ import numpy as np
 
 PITCH_PX = 48  # distance between digit centres on a strip
 SYSTEM_FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
-_NOT_DIGIT_FONTS = ("D050000L", "StandardSymbols", "Symbol", "Dingbat", "Z003")  # no (legible) digits
+FONTS_PER_FAMILY = 8  # font files drawn per folder of SYSTEM_FONT_DIRS (one Debian font package each)
+_NOT_DIGIT_FONTS = (
+    "D050000L",
+    "StandardSymbols",
+    "Symbol",
+    "Dingbat",
+    "Z003",
+    "STIXIntegrals",
+    "STIXNonUnicode",
+    "STIXSize",
+)
+INK_SHARE = (0.04, 0.45)  # a strip's ink share between its outermost ink columns: hairline or boxed glyphs outside
 STRIP_DIGITS = [9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # index 1 is the '0' of value 0.0
 
 # (ink, paper) BGR pairs
@@ -64,39 +75,83 @@ def _hershey_strip(font: int, thickness: int, italic: bool) -> np.ndarray:
     return strip
 
 
-def _font_files() -> list[Path]:
-    """TrueType/OpenType font files with digits: the system font packages, then matplotlib's."""
-    files = [p for d in SYSTEM_FONT_DIRS if d.is_dir() for p in sorted(d.rglob("*")) if p.suffix in (".ttf", ".otf")]
+def _spread(items: list, most: int) -> list:
+    """At most `most` of `items`, evenly spread over the (sorted) list."""
+    if len(items) <= most:
+        return items
+    return [items[int(i * len(items) / most)] for i in range(most)]
+
+
+def _font_families() -> dict[str, list[Path]]:
+    """TrueType/OpenType font files with digits by family: up to FONTS_PER_FAMILY per font package
+    folder of SYSTEM_FONT_DIRS (so a package with 50 weights does not outweigh one with a single
+    face), then matplotlib's when it is installed."""
+    families: dict[str, list[Path]] = {}
+    for root in SYSTEM_FONT_DIRS:
+        for family in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            found = [p for p in sorted(family.rglob("*")) if p.suffix in (".ttf", ".otf")]
+            found = [p for p in found if not any(bad in p.name for bad in _NOT_DIGIT_FONTS)]
+            if found:
+                families[f"{root.name}/{family.name}"] = _spread(found, FONTS_PER_FAMILY)
     try:
         import matplotlib
 
         mpl_dir = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
         prefixes = ("DejaVuSans", "DejaVuSerif", "STIXGeneral", "cmr", "cmss", "cmtt")
-        files += [p for p in sorted(mpl_dir.glob("*.ttf")) if p.name.startswith(prefixes)]
+        families["matplotlib"] = [p for p in sorted(mpl_dir.glob("*.ttf")) if p.name.startswith(prefixes)]
     except ImportError:
         pass
-    return [p for p in files if not any(bad in p.name for bad in _NOT_DIGIT_FONTS)]
+    return families
+
+
+def _font_files() -> list[Path]:
+    return [path for files in _font_families().values() for path in files]
+
+
+def font_inventory() -> dict[str, int]:
+    """Font files drawn per family folder (Debian font package), for a model's sidecar: which fonts
+    a training run saw depends on the packages installed."""
+    return {family: len(files) for family, files in _font_families().items()}
+
+
+def _ink(font, digit: str, stroke: int) -> np.ndarray:
+    """The digit's ink (grey uint8) cropped to its bounding box; empty when the font draws none.
+    Measured on the pixels: some fonts' getbbox is the line box, the same for every digit."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (3 * font.size, 3 * font.size), 0)
+    ImageDraw.Draw(canvas).text(
+        (font.size, font.size // 2), digit, fill=255, font=font, stroke_width=stroke, stroke_fill=255
+    )
+    ink = np.asarray(canvas)
+    rows, columns = np.flatnonzero(ink.max(axis=1)), np.flatnonzero(ink.max(axis=0))
+    return ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1] if len(rows) else ink[:0, :0]
 
 
 def _truetype_strip(path: Path, height_share: float, stroke: int, condense: float) -> np.ndarray | None:
-    """One font's strip: digit height `height_share` of the pitch, `stroke` px bolder, width × `condense`."""
-    from PIL import Image, ImageDraw, ImageFont
+    """One font's strip: digit height `height_share` of the pitch, `stroke` px bolder, width × `condense`;
+    each digit's ink centred on its place."""
+    from PIL import ImageFont
 
-    font = ImageFont.truetype(str(path), 64)
-    box = font.getbbox("0")
-    if box[3] - box[1] <= 0 or font.getbbox("8") == font.getbbox("1"):
+    zero = _ink(ImageFont.truetype(str(path), 64), "0", 0)
+    if zero.shape[0] == 0:
         return None
-    font = ImageFont.truetype(str(path), max(8, int(64 * height_share * PITCH_PX / (box[3] - box[1]))))
-    widest = max(font.getbbox(str(d))[2] - font.getbbox(str(d))[0] for d in range(10))
-    width = int(widest * 1.3) + 8 + 2 * stroke
-    canvas = Image.new("L", (width, PITCH_PX * len(STRIP_DIGITS)), 0)
-    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.truetype(str(path), max(8, int(64 * height_share * PITCH_PX / zero.shape[0])))
+    inks = {d: _ink(font, str(d), stroke) for d in range(10)}
+    if inks[8].shape[0] == 0 or (inks[8].shape == inks[1].shape and np.array_equal(inks[8], inks[1])):
+        return None  # no digit glyphs (the same "missing" box for every digit)
+    width = int(max(ink.shape[1] for ink in inks.values()) * 1.3) + 8
+    canvas = np.zeros((PITCH_PX * len(STRIP_DIGITS), width), np.uint8)
     for j, digit in enumerate(STRIP_DIGITS):
-        b = font.getbbox(str(digit))
-        x = (width - (b[2] - b[0])) / 2 - b[0]
-        y = (j + 0.5) * PITCH_PX - (b[1] + b[3]) / 2
-        draw.text((x, y), str(digit), fill=255, font=font, stroke_width=stroke, stroke_fill=255)
-    strip = np.asarray(canvas)
+        ink = inks[digit][:PITCH_PX]
+        top, left = int(round((j + 0.5) * PITCH_PX - ink.shape[0] / 2)), (width - ink.shape[1]) // 2
+        canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = np.maximum(
+            canvas[top : top + ink.shape[0], left : left + ink.shape[1]], ink
+        )
+    strip = canvas
+    columns = np.flatnonzero(strip.max(axis=0) > 127)
+    if not INK_SHARE[0] <= strip[:, columns[0] : columns[-1] + 1].mean() / 255 <= INK_SHARE[1]:
+        return None  # hairline weights vanish at 20 px; inverted ("boxed") digits are no wheel print
     return cv2.resize(strip, (max(8, int(width * condense)), strip.shape[0]), interpolation=cv2.INTER_AREA)
 
 

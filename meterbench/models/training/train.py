@@ -42,7 +42,7 @@ from meterbench.models._runtime import (
     preprocess_crops,
 )
 from meterbench.models.training.negatives import NegativeSource
-from meterbench.models.training.synthetic import digit_strips, render_wheel
+from meterbench.models.training.synthetic import digit_strips, font_inventory, render_wheel
 from meterbench.models.training.synthetic_dials import render_dial
 
 DATA_ROOT = Path(__file__).resolve().parents[4] / "shared" / "data"
@@ -764,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
             "member_seeds": [args.seed + i for i in range(args.members)],
             "synthetic_share": args.synthetic,
             "synthetic_framed": args.frame,
+            "synthetic_fonts": font_inventory() if args.kind == "digit" and args.synthetic > 0 else {},
             "balance": args.balance,
             "reject_share": args.reject,
             "zoom": args.zoom,
