@@ -87,3 +87,16 @@ def test_every_element_a_person_can_read_is_read_near_the_hand_value_when_readab
             checked += 1
             assert circular_gap(float(value), true) <= VALUE_TOLERANCE[element.kind], (name, element.name, value)
     assert checked >= 85  # of the 88 elements a person can read (88 readable on 2026-12-03)
+
+
+def test_an_element_a_person_cannot_read_is_not_readable(readings) -> None:
+    """The two top wheels of cri-2020-06-19 lie under a reflection (hand value null): the digit
+    model must not call them readable (the model shipped until 2026-12-03 read them readably as
+    2.65 and 2.74; only the register's carry check refused the volume)."""
+    unreadable = [
+        (name, element.name, bool(readable))
+        for name, (hand, reading, layout) in readings.items()
+        for element, readable, true in zip(layout.elements, reading.element_readable, hand["values"], strict=True)
+        if true is None
+    ]
+    assert len(unreadable) == 2 and not any(readable for *_, readable in unreadable), unreadable
