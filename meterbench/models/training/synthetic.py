@@ -4,11 +4,10 @@ Each font gives one grey "strip" (digits 9 0 1 ... 9 0 1 stacked at a fixed
 pitch, white ink on black); a crop for any wheel position v in [0, 10) is the
 window centred on v, so labels are exact and continuous. Fonts: OpenCV Hershey
 fonts (always), drawn seven-segment digits, and with Pillow (the [train] extra)
-every TrueType/OpenType font of the Debian font packages found under
-SYSTEM_FONT_DIRS (fonts-dejavu, fonts-liberation, fonts-freefont-ttf,
-fonts-urw-base35: Bitstream Vera/DejaVu, OFL, GPL and AGPL with font
-exception; used at training time only, nothing of them is shipped) and those
-matplotlib ships when it is installed. The window may look at a curved drum
+up to FONTS_PER_FAMILY faces of each Debian font package found under
+SYSTEM_FONT_DIRS (the packages of the shipped model: docs/models.md §9; free
+licences, mostly OFL-1.1; used at training time only, nothing of them is
+shipped) and those matplotlib ships when it is installed. The window may look at a curved drum
 (rows foreshortened towards its top and bottom, shaded, with a highlight band).
 Training only.
 """
@@ -105,6 +104,7 @@ def _font_families() -> dict[str, list[Path]]:
 
 
 def _font_files() -> list[Path]:
+    """Every font file _font_families draws, in one list."""
     return [path for files in _font_families().values() for path in files]
 
 
@@ -138,7 +138,7 @@ def _truetype_strip(path: Path, height_share: float, stroke: int, condense: floa
         return None
     font = ImageFont.truetype(str(path), max(8, int(64 * height_share * PITCH_PX / zero.shape[0])))
     inks = {d: _ink(font, str(d), stroke) for d in range(10)}
-    if inks[8].shape[0] == 0 or (inks[8].shape == inks[1].shape and np.array_equal(inks[8], inks[1])):
+    if inks[8].shape[0] == 0 or np.array_equal(inks[8], inks[1]):
         return None  # no digit glyphs (the same "missing" box for every digit)
     width = int(max(ink.shape[1] for ink in inks.values()) * 1.3) + 8
     canvas = np.zeros((PITCH_PX * len(STRIP_DIGITS), width), np.uint8)
@@ -148,11 +148,10 @@ def _truetype_strip(path: Path, height_share: float, stroke: int, condense: floa
         canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = np.maximum(
             canvas[top : top + ink.shape[0], left : left + ink.shape[1]], ink
         )
-    strip = canvas
-    columns = np.flatnonzero(strip.max(axis=0) > 127)
-    if not INK_SHARE[0] <= strip[:, columns[0] : columns[-1] + 1].mean() / 255 <= INK_SHARE[1]:
+    columns = np.flatnonzero(canvas.max(axis=0) > 127)
+    if not INK_SHARE[0] <= canvas[:, columns[0] : columns[-1] + 1].mean() / 255 <= INK_SHARE[1]:
         return None  # hairline weights vanish at 20 px; inverted ("boxed") digits are no wheel print
-    return cv2.resize(strip, (max(8, int(width * condense)), strip.shape[0]), interpolation=cv2.INTER_AREA)
+    return cv2.resize(canvas, (max(8, int(width * condense)), canvas.shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def _truetype_strips() -> list[np.ndarray]:
